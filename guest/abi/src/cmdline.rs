@@ -1,0 +1,13 @@
+//! Keys of the kernel command line that the VMM and `scripts/qemu.sh` pass.
+//!
+//! The command line is a space-separated list of `key=value` words. Unknown words are reported
+//! by the kernel and otherwise ignored.
+
+/// `lde.test=<hook>`: run a deliberate failure instead of the normal boot (for tests).
+pub const TEST_KEY: &str = "lde.test";
+/// Test hook: the kernel panics after printing its banner.
+pub const TEST_PANIC: &str = "panic";
+/// Test hook: the kernel loads an empty IDT and raises an exception, so the CPU triple-faults.
+pub const TEST_TRIPLE_FAULT: &str = "triple-fault";
+/// Test hook: the kernel executes `ud2`, which its own handler reports as a fatal exception.
+pub const TEST_KERNEL_FAULT: &str = "kernel-fault";

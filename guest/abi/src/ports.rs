@@ -1,0 +1,16 @@
+//! I/O ports the kernel uses to talk to the VMM (and to QEMU, which offers the same devices).
+
+/// Base of the first 16550 UART (COM1); the serial console.
+pub const SERIAL_PORT: u16 = 0x3f8;
+/// Number of registers of the 16550 UART.
+pub const SERIAL_PORT_SIZE: u16 = 8;
+/// Legacy IRQ line of COM1.
+pub const SERIAL_IRQ: u32 = 4;
+
+/// The exit port: a 32-bit `out` of an exit code here ends the VM with that code.
+///
+/// Under QEMU this is the `isa-debug-exit` device (`iobase=0xf4,iosize=0x04`), which makes QEMU
+/// exit with `(code << 1) | 1`; `scripts/qemu.sh` undoes that.
+pub const EXIT_PORT: u16 = 0xf4;
+/// Width of the exit port in bytes.
+pub const EXIT_PORT_SIZE: u16 = 4;

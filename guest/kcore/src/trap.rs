@@ -1,0 +1,47 @@
+//! Names of the x86 exception vectors, as the kernel prints them (`trap=#GP`).
+
+/// The mnemonic of an exception vector (`#GP`), `IRQ` for vectors 32 and above.
+pub fn mnemonic(vector: u64) -> &'static str {
+    match vector {
+        0 => "#DE",
+        1 => "#DB",
+        2 => "NMI",
+        3 => "#BP",
+        4 => "#OF",
+        5 => "#BR",
+        6 => "#UD",
+        7 => "#NM",
+        8 => "#DF",
+        9 => "#CSO",
+        10 => "#TS",
+        11 => "#NP",
+        12 => "#SS",
+        13 => "#GP",
+        14 => "#PF",
+        16 => "#MF",
+        17 => "#AC",
+        18 => "#MC",
+        19 => "#XM",
+        20 => "#VE",
+        21 => "#CP",
+        28 => "#HV",
+        29 => "#VC",
+        30 => "#SX",
+        15 | 22..=27 | 31 => "#RESERVED",
+        _ => "IRQ",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_the_common_exceptions() {
+        assert_eq!(mnemonic(6), "#UD");
+        assert_eq!(mnemonic(13), "#GP");
+        assert_eq!(mnemonic(14), "#PF");
+        assert_eq!(mnemonic(15), "#RESERVED");
+        assert_eq!(mnemonic(0x20), "IRQ");
+    }
+}

@@ -1,0 +1,164 @@
+//! The PVH entry: 32-bit protected mode → long mode → `kernel_main`.
+//!
+//! The boot page tables are data, written out by the assembler, so that the (on PVM hosts,
+//! emulated and slow) boot path does not spend thousands of ring-0 instructions building them.
+//! They stay the kernel's half of every address space:
+//!
+//! * `0x0000_0000 – 0x0020_0000`: 4 KiB pages, supervisor read/write/execute (the kernel image
+//!   lives at 1 MiB). Page 0 is unmapped by [`unmap_page0`] once the boot data (which QEMU puts
+//!   in low memory) has been copied, so that null pointers fault.
+//! * `0x0020_0000 – 0xC000_0000`: 2 MiB pages, supervisor read/write, no-execute (guest RAM).
+//! * `0xC000_0000 – 0x1_0000_0000`: 2 MiB pages, supervisor, uncached, no-execute (MMIO: LAPIC).
+//!
+//! Everything is supervisor-only: ring 3 can touch none of it.
+
+use core::arch::global_asm;
+
+// Register contract at `pvh_start` (PVH spec): 32-bit protected mode, paging off, flat CS/DS,
+// EBX = physical address of `hvm_start_info`, interrupts off, no usable stack.
+// At the call to `kernel_main`: 64-bit mode, EDI = the start info address (its upper half is
+// zeroed by the 32-bit move), RSP = top of `BOOT_STACK`, 16-byte aligned before the call.
+global_asm!(
+    r#"
+    .section .note.Xen, "a"
+    .p2align 2
+    .long 4                     /* namesz: "Xen\0" */
+    .long 4                     /* descsz */
+    .long {pvh_note}            /* XEN_ELFNOTE_PHYS32_ENTRY */
+    .asciz "Xen"
+    .long pvh_start
+    .p2align 2
+
+    .section .text.boot, "ax"
+    .code32
+    .global pvh_start
+pvh_start:
+    cli
+    cld
+    movl %ebx, %edi
+    movl $boot_stack_top, %esp
+    /* CR4: PAE (bit 5), OSFXSR (bit 9), OSXMMEXCPT (bit 10): ring 3 may use SSE. */
+    movl %cr4, %eax
+    orl $0x620, %eax
+    movl %eax, %cr4
+    movl $boot_pml4, %eax
+    movl %eax, %cr3
+    /* EFER: LME (bit 8), NXE (bit 11). */
+    movl $0xC0000080, %ecx
+    rdmsr
+    orl $0x900, %eax
+    wrmsr
+    /* CR0: PE (bit 0), WP (bit 16), PG (bit 31). */
+    movl %cr0, %eax
+    orl $0x80010001, %eax
+    movl %eax, %cr0
+    lgdt boot_gdt_descriptor
+    ljmp ${kernel_cs}, $long_mode_start
+
+    .code64
+long_mode_start:
+    movw ${kernel_ds}, %ax
+    movw %ax, %ds
+    movw %ax, %es
+    movw %ax, %ss
+    xorl %eax, %eax
+    movw %ax, %fs
+    movw %ax, %gs
+    movabsq $boot_stack_top, %rsp
+    xorl %ebp, %ebp
+    call kernel_main
+    ud2
+
+    .section .rodata
+    .p2align 3
+boot_gdt:
+    .quad 0                     /* 0x00: null */
+    .quad 0                     /* 0x08: unused (Linux layout) */
+    .quad 0x00af9b000000ffff    /* 0x10: kernel code, 64-bit */
+    .quad 0x00cf93000000ffff    /* 0x18: kernel data */
+boot_gdt_end:
+boot_gdt_descriptor:
+    .word boot_gdt_end - boot_gdt - 1
+    .long boot_gdt
+
+    .section .data.pagetables, "aw"
+    .p2align 12
+    .global boot_pml4
+    .global boot_pt0
+boot_pml4:
+    .quad boot_pdpt + 0x3
+    .fill 511, 8, 0
+boot_pdpt:
+    .quad boot_pd0 + 0x3
+    .quad boot_pd1 + 0x3
+    .quad boot_pd2 + 0x3
+    .quad boot_pd3 + 0x3
+    .fill 508, 8, 0
+boot_pd0:
+    .quad boot_pt0 + 0x3
+    .set i, 1
+    .rept 511
+    .quad (i << 21) | 0x83 | (1 << 63)
+    .set i, i + 1
+    .endr
+boot_pd1:
+    .set i, 512
+    .rept 512
+    .quad (i << 21) | 0x83 | (1 << 63)
+    .set i, i + 1
+    .endr
+boot_pd2:
+    .set i, 1024
+    .rept 512
+    .quad (i << 21) | 0x83 | (1 << 63)
+    .set i, i + 1
+    .endr
+boot_pd3:
+    .set i, 1536
+    .rept 512
+    .quad (i << 21) | 0x9b | (1 << 63)
+    .set i, i + 1
+    .endr
+boot_pt0:
+    .quad 0x3                   /* page 0: mapped until boot data is copied, see unmap_page0 */
+    .set i, 1
+    .rept 511
+    .quad (i << 12) | 0x3
+    .set i, i + 1
+    .endr
+
+    .section .bss
+    .p2align 12
+boot_stack:
+    .skip {boot_stack_size}
+    .global boot_stack_top
+boot_stack_top:
+    .text
+    "#,
+    pvh_note = const lde_abi::boot::PVH_ENTRY_NOTE_TYPE,
+    kernel_cs = const super::gdt::KERNEL_CODE_SELECTOR,
+    kernel_ds = const super::gdt::KERNEL_DATA_SELECTOR,
+    boot_stack_size = const BOOT_STACK_SIZE,
+    options(att_syntax)
+);
+
+/// Size of the boot stack, which stays the stack of `kernel_main` and the scheduler.
+pub const BOOT_STACK_SIZE: usize = 64 * 1024;
+
+extern "C" {
+    /// The page table of the first 2 MiB (defined above in asm).
+    static mut boot_pt0: [u64; 512];
+}
+
+/// Unmaps page 0 so that null-pointer accesses fault.
+///
+/// # Safety
+/// Nothing may still refer to memory in page 0.
+pub unsafe fn unmap_page0() {
+    // SAFETY: boot_pt0 is the live page table of the first 2 MiB; clearing entry 0 only removes
+    // page 0, which the caller promises is unused, and the TLB entry is flushed right after.
+    unsafe {
+        core::ptr::addr_of_mut!(boot_pt0[0]).write_volatile(0);
+        x86_64::instructions::tlb::flush(x86_64::VirtAddr::zero());
+    }
+}

@@ -1,0 +1,56 @@
+//! Small CPU operations: port output to the exit device, halting, CPUID, control registers.
+
+use core::arch::x86_64::{__cpuid, CpuidResult};
+
+use x86_64::instructions::port::Port;
+use x86_64::registers::control::Cr2;
+
+/// Ends the VM with `code` through the exit port; halts forever if no exit device answered.
+pub fn shutdown(code: u32) -> ! {
+    let mut port = Port::<u32>::new(lde_abi::ports::EXIT_PORT);
+    // SAFETY: the exit port belongs to the VMM's (or QEMU's isa-debug-exit) exit device; a
+    // write there has no effect on guest memory.
+    unsafe { port.write(code) };
+    halt_forever()
+}
+
+/// Disables interrupts and halts for good.
+pub fn halt_forever() -> ! {
+    loop {
+        x86_64::instructions::interrupts::disable();
+        x86_64::instructions::hlt();
+    }
+}
+
+/// Executes CPUID (an exit to the hypervisor on KVM; see PLATFORM.md for PVM's answers).
+pub fn cpuid(leaf: u32) -> CpuidResult {
+    __cpuid(leaf)
+}
+
+/// The CPU vendor string (CPUID leaf 0), e.g. `AuthenticAMD`.
+pub fn vendor() -> [u8; 12] {
+    let r = cpuid(0);
+    let mut v = [0u8; 12];
+    v[0..4].copy_from_slice(&r.ebx.to_le_bytes());
+    v[4..8].copy_from_slice(&r.edx.to_le_bytes());
+    v[8..12].copy_from_slice(&r.ecx.to_le_bytes());
+    v
+}
+
+/// The hypervisor signature (CPUID leaf 0x4000_0000), if CPUID.1:ECX[31] says there is one.
+pub fn hypervisor_signature() -> Option<[u8; 12]> {
+    if cpuid(1).ecx & (1 << 31) == 0 {
+        return None;
+    }
+    let r = cpuid(0x4000_0000);
+    let mut v = [0u8; 12];
+    v[0..4].copy_from_slice(&r.ebx.to_le_bytes());
+    v[4..8].copy_from_slice(&r.ecx.to_le_bytes());
+    v[8..12].copy_from_slice(&r.edx.to_le_bytes());
+    Some(v)
+}
+
+/// The faulting address of the last page fault.
+pub fn cr2() -> u64 {
+    Cr2::read_raw()
+}

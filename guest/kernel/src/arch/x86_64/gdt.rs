@@ -1,0 +1,133 @@
+//! The GDT and the TSS.
+//!
+//! The selectors follow Linux's layout, which `syscall`/`sysret` need (STAR) and which PVM hosts
+//! report from ring 3 whatever the GDT says (PLATFORM.md): kernel CS 0x10, kernel DS 0x18,
+//! user CS32 0x23, user DS 0x2b, user CS 0x33, TSS 0x38.
+
+use core::cell::UnsafeCell;
+use core::ptr::addr_of;
+
+use spin::Once;
+use x86_64::instructions::segmentation::{Segment, CS, DS, ES, SS};
+use x86_64::instructions::tables::load_tss;
+use x86_64::structures::gdt::{
+    Descriptor, DescriptorFlags, GlobalDescriptorTable, SegmentSelector,
+};
+use x86_64::structures::tss::TaskStateSegment;
+use x86_64::{PrivilegeLevel, VirtAddr};
+
+/// Kernel 64-bit code segment selector.
+pub const KERNEL_CODE_SELECTOR: u16 = 0x10;
+/// Kernel data segment selector.
+pub const KERNEL_DATA_SELECTOR: u16 = 0x18;
+/// User 32-bit code segment selector (RPL 3); the base of STAR's sysret field.
+pub const USER_CODE32_SELECTOR: u16 = 0x23;
+/// User data segment selector (RPL 3).
+pub const USER_DATA_SELECTOR: u16 = 0x2b;
+/// User 64-bit code segment selector (RPL 3).
+pub const USER_CODE_SELECTOR: u16 = 0x33;
+/// Task state segment selector.
+pub const TSS_SELECTOR: u16 = 0x38;
+
+/// IST slot (1-based, as in the IDT) of the double-fault stack.
+pub const DOUBLE_FAULT_IST: u16 = 1;
+/// IST slot of the NMI stack.
+pub const NMI_IST: u16 = 2;
+/// IST slot of the machine-check stack.
+pub const MACHINE_CHECK_IST: u16 = 3;
+
+const IST_STACK_SIZE: usize = 16 * 1024;
+
+/// A stack for an IST slot; only the CPU writes it, on a trap.
+#[repr(C, align(16))]
+struct IstStack(UnsafeCell<[u8; IST_STACK_SIZE]>);
+
+// SAFETY: the kernel never reads or writes these bytes; only the CPU does, on trap delivery.
+unsafe impl Sync for IstStack {}
+
+impl IstStack {
+    const fn new() -> Self {
+        Self(UnsafeCell::new([0; IST_STACK_SIZE]))
+    }
+
+    fn top(&self) -> VirtAddr {
+        VirtAddr::from_ptr(self.0.get()) + IST_STACK_SIZE as u64
+    }
+}
+
+static DOUBLE_FAULT_STACK: IstStack = IstStack::new();
+static NMI_STACK: IstStack = IstStack::new();
+static MACHINE_CHECK_STACK: IstStack = IstStack::new();
+
+/// The TSS. The CPU reads it on every trap from ring 3; the kernel writes RSP0 when it
+/// switches processes.
+struct Tss(UnsafeCell<TaskStateSegment>);
+
+// SAFETY: there is one CPU; the TSS is written only by `init` (interrupts off) and
+// `set_kernel_stack` (called with interrupts off), and read only by the CPU.
+unsafe impl Sync for Tss {}
+
+static TSS: Tss = Tss(UnsafeCell::new(TaskStateSegment::new()));
+static GDT: Once<GlobalDescriptorTable<10>> = Once::new();
+
+/// Builds and loads the GDT and the TSS and reloads every segment register.
+pub fn init() {
+    // SAFETY: interrupts are off and nothing else refers to the TSS yet.
+    let tss = unsafe { &mut *TSS.0.get() };
+    tss.interrupt_stack_table[usize::from(DOUBLE_FAULT_IST - 1)] = DOUBLE_FAULT_STACK.top();
+    tss.interrupt_stack_table[usize::from(NMI_IST - 1)] = NMI_STACK.top();
+    tss.interrupt_stack_table[usize::from(MACHINE_CHECK_IST - 1)] = MACHINE_CHECK_STACK.top();
+
+    let gdt = GDT.call_once(|| {
+        let mut gdt = GlobalDescriptorTable::empty();
+        gdt.append(Descriptor::UserSegment(0));
+        let kernel_code = gdt.append(Descriptor::kernel_code_segment());
+        let kernel_data = gdt.append(Descriptor::kernel_data_segment());
+        let user_code32 = gdt.append(Descriptor::UserSegment(DescriptorFlags::USER_CODE32.bits()));
+        let user_data = gdt.append(Descriptor::user_data_segment());
+        let user_code = gdt.append(Descriptor::user_code_segment());
+        // SAFETY: TSS is a static, so the pointer stays valid for as long as the GDT is loaded.
+        let tss = gdt.append(unsafe { Descriptor::tss_segment_unchecked(TSS.0.get()) });
+        debug_assert_eq!(kernel_code.0, KERNEL_CODE_SELECTOR);
+        debug_assert_eq!(kernel_data.0, KERNEL_DATA_SELECTOR);
+        debug_assert_eq!(user_code32.0, USER_CODE32_SELECTOR);
+        debug_assert_eq!(user_data.0, USER_DATA_SELECTOR);
+        debug_assert_eq!(user_code.0, USER_CODE_SELECTOR);
+        debug_assert_eq!(tss.0, TSS_SELECTOR);
+        gdt
+    });
+    gdt.load();
+    // SAFETY: the selectors name the descriptors appended above, now loaded.
+    unsafe {
+        CS::set_reg(SegmentSelector::new(
+            KERNEL_CODE_SELECTOR >> 3,
+            PrivilegeLevel::Ring0,
+        ));
+        let data = SegmentSelector::new(KERNEL_DATA_SELECTOR >> 3, PrivilegeLevel::Ring0);
+        DS::set_reg(data);
+        ES::set_reg(data);
+        SS::set_reg(data);
+        load_tss(SegmentSelector::new(
+            TSS_SELECTOR >> 3,
+            PrivilegeLevel::Ring0,
+        ));
+    }
+}
+
+/// Sets the stack the CPU switches to on a trap from ring 3 (TSS.RSP0).
+///
+/// # Safety
+/// Interrupts must be off, and `top` must be the top of a mapped kernel stack that stays
+/// valid until the next call.
+#[allow(dead_code)]
+pub unsafe fn set_kernel_stack(top: VirtAddr) {
+    // SAFETY: one CPU, interrupts off (caller's contract): nothing else accesses the TSS now.
+    unsafe { (*TSS.0.get()).privilege_stack_table[0] = top };
+}
+
+/// The current TSS.RSP0.
+#[allow(dead_code)]
+pub fn kernel_stack() -> VirtAddr {
+    // SAFETY: a plain read of a field that is only written with interrupts off on this CPU.
+    unsafe { addr_of!((*TSS.0.get()).privilege_stack_table[0]).read() }
+}

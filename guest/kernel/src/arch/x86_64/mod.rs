@@ -1,0 +1,8 @@
+//! Everything that touches x86 hardware. The only place in the kernel with `asm`.
+
+pub mod boot;
+pub mod cpu;
+pub mod gdt;
+pub mod lapic;
+pub mod serial;
+pub mod trap;

@@ -1,0 +1,173 @@
+//! Reading the PVH start info the VMM (or QEMU) left in memory.
+
+use core::cell::UnsafeCell;
+use core::mem::size_of;
+
+use lde_abi::boot::{MemmapEntry, ModlistEntry, StartInfo, START_INFO_MAGIC};
+
+/// Boot data must lie below the MMIO hole, in the identity-mapped RAM.
+const BOOT_DATA_END: u64 = 0xc000_0000;
+/// Longest command line the kernel reads.
+const CMDLINE_MAX: usize = 4096;
+/// Most memory-map entries the kernel reads.
+const MEMMAP_MAX: u32 = 128;
+
+/// Most modules the kernel keeps.
+const MODULES_MAX: u32 = 4;
+
+/// What the kernel learned at boot, copied out of the loader's memory.
+pub struct BootInfo {
+    cmdline: [u8; CMDLINE_MAX],
+    cmdline_len: usize,
+    memmap: [MemmapEntry; MEMMAP_MAX as usize],
+    memmap_len: usize,
+    modules: [ModlistEntry; MODULES_MAX as usize],
+    modules_len: usize,
+}
+
+impl BootInfo {
+    /// The kernel command line.
+    pub fn cmdline(&self) -> &str {
+        // `read` checked that these bytes are UTF-8.
+        core::str::from_utf8(&self.cmdline[..self.cmdline_len]).unwrap_or("")
+    }
+
+    /// The memory map.
+    pub fn memmap(&self) -> &[MemmapEntry] {
+        &self.memmap[..self.memmap_len]
+    }
+
+    /// The modules (lde passes one, the initrd).
+    pub fn modules(&self) -> &[ModlistEntry] {
+        &self.modules[..self.modules_len]
+    }
+}
+
+struct Store(UnsafeCell<BootInfo>);
+
+// SAFETY: written only by `read`, once, on the one CPU before interrupts are enabled; shared
+// references are handed out only after that.
+unsafe impl Sync for Store {}
+
+static STORE: Store = Store(UnsafeCell::new(BootInfo {
+    cmdline: [0; CMDLINE_MAX],
+    cmdline_len: 0,
+    memmap: [MemmapEntry {
+        addr: 0,
+        size: 0,
+        kind: 0,
+        reserved: 0,
+    }; MEMMAP_MAX as usize],
+    memmap_len: 0,
+    modules: [ModlistEntry {
+        paddr: 0,
+        size: 0,
+        cmdline_paddr: 0,
+        reserved: 0,
+    }; MODULES_MAX as usize],
+    modules_len: 0,
+}));
+
+/// Why the boot information is unusable.
+pub enum BootInfoError {
+    BadAddress(&'static str, u64),
+    BadMagic(u32),
+    CmdlineNotUtf8,
+    TooManyEntries(&'static str, u32),
+}
+
+impl core::fmt::Display for BootInfoError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::BadAddress(what, addr) => write!(f, "{what} at {addr:#x} is outside usable RAM"),
+            Self::BadMagic(magic) => write!(f, "bad magic {magic:#x}"),
+            Self::CmdlineNotUtf8 => write!(f, "the command line is not UTF-8"),
+            Self::TooManyEntries(what, n) => write!(f, "{n} entries in the {what} is too many"),
+        }
+    }
+}
+
+fn check_range(what: &'static str, addr: u64, len: u64) -> Result<(), BootInfoError> {
+    match addr.checked_add(len) {
+        Some(end) if addr != 0 && end <= BOOT_DATA_END => Ok(()),
+        _ => Err(BootInfoError::BadAddress(what, addr)),
+    }
+}
+
+/// Reads and checks the start info at physical address `paddr` and copies what it describes
+/// into kernel memory.
+///
+/// # Safety
+/// Call once, before interrupts are enabled, while the boot data is still mapped.
+pub unsafe fn read(paddr: u64) -> Result<&'static BootInfo, BootInfoError> {
+    check_range("start info", paddr, size_of::<StartInfo>() as u64)?;
+    // SAFETY: the range is inside identity-mapped RAM (checked); unaligned reads are allowed.
+    let info: StartInfo = unsafe { (paddr as *const StartInfo).read_unaligned() };
+    if info.magic != START_INFO_MAGIC {
+        return Err(BootInfoError::BadMagic(info.magic));
+    }
+    if info.memmap_entries > MEMMAP_MAX {
+        return Err(BootInfoError::TooManyEntries(
+            "memory map",
+            info.memmap_entries,
+        ));
+    }
+    if info.nr_modules > MODULES_MAX {
+        return Err(BootInfoError::TooManyEntries(
+            "module list",
+            info.nr_modules,
+        ));
+    }
+    // SAFETY: the caller calls this once before anything can read STORE.
+    let store = unsafe { &mut *STORE.0.get() };
+
+    if info.cmdline_paddr != 0 {
+        check_range("command line", info.cmdline_paddr, 1)?;
+        let room = (BOOT_DATA_END - info.cmdline_paddr).min(CMDLINE_MAX as u64) as usize;
+        let src = info.cmdline_paddr as *const u8;
+        let mut len = 0;
+        while len < room {
+            // SAFETY: cmdline_paddr + len is below BOOT_DATA_END, in identity-mapped RAM.
+            let b = unsafe { src.add(len).read() };
+            if b == 0 {
+                break;
+            }
+            store.cmdline[len] = b;
+            len += 1;
+        }
+        core::str::from_utf8(&store.cmdline[..len]).map_err(|_| BootInfoError::CmdlineNotUtf8)?;
+        store.cmdline_len = len;
+    }
+    store.memmap_len = copy_table(
+        "memory map",
+        info.memmap_paddr,
+        info.memmap_entries,
+        &mut store.memmap,
+    )?;
+    store.modules_len = copy_table(
+        "module list",
+        info.modlist_paddr,
+        info.nr_modules,
+        &mut store.modules,
+    )?;
+    Ok(store)
+}
+
+fn copy_table<T: Copy>(
+    what: &'static str,
+    paddr: u64,
+    count: u32,
+    dst: &mut [T],
+) -> Result<usize, BootInfoError> {
+    let count = count as usize;
+    if count == 0 {
+        return Ok(0);
+    }
+    check_range(what, paddr, (size_of::<T>() * count) as u64)?;
+    let src = paddr as *const T;
+    for (i, slot) in dst[..count].iter_mut().enumerate() {
+        // SAFETY: entry i lies inside the checked range; T is plain old data.
+        *slot = unsafe { src.add(i).read_unaligned() };
+    }
+    Ok(count)
+}
