@@ -1,1 +1,161 @@
-fn main(){}
+//! The `lde` command line: parse → config → run → exit code. Errors are printed once, as one
+//! line with their causes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use lde::{host, layout, Outcome, RunConfig};
+use lde_abi::exit as code;
+
+const EXIT_CODES: &str = "\
+Exit status:
+  0-63  the guest's own code: 0 = every process succeeded, 1 = a process failed,
+        3 = kernel panic, 4 = the kernel could not read its boot information
+  2     usage error (bad flag or value)
+  70    the guest crashed (triple fault, KVM internal error, unexpected VM exit)
+  71    KVM is unavailable (no /dev/kvm, no permission, missing capability)
+  72    the kernel (or program) file cannot be read or is not a valid image
+  74    the VMM itself failed
+  124   --timeout expired
+  130   stopped by SIGINT or SIGTERM";
+
+/// lde: limited direct execution, on real hardware virtualization.
+///
+/// Boots the lde guest kernel in a KVM virtual machine, forwards its serial console to this
+/// terminal, and exits with the guest's exit code.
+#[derive(Parser)]
+#[command(name = "lde", version, after_help = EXIT_CODES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Boot the guest kernel and run it until it shuts down.
+    #[command(after_help = EXIT_CODES)]
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Guest memory in MiB.
+    #[arg(long, short = 'm', value_name = "MIB", default_value_t = layout::MEM_DEFAULT_MIB,
+          value_parser = clap::value_parser!(u64).range(layout::MEM_MIN_MIB..=layout::MEM_MAX_MIB))]
+    mem: u64,
+    /// Stop the guest if it has not shut down after SECS seconds (fractions allowed); exit 124.
+    #[arg(long, short = 't', value_name = "SECS", value_parser = parse_seconds)]
+    timeout: Option<Duration>,
+    /// Boot this kernel ELF (with a PVH entry note) instead of the built-in one.
+    #[arg(long, value_name = "PATH")]
+    kernel: Option<PathBuf>,
+    /// Extra words for the kernel command line (e.g. "lde.test=panic").
+    #[arg(long, value_name = "WORDS", default_value = "")]
+    cmdline: String,
+    /// The KVM device to open.
+    #[arg(long, value_name = "PATH", default_value = "/dev/kvm")]
+    kvm_device: PathBuf,
+    /// Print only the guest's output and errors: no host line, no timing summary.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text.parse().map_err(|_| format!("'{text}' is not a number of seconds"))?;
+    if !(secs > 0.0 && secs <= 1e9) {
+        return Err(format!("'{text}' must be more than 0 seconds"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn main() -> ExitCode {
+    let started = Instant::now();
+    env_logger::Builder::from_env(env_logger::Env::default().filter_or("LDE_LOG", "warn"))
+        .format_target(false)
+        .init();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    match cli.command {
+        Command::Run(args) => run(args, started),
+    }
+}
+
+/// Prints clap's help or version as is, and a usage error as one line.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+        let _ = e.print();
+        return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            ExitCode::from(code::USAGE)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    let text = e.render().to_string();
+    let first = text.lines().next().unwrap_or("invalid command line");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    eprintln!("lde: {first} (see 'lde --help')");
+    ExitCode::from(code::USAGE)
+}
+
+fn run(args: RunArgs, started: Instant) -> ExitCode {
+    let host = host::detect();
+    let host_line = format!("lde: host: {} on {}", host.kvm, host.cpu_model);
+    let config = RunConfig {
+        kernel: args.kernel,
+        mem_mib: args.mem,
+        cmdline: args.cmdline,
+        initrd: None,
+        timeout: args.timeout,
+        kvm_device: args.kvm_device,
+        console: Box::new(std::io::stdout()),
+        input: Some(libc::STDIN_FILENO),
+        started,
+        host,
+    };
+    let report = match lde::prepare(config).and_then(|vm| {
+        if !args.quiet {
+            eprintln!("{host_line}");
+        }
+        vm.run()
+    }) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("lde: error: {}", chain(&e));
+            return ExitCode::from(e.exit_code());
+        }
+    };
+    match &report.outcome {
+        Outcome::GuestExit(_) => {}
+        Outcome::Crashed { crash, registers } => eprint!("lde: guest crashed: {crash}\n{registers}"),
+        Outcome::Timeout(t) => eprintln!("lde: timeout: the guest was still running after {} s; stopped it", t.as_secs_f64()),
+        Outcome::Interrupted(signal) => eprintln!("lde: interrupted by signal {signal}; stopped the guest"),
+    }
+    if !args.quiet {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let banner = report.banner_after.map_or("never".to_string(), |d| format!("{:.1} ms", ms(d)));
+        eprintln!(
+            "lde: exit code {}; banner after {banner}, end after {:.1} ms (from process start); {} VM exits to lde",
+            report.outcome.exit_code(),
+            ms(report.ended_after),
+            report.exits.total(),
+        );
+    }
+    ExitCode::from(report.outcome.exit_code())
+}
+
+/// An error and its causes on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

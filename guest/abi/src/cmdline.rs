@@ -11,3 +11,5 @@ pub const TEST_PANIC: &str = "panic";
 pub const TEST_TRIPLE_FAULT: &str = "triple-fault";
 /// Test hook: the kernel executes `ud2`, which its own handler reports as a fatal exception.
 pub const TEST_KERNEL_FAULT: &str = "kernel-fault";
+/// Test hook: the kernel halts with interrupts off and never shuts down (for timeouts).
+pub const TEST_HANG: &str = "hang";

@@ -74,6 +74,10 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
             // SAFETY: with no IDT the #UD cannot be delivered: the CPU triple-faults, on purpose.
             unsafe { core::arch::asm!("ud2", options(nomem, nostack)) };
         }
+        Some(keys::TEST_HANG) => {
+            println!("kernel: test hook: halting with interrupts off");
+            cpu::halt_forever();
+        }
         Some(other) => println!(
             "kernel: unknown test hook {}={other}, ignored",
             keys::TEST_KEY

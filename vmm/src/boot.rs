@@ -1,0 +1,241 @@
+//! Loading the kernel ELF and writing the PVH boot data (start info, memory map, module list,
+//! command line) into guest memory, at the places [`crate::layout`] names.
+
+use std::io::Cursor;
+
+use lde_abi::boot::START_INFO_MAGIC;
+use linux_loader::configurator::pvh::PvhBootConfigurator;
+use linux_loader::configurator::{BootConfigurator, BootParams};
+use linux_loader::loader::elf::start_info::{hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info};
+use linux_loader::loader::elf::{Elf, PvhBootCapability};
+use linux_loader::loader::KernelLoader;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use crate::layout;
+
+/// Why a kernel could not be booted.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("not an ELF file")]
+    NotElf,
+    #[error("not a 64-bit little-endian x86-64 executable ELF")]
+    WrongElfKind,
+    #[error("no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY): this kernel cannot be booted through PVH")]
+    NoPvhEntry,
+    #[error("the PVH entry point {0:#x} is outside guest RAM")]
+    BadEntry(u64),
+    #[error("the kernel does not fit in guest memory (it needs RAM up to {0:#x})")]
+    KernelTooBig(u64),
+    #[error("invalid kernel image")]
+    Load(#[source] linux_loader::loader::Error),
+    #[error("the kernel command line is longer than {} bytes", layout::CMDLINE_MAX_SIZE - 1)]
+    CmdlineTooLong,
+    #[error("the kernel command line contains a NUL byte")]
+    CmdlineNul,
+    #[error("the initrd ({0} bytes) does not fit in guest memory above the kernel")]
+    InitrdTooBig(usize),
+    #[error("cannot write the boot data to guest memory")]
+    Write(#[source] linux_loader::configurator::Error),
+    #[error("cannot write to guest memory")]
+    Memory(#[source] vm_memory::GuestMemoryError),
+}
+
+/// Where the vCPU starts: the PVH entry, with `ebx` = the start info.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BootEntry {
+    pub entry: GuestAddress,
+    pub start_info: GuestAddress,
+}
+
+const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
+const ELFCLASS64: u8 = 2;
+const ELFDATA2LSB: u8 = 1;
+const ET_EXEC: u16 = 2;
+const EM_X86_64: u16 = 62;
+
+/// Checks what linux-loader does not: that this is a 64-bit x86-64 executable.
+pub fn check_elf(image: &[u8]) -> Result<(), Error> {
+    if image.len() < 64 || &image[..4] != ELF_MAGIC {
+        return Err(Error::NotElf);
+    }
+    let e_type = u16::from_le_bytes([image[16], image[17]]);
+    let e_machine = u16::from_le_bytes([image[18], image[19]]);
+    if image[4] != ELFCLASS64 || image[5] != ELFDATA2LSB || e_type != ET_EXEC || e_machine != EM_X86_64 {
+        return Err(Error::WrongElfKind);
+    }
+    Ok(())
+}
+
+/// Loads `kernel` and writes the boot data for `cmdline` and an optional `initrd`.
+pub fn load(
+    mem: &GuestMemoryMmap,
+    mem_size: u64,
+    kernel: &[u8],
+    cmdline: &str,
+    initrd: Option<&[u8]>,
+) -> Result<BootEntry, Error> {
+    check_elf(kernel)?;
+    if cmdline.len() >= layout::CMDLINE_MAX_SIZE {
+        return Err(Error::CmdlineTooLong);
+    }
+    if cmdline.contains('\0') {
+        return Err(Error::CmdlineNul);
+    }
+    let loaded = Elf::load(mem, None, &mut Cursor::new(kernel), Some(layout::HIGH_RAM_START))
+        .map_err(|e| match e {
+            linux_loader::loader::Error::Elf(linux_loader::loader::elf::Error::ReadKernelImage) => {
+                Error::KernelTooBig(mem_size)
+            }
+            e => Error::Load(e),
+        })?;
+    if loaded.kernel_end > mem_size {
+        return Err(Error::KernelTooBig(loaded.kernel_end));
+    }
+    let entry = match loaded.pvh_boot_cap {
+        PvhBootCapability::PvhEntryPresent(addr) => addr,
+        _ => return Err(Error::NoPvhEntry),
+    };
+    if entry.0 < layout::HIGH_RAM_START.0 || entry.0 >= mem_size {
+        return Err(Error::BadEntry(entry.0));
+    }
+
+    let mut bytes = Vec::with_capacity(cmdline.len() + 1);
+    bytes.extend_from_slice(cmdline.as_bytes());
+    bytes.push(0);
+    mem.write_slice(&bytes, layout::CMDLINE_ADDR).map_err(Error::Memory)?;
+
+    let mut start_info = hvm_start_info {
+        magic: START_INFO_MAGIC,
+        version: 1,
+        cmdline_paddr: layout::CMDLINE_ADDR.0,
+        memmap_paddr: layout::PVH_MEMMAP_ADDR.0,
+        ..Default::default()
+    };
+    let memmap: Vec<hvm_memmap_table_entry> = layout::memory_map(mem_size)
+        .into_iter()
+        .map(|(addr, size, kind)| hvm_memmap_table_entry { addr: addr.0, size, type_: kind, reserved: 0 })
+        .collect();
+    start_info.memmap_entries = memmap.len() as u32;
+
+    let mut module = None;
+    if let Some(initrd) = initrd {
+        let addr = layout::initrd_addr(mem_size, initrd.len() as u64, loaded.kernel_end)
+            .ok_or(Error::InitrdTooBig(initrd.len()))?;
+        mem.write_slice(initrd, addr).map_err(Error::Memory)?;
+        module = Some(hvm_modlist_entry { paddr: addr.0, size: initrd.len() as u64, ..Default::default() });
+        start_info.nr_modules = 1;
+        start_info.modlist_paddr = layout::PVH_MODLIST_ADDR.0;
+    }
+
+    let mut params = BootParams::new(&start_info, layout::PVH_START_INFO_ADDR);
+    params.set_sections(&memmap, layout::PVH_MEMMAP_ADDR);
+    if let Some(module) = module {
+        params.set_modules(&[module], layout::PVH_MODLIST_ADDR);
+    }
+    PvhBootConfigurator::write_bootparams(&params, mem).map_err(Error::Write)?;
+    Ok(BootEntry { entry, start_info: layout::PVH_START_INFO_ADDR })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lde_abi::boot::{MemmapEntry, ModlistEntry, StartInfo, MEMMAP_RAM};
+    use std::mem::size_of;
+
+    const MEM: u64 = 32 << 20;
+
+    fn memory() -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM as usize)]).unwrap()
+    }
+
+    fn read<T: Default + Copy>(mem: &GuestMemoryMmap, addr: u64) -> T {
+        let mut buf = vec![0u8; size_of::<T>()];
+        mem.read_slice(&mut buf, GuestAddress(addr)).unwrap();
+        // SAFETY: T is one of the plain-old-data boot structures and buf holds size_of::<T>()
+        // bytes; read_unaligned copes with the Vec's alignment.
+        unsafe { (buf.as_ptr() as *const T).read_unaligned() }
+    }
+
+    #[test]
+    fn abi_structs_match_linux_loader() {
+        assert_eq!(size_of::<StartInfo>(), size_of::<hvm_start_info>());
+        assert_eq!(size_of::<MemmapEntry>(), size_of::<hvm_memmap_table_entry>());
+        assert_eq!(size_of::<ModlistEntry>(), size_of::<hvm_modlist_entry>());
+    }
+
+    #[test]
+    fn writes_start_info_memmap_cmdline_and_initrd() {
+        let mem = memory();
+        let initrd = vec![0xab; 5000];
+        let boot = load(&mem, MEM, crate::guest::KERNEL, "lde.test=panic x=1", Some(&initrd)).unwrap();
+        assert_eq!(boot.start_info, layout::PVH_START_INFO_ADDR);
+        assert_eq!(boot.entry, layout::HIGH_RAM_START, "kernel.ld puts pvh_start first");
+
+        let info: StartInfo = read(&mem, layout::PVH_START_INFO_ADDR.0);
+        assert_eq!(info.magic, 0x336e_c578);
+        assert_eq!(info.version, 1);
+        assert_eq!(info.cmdline_paddr, layout::CMDLINE_ADDR.0);
+        assert_eq!(info.memmap_paddr, layout::PVH_MEMMAP_ADDR.0);
+        assert_eq!(info.memmap_entries, 3);
+        assert_eq!(info.nr_modules, 1);
+        assert_eq!(info.modlist_paddr, layout::PVH_MODLIST_ADDR.0);
+
+        // The raw bytes of the header, as the kernel reads them.
+        let mut raw = [0u8; 8];
+        mem.read_slice(&mut raw, layout::PVH_START_INFO_ADDR).unwrap();
+        assert_eq!(raw, [0x78, 0xc5, 0x6e, 0x33, 1, 0, 0, 0]);
+
+        let last: MemmapEntry = read(&mem, layout::PVH_MEMMAP_ADDR.0 + 2 * 24);
+        assert_eq!((last.addr, last.addr + last.size, last.kind), (0x10_0000, MEM, MEMMAP_RAM));
+
+        let module: ModlistEntry = read(&mem, layout::PVH_MODLIST_ADDR.0);
+        assert_eq!(module.size, 5000);
+        assert_eq!(module.paddr, MEM - 0x2000);
+        let mut back = vec![0u8; 5000];
+        mem.read_slice(&mut back, GuestAddress(module.paddr)).unwrap();
+        assert_eq!(back, initrd);
+
+        let mut cmdline = [0u8; 19];
+        mem.read_slice(&mut cmdline, layout::CMDLINE_ADDR).unwrap();
+        assert_eq!(&cmdline, b"lde.test=panic x=1\0");
+    }
+
+    #[test]
+    fn no_initrd_means_no_modules() {
+        let mem = memory();
+        load(&mem, MEM, crate::guest::KERNEL, "", None).unwrap();
+        let info: StartInfo = read(&mem, layout::PVH_START_INFO_ADDR.0);
+        assert_eq!((info.nr_modules, info.modlist_paddr), (0, 0));
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_pvh_kernel() {
+        let mem = memory();
+        let passwd = b"root:x:0:0:root:/root:/bin/bash\n".repeat(4);
+        assert!(matches!(load(&mem, MEM, &passwd, "", None), Err(Error::NotElf)));
+        let mut elf32 = crate::guest::KERNEL.to_vec();
+        elf32[4] = 1;
+        assert!(matches!(load(&mem, MEM, &elf32, "", None), Err(Error::WrongElfKind)));
+        let truncated = &crate::guest::KERNEL[..200];
+        assert!(load(&mem, MEM, truncated, "", None).is_err());
+        let long = "x".repeat(layout::CMDLINE_MAX_SIZE);
+        assert!(matches!(load(&mem, MEM, crate::guest::KERNEL, &long, None), Err(Error::CmdlineTooLong)));
+        let huge = vec![0; MEM as usize];
+        assert!(matches!(
+            load(&mem, MEM, crate::guest::KERNEL, "", Some(&huge)),
+            Err(Error::InitrdTooBig(_))
+        ));
+    }
+
+    #[test]
+    fn rejects_a_kernel_without_pvh_note() {
+        // Turn the note's type into another one: the loader then finds no PVH entry.
+        let mut kernel = crate::guest::KERNEL.to_vec();
+        let pos = kernel
+            .windows(12)
+            .position(|w| w == [4, 0, 0, 0, 4, 0, 0, 0, 18, 0, 0, 0])
+            .expect("the PVH note header");
+        kernel[pos + 8] = 17;
+        assert!(matches!(load(&memory(), MEM, &kernel, "", None), Err(Error::NoPvhEntry)));
+    }
+}

@@ -1,0 +1,15 @@
+//! The devices the guest reaches through port I/O, one file each.
+
+pub mod exit_port;
+pub mod serial;
+
+use std::sync::{Arc, Mutex};
+
+pub use exit_port::ExitPort;
+pub use serial::{new_serial, Console, SerialDevice, SerialInput};
+
+/// Everything a VM exit may be routed to.
+pub struct Devices {
+    pub serial: Arc<Mutex<SerialDevice>>,
+    pub exit_port: ExitPort,
+}

@@ -1,0 +1,211 @@
+//! What each VM exit means: a pure `handle_exit(exit, devices) -> Action`, which unit tests
+//! feed synthetic exits.
+
+use kvm_ioctls::VcpuExit;
+use lde_abi::ports::{SERIAL_PORT, SERIAL_PORT_SIZE};
+
+use crate::devices::exit_port::ExitRequest;
+use crate::devices::{Devices, ExitPort};
+
+/// What the run loop does after an exit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Re-enter the guest.
+    Continue,
+    /// The guest shut down with this exit code.
+    GuestExit(u32),
+    /// The guest is dead or did something lde cannot go on from.
+    Crash(Crash),
+}
+
+/// Ways a guest run can end badly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Crash {
+    /// KVM_EXIT_SHUTDOWN: on x86 a triple fault.
+    TripleFault,
+    /// KVM_EXIT_INTERNAL_ERROR: KVM could not emulate or deliver something.
+    InternalError,
+    /// KVM_EXIT_FAIL_ENTRY with the hardware's reason.
+    FailEntry(u64),
+    /// KVM_EXIT_HLT: the vCPU halted for good (in-kernel LAPIC halts never reach us otherwise).
+    Halted,
+    /// The guest wrote a value outside 0..=63 to the exit port.
+    BadExitCode(u32),
+    /// An exit lde has no handler for.
+    Unexpected(&'static str),
+}
+
+impl std::fmt::Display for Crash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Crash::TripleFault => write!(f, "triple fault (KVM_EXIT_SHUTDOWN)"),
+            Crash::InternalError => write!(f, "KVM internal error (KVM_EXIT_INTERNAL_ERROR)"),
+            Crash::FailEntry(reason) => write!(f, "VM entry failed, hardware reason {reason:#x}"),
+            Crash::Halted => write!(f, "the vCPU halted with no way to wake (KVM_EXIT_HLT)"),
+            Crash::BadExitCode(v) => write!(f, "the guest wrote {v:#x} to the exit port, not a code in 0..=63"),
+            Crash::Unexpected(what) => write!(f, "unexpected VM exit {what}"),
+        }
+    }
+}
+
+/// Counts of the exits lde handled, by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitCounts {
+    pub io_in: u64,
+    pub io_out: u64,
+    pub mmio: u64,
+    pub other: u64,
+}
+
+impl ExitCounts {
+    pub fn total(&self) -> u64 {
+        self.io_in + self.io_out + self.mmio + self.other
+    }
+}
+
+fn serial_offset(port: u16) -> Option<u8> {
+    port.checked_sub(SERIAL_PORT).filter(|&o| o < SERIAL_PORT_SIZE).map(|o| o as u8)
+}
+
+/// Decides what `exit` means and performs its device access.
+pub fn handle_exit(exit: VcpuExit, devices: &mut Devices, counts: &mut ExitCounts) -> Action {
+    match exit {
+        VcpuExit::IoOut(port, data) => {
+            counts.io_out += 1;
+            if let Some(offset) = serial_offset(port) {
+                let mut serial = devices.serial.lock().expect("serial lock poisoned");
+                for &b in data {
+                    // The write reaches our Console, which cannot fail; an irqfd error would
+                    // only lose an interrupt the guest has not asked for.
+                    if let Err(e) = serial.write(offset, b) {
+                        log::warn!("serial write failed: {e:?}");
+                    }
+                }
+                return Action::Continue;
+            }
+            if ExitPort::claims(port) {
+                return match devices.exit_port.write(port, data) {
+                    ExitRequest::Exit(code) => Action::GuestExit(code),
+                    ExitRequest::Invalid(v) => Action::Crash(Crash::BadExitCode(v)),
+                };
+            }
+            log::debug!("ignored write to unclaimed port {port:#x}: {data:?}");
+            Action::Continue
+        }
+        VcpuExit::IoIn(port, data) => {
+            counts.io_in += 1;
+            if let Some(offset) = serial_offset(port) {
+                let mut serial = devices.serial.lock().expect("serial lock poisoned");
+                data.iter_mut().for_each(|b| *b = serial.read(offset));
+            } else {
+                // Nothing answers: the bus floats high, as on real hardware.
+                log::debug!("read from unclaimed port {port:#x}");
+                data.fill(0xff);
+            }
+            Action::Continue
+        }
+        VcpuExit::MmioRead(addr, data) => {
+            counts.mmio += 1;
+            log::debug!("read from unclaimed MMIO {addr:#x}");
+            data.fill(0xff);
+            Action::Continue
+        }
+        VcpuExit::MmioWrite(addr, _) => {
+            counts.mmio += 1;
+            log::debug!("ignored write to unclaimed MMIO {addr:#x}");
+            Action::Continue
+        }
+        VcpuExit::Shutdown => Action::Crash(Crash::TripleFault),
+        VcpuExit::InternalError => Action::Crash(Crash::InternalError),
+        VcpuExit::FailEntry(reason, _) => Action::Crash(Crash::FailEntry(reason)),
+        VcpuExit::Hlt => Action::Crash(Crash::Halted),
+        other => {
+            counts.other += 1;
+            Action::Crash(Crash::Unexpected(exit_name(&other)))
+        }
+    }
+}
+
+fn exit_name(exit: &VcpuExit) -> &'static str {
+    match exit {
+        VcpuExit::Unknown => "KVM_EXIT_UNKNOWN",
+        VcpuExit::Exception => "KVM_EXIT_EXCEPTION",
+        VcpuExit::Hypercall(_) => "KVM_EXIT_HYPERCALL",
+        VcpuExit::Debug(_) => "KVM_EXIT_DEBUG",
+        VcpuExit::IrqWindowOpen => "KVM_EXIT_IRQ_WINDOW_OPEN",
+        VcpuExit::Intr => "KVM_EXIT_INTR",
+        VcpuExit::SystemEvent(..) => "KVM_EXIT_SYSTEM_EVENT",
+        VcpuExit::Nmi => "KVM_EXIT_NMI",
+        _ => "(other)",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::serial::{new_serial, SharedBuffer};
+    use lde_abi::ports::EXIT_PORT;
+    use std::sync::{Arc, Mutex};
+
+    fn devices() -> (Devices, SharedBuffer) {
+        let out = SharedBuffer::default();
+        let serial = new_serial(Box::new(out.clone())).unwrap();
+        (Devices { serial: Arc::new(Mutex::new(serial)), exit_port: ExitPort }, out)
+    }
+
+    #[test]
+    fn serial_output_reaches_the_console() {
+        let (mut dev, out) = devices();
+        let mut counts = ExitCounts::default();
+        for b in b"hi\n" {
+            let action = handle_exit(VcpuExit::IoOut(SERIAL_PORT, &[*b]), &mut dev, &mut counts);
+            assert_eq!(action, Action::Continue);
+        }
+        assert_eq!(&*out.0.lock().unwrap(), b"hi\n");
+        // LSR (offset 5) says the transmitter is empty.
+        let mut lsr = [0u8];
+        handle_exit(VcpuExit::IoIn(SERIAL_PORT + 5, &mut lsr), &mut dev, &mut counts);
+        assert_eq!(lsr[0] & 0x20, 0x20);
+        assert_eq!(counts, ExitCounts { io_in: 1, io_out: 3, mmio: 0, other: 0 });
+    }
+
+    #[test]
+    fn exit_port_ends_the_run() {
+        let (mut dev, _) = devices();
+        let mut counts = ExitCounts::default();
+        let code = 3u32.to_le_bytes();
+        assert_eq!(handle_exit(VcpuExit::IoOut(EXIT_PORT, &code), &mut dev, &mut counts), Action::GuestExit(3));
+        let bad = 0x1234u32.to_le_bytes();
+        assert_eq!(
+            handle_exit(VcpuExit::IoOut(EXIT_PORT, &bad), &mut dev, &mut counts),
+            Action::Crash(Crash::BadExitCode(0x1234))
+        );
+    }
+
+    #[test]
+    fn unclaimed_ports_and_mmio_float_high() {
+        let (mut dev, _) = devices();
+        let mut counts = ExitCounts::default();
+        let mut data = [0u8; 2];
+        assert_eq!(handle_exit(VcpuExit::IoIn(0x60, &mut data), &mut dev, &mut counts), Action::Continue);
+        assert_eq!(data, [0xff, 0xff]);
+        let mut word = [0u8; 4];
+        assert_eq!(handle_exit(VcpuExit::MmioRead(0xd000_0000, &mut word), &mut dev, &mut counts), Action::Continue);
+        assert_eq!(word, [0xff; 4]);
+        assert_eq!(handle_exit(VcpuExit::IoOut(0x80, &[1]), &mut dev, &mut counts), Action::Continue);
+    }
+
+    #[test]
+    fn fatal_exits_crash() {
+        let (mut dev, _) = devices();
+        let mut counts = ExitCounts::default();
+        assert_eq!(handle_exit(VcpuExit::Shutdown, &mut dev, &mut counts), Action::Crash(Crash::TripleFault));
+        assert_eq!(handle_exit(VcpuExit::InternalError, &mut dev, &mut counts), Action::Crash(Crash::InternalError));
+        assert_eq!(handle_exit(VcpuExit::FailEntry(0x21, 0), &mut dev, &mut counts), Action::Crash(Crash::FailEntry(0x21)));
+        assert_eq!(handle_exit(VcpuExit::Hlt, &mut dev, &mut counts), Action::Crash(Crash::Halted));
+        assert_eq!(
+            handle_exit(VcpuExit::Debug(Default::default()), &mut dev, &mut counts),
+            Action::Crash(Crash::Unexpected("KVM_EXIT_DEBUG"))
+        );
+    }
+}

@@ -1,0 +1,159 @@
+//! The one vCPU: its PVH start state, its run loop, and the register dump printed when the
+//! guest crashes.
+//!
+//! The run loop is a small state machine: `Running` until an exit's [`Action`] or a stop request
+//! ends it. A stop request (Ctrl-C, timeout) sets a flag and kicks the thread out of `KVM_RUN`
+//! with [`KICK_SIGNAL`].
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
+use kvm_ioctls::{Kvm, VcpuFd};
+
+use crate::boot::BootEntry;
+use crate::devices::Devices;
+use crate::exit::{handle_exit, Action, Crash, ExitCounts};
+
+/// CR0.PE: protected mode.
+const CR0_PE: u64 = 1;
+/// EFLAGS bit 1 is always set.
+const RFLAGS_RESERVED: u64 = 0x2;
+
+/// How a vCPU run ended.
+#[derive(Debug)]
+pub enum VcpuEnd {
+    /// The guest wrote this code to the exit port.
+    GuestExit(u32),
+    /// The guest crashed; the register dump follows the reason.
+    Crash(Crash, String),
+    /// The VMM asked the vCPU to stop (signal or timeout).
+    Stopped,
+    /// A KVM ioctl failed.
+    Error(kvm_ioctls::Error),
+}
+
+/// Sets CPUID and the PVH entry state: 32-bit protected mode, paging off, flat 4 GiB segments,
+/// `rip` = the PVH entry, `rbx` = the start info (PVH spec, "x86/HVM direct boot ABI").
+pub fn setup_pvh(kvm: &Kvm, vcpu: &VcpuFd, boot: BootEntry) -> Result<(), kvm_ioctls::Error> {
+    let cpuid = kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)?;
+    vcpu.set_cpuid2(&cpuid)?;
+
+    let mut sregs = vcpu.get_sregs()?;
+    let code = kvm_segment {
+        base: 0,
+        limit: 0xffff_ffff,
+        selector: 0x08,
+        type_: 0xb, // execute/read, accessed
+        present: 1,
+        dpl: 0,
+        db: 1,
+        s: 1,
+        l: 0,
+        g: 1,
+        ..Default::default()
+    };
+    let data = kvm_segment { selector: 0x10, type_: 0x3, ..code }; // read/write, accessed
+    sregs.cs = code;
+    sregs.ds = data;
+    sregs.es = data;
+    sregs.fs = data;
+    sregs.gs = data;
+    sregs.ss = data;
+    sregs.tr = kvm_segment { base: 0, limit: 0x67, selector: 0x18, type_: 0xb, s: 0, db: 0, g: 0, ..code };
+    sregs.cr0 = CR0_PE;
+    sregs.cr4 = 0;
+    sregs.efer = 0;
+    vcpu.set_sregs(&sregs)?;
+
+    let regs = kvm_regs { rip: boot.entry.0, rbx: boot.start_info.0, rflags: RFLAGS_RESERVED, ..Default::default() };
+    vcpu.set_regs(&regs)
+}
+
+/// Runs the vCPU until the guest exits, crashes, or `stop` is set.
+pub fn run(vcpu: &mut VcpuFd, devices: &mut Devices, stop: &AtomicBool, counts: &mut ExitCounts) -> VcpuEnd {
+    loop {
+        if stop.load(Ordering::Acquire) {
+            return VcpuEnd::Stopped;
+        }
+        let action = match vcpu.run() {
+            Ok(exit) => handle_exit(exit, devices, counts),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
+            Err(e) => return VcpuEnd::Error(e),
+        };
+        match action {
+            Action::Continue => {}
+            Action::GuestExit(code) => return VcpuEnd::GuestExit(code),
+            Action::Crash(crash) => {
+                let mut dump = dump_registers(vcpu);
+                if crash == Crash::InternalError {
+                    dump.insert_str(0, &internal_error_detail(vcpu));
+                }
+                return VcpuEnd::Crash(crash, dump);
+            }
+        }
+    }
+}
+
+/// KVM's sub-error and data words of the last KVM_EXIT_INTERNAL_ERROR.
+fn internal_error_detail(vcpu: &mut VcpuFd) -> String {
+    let run = vcpu.get_kvm_run();
+    // SAFETY: the last exit was KVM_EXIT_INTERNAL_ERROR, so `internal` is the union member KVM
+    // filled in; ndata is clamped to the array's length before indexing.
+    let internal = unsafe { run.__bindgen_anon_1.internal };
+    let n = (internal.ndata as usize).min(internal.data.len());
+    let data: Vec<String> = internal.data[..n].iter().map(|d| format!("{d:#x}")).collect();
+    format!("  internal error suberror {} data [{}]\n", internal.suberror, data.join(", "))
+}
+
+/// The general, control and segment registers, as lines of text.
+pub fn dump_registers(vcpu: &VcpuFd) -> String {
+    match (vcpu.get_regs(), vcpu.get_sregs()) {
+        (Ok(regs), Ok(sregs)) => format_registers(&regs, &sregs),
+        (Err(e), _) | (_, Err(e)) => format!("  (registers unavailable: {e})\n"),
+    }
+}
+
+/// Formats a register dump (pure, for tests).
+pub fn format_registers(r: &kvm_regs, s: &kvm_sregs) -> String {
+    let mut out = String::new();
+    let mut line = |args: std::fmt::Arguments| {
+        let _ = writeln!(out, "  {args}");
+    };
+    line(format_args!("rip {:016x} rsp {:016x} rflags {:016x}", r.rip, r.rsp, r.rflags));
+    line(format_args!("rax {:016x} rbx {:016x} rcx {:016x} rdx {:016x}", r.rax, r.rbx, r.rcx, r.rdx));
+    line(format_args!("rsi {:016x} rdi {:016x} rbp {:016x} r8  {:016x}", r.rsi, r.rdi, r.rbp, r.r8));
+    line(format_args!("r9  {:016x} r10 {:016x} r11 {:016x} r12 {:016x}", r.r9, r.r10, r.r11, r.r12));
+    line(format_args!("r13 {:016x} r14 {:016x} r15 {:016x}", r.r13, r.r14, r.r15));
+    line(format_args!("cr0 {:016x} cr2 {:016x} cr3 {:016x} cr4 {:016x} efer {:x}", s.cr0, s.cr2, s.cr3, s.cr4, s.efer));
+    for (name, seg) in [("cs", &s.cs), ("ss", &s.ss), ("ds", &s.ds), ("es", &s.es), ("fs", &s.fs), ("gs", &s.gs), ("tr", &s.tr)] {
+        line(format_args!(
+            "{name}  selector {:04x} base {:016x} limit {:08x} type {:x} dpl {} l {} db {}",
+            seg.selector, seg.base, seg.limit, seg.type_, seg.dpl, seg.l, seg.db
+        ));
+    }
+    line(format_args!("gdt base {:016x} limit {:04x}", s.gdt.base, s.gdt.limit));
+    line(format_args!("idt base {:016x} limit {:04x}", s.idt.base, s.idt.limit));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dump_names_every_register() {
+        let regs = kvm_regs { rip: 0x10_3001, rsp: 0x11_df20, r15: 0xdead, ..Default::default() };
+        let mut sregs = kvm_sregs::default();
+        sregs.cs.selector = 0x10;
+        sregs.cs.l = 1;
+        sregs.cr3 = 0x10_6000;
+        let text = format_registers(&regs, &sregs);
+        assert!(text.contains("rip 0000000000103001 rsp 000000000011df20"));
+        assert!(text.contains("r15 000000000000dead"));
+        assert!(text.contains("cr3 0000000000106000"));
+        assert!(text.contains("cs  selector 0010 base 0000000000000000 limit 00000000 type 0 dpl 0 l 1"));
+        assert!(text.contains("idt base 0000000000000000 limit 0000"));
+        assert_eq!(text.lines().count(), 15);
+    }
+}

@@ -1,0 +1,463 @@
+//! One run of a guest: open KVM, build the VM, boot the kernel, run the vCPU on its own thread
+//! while the main thread's event loop forwards stdin and watches for signals, the timeout and
+//! the vCPU's end.
+
+use std::ffi::CString;
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
+use kvm_bindings::kvm_userspace_memory_region;
+use kvm_ioctls::{Kvm, VmFd};
+use lde_abi::exit as code;
+use lde_abi::ports::SERIAL_IRQ;
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+use vmm_sys_util::timerfd::TimerFd;
+
+use crate::boot;
+use crate::devices::{new_serial, Devices, ExitPort, SerialDevice, SerialInput};
+use crate::exit::{Crash, ExitCounts};
+use crate::host::HostInfo;
+use crate::layout;
+use crate::vcpu::{self, VcpuEnd};
+
+/// Address KVM needs for its three-page TSS on Intel hosts (unused by the guest).
+const KVM_TSS_ADDR: u64 = 0xfffb_d000;
+
+/// What to run and how.
+pub struct RunConfig {
+    /// The kernel ELF; `None` runs the embedded one.
+    pub kernel: Option<PathBuf>,
+    /// Guest memory in MiB.
+    pub mem_mib: u64,
+    /// The kernel command line.
+    pub cmdline: String,
+    /// The initrd module, if any.
+    pub initrd: Option<Vec<u8>>,
+    /// Ends the run if the guest has not shut down by then.
+    pub timeout: Option<Duration>,
+    /// The KVM device node.
+    pub kvm_device: PathBuf,
+    /// Where guest serial output goes.
+    pub console: Box<dyn Write + Send>,
+    /// Forward this fd (normally stdin) to the guest's serial port.
+    pub input: Option<RawFd>,
+    /// When the lde process started, for the boot-time report.
+    pub started: Instant,
+    /// The host, as [`crate::host::detect`] found it.
+    pub host: HostInfo,
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The guest shut down through the exit port with this code.
+    GuestExit(u32),
+    /// The guest crashed.
+    Crashed { crash: Crash, registers: String },
+    /// `--timeout` expired.
+    Timeout(Duration),
+    /// SIGINT or SIGTERM arrived.
+    Interrupted(i32),
+}
+
+impl Outcome {
+    /// The exit status of the lde process for this outcome.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Outcome::GuestExit(c) => *c as u8,
+            Outcome::Crashed { .. } => code::GUEST_CRASHED,
+            Outcome::Timeout(_) => code::TIMEOUT,
+            Outcome::Interrupted(_) => code::INTERRUPTED,
+        }
+    }
+}
+
+/// Everything lde learned from one run.
+#[derive(Debug)]
+pub struct RunReport {
+    pub outcome: Outcome,
+    pub host: HostInfo,
+    pub tsc_khz: Option<u32>,
+    /// From process start to the kernel's banner line.
+    pub banner_after: Option<Duration>,
+    /// From process start to the end of the run.
+    pub ended_after: Duration,
+    pub exits: ExitCounts,
+    pub serial_bytes: u64,
+}
+
+/// Why lde could not run the guest at all.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0} does not exist: KVM is not available here (load kvm_intel or kvm_amd, or enable nested virtualization for this VM)")]
+    KvmMissing(PathBuf),
+    #[error("no permission to open {0}: add your user to the kvm group (sudo usermod -aG kvm $USER) and log in again")]
+    KvmPermission(PathBuf),
+    #[error("cannot open {0}")]
+    KvmOpen(PathBuf, #[source] io::Error),
+    #[error("{0} is not a usable KVM device")]
+    NotKvm(PathBuf, #[source] kvm_ioctls::Error),
+    #[error("KVM lacks {0}, which lde needs")]
+    KvmCapability(&'static str),
+    #[error("cannot read the kernel {0}")]
+    KernelRead(PathBuf, #[source] io::Error),
+    #[error("cannot boot the kernel {0}")]
+    Kernel(String, #[source] boot::Error),
+    #[error("--mem {0} MiB is out of range: give {min} to {max}", min = layout::MEM_MIN_MIB, max = layout::MEM_MAX_MIB)]
+    MemSize(u64),
+    #[error("cannot allocate {0} MiB of guest memory")]
+    Memory(u64, #[source] vm_memory::mmap::FromRangesError),
+    #[error("cannot set up the VM: {0}")]
+    Setup(&'static str, #[source] kvm_ioctls::Error),
+    #[error("cannot set up the VMM: {0}")]
+    Host(&'static str, #[source] io::Error),
+    #[error("the vCPU failed")]
+    VcpuRun(#[source] kvm_ioctls::Error),
+}
+
+impl Error {
+    /// The exit status of the lde process for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::KvmMissing(_)
+            | Error::KvmPermission(_)
+            | Error::KvmOpen(..)
+            | Error::NotKvm(..)
+            | Error::KvmCapability(_) => code::KVM_UNAVAILABLE,
+            Error::KernelRead(..) | Error::Kernel(..) => code::BAD_IMAGE,
+            Error::MemSize(_) => code::USAGE,
+            Error::Memory(..) | Error::Setup(..) | Error::Host(..) | Error::VcpuRun(_) => code::VMM_FAILED,
+        }
+    }
+}
+
+/// Opens the KVM device, naming the fix when that fails.
+pub fn open_kvm(path: &Path) -> Result<Kvm, Error> {
+    let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::KvmMissing(path.to_owned()))?;
+    let kvm = Kvm::new_with_path(&c_path).map_err(|e| match e.errno() {
+        libc::ENOENT => Error::KvmMissing(path.to_owned()),
+        libc::EACCES | libc::EPERM => Error::KvmPermission(path.to_owned()),
+        _ => Error::KvmOpen(path.to_owned(), io::Error::from_raw_os_error(e.errno())),
+    })?;
+    let version = kvm.get_api_version();
+    if version != kvm_bindings::KVM_API_VERSION as i32 {
+        return Err(Error::NotKvm(path.to_owned(), kvm_ioctls::Error::new(libc::ENOTTY)));
+    }
+    if !kvm.check_extension(kvm_ioctls::Cap::Irqchip) {
+        return Err(Error::KvmCapability("an in-kernel irqchip (KVM_CAP_IRQCHIP)"));
+    }
+    Ok(kvm)
+}
+
+fn check_mem(mem_mib: u64) -> Result<u64, Error> {
+    if !(layout::MEM_MIN_MIB..=layout::MEM_MAX_MIB).contains(&mem_mib) {
+        return Err(Error::MemSize(mem_mib));
+    }
+    Ok(mem_mib << 20)
+}
+
+fn create_memory(vm: &VmFd, mem_size: u64) -> Result<GuestMemoryMmap, Error> {
+    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), mem_size as usize)])
+        .map_err(|e| Error::Memory(mem_size >> 20, e))?;
+    for (slot, region) in mem.iter().enumerate() {
+        let host_addr = mem.get_host_address(region.start_addr()).expect("the region's own start is mapped");
+        let region = kvm_userspace_memory_region {
+            slot: slot as u32,
+            guest_phys_addr: region.start_addr().0,
+            memory_size: region.len(),
+            userspace_addr: host_addr as u64,
+            flags: 0,
+        };
+        // SAFETY: the host mapping belongs to `mem`, which outlives the VM (both live until
+        // `run` returns, and the vCPU thread is joined before that).
+        unsafe { vm.set_user_memory_region(region) }.map_err(|e| Error::Setup("guest memory", e))?;
+    }
+    Ok(mem)
+}
+
+/// A VM built and loaded, its vCPU ready at the PVH entry.
+pub struct Vm {
+    // Field order is drop order: the vCPU and VM go before the memory they map.
+    vcpu_fd: kvm_ioctls::VcpuFd,
+    _vm: VmFd,
+    _mem: GuestMemoryMmap,
+    serial: Arc<Mutex<SerialDevice>>,
+    tsc_khz: Option<u32>,
+    timeout: Option<Duration>,
+    input: Option<RawFd>,
+    started: Instant,
+    host: HostInfo,
+}
+
+/// Runs the guest to its end: [`prepare`], then [`Vm::run`].
+pub fn run(config: RunConfig) -> Result<RunReport, Error> {
+    prepare(config)?.run()
+}
+
+/// Checks the configuration, opens KVM, builds the VM and loads the kernel.
+///
+/// Every mistake a user can make (memory size, kernel file, KVM access) is reported here,
+/// before the guest runs.
+pub fn prepare(config: RunConfig) -> Result<Vm, Error> {
+    let mem_size = check_mem(config.mem_mib)?;
+    let (kernel_name, kernel_image) = match &config.kernel {
+        Some(path) => (
+            path.display().to_string(),
+            std::fs::read(path).map_err(|e| Error::KernelRead(path.clone(), e))?,
+        ),
+        None => ("(embedded)".to_string(), crate::guest::KERNEL.to_vec()),
+    };
+    boot::check_elf(&kernel_image).map_err(|e| Error::Kernel(kernel_name.clone(), e))?;
+
+    let kvm = open_kvm(&config.kvm_device)?;
+    let vm = kvm.create_vm().map_err(|e| Error::Setup("create the VM", e))?;
+    vm.set_tss_address(KVM_TSS_ADDR as usize).map_err(|e| Error::Setup("TSS address", e))?;
+    vm.create_irq_chip().map_err(|e| Error::Setup("in-kernel irqchip", e))?;
+    let mem = create_memory(&vm, mem_size)?;
+    let boot_entry = boot::load(&mem, mem_size, &kernel_image, &config.cmdline, config.initrd.as_deref())
+        .map_err(|e| Error::Kernel(kernel_name, e))?;
+
+    let serial = new_serial(config.console).map_err(|e| Error::Host("serial eventfds", e))?;
+    vm.register_irqfd(&serial.interrupt_evt().0, SERIAL_IRQ).map_err(|e| Error::Setup("serial irqfd", e))?;
+    let serial = Arc::new(Mutex::new(serial));
+
+    let vcpu_fd = vm.create_vcpu(0).map_err(|e| Error::Setup("create the vCPU", e))?;
+    vcpu::setup_pvh(&kvm, &vcpu_fd, boot_entry).map_err(|e| Error::Setup("vCPU registers", e))?;
+    let tsc_khz = vcpu_fd.get_tsc_khz().ok();
+    Ok(Vm {
+        vcpu_fd,
+        _vm: vm,
+        _mem: mem,
+        serial,
+        tsc_khz,
+        timeout: config.timeout,
+        input: config.input,
+        started: config.started,
+        host: config.host,
+    })
+}
+
+impl Vm {
+    /// Runs the vCPU on its own thread until the guest ends, the timeout expires or a signal
+    /// arrives.
+    pub fn run(self) -> Result<RunReport, Error> {
+        let Vm { mut vcpu_fd, _vm, _mem, serial, tsc_khz, timeout, input, started, host } = self;
+
+        // SIGINT and SIGTERM are read from a signalfd by the event loop; block them before the vCPU
+        // thread exists so that it inherits the mask and never takes them.
+        let signals = SignalFd::new(&[libc::SIGINT, libc::SIGTERM]).map_err(|e| Error::Host("signalfd", e))?;
+        register_signal_handler(SIGRTMIN(), kick_handler)
+            .map_err(|e| Error::Host("vCPU kick signal", io::Error::from_raw_os_error(e.errno())))?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let vcpu_done = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| Error::Host("eventfd", e))?;
+        let vcpu_thread = {
+            let stop = stop.clone();
+            let done = vcpu_done.try_clone().map_err(|e| Error::Host("eventfd", e))?;
+            let mut devices = Devices { serial: serial.clone(), exit_port: ExitPort };
+            std::thread::Builder::new()
+                .name("vcpu0".into())
+                .spawn(move || {
+                    let mut counts = ExitCounts::default();
+                    let end = vcpu::run(&mut vcpu_fd, &mut devices, &stop, &mut counts);
+                    let _ = done.write(1);
+                    (end, counts, vcpu_fd)
+                })
+                .map_err(|e| Error::Host("vCPU thread", e))?
+        };
+
+        let control = Arc::new(Mutex::new(Control::new(signals, vcpu_done, timeout)?));
+        let mut events = EventManager::<Arc<Mutex<dyn MutEventSubscriber + Send>>>::new()
+            .map_err(|e| Error::Host("event loop", io::Error::other(format!("{e:?}"))))?;
+        events.add_subscriber(control.clone());
+        if let Some(fd) = input {
+            events.add_subscriber(Arc::new(Mutex::new(SerialInput::new(serial.clone(), fd))));
+        }
+        let host_stop = loop {
+            if let Err(e) = events.run() {
+                log::warn!("event loop: {e:?}");
+            }
+            if let Some(reason) = control.lock().expect("control lock poisoned").stop {
+                break reason;
+            }
+        };
+
+        stop.store(true, Ordering::Release);
+        while !vcpu_thread.is_finished() {
+            // A signal may land just before KVM_RUN starts; kicking again until the thread ends
+            // closes that window.
+            let _ = vcpu_thread.kill(SIGRTMIN());
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let (end, exits, _vcpu_fd) = vcpu_thread.join().expect("the vCPU thread does not panic");
+        let ended_after = started.elapsed();
+
+        let outcome = match (host_stop, end) {
+            (_, VcpuEnd::GuestExit(c)) => Outcome::GuestExit(c),
+            (_, VcpuEnd::Crash(crash, registers)) => Outcome::Crashed { crash, registers },
+            (_, VcpuEnd::Error(e)) => return Err(Error::VcpuRun(e)),
+            (StopReason::Timeout(t), VcpuEnd::Stopped) => Outcome::Timeout(t),
+            (StopReason::Signal(s), VcpuEnd::Stopped) => Outcome::Interrupted(s),
+            (StopReason::VcpuDone, VcpuEnd::Stopped) => unreachable!("the vCPU stops on its own only with an end"),
+        };
+        let console = serial.lock().expect("serial lock poisoned");
+        let banner_after = console.writer().banner_at().map(|t| t.duration_since(started));
+        Ok(RunReport {
+            outcome,
+            host,
+            tsc_khz,
+            banner_after,
+            ended_after,
+            exits,
+            serial_bytes: console.writer().bytes(),
+        })
+    }
+}
+
+extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+/// Why the event loop stopped.
+#[derive(Clone, Copy, Debug)]
+enum StopReason {
+    VcpuDone,
+    Timeout(Duration),
+    Signal(i32),
+}
+
+/// Watches the vCPU's end, the timeout and the stop signals.
+struct Control {
+    signals: SignalFd,
+    vcpu_done: EventFd,
+    timer: Option<(TimerFd, Duration)>,
+    stop: Option<StopReason>,
+}
+
+impl Control {
+    fn new(signals: SignalFd, vcpu_done: EventFd, timeout: Option<Duration>) -> Result<Self, Error> {
+        let timer = match timeout {
+            Some(t) => {
+                let mut timer = TimerFd::new().map_err(|e| Error::Host("timerfd", io::Error::from_raw_os_error(e.errno())))?;
+                timer.reset(t, None).map_err(|e| Error::Host("timerfd", io::Error::from_raw_os_error(e.errno())))?;
+                Some((timer, t))
+            }
+            None => None,
+        };
+        Ok(Self { signals, vcpu_done, timer, stop: None })
+    }
+}
+
+impl MutEventSubscriber for Control {
+    fn init(&mut self, ops: &mut EventOps) {
+        let mut fds = vec![self.signals.fd.as_raw_fd(), self.vcpu_done.as_raw_fd()];
+        fds.extend(self.timer.as_ref().map(|(t, _)| t.as_raw_fd()));
+        for fd in fds {
+            ops.add(Events::new_raw(fd, EventSet::IN)).expect("a fresh fd can be added to the event loop");
+        }
+    }
+
+    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+        let fd = events.fd();
+        if fd == self.vcpu_done.as_raw_fd() {
+            let _ = self.vcpu_done.read();
+            self.stop.get_or_insert(StopReason::VcpuDone);
+        } else if fd == self.signals.fd.as_raw_fd() {
+            if let Some(signal) = self.signals.read() {
+                self.stop.get_or_insert(StopReason::Signal(signal));
+            }
+        } else if let Some((timer, t)) = &mut self.timer {
+            if fd == timer.as_raw_fd() {
+                let _ = timer.wait();
+                self.stop.get_or_insert(StopReason::Timeout(*t));
+            }
+        }
+    }
+}
+
+/// A signalfd for signals that are blocked in this thread (and so in threads it creates) for
+/// as long as it lives.
+struct SignalFd {
+    fd: OwnedFd,
+    set: libc::sigset_t,
+}
+
+impl Drop for SignalFd {
+    fn drop(&mut self) {
+        // SAFETY: `set` is the initialised set this thread blocked in `new`.
+        unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &self.set, std::ptr::null_mut()) };
+    }
+}
+
+impl SignalFd {
+    fn new(signals: &[libc::c_int]) -> io::Result<Self> {
+        // SAFETY: sigset_t is plain data that sigemptyset initialises.
+        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` is a valid sigset_t for these libc calls; the signals are valid numbers.
+        unsafe {
+            libc::sigemptyset(&mut set);
+            for &s in signals {
+                libc::sigaddset(&mut set, s);
+            }
+            if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        // SAFETY: creates a new fd from a valid sigset; the result is checked below.
+        let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd was just returned by signalfd and is owned by nobody else.
+        Ok(Self { fd: unsafe { OwnedFd::from_raw_fd(fd) }, set })
+    }
+
+    /// The number of the next pending signal, if any.
+    fn read(&self) -> Option<i32> {
+        // SAFETY: signalfd_siginfo is plain data.
+        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<libc::signalfd_siginfo>();
+        // SAFETY: reads at most `size` bytes into `info`, which is `size` bytes long.
+        let n = unsafe { libc::read(self.fd.as_raw_fd(), (&mut info as *mut libc::signalfd_siginfo).cast(), size) };
+        (n == size as isize).then_some(info.ssi_signo as i32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mem_bounds() {
+        assert!(matches!(check_mem(0), Err(Error::MemSize(0))));
+        assert!(matches!(check_mem(layout::MEM_MAX_MIB + 1), Err(Error::MemSize(_))));
+        assert_eq!(check_mem(128).unwrap(), 128 << 20);
+        assert_eq!(Error::MemSize(0).exit_code(), code::USAGE);
+    }
+
+    #[test]
+    fn kvm_errors_name_the_fix() {
+        let missing = open_kvm(Path::new("/nonexistent/kvm")).err().unwrap();
+        assert!(matches!(missing, Error::KvmMissing(_)));
+        assert_eq!(missing.exit_code(), code::KVM_UNAVAILABLE);
+        assert!(missing.to_string().contains("KVM is not available"));
+        let not_kvm = open_kvm(Path::new("/dev/null")).err().unwrap();
+        assert_eq!(not_kvm.exit_code(), code::KVM_UNAVAILABLE);
+    }
+
+    #[test]
+    fn outcomes_map_to_documented_codes() {
+        assert_eq!(Outcome::GuestExit(3).exit_code(), 3);
+        assert_eq!(Outcome::Timeout(Duration::from_secs(1)).exit_code(), 124);
+        assert_eq!(Outcome::Interrupted(libc::SIGINT).exit_code(), 130);
+        let crash = Outcome::Crashed { crash: Crash::TripleFault, registers: String::new() };
+        assert_eq!(crash.exit_code(), 70);
+    }
+}
