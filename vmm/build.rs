@@ -14,9 +14,18 @@ fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let guest_dir = manifest_dir.join("../guest");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
-    for dir in ["kernel/src", "kernel/Cargo.toml", "kernel/Cargo.lock", "kernel/linker.ld",
-                "kernel/.cargo/config.toml", "kernel/build.rs", "abi/src", "abi/Cargo.toml",
-                "kcore/src", "kcore/Cargo.toml"] {
+    for dir in [
+        "kernel/src",
+        "kernel/Cargo.toml",
+        "kernel/Cargo.lock",
+        "kernel/linker.ld",
+        "kernel/.cargo/config.toml",
+        "kernel/build.rs",
+        "abi/src",
+        "abi/Cargo.toml",
+        "kcore/src",
+        "kcore/Cargo.toml",
+    ] {
         println!("cargo:rerun-if-changed={}", guest_dir.join(dir).display());
     }
     println!("cargo:rerun-if-env-changed=LDE_KERNEL_PROFILE");
@@ -56,7 +65,14 @@ fn build_guest_crate(crate_dir: &Path, target_dir: &Path, bin: &str) -> PathBuf 
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(crate_dir) // so that the crate's .cargo/config.toml applies
-        .args(["build", "--release", "--locked", "--target", GUEST_TARGET, "--target-dir"])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            GUEST_TARGET,
+            "--target-dir",
+        ])
         .arg(target_dir);
     // The outer build's settings are for the host: keep them away from the guest build.
     for (key, _) in env::vars_os() {
@@ -70,7 +86,9 @@ fn build_guest_crate(crate_dir: &Path, target_dir: &Path, bin: &str) -> PathBuf 
             cmd.env_remove(key.as_ref());
         }
     }
-    let status = cmd.status().unwrap_or_else(|e| panic!("cannot run cargo for {}: {e}", crate_dir.display()));
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run cargo for {}: {e}", crate_dir.display()));
     if !status.success() {
         panic!("building the guest crate {} failed ({status})", crate_dir.display());
     }

@@ -81,13 +81,12 @@ pub fn load(
     if cmdline.contains('\0') {
         return Err(Error::CmdlineNul);
     }
-    let loaded = Elf::load(mem, None, &mut Cursor::new(kernel), Some(layout::HIGH_RAM_START))
-        .map_err(|e| match e {
-            linux_loader::loader::Error::Elf(linux_loader::loader::elf::Error::ReadKernelImage) => {
-                Error::KernelTooBig(mem_size)
-            }
-            e => Error::Load(e),
-        })?;
+    let loaded = Elf::load(mem, None, &mut Cursor::new(kernel), Some(layout::HIGH_RAM_START)).map_err(|e| match e {
+        linux_loader::loader::Error::Elf(linux_loader::loader::elf::Error::ReadKernelImage) => {
+            Error::KernelTooBig(mem_size)
+        }
+        e => Error::Load(e),
+    })?;
     if loaded.kernel_end > mem_size {
         return Err(Error::KernelTooBig(loaded.kernel_end));
     }
@@ -113,7 +112,12 @@ pub fn load(
     };
     let memmap: Vec<hvm_memmap_table_entry> = layout::memory_map(mem_size)
         .into_iter()
-        .map(|(addr, size, kind)| hvm_memmap_table_entry { addr: addr.0, size, type_: kind, reserved: 0 })
+        .map(|(addr, size, kind)| hvm_memmap_table_entry {
+            addr: addr.0,
+            size,
+            type_: kind,
+            reserved: 0,
+        })
         .collect();
     start_info.memmap_entries = memmap.len() as u32;
 
@@ -122,7 +126,11 @@ pub fn load(
         let addr = layout::initrd_addr(mem_size, initrd.len() as u64, loaded.kernel_end)
             .ok_or(Error::InitrdTooBig(initrd.len()))?;
         mem.write_slice(initrd, addr).map_err(Error::Memory)?;
-        module = Some(hvm_modlist_entry { paddr: addr.0, size: initrd.len() as u64, ..Default::default() });
+        module = Some(hvm_modlist_entry {
+            paddr: addr.0,
+            size: initrd.len() as u64,
+            ..Default::default()
+        });
         start_info.nr_modules = 1;
         start_info.modlist_paddr = layout::PVH_MODLIST_ADDR.0;
     }
@@ -133,7 +141,10 @@ pub fn load(
         params.set_modules(&[module], layout::PVH_MODLIST_ADDR);
     }
     PvhBootConfigurator::write_bootparams(&params, mem).map_err(Error::Write)?;
-    Ok(BootEntry { entry, start_info: layout::PVH_START_INFO_ADDR })
+    Ok(BootEntry {
+        entry,
+        start_info: layout::PVH_START_INFO_ADDR,
+    })
 }
 
 #[cfg(test)]
@@ -186,7 +197,10 @@ mod tests {
         assert_eq!(raw, [0x78, 0xc5, 0x6e, 0x33, 1, 0, 0, 0]);
 
         let last: MemmapEntry = read(&mem, layout::PVH_MEMMAP_ADDR.0 + 2 * 24);
-        assert_eq!((last.addr, last.addr + last.size, last.kind), (0x10_0000, MEM, MEMMAP_RAM));
+        assert_eq!(
+            (last.addr, last.addr + last.size, last.kind),
+            (0x10_0000, MEM, MEMMAP_RAM)
+        );
 
         let module: ModlistEntry = read(&mem, layout::PVH_MODLIST_ADDR.0);
         assert_eq!(module.size, 5000);
@@ -219,7 +233,10 @@ mod tests {
         let truncated = &crate::guest::KERNEL[..200];
         assert!(load(&mem, MEM, truncated, "", None).is_err());
         let long = "x".repeat(layout::CMDLINE_MAX_SIZE);
-        assert!(matches!(load(&mem, MEM, crate::guest::KERNEL, &long, None), Err(Error::CmdlineTooLong)));
+        assert!(matches!(
+            load(&mem, MEM, crate::guest::KERNEL, &long, None),
+            Err(Error::CmdlineTooLong)
+        ));
         let huge = vec![0; MEM as usize];
         assert!(matches!(
             load(&mem, MEM, crate::guest::KERNEL, "", Some(&huge)),
@@ -236,6 +253,9 @@ mod tests {
             .position(|w| w == [4, 0, 0, 0, 4, 0, 0, 0, 18, 0, 0, 0])
             .expect("the PVH note header");
         kernel[pos + 8] = 17;
-        assert!(matches!(load(&memory(), MEM, &kernel, "", None), Err(Error::NoPvhEntry)));
+        assert!(matches!(
+            load(&memory(), MEM, &kernel, "", None),
+            Err(Error::NoPvhEntry)
+        ));
     }
 }

@@ -64,7 +64,9 @@ impl ExitCounts {
 }
 
 fn serial_offset(port: u16) -> Option<u8> {
-    port.checked_sub(SERIAL_PORT).filter(|&o| o < SERIAL_PORT_SIZE).map(|o| o as u8)
+    port.checked_sub(SERIAL_PORT)
+        .filter(|&o| o < SERIAL_PORT_SIZE)
+        .map(|o| o as u8)
 }
 
 /// Decides what `exit` means and performs its device access.
@@ -150,7 +152,13 @@ mod tests {
     fn devices() -> (Devices, SharedBuffer) {
         let out = SharedBuffer::default();
         let serial = new_serial(Box::new(out.clone())).unwrap();
-        (Devices { serial: Arc::new(Mutex::new(serial)), exit_port: ExitPort }, out)
+        (
+            Devices {
+                serial: Arc::new(Mutex::new(serial)),
+                exit_port: ExitPort,
+            },
+            out,
+        )
     }
 
     #[test]
@@ -166,7 +174,15 @@ mod tests {
         let mut lsr = [0u8];
         handle_exit(VcpuExit::IoIn(SERIAL_PORT + 5, &mut lsr), &mut dev, &mut counts);
         assert_eq!(lsr[0] & 0x20, 0x20);
-        assert_eq!(counts, ExitCounts { io_in: 1, io_out: 3, mmio: 0, other: 0 });
+        assert_eq!(
+            counts,
+            ExitCounts {
+                io_in: 1,
+                io_out: 3,
+                mmio: 0,
+                other: 0
+            }
+        );
     }
 
     #[test]
@@ -174,7 +190,10 @@ mod tests {
         let (mut dev, _) = devices();
         let mut counts = ExitCounts::default();
         let code = 3u32.to_le_bytes();
-        assert_eq!(handle_exit(VcpuExit::IoOut(EXIT_PORT, &code), &mut dev, &mut counts), Action::GuestExit(3));
+        assert_eq!(
+            handle_exit(VcpuExit::IoOut(EXIT_PORT, &code), &mut dev, &mut counts),
+            Action::GuestExit(3)
+        );
         let bad = 0x1234u32.to_le_bytes();
         assert_eq!(
             handle_exit(VcpuExit::IoOut(EXIT_PORT, &bad), &mut dev, &mut counts),
@@ -187,22 +206,43 @@ mod tests {
         let (mut dev, _) = devices();
         let mut counts = ExitCounts::default();
         let mut data = [0u8; 2];
-        assert_eq!(handle_exit(VcpuExit::IoIn(0x60, &mut data), &mut dev, &mut counts), Action::Continue);
+        assert_eq!(
+            handle_exit(VcpuExit::IoIn(0x60, &mut data), &mut dev, &mut counts),
+            Action::Continue
+        );
         assert_eq!(data, [0xff, 0xff]);
         let mut word = [0u8; 4];
-        assert_eq!(handle_exit(VcpuExit::MmioRead(0xd000_0000, &mut word), &mut dev, &mut counts), Action::Continue);
+        assert_eq!(
+            handle_exit(VcpuExit::MmioRead(0xd000_0000, &mut word), &mut dev, &mut counts),
+            Action::Continue
+        );
         assert_eq!(word, [0xff; 4]);
-        assert_eq!(handle_exit(VcpuExit::IoOut(0x80, &[1]), &mut dev, &mut counts), Action::Continue);
+        assert_eq!(
+            handle_exit(VcpuExit::IoOut(0x80, &[1]), &mut dev, &mut counts),
+            Action::Continue
+        );
     }
 
     #[test]
     fn fatal_exits_crash() {
         let (mut dev, _) = devices();
         let mut counts = ExitCounts::default();
-        assert_eq!(handle_exit(VcpuExit::Shutdown, &mut dev, &mut counts), Action::Crash(Crash::TripleFault));
-        assert_eq!(handle_exit(VcpuExit::InternalError, &mut dev, &mut counts), Action::Crash(Crash::InternalError));
-        assert_eq!(handle_exit(VcpuExit::FailEntry(0x21, 0), &mut dev, &mut counts), Action::Crash(Crash::FailEntry(0x21)));
-        assert_eq!(handle_exit(VcpuExit::Hlt, &mut dev, &mut counts), Action::Crash(Crash::Halted));
+        assert_eq!(
+            handle_exit(VcpuExit::Shutdown, &mut dev, &mut counts),
+            Action::Crash(Crash::TripleFault)
+        );
+        assert_eq!(
+            handle_exit(VcpuExit::InternalError, &mut dev, &mut counts),
+            Action::Crash(Crash::InternalError)
+        );
+        assert_eq!(
+            handle_exit(VcpuExit::FailEntry(0x21, 0), &mut dev, &mut counts),
+            Action::Crash(Crash::FailEntry(0x21))
+        );
+        assert_eq!(
+            handle_exit(VcpuExit::Hlt, &mut dev, &mut counts),
+            Action::Crash(Crash::Halted)
+        );
         assert_eq!(
             handle_exit(VcpuExit::Debug(Default::default()), &mut dev, &mut counts),
             Action::Crash(Crash::Unexpected("KVM_EXIT_DEBUG"))

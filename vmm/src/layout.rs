@@ -44,6 +44,19 @@ pub const MEM_MAX_MIB: u64 = MMIO_HOLE_START.0 >> 20;
 /// Default guest memory, in MiB.
 pub const MEM_DEFAULT_MIB: u64 = 128;
 
+// The regions above are ordered and disjoint; checked when lde is compiled.
+const _: () = {
+    assert!(PVH_START_INFO_ADDR.0 + 56 <= PVH_MODLIST_ADDR.0);
+    assert!(PVH_MODLIST_ADDR.0 + 4 * 32 <= PVH_MEMMAP_ADDR.0);
+    assert!(PVH_MEMMAP_ADDR.0 + 3 * 24 <= PVH_MEMMAP_END.0);
+    assert!(PVH_MEMMAP_END.0 <= CMDLINE_ADDR.0);
+    assert!(CMDLINE_ADDR.0 + CMDLINE_MAX_SIZE as u64 <= LOW_RAM_END.0);
+    assert!(LOW_RAM_END.0 < HIGH_RAM_START.0);
+    assert!(HIGH_RAM_START.0 < MEM_MIN_MIB << 20);
+    assert!(MEM_MAX_MIB << 20 <= MMIO_HOLE_START.0);
+    assert!(MMIO_HOLE_START.0 < LAPIC_ADDR.0);
+};
+
 /// One memory-map range: `(start, size, kind)` with `kind` from `lde_abi::boot`.
 pub type MemRange = (GuestAddress, u64, u32);
 
@@ -66,19 +79,6 @@ pub fn initrd_addr(mem_size: u64, size: u64, lowest: u64) -> Option<GuestAddress
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn regions_are_ordered_and_disjoint() {
-        assert!(PVH_START_INFO_ADDR.0 + 56 <= PVH_MODLIST_ADDR.0);
-        assert!(PVH_MODLIST_ADDR.0 + 4 * 32 <= PVH_MEMMAP_ADDR.0);
-        assert!(PVH_MEMMAP_ADDR.0 + 3 * 24 <= PVH_MEMMAP_END.0);
-        assert!(PVH_MEMMAP_END.0 <= CMDLINE_ADDR.0);
-        assert!(CMDLINE_ADDR.0 + CMDLINE_MAX_SIZE as u64 <= LOW_RAM_END.0);
-        assert!(LOW_RAM_END < HIGH_RAM_START);
-        assert!(HIGH_RAM_START.0 < MEM_MIN_MIB << 20);
-        assert!(MEM_MAX_MIB << 20 <= MMIO_HOLE_START.0);
-        assert!(MMIO_HOLE_START < LAPIC_ADDR);
-    }
 
     #[test]
     fn memory_map_covers_ram_and_the_legacy_hole() {

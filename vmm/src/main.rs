@@ -37,6 +37,20 @@ enum Command {
     /// Boot the guest kernel and run it until it shuts down.
     #[command(after_help = EXIT_CODES)]
     Run(RunArgs),
+    /// Write the built-in kernel and its command line to DIR (for QEMU: scripts/qemu.sh).
+    ///
+    /// Writes DIR/kernel.elf and DIR/cmdline, the exact bytes `lde run` would boot.
+    Export(ExportArgs),
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// Directory to write into (created if missing).
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// Extra words for the kernel command line.
+    #[arg(long, value_name = "WORDS", default_value = "")]
+    cmdline: String,
 }
 
 #[derive(Args)]
@@ -63,7 +77,9 @@ struct RunArgs {
 }
 
 fn parse_seconds(text: &str) -> Result<Duration, String> {
-    let secs: f64 = text.parse().map_err(|_| format!("'{text}' is not a number of seconds"))?;
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("'{text}' is not a number of seconds"))?;
     if !(secs > 0.0 && secs <= 1e9) {
         return Err(format!("'{text}' must be more than 0 seconds"));
     }
@@ -81,13 +97,35 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Run(args) => run(args, started),
+        Command::Export(args) => export(args),
+    }
+}
+
+fn export(args: ExportArgs) -> ExitCode {
+    let write = |name: &str, bytes: &[u8]| {
+        let path = args.dir.join(name);
+        std::fs::write(&path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    };
+    let result = std::fs::create_dir_all(&args.dir)
+        .map_err(|e| format!("cannot create {}: {e}", args.dir.display()))
+        .and_then(|()| write("kernel.elf", lde::guest::KERNEL))
+        .and_then(|()| write("cmdline", args.cmdline.as_bytes()));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lde: error: {e}");
+            ExitCode::from(code::VMM_FAILED)
+        }
     }
 }
 
 /// Prints clap's help or version as is, and a usage error as one line.
 fn usage_error(e: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
-    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
         let _ = e.print();
         return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
             ExitCode::from(code::USAGE)
@@ -132,12 +170,17 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
     match &report.outcome {
         Outcome::GuestExit(_) => {}
         Outcome::Crashed { crash, registers } => eprint!("lde: guest crashed: {crash}\n{registers}"),
-        Outcome::Timeout(t) => eprintln!("lde: timeout: the guest was still running after {} s; stopped it", t.as_secs_f64()),
+        Outcome::Timeout(t) => eprintln!(
+            "lde: timeout: the guest was still running after {} s; stopped it",
+            t.as_secs_f64()
+        ),
         Outcome::Interrupted(signal) => eprintln!("lde: interrupted by signal {signal}; stopped the guest"),
     }
     if !args.quiet {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        let banner = report.banner_after.map_or("never".to_string(), |d| format!("{:.1} ms", ms(d)));
+        let banner = report
+            .banner_after
+            .map_or("never".to_string(), |d| format!("{:.1} ms", ms(d)));
         eprintln!(
             "lde: exit code {}; banner after {banner}, end after {:.1} ms (from process start); {} VM exits to lde",
             report.outcome.exit_code(),

@@ -169,7 +169,9 @@ fn create_memory(vm: &VmFd, mem_size: u64) -> Result<GuestMemoryMmap, Error> {
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), mem_size as usize)])
         .map_err(|e| Error::Memory(mem_size >> 20, e))?;
     for (slot, region) in mem.iter().enumerate() {
-        let host_addr = mem.get_host_address(region.start_addr()).expect("the region's own start is mapped");
+        let host_addr = mem
+            .get_host_address(region.start_addr())
+            .expect("the region's own start is mapped");
         let region = kvm_userspace_memory_region {
             slot: slot as u32,
             guest_phys_addr: region.start_addr().0,
@@ -220,14 +222,16 @@ pub fn prepare(config: RunConfig) -> Result<Vm, Error> {
 
     let kvm = open_kvm(&config.kvm_device)?;
     let vm = kvm.create_vm().map_err(|e| Error::Setup("create the VM", e))?;
-    vm.set_tss_address(KVM_TSS_ADDR as usize).map_err(|e| Error::Setup("TSS address", e))?;
+    vm.set_tss_address(KVM_TSS_ADDR as usize)
+        .map_err(|e| Error::Setup("TSS address", e))?;
     vm.create_irq_chip().map_err(|e| Error::Setup("in-kernel irqchip", e))?;
     let mem = create_memory(&vm, mem_size)?;
     let boot_entry = boot::load(&mem, mem_size, &kernel_image, &config.cmdline, config.initrd.as_deref())
         .map_err(|e| Error::Kernel(kernel_name, e))?;
 
     let serial = new_serial(config.console).map_err(|e| Error::Host("serial eventfds", e))?;
-    vm.register_irqfd(&serial.interrupt_evt().0, SERIAL_IRQ).map_err(|e| Error::Setup("serial irqfd", e))?;
+    vm.register_irqfd(&serial.interrupt_evt().0, SERIAL_IRQ)
+        .map_err(|e| Error::Setup("serial irqfd", e))?;
     let serial = Arc::new(Mutex::new(serial));
 
     let vcpu_fd = vm.create_vcpu(0).map_err(|e| Error::Setup("create the vCPU", e))?;
@@ -250,7 +254,17 @@ impl Vm {
     /// Runs the vCPU on its own thread until the guest ends, the timeout expires or a signal
     /// arrives.
     pub fn run(self) -> Result<RunReport, Error> {
-        let Vm { mut vcpu_fd, _vm, _mem, serial, tsc_khz, timeout, input, started, host } = self;
+        let Vm {
+            mut vcpu_fd,
+            _vm,
+            _mem,
+            serial,
+            tsc_khz,
+            timeout,
+            input,
+            started,
+            host,
+        } = self;
 
         // SIGINT and SIGTERM are read from a signalfd by the event loop; block them before the vCPU
         // thread exists so that it inherits the mask and never takes them.
@@ -263,7 +277,10 @@ impl Vm {
         let vcpu_thread = {
             let stop = stop.clone();
             let done = vcpu_done.try_clone().map_err(|e| Error::Host("eventfd", e))?;
-            let mut devices = Devices { serial: serial.clone(), exit_port: ExitPort };
+            let mut devices = Devices {
+                serial: serial.clone(),
+                exit_port: ExitPort,
+            };
             std::thread::Builder::new()
                 .name("vcpu0".into())
                 .spawn(move || {
@@ -345,13 +362,21 @@ impl Control {
     fn new(signals: SignalFd, vcpu_done: EventFd, timeout: Option<Duration>) -> Result<Self, Error> {
         let timer = match timeout {
             Some(t) => {
-                let mut timer = TimerFd::new().map_err(|e| Error::Host("timerfd", io::Error::from_raw_os_error(e.errno())))?;
-                timer.reset(t, None).map_err(|e| Error::Host("timerfd", io::Error::from_raw_os_error(e.errno())))?;
+                let mut timer =
+                    TimerFd::new().map_err(|e| Error::Host("timerfd", io::Error::from_raw_os_error(e.errno())))?;
+                timer
+                    .reset(t, None)
+                    .map_err(|e| Error::Host("timerfd", io::Error::from_raw_os_error(e.errno())))?;
                 Some((timer, t))
             }
             None => None,
         };
-        Ok(Self { signals, vcpu_done, timer, stop: None })
+        Ok(Self {
+            signals,
+            vcpu_done,
+            timer,
+            stop: None,
+        })
     }
 }
 
@@ -360,7 +385,8 @@ impl MutEventSubscriber for Control {
         let mut fds = vec![self.signals.fd.as_raw_fd(), self.vcpu_done.as_raw_fd()];
         fds.extend(self.timer.as_ref().map(|(t, _)| t.as_raw_fd()));
         for fd in fds {
-            ops.add(Events::new_raw(fd, EventSet::IN)).expect("a fresh fd can be added to the event loop");
+            ops.add(Events::new_raw(fd, EventSet::IN))
+                .expect("a fresh fd can be added to the event loop");
         }
     }
 
@@ -416,7 +442,8 @@ impl SignalFd {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: fd was just returned by signalfd and is owned by nobody else.
-        Ok(Self { fd: unsafe { OwnedFd::from_raw_fd(fd) }, set })
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Self { fd, set })
     }
 
     /// The number of the next pending signal, if any.
@@ -425,7 +452,13 @@ impl SignalFd {
         let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
         let size = std::mem::size_of::<libc::signalfd_siginfo>();
         // SAFETY: reads at most `size` bytes into `info`, which is `size` bytes long.
-        let n = unsafe { libc::read(self.fd.as_raw_fd(), (&mut info as *mut libc::signalfd_siginfo).cast(), size) };
+        let n = unsafe {
+            libc::read(
+                self.fd.as_raw_fd(),
+                (&mut info as *mut libc::signalfd_siginfo).cast(),
+                size,
+            )
+        };
         (n == size as isize).then_some(info.ssi_signo as i32)
     }
 }
@@ -457,7 +490,10 @@ mod tests {
         assert_eq!(Outcome::GuestExit(3).exit_code(), 3);
         assert_eq!(Outcome::Timeout(Duration::from_secs(1)).exit_code(), 124);
         assert_eq!(Outcome::Interrupted(libc::SIGINT).exit_code(), 130);
-        let crash = Outcome::Crashed { crash: Crash::TripleFault, registers: String::new() };
+        let crash = Outcome::Crashed {
+            crash: Crash::TripleFault,
+            registers: String::new(),
+        };
         assert_eq!(crash.exit_code(), 70);
     }
 }

@@ -107,16 +107,10 @@ pub unsafe fn read(paddr: u64) -> Result<&'static BootInfo, BootInfoError> {
         return Err(BootInfoError::BadMagic(info.magic));
     }
     if info.memmap_entries > MEMMAP_MAX {
-        return Err(BootInfoError::TooManyEntries(
-            "memory map",
-            info.memmap_entries,
-        ));
+        return Err(BootInfoError::TooManyEntries("memory map", info.memmap_entries));
     }
     if info.nr_modules > MODULES_MAX {
-        return Err(BootInfoError::TooManyEntries(
-            "module list",
-            info.nr_modules,
-        ));
+        return Err(BootInfoError::TooManyEntries("module list", info.nr_modules));
     }
     // SAFETY: the caller calls this once before anything can read STORE.
     let store = unsafe { &mut *STORE.0.get() };
@@ -138,27 +132,12 @@ pub unsafe fn read(paddr: u64) -> Result<&'static BootInfo, BootInfoError> {
         core::str::from_utf8(&store.cmdline[..len]).map_err(|_| BootInfoError::CmdlineNotUtf8)?;
         store.cmdline_len = len;
     }
-    store.memmap_len = copy_table(
-        "memory map",
-        info.memmap_paddr,
-        info.memmap_entries,
-        &mut store.memmap,
-    )?;
-    store.modules_len = copy_table(
-        "module list",
-        info.modlist_paddr,
-        info.nr_modules,
-        &mut store.modules,
-    )?;
+    store.memmap_len = copy_table("memory map", info.memmap_paddr, info.memmap_entries, &mut store.memmap)?;
+    store.modules_len = copy_table("module list", info.modlist_paddr, info.nr_modules, &mut store.modules)?;
     Ok(store)
 }
 
-fn copy_table<T: Copy>(
-    what: &'static str,
-    paddr: u64,
-    count: u32,
-    dst: &mut [T],
-) -> Result<usize, BootInfoError> {
+fn copy_table<T: Copy>(what: &'static str, paddr: u64, count: u32, dst: &mut [T]) -> Result<usize, BootInfoError> {
     let count = count as usize;
     if count == 0 {
         return Ok(0);

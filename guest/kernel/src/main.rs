@@ -78,16 +78,10 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
             println!("kernel: test hook: halting with interrupts off");
             cpu::halt_forever();
         }
-        Some(other) => println!(
-            "kernel: unknown test hook {}={other}, ignored",
-            keys::TEST_KEY
-        ),
+        Some(other) => println!("kernel: unknown test hook {}={other}, ignored", keys::TEST_KEY),
     }
 
-    println!(
-        "kernel: nothing to run, shutting down with code {}",
-        exit::SUCCESS
-    );
+    println!("kernel: nothing to run, shutting down with code {}", exit::SUCCESS);
     cpu::shutdown(exit::SUCCESS)
 }
 

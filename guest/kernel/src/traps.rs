@@ -19,7 +19,7 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
 
 /// A trap the kernel has no answer for: print everything and shut down.
 fn fatal(frame: &TrapFrame) -> ! {
-    let ring = if frame.from_user() { 3 } else { 0 };
+    let ring = if frame.came_from_user() { 3 } else { 0 };
     println!(
         "kernel: fatal trap {} (vector {}) in ring {ring}, error {:#x}, rip {:#x}, cr2 {:#x}",
         mnemonic(frame.vector),

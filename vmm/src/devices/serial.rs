@@ -50,7 +50,11 @@ pub type SerialDevice = Serial<IrqTrigger, InputEvents, Console>;
 pub fn new_serial(out: Box<dyn Write + Send>) -> io::Result<SerialDevice> {
     let irq = EventFd::new(libc::EFD_NONBLOCK)?;
     let drained = EventFd::new(libc::EFD_NONBLOCK)?;
-    Ok(Serial::with_events(IrqTrigger(irq), InputEvents { drained }, Console::new(out)))
+    Ok(Serial::with_events(
+        IrqTrigger(irq),
+        InputEvents { drained },
+        Console::new(out),
+    ))
 }
 
 /// Forwards lde's standard input to the UART's receive FIFO.
@@ -69,8 +73,20 @@ pub struct SerialInput {
 impl SerialInput {
     /// Reads from `input` (normally fd 0), which must stay open while the event loop runs.
     pub fn new(serial: Arc<Mutex<SerialDevice>>, input: RawFd) -> Self {
-        let drained = serial.lock().expect("serial lock poisoned").events().drained.as_raw_fd();
-        Self { serial, input, drained, pending: Vec::new(), watching_input: false, eof: false }
+        let drained = serial
+            .lock()
+            .expect("serial lock poisoned")
+            .events()
+            .drained
+            .as_raw_fd();
+        Self {
+            serial,
+            input,
+            drained,
+            pending: Vec::new(),
+            watching_input: false,
+            eof: false,
+        }
     }
 
     /// Moves pending bytes into the FIFO; returns whether all of them fit.
@@ -140,7 +156,10 @@ impl MutEventSubscriber for SerialInput {
             let mut buf = [0u8; 8];
             // SAFETY: reads 8 bytes into an 8-byte buffer from our own eventfd (non-blocking).
             unsafe { libc::read(self.drained, buf.as_mut_ptr().cast(), 8) };
-        } else if events.event_set().intersects(EventSet::IN | EventSet::HANG_UP | EventSet::ERROR) {
+        } else if events
+            .event_set()
+            .intersects(EventSet::IN | EventSet::HANG_UP | EventSet::ERROR)
+        {
             self.read_input();
         }
         self.push_pending();
@@ -160,7 +179,13 @@ pub struct Console {
 
 impl Console {
     pub fn new(out: Box<dyn Write + Send>) -> Self {
-        Self { out, at_line_start: true, line_prefix: Vec::new(), banner_at: None, bytes: 0 }
+        Self {
+            out,
+            at_line_start: true,
+            line_prefix: Vec::new(),
+            banner_at: None,
+            bytes: 0,
+        }
     }
 
     /// When the kernel's banner line started, if it has.
@@ -263,7 +288,10 @@ mod tests {
         assert!(console.banner_at().is_none());
         console.write_all(b"nel 0.1.0: up\n").unwrap();
         assert!(console.banner_at().is_some());
-        assert_eq!(&*buf.0.lock().unwrap(), b"boot: not lde kernel here\nlde kernel 0.1.0: up\n");
-        assert_eq!(console.bytes(), 46);
+        assert_eq!(
+            &*buf.0.lock().unwrap(),
+            b"boot: not lde kernel here\nlde kernel 0.1.0: up\n"
+        );
+        assert_eq!(console.bytes(), 47);
     }
 }

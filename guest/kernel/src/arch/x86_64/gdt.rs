@@ -10,9 +10,7 @@ use core::ptr::addr_of;
 use spin::Once;
 use x86_64::instructions::segmentation::{Segment, CS, DS, ES, SS};
 use x86_64::instructions::tables::load_tss;
-use x86_64::structures::gdt::{
-    Descriptor, DescriptorFlags, GlobalDescriptorTable, SegmentSelector,
-};
+use x86_64::structures::gdt::{Descriptor, DescriptorFlags, GlobalDescriptorTable, SegmentSelector};
 use x86_64::structures::tss::TaskStateSegment;
 use x86_64::{PrivilegeLevel, VirtAddr};
 
@@ -99,18 +97,12 @@ pub fn init() {
     gdt.load();
     // SAFETY: the selectors name the descriptors appended above, now loaded.
     unsafe {
-        CS::set_reg(SegmentSelector::new(
-            KERNEL_CODE_SELECTOR >> 3,
-            PrivilegeLevel::Ring0,
-        ));
+        CS::set_reg(SegmentSelector::new(KERNEL_CODE_SELECTOR >> 3, PrivilegeLevel::Ring0));
         let data = SegmentSelector::new(KERNEL_DATA_SELECTOR >> 3, PrivilegeLevel::Ring0);
         DS::set_reg(data);
         ES::set_reg(data);
         SS::set_reg(data);
-        load_tss(SegmentSelector::new(
-            TSS_SELECTOR >> 3,
-            PrivilegeLevel::Ring0,
-        ));
+        load_tss(SegmentSelector::new(TSS_SELECTOR >> 3, PrivilegeLevel::Ring0));
     }
 }
 

@@ -45,11 +45,11 @@ pub struct TrapFrame {
 }
 
 const _: () = assert!(size_of::<TrapFrame>() == 22 * 8);
-const _: () = assert!(size_of::<TrapFrame>() % 16 == 0);
+const _: () = assert!(size_of::<TrapFrame>().is_multiple_of(16));
 
 impl TrapFrame {
     /// Whether the trap came from ring 3.
-    pub fn from_user(&self) -> bool {
+    pub fn came_from_user(&self) -> bool {
         self.cs & 3 == 3
     }
 }
@@ -69,7 +69,7 @@ global_asm!(
 trap_stubs:
     .set vec, 0
     .rept 256
-    .org trap_stubs + vec * {stub_size}, 0xcc
+    .org trap_stubs + vec * {stub_size}, 0x90
     .if vec == 8 || (vec >= 10 && vec <= 14) || vec == 17 || vec == 21 || vec == 29 || vec == 30
     pushq $vec
     .else
@@ -212,11 +212,7 @@ pub fn init() {
             18 => gdt::MACHINE_CHECK_IST,
             _ => 0,
         };
-        let dpl = if USER_VECTORS.contains(&(vector as u8)) {
-            3
-        } else {
-            0
-        };
+        let dpl = if USER_VECTORS.contains(&(vector as u8)) { 3 } else { 0 };
         *gate = Gate::interrupt(base + vector as u64 * TRAP_STUB_SIZE, dpl, ist);
     }
     let pointer = DescriptorTablePointer {

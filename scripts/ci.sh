@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# usage: scripts/ci.sh
+# Installs what the tests need (the x86_64-unknown-none Rust target, QEMU, binutils), checks
+# formatting and lints of the host and guest crates, and runs every test. Set LDE_REQUIRE_KVM=1
+# and LDE_REQUIRE_QEMU=1 to make tests fail, not skip, when KVM or QEMU is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+        echo "ci.sh: need root to run: $*" >&2; return 1; fi
+}
+
+apt_updated=0
+need_package() { # need_package COMMAND PACKAGE
+    command -v "$1" >/dev/null && return 0
+    echo "ci.sh: installing $2 (for $1)"
+    if [ "$apt_updated" = 0 ]; then as_root apt-get update -qq; apt_updated=1; fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+}
+
+rustup target list --installed | grep -qx x86_64-unknown-none || rustup target add x86_64-unknown-none
+need_package qemu-system-x86_64 qemu-system-x86
+need_package objdump binutils
+need_package setpriv util-linux
+
+echo "ci.sh: format"
+cargo fmt --all --check
+(cd guest/kernel && cargo fmt --check)
+
+echo "ci.sh: lints"
+cargo clippy --locked --all-targets -- -D warnings
+(cd guest/kernel && cargo clippy --locked --release -- -D warnings)
+
+echo "ci.sh: tests"
+cargo test --locked

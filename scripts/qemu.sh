@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Boots the lde kernel under QEMU with TCG (exact x86 behaviour, no KVM) and exits with the
+# guest's exit code, like `lde run`.
+usage="usage: scripts/qemu.sh [--mem MIB] [--timeout SECS] [--kernel PATH] [--cmdline WORDS] [-q]"
+set -uo pipefail
+
+mem=128
+timeout_secs=""
+kernel=""
+cmdline=""
+quiet=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -m|--mem) mem="${2:?$usage}"; shift 2 ;;
+        -t|--timeout) timeout_secs="${2:?$usage}"; shift 2 ;;
+        --kernel) kernel="${2:?$usage}"; shift 2 ;;
+        --cmdline) cmdline="${2?$usage}"; shift 2 ;;
+        -q|--quiet) quiet=1; shift ;;
+        -h|--help) echo "$usage"; exit 0 ;;
+        *) echo "qemu.sh: unknown argument '$1'" >&2; echo "$usage" >&2; exit 2 ;;
+    esac
+done
+
+qemu=$(command -v qemu-system-x86_64) || {
+    echo "qemu.sh: qemu-system-x86_64 not found: install it (apt-get install qemu-system-x86)" >&2
+    exit 71
+}
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# The exact kernel and command line `lde run` would boot.
+lde="${LDE:-}"
+if [ -z "$lde" ]; then
+    (cd "$root" && cargo build --release --quiet --bin lde) || exit 74
+    lde="${CARGO_TARGET_DIR:-$root/target}/release/lde"
+fi
+"$lde" export --dir "$work" --cmdline "$cmdline" || exit 74
+[ -n "$kernel" ] || kernel="$work/kernel.elf"
+[ -r "$kernel" ] || { echo "qemu.sh: cannot read the kernel $kernel" >&2; exit 72; }
+
+args=(-accel tcg -machine q35 -cpu max -m "$mem" -display none -monitor none -no-reboot
+      -serial stdio -device isa-debug-exit,iobase=0xf4,iosize=0x04
+      -kernel "$kernel" -append "$(cat "$work/cmdline")")
+[ "$quiet" = 1 ] || echo "qemu.sh: host: QEMU $("$qemu" --version | head -n1 | awk '{print $4}') with TCG (software emulation; timings mean nothing)" >&2
+
+if [ -n "$timeout_secs" ]; then
+    timeout --foreground "$timeout_secs" "$qemu" "${args[@]}" | tee "$work/serial"
+else
+    "$qemu" "${args[@]}" | tee "$work/serial"
+fi
+status=${PIPESTATUS[0]}
+
+# isa-debug-exit makes QEMU exit with (code << 1) | 1. QEMU's own failures exit 1 too, which is
+# also code 0: a kernel that wrote code 0 printed its banner first, so no banner means QEMU failed.
+if [ "$status" = 124 ]; then
+    echo "qemu.sh: timeout: the guest was still running after $timeout_secs s; stopped it" >&2
+    exit 124
+elif [ "$status" = 0 ]; then
+    echo "qemu.sh: guest crashed: QEMU reset the machine without an exit code (triple fault)" >&2
+    exit 70
+elif [ "$status" = 1 ] && ! grep -q '^lde kernel ' "$work/serial"; then
+    echo "qemu.sh: QEMU failed before the kernel started" >&2
+    exit 74
+elif [ $((status % 2)) = 1 ]; then
+    code=$((status >> 1))
+    [ "$quiet" = 1 ] || echo "qemu.sh: exit code $code" >&2
+    exit "$code"
+fi
+echo "qemu.sh: QEMU exited with status $status" >&2
+exit 74

@@ -1,0 +1,145 @@
+//! Bad input ends with one clear line on stderr and a documented exit code, never a panic.
+
+mod common;
+
+use common::lde;
+
+fn one_line(stderr: &str) -> &str {
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {stderr:?}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    lines[0]
+}
+
+#[test]
+fn a_file_that_is_not_a_kernel_is_rejected() {
+    let out = lde(&["run", "--kernel", "/etc/passwd"]);
+    assert_eq!(out.status, Some(72), "{out:?}");
+    assert_eq!(
+        one_line(&out.stderr),
+        "lde: error: cannot boot the kernel /etc/passwd: not an ELF file"
+    );
+}
+
+#[test]
+fn a_missing_kernel_is_rejected() {
+    let out = lde(&["run", "--kernel", "/nonexistent/kernel"]);
+    assert_eq!(out.status, Some(72), "{out:?}");
+    let line = one_line(&out.stderr);
+    assert!(
+        line.starts_with("lde: error: cannot read the kernel /nonexistent/kernel: "),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_truncated_kernel_is_rejected() {
+    let dir = std::env::temp_dir().join(format!("lde-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("truncated.elf");
+    std::fs::write(&path, &lde::guest::KERNEL[..300]).unwrap();
+    let out = lde(&["run", "--kernel", path.to_str().unwrap()]);
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(out.status, Some(72), "{out:?}");
+    assert!(
+        one_line(&out.stderr).starts_with("lde: error: cannot boot the kernel "),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn zero_memory_is_a_usage_error() {
+    let out = lde(&["run", "--mem", "0"]);
+    assert_eq!(out.status, Some(2), "{out:?}");
+    assert!(
+        one_line(&out.stderr).contains("0 is not in 16..=3072"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn an_unknown_flag_is_a_usage_error() {
+    let out = lde(&["run", "--bogus"]);
+    assert_eq!(out.status, Some(2), "{out:?}");
+    assert!(one_line(&out.stderr).contains("'--bogus'"), "{}", out.stderr);
+}
+
+#[test]
+fn a_bad_timeout_is_a_usage_error() {
+    let out = lde(&["run", "--timeout", "-3"]);
+    assert_eq!(out.status, Some(2), "{out:?}");
+    one_line(&out.stderr);
+}
+
+#[test]
+fn a_missing_kvm_device_names_the_fix() {
+    let out = lde(&["run", "--kvm-device", "/nonexistent/kvm"]);
+    assert_eq!(out.status, Some(71), "{out:?}");
+    assert!(
+        one_line(&out.stderr).contains("KVM is not available here"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_device_that_is_not_kvm_is_rejected() {
+    let out = lde(&["run", "--kvm-device", "/dev/null"]);
+    assert_eq!(out.status, Some(71), "{out:?}");
+    assert!(
+        one_line(&out.stderr).contains("/dev/null is not a usable KVM device"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn no_permission_on_kvm_names_the_fix() {
+    // Root may open anything: drop to nobody (setpriv, from util-linux) to see the real error.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("SKIP no_permission_on_kvm_names_the_fix: needs root to switch to another user");
+        return;
+    }
+    let Ok(meta) = std::fs::metadata("/dev/kvm") else {
+        println!("SKIP no_permission_on_kvm_names_the_fix: no /dev/kvm");
+        return;
+    };
+    use std::os::unix::fs::PermissionsExt;
+    if meta.permissions().mode() & 0o006 != 0 {
+        println!("SKIP no_permission_on_kvm_names_the_fix: /dev/kvm is open to everyone here");
+        return;
+    }
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        common::lde_bin(),
+        "run",
+    ]);
+    let out = common::run_with_deadline(cmd, std::time::Duration::from_secs(60));
+    assert_eq!(out.status, Some(71), "{out:?}");
+    assert!(
+        one_line(&out.stderr).contains("no permission to open /dev/kvm: add your user to the kvm group"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn help_documents_the_exit_codes() {
+    let out = lde(&["run", "--help"]);
+    assert_eq!(out.status, Some(0), "{out:?}");
+    for needle in [
+        "--mem <MIB>",
+        "--timeout <SECS>",
+        "--kernel <PATH>",
+        "--cmdline <WORDS>",
+        "124   --timeout expired",
+    ] {
+        assert!(out.stdout.contains(needle), "{needle} missing from:\n{}", out.stdout);
+    }
+}

@@ -1,0 +1,125 @@
+//! Shared helpers for the integration tests: probes for KVM and QEMU, and running `lde` or
+//! `scripts/qemu.sh` with a deadline.
+//!
+//! A test that needs KVM (or QEMU) and finds it missing prints `SKIP <test>: <reason>` and
+//! passes, unless `LDE_REQUIRE_KVM=1` (or `LDE_REQUIRE_QEMU=1`) turns the skip into a failure.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What a finished command left behind.
+#[derive(Debug)]
+pub struct Output {
+    pub status: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    /// Serial output lines with the UART's `\r` removed.
+    pub fn lines(&self) -> Vec<&str> {
+        self.stdout.lines().map(|l| l.trim_end_matches('\r')).collect()
+    }
+
+    /// The first line starting with `prefix`.
+    pub fn line_starting(&self, prefix: &str) -> Option<&str> {
+        self.lines().into_iter().find(|l| l.starts_with(prefix))
+    }
+}
+
+fn required(var: &str) -> bool {
+    std::env::var(var).is_ok_and(|v| v == "1")
+}
+
+fn skip_or_fail(test: &str, var: &str, reason: &str) -> bool {
+    if required(var) {
+        panic!("{test}: {reason}, and {var}=1 requires it");
+    }
+    println!("SKIP {test}: {reason}");
+    false
+}
+
+/// Whether KVM is usable here; prints SKIP (or fails under LDE_REQUIRE_KVM=1) when it is not.
+pub fn kvm_available(test: &str) -> bool {
+    match std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+        Ok(_) => true,
+        Err(e) => skip_or_fail(test, "LDE_REQUIRE_KVM", &format!("/dev/kvm is not usable ({e})")),
+    }
+}
+
+/// Whether QEMU is installed; prints SKIP (or fails under LDE_REQUIRE_QEMU=1) when it is not.
+pub fn qemu_available(test: &str) -> bool {
+    let found = Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    found || skip_or_fail(test, "LDE_REQUIRE_QEMU", "qemu-system-x86_64 is not installed")
+}
+
+/// The `lde` binary under test.
+pub fn lde_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_lde")
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs a command with stdin closed; kills it and fails the test after `deadline`.
+pub fn run_with_deadline(mut cmd: Command, deadline: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        stdout.read_to_string(&mut s).ok();
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        stderr.read_to_string(&mut s).ok();
+        s
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > deadline {
+            child.kill().ok();
+            child.wait().ok();
+            panic!("{cmd:?} did not finish within {deadline:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status: status.code(),
+        stdout: out_reader.join().unwrap(),
+        stderr: err_reader.join().unwrap(),
+    }
+}
+
+/// Runs `lde ARGS…`.
+pub fn lde(args: &[&str]) -> Output {
+    let mut cmd = Command::new(lde_bin());
+    cmd.args(args);
+    run_with_deadline(cmd, Duration::from_secs(120))
+}
+
+/// Runs `scripts/qemu.sh ARGS…` on the `lde` binary under test.
+pub fn qemu(args: &[&str]) -> Output {
+    let mut cmd = Command::new(repo_root().join("scripts/qemu.sh"));
+    cmd.args(args).env("LDE", lde_bin());
+    run_with_deadline(cmd, Duration::from_secs(300))
+}
