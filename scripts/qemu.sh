@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Boots the lde kernel under QEMU with TCG (exact x86 behaviour, no KVM) and exits with the
 # guest's exit code, like `lde run`.
-usage="usage: scripts/qemu.sh [--mem MIB] [--timeout SECS] [--kernel PATH] [--cmdline WORDS] [-q]"
+usage="usage: scripts/qemu.sh [--mem MIB] [--timeout SECS] [--kernel PATH] [--cmdline WORDS] [--program PATH]... [-q] [PROGRAM]...
+(extra QEMU arguments may be given in LDE_QEMU_ARGS, e.g. '-d int -D /tmp/qemu.log')"
 set -uo pipefail
 
 mem=128
@@ -9,15 +10,18 @@ timeout_secs=""
 kernel=""
 cmdline=""
 quiet=0
+export_args=()
 while [ $# -gt 0 ]; do
     case "$1" in
         -m|--mem) mem="${2:?$usage}"; shift 2 ;;
         -t|--timeout) timeout_secs="${2:?$usage}"; shift 2 ;;
         --kernel) kernel="${2:?$usage}"; shift 2 ;;
         --cmdline) cmdline="${2?$usage}"; shift 2 ;;
+        --program) export_args+=(--program "${2:?$usage}"); shift 2 ;;
         -q|--quiet) quiet=1; shift ;;
         -h|--help) echo "$usage"; exit 0 ;;
-        *) echo "qemu.sh: unknown argument '$1'" >&2; echo "$usage" >&2; exit 2 ;;
+        -*) echo "qemu.sh: unknown argument '$1'" >&2; echo "$usage" >&2; exit 2 ;;
+        *) export_args+=("$1"); shift ;;
     esac
 done
 
@@ -35,13 +39,17 @@ if [ -z "$lde" ]; then
     (cd "$root" && cargo build --release --quiet --bin lde) || exit 74
     lde="${CARGO_TARGET_DIR:-$root/target}/release/lde"
 fi
-"$lde" export --dir "$work" --cmdline "$cmdline" || exit 74
+"$lde" export --dir "$work" --cmdline "$cmdline" "${export_args[@]}"
+status=$?
+[ "$status" = 0 ] || exit "$status"
 [ -n "$kernel" ] || kernel="$work/kernel.elf"
 [ -r "$kernel" ] || { echo "qemu.sh: cannot read the kernel $kernel" >&2; exit 72; }
 
 args=(-accel tcg -machine q35 -cpu max -m "$mem" -display none -monitor none -no-reboot
       -serial stdio -device isa-debug-exit,iobase=0xf4,iosize=0x04
-      -kernel "$kernel" -append "$(cat "$work/cmdline")")
+      -kernel "$kernel" -initrd "$work/initrd.cpio" -append "$(cat "$work/cmdline")")
+# shellcheck disable=SC2206 # word splitting of the extra arguments is intended
+args+=(${LDE_QEMU_ARGS:-})
 [ "$quiet" = 1 ] || echo "qemu.sh: host: QEMU $("$qemu" --version | head -n1 | awk '{print $4}') with TCG (software emulation; timings mean nothing)" >&2
 
 if [ -n "$timeout_secs" ]; then

@@ -11,6 +11,7 @@ pub mod devices;
 pub mod exit;
 pub mod guest;
 pub mod host;
+pub mod initrd;
 pub mod layout;
 pub mod vcpu;
 pub mod vm;

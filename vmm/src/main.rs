@@ -34,17 +34,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Boot the guest kernel and run it until it shuts down.
+    /// Boot the guest kernel, run the programs in ring 3, and exit with the kernel's code.
     #[command(after_help = EXIT_CODES)]
     Run(RunArgs),
-    /// Write the built-in kernel and its command line to DIR (for QEMU: scripts/qemu.sh).
+    /// Write the kernel, the initrd and the command line `lde run` would boot to DIR.
     ///
-    /// Writes DIR/kernel.elf and DIR/cmdline, the exact bytes `lde run` would boot.
+    /// Writes DIR/kernel.elf, DIR/initrd.cpio and DIR/cmdline: what scripts/qemu.sh boots.
     Export(ExportArgs),
 }
 
 #[derive(Args)]
 struct ExportArgs {
+    #[command(flatten)]
+    programs: ProgramArgs,
     /// Directory to write into (created if missing).
     #[arg(long, value_name = "DIR")]
     dir: PathBuf,
@@ -53,8 +55,44 @@ struct ExportArgs {
     cmdline: String,
 }
 
+/// Which programs to run (shared by `run` and `export`).
+#[derive(Args)]
+struct ProgramArgs {
+    /// Programs to run, each a built-in name with its arguments as one word ('counter 5000');
+    /// none: a short demo. See --list.
+    #[arg(value_name = "PROGRAM")]
+    programs: Vec<String>,
+    /// Also run this ELF file of your own (named after its file name; repeatable).
+    #[arg(long = "program", value_name = "PATH")]
+    own: Vec<PathBuf>,
+}
+
+impl ProgramArgs {
+    /// The initrd and the full kernel command line (program words, then `extra`).
+    fn prepare(&self, extra: &str) -> Result<(Vec<u8>, String), lde::initrd::Error> {
+        let own = self.own.iter().map(|p| lde::initrd::read_program(p)).collect::<Result<Vec<_>, _>>()?;
+        let programs = lde::initrd::prepare(&self.programs, own)?;
+        let cmdline = [programs.cmdline.as_str(), extra.trim()].join(" ").trim().to_string();
+        Ok((programs.initrd, cmdline))
+    }
+}
+
+/// Prints an initrd error and returns its exit code.
+fn initrd_error(e: lde::initrd::Error) -> ExitCode {
+    eprintln!("lde: error: {}", chain(&e));
+    ExitCode::from(match e {
+        lde::initrd::Error::Read(..) => code::BAD_IMAGE,
+        _ => code::USAGE,
+    })
+}
+
 #[derive(Args)]
 struct RunArgs {
+    #[command(flatten)]
+    programs: ProgramArgs,
+    /// List the built-in programs and exit.
+    #[arg(long)]
+    list: bool,
     /// Guest memory in MiB.
     #[arg(long, short = 'm', value_name = "MIB", default_value_t = layout::MEM_DEFAULT_MIB,
           value_parser = clap::value_parser!(u64).range(layout::MEM_MIN_MIB..=layout::MEM_MAX_MIB))]
@@ -102,6 +140,10 @@ fn main() -> ExitCode {
 }
 
 fn export(args: ExportArgs) -> ExitCode {
+    let (initrd, cmdline) = match args.programs.prepare(&args.cmdline) {
+        Ok(p) => p,
+        Err(e) => return initrd_error(e),
+    };
     let write = |name: &str, bytes: &[u8]| {
         let path = args.dir.join(name);
         std::fs::write(&path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
@@ -109,7 +151,8 @@ fn export(args: ExportArgs) -> ExitCode {
     let result = std::fs::create_dir_all(&args.dir)
         .map_err(|e| format!("cannot create {}: {e}", args.dir.display()))
         .and_then(|()| write("kernel.elf", lde::guest::KERNEL))
-        .and_then(|()| write("cmdline", args.cmdline.as_bytes()));
+        .and_then(|()| write("initrd.cpio", &initrd))
+        .and_then(|()| write("cmdline", cmdline.as_bytes()));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -141,13 +184,24 @@ fn usage_error(e: clap::Error) -> ExitCode {
 }
 
 fn run(args: RunArgs, started: Instant) -> ExitCode {
+    if args.list {
+        let width = lde::guest::PROGRAMS.iter().map(|p| p.name.len()).max().unwrap_or(0);
+        for p in lde::guest::PROGRAMS {
+            println!("{:width$}  {}", p.name, p.about);
+        }
+        return ExitCode::SUCCESS;
+    }
+    let (initrd, cmdline) = match args.programs.prepare(&args.cmdline) {
+        Ok(p) => p,
+        Err(e) => return initrd_error(e),
+    };
     let host = host::detect();
     let host_line = format!("lde: host: {} on {}", host.kvm, host.cpu_model);
     let config = RunConfig {
         kernel: args.kernel,
         mem_mib: args.mem,
-        cmdline: args.cmdline,
-        initrd: None,
+        cmdline,
+        initrd: Some(initrd),
         timeout: args.timeout,
         kvm_device: args.kvm_device,
         console: Box::new(std::io::stdout()),

@@ -9,3 +9,5 @@ pub mod boot;
 pub mod cmdline;
 pub mod exit;
 pub mod ports;
+pub mod syscall;
+pub mod user;

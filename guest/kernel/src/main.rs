@@ -8,14 +8,21 @@
 mod arch;
 mod bootinfo;
 mod console;
+mod idle;
+mod mm;
+mod process;
+mod stats;
+mod sync;
+mod syscalls;
 mod traps;
 
 use core::panic::PanicInfo;
 
 use lde_abi::{cmdline as keys, exit};
+use lde_kcore::args::{Spec, RUN_KEY};
 use lde_kcore::{cmdline, memmap};
 
-use arch::{cpu, gdt, lapic, serial, trap};
+use arch::{cpu, gdt, lapic, serial, syscall, trap};
 use console::Ascii;
 
 /// The kernel's Rust entry, called by `pvh_start` in 64-bit mode on the boot stack.
@@ -81,8 +88,60 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
         Some(other) => println!("kernel: unknown test hook {}={other}, ignored", keys::TEST_KEY),
     }
 
-    println!("kernel: nothing to run, shutting down with code {}", exit::SUCCESS);
-    cpu::shutdown(exit::SUCCESS)
+    // SAFETY: interrupts are off and nothing else holds the kernel state yet.
+    let k = unsafe { process::KERNEL.get() };
+    k.initrd = initrd(boot.modules());
+    let reserved = (k.initrd.as_ptr() as u64, k.initrd.as_ptr() as u64 + k.initrd.len() as u64);
+    k.frames.init(boot.memmap(), kernel_end(), reserved);
+    syscall::init();
+
+    let mut programs = 0;
+    for (_, value) in cmdline::words(boot.cmdline()).filter(|(key, _)| *key == RUN_KEY) {
+        programs += 1;
+        match Spec::decode(value) {
+            Ok(spec) => process::spawn_or_report(k, &spec),
+            Err(e) => {
+                k.spawn_failures += 1;
+                println!("failed name=? reason=bad program spec '{value}': {e}");
+            }
+        }
+    }
+    if programs == 0 {
+        println!("kernel: nothing to run, shutting down with code {}", exit::SUCCESS);
+        cpu::shutdown(exit::SUCCESS);
+    }
+    let failed = process::run_scheduler();
+    // SAFETY: the scheduler has returned; no other reference is alive.
+    let k = unsafe { process::KERNEL.get() };
+    k.stats.print();
+    println!("stats: frames in_use={} available={}", k.frames.in_use(), k.frames.available());
+    let code = if failed { exit::PROCESS_FAILED } else { exit::SUCCESS };
+    println!("kernel: all processes ended, shutting down with code {code}");
+    cpu::shutdown(code)
+}
+
+/// The initrd (the first PVH module), if it lies in identity-mapped RAM.
+fn initrd(modules: &[lde_abi::boot::ModlistEntry]) -> &'static [u8] {
+    match modules.first() {
+        Some(m) if m.paddr != 0 && m.paddr.checked_add(m.size).is_some_and(|end| end <= 0xc000_0000) => {
+            // SAFETY: the module lies in identity-mapped RAM (checked) that the frame
+            // allocator is told to leave alone, and nothing writes it.
+            unsafe { core::slice::from_raw_parts(m.paddr as *const u8, m.size as usize) }
+        }
+        Some(m) => {
+            println!("kernel: ignoring the initrd at {:#x}: outside usable RAM", m.paddr);
+            &[]
+        }
+        None => &[],
+    }
+}
+
+/// End of the kernel image (the linker script's `__kernel_end`).
+fn kernel_end() -> u64 {
+    extern "C" {
+        static __kernel_end: u8;
+    }
+    core::ptr::addr_of!(__kernel_end) as u64
 }
 
 fn trim_nul(bytes: &[u8]) -> &[u8] {

@@ -1,20 +1,104 @@
-//! What the kernel does with each trap.
+//! What the kernel does with each trap: system calls through either door (including the two
+//! PVM deviations it recovers), killing processes that break the rules, and reporting faults
+//! in the kernel itself.
 
 use lde_abi::exit;
+use lde_abi::syscall::INT80_VECTOR;
+use lde_abi::user::{USER_BASE, USER_END};
+use lde_kcore::proc::End;
 use lde_kcore::trap::mnemonic;
 
 use crate::arch::cpu;
 use crate::arch::lapic::SPURIOUS_VECTOR;
+use crate::arch::syscall::{self, SYSCALL_VECTOR};
 use crate::arch::trap::TrapFrame;
+use crate::process::{end_current, KERNEL};
 use crate::println;
+use crate::stats::Arrival;
+use crate::syscalls;
+
+const UD_VECTOR: u64 = 6;
+const PF_VECTOR: u64 = 14;
+/// RFLAGS bits a process may set: CF PF AF ZF SF TF DF OF AC ID (never IOPL, NT, RF, VM).
+const USER_RFLAGS_MASK: u64 = 0x24_0dd5;
+const RFLAGS_IF: u64 = 1 << 9;
 
 /// Called by `trap_common` for every trap with the interrupted context's saved registers.
 #[no_mangle]
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
-    match frame.vector {
+    let vector = frame.vector;
+    let from_user = frame.came_from_user();
+    count(vector);
+    match vector {
+        SYSCALL_VECTOR => syscalls::dispatch(frame, Arrival::SyscallArchitectural),
+        v if v == u64::from(INT80_VECTOR) && from_user => syscalls::dispatch(frame, Arrival::Int80Architectural),
+        UD_VECTOR if from_user && is_int80_at(frame.rip) => {
+            // PVM: `int 0x80` from ring 3 arrives as #UD at the instruction. Complete it.
+            frame.rip += 2;
+            syscalls::dispatch(frame, Arrival::Int80Recovered);
+        }
+        PF_VECTOR if from_user && is_syscall_at_lstar(frame) => {
+            // PVM: `syscall` stays in ring 3 and faults fetching LSTAR; RCX and R11 hold the
+            // return RIP and RFLAGS as `syscall` left them. Complete it as the CPU would have.
+            if !(USER_BASE..USER_END).contains(&frame.rcx) {
+                kill(frame);
+            }
+            frame.rip = frame.rcx;
+            frame.rflags = (frame.r11 & USER_RFLAGS_MASK) | RFLAGS_IF | 0x2;
+            syscalls::dispatch(frame, Arrival::SyscallRecovered);
+        }
         v if v == u64::from(SPURIOUS_VECTOR) => {}
-        _ => fatal(frame),
+        v if v < 32 && from_user => kill(frame),
+        v if v < 32 => fatal(frame),
+        v => println!("kernel: unexpected interrupt {v} at rip {:#x}, ignored", frame.rip),
     }
+    if frame.vector == SYSCALL_VECTOR && frame.rip >= USER_END {
+        // sysretq to a non-user RIP would fault in ring 0; return with iretq instead.
+        frame.vector = u64::from(INT80_VECTOR);
+    }
+}
+
+fn count(vector: u64) {
+    if vector < 256 {
+        // SAFETY: interrupts off; a short-lived reference.
+        unsafe { KERNEL.get().stats.traps[vector as usize] += 1 };
+    }
+}
+
+/// Whether the two bytes at user address `rip` are `int 0x80` (CD 80).
+fn is_int80_at(rip: u64) -> bool {
+    // SAFETY: interrupts off; a short-lived reference.
+    let k = unsafe { KERNEL.get() };
+    let Some(space) = k.procs.current().and_then(|slot| k.hw[slot].space.as_ref()) else {
+        return false;
+    };
+    let byte = |addr: u64| {
+        space.translate(addr & !0xfff).map(|(frame, _)| {
+            // SAFETY: the frame is mapped (identity) and belongs to the current process.
+            unsafe { ((frame + (addr & 0xfff)) as *const u8).read() }
+        })
+    };
+    byte(rip) == Some(0xcd) && rip.checked_add(1).and_then(byte) == Some(INT80_VECTOR)
+}
+
+fn is_syscall_at_lstar(frame: &TrapFrame) -> bool {
+    let lstar = syscall::entry_address();
+    frame.rip == lstar && cpu::cr2() == lstar
+}
+
+/// Kills the running process for the trap in `frame`.
+fn kill(frame: &TrapFrame) -> ! {
+    // SAFETY: interrupts off; a short-lived reference.
+    unsafe {
+        let k = KERNEL.get();
+        if let Some(slot) = k.procs.current() {
+            k.procs.get_mut(slot).acct.faults += 1;
+        }
+    }
+    let end = End::Killed { vector: frame.vector as u8, rip: frame.rip };
+    // SAFETY: a trap from ring 3 runs on the process's kernel stack with interrupts off, and no
+    // KERNEL reference is alive.
+    unsafe { end_current(end) }
 }
 
 /// A trap the kernel has no answer for: print everything and shut down.
@@ -34,24 +118,9 @@ fn fatal(frame: &TrapFrame) -> ! {
 
 /// Prints every saved register.
 pub fn dump(f: &TrapFrame) {
-    println!(
-        "  rax {:016x} rbx {:016x} rcx {:016x} rdx {:016x}",
-        f.rax, f.rbx, f.rcx, f.rdx
-    );
-    println!(
-        "  rsi {:016x} rdi {:016x} rbp {:016x} rsp {:016x}",
-        f.rsi, f.rdi, f.rbp, f.rsp
-    );
-    println!(
-        "  r8  {:016x} r9  {:016x} r10 {:016x} r11 {:016x}",
-        f.r8, f.r9, f.r10, f.r11
-    );
-    println!(
-        "  r12 {:016x} r13 {:016x} r14 {:016x} r15 {:016x}",
-        f.r12, f.r13, f.r14, f.r15
-    );
-    println!(
-        "  rip {:016x} cs {:04x} rflags {:08x} ss {:04x}",
-        f.rip, f.cs, f.rflags, f.ss
-    );
+    println!("  rax {:016x} rbx {:016x} rcx {:016x} rdx {:016x}", f.rax, f.rbx, f.rcx, f.rdx);
+    println!("  rsi {:016x} rdi {:016x} rbp {:016x} rsp {:016x}", f.rsi, f.rdi, f.rbp, f.rsp);
+    println!("  r8  {:016x} r9  {:016x} r10 {:016x} r11 {:016x}", f.r8, f.r9, f.r10, f.r11);
+    println!("  r12 {:016x} r13 {:016x} r14 {:016x} r15 {:016x}", f.r12, f.r13, f.r14, f.r15);
+    println!("  rip {:016x} cs {:04x} rflags {:08x} ss {:04x}", f.rip, f.cs, f.rflags, f.ss);
 }

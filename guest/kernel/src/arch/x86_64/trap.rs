@@ -84,11 +84,14 @@ trap_stubs:
     options(att_syntax)
 );
 
-// `trap_common` contract: entered from a stub with vector and error code above the CPU frame.
-// Pushes the 15 general registers so that RSP points at a complete TrapFrame (16-byte aligned:
-// the CPU aligned its frame and 22 qwords are an even count), calls `trap_dispatch(&mut
-// TrapFrame)` with the System V ABI, then restores every register from the (possibly changed)
-// frame, drops vector and error code, and returns with `iretq`.
+// `trap_common` contract: entered from a stub (or `syscall_entry`) with vector and error code
+// above the CPU frame. Pushes the 15 general registers so that RSP points at a complete
+// TrapFrame (16-byte aligned: the CPU aligned its frame and 22 qwords are an even count), calls
+// `trap_dispatch(&mut TrapFrame)` with the System V ABI, then restores every register from the
+// (possibly changed) frame, drops vector and error code, and returns with `iretq` — or, for a
+// frame whose vector is SYSCALL_VECTOR, with `sysretq` (the dispatcher turns that vector into
+// another one when rip is not a user address, since sysretq would fault in ring 0 on it).
+// `trap_return` is also where a new process's first switch lands.
 global_asm!(
     r#"
     .text
@@ -113,6 +116,8 @@ trap_common:
     call trap_dispatch
     .global trap_return
 trap_return:
+    cmpq ${syscall_vector}, {vector_offset}(%rsp)
+    je 1f
     popq %r15
     popq %r14
     popq %r13
@@ -130,7 +135,29 @@ trap_return:
     popq %rax
     addq $16, %rsp
     iretq
+1:  /* Back through sysretq: RCX = rip, R11 = rflags, RSP = the user's (IF stays 0 until sysretq). */
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    addq $8, %rsp        /* r11: becomes rflags */
+    popq %r10
+    popq %r9
+    popq %r8
+    popq %rbp
+    popq %rdi
+    popq %rsi
+    popq %rdx
+    addq $8, %rsp        /* rcx: becomes rip */
+    popq %rbx
+    popq %rax
+    movq 16(%rsp), %rcx  /* rip */
+    movq 32(%rsp), %r11  /* rflags */
+    movq 40(%rsp), %rsp  /* rsp */
+    sysretq
     "#,
+    syscall_vector = const super::syscall::SYSCALL_VECTOR,
+    vector_offset = const offset_of!(TrapFrame, vector),
     options(att_syntax)
 );
 

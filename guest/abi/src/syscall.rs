@@ -1,0 +1,46 @@
+//! The system call ABI: numbers, registers, error codes.
+//!
+//! A call puts its number in `rax` and its arguments in `rdi, rsi, rdx, r10, r8, r9`, then
+//! executes `syscall` or `int 0x80`; the result comes back in `rax`. A negative result is
+//! `-errno` with the numbers below (Linux's values). Both doors reach the same table.
+
+/// Does nothing and returns 0 (for measuring the cost of the door itself).
+pub const NULL: u64 = 0;
+/// `write(fd, buf, len)`: fd 1 and 2 go to the serial console; returns bytes written (at most
+/// [`WRITE_MAX`] a call).
+pub const WRITE: u64 = 1;
+/// `exit(status)`: ends the calling process; status is 0..=255.
+pub const EXIT: u64 = 2;
+/// `getpid()`: the caller's process id.
+pub const GETPID: u64 = 3;
+/// `yield()`: gives up the rest of the time slice.
+pub const YIELD: u64 = 4;
+/// `sleep_ms(ms)`: blocks for at least `ms` milliseconds of guest time (ms ≤ [`SLEEP_MAX_MS`]).
+pub const SLEEP_MS: u64 = 5;
+/// `read(fd, buf, len)`: fd 0 reads serial input, blocking until at least one byte or end of
+/// input (returns 0).
+pub const READ: u64 = 6;
+/// `uptime_ms()`: milliseconds since the kernel started.
+pub const UPTIME_MS: u64 = 7;
+/// Number of system calls; numbers at or above it are `-ENOSYS`.
+pub const COUNT: u64 = 8;
+
+/// The names of the system calls, indexed by number.
+pub const NAMES: [&str; COUNT as usize] = ["null", "write", "exit", "getpid", "yield", "sleep_ms", "read", "uptime_ms"];
+
+/// Most bytes one `write` or `read` moves.
+pub const WRITE_MAX: u64 = 4096;
+/// Longest sleep one call accepts (one hour).
+pub const SLEEP_MAX_MS: u64 = 3_600_000;
+
+/// Interrupt vector of the `int 0x80` door.
+pub const INT80_VECTOR: u8 = 0x80;
+
+/// Bad file descriptor.
+pub const EBADF: i64 = 9;
+/// Bad address: a pointer or length outside the caller's mapped memory.
+pub const EFAULT: i64 = 14;
+/// Invalid argument: a value outside the call's defined range.
+pub const EINVAL: i64 = 22;
+/// No such system call.
+pub const ENOSYS: i64 = 38;

@@ -1,0 +1,137 @@
+//! The initrd: a cpio archive in the "newc" format (what Linux's initramfs uses), holding the
+//! user programs by name. Every header field is checked; a malformed archive ends the listing.
+
+/// One file of the archive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry<'a> {
+    pub name: &'a str,
+    pub data: &'a [u8],
+}
+
+const MAGIC: &[u8; 6] = b"070701";
+const HEADER_SIZE: usize = 110;
+const TRAILER: &str = "TRAILER!!!";
+
+fn hex_field(header: &[u8], index: usize) -> Option<usize> {
+    let field = header.get(6 + index * 8..6 + (index + 1) * 8)?;
+    let mut value = 0usize;
+    for &c in field {
+        let digit = (c as char).to_digit(16)? as usize;
+        value = value.checked_mul(16)?.checked_add(digit)?;
+    }
+    Some(value)
+}
+
+fn align4(n: usize) -> Option<usize> {
+    n.checked_add(3).map(|v| v & !3)
+}
+
+/// Iterates over the files of a newc archive, stopping at the trailer or at the first
+/// malformed header.
+pub fn entries(archive: &[u8]) -> Entries<'_> {
+    Entries { archive, offset: 0 }
+}
+
+pub struct Entries<'a> {
+    archive: &'a [u8],
+    offset: usize,
+}
+
+impl<'a> Iterator for Entries<'a> {
+    type Item = Entry<'a>;
+
+    fn next(&mut self) -> Option<Entry<'a>> {
+        let header = self.archive.get(self.offset..self.offset.checked_add(HEADER_SIZE)?)?;
+        if &header[..6] != MAGIC {
+            return None;
+        }
+        let file_size = hex_field(header, 6)?;
+        let name_size = hex_field(header, 11)?;
+        let name_start = self.offset + HEADER_SIZE;
+        let name_end = name_start.checked_add(name_size)?;
+        let name_bytes = self.archive.get(name_start..name_end)?;
+        // The name is NUL-terminated; name_size counts the NUL.
+        let (&0, name) = name_bytes.split_last()? else { return None };
+        let name = core::str::from_utf8(name).ok()?;
+        let data_start = align4(name_end)?;
+        let data_end = data_start.checked_add(file_size)?;
+        let data = self.archive.get(data_start..data_end)?;
+        if name == TRAILER {
+            return None;
+        }
+        self.offset = align4(data_end)?;
+        Some(Entry { name, data })
+    }
+}
+
+/// The file called `name`.
+pub fn find<'a>(archive: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    entries(archive).find(|e| e.name == name).map(|e| e.data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes a newc archive the way the VMM does (tested against it in vmm/src/initrd.rs).
+    fn archive(files: &[(&str, &[u8])], out: &mut [u8]) -> usize {
+        let mut pos = 0;
+        let mut put = |bytes: &[u8], pos: &mut usize| {
+            out[*pos..*pos + bytes.len()].copy_from_slice(bytes);
+            *pos += bytes.len();
+        };
+        let all = files.iter().copied().chain(core::iter::once((TRAILER, &[][..])));
+        for (i, (name, data)) in all.enumerate() {
+            let mut header = [b'0'; HEADER_SIZE];
+            header[..6].copy_from_slice(MAGIC);
+            let fields = [i + 1, 0o100644, 0, 0, 1, 0, data.len(), 0, 0, 0, 0, name.len() + 1, 0];
+            for (f, v) in fields.iter().enumerate() {
+                for d in 0..8 {
+                    let nibble = (v >> ((7 - d) * 4)) & 0xf;
+                    header[6 + f * 8 + d] = b"0123456789ABCDEF"[nibble];
+                }
+            }
+            put(&header, &mut pos);
+            put(name.as_bytes(), &mut pos);
+            put(&[0], &mut pos);
+            while pos % 4 != 0 {
+                put(&[0], &mut pos);
+            }
+            put(data, &mut pos);
+            while pos % 4 != 0 {
+                put(&[0], &mut pos);
+            }
+        }
+        pos
+    }
+
+    #[test]
+    fn lists_and_finds_files() {
+        let mut buf = [0u8; 1024];
+        let len = archive(&[("hello", b"HELLO"), ("counter", b"0123456789")], &mut buf);
+        let names: [&str; 2] = {
+            let mut it = entries(&buf[..len]);
+            [it.next().unwrap().name, it.next().unwrap().name]
+        };
+        assert_eq!(names, ["hello", "counter"]);
+        assert_eq!(entries(&buf[..len]).count(), 2);
+        assert_eq!(find(&buf[..len], "counter"), Some(&b"0123456789"[..]));
+        assert_eq!(find(&buf[..len], "missing"), None);
+    }
+
+    #[test]
+    fn malformed_archives_end_the_listing_without_panicking() {
+        let mut buf = [0u8; 1024];
+        let len = archive(&[("hello", b"HELLO")], &mut buf);
+        for cut in 0..len {
+            let _ = entries(&buf[..cut]).count();
+        }
+        let mut bad = buf;
+        bad[6 + 6 * 8] = b'Z'; // file size field
+        assert_eq!(entries(&bad[..len]).count(), 0);
+        let mut huge = buf;
+        huge[6 + 6 * 8..6 + 7 * 8].copy_from_slice(b"FFFFFFFF");
+        assert_eq!(entries(&huge[..len]).count(), 0);
+        assert_eq!(entries(b"garbage").count(), 0);
+    }
+}

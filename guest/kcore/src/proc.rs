@@ -1,0 +1,332 @@
+//! The process table and the round-robin run queue. Hardware context (page tables, kernel
+//! stacks, saved registers) stays in the kernel; this is the bookkeeping, testable on the host.
+//!
+//! Every operation is O(1) or O(processes).
+
+use lde_abi::syscall::COUNT as SYSCALL_COUNT;
+
+/// Most processes alive at once.
+pub const MAX_PROCS: usize = 16;
+/// Longest process name kept (longer names are cut).
+pub const NAME_MAX: usize = 16;
+
+/// Life cycle: Free → Ready ⇄ Running → Zombie → Free; Running → Sleeping/Reading → Ready.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Free,
+    Ready,
+    Running,
+    /// Blocked in `sleep_ms` until the TSC reaches `until`.
+    Sleeping { until: u64 },
+    /// Blocked in `read` on fd 0 until input arrives.
+    Reading,
+    /// Ended; waiting for the kernel to free its memory and report it.
+    Zombie,
+}
+
+/// How a process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    Exited(u8),
+    Killed { vector: u8, rip: u64 },
+}
+
+impl End {
+    pub fn failed(&self) -> bool {
+        *self != End::Exited(0)
+    }
+}
+
+/// What a process cost and did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Accounting {
+    /// Timer ticks that found it running.
+    pub ticks: u64,
+    /// Times it was switched in.
+    pub scheduled: u64,
+    /// Switches away because it yielded, slept, blocked or ended.
+    pub voluntary: u64,
+    /// Switches away because its time slice ran out.
+    pub involuntary: u64,
+    /// System calls by number.
+    pub syscalls: [u64; SYSCALL_COUNT as usize],
+    /// Exceptions it raised (recovered system-call doors excluded).
+    pub faults: u64,
+    /// TSC cycles spent in ring 3 (between returns to and traps from user mode).
+    pub user_cycles: u64,
+}
+
+/// One process's bookkeeping.
+#[derive(Clone, Copy, Debug)]
+pub struct Proc {
+    pub pid: u32,
+    name: [u8; NAME_MAX],
+    name_len: usize,
+    pub state: State,
+    pub end: Option<End>,
+    pub acct: Accounting,
+}
+
+impl Proc {
+    const FREE: Proc =
+        Proc { pid: 0, name: [0; NAME_MAX], name_len: 0, state: State::Free, end: None, acct: ZERO_ACCT };
+
+    pub fn name(&self) -> &str {
+        core::str::from_utf8(&self.name[..self.name_len]).unwrap_or("?")
+    }
+}
+
+const ZERO_ACCT: Accounting = Accounting {
+    ticks: 0,
+    scheduled: 0,
+    voluntary: 0,
+    involuntary: 0,
+    syscalls: [0; SYSCALL_COUNT as usize],
+    faults: 0,
+    user_cycles: 0,
+};
+
+/// All processes and the run queue.
+pub struct Table {
+    procs: [Proc; MAX_PROCS],
+    queue: [usize; MAX_PROCS],
+    head: usize,
+    queued: usize,
+    next_pid: u32,
+    current: Option<usize>,
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Table {
+    pub const fn new() -> Table {
+        Table { procs: [Proc::FREE; MAX_PROCS], queue: [0; MAX_PROCS], head: 0, queued: 0, next_pid: 1, current: None }
+    }
+
+    pub fn get(&self, slot: usize) -> &Proc {
+        &self.procs[slot]
+    }
+
+    pub fn get_mut(&mut self, slot: usize) -> &mut Proc {
+        &mut self.procs[slot]
+    }
+
+    /// The running process's slot.
+    pub fn current(&self) -> Option<usize> {
+        self.current
+    }
+
+    /// Takes a free slot for a new process (not yet runnable: call [`Table::make_ready`]).
+    pub fn alloc(&mut self, name: &str) -> Option<usize> {
+        let slot = self.procs.iter().position(|p| p.state == State::Free)?;
+        let len = name.len().min(NAME_MAX);
+        let mut p = Proc::FREE;
+        // Cut on a character boundary.
+        let len = (0..=len).rev().find(|&l| name.is_char_boundary(l)).unwrap_or(0);
+        p.name[..len].copy_from_slice(&name.as_bytes()[..len]);
+        p.name_len = len;
+        p.pid = self.next_pid;
+        p.state = State::Zombie; // not runnable until make_ready
+        self.next_pid += 1;
+        self.procs[slot] = p;
+        Some(slot)
+    }
+
+    /// Puts a process at the tail of the run queue.
+    pub fn make_ready(&mut self, slot: usize) {
+        debug_assert!(self.queued < MAX_PROCS);
+        self.procs[slot].state = State::Ready;
+        self.queue[(self.head + self.queued) % MAX_PROCS] = slot;
+        self.queued += 1;
+    }
+
+    /// Takes the process at the head of the run queue and makes it the running one.
+    pub fn pick_next(&mut self) -> Option<usize> {
+        if self.queued == 0 {
+            return None;
+        }
+        let slot = self.queue[self.head];
+        self.head = (self.head + 1) % MAX_PROCS;
+        self.queued -= 1;
+        let p = &mut self.procs[slot];
+        p.state = State::Running;
+        p.acct.scheduled += 1;
+        self.current = Some(slot);
+        Some(slot)
+    }
+
+    /// Number of processes waiting in the run queue.
+    pub fn ready_count(&self) -> usize {
+        self.queued
+    }
+
+    /// The running process gives up the CPU but stays runnable (`voluntary`: it asked).
+    pub fn preempt_current(&mut self, voluntary: bool) {
+        if let Some(slot) = self.current.take() {
+            let acct = &mut self.procs[slot].acct;
+            if voluntary {
+                acct.voluntary += 1;
+            } else {
+                acct.involuntary += 1;
+            }
+            self.make_ready(slot);
+        }
+    }
+
+    /// The running process blocks (sleeping or reading).
+    pub fn block_current(&mut self, state: State) {
+        debug_assert!(matches!(state, State::Sleeping { .. } | State::Reading));
+        if let Some(slot) = self.current.take() {
+            self.procs[slot].state = state;
+            self.procs[slot].acct.voluntary += 1;
+        }
+    }
+
+    /// The running process ends.
+    pub fn end_current(&mut self, end: End) -> Option<usize> {
+        let slot = self.current.take()?;
+        let p = &mut self.procs[slot];
+        p.state = State::Zombie;
+        p.end = Some(end);
+        p.acct.voluntary += 1;
+        Some(slot)
+    }
+
+    /// Frees a zombie's slot.
+    pub fn reap(&mut self, slot: usize) {
+        debug_assert_eq!(self.procs[slot].state, State::Zombie);
+        self.procs[slot].state = State::Free;
+    }
+
+    /// Wakes sleepers whose time has come; returns the earliest deadline still pending.
+    pub fn wake_sleepers(&mut self, now: u64) -> Option<u64> {
+        let mut next: Option<u64> = None;
+        for slot in 0..MAX_PROCS {
+            if let State::Sleeping { until } = self.procs[slot].state {
+                if until <= now {
+                    self.make_ready(slot);
+                } else {
+                    next = Some(next.map_or(until, |n| n.min(until)));
+                }
+            }
+        }
+        next
+    }
+
+    /// Wakes every process blocked in `read`; returns how many.
+    pub fn wake_readers(&mut self) -> usize {
+        let mut woken = 0;
+        for slot in 0..MAX_PROCS {
+            if self.procs[slot].state == State::Reading {
+                self.make_ready(slot);
+                woken += 1;
+            }
+        }
+        woken
+    }
+
+    /// Processes not yet ended (ready, running or blocked).
+    pub fn live_count(&self) -> usize {
+        self.procs.iter().filter(|p| !matches!(p.state, State::Free | State::Zombie)).count()
+    }
+
+    /// Whether any live process is blocked reading input.
+    pub fn any_reading(&self) -> bool {
+        self.procs.iter().any(|p| p.state == State::Reading)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_robin_in_spawn_order() {
+        let mut t = Table::new();
+        let a = t.alloc("a").unwrap();
+        let b = t.alloc("b").unwrap();
+        t.make_ready(a);
+        t.make_ready(b);
+        assert_eq!((t.get(a).pid, t.get(b).pid), (1, 2));
+        assert_eq!(t.pick_next(), Some(a));
+        t.preempt_current(false);
+        assert_eq!(t.pick_next(), Some(b));
+        t.preempt_current(true);
+        assert_eq!(t.pick_next(), Some(a));
+        assert_eq!(t.get(a).acct.involuntary, 1);
+        assert_eq!(t.get(b).acct.voluntary, 1);
+        assert_eq!(t.get(a).acct.scheduled, 2);
+    }
+
+    #[test]
+    fn exit_reap_and_slot_reuse() {
+        let mut t = Table::new();
+        let a = t.alloc("first").unwrap();
+        t.make_ready(a);
+        assert_eq!(t.pick_next(), Some(a));
+        assert_eq!(t.end_current(End::Killed { vector: 13, rip: 0x10 }), Some(a));
+        assert_eq!(t.live_count(), 0);
+        assert!(t.get(a).end.unwrap().failed());
+        t.reap(a);
+        let b = t.alloc("second").unwrap();
+        assert_eq!(b, a, "the slot is reused");
+        assert_eq!(t.get(b).pid, 2, "pids are not");
+        assert_eq!(t.get(b).end, None);
+    }
+
+    #[test]
+    fn table_fills_up() {
+        let mut t = Table::new();
+        for i in 0..MAX_PROCS {
+            let s = t.alloc("p").unwrap();
+            t.make_ready(s);
+            assert_eq!(s, i);
+        }
+        assert_eq!(t.alloc("one too many"), None);
+        assert_eq!(t.ready_count(), MAX_PROCS);
+    }
+
+    #[test]
+    fn sleepers_wake_at_their_deadline() {
+        let mut t = Table::new();
+        let a = t.alloc("a").unwrap();
+        let b = t.alloc("b").unwrap();
+        t.make_ready(a);
+        t.make_ready(b);
+        t.pick_next();
+        t.block_current(State::Sleeping { until: 100 });
+        t.pick_next();
+        t.block_current(State::Sleeping { until: 50 });
+        assert_eq!(t.pick_next(), None);
+        assert_eq!(t.wake_sleepers(10), Some(50));
+        assert_eq!(t.wake_sleepers(60), Some(100));
+        assert_eq!(t.pick_next(), Some(b));
+        assert_eq!(t.wake_sleepers(100), None);
+        assert_eq!(t.pick_next(), Some(a));
+        assert_eq!(t.live_count(), 2);
+    }
+
+    #[test]
+    fn readers_block_and_wake_together() {
+        let mut t = Table::new();
+        let a = t.alloc("cat").unwrap();
+        t.make_ready(a);
+        t.pick_next();
+        t.block_current(State::Reading);
+        assert!(t.any_reading());
+        assert_eq!(t.wake_readers(), 1);
+        assert!(!t.any_reading());
+        assert_eq!(t.pick_next(), Some(a));
+    }
+
+    #[test]
+    fn long_names_are_cut_on_a_char_boundary() {
+        let mut t = Table::new();
+        let s = t.alloc("abcdefghijklmnoé-long").unwrap();
+        assert_eq!(t.get(s).name(), "abcdefghijklmno");
+    }
+}

@@ -1,0 +1,162 @@
+//! Per-process address spaces: a PML4 whose slot 0 is the kernel's (the boot page tables:
+//! identity map of the first 4 GiB, supervisor-only) and whose other lower-half slots hold the
+//! process's own 4 KiB pages, marked user.
+
+use lde_abi::user::{USER_BASE, USER_END};
+use x86_64::registers::control::{Cr3, Cr3Flags};
+use x86_64::structures::paging::PhysFrame;
+use x86_64::PhysAddr;
+
+use crate::mm::Frames;
+
+const PRESENT: u64 = 1 << 0;
+const WRITABLE: u64 = 1 << 1;
+const USER: u64 = 1 << 2;
+const NO_EXECUTE: u64 = 1 << 63;
+const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+const ENTRIES: usize = 512;
+
+/// How a user page may be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageFlags {
+    pub writable: bool,
+    pub executable: bool,
+}
+
+/// The kernel ran out of physical memory.
+#[derive(Debug)]
+pub struct OutOfMemory;
+
+extern "C" {
+    /// The boot PML4 (boot.rs): slot 0 is the kernel's half of every address space.
+    static boot_pml4: [u64; ENTRIES];
+}
+
+fn table(phys: u64) -> *mut u64 {
+    // Physical memory below 4 GiB is identity-mapped.
+    phys as *mut u64
+}
+
+fn index(vaddr: u64, level: u32) -> usize {
+    ((vaddr >> (12 + 9 * (level - 1))) & 0x1ff) as usize
+}
+
+/// The kernel's own page tables (used while no process runs).
+pub fn kernel_pml4() -> u64 {
+    // SAFETY: only the address of the asm symbol is taken.
+    unsafe { boot_pml4.as_ptr() as u64 }
+}
+
+/// Switches to the kernel's own page tables.
+pub fn activate_kernel() {
+    load_cr3(kernel_pml4());
+}
+
+fn load_cr3(pml4: u64) {
+    let frame = PhysFrame::from_start_address(PhysAddr::new(pml4)).expect("page tables are page-aligned");
+    // SAFETY: every PML4 lde loads maps the kernel identically in slot 0, so the code and data
+    // in use stay mapped across the switch.
+    unsafe { Cr3::write(frame, Cr3Flags::empty()) };
+}
+
+/// One process's page tables.
+pub struct AddressSpace {
+    pml4: u64,
+}
+
+impl AddressSpace {
+    /// A new address space with only the kernel mapped.
+    pub fn new(frames: &mut Frames) -> Result<AddressSpace, OutOfMemory> {
+        let pml4 = frames.alloc_zeroed().ok_or(OutOfMemory)?;
+        // SAFETY: pml4 is a fresh page; boot_pml4 is the live kernel table (slot 0 is read only).
+        unsafe { table(pml4).write(boot_pml4[0]) };
+        Ok(AddressSpace { pml4 })
+    }
+
+    /// Makes this the current address space.
+    pub fn activate(&self) {
+        load_cr3(self.pml4);
+    }
+
+    /// Maps the user page at `vaddr` to the frame at `phys`.
+    pub fn map(&mut self, frames: &mut Frames, vaddr: u64, phys: u64, flags: PageFlags) -> Result<(), OutOfMemory> {
+        debug_assert!((USER_BASE..USER_END).contains(&vaddr) && vaddr % 4096 == 0);
+        let mut t = self.pml4;
+        for level in [4, 3, 2] {
+            // SAFETY: `t` is a page table of this address space (identity-mapped frame).
+            let entry = unsafe { table(t).add(index(vaddr, level)) };
+            // SAFETY: as above; the entry is inside the table.
+            let mut value = unsafe { entry.read() };
+            if value & PRESENT == 0 {
+                let next = frames.alloc_zeroed().ok_or(OutOfMemory)?;
+                value = next | PRESENT | WRITABLE | USER;
+                // SAFETY: as above.
+                unsafe { entry.write(value) };
+            }
+            t = value & ADDR_MASK;
+        }
+        let mut leaf = phys | PRESENT | USER;
+        if flags.writable {
+            leaf |= WRITABLE;
+        }
+        if !flags.executable {
+            leaf |= NO_EXECUTE;
+        }
+        // SAFETY: `t` is the page table for vaddr; the entry is inside it.
+        unsafe { table(t).add(index(vaddr, 1)).write(leaf) };
+        Ok(())
+    }
+
+    /// The frame and flags behind the user page at `vaddr`, if it is mapped for ring 3.
+    pub fn translate(&self, vaddr: u64) -> Option<(u64, PageFlags)> {
+        if !(USER_BASE..USER_END).contains(&vaddr) {
+            return None;
+        }
+        let mut t = self.pml4;
+        let mut writable = true;
+        for level in [4, 3, 2, 1] {
+            // SAFETY: `t` is a page table of this address space; the entry is inside it.
+            let value = unsafe { table(t).add(index(vaddr, level)).read() };
+            if value & (PRESENT | USER) != PRESENT | USER {
+                return None;
+            }
+            writable &= value & WRITABLE != 0;
+            if level == 1 {
+                let flags = PageFlags { writable, executable: value & NO_EXECUTE == 0 };
+                return Some((value & ADDR_MASK, flags));
+            }
+            t = value & ADDR_MASK;
+        }
+        None
+    }
+
+    /// Frees every user page and page table, and the PML4. The address space must not be
+    /// current.
+    pub fn destroy(self, frames: &mut Frames) {
+        for slot in 1..ENTRIES / 2 {
+            // SAFETY: reading the PML4's own entries.
+            let pdpt = unsafe { table(self.pml4).add(slot).read() };
+            if pdpt & PRESENT != 0 {
+                free_level(frames, pdpt & ADDR_MASK, 3);
+            }
+        }
+        frames.free(self.pml4);
+    }
+}
+
+/// Frees the table at `phys` of `level` (3 = PDPT) and everything below it.
+fn free_level(frames: &mut Frames, phys: u64, level: u32) {
+    for i in 0..ENTRIES {
+        // SAFETY: `phys` is a page table of a dying address space; the entry is inside it.
+        let value = unsafe { table(phys).add(i).read() };
+        if value & PRESENT == 0 {
+            continue;
+        }
+        if level == 1 {
+            frames.free(value & ADDR_MASK);
+        } else {
+            free_level(frames, value & ADDR_MASK, level - 1);
+        }
+    }
+    frames.free(phys);
+}

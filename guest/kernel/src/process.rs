@@ -1,0 +1,280 @@
+//! Processes: loading a program from the initrd into a fresh address space, the scheduler
+//! loop, and the ways a process gives up the CPU (yield, block, exit, kill).
+//!
+//! The scheduler runs on the boot stack. A process runs on its own kernel stack in the kernel
+//! (its TrapFrame at the top) and switches to the scheduler with `switch_context` whenever it
+//! gives up the CPU; the scheduler switches back to whichever process is next.
+
+use lde_abi::user::{USER_STACK_SIZE, USER_STACK_TOP};
+use lde_kcore::args::{build_start_frame, Spec, FRAME_PAGE_SIZE};
+use lde_kcore::elf::{self, ElfError};
+use lde_kcore::proc::{End, State, Table, MAX_PROCS};
+use lde_kcore::{cpio, trap::mnemonic};
+
+use crate::arch::gdt::{self, USER_CODE_SELECTOR, USER_DATA_SELECTOR};
+use crate::arch::mem;
+use crate::arch::paging::{self, AddressSpace, OutOfMemory, PageFlags};
+use crate::arch::switch::{new_process_stack, switch};
+use crate::arch::syscall;
+use crate::arch::trap::TrapFrame;
+use crate::mm::Frames;
+use crate::stats::Stats;
+use crate::sync::Global;
+use crate::println;
+
+/// Size of each process's kernel stack.
+pub const KSTACK_SIZE: usize = 16 * 1024;
+const PAGE: u64 = 4096;
+/// RFLAGS of a new process: IF set, IOPL 0 (PVM faults on any other IOPL).
+const USER_RFLAGS: u64 = 0x202;
+
+/// Per-process hardware context.
+pub struct Hw {
+    /// RSP saved by `switch_context` while the process is not running.
+    pub saved_rsp: u64,
+    pub space: Option<AddressSpace>,
+}
+
+/// Everything the kernel keeps.
+pub struct Kernel {
+    pub procs: Table,
+    pub hw: [Hw; MAX_PROCS],
+    pub frames: Frames,
+    pub stats: Stats,
+    pub initrd: &'static [u8],
+    /// Programs that could not be started.
+    pub spawn_failures: u32,
+    /// The scheduler's RSP while a process runs.
+    pub sched_rsp: u64,
+}
+
+pub static KERNEL: Global<Kernel> = Global::new(Kernel {
+    procs: Table::new(),
+    hw: [const { Hw { saved_rsp: 0, space: None } }; MAX_PROCS],
+    frames: Frames::empty(),
+    stats: Stats::new(),
+    initrd: &[],
+    spawn_failures: 0,
+    sched_rsp: 0,
+});
+
+#[repr(C, align(16))]
+struct KernelStacks([[u8; KSTACK_SIZE]; MAX_PROCS]);
+
+/// The kernel stacks, one per process slot; only reached through raw addresses.
+static KSTACKS: Global<KernelStacks> = Global::new(KernelStacks([[0; KSTACK_SIZE]; MAX_PROCS]));
+
+/// Top (exclusive) of slot `slot`'s kernel stack.
+pub fn kstack_top(slot: usize) -> u64 {
+    // SAFETY: only the address is computed; the bytes are touched by the CPU and by
+    // `prepare_kernel_stack` for a slot that is not running.
+    let base = unsafe { KSTACKS.get().0.as_ptr() } as u64;
+    base + ((slot + 1) * KSTACK_SIZE) as u64
+}
+
+/// Why a program could not be started.
+pub enum SpawnError {
+    NotFound,
+    Elf(ElfError),
+    Args(lde_kcore::args::ArgsError),
+    TooManyProcesses,
+    OutOfMemory,
+}
+
+impl core::fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SpawnError::NotFound => write!(f, "no such program in the initrd"),
+            SpawnError::Elf(e) => write!(f, "bad ELF: {e}"),
+            SpawnError::Args(e) => write!(f, "bad arguments: {e}"),
+            SpawnError::TooManyProcesses => write!(f, "the process table is full"),
+            SpawnError::OutOfMemory => write!(f, "out of memory"),
+        }
+    }
+}
+
+impl From<OutOfMemory> for SpawnError {
+    fn from(_: OutOfMemory) -> Self {
+        SpawnError::OutOfMemory
+    }
+}
+
+/// Starts the program a spec names; prints `failed name=… reason=…` when it cannot.
+pub fn spawn_or_report(k: &mut Kernel, spec: &Spec) {
+    if let Err(e) = spawn(k, spec) {
+        k.spawn_failures += 1;
+        println!("failed name={} reason={e}", spec.name());
+    }
+}
+
+fn spawn(k: &mut Kernel, spec: &Spec) -> Result<usize, SpawnError> {
+    let file = cpio::find(k.initrd, spec.name()).ok_or(SpawnError::NotFound)?;
+    let image = elf::parse(file).map_err(SpawnError::Elf)?;
+    let slot = k.procs.alloc(spec.name()).ok_or(SpawnError::TooManyProcesses)?;
+    let mut space = match AddressSpace::new(&mut k.frames) {
+        Ok(space) => space,
+        Err(e) => {
+            k.procs.reap(slot);
+            return Err(e.into());
+        }
+    };
+    match load(&mut k.frames, &mut space, &image, file, spec) {
+        Ok(user_rsp) => {
+            let top = kstack_top(slot);
+            // SAFETY: the slot is not running; its kernel stack is unused.
+            k.hw[slot].saved_rsp = unsafe { prepare_kernel_stack(top, image.entry, user_rsp) };
+            k.hw[slot].space = Some(space);
+            k.procs.make_ready(slot);
+            Ok(slot)
+        }
+        Err(e) => {
+            space.destroy(&mut k.frames);
+            k.procs.reap(slot);
+            Err(e)
+        }
+    }
+}
+
+/// Copies the segments and builds the stack; returns the initial user RSP.
+fn load(
+    frames: &mut Frames,
+    space: &mut AddressSpace,
+    image: &elf::UserImage,
+    file: &[u8],
+    spec: &Spec,
+) -> Result<u64, SpawnError> {
+    for seg in image.segments() {
+        let flags = PageFlags { writable: seg.writable, executable: seg.executable };
+        let file_end = seg.vaddr + seg.file_size;
+        let mut page = seg.page_start();
+        while page < seg.page_end() {
+            let frame = frames.alloc_zeroed().ok_or(OutOfMemory)?;
+            // The part of [vaddr, file_end) that falls in this page comes from the file.
+            let from = page.max(seg.vaddr);
+            let to = (page + PAGE).min(file_end);
+            if from < to {
+                let src = &file[(seg.file_offset + (from - seg.vaddr)) as usize..][..(to - from) as usize];
+                // SAFETY: frame is a fresh identity-mapped page; the range lies inside it.
+                unsafe { mem::copy((frame + (from - page)) as *mut u8, src.as_ptr(), src.len()) };
+            }
+            space.map(frames, page, frame, flags)?;
+            page += PAGE;
+        }
+    }
+    let stack_flags = PageFlags { writable: true, executable: false };
+    let mut top_frame = 0;
+    let mut page = USER_STACK_TOP - USER_STACK_SIZE;
+    while page < USER_STACK_TOP {
+        let frame = frames.alloc_zeroed().ok_or(OutOfMemory)?;
+        space.map(frames, page, frame, stack_flags)?;
+        top_frame = frame;
+        page += PAGE;
+    }
+    // SAFETY: top_frame is the stack's top page, fresh and identity-mapped, owned by this space.
+    let top_page = unsafe { &mut *(top_frame as *mut [u8; FRAME_PAGE_SIZE]) };
+    build_start_frame(spec.words(), USER_STACK_TOP, top_page).map_err(SpawnError::Args)
+}
+
+/// Builds the first TrapFrame (ring 3 at `entry` with `user_rsp`) at the top of the kernel
+/// stack ending at `top`, and the switch frame below it. Returns the RSP to switch to.
+///
+/// # Safety
+/// The kernel stack must belong to a slot that is not running.
+unsafe fn prepare_kernel_stack(top: u64, entry: u64, user_rsp: u64) -> u64 {
+    let frame_addr = top - core::mem::size_of::<TrapFrame>() as u64;
+    let frame = TrapFrame {
+        rip: entry,
+        cs: u64::from(USER_CODE_SELECTOR),
+        rflags: USER_RFLAGS,
+        rsp: user_rsp,
+        ss: u64::from(USER_DATA_SELECTOR),
+        ..TrapFrame::default()
+    };
+    // SAFETY: the frame lies at the top of the slot's own kernel stack (caller's contract);
+    // the stack is 16-byte aligned and so is the frame's size.
+    unsafe {
+        (frame_addr as *mut TrapFrame).write(frame);
+        new_process_stack(frame_addr)
+    }
+}
+
+/// Runs processes until none is left; returns whether any failed.
+pub fn run_scheduler() -> bool {
+    loop {
+        // SAFETY: interrupts are off in the scheduler; the reference ends before the switch.
+        let k = unsafe { KERNEL.get() };
+        let Some(slot) = k.procs.pick_next() else {
+            if k.procs.live_count() == 0 {
+                return k.spawn_failures > 0 || any_failed(&k.procs);
+            }
+            crate::idle::wait_for_work();
+            continue;
+        };
+        k.stats.switches += 1;
+        let top = kstack_top(slot);
+        // SAFETY: the TSS and syscall stack now name the stack of the process about to run,
+        // with interrupts off.
+        unsafe { gdt::set_kernel_stack(x86_64::VirtAddr::new(top)) };
+        syscall::set_kernel_stack(top);
+        k.hw[slot].space.as_ref().expect("a ready process has an address space").activate();
+        let next = k.hw[slot].saved_rsp;
+        let sched_save: *mut u64 = &mut k.sched_rsp;
+        // SAFETY: `next` was saved by switch_context or built by prepare_kernel_stack for this
+        // slot; `sched_save` is in a static. The process switches back to sched_rsp.
+        unsafe { switch(sched_save, next) };
+
+        // SAFETY: back on the scheduler stack, interrupts off; a new reference.
+        let k = unsafe { KERNEL.get() };
+        if k.procs.get(slot).state == State::Zombie {
+            paging::activate_kernel();
+            if let Some(space) = k.hw[slot].space.take() {
+                space.destroy(&mut k.frames);
+            }
+            k.procs.reap(slot);
+        }
+    }
+}
+
+fn any_failed(procs: &Table) -> bool {
+    (0..MAX_PROCS).any(|s| procs.get(s).end.is_some_and(|e| e.failed()))
+}
+
+/// Switches from the running process (whose state the caller has already changed) to the
+/// scheduler; returns when the scheduler runs the process again.
+///
+/// # Safety
+/// Must run on the current process's kernel stack with interrupts off, and no reference from
+/// `KERNEL.get()` may be alive.
+pub unsafe fn switch_to_scheduler(slot: usize) {
+    // SAFETY: interrupts off; the reference ends before the switch.
+    let (save, sched) = unsafe {
+        let k = KERNEL.get();
+        (&mut k.hw[slot].saved_rsp as *mut u64, k.sched_rsp)
+    };
+    // SAFETY: sched_rsp was saved by the scheduler's switch into this process.
+    unsafe { switch(save, sched) };
+}
+
+/// Ends the running process with `end`, printing its line, and never returns to it.
+///
+/// # Safety
+/// As for [`switch_to_scheduler`].
+pub unsafe fn end_current(end: End) -> ! {
+    // SAFETY: interrupts off; the reference ends before the switch.
+    let slot = unsafe {
+        let k = KERNEL.get();
+        let slot = k.procs.end_current(end).expect("a process is running");
+        let p = k.procs.get(slot);
+        match end {
+            End::Exited(status) => println!("exit pid={} name={} status={status}", p.pid, p.name()),
+            End::Killed { vector, rip } => {
+                k.stats.kills += 1;
+                println!("killed pid={} name={} trap={} rip={rip:#x}", p.pid, p.name(), mnemonic(u64::from(vector)));
+            }
+        }
+        slot
+    };
+    // SAFETY: caller's contract; a zombie is never scheduled again.
+    unsafe { switch_to_scheduler(slot) };
+    unreachable!("a zombie was resumed");
+}

@@ -1,0 +1,257 @@
+//! The tiny runtime of lde user programs: the `_start` entry (System V start frame, BSS
+//! clearing in ring 3), system call wrappers for both doors (`syscall` and `int 0x80`),
+//! `print!`/`println!`, and `exit`.
+//!
+//! A program is a `src/bin/*.rs` file whose first `//!` line describes it (`lde run --list`
+//! shows that line), with `fn main(args: Args) -> i32` and `lde_user::entry!(main);`.
+#![no_std]
+
+use core::arch::{asm, global_asm};
+use core::fmt::{self, Write};
+
+pub use lde_abi::syscall as nr;
+
+// Entry contract (System V x86-64 process start): RSP points at argc, followed by the argv
+// pointers, a NULL, an empty envp (NULL) and auxv (AT_NULL). `_start` passes that pointer to
+// `lde_start` with a 16-byte aligned stack and a zero frame pointer.
+global_asm!(
+    r#"
+    .section .text.start, "ax"
+    .global _start
+_start:
+    xorl %ebp, %ebp
+    movq %rsp, %rdi
+    andq $-16, %rsp
+    call lde_start
+    ud2
+    "#,
+    options(att_syntax)
+);
+
+extern "C" {
+    static mut __bss_start: u8;
+    static mut __bss_end: u8;
+}
+
+extern "Rust" {
+    /// Defined by [`entry!`] in each program.
+    fn lde_user_main(args: Args) -> i32;
+}
+
+#[no_mangle]
+extern "C" fn lde_start(sp: *const u64) -> ! {
+    // SAFETY: the linker script brackets .bss with these symbols; nothing has used .bss yet.
+    unsafe {
+        let start = core::ptr::addr_of_mut!(__bss_start);
+        let end = core::ptr::addr_of_mut!(__bss_end);
+        core::ptr::write_bytes(start, 0, end as usize - start as usize);
+    }
+    // SAFETY: the kernel built a System V start frame at `sp`: argc, then argc pointers to
+    // NUL-terminated strings.
+    let args = unsafe { Args { argc: *sp as usize, argv: sp.add(1) as *const *const u8 } };
+    // SAFETY: every program defines lde_user_main through `entry!`.
+    let status = unsafe { lde_user_main(args) };
+    exit(status)
+}
+
+/// Declares the program's `main(args: Args) -> i32`; its result is the exit status.
+#[macro_export]
+macro_rules! entry {
+    ($main:path) => {
+        #[no_mangle]
+        fn lde_user_main(args: $crate::Args) -> i32 {
+            $main(args)
+        }
+    };
+}
+
+/// The program's arguments (argv[0] is its name).
+#[derive(Clone, Copy)]
+pub struct Args {
+    argc: usize,
+    argv: *const *const u8,
+}
+
+impl Args {
+    /// Number of arguments, the program name included.
+    pub fn len(&self) -> usize {
+        self.argc
+    }
+
+    /// Whether there are no arguments at all (the kernel always passes the name).
+    pub fn is_empty(&self) -> bool {
+        self.argc == 0
+    }
+
+    /// Argument `i` (0 = the program name), if present and UTF-8.
+    pub fn get(&self, i: usize) -> Option<&'static str> {
+        if i >= self.argc {
+            return None;
+        }
+        // SAFETY: the kernel wrote argc valid pointers to NUL-terminated strings, which live
+        // on the stack for the whole run.
+        unsafe {
+            let p = *self.argv.add(i);
+            let mut len = 0;
+            while *p.add(len) != 0 {
+                len += 1;
+            }
+            core::str::from_utf8(core::slice::from_raw_parts(p, len)).ok()
+        }
+    }
+
+    /// Argument `i` as a number, or `default` when it is missing; `None` if it is not a number.
+    pub fn number(&self, i: usize, default: u64) -> Option<u64> {
+        match self.get(i) {
+            None => Some(default),
+            Some(s) => s.parse().ok(),
+        }
+    }
+}
+
+/// Which instruction enters the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Door {
+    /// `syscall` (returns with `sysretq` where the host delivers it architecturally).
+    Syscall,
+    /// `int 0x80` through a DPL-3 interrupt gate (returns with `iretq`).
+    Int80,
+}
+
+impl Door {
+    /// Makes system call `number` with six arguments through this door.
+    pub fn call(self, number: u64, args: [u64; 6]) -> i64 {
+        let ret: i64;
+        match self {
+            // SAFETY: the system call ABI: number in rax, arguments in rdi, rsi, rdx, r10, r8,
+            // r9; the kernel returns in rax and, as `syscall` does, leaves rcx and r11 changed.
+            Door::Syscall => unsafe {
+                asm!("syscall", inlateout("rax") number as i64 => ret, in("rdi") args[0], in("rsi") args[1],
+                     in("rdx") args[2], in("r10") args[3], in("r8") args[4], in("r9") args[5],
+                     lateout("rcx") _, lateout("r11") _, options(nostack));
+            },
+            // SAFETY: as above; through `int 0x80` the kernel preserves every register but rax.
+            Door::Int80 => unsafe {
+                asm!("int 0x80", inlateout("rax") number as i64 => ret, in("rdi") args[0], in("rsi") args[1],
+                     in("rdx") args[2], in("r10") args[3], in("r8") args[4], in("r9") args[5],
+                     options(nostack));
+            },
+        }
+        ret
+    }
+}
+
+/// `write(fd, buf)` through `syscall`.
+pub fn write(fd: u64, buf: &[u8]) -> i64 {
+    Door::Syscall.call(nr::WRITE, [fd, buf.as_ptr() as u64, buf.len() as u64, 0, 0, 0])
+}
+
+/// Writes all of `buf` to `fd` through `door`, looping over partial writes.
+pub fn write_all(door: Door, fd: u64, mut buf: &[u8]) -> Result<(), i64> {
+    while !buf.is_empty() {
+        let n = door.call(nr::WRITE, [fd, buf.as_ptr() as u64, buf.len() as u64, 0, 0, 0]);
+        if n <= 0 {
+            return Err(n);
+        }
+        buf = &buf[n as usize..];
+    }
+    Ok(())
+}
+
+/// `read(fd, buf)` through `syscall`.
+pub fn read(fd: u64, buf: &mut [u8]) -> i64 {
+    Door::Syscall.call(nr::READ, [fd, buf.as_mut_ptr() as u64, buf.len() as u64, 0, 0, 0])
+}
+
+/// `exit(status)`: never returns.
+pub fn exit(status: i32) -> ! {
+    Door::Syscall.call(nr::EXIT, [status as u8 as u64, 0, 0, 0, 0, 0]);
+    // The kernel never returns from exit; if it did, trap rather than run on.
+    loop {
+        // SAFETY: ud2 only raises #UD, which ends the process.
+        unsafe { asm!("ud2", options(nomem, nostack)) };
+    }
+}
+
+/// `getpid()` through `syscall`.
+pub fn getpid() -> i64 {
+    Door::Syscall.call(nr::GETPID, [0; 6])
+}
+
+/// `yield()` through `syscall`.
+pub fn yield_now() -> i64 {
+    Door::Syscall.call(nr::YIELD, [0; 6])
+}
+
+/// `sleep_ms(ms)` through `syscall`.
+pub fn sleep_ms(ms: u64) -> i64 {
+    Door::Syscall.call(nr::SLEEP_MS, [ms, 0, 0, 0, 0, 0])
+}
+
+/// `uptime_ms()` through `syscall`.
+pub fn uptime_ms() -> i64 {
+    Door::Syscall.call(nr::UPTIME_MS, [0; 6])
+}
+
+/// The time-stamp counter (ring 3 reads it at native speed).
+pub fn rdtsc() -> u64 {
+    // SAFETY: rdtsc only reads the TSC (CR4.TSD is clear).
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// A line buffer on the stack that `print!` formats into, so a line costs one `write`.
+pub struct Printer {
+    door: Door,
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl Printer {
+    pub fn new(door: Door) -> Self {
+        Self { door, buf: [0; 256], len: 0 }
+    }
+
+    pub fn flush(&mut self) {
+        let _ = write_all(self.door, 1, &self.buf[..self.len]);
+        self.len = 0;
+    }
+}
+
+impl Write for Printer {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for &b in s.as_bytes() {
+            if self.len == self.buf.len() {
+                self.flush();
+            }
+            self.buf[self.len] = b;
+            self.len += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Prints through the given door.
+pub fn print_via(door: Door, args: fmt::Arguments) {
+    let mut p = Printer::new(door);
+    let _ = p.write_fmt(args);
+    p.flush();
+}
+
+/// Prints to fd 1 through `syscall`.
+#[macro_export]
+macro_rules! print {
+    ($($arg:tt)*) => { $crate::print_via($crate::Door::Syscall, format_args!($($arg)*)) };
+}
+
+/// Prints a line to fd 1 through `syscall`.
+#[macro_export]
+macro_rules! println {
+    () => { $crate::print!("\n") };
+    ($($arg:tt)*) => { $crate::print_via($crate::Door::Syscall, format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    println!("panic: {info}");
+    exit(101)
+}
