@@ -14,21 +14,9 @@ fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let guest_dir = manifest_dir.join("../guest");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
-    for dir in [
-        "kernel/src",
-        "kernel/Cargo.toml",
-        "kernel/Cargo.lock",
-        "kernel/linker.ld",
-        "kernel/.cargo/config.toml",
-        "kernel/build.rs",
-        "abi/src",
-        "abi/Cargo.toml",
-        "kcore/src",
-        "kcore/Cargo.toml",
-    ] {
-        println!("cargo:rerun-if-changed={}", guest_dir.join(dir).display());
+    for path in ["kernel", "abi", "kcore", "user"] {
+        watch(&guest_dir.join(path));
     }
-    println!("cargo:rerun-if-env-changed=LDE_KERNEL_PROFILE");
 
     ensure_target();
     let target_dir = out_dir.join("guest-target");
@@ -77,6 +65,24 @@ fn write_program_table(out: &Path, programs: &[(String, String)], bin_dir: &Path
     }
     text.push_str("];\n");
     std::fs::write(out, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", out.display()));
+}
+
+/// Asks cargo to rerun this script when any source file under `dir` changes or appears
+/// (every file and directory is named: a directory alone only reports its own mtime).
+fn watch(dir: &Path) {
+    println!("cargo:rerun-if-changed={}", dir.display());
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if entry.file_name() == "target" {
+            continue;
+        }
+        if path.is_dir() {
+            watch(&path);
+        } else {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
+    }
 }
 
 /// Makes sure the rust standard library for the guest target is installed.

@@ -70,7 +70,11 @@ struct ProgramArgs {
 impl ProgramArgs {
     /// The initrd and the full kernel command line (program words, then `extra`).
     fn prepare(&self, extra: &str) -> Result<(Vec<u8>, String), lde::initrd::Error> {
-        let own = self.own.iter().map(|p| lde::initrd::read_program(p)).collect::<Result<Vec<_>, _>>()?;
+        let own = self
+            .own
+            .iter()
+            .map(|p| lde::initrd::read_program(p))
+            .collect::<Result<Vec<_>, _>>()?;
         let programs = lde::initrd::prepare(&self.programs, own)?;
         let cmdline = [programs.cmdline.as_str(), extra.trim()].join(" ").trim().to_string();
         Ok((programs.initrd, cmdline))

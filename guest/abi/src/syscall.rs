@@ -26,7 +26,16 @@ pub const UPTIME_MS: u64 = 7;
 pub const COUNT: u64 = 8;
 
 /// The names of the system calls, indexed by number.
-pub const NAMES: [&str; COUNT as usize] = ["null", "write", "exit", "getpid", "yield", "sleep_ms", "read", "uptime_ms"];
+pub const NAMES: [&str; COUNT as usize] = [
+    "null",
+    "write",
+    "exit",
+    "getpid",
+    "yield",
+    "sleep_ms",
+    "read",
+    "uptime_ms",
+];
 
 /// Most bytes one `write` or `read` moves.
 pub const WRITE_MAX: u64 = 4096;

@@ -36,7 +36,10 @@ pub struct Spec {
 impl Spec {
     /// Decodes a percent-encoded spec.
     pub fn decode(encoded: &str) -> Result<Spec, ArgsError> {
-        let mut spec = Spec { text: [0; ARGS_BYTES_MAX], len: 0 };
+        let mut spec = Spec {
+            text: [0; ARGS_BYTES_MAX],
+            len: 0,
+        };
         let bytes = encoded.as_bytes();
         let mut i = 0;
         while i < bytes.len() {
@@ -72,7 +75,9 @@ impl Spec {
     /// The words: the program name first.
     pub fn words(&self) -> impl Iterator<Item = &str> + Clone {
         // decode() checked that the text is UTF-8.
-        core::str::from_utf8(&self.text[..self.len]).unwrap_or("").split_ascii_whitespace()
+        core::str::from_utf8(&self.text[..self.len])
+            .unwrap_or("")
+            .split_ascii_whitespace()
     }
 
     /// The program name.
@@ -168,7 +173,11 @@ mod tests {
         let argv1 = qword(&page, rsp + 16, base);
         assert_eq!(qword(&page, rsp + 24, base), 0, "argv NULL");
         assert_eq!(qword(&page, rsp + 32, base), 0, "envp NULL");
-        assert_eq!((qword(&page, rsp + 40, base), qword(&page, rsp + 48, base)), (0, 0), "AT_NULL");
+        assert_eq!(
+            (qword(&page, rsp + 40, base), qword(&page, rsp + 48, base)),
+            (0, 0),
+            "AT_NULL"
+        );
         let s0 = (argv0 - base) as usize;
         assert_eq!(&page[s0..s0 + 8], b"counter\0");
         let s1 = (argv1 - base) as usize;
@@ -180,8 +189,14 @@ mod tests {
     fn start_frame_refuses_too_much() {
         let mut page = [0u8; FRAME_PAGE_SIZE];
         let big = "z".repeat(ARGS_BYTES_MAX);
-        assert_eq!(build_start_frame([big.as_str()].into_iter(), 0x10_0000, &mut page), Err(ArgsError::TooLong));
+        assert_eq!(
+            build_start_frame([big.as_str()].into_iter(), 0x10_0000, &mut page),
+            Err(ArgsError::TooLong)
+        );
         let many = ["a"; ARGS_MAX + 1];
-        assert_eq!(build_start_frame(many.into_iter(), 0x10_0000, &mut page), Err(ArgsError::TooMany));
+        assert_eq!(
+            build_start_frame(many.into_iter(), 0x10_0000, &mut page),
+            Err(ArgsError::TooMany)
+        );
     }
 }

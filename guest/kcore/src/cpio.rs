@@ -51,7 +51,9 @@ impl<'a> Iterator for Entries<'a> {
         let name_end = name_start.checked_add(name_size)?;
         let name_bytes = self.archive.get(name_start..name_end)?;
         // The name is NUL-terminated; name_size counts the NUL.
-        let (&0, name) = name_bytes.split_last()? else { return None };
+        let (&0, name) = name_bytes.split_last()? else {
+            return None;
+        };
         let name = core::str::from_utf8(name).ok()?;
         let data_start = align4(name_end)?;
         let data_end = data_start.checked_add(file_size)?;

@@ -129,7 +129,11 @@ pub fn parse(file: &[u8]) -> Result<UserImage, ElfError> {
         .filter(|&(_, end)| end <= file.len())
         .ok_or(ElfError::BadProgramHeaders)?;
 
-    let mut image = UserImage { entry, segments: [Segment::default(); MAX_SEGMENTS], segment_count: 0 };
+    let mut image = UserImage {
+        entry,
+        segments: [Segment::default(); MAX_SEGMENTS],
+        segment_count: 0,
+    };
     for i in 0..phnum {
         let ph = &file[table_end.0 + i * PHDR_SIZE..table_end.0 + (i + 1) * PHDR_SIZE];
         if u32_at(ph, 0) != PT_LOAD {
@@ -175,7 +179,10 @@ pub fn parse(file: &[u8]) -> Result<UserImage, ElfError> {
     if image.segment_count == 0 {
         return Err(ElfError::NoSegments);
     }
-    let entry_ok = image.segments().iter().any(|s| s.executable && entry >= s.vaddr && entry < s.vaddr + s.mem_size);
+    let entry_ok = image
+        .segments()
+        .iter()
+        .any(|s| s.executable && entry >= s.vaddr && entry < s.vaddr + s.mem_size);
     if !entry_ok {
         return Err(ElfError::EntryNotExecutable);
     }
@@ -217,7 +224,10 @@ pub mod tests {
 
     #[test]
     fn accepts_a_well_formed_program() {
-        let elf = make_elf(USER_BASE + 0x10, &[(USER_BASE, 0x100, 0x100, RX), (USER_BASE + 0x1000, 0x2000, 0x10, RW)]);
+        let elf = make_elf(
+            USER_BASE + 0x10,
+            &[(USER_BASE, 0x100, 0x100, RX), (USER_BASE + 0x1000, 0x2000, 0x10, RW)],
+        );
         let image = parse(&elf).unwrap();
         assert_eq!(image.entry, USER_BASE + 0x10);
         assert_eq!(image.segments().len(), 2);
@@ -241,7 +251,10 @@ pub mod tests {
         assert_eq!(parse(&elf), Err(ElfError::BadProgramHeaders));
 
         // Into the kernel's half, wrapping around, onto the stack guard.
-        assert_eq!(parse(&make_elf(0x10_0000, &[(0x10_0000, 0x100, 0x100, RX)])), Err(ElfError::SegmentOutsideUserSpace));
+        assert_eq!(
+            parse(&make_elf(0x10_0000, &[(0x10_0000, 0x100, 0x100, RX)])),
+            Err(ElfError::SegmentOutsideUserSpace)
+        );
         assert_eq!(
             parse(&make_elf(USER_BASE, &[(u64::MAX - 10, 0x100, 0x10, RX)])),
             Err(ElfError::SegmentOutsideUserSpace)
@@ -250,15 +263,39 @@ pub mod tests {
             parse(&make_elf(USER_BASE, &[(USER_STACK_GUARD - 0x10, 0x100, 0x10, RX)])),
             Err(ElfError::SegmentOutsideUserSpace)
         );
-        assert_eq!(parse(&make_elf(USER_BASE, &[(USER_BASE, 0x10, 0x100, RX)])), Err(ElfError::FileSizeAboveMemSize));
-        assert_eq!(parse(&make_elf(USER_BASE, &[(USER_BASE, 0x1000, 0x1000, RX)])), Err(ElfError::SegmentOutsideFile));
-        assert_eq!(parse(&make_elf(USER_BASE, &[(USER_BASE, 0x100, 0x100, RWX)])), Err(ElfError::WritableAndExecutable));
         assert_eq!(
-            parse(&make_elf(USER_BASE, &[(USER_BASE, 0x100, 0x10, RX), (USER_BASE + 0x800, 0x100, 0x10, RW)])),
+            parse(&make_elf(USER_BASE, &[(USER_BASE, 0x10, 0x100, RX)])),
+            Err(ElfError::FileSizeAboveMemSize)
+        );
+        assert_eq!(
+            parse(&make_elf(USER_BASE, &[(USER_BASE, 0x1000, 0x1000, RX)])),
+            Err(ElfError::SegmentOutsideFile)
+        );
+        assert_eq!(
+            parse(&make_elf(USER_BASE, &[(USER_BASE, 0x100, 0x100, RWX)])),
+            Err(ElfError::WritableAndExecutable)
+        );
+        assert_eq!(
+            parse(&make_elf(
+                USER_BASE,
+                &[(USER_BASE, 0x100, 0x10, RX), (USER_BASE + 0x800, 0x100, 0x10, RW)]
+            )),
             Err(ElfError::SegmentsOverlap)
         );
-        assert_eq!(parse(&make_elf(USER_BASE + 0x1000, &[(USER_BASE, 0x100, 0x10, RX)])), Err(ElfError::EntryNotExecutable));
-        assert_eq!(parse(&make_elf(USER_BASE, &[(USER_BASE + 0x1000, 0x100, 0x10, RW), (USER_BASE, 0x100, 0x10, RX)])).unwrap().segments().len(), 2);
+        assert_eq!(
+            parse(&make_elf(USER_BASE + 0x1000, &[(USER_BASE, 0x100, 0x10, RX)])),
+            Err(ElfError::EntryNotExecutable)
+        );
+        assert_eq!(
+            parse(&make_elf(
+                USER_BASE,
+                &[(USER_BASE + 0x1000, 0x100, 0x10, RW), (USER_BASE, 0x100, 0x10, RX)]
+            ))
+            .unwrap()
+            .segments()
+            .len(),
+            2
+        );
         assert_eq!(parse(&make_elf(USER_BASE, &[])), Err(ElfError::NoSegments));
     }
 

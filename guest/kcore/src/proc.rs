@@ -17,7 +17,9 @@ pub enum State {
     Ready,
     Running,
     /// Blocked in `sleep_ms` until the TSC reaches `until`.
-    Sleeping { until: u64 },
+    Sleeping {
+        until: u64,
+    },
     /// Blocked in `read` on fd 0 until input arrives.
     Reading,
     /// Ended; waiting for the kernel to free its memory and report it.
@@ -68,8 +70,14 @@ pub struct Proc {
 }
 
 impl Proc {
-    const FREE: Proc =
-        Proc { pid: 0, name: [0; NAME_MAX], name_len: 0, state: State::Free, end: None, acct: ZERO_ACCT };
+    const FREE: Proc = Proc {
+        pid: 0,
+        name: [0; NAME_MAX],
+        name_len: 0,
+        state: State::Free,
+        end: None,
+        acct: ZERO_ACCT,
+    };
 
     pub fn name(&self) -> &str {
         core::str::from_utf8(&self.name[..self.name_len]).unwrap_or("?")
@@ -104,7 +112,14 @@ impl Default for Table {
 
 impl Table {
     pub const fn new() -> Table {
-        Table { procs: [Proc::FREE; MAX_PROCS], queue: [0; MAX_PROCS], head: 0, queued: 0, next_pid: 1, current: None }
+        Table {
+            procs: [Proc::FREE; MAX_PROCS],
+            queue: [0; MAX_PROCS],
+            head: 0,
+            queued: 0,
+            next_pid: 1,
+            current: None,
+        }
     }
 
     pub fn get(&self, slot: usize) -> &Proc {
@@ -231,7 +246,10 @@ impl Table {
 
     /// Processes not yet ended (ready, running or blocked).
     pub fn live_count(&self) -> usize {
-        self.procs.iter().filter(|p| !matches!(p.state, State::Free | State::Zombie)).count()
+        self.procs
+            .iter()
+            .filter(|p| !matches!(p.state, State::Free | State::Zombie))
+            .count()
     }
 
     /// Whether any live process is blocked reading input.

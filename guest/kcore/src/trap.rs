@@ -28,6 +28,7 @@ pub fn mnemonic(vector: u64) -> &'static str {
         29 => "#VC",
         30 => "#SX",
         15 | 22..=27 | 31 => "#RESERVED",
+        0x80 => "INT80",
         _ => "IRQ",
     }
 }
@@ -43,5 +44,6 @@ mod tests {
         assert_eq!(mnemonic(14), "#PF");
         assert_eq!(mnemonic(15), "#RESERVED");
         assert_eq!(mnemonic(0x20), "IRQ");
+        assert_eq!(mnemonic(0x80), "INT80");
     }
 }

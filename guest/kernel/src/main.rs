@@ -19,7 +19,6 @@ mod traps;
 use core::panic::PanicInfo;
 
 use lde_abi::{cmdline as keys, exit};
-use lde_kcore::args::{Spec, RUN_KEY};
 use lde_kcore::{cmdline, memmap};
 
 use arch::{cpu, gdt, lapic, serial, syscall, trap};
@@ -91,21 +90,16 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
     // SAFETY: interrupts are off and nothing else holds the kernel state yet.
     let k = unsafe { process::KERNEL.get() };
     k.initrd = initrd(boot.modules());
-    let reserved = (k.initrd.as_ptr() as u64, k.initrd.as_ptr() as u64 + k.initrd.len() as u64);
+    let reserved = (
+        k.initrd.as_ptr() as u64,
+        k.initrd.as_ptr() as u64 + k.initrd.len() as u64,
+    );
     k.frames.init(boot.memmap(), kernel_end(), reserved);
     syscall::init();
 
-    let mut programs = 0;
-    for (_, value) in cmdline::words(boot.cmdline()).filter(|(key, _)| *key == RUN_KEY) {
-        programs += 1;
-        match Spec::decode(value) {
-            Ok(spec) => process::spawn_or_report(k, &spec),
-            Err(e) => {
-                k.spawn_failures += 1;
-                println!("failed name=? reason=bad program spec '{value}': {e}");
-            }
-        }
-    }
+    k.cmdline = boot.cmdline();
+    let programs = process::program_count(k);
+    process::spawn_pending(k);
     if programs == 0 {
         println!("kernel: nothing to run, shutting down with code {}", exit::SUCCESS);
         cpu::shutdown(exit::SUCCESS);
@@ -114,7 +108,11 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
     // SAFETY: the scheduler has returned; no other reference is alive.
     let k = unsafe { process::KERNEL.get() };
     k.stats.print();
-    println!("stats: frames in_use={} available={}", k.frames.in_use(), k.frames.available());
+    println!(
+        "stats: frames in_use={} available={}",
+        k.frames.in_use(),
+        k.frames.available()
+    );
     let code = if failed { exit::PROCESS_FAILED } else { exit::SUCCESS };
     println!("kernel: all processes ended, shutting down with code {code}");
     cpu::shutdown(code)

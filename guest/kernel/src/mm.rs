@@ -22,7 +22,12 @@ pub struct Frames {
 
 impl Frames {
     pub const fn empty() -> Frames {
-        Frames { fresh: [(0, 0); 2], free_head: 0, free_count: 0, in_use: 0 }
+        Frames {
+            fresh: [(0, 0); 2],
+            free_head: 0,
+            free_count: 0,
+            in_use: 0,
+        }
     }
 
     /// Takes the RAM range holding `kernel_end`, above it, minus the `reserved` range (the

@@ -6,7 +6,8 @@
 //! gives up the CPU; the scheduler switches back to whichever process is next.
 
 use lde_abi::user::{USER_STACK_SIZE, USER_STACK_TOP};
-use lde_kcore::args::{build_start_frame, Spec, FRAME_PAGE_SIZE};
+use lde_kcore::args::{build_start_frame, Spec, FRAME_PAGE_SIZE, RUN_KEY};
+use lde_kcore::cmdline;
 use lde_kcore::elf::{self, ElfError};
 use lde_kcore::proc::{End, State, Table, MAX_PROCS};
 use lde_kcore::{cpio, trap::mnemonic};
@@ -18,9 +19,9 @@ use crate::arch::switch::{new_process_stack, switch};
 use crate::arch::syscall;
 use crate::arch::trap::TrapFrame;
 use crate::mm::Frames;
+use crate::println;
 use crate::stats::Stats;
 use crate::sync::Global;
-use crate::println;
 
 /// Size of each process's kernel stack.
 pub const KSTACK_SIZE: usize = 16 * 1024;
@@ -44,17 +45,28 @@ pub struct Kernel {
     pub initrd: &'static [u8],
     /// Programs that could not be started.
     pub spawn_failures: u32,
+    /// The kernel command line, whose `lde.run` words name the programs to run.
+    pub cmdline: &'static str,
+    /// How many of those words have been started (or failed to).
+    pub started: usize,
     /// The scheduler's RSP while a process runs.
     pub sched_rsp: u64,
 }
 
 pub static KERNEL: Global<Kernel> = Global::new(Kernel {
     procs: Table::new(),
-    hw: [const { Hw { saved_rsp: 0, space: None } }; MAX_PROCS],
+    hw: [const {
+        Hw {
+            saved_rsp: 0,
+            space: None,
+        }
+    }; MAX_PROCS],
     frames: Frames::empty(),
     stats: Stats::new(),
     initrd: &[],
     spawn_failures: 0,
+    cmdline: "",
+    started: 0,
     sched_rsp: 0,
 });
 
@@ -99,11 +111,38 @@ impl From<OutOfMemory> for SpawnError {
     }
 }
 
-/// Starts the program a spec names; prints `failed name=… reason=…` when it cannot.
-pub fn spawn_or_report(k: &mut Kernel, spec: &Spec) {
-    if let Err(e) = spawn(k, spec) {
-        k.spawn_failures += 1;
-        println!("failed name={} reason={e}", spec.name());
+/// The programs the command line names (`lde.run=<spec>` words), in order.
+fn run_words(cmdline: &'static str) -> impl Iterator<Item = &'static str> {
+    cmdline::words(cmdline)
+        .filter(|(key, _)| *key == RUN_KEY)
+        .map(|(_, value)| value)
+}
+
+/// Number of programs the command line names.
+pub fn program_count(k: &Kernel) -> usize {
+    run_words(k.cmdline).count()
+}
+
+/// Starts the next programs of the command line while the process table has room. A program
+/// that cannot start gets one line, `failed name=… reason=…`, and counts as failed.
+pub fn spawn_pending(k: &mut Kernel) {
+    while k.procs.live_count() < MAX_PROCS {
+        let Some(value) = run_words(k.cmdline).nth(k.started) else {
+            return;
+        };
+        k.started += 1;
+        match Spec::decode(value) {
+            Ok(spec) => {
+                if let Err(e) = spawn(k, &spec) {
+                    k.spawn_failures += 1;
+                    println!("failed name={} reason={e}", spec.name());
+                }
+            }
+            Err(e) => {
+                k.spawn_failures += 1;
+                println!("failed name=? reason=bad program spec: {e}");
+            }
+        }
     }
 }
 
@@ -144,7 +183,10 @@ fn load(
     spec: &Spec,
 ) -> Result<u64, SpawnError> {
     for seg in image.segments() {
-        let flags = PageFlags { writable: seg.writable, executable: seg.executable };
+        let flags = PageFlags {
+            writable: seg.writable,
+            executable: seg.executable,
+        };
         let file_end = seg.vaddr + seg.file_size;
         let mut page = seg.page_start();
         while page < seg.page_end() {
@@ -161,7 +203,10 @@ fn load(
             page += PAGE;
         }
     }
-    let stack_flags = PageFlags { writable: true, executable: false };
+    let stack_flags = PageFlags {
+        writable: true,
+        executable: false,
+    };
     let mut top_frame = 0;
     let mut page = USER_STACK_TOP - USER_STACK_SIZE;
     while page < USER_STACK_TOP {
@@ -216,7 +261,11 @@ pub fn run_scheduler() -> bool {
         // with interrupts off.
         unsafe { gdt::set_kernel_stack(x86_64::VirtAddr::new(top)) };
         syscall::set_kernel_stack(top);
-        k.hw[slot].space.as_ref().expect("a ready process has an address space").activate();
+        k.hw[slot]
+            .space
+            .as_ref()
+            .expect("a ready process has an address space")
+            .activate();
         let next = k.hw[slot].saved_rsp;
         let sched_save: *mut u64 = &mut k.sched_rsp;
         // SAFETY: `next` was saved by switch_context or built by prepare_kernel_stack for this
@@ -231,6 +280,7 @@ pub fn run_scheduler() -> bool {
                 space.destroy(&mut k.frames);
             }
             k.procs.reap(slot);
+            spawn_pending(k);
         }
     }
 }
@@ -269,7 +319,12 @@ pub unsafe fn end_current(end: End) -> ! {
             End::Exited(status) => println!("exit pid={} name={} status={status}", p.pid, p.name()),
             End::Killed { vector, rip } => {
                 k.stats.kills += 1;
-                println!("killed pid={} name={} trap={} rip={rip:#x}", p.pid, p.name(), mnemonic(u64::from(vector)));
+                println!(
+                    "killed pid={} name={} trap={} rip={rip:#x}",
+                    p.pid,
+                    p.name(),
+                    mnemonic(u64::from(vector))
+                );
             }
         }
         slot

@@ -12,8 +12,8 @@ use crate::arch::cpu;
 use crate::arch::lapic::SPURIOUS_VECTOR;
 use crate::arch::syscall::{self, SYSCALL_VECTOR};
 use crate::arch::trap::TrapFrame;
-use crate::process::{end_current, KERNEL};
 use crate::println;
+use crate::process::{end_current, KERNEL};
 use crate::stats::Arrival;
 use crate::syscalls;
 
@@ -95,7 +95,10 @@ fn kill(frame: &TrapFrame) -> ! {
             k.procs.get_mut(slot).acct.faults += 1;
         }
     }
-    let end = End::Killed { vector: frame.vector as u8, rip: frame.rip };
+    let end = End::Killed {
+        vector: frame.vector as u8,
+        rip: frame.rip,
+    };
     // SAFETY: a trap from ring 3 runs on the process's kernel stack with interrupts off, and no
     // KERNEL reference is alive.
     unsafe { end_current(end) }
@@ -118,9 +121,24 @@ fn fatal(frame: &TrapFrame) -> ! {
 
 /// Prints every saved register.
 pub fn dump(f: &TrapFrame) {
-    println!("  rax {:016x} rbx {:016x} rcx {:016x} rdx {:016x}", f.rax, f.rbx, f.rcx, f.rdx);
-    println!("  rsi {:016x} rdi {:016x} rbp {:016x} rsp {:016x}", f.rsi, f.rdi, f.rbp, f.rsp);
-    println!("  r8  {:016x} r9  {:016x} r10 {:016x} r11 {:016x}", f.r8, f.r9, f.r10, f.r11);
-    println!("  r12 {:016x} r13 {:016x} r14 {:016x} r15 {:016x}", f.r12, f.r13, f.r14, f.r15);
-    println!("  rip {:016x} cs {:04x} rflags {:08x} ss {:04x}", f.rip, f.cs, f.rflags, f.ss);
+    println!(
+        "  rax {:016x} rbx {:016x} rcx {:016x} rdx {:016x}",
+        f.rax, f.rbx, f.rcx, f.rdx
+    );
+    println!(
+        "  rsi {:016x} rdi {:016x} rbp {:016x} rsp {:016x}",
+        f.rsi, f.rdi, f.rbp, f.rsp
+    );
+    println!(
+        "  r8  {:016x} r9  {:016x} r10 {:016x} r11 {:016x}",
+        f.r8, f.r9, f.r10, f.r11
+    );
+    println!(
+        "  r12 {:016x} r13 {:016x} r14 {:016x} r15 {:016x}",
+        f.r12, f.r13, f.r14, f.r15
+    );
+    println!(
+        "  rip {:016x} cs {:04x} rflags {:08x} ss {:04x}",
+        f.rip, f.cs, f.rflags, f.ss
+    );
 }

@@ -48,7 +48,12 @@ extern "C" fn lde_start(sp: *const u64) -> ! {
     }
     // SAFETY: the kernel built a System V start frame at `sp`: argc, then argc pointers to
     // NUL-terminated strings.
-    let args = unsafe { Args { argc: *sp as usize, argv: sp.add(1) as *const *const u8 } };
+    let args = unsafe {
+        Args {
+            argc: *sp as usize,
+            argv: sp.add(1) as *const *const u8,
+        }
+    };
     // SAFETY: every program defines lde_user_main through `entry!`.
     let status = unsafe { lde_user_main(args) };
     exit(status)
@@ -208,7 +213,11 @@ pub struct Printer {
 
 impl Printer {
     pub fn new(door: Door) -> Self {
-        Self { door, buf: [0; 256], len: 0 }
+        Self {
+            door,
+            buf: [0; 256],
+            len: 0,
+        }
     }
 
     pub fn flush(&mut self) {
@@ -254,4 +263,13 @@ macro_rules! println {
 fn panic(info: &core::panic::PanicInfo) -> ! {
     println!("panic: {info}");
     exit(101)
+}
+
+/// Runs an operation ring 3 must not be allowed to do; the kernel should kill the process in
+/// `op`. If it returns, says so and yields exit status 1 (the kernel failed to stop it).
+pub fn attempt(name: &str, what: &str, op: impl FnOnce()) -> i32 {
+    println!("{name}: attempting {what} in ring 3");
+    op();
+    println!("{name}: {what} was NOT stopped");
+    1
 }
