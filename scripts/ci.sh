@@ -27,10 +27,12 @@ need_package setpriv util-linux
 echo "ci.sh: format"
 cargo fmt --all --check
 (cd guest/kernel && cargo fmt --check)
+(cd guest/user && cargo fmt --check)
 
 echo "ci.sh: lints"
 cargo clippy --locked --all-targets -- -D warnings
 (cd guest/kernel && cargo clippy --locked --release -- -D warnings)
+(cd guest/user && cargo clippy --locked --release --bins -- -D warnings)
 
 echo "ci.sh: tests"
 cargo test --locked

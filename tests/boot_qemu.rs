@@ -15,11 +15,11 @@ fn qemu_boots_the_same_kernel() {
     let banner = out
         .line_starting("lde kernel ")
         .unwrap_or_else(|| panic!("no banner: {out:?}"));
-    assert!(banner.contains("cmdline \"hello=world\""), "{banner}");
+    assert!(banner.contains("cmdline \"lde.run=hello hello=world\""), "{banner}");
     assert!(banner.contains("hypervisor TCGTCGTCGTCG"), "really under TCG: {banner}");
     assert!(
         out.lines()
-            .contains(&"kernel: nothing to run, shutting down with code 0"),
+            .contains(&"kernel: all processes ended, shutting down with code 0"),
         "{out:?}"
     );
 }

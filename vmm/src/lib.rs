@@ -13,6 +13,7 @@ pub mod guest;
 pub mod host;
 pub mod initrd;
 pub mod layout;
+pub mod probe;
 pub mod vcpu;
 pub mod vm;
 

@@ -41,6 +41,24 @@ enum Command {
     ///
     /// Writes DIR/kernel.elf, DIR/initrd.cpio and DIR/cmdline: what scripts/qemu.sh boots.
     Export(ExportArgs),
+    /// Check how this host delivers each system-call door and trap; run this first on a new
+    /// machine or CI runner.
+    ///
+    /// Boots the guest with a few programs that make system calls through `syscall` and
+    /// `int 0x80` and raise #UD, #BP, #GP, #PF and #DE in ring 3, then prints for each whether
+    /// it arrived architecturally, through a path the kernel recovers (PVM), or not at all.
+    /// Exits 0 when the probe ran, whatever it found.
+    Probe(ProbeArgs),
+}
+
+#[derive(Args)]
+struct ProbeArgs {
+    /// The KVM device to open.
+    #[arg(long, value_name = "PATH", default_value = "/dev/kvm")]
+    kvm_device: PathBuf,
+    /// Stop the probe if it has not finished after SECS seconds.
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds, default_value = "60")]
+    timeout: Duration,
 }
 
 #[derive(Args)]
@@ -140,6 +158,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run(args, started),
         Command::Export(args) => export(args),
+        Command::Probe(args) => probe(args, started),
     }
 }
 
@@ -247,6 +266,50 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
         );
     }
     ExitCode::from(report.outcome.exit_code())
+}
+
+fn probe(args: ProbeArgs, started: Instant) -> ExitCode {
+    let specs: Vec<String> = lde::probe::PROGRAMS.iter().map(|s| s.to_string()).collect();
+    let programs = match lde::initrd::prepare(&specs, Vec::new()) {
+        Ok(p) => p,
+        Err(e) => return initrd_error(e),
+    };
+    let transcript = lde::devices::serial::SharedBuffer::default();
+    let host = host::detect();
+    let host_line = format!("{} on {}", host.kvm, host.cpu_model);
+    let config = RunConfig {
+        kernel: None,
+        mem_mib: layout::MEM_DEFAULT_MIB,
+        cmdline: programs.cmdline,
+        initrd: Some(programs.initrd),
+        timeout: Some(args.timeout),
+        kvm_device: args.kvm_device,
+        console: Box::new(transcript.clone()),
+        input: None,
+        started,
+        host,
+    };
+    let report = match lde::run(config) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("lde: error: {}", chain(&e));
+            return ExitCode::from(e.exit_code());
+        }
+    };
+    let text = String::from_utf8_lossy(&transcript.0.lock().expect("transcript lock")).into_owned();
+    println!("host: {host_line}");
+    if let Outcome::Crashed { crash, registers } = &report.outcome {
+        println!("the guest crashed during the probe: {crash}\n{registers}");
+        println!("guest output:\n{text}");
+        return ExitCode::from(code::GUEST_CRASHED);
+    }
+    let rows = lde::probe::parse(&text);
+    let width = rows.iter().map(|r| r.what.len()).max().unwrap_or(0);
+    println!("{:width$}  delivery", "door / trap");
+    for row in rows {
+        println!("{:width$}  {}", row.what, row.delivery);
+    }
+    ExitCode::SUCCESS
 }
 
 /// An error and its causes on one line.

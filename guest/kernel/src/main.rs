@@ -21,7 +21,7 @@ use core::panic::PanicInfo;
 use lde_abi::{cmdline as keys, exit};
 use lde_kcore::{cmdline, memmap};
 
-use arch::{cpu, gdt, lapic, serial, syscall, trap};
+use arch::{cpu, gdt, lapic, pic, serial, syscall, trap};
 use console::Ascii;
 
 /// The kernel's Rust entry, called by `pvh_start` in 64-bit mode on the boot stack.
@@ -30,6 +30,7 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
     serial::init();
     gdt::init();
     trap::init();
+    pic::disable();
     let lapic = lapic::init();
 
     // SAFETY: called once, interrupts off, boot data still mapped.

@@ -71,6 +71,6 @@ impl Stats {
             }
         }
         println!();
-        println!("stats: kills={} switches={}", self.kills, self.switches);
+        println!("stats: sched kills={} switches={}", self.kills, self.switches);
     }
 }

@@ -81,7 +81,7 @@ fn main(args: Args) -> i32 {
     let mut unexpected = 0;
     let mut errors = 0;
     for _ in 0..n {
-        let number = if rng.next() % 8 == 0 {
+        let number = if rng.next().is_multiple_of(8) {
             rng.next()
         } else {
             rng.pick(&numbers)
@@ -100,7 +100,7 @@ fn main(args: Args) -> i32 {
         if number == nr::WRITE && (a[0] == 1 || a[0] == 2) {
             a[0] = rng.pick(&[0, 3, 1 << 20, u64::MAX]);
         }
-        let door = if rng.next() % 2 == 0 {
+        let door = if rng.next().is_multiple_of(2) {
             Door::Syscall
         } else {
             Door::Int80

@@ -6,6 +6,7 @@ pub mod gdt;
 pub mod lapic;
 pub mod mem;
 pub mod paging;
+pub mod pic;
 pub mod serial;
 pub mod switch;
 pub mod syscall;

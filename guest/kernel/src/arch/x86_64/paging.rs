@@ -80,7 +80,7 @@ impl AddressSpace {
 
     /// Maps the user page at `vaddr` to the frame at `phys`.
     pub fn map(&mut self, frames: &mut Frames, vaddr: u64, phys: u64, flags: PageFlags) -> Result<(), OutOfMemory> {
-        debug_assert!((USER_BASE..USER_END).contains(&vaddr) && vaddr % 4096 == 0);
+        debug_assert!((USER_BASE..USER_END).contains(&vaddr) && vaddr.is_multiple_of(4096));
         let mut t = self.pml4;
         for level in [4, 3, 2] {
             // SAFETY: `t` is a page table of this address space (identity-mapped frame).

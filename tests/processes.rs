@@ -1,0 +1,309 @@
+//! Ring 3 under both hosts: programs, both system-call doors and their counters, isolation,
+//! killing processes that break the rules, the fuzzer, and a corrupt program.
+//!
+//! Every scenario runs under KVM (`lde run`) and under QEMU TCG (`scripts/qemu.sh`), which is
+//! the reference for exact x86 behaviour.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::{kvm_available, lde, qemu, qemu_available, Output};
+
+/// The two ways to boot the same kernel and programs.
+#[derive(Clone, Copy, Debug)]
+enum Host {
+    Kvm,
+    Qemu,
+}
+
+impl Host {
+    fn run(self, args: &[&str]) -> Output {
+        match self {
+            Host::Kvm => {
+                let mut all = vec!["run", "-q"];
+                all.extend_from_slice(args);
+                lde(&all)
+            }
+            Host::Qemu => {
+                let mut all = vec!["-q"];
+                all.extend_from_slice(args);
+                qemu(&all)
+            }
+        }
+    }
+
+    /// Whether system calls arrive through the recovered paths (PVM) rather than the
+    /// architectural ones (hardware KVM, QEMU).
+    fn recovers_doors(self) -> bool {
+        matches!(self, Host::Kvm) && std::path::Path::new("/sys/module/kvm_pvm").exists()
+    }
+}
+
+/// The hosts available here (each prints SKIP or fails under LDE_REQUIRE_* when missing).
+fn hosts(test: &str) -> Vec<Host> {
+    let mut hosts = Vec::new();
+    if kvm_available(test) {
+        hosts.push(Host::Kvm);
+    }
+    if qemu_available(test) {
+        hosts.push(Host::Qemu);
+    }
+    hosts
+}
+
+/// The `key=value` words of the transcript's `stats: <section>` line.
+fn stats(out: &Output, section: &str) -> HashMap<String, u64> {
+    let prefix = format!("stats: {section} ");
+    let line = out
+        .line_starting(&prefix)
+        .unwrap_or_else(|| panic!("no '{prefix}' line: {out:?}"));
+    line[prefix.len()..]
+        .split_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
+        .collect()
+}
+
+/// No frame stays allocated once every process has ended.
+fn assert_no_leak(out: &Output) {
+    assert_eq!(stats(out, "frames")["in_use"], 0, "{out:?}");
+}
+
+#[test]
+fn hello_writes_through_both_doors() {
+    for host in hosts("hello_writes_through_both_doors") {
+        let out = host.run(&["hello"]);
+        assert_eq!(out.status, Some(0), "{host:?}: {out:?}");
+        let lines = out.lines();
+        assert!(
+            lines.contains(&"hello from ring 3 (pid 1), written through syscall"),
+            "{host:?}: {out:?}"
+        );
+        assert!(
+            lines.contains(&"hello from ring 3 (pid 1), written through int 0x80"),
+            "{host:?}: {out:?}"
+        );
+        assert!(lines.contains(&"exit pid=1 name=hello status=0"), "{host:?}: {out:?}");
+        assert_no_leak(&out);
+    }
+}
+
+#[test]
+fn each_door_is_counted_by_how_it_arrived() {
+    const N: u64 = 500;
+    for host in hosts("each_door_is_counted_by_how_it_arrived") {
+        let arg = format!("calls {N}");
+        let out = host.run(&[&arg]);
+        assert_eq!(out.status, Some(0), "{host:?}: {out:?}");
+        let line = format!("calls: {N} getpid via syscall and {N} via int 0x80 (pid 1), 0 wrong");
+        assert!(out.lines().contains(&line.as_str()), "{host:?}: {out:?}");
+        // Through syscall: the first getpid, N getpids, one write, exit. Through int 0x80: N.
+        let calls = stats(&out, "calls");
+        assert_eq!(calls["getpid"], 2 * N + 1, "{host:?}");
+        assert_eq!((calls["write"], calls["exit"]), (1, 1), "{host:?}");
+        let doors = stats(&out, "doors");
+        let (used, unused) = if host.recovers_doors() {
+            ("recovered", "arch")
+        } else {
+            ("arch", "recovered")
+        };
+        assert_eq!(doors[&format!("syscall.{used}")], N + 3, "{host:?}: {doors:?}");
+        assert_eq!(doors[&format!("int80.{used}")], N, "{host:?}: {doors:?}");
+        assert_eq!(doors[&format!("syscall.{unused}")], 0, "{host:?}: {doors:?}");
+        assert_eq!(doors[&format!("int80.{unused}")], 0, "{host:?}: {doors:?}");
+    }
+}
+
+/// Each restricted-operation program and the trap that must end it.
+const RESTRICTED: &[(&str, &str)] = &[
+    ("bad-hlt", "#GP"),
+    ("bad-cli", "#GP"),
+    ("bad-out", "#GP"),
+    ("bad-wrmsr", "#GP"),
+    ("bad-cr3", "#GP"),
+    ("bad-lidt", "#GP"),
+    ("bad-kread", "#PF"),
+    ("bad-kwrite", "#PF"),
+    ("bad-kjump", "#PF"),
+    ("bad-null", "#PF"),
+    ("bad-div0", "#DE"),
+    ("bad-ud2", "#UD"),
+    ("bad-int3", "#BP"),
+    ("bad-stack", "#PF"),
+];
+
+#[test]
+fn rule_breakers_are_killed_and_others_carry_on() {
+    for host in hosts("rule_breakers_are_killed_and_others_carry_on") {
+        // Interleave a well-behaved program with the attackers.
+        let mut args: Vec<&str> = Vec::new();
+        for (i, (program, _)) in RESTRICTED.iter().enumerate() {
+            args.push(program);
+            if i % 5 == 0 {
+                args.push("hello");
+            }
+        }
+        args.push("calls 10");
+        let out = host.run(&args);
+        assert_eq!(
+            out.status,
+            Some(1),
+            "a process failed, so the kernel says 1: {host:?}: {out:?}"
+        );
+        for (program, trap) in RESTRICTED {
+            let killed = out
+                .lines()
+                .into_iter()
+                .find(|l| l.starts_with("killed ") && l.contains(&format!(" name={program} ")))
+                .unwrap_or_else(|| panic!("{host:?}: {program} was not killed: {out:?}"));
+            assert!(killed.contains(&format!(" trap={trap} rip=0x")), "{host:?}: {killed}");
+            assert!(
+                !out.stdout.contains(&format!("{program}: ")) || !out.stdout.contains("was NOT stopped"),
+                "{host:?}: {out:?}"
+            );
+        }
+        let hellos = out
+            .lines()
+            .into_iter()
+            .filter(|l| l.starts_with("exit ") && l.ends_with(" name=hello status=0"));
+        assert_eq!(hellos.count(), 3, "{host:?}: {out:?}");
+        assert!(
+            out.stdout.contains("calls: 10 getpid via syscall and 10 via int 0x80"),
+            "{host:?}"
+        );
+        assert!(out.line_starting("exit ").is_some());
+        assert_eq!(stats(&out, "sched")["kills"], RESTRICTED.len() as u64, "{host:?}");
+        assert_no_leak(&out);
+    }
+}
+
+#[test]
+fn the_fuzzer_never_crashes_the_kernel() {
+    for host in hosts("the_fuzzer_never_crashes_the_kernel") {
+        let out = host.run(&["fuzz 10000 12345", "fuzz 10000 777", "hello"]);
+        assert_eq!(out.status, Some(0), "{host:?}: {out:?}");
+        let results: Vec<&str> = out
+            .lines()
+            .into_iter()
+            .filter(|l| l.starts_with("fuzz: 10000 calls, "))
+            .collect();
+        assert_eq!(results.len(), 2, "{host:?}: {out:?}");
+        assert!(
+            results.iter().all(|l| l.ends_with(" 0 unexpected")),
+            "{host:?}: {results:?}"
+        );
+        assert!(out.lines().contains(&"exit pid=3 name=hello status=0"), "{host:?}");
+        assert!(stats(&out, "calls").values().sum::<u64>() > 10_000, "{host:?}");
+        assert_no_leak(&out);
+    }
+}
+
+#[test]
+fn a_corrupt_program_is_rejected_and_the_rest_run() {
+    let dir = std::env::temp_dir().join(format!("lde-corrupt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases: [(&str, Vec<u8>, &str); 3] = [
+        (
+            "garbage",
+            b"this is not an ELF file at all, just text; ".repeat(4),
+            "bad ELF: not an ELF file",
+        ),
+        (
+            "truncated",
+            lde::guest::program("hello").unwrap().elf[..100].to_vec(),
+            "bad ELF: ",
+        ),
+        (
+            "kernelspace",
+            {
+                // A valid program whose first segment claims to load over the kernel.
+                let mut elf = lde::guest::program("hello").unwrap().elf.to_vec();
+                let phoff = u64::from_le_bytes(elf[32..40].try_into().unwrap()) as usize;
+                elf[phoff + 16..phoff + 24].copy_from_slice(&0x10_0000u64.to_le_bytes());
+                elf
+            },
+            "bad ELF: a segment lies outside user space",
+        ),
+    ];
+    for host in hosts("a_corrupt_program_is_rejected_and_the_rest_run") {
+        for (name, bytes, reason) in &cases {
+            let path = dir.join(name);
+            std::fs::write(&path, bytes).unwrap();
+            let out = host.run(&["--program", path.to_str().unwrap(), "hello"]);
+            assert_eq!(out.status, Some(1), "{host:?} {name}: {out:?}");
+            let failed = out
+                .line_starting("failed ")
+                .unwrap_or_else(|| panic!("{host:?} {name}: {out:?}"));
+            assert!(
+                failed.starts_with(&format!("failed name={name} reason={reason}")),
+                "{host:?}: {failed}"
+            );
+            assert!(
+                out.lines().contains(&"exit pid=1 name=hello status=0"),
+                "{host:?} {name}: {out:?}"
+            );
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn more_programs_than_process_slots_all_run() {
+    for host in hosts("more_programs_than_process_slots_all_run") {
+        let args = vec!["hello"; 20];
+        let out = host.run(&args);
+        assert_eq!(out.status, Some(0), "{host:?}: {out:?}");
+        for pid in 1..=20 {
+            let line = format!("exit pid={pid} name=hello status=0");
+            assert!(out.lines().contains(&line.as_str()), "{host:?}: missing {line}");
+        }
+        assert_no_leak(&out);
+    }
+}
+
+#[test]
+fn arguments_reach_the_program() {
+    for host in hosts("arguments_reach_the_program") {
+        let out = host.run(&["calls 7"]);
+        assert!(
+            out.stdout.contains("calls: 7 getpid via syscall and 7 via int 0x80"),
+            "{host:?}: {out:?}"
+        );
+        let out = host.run(&["calls seven"]);
+        assert!(out.lines().contains(&"usage: calls [N]"), "{host:?}: {out:?}");
+        assert_eq!(out.status, Some(1), "{host:?}");
+    }
+}
+
+#[test]
+fn probe_reports_every_door_and_trap() {
+    if !kvm_available("probe_reports_every_door_and_trap") {
+        return;
+    }
+    let out = lde(&["probe"]);
+    assert_eq!(out.status, Some(0), "{out:?}");
+    let expected_door = if Host::Kvm.recovers_doors() {
+        "recovered: "
+    } else {
+        "architectural"
+    };
+    for (row, delivery) in [
+        ("syscall ", expected_door),
+        ("int 0x80 ", expected_door),
+        ("#UD (ud2) ", "architectural"),
+        ("#BP (int3) ", "architectural"),
+        ("#GP (cli) ", "architectural"),
+        ("#PF (read of a supervisor page) ", "architectural"),
+        ("#DE (divide by zero) ", "architectural"),
+    ] {
+        let line = out
+            .line_starting(row)
+            .unwrap_or_else(|| panic!("no row {row}: {out:?}"));
+        assert!(
+            line.trim_start_matches(row).trim_start().starts_with(delivery),
+            "{line}"
+        );
+    }
+    assert!(out.line_starting("host: ").is_some(), "{out:?}");
+}
