@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Boots the lde kernel under QEMU with TCG (exact x86 behaviour, no KVM) and exits with the
 # guest's exit code, like `lde run`.
-usage="usage: scripts/qemu.sh [--mem MIB] [--timeout SECS] [--kernel PATH] [--cmdline WORDS] [--program PATH]... [-q] [PROGRAM]...
+usage="usage: scripts/qemu.sh [--mem MIB] [--timeout SECS] [--kernel PATH] [--cmdline WORDS] [--program PATH]... [-q] [--probe | PROGRAM...]
 (extra QEMU arguments may be given in LDE_QEMU_ARGS, e.g. '-d int -D /tmp/qemu.log')"
 set -uo pipefail
 
@@ -10,6 +10,7 @@ timeout_secs=""
 kernel=""
 cmdline=""
 quiet=0
+probe=0
 export_args=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -19,6 +20,7 @@ while [ $# -gt 0 ]; do
         --cmdline) cmdline="${2?$usage}"; shift 2 ;;
         --program) export_args+=(--program "${2:?$usage}"); shift 2 ;;
         -q|--quiet) quiet=1; shift ;;
+        --probe) probe=1; shift ;;
         -h|--help) echo "$usage"; exit 0 ;;
         -*) echo "qemu.sh: unknown argument '$1'" >&2; echo "$usage" >&2; exit 2 ;;
         *) export_args+=("$1"); shift ;;
@@ -39,6 +41,11 @@ if [ -z "$lde" ]; then
     (cd "$root" && cargo build --release --quiet --bin lde) || exit 74
     lde="${CARGO_TARGET_DIR:-$root/target}/release/lde"
 fi
+if [ "$probe" = 1 ]; then
+    # The same programs `lde probe` runs; the transcript is read by `lde probe --transcript`.
+    mapfile -t export_args < <("$lde" probe --programs)
+    quiet=1
+fi
 "$lde" export --dir "$work" --cmdline "$cmdline" "${export_args[@]}"
 status=$?
 [ "$status" = 0 ] || exit "$status"
@@ -52,12 +59,18 @@ args=(-accel tcg -machine q35 -cpu max -m "$mem" -display none -monitor none -no
 args+=(${LDE_QEMU_ARGS:-})
 [ "$quiet" = 1 ] || echo "qemu.sh: host: QEMU $("$qemu" --version | head -n1 | awk '{print $4}') with TCG (software emulation; timings mean nothing)" >&2
 
+sink=/dev/stdout
+[ "$probe" = 1 ] && sink=/dev/null
 if [ -n "$timeout_secs" ]; then
-    timeout --foreground "$timeout_secs" "$qemu" "${args[@]}" | tee "$work/serial"
+    timeout --foreground "$timeout_secs" "$qemu" "${args[@]}" | tee "$work/serial" >"$sink"
 else
-    "$qemu" "${args[@]}" | tee "$work/serial"
+    "$qemu" "${args[@]}" | tee "$work/serial" >"$sink"
 fi
 status=${PIPESTATUS[0]}
+if [ "$probe" = 1 ]; then
+    "$lde" probe --transcript "$work/serial" --host "QEMU $("$qemu" --version | head -n1 | awk '{print $4}') with TCG (x86 as the manuals say)"
+    exit $?
+fi
 
 # isa-debug-exit makes QEMU exit with (code << 1) | 1. QEMU's own failures exit 1 too, which is
 # also code 0: a kernel that wrote code 0 printed its banner first, so no banner means QEMU failed.

@@ -59,6 +59,16 @@ struct ProbeArgs {
     /// Stop the probe if it has not finished after SECS seconds.
     #[arg(long, value_name = "SECS", value_parser = parse_seconds, default_value = "60")]
     timeout: Duration,
+    /// Do not boot: read the serial transcript of a probe run from FILE (scripts/qemu.sh
+    /// --probe uses this for QEMU), naming its host HOST.
+    #[arg(long, value_name = "FILE", requires = "host_name")]
+    transcript: Option<PathBuf>,
+    /// The host the transcript came from.
+    #[arg(long = "host", value_name = "HOST")]
+    host_name: Option<String>,
+    /// Print the programs a probe runs, one per line, and exit.
+    #[arg(long)]
+    programs: bool,
 }
 
 #[derive(Args)]
@@ -269,6 +279,23 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
 }
 
 fn probe(args: ProbeArgs, started: Instant) -> ExitCode {
+    if args.programs {
+        lde::probe::PROGRAMS.iter().for_each(|p| println!("{p}"));
+        return ExitCode::SUCCESS;
+    }
+    if let (Some(path), Some(host)) = (&args.transcript, &args.host_name) {
+        return match std::fs::read(path) {
+            Ok(bytes) => {
+                println!("host: {host}");
+                print_probe(&String::from_utf8_lossy(&bytes));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("lde: error: cannot read the transcript {}: {e}", path.display());
+                ExitCode::from(code::BAD_IMAGE)
+            }
+        };
+    }
     let specs: Vec<String> = lde::probe::PROGRAMS.iter().map(|s| s.to_string()).collect();
     let programs = match lde::initrd::prepare(&specs, Vec::new()) {
         Ok(p) => p,
@@ -303,13 +330,17 @@ fn probe(args: ProbeArgs, started: Instant) -> ExitCode {
         println!("guest output:\n{text}");
         return ExitCode::from(code::GUEST_CRASHED);
     }
-    let rows = lde::probe::parse(&text);
+    print_probe(&text);
+    ExitCode::SUCCESS
+}
+
+fn print_probe(transcript: &str) {
+    let rows = lde::probe::parse(transcript);
     let width = rows.iter().map(|r| r.what.len()).max().unwrap_or(0);
     println!("{:width$}  delivery", "door / trap");
     for row in rows {
         println!("{:width$}  {}", row.what, row.delivery);
     }
-    ExitCode::SUCCESS
 }
 
 /// An error and its causes on one line.
