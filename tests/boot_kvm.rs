@@ -11,17 +11,11 @@ fn boots_prints_banner_and_exits_zero() {
     }
     let out = lde(&["run", "--cmdline", "hello=world"]);
     assert_eq!(out.status, Some(0), "{out:?}");
-    let banner = out
-        .line_starting("lde kernel ")
-        .unwrap_or_else(|| panic!("no banner: {out:?}"));
+    let banner = out.line_starting("lde kernel ").unwrap_or_else(|| panic!("no banner: {out:?}"));
     assert!(banner.contains("MiB RAM in 3 ranges"), "{banner}");
     assert!(banner.contains("cmdline \"lde.run=hello hello=world\""), "{banner}");
     assert!(banner.contains("cpu "), "{banner}");
-    assert!(
-        out.lines()
-            .contains(&"kernel: all processes ended, shutting down with code 0"),
-        "{out:?}"
-    );
+    assert!(out.lines().contains(&"kernel: all processes ended, shutting down with code 0"), "{out:?}");
     // The VMM says which KVM it is on, and how long boot took.
     assert!(out.stderr.contains("lde: host: "), "{}", out.stderr);
     assert!(out.stderr.contains("banner after "), "{}", out.stderr);
@@ -35,10 +29,7 @@ fn memory_size_reaches_the_kernel() {
     let out = lde(&["run", "-q", "--mem", "64"]);
     assert_eq!(out.status, Some(0), "{out:?}");
     // 64 MiB less the 385 KiB legacy hole below 1 MiB, rounded down.
-    assert!(
-        out.line_starting("lde kernel ").unwrap().contains(": 63 MiB RAM"),
-        "{out:?}"
-    );
+    assert!(out.line_starting("lde kernel ").unwrap().contains(": 63 MiB RAM"), "{out:?}");
     assert_eq!(out.stderr, "", "quiet prints nothing of its own");
 }
 
@@ -60,13 +51,8 @@ fn kernel_exception_is_reported_with_registers() {
     }
     let out = lde(&["run", "--cmdline", "lde.test=kernel-fault"]);
     assert_eq!(out.status, Some(3), "{out:?}");
-    let line = out
-        .line_starting("kernel: fatal trap")
-        .unwrap_or_else(|| panic!("{out:?}"));
-    assert!(
-        line.starts_with("kernel: fatal trap #UD (vector 6) in ring 0, error 0x0, rip 0x"),
-        "{line}"
-    );
+    let line = out.line_starting("kernel: fatal trap").unwrap_or_else(|| panic!("{out:?}"));
+    assert!(line.starts_with("kernel: fatal trap #UD (vector 6) in ring 0, error 0x0, rip 0x"), "{line}");
     assert!(out.stdout.contains("  rip 0"), "{out:?}");
     assert!(out.stdout.contains(" cs 0010 "), "kernel code selector: {out:?}");
 }
@@ -78,18 +64,9 @@ fn triple_fault_dumps_registers_and_exits_70() {
     }
     let out = lde(&["run", "--cmdline", "lde.test=triple-fault"]);
     assert_eq!(out.status, Some(70), "{out:?}");
-    assert!(
-        out.stderr
-            .contains("lde: guest crashed: triple fault (KVM_EXIT_SHUTDOWN)"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("lde: guest crashed: triple fault (KVM_EXIT_SHUTDOWN)"), "{}", out.stderr);
     // The dump shows the state that caused it: 64-bit kernel code and the empty IDT.
-    assert!(
-        out.stderr.contains("idt base 0000000000000000 limit 0000"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("idt base 0000000000000000 limit 0000"), "{}", out.stderr);
     assert!(out.stderr.contains("cs  selector 0010 "), "{}", out.stderr);
     assert!(out.stderr.contains("cr0 0000000080010011"), "{}", out.stderr);
     assert!(out.stderr.contains("rip "), "{}", out.stderr);
@@ -102,12 +79,7 @@ fn timeout_stops_a_hung_guest() {
     }
     let out = lde(&["run", "--timeout", "1", "--cmdline", "lde.test=hang"]);
     assert_eq!(out.status, Some(124), "{out:?}");
-    assert!(
-        out.stderr
-            .contains("lde: timeout: the guest was still running after 1 s"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("lde: timeout: the guest was still running after 1 s"), "{}", out.stderr);
 }
 
 #[test]
@@ -129,8 +101,5 @@ fn sigterm_stops_the_guest_cleanly() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("lde: interrupted by signal 15; stopped the guest"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("lde: interrupted by signal 15; stopped the guest"), "{stderr}");
 }

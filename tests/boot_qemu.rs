@@ -12,16 +12,10 @@ fn qemu_boots_the_same_kernel() {
     }
     let out = qemu(&["--cmdline", "hello=world"]);
     assert_eq!(out.status, Some(0), "{out:?}");
-    let banner = out
-        .line_starting("lde kernel ")
-        .unwrap_or_else(|| panic!("no banner: {out:?}"));
+    let banner = out.line_starting("lde kernel ").unwrap_or_else(|| panic!("no banner: {out:?}"));
     assert!(banner.contains("cmdline \"lde.run=hello hello=world\""), "{banner}");
     assert!(banner.contains("hypervisor TCGTCGTCGTCG"), "really under TCG: {banner}");
-    assert!(
-        out.lines()
-            .contains(&"kernel: all processes ended, shutting down with code 0"),
-        "{out:?}"
-    );
+    assert!(out.lines().contains(&"kernel: all processes ended, shutting down with code 0"), "{out:?}");
 }
 
 #[test]

@@ -15,10 +15,7 @@ fn one_line(stderr: &str) -> &str {
 fn a_file_that_is_not_a_kernel_is_rejected() {
     let out = lde(&["run", "--kernel", "/etc/passwd"]);
     assert_eq!(out.status, Some(72), "{out:?}");
-    assert_eq!(
-        one_line(&out.stderr),
-        "lde: error: cannot boot the kernel /etc/passwd: not an ELF file"
-    );
+    assert_eq!(one_line(&out.stderr), "lde: error: cannot boot the kernel /etc/passwd: not an ELF file");
 }
 
 #[test]
@@ -26,10 +23,7 @@ fn a_missing_kernel_is_rejected() {
     let out = lde(&["run", "--kernel", "/nonexistent/kernel"]);
     assert_eq!(out.status, Some(72), "{out:?}");
     let line = one_line(&out.stderr);
-    assert!(
-        line.starts_with("lde: error: cannot read the kernel /nonexistent/kernel: "),
-        "{line}"
-    );
+    assert!(line.starts_with("lde: error: cannot read the kernel /nonexistent/kernel: "), "{line}");
 }
 
 #[test]
@@ -41,22 +35,14 @@ fn a_truncated_kernel_is_rejected() {
     let out = lde(&["run", "--kernel", path.to_str().unwrap()]);
     std::fs::remove_dir_all(&dir).ok();
     assert_eq!(out.status, Some(72), "{out:?}");
-    assert!(
-        one_line(&out.stderr).starts_with("lde: error: cannot boot the kernel "),
-        "{}",
-        out.stderr
-    );
+    assert!(one_line(&out.stderr).starts_with("lde: error: cannot boot the kernel "), "{}", out.stderr);
 }
 
 #[test]
 fn zero_memory_is_a_usage_error() {
     let out = lde(&["run", "--mem", "0"]);
     assert_eq!(out.status, Some(2), "{out:?}");
-    assert!(
-        one_line(&out.stderr).contains("0 is not in 16..=3072"),
-        "{}",
-        out.stderr
-    );
+    assert!(one_line(&out.stderr).contains("0 is not in 16..=3072"), "{}", out.stderr);
 }
 
 #[test]
@@ -77,22 +63,14 @@ fn a_bad_timeout_is_a_usage_error() {
 fn a_missing_kvm_device_names_the_fix() {
     let out = lde(&["run", "--kvm-device", "/nonexistent/kvm"]);
     assert_eq!(out.status, Some(71), "{out:?}");
-    assert!(
-        one_line(&out.stderr).contains("KVM is not available here"),
-        "{}",
-        out.stderr
-    );
+    assert!(one_line(&out.stderr).contains("KVM is not available here"), "{}", out.stderr);
 }
 
 #[test]
 fn a_device_that_is_not_kvm_is_rejected() {
     let out = lde(&["run", "--kvm-device", "/dev/null"]);
     assert_eq!(out.status, Some(71), "{out:?}");
-    assert!(
-        one_line(&out.stderr).contains("/dev/null is not a usable KVM device"),
-        "{}",
-        out.stderr
-    );
+    assert!(one_line(&out.stderr).contains("/dev/null is not a usable KVM device"), "{}", out.stderr);
 }
 
 #[test]
@@ -113,13 +91,7 @@ fn no_permission_on_kvm_names_the_fix() {
         return;
     }
     let mut cmd = std::process::Command::new("setpriv");
-    cmd.args([
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        common::lde_bin(),
-        "run",
-    ]);
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", common::lde_bin(), "run"]);
     let out = common::run_with_deadline(cmd, std::time::Duration::from_secs(60));
     assert_eq!(out.status, Some(71), "{out:?}");
     assert!(
@@ -133,13 +105,8 @@ fn no_permission_on_kvm_names_the_fix() {
 fn help_documents_the_exit_codes() {
     let out = lde(&["run", "--help"]);
     assert_eq!(out.status, Some(0), "{out:?}");
-    for needle in [
-        "--mem <MIB>",
-        "--timeout <SECS>",
-        "--kernel <PATH>",
-        "--cmdline <WORDS>",
-        "124   --timeout expired",
-    ] {
+    for needle in ["--mem <MIB>", "--timeout <SECS>", "--kernel <PATH>", "--cmdline <WORDS>", "124   --timeout expired"]
+    {
         assert!(out.stdout.contains(needle), "{needle} missing from:\n{}", out.stdout);
     }
 }

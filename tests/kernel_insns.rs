@@ -53,20 +53,12 @@ fn kernel_has_no_instruction_fatal_in_ring0() {
         .output()
         .expect("objdump (binutils) is needed for this test");
     std::fs::remove_dir_all(&dir).ok();
-    assert!(
-        out.status.success(),
-        "objdump failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "objdump failed: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
 
     let (count, bad) = scan(&text);
     assert!(count > 1000, "disassembly looks empty ({count} instructions)");
-    assert!(
-        bad.is_empty(),
-        "instructions fatal in ring 0 on PVM:\n{}",
-        bad.join("\n")
-    );
+    assert!(bad.is_empty(), "instructions fatal in ring 0 on PVM:\n{}", bad.join("\n"));
 }
 
 /// Counts the instructions of an objdump disassembly and lists the forbidden ones.
@@ -132,11 +124,6 @@ fn scan_tells_padding_from_code() {
     assert_eq!(count, 17);
     assert_eq!(
         bad,
-        [
-            "100072: int3 (x1)",
-            "100073: movq   %rax,%xmm0",
-            "100078: popcnt %rax,%rbx",
-            "10007d: fld    (%rax)"
-        ]
+        ["100072: int3 (x1)", "100073: movq   %rax,%xmm0", "100078: popcnt %rax,%rbx", "10007d: fld    (%rax)"]
     );
 }

@@ -55,9 +55,7 @@ fn hosts(test: &str) -> Vec<Host> {
 /// The `key=value` words of the transcript's `stats: <section>` line.
 fn stats(out: &Output, section: &str) -> HashMap<String, u64> {
     let prefix = format!("stats: {section} ");
-    let line = out
-        .line_starting(&prefix)
-        .unwrap_or_else(|| panic!("no '{prefix}' line: {out:?}"));
+    let line = out.line_starting(&prefix).unwrap_or_else(|| panic!("no '{prefix}' line: {out:?}"));
     line[prefix.len()..]
         .split_whitespace()
         .filter_map(|w| w.split_once('='))
@@ -76,14 +74,8 @@ fn hello_writes_through_both_doors() {
         let out = host.run(&["hello"]);
         assert_eq!(out.status, Some(0), "{host:?}: {out:?}");
         let lines = out.lines();
-        assert!(
-            lines.contains(&"hello from ring 3 (pid 1), written through syscall"),
-            "{host:?}: {out:?}"
-        );
-        assert!(
-            lines.contains(&"hello from ring 3 (pid 1), written through int 0x80"),
-            "{host:?}: {out:?}"
-        );
+        assert!(lines.contains(&"hello from ring 3 (pid 1), written through syscall"), "{host:?}: {out:?}");
+        assert!(lines.contains(&"hello from ring 3 (pid 1), written through int 0x80"), "{host:?}: {out:?}");
         assert!(lines.contains(&"exit pid=1 name=hello status=0"), "{host:?}: {out:?}");
         assert_no_leak(&out);
     }
@@ -103,11 +95,7 @@ fn each_door_is_counted_by_how_it_arrived() {
         assert_eq!(calls["getpid"], 2 * N + 1, "{host:?}");
         assert_eq!((calls["write"], calls["exit"]), (1, 1), "{host:?}");
         let doors = stats(&out, "doors");
-        let (used, unused) = if host.recovers_doors() {
-            ("recovered", "arch")
-        } else {
-            ("arch", "recovered")
-        };
+        let (used, unused) = if host.recovers_doors() { ("recovered", "arch") } else { ("arch", "recovered") };
         assert_eq!(doors[&format!("syscall.{used}")], N + 3, "{host:?}: {doors:?}");
         assert_eq!(doors[&format!("int80.{used}")], N, "{host:?}: {doors:?}");
         assert_eq!(doors[&format!("syscall.{unused}")], 0, "{host:?}: {doors:?}");
@@ -146,11 +134,7 @@ fn rule_breakers_are_killed_and_others_carry_on() {
         }
         args.push("calls 10");
         let out = host.run(&args);
-        assert_eq!(
-            out.status,
-            Some(1),
-            "a process failed, so the kernel says 1: {host:?}: {out:?}"
-        );
+        assert_eq!(out.status, Some(1), "a process failed, so the kernel says 1: {host:?}: {out:?}");
         for (program, trap) in RESTRICTED {
             let killed = out
                 .lines()
@@ -163,15 +147,9 @@ fn rule_breakers_are_killed_and_others_carry_on() {
                 "{host:?}: {out:?}"
             );
         }
-        let hellos = out
-            .lines()
-            .into_iter()
-            .filter(|l| l.starts_with("exit ") && l.ends_with(" name=hello status=0"));
+        let hellos = out.lines().into_iter().filter(|l| l.starts_with("exit ") && l.ends_with(" name=hello status=0"));
         assert_eq!(hellos.count(), 3, "{host:?}: {out:?}");
-        assert!(
-            out.stdout.contains("calls: 10 getpid via syscall and 10 via int 0x80"),
-            "{host:?}"
-        );
+        assert!(out.stdout.contains("calls: 10 getpid via syscall and 10 via int 0x80"), "{host:?}");
         assert!(out.line_starting("exit ").is_some());
         assert_eq!(stats(&out, "sched")["kills"], RESTRICTED.len() as u64, "{host:?}");
         assert_no_leak(&out);
@@ -183,16 +161,9 @@ fn the_fuzzer_never_crashes_the_kernel() {
     for host in hosts("the_fuzzer_never_crashes_the_kernel") {
         let out = host.run(&["fuzz 10000 12345", "fuzz 10000 777", "hello"]);
         assert_eq!(out.status, Some(0), "{host:?}: {out:?}");
-        let results: Vec<&str> = out
-            .lines()
-            .into_iter()
-            .filter(|l| l.starts_with("fuzz: 10000 calls, "))
-            .collect();
+        let results: Vec<&str> = out.lines().into_iter().filter(|l| l.starts_with("fuzz: 10000 calls, ")).collect();
         assert_eq!(results.len(), 2, "{host:?}: {out:?}");
-        assert!(
-            results.iter().all(|l| l.ends_with(" 0 unexpected")),
-            "{host:?}: {results:?}"
-        );
+        assert!(results.iter().all(|l| l.ends_with(" 0 unexpected")), "{host:?}: {results:?}");
         assert!(out.lines().contains(&"exit pid=3 name=hello status=0"), "{host:?}");
         assert!(stats(&out, "calls").values().sum::<u64>() > 10_000, "{host:?}");
         assert_no_leak(&out);
@@ -204,16 +175,8 @@ fn a_corrupt_program_is_rejected_and_the_rest_run() {
     let dir = std::env::temp_dir().join(format!("lde-corrupt-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cases: [(&str, Vec<u8>, &str); 3] = [
-        (
-            "garbage",
-            b"this is not an ELF file at all, just text; ".repeat(4),
-            "bad ELF: not an ELF file",
-        ),
-        (
-            "truncated",
-            lde::guest::program("hello").unwrap().elf[..100].to_vec(),
-            "bad ELF: ",
-        ),
+        ("garbage", b"this is not an ELF file at all, just text; ".repeat(4), "bad ELF: not an ELF file"),
+        ("truncated", lde::guest::program("hello").unwrap().elf[..100].to_vec(), "bad ELF: "),
         (
             "kernelspace",
             {
@@ -232,17 +195,9 @@ fn a_corrupt_program_is_rejected_and_the_rest_run() {
             std::fs::write(&path, bytes).unwrap();
             let out = host.run(&["--program", path.to_str().unwrap(), "hello"]);
             assert_eq!(out.status, Some(1), "{host:?} {name}: {out:?}");
-            let failed = out
-                .line_starting("failed ")
-                .unwrap_or_else(|| panic!("{host:?} {name}: {out:?}"));
-            assert!(
-                failed.starts_with(&format!("failed name={name} reason={reason}")),
-                "{host:?}: {failed}"
-            );
-            assert!(
-                out.lines().contains(&"exit pid=1 name=hello status=0"),
-                "{host:?} {name}: {out:?}"
-            );
+            let failed = out.line_starting("failed ").unwrap_or_else(|| panic!("{host:?} {name}: {out:?}"));
+            assert!(failed.starts_with(&format!("failed name={name} reason={reason}")), "{host:?}: {failed}");
+            assert!(out.lines().contains(&"exit pid=1 name=hello status=0"), "{host:?} {name}: {out:?}");
         }
     }
     std::fs::remove_dir_all(&dir).ok();
@@ -266,10 +221,7 @@ fn more_programs_than_process_slots_all_run() {
 fn arguments_reach_the_program() {
     for host in hosts("arguments_reach_the_program") {
         let out = host.run(&["calls 7"]);
-        assert!(
-            out.stdout.contains("calls: 7 getpid via syscall and 7 via int 0x80"),
-            "{host:?}: {out:?}"
-        );
+        assert!(out.stdout.contains("calls: 7 getpid via syscall and 7 via int 0x80"), "{host:?}: {out:?}");
         let out = host.run(&["calls seven"]);
         assert!(out.lines().contains(&"usage: calls [N]"), "{host:?}: {out:?}");
         assert_eq!(out.status, Some(1), "{host:?}");
@@ -283,11 +235,7 @@ fn probe_reports_every_door_and_trap() {
     }
     let out = lde(&["probe"]);
     assert_eq!(out.status, Some(0), "{out:?}");
-    let expected_door = if Host::Kvm.recovers_doors() {
-        "recovered: "
-    } else {
-        "architectural"
-    };
+    let expected_door = if Host::Kvm.recovers_doors() { "recovered: " } else { "architectural" };
     for (row, delivery) in [
         ("syscall ", expected_door),
         ("int 0x80 ", expected_door),
@@ -297,13 +245,8 @@ fn probe_reports_every_door_and_trap() {
         ("#PF (read of a supervisor page) ", "architectural"),
         ("#DE (divide by zero) ", "architectural"),
     ] {
-        let line = out
-            .line_starting(row)
-            .unwrap_or_else(|| panic!("no row {row}: {out:?}"));
-        assert!(
-            line.trim_start_matches(row).trim_start().starts_with(delivery),
-            "{line}"
-        );
+        let line = out.line_starting(row).unwrap_or_else(|| panic!("no row {row}: {out:?}"));
+        assert!(line.trim_start_matches(row).trim_start().starts_with(delivery), "{line}");
     }
     assert!(out.line_starting("host: ").is_some(), "{out:?}");
 }

@@ -98,10 +98,7 @@ fn ensure_target() {
         return;
     }
     println!("cargo:warning=installing the {GUEST_TARGET} target with rustup (needed for the guest)");
-    let installed = Command::new("rustup")
-        .args(["target", "add", GUEST_TARGET])
-        .status()
-        .is_ok_and(|s| s.success());
+    let installed = Command::new("rustup").args(["target", "add", GUEST_TARGET]).status().is_ok_and(|s| s.success());
     if !installed {
         panic!(
             "the Rust target {GUEST_TARGET} is missing and `rustup target add {GUEST_TARGET}` \
@@ -115,14 +112,7 @@ fn build_guest_crate(crate_dir: &Path, target_dir: &Path) -> PathBuf {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(crate_dir) // so that the crate's .cargo/config.toml applies
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "--target",
-            GUEST_TARGET,
-            "--target-dir",
-        ])
+        .args(["build", "--release", "--locked", "--target", GUEST_TARGET, "--target-dir"])
         .arg(target_dir);
     // The outer build's settings are for the host: keep them away from the guest build.
     for (key, _) in env::vars_os() {
@@ -136,9 +126,7 @@ fn build_guest_crate(crate_dir: &Path, target_dir: &Path) -> PathBuf {
             cmd.env_remove(key.as_ref());
         }
     }
-    let status = cmd
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run cargo for {}: {e}", crate_dir.display()));
+    let status = cmd.status().unwrap_or_else(|e| panic!("cannot run cargo for {}: {e}", crate_dir.display()));
     if !status.success() {
         panic!("building the guest crate {} failed ({status})", crate_dir.display());
     }

@@ -103,11 +103,7 @@ pub fn run_with_deadline(mut cmd: Command, deadline: Duration) -> Output {
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    Output {
-        status: status.code(),
-        stdout: out_reader.join().unwrap(),
-        stderr: err_reader.join().unwrap(),
-    }
+    Output { status: status.code(), stdout: out_reader.join().unwrap(), stderr: err_reader.join().unwrap() }
 }
 
 /// Runs `lde ARGS…`.

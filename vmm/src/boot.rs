@@ -112,12 +112,7 @@ pub fn load(
     };
     let memmap: Vec<hvm_memmap_table_entry> = layout::memory_map(mem_size)
         .into_iter()
-        .map(|(addr, size, kind)| hvm_memmap_table_entry {
-            addr: addr.0,
-            size,
-            type_: kind,
-            reserved: 0,
-        })
+        .map(|(addr, size, kind)| hvm_memmap_table_entry { addr: addr.0, size, type_: kind, reserved: 0 })
         .collect();
     start_info.memmap_entries = memmap.len() as u32;
 
@@ -126,11 +121,7 @@ pub fn load(
         let addr = layout::initrd_addr(mem_size, initrd.len() as u64, loaded.kernel_end)
             .ok_or(Error::InitrdTooBig(initrd.len()))?;
         mem.write_slice(initrd, addr).map_err(Error::Memory)?;
-        module = Some(hvm_modlist_entry {
-            paddr: addr.0,
-            size: initrd.len() as u64,
-            ..Default::default()
-        });
+        module = Some(hvm_modlist_entry { paddr: addr.0, size: initrd.len() as u64, ..Default::default() });
         start_info.nr_modules = 1;
         start_info.modlist_paddr = layout::PVH_MODLIST_ADDR.0;
     }
@@ -141,10 +132,7 @@ pub fn load(
         params.set_modules(&[module], layout::PVH_MODLIST_ADDR);
     }
     PvhBootConfigurator::write_bootparams(&params, mem).map_err(Error::Write)?;
-    Ok(BootEntry {
-        entry,
-        start_info: layout::PVH_START_INFO_ADDR,
-    })
+    Ok(BootEntry { entry, start_info: layout::PVH_START_INFO_ADDR })
 }
 
 #[cfg(test)]
@@ -197,10 +185,7 @@ mod tests {
         assert_eq!(raw, [0x78, 0xc5, 0x6e, 0x33, 1, 0, 0, 0]);
 
         let last: MemmapEntry = read(&mem, layout::PVH_MEMMAP_ADDR.0 + 2 * 24);
-        assert_eq!(
-            (last.addr, last.addr + last.size, last.kind),
-            (0x10_0000, MEM, MEMMAP_RAM)
-        );
+        assert_eq!((last.addr, last.addr + last.size, last.kind), (0x10_0000, MEM, MEMMAP_RAM));
 
         let module: ModlistEntry = read(&mem, layout::PVH_MODLIST_ADDR.0);
         assert_eq!(module.size, 5000);
@@ -233,29 +218,18 @@ mod tests {
         let truncated = &crate::guest::KERNEL[..200];
         assert!(load(&mem, MEM, truncated, "", None).is_err());
         let long = "x".repeat(layout::CMDLINE_MAX_SIZE);
-        assert!(matches!(
-            load(&mem, MEM, crate::guest::KERNEL, &long, None),
-            Err(Error::CmdlineTooLong)
-        ));
+        assert!(matches!(load(&mem, MEM, crate::guest::KERNEL, &long, None), Err(Error::CmdlineTooLong)));
         let huge = vec![0; MEM as usize];
-        assert!(matches!(
-            load(&mem, MEM, crate::guest::KERNEL, "", Some(&huge)),
-            Err(Error::InitrdTooBig(_))
-        ));
+        assert!(matches!(load(&mem, MEM, crate::guest::KERNEL, "", Some(&huge)), Err(Error::InitrdTooBig(_))));
     }
 
     #[test]
     fn rejects_a_kernel_without_pvh_note() {
         // Turn the note's type into another one: the loader then finds no PVH entry.
         let mut kernel = crate::guest::KERNEL.to_vec();
-        let pos = kernel
-            .windows(12)
-            .position(|w| w == [4, 0, 0, 0, 4, 0, 0, 0, 18, 0, 0, 0])
-            .expect("the PVH note header");
+        let pos =
+            kernel.windows(12).position(|w| w == [4, 0, 0, 0, 4, 0, 0, 0, 18, 0, 0, 0]).expect("the PVH note header");
         kernel[pos + 8] = 17;
-        assert!(matches!(
-            load(&memory(), MEM, &kernel, "", None),
-            Err(Error::NoPvhEntry)
-        ));
+        assert!(matches!(load(&memory(), MEM, &kernel, "", None), Err(Error::NoPvhEntry)));
     }
 }

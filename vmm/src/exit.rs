@@ -2,7 +2,7 @@
 //! feed synthetic exits.
 
 use kvm_ioctls::VcpuExit;
-use lde_abi::ports::{SERIAL_PORT, SERIAL_PORT_SIZE};
+use lde_abi::ports::{INPUT_ENDED, INPUT_OPEN, INPUT_STATUS_PORT, SERIAL_PORT, SERIAL_PORT_SIZE};
 
 use crate::devices::exit_port::ExitRequest;
 use crate::devices::{Devices, ExitPort};
@@ -64,9 +64,7 @@ impl ExitCounts {
 }
 
 fn serial_offset(port: u16) -> Option<u8> {
-    port.checked_sub(SERIAL_PORT)
-        .filter(|&o| o < SERIAL_PORT_SIZE)
-        .map(|o| o as u8)
+    port.checked_sub(SERIAL_PORT).filter(|&o| o < SERIAL_PORT_SIZE).map(|o| o as u8)
 }
 
 /// Decides what `exit` means and performs its device access.
@@ -99,6 +97,9 @@ pub fn handle_exit(exit: VcpuExit, devices: &mut Devices, counts: &mut ExitCount
             if let Some(offset) = serial_offset(port) {
                 let mut serial = devices.serial.lock().expect("serial lock poisoned");
                 data.iter_mut().for_each(|b| *b = serial.read(offset));
+            } else if port == INPUT_STATUS_PORT {
+                data.fill(0);
+                data[0] = if devices.input_status.ended() { INPUT_ENDED } else { INPUT_OPEN };
             } else {
                 // Nothing answers: the bus floats high, as on real hardware.
                 log::debug!("read from unclaimed port {port:#x}");
@@ -152,13 +153,7 @@ mod tests {
     fn devices() -> (Devices, SharedBuffer) {
         let out = SharedBuffer::default();
         let serial = new_serial(Box::new(out.clone())).unwrap();
-        (
-            Devices {
-                serial: Arc::new(Mutex::new(serial)),
-                exit_port: ExitPort,
-            },
-            out,
-        )
+        (Devices { serial: Arc::new(Mutex::new(serial)), exit_port: ExitPort, input_status: Default::default() }, out)
     }
 
     #[test]
@@ -174,15 +169,7 @@ mod tests {
         let mut lsr = [0u8];
         handle_exit(VcpuExit::IoIn(SERIAL_PORT + 5, &mut lsr), &mut dev, &mut counts);
         assert_eq!(lsr[0] & 0x20, 0x20);
-        assert_eq!(
-            counts,
-            ExitCounts {
-                io_in: 1,
-                io_out: 3,
-                mmio: 0,
-                other: 0
-            }
-        );
+        assert_eq!(counts, ExitCounts { io_in: 1, io_out: 3, mmio: 0, other: 0 });
     }
 
     #[test]
@@ -190,10 +177,7 @@ mod tests {
         let (mut dev, _) = devices();
         let mut counts = ExitCounts::default();
         let code = 3u32.to_le_bytes();
-        assert_eq!(
-            handle_exit(VcpuExit::IoOut(EXIT_PORT, &code), &mut dev, &mut counts),
-            Action::GuestExit(3)
-        );
+        assert_eq!(handle_exit(VcpuExit::IoOut(EXIT_PORT, &code), &mut dev, &mut counts), Action::GuestExit(3));
         let bad = 0x1234u32.to_le_bytes();
         assert_eq!(
             handle_exit(VcpuExit::IoOut(EXIT_PORT, &bad), &mut dev, &mut counts),
@@ -206,43 +190,34 @@ mod tests {
         let (mut dev, _) = devices();
         let mut counts = ExitCounts::default();
         let mut data = [0u8; 2];
-        assert_eq!(
-            handle_exit(VcpuExit::IoIn(0x60, &mut data), &mut dev, &mut counts),
-            Action::Continue
-        );
+        assert_eq!(handle_exit(VcpuExit::IoIn(0x60, &mut data), &mut dev, &mut counts), Action::Continue);
         assert_eq!(data, [0xff, 0xff]);
         let mut word = [0u8; 4];
-        assert_eq!(
-            handle_exit(VcpuExit::MmioRead(0xd000_0000, &mut word), &mut dev, &mut counts),
-            Action::Continue
-        );
+        assert_eq!(handle_exit(VcpuExit::MmioRead(0xd000_0000, &mut word), &mut dev, &mut counts), Action::Continue);
         assert_eq!(word, [0xff; 4]);
-        assert_eq!(
-            handle_exit(VcpuExit::IoOut(0x80, &[1]), &mut dev, &mut counts),
-            Action::Continue
-        );
+        assert_eq!(handle_exit(VcpuExit::IoOut(0x80, &[1]), &mut dev, &mut counts), Action::Continue);
+    }
+
+    #[test]
+    fn input_status_reads_open_then_ended() {
+        let (mut dev, _) = devices();
+        let mut counts = ExitCounts::default();
+        let mut b = [0xaau8];
+        handle_exit(VcpuExit::IoIn(INPUT_STATUS_PORT, &mut b), &mut dev, &mut counts);
+        assert_eq!(b[0], INPUT_OPEN);
     }
 
     #[test]
     fn fatal_exits_crash() {
         let (mut dev, _) = devices();
         let mut counts = ExitCounts::default();
-        assert_eq!(
-            handle_exit(VcpuExit::Shutdown, &mut dev, &mut counts),
-            Action::Crash(Crash::TripleFault)
-        );
-        assert_eq!(
-            handle_exit(VcpuExit::InternalError, &mut dev, &mut counts),
-            Action::Crash(Crash::InternalError)
-        );
+        assert_eq!(handle_exit(VcpuExit::Shutdown, &mut dev, &mut counts), Action::Crash(Crash::TripleFault));
+        assert_eq!(handle_exit(VcpuExit::InternalError, &mut dev, &mut counts), Action::Crash(Crash::InternalError));
         assert_eq!(
             handle_exit(VcpuExit::FailEntry(0x21, 0), &mut dev, &mut counts),
             Action::Crash(Crash::FailEntry(0x21))
         );
-        assert_eq!(
-            handle_exit(VcpuExit::Hlt, &mut dev, &mut counts),
-            Action::Crash(Crash::Halted)
-        );
+        assert_eq!(handle_exit(VcpuExit::Hlt, &mut dev, &mut counts), Action::Crash(Crash::Halted));
         assert_eq!(
             handle_exit(VcpuExit::Debug(Default::default()), &mut dev, &mut counts),
             Action::Crash(Crash::Unexpected("KVM_EXIT_DEBUG"))

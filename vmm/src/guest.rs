@@ -35,11 +35,7 @@ mod tests {
         for p in PROGRAMS {
             lde_kcore::elf::parse(p.elf).unwrap_or_else(|e| panic!("{}: {e}", p.name));
             assert!(!p.about.is_empty(), "{}", p.name);
-            assert!(
-                p.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'),
-                "{}",
-                p.name
-            );
+            assert!(p.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'), "{}", p.name);
         }
         for name in DEMO {
             assert!(program(name).is_some(), "demo program {name}");

@@ -61,9 +61,7 @@ pub struct HostInfo {
 
 /// Classifies the host from /proc/cpuinfo's text and whether the kvm_pvm module is loaded.
 pub fn classify(cpuinfo: &str, pvm_loaded: bool) -> HostInfo {
-    let flags: Vec<&str> = field(cpuinfo, "flags")
-        .map(|f| f.split_whitespace().collect())
-        .unwrap_or_default();
+    let flags: Vec<&str> = field(cpuinfo, "flags").map(|f| f.split_whitespace().collect()).unwrap_or_default();
     let has = |flag: &str| flags.contains(&flag);
     let vendor = if has("vmx") {
         Some(Vendor::Vmx)

@@ -120,20 +120,14 @@ pub fn prepare(specs: &[String], own: Vec<File>) -> Result<Programs, Error> {
                 Some(f) => f.clone(),
                 None => {
                     let p = guest::program(name).ok_or_else(|| Error::UnknownProgram(name.to_string()))?;
-                    File {
-                        name: p.name.to_string(),
-                        data: p.elf.to_vec(),
-                    }
+                    File { name: p.name.to_string(), data: p.elf.to_vec() }
                 }
             };
             files.push(file);
         }
         words.push(format!("{RUN_KEY}={}", encode_spec(spec.trim())));
     }
-    Ok(Programs {
-        initrd: archive(&files),
-        cmdline: words.join(" "),
-    })
+    Ok(Programs { initrd: archive(&files), cmdline: words.join(" ") })
 }
 
 #[cfg(test)]
@@ -145,14 +139,8 @@ mod tests {
     #[test]
     fn the_kernel_reads_what_the_vmm_writes() {
         let files = vec![
-            File {
-                name: "hello".into(),
-                data: b"HELLO".to_vec(),
-            },
-            File {
-                name: "x".into(),
-                data: vec![7; 4099],
-            },
+            File { name: "hello".into(), data: b"HELLO".to_vec() },
+            File { name: "x".into(), data: vec![7; 4099] },
         ];
         let archive = archive(&files);
         assert_eq!(archive.len() % 4, 0);
@@ -184,19 +172,13 @@ mod tests {
 
     #[test]
     fn own_programs_run_unless_named_and_may_not_shadow_built_ins() {
-        let mine = File {
-            name: "mine".into(),
-            data: b"\x7fELF...".to_vec(),
-        };
+        let mine = File { name: "mine".into(), data: b"\x7fELF...".to_vec() };
         let p = prepare(&["hello".into()], vec![mine.clone()]).unwrap();
         assert_eq!(p.cmdline, "lde.run=hello lde.run=mine");
         let p = prepare(&["mine 3".into()], vec![mine.clone()]).unwrap();
         assert_eq!(p.cmdline, "lde.run=mine%203");
         assert_eq!(cpio::find(&p.initrd, "mine"), Some(&mine.data[..]));
-        let shadow = File {
-            name: "hello".into(),
-            data: vec![],
-        };
+        let shadow = File { name: "hello".into(), data: vec![] };
         assert!(matches!(prepare(&[], vec![shadow]), Err(Error::Duplicate(..))));
     }
 }

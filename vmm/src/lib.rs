@@ -14,6 +14,8 @@ pub mod host;
 pub mod initrd;
 pub mod layout;
 pub mod probe;
+pub mod stats;
+pub mod terminal;
 pub mod vcpu;
 pub mod vm;
 

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use lde::{host, layout, Outcome, RunConfig};
+use lde_abi::cmdline::{self as keys, DEFAULT_SLICE, DEFAULT_TIMER_HZ};
 use lde_abi::exit as code;
 
 const EXIT_CODES: &str = "\
@@ -93,18 +94,48 @@ struct ProgramArgs {
     /// Also run this ELF file of your own (named after its file name; repeatable).
     #[arg(long = "program", value_name = "PATH")]
     own: Vec<PathBuf>,
+    /// Timer interrupts per second of guest time; 0 = no timer (cooperative multitasking: only
+    /// system calls and faults return the CPU to the kernel).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_TIMER_HZ,
+          value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    timer_hz: u32,
+    /// How the LAPIC timer makes its ticks.
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = TimerMode::Periodic)]
+    timer_mode: TimerMode,
+    /// Timer ticks a process may run before another ready process gets the CPU.
+    #[arg(long, value_name = "TICKS", default_value_t = DEFAULT_SLICE,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    slice: u32,
+}
+
+/// The LAPIC timer's modes.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum TimerMode {
+    /// The LAPIC counts down and reloads by itself.
+    Periodic,
+    /// The kernel arms each tick as a TSC deadline (falls back to periodic, saying so, where
+    /// the CPU lacks it).
+    Deadline,
 }
 
 impl ProgramArgs {
     /// The initrd and the full kernel command line (program words, then `extra`).
     fn prepare(&self, extra: &str) -> Result<(Vec<u8>, String), lde::initrd::Error> {
-        let own = self
-            .own
-            .iter()
-            .map(|p| lde::initrd::read_program(p))
-            .collect::<Result<Vec<_>, _>>()?;
+        let own = self.own.iter().map(|p| lde::initrd::read_program(p)).collect::<Result<Vec<_>, _>>()?;
         let programs = lde::initrd::prepare(&self.programs, own)?;
-        let cmdline = [programs.cmdline.as_str(), extra.trim()].join(" ").trim().to_string();
+        let mode = match self.timer_mode {
+            TimerMode::Periodic => "periodic",
+            TimerMode::Deadline => "deadline",
+        };
+        let timer = format!(
+            "{}={} {}={mode} {}={}",
+            keys::TIMER_HZ_KEY,
+            self.timer_hz,
+            keys::TIMER_MODE_KEY,
+            keys::SLICE_KEY,
+            self.slice
+        );
+        let cmdline = [programs.cmdline.as_str(), &timer, extra.trim()].join(" ").trim().to_string();
         Ok((programs.initrd, cmdline))
     }
 }
@@ -147,9 +178,7 @@ struct RunArgs {
 }
 
 fn parse_seconds(text: &str) -> Result<Duration, String> {
-    let secs: f64 = text
-        .parse()
-        .map_err(|_| format!("'{text}' is not a number of seconds"))?;
+    let secs: f64 = text.parse().map_err(|_| format!("'{text}' is not a number of seconds"))?;
     if !(secs > 0.0 && secs <= 1e9) {
         return Err(format!("'{text}' must be more than 0 seconds"));
     }
@@ -158,9 +187,7 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let started = Instant::now();
-    env_logger::Builder::from_env(env_logger::Env::default().filter_or("LDE_LOG", "warn"))
-        .format_target(false)
-        .init();
+    env_logger::Builder::from_env(env_logger::Env::default().filter_or("LDE_LOG", "warn")).format_target(false).init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
@@ -246,6 +273,8 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
         if !args.quiet {
             eprintln!("{host_line}");
         }
+        // Keystrokes reach the guest one at a time; restored when the guard drops.
+        let _raw = lde::terminal::RawMode::enable(libc::STDIN_FILENO);
         vm.run()
     }) {
         Ok(report) => report,
@@ -257,17 +286,14 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
     match &report.outcome {
         Outcome::GuestExit(_) => {}
         Outcome::Crashed { crash, registers } => eprint!("lde: guest crashed: {crash}\n{registers}"),
-        Outcome::Timeout(t) => eprintln!(
-            "lde: timeout: the guest was still running after {} s; stopped it",
-            t.as_secs_f64()
-        ),
+        Outcome::Timeout { after: t, held_by } => {
+            eprintln!("lde: timeout: the guest was still running after {} s; stopped it: {held_by}", t.as_secs_f64())
+        }
         Outcome::Interrupted(signal) => eprintln!("lde: interrupted by signal {signal}; stopped the guest"),
     }
     if !args.quiet {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        let banner = report
-            .banner_after
-            .map_or("never".to_string(), |d| format!("{:.1} ms", ms(d)));
+        let banner = report.banner_after.map_or("never".to_string(), |d| format!("{:.1} ms", ms(d)));
         eprintln!(
             "lde: exit code {}; banner after {banner}, end after {:.1} ms (from process start); {} VM exits to lde",
             report.outcome.exit_code(),

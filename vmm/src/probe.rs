@@ -71,15 +71,9 @@ pub fn parse(transcript: &str) -> Vec<Row> {
     let mut rows = vec![
         Row {
             what: "syscall",
-            delivery: door(
-                "syscall",
-                "#PF at LSTAR in ring 3 (CPL stays 3); the kernel completes the call",
-            ),
+            delivery: door("syscall", "#PF at LSTAR in ring 3 (CPL stays 3); the kernel completes the call"),
         },
-        Row {
-            what: "int 0x80",
-            delivery: door("int80", "#UD at the int instruction; the kernel completes the call"),
-        },
+        Row { what: "int 0x80", delivery: door("int80", "#UD at the int instruction; the kernel completes the call") },
     ];
     for &(what, program, trap) in TRAPS {
         let killed = transcript

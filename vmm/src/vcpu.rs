@@ -53,38 +53,20 @@ pub fn setup_pvh(kvm: &Kvm, vcpu: &VcpuFd, boot: BootEntry) -> Result<(), kvm_io
         g: 1,
         ..Default::default()
     };
-    let data = kvm_segment {
-        selector: 0x10,
-        type_: 0x3,
-        ..code
-    }; // read/write, accessed
+    let data = kvm_segment { selector: 0x10, type_: 0x3, ..code }; // read/write, accessed
     sregs.cs = code;
     sregs.ds = data;
     sregs.es = data;
     sregs.fs = data;
     sregs.gs = data;
     sregs.ss = data;
-    sregs.tr = kvm_segment {
-        base: 0,
-        limit: 0x67,
-        selector: 0x18,
-        type_: 0xb,
-        s: 0,
-        db: 0,
-        g: 0,
-        ..code
-    };
+    sregs.tr = kvm_segment { base: 0, limit: 0x67, selector: 0x18, type_: 0xb, s: 0, db: 0, g: 0, ..code };
     sregs.cr0 = CR0_PE;
     sregs.cr4 = 0;
     sregs.efer = 0;
     vcpu.set_sregs(&sregs)?;
 
-    let regs = kvm_regs {
-        rip: boot.entry.0,
-        rbx: boot.start_info.0,
-        rflags: RFLAGS_RESERVED,
-        ..Default::default()
-    };
+    let regs = kvm_regs { rip: boot.entry.0, rbx: boot.start_info.0, rflags: RFLAGS_RESERVED, ..Default::default() };
     vcpu.set_regs(&regs)
 }
 
@@ -121,11 +103,7 @@ fn internal_error_detail(vcpu: &mut VcpuFd) -> String {
     let internal = unsafe { run.__bindgen_anon_1.internal };
     let n = (internal.ndata as usize).min(internal.data.len());
     let data: Vec<String> = internal.data[..n].iter().map(|d| format!("{d:#x}")).collect();
-    format!(
-        "  internal error suberror {} data [{}]\n",
-        internal.suberror,
-        data.join(", ")
-    )
+    format!("  internal error suberror {} data [{}]\n", internal.suberror, data.join(", "))
 }
 
 /// The general, control and segment registers, as lines of text.
@@ -142,36 +120,15 @@ pub fn format_registers(r: &kvm_regs, s: &kvm_sregs) -> String {
     let mut line = |args: std::fmt::Arguments| {
         let _ = writeln!(out, "  {args}");
     };
-    line(format_args!(
-        "rip {:016x} rsp {:016x} rflags {:016x}",
-        r.rip, r.rsp, r.rflags
-    ));
-    line(format_args!(
-        "rax {:016x} rbx {:016x} rcx {:016x} rdx {:016x}",
-        r.rax, r.rbx, r.rcx, r.rdx
-    ));
-    line(format_args!(
-        "rsi {:016x} rdi {:016x} rbp {:016x} r8  {:016x}",
-        r.rsi, r.rdi, r.rbp, r.r8
-    ));
-    line(format_args!(
-        "r9  {:016x} r10 {:016x} r11 {:016x} r12 {:016x}",
-        r.r9, r.r10, r.r11, r.r12
-    ));
+    line(format_args!("rip {:016x} rsp {:016x} rflags {:016x}", r.rip, r.rsp, r.rflags));
+    line(format_args!("rax {:016x} rbx {:016x} rcx {:016x} rdx {:016x}", r.rax, r.rbx, r.rcx, r.rdx));
+    line(format_args!("rsi {:016x} rdi {:016x} rbp {:016x} r8  {:016x}", r.rsi, r.rdi, r.rbp, r.r8));
+    line(format_args!("r9  {:016x} r10 {:016x} r11 {:016x} r12 {:016x}", r.r9, r.r10, r.r11, r.r12));
     line(format_args!("r13 {:016x} r14 {:016x} r15 {:016x}", r.r13, r.r14, r.r15));
-    line(format_args!(
-        "cr0 {:016x} cr2 {:016x} cr3 {:016x} cr4 {:016x} efer {:x}",
-        s.cr0, s.cr2, s.cr3, s.cr4, s.efer
-    ));
-    for (name, seg) in [
-        ("cs", &s.cs),
-        ("ss", &s.ss),
-        ("ds", &s.ds),
-        ("es", &s.es),
-        ("fs", &s.fs),
-        ("gs", &s.gs),
-        ("tr", &s.tr),
-    ] {
+    line(format_args!("cr0 {:016x} cr2 {:016x} cr3 {:016x} cr4 {:016x} efer {:x}", s.cr0, s.cr2, s.cr3, s.cr4, s.efer));
+    for (name, seg) in
+        [("cs", &s.cs), ("ss", &s.ss), ("ds", &s.ds), ("es", &s.es), ("fs", &s.fs), ("gs", &s.gs), ("tr", &s.tr)]
+    {
         line(format_args!(
             "{name}  selector {:04x} base {:016x} limit {:08x} type {:x} dpl {} l {} db {}",
             seg.selector, seg.base, seg.limit, seg.type_, seg.dpl, seg.l, seg.db
@@ -188,12 +145,7 @@ mod tests {
 
     #[test]
     fn dump_names_every_register() {
-        let regs = kvm_regs {
-            rip: 0x10_3001,
-            rsp: 0x11_df20,
-            r15: 0xdead,
-            ..Default::default()
-        };
+        let regs = kvm_regs { rip: 0x10_3001, rsp: 0x11_df20, r15: 0xdead, ..Default::default() };
         let mut sregs = kvm_sregs::default();
         sregs.cs.selector = 0x10;
         sregs.cs.l = 1;

@@ -15,7 +15,9 @@ use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, Subscrib
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, VmFd};
 use lde_abi::exit as code;
+use lde_abi::cmdline::TSC_KHZ_KEY;
 use lde_abi::ports::SERIAL_IRQ;
+use lde_abi::stats::StatsPage;
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
@@ -23,10 +25,11 @@ use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 use vmm_sys_util::timerfd::TimerFd;
 
 use crate::boot;
-use crate::devices::{new_serial, Devices, ExitPort, SerialDevice, SerialInput};
+use crate::devices::{new_serial, Devices, ExitPort, InputStatus, SerialDevice, SerialInput};
 use crate::exit::{Crash, ExitCounts};
 use crate::host::HostInfo;
 use crate::layout;
+use crate::stats::StatsReader;
 use crate::vcpu::{self, VcpuEnd};
 
 /// Address KVM needs for its three-page TSS on Intel hosts (unused by the guest).
@@ -63,8 +66,8 @@ pub enum Outcome {
     GuestExit(u32),
     /// The guest crashed.
     Crashed { crash: Crash, registers: String },
-    /// `--timeout` expired.
-    Timeout(Duration),
+    /// `--timeout` expired; `held_by` says who had the CPU.
+    Timeout { after: Duration, held_by: String },
     /// SIGINT or SIGTERM arrived.
     Interrupted(i32),
 }
@@ -75,7 +78,7 @@ impl Outcome {
         match self {
             Outcome::GuestExit(c) => *c as u8,
             Outcome::Crashed { .. } => code::GUEST_CRASHED,
-            Outcome::Timeout(_) => code::TIMEOUT,
+            Outcome::Timeout { .. } => code::TIMEOUT,
             Outcome::Interrupted(_) => code::INTERRUPTED,
         }
     }
@@ -93,6 +96,8 @@ pub struct RunReport {
     pub ended_after: Duration,
     pub exits: ExitCounts,
     pub serial_bytes: u64,
+    /// The kernel's counters at the end, if its stats page could be read.
+    pub stats: Option<Box<StatsPage>>,
 }
 
 /// Why lde could not run the guest at all.
@@ -169,9 +174,7 @@ fn create_memory(vm: &VmFd, mem_size: u64) -> Result<GuestMemoryMmap, Error> {
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), mem_size as usize)])
         .map_err(|e| Error::Memory(mem_size >> 20, e))?;
     for (slot, region) in mem.iter().enumerate() {
-        let host_addr = mem
-            .get_host_address(region.start_addr())
-            .expect("the region's own start is mapped");
+        let host_addr = mem.get_host_address(region.start_addr()).expect("the region's own start is mapped");
         let region = kvm_userspace_memory_region {
             slot: slot as u32,
             guest_phys_addr: region.start_addr().0,
@@ -193,6 +196,7 @@ pub struct Vm {
     _vm: VmFd,
     _mem: GuestMemoryMmap,
     serial: Arc<Mutex<SerialDevice>>,
+    stats: Option<StatsReader>,
     tsc_khz: Option<u32>,
     timeout: Option<Duration>,
     input: Option<RawFd>,
@@ -212,36 +216,45 @@ pub fn run(config: RunConfig) -> Result<RunReport, Error> {
 pub fn prepare(config: RunConfig) -> Result<Vm, Error> {
     let mem_size = check_mem(config.mem_mib)?;
     let (kernel_name, kernel_image) = match &config.kernel {
-        Some(path) => (
-            path.display().to_string(),
-            std::fs::read(path).map_err(|e| Error::KernelRead(path.clone(), e))?,
-        ),
+        Some(path) => {
+            (path.display().to_string(), std::fs::read(path).map_err(|e| Error::KernelRead(path.clone(), e))?)
+        }
         None => ("(embedded)".to_string(), crate::guest::KERNEL.to_vec()),
     };
     boot::check_elf(&kernel_image).map_err(|e| Error::Kernel(kernel_name.clone(), e))?;
 
     let kvm = open_kvm(&config.kvm_device)?;
     let vm = kvm.create_vm().map_err(|e| Error::Setup("create the VM", e))?;
-    vm.set_tss_address(KVM_TSS_ADDR as usize)
-        .map_err(|e| Error::Setup("TSS address", e))?;
+    vm.set_tss_address(KVM_TSS_ADDR as usize).map_err(|e| Error::Setup("TSS address", e))?;
     vm.create_irq_chip().map_err(|e| Error::Setup("in-kernel irqchip", e))?;
     let mem = create_memory(&vm, mem_size)?;
-    let boot_entry = boot::load(&mem, mem_size, &kernel_image, &config.cmdline, config.initrd.as_deref())
+    let vcpu_fd = vm.create_vcpu(0).map_err(|e| Error::Setup("create the vCPU", e))?;
+    let tsc_khz = vcpu_fd.get_tsc_khz().ok();
+    // The kernel takes the TSC rate from KVM rather than measuring it (unless told otherwise).
+    let mut cmdline = config.cmdline.clone();
+    if let Some(khz) = tsc_khz.filter(|_| !cmdline.contains(TSC_KHZ_KEY)) {
+        cmdline = format!("{cmdline} {TSC_KHZ_KEY}={khz}").trim().to_string();
+    }
+    let boot_entry = boot::load(&mem, mem_size, &kernel_image, &cmdline, config.initrd.as_deref())
         .map_err(|e| Error::Kernel(kernel_name, e))?;
+    vcpu::setup_pvh(&kvm, &vcpu_fd, boot_entry).map_err(|e| Error::Setup("vCPU registers", e))?;
 
     let serial = new_serial(config.console).map_err(|e| Error::Host("serial eventfds", e))?;
-    vm.register_irqfd(&serial.interrupt_evt().0, SERIAL_IRQ)
-        .map_err(|e| Error::Setup("serial irqfd", e))?;
+    vm.register_irqfd(&serial.interrupt_evt().0, SERIAL_IRQ).map_err(|e| Error::Setup("serial irqfd", e))?;
     let serial = Arc::new(Mutex::new(serial));
-
-    let vcpu_fd = vm.create_vcpu(0).map_err(|e| Error::Setup("create the vCPU", e))?;
-    vcpu::setup_pvh(&kvm, &vcpu_fd, boot_entry).map_err(|e| Error::Setup("vCPU registers", e))?;
-    let tsc_khz = vcpu_fd.get_tsc_khz().ok();
+    let stats = match StatsReader::new(mem.clone(), &kernel_image) {
+        Ok(reader) => Some(reader),
+        Err(e) => {
+            log::warn!("no kernel counters for this run: {e}");
+            None
+        }
+    };
     Ok(Vm {
         vcpu_fd,
         _vm: vm,
         _mem: mem,
         serial,
+        stats,
         tsc_khz,
         timeout: config.timeout,
         input: config.input,
@@ -254,17 +267,7 @@ impl Vm {
     /// Runs the vCPU on its own thread until the guest ends, the timeout expires or a signal
     /// arrives.
     pub fn run(self) -> Result<RunReport, Error> {
-        let Vm {
-            mut vcpu_fd,
-            _vm,
-            _mem,
-            serial,
-            tsc_khz,
-            timeout,
-            input,
-            started,
-            host,
-        } = self;
+        let Vm { mut vcpu_fd, _vm, _mem, serial, stats, tsc_khz, timeout, input, started, host } = self;
 
         // SIGINT and SIGTERM are read from a signalfd by the event loop; block them before the vCPU
         // thread exists so that it inherits the mask and never takes them.
@@ -272,15 +275,14 @@ impl Vm {
         register_signal_handler(SIGRTMIN(), kick_handler)
             .map_err(|e| Error::Host("vCPU kick signal", io::Error::from_raw_os_error(e.errno())))?;
 
+        let input_status = InputStatus::default();
         let stop = Arc::new(AtomicBool::new(false));
         let vcpu_done = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| Error::Host("eventfd", e))?;
         let vcpu_thread = {
             let stop = stop.clone();
             let done = vcpu_done.try_clone().map_err(|e| Error::Host("eventfd", e))?;
-            let mut devices = Devices {
-                serial: serial.clone(),
-                exit_port: ExitPort,
-            };
+            let mut devices =
+                Devices { serial: serial.clone(), exit_port: ExitPort, input_status: input_status.clone() };
             std::thread::Builder::new()
                 .name("vcpu0".into())
                 .spawn(move || {
@@ -297,7 +299,7 @@ impl Vm {
             .map_err(|e| Error::Host("event loop", io::Error::other(format!("{e:?}"))))?;
         events.add_subscriber(control.clone());
         if let Some(fd) = input {
-            events.add_subscriber(Arc::new(Mutex::new(SerialInput::new(serial.clone(), fd))));
+            events.add_subscriber(Arc::new(Mutex::new(SerialInput::new(serial.clone(), fd, input_status.clone()))));
         }
         let host_stop = loop {
             if let Err(e) = events.run() {
@@ -315,14 +317,23 @@ impl Vm {
             let _ = vcpu_thread.kill(SIGRTMIN());
             std::thread::sleep(Duration::from_millis(1));
         }
-        let (end, exits, _vcpu_fd) = vcpu_thread.join().expect("the vCPU thread does not panic");
+        let (end, exits, vcpu_fd) = vcpu_thread.join().expect("the vCPU thread does not panic");
         let ended_after = started.elapsed();
+        let stats = stats.as_ref().and_then(|reader| match reader.snapshot() {
+            Ok(page) => Some(page),
+            Err(e) => {
+                log::warn!("cannot read the kernel's counters: {e}");
+                None
+            }
+        });
 
         let outcome = match (host_stop, end) {
             (_, VcpuEnd::GuestExit(c)) => Outcome::GuestExit(c),
             (_, VcpuEnd::Crash(crash, registers)) => Outcome::Crashed { crash, registers },
             (_, VcpuEnd::Error(e)) => return Err(Error::VcpuRun(e)),
-            (StopReason::Timeout(t), VcpuEnd::Stopped) => Outcome::Timeout(t),
+            (StopReason::Timeout(after), VcpuEnd::Stopped) => {
+                Outcome::Timeout { after, held_by: who_held_the_cpu(&vcpu_fd, stats.as_deref()) }
+            }
             (StopReason::Signal(s), VcpuEnd::Stopped) => Outcome::Interrupted(s),
             (StopReason::VcpuDone, VcpuEnd::Stopped) => unreachable!("the vCPU stops on its own only with an end"),
         };
@@ -336,8 +347,31 @@ impl Vm {
             ended_after,
             exits,
             serial_bytes: console.writer().bytes(),
+            stats,
         })
     }
+}
+
+/// Says which process had the CPU when the run was stopped, and whether a timer could have
+/// taken it back.
+fn who_held_the_cpu(vcpu: &kvm_ioctls::VcpuFd, stats: Option<&StatsPage>) -> String {
+    let place = match vcpu.get_regs().and_then(|r| vcpu.get_sregs().map(|s| (r, s))) {
+        Ok((regs, sregs)) => format!("in ring {} at rip {:#x}", sregs.cs.selector & 3, regs.rip),
+        Err(_) => "at an unknown place".to_string(),
+    };
+    let Some(page) = stats else {
+        return format!("the vCPU was {place} (the kernel's counters are unavailable)");
+    };
+    let holder = match page.procs.iter().find(|p| page.current_pid != 0 && p.pid == page.current_pid) {
+        Some(p) => format!("pid {} ({})", p.pid, p.name()),
+        None => "the kernel (no process was running)".to_string(),
+    };
+    let timer = if page.timer_hz == 0 {
+        "no timer interrupt was armed (--timer-hz 0), so the kernel could not take the CPU back".to_string()
+    } else {
+        format!("the timer ran at {} Hz", page.timer_hz)
+    };
+    format!("the CPU was held by {holder} {place}; {timer}")
 }
 
 extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
@@ -364,19 +398,12 @@ impl Control {
             Some(t) => {
                 let mut timer =
                     TimerFd::new().map_err(|e| Error::Host("timerfd", io::Error::from_raw_os_error(e.errno())))?;
-                timer
-                    .reset(t, None)
-                    .map_err(|e| Error::Host("timerfd", io::Error::from_raw_os_error(e.errno())))?;
+                timer.reset(t, None).map_err(|e| Error::Host("timerfd", io::Error::from_raw_os_error(e.errno())))?;
                 Some((timer, t))
             }
             None => None,
         };
-        Ok(Self {
-            signals,
-            vcpu_done,
-            timer,
-            stop: None,
-        })
+        Ok(Self { signals, vcpu_done, timer, stop: None })
     }
 }
 
@@ -385,8 +412,7 @@ impl MutEventSubscriber for Control {
         let mut fds = vec![self.signals.fd.as_raw_fd(), self.vcpu_done.as_raw_fd()];
         fds.extend(self.timer.as_ref().map(|(t, _)| t.as_raw_fd()));
         for fd in fds {
-            ops.add(Events::new_raw(fd, EventSet::IN))
-                .expect("a fresh fd can be added to the event loop");
+            ops.add(Events::new_raw(fd, EventSet::IN)).expect("a fresh fd can be added to the event loop");
         }
     }
 
@@ -452,13 +478,7 @@ impl SignalFd {
         let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
         let size = std::mem::size_of::<libc::signalfd_siginfo>();
         // SAFETY: reads at most `size` bytes into `info`, which is `size` bytes long.
-        let n = unsafe {
-            libc::read(
-                self.fd.as_raw_fd(),
-                (&mut info as *mut libc::signalfd_siginfo).cast(),
-                size,
-            )
-        };
+        let n = unsafe { libc::read(self.fd.as_raw_fd(), (&mut info as *mut libc::signalfd_siginfo).cast(), size) };
         (n == size as isize).then_some(info.ssi_signo as i32)
     }
 }
@@ -488,12 +508,10 @@ mod tests {
     #[test]
     fn outcomes_map_to_documented_codes() {
         assert_eq!(Outcome::GuestExit(3).exit_code(), 3);
-        assert_eq!(Outcome::Timeout(Duration::from_secs(1)).exit_code(), 124);
+        let timeout = Outcome::Timeout { after: Duration::from_secs(1), held_by: String::new() };
+        assert_eq!(timeout.exit_code(), 124);
         assert_eq!(Outcome::Interrupted(libc::SIGINT).exit_code(), 130);
-        let crash = Outcome::Crashed {
-            crash: Crash::TripleFault,
-            registers: String::new(),
-        };
+        let crash = Outcome::Crashed { crash: Crash::TripleFault, registers: String::new() };
         assert_eq!(crash.exit_code(), 70);
     }
 }

@@ -13,3 +13,16 @@ pub const TEST_TRIPLE_FAULT: &str = "triple-fault";
 pub const TEST_KERNEL_FAULT: &str = "kernel-fault";
 /// Test hook: the kernel halts with interrupts off and never shuts down (for timeouts).
 pub const TEST_HANG: &str = "hang";
+/// `lde.hz=N`: timer interrupts per second; 0 = no timer (cooperative multitasking).
+pub const TIMER_HZ_KEY: &str = "lde.hz";
+/// `lde.timer=periodic|deadline`: the LAPIC timer mode.
+pub const TIMER_MODE_KEY: &str = "lde.timer";
+/// `lde.slice=N`: timer ticks a process may run before it is preempted.
+pub const SLICE_KEY: &str = "lde.slice";
+/// `lde.tsc_khz=N`: the TSC frequency as the VMM knows it (KVM_GET_TSC_KHZ); without it the
+/// kernel measures the TSC against the LAPIC timer.
+pub const TSC_KHZ_KEY: &str = "lde.tsc_khz";
+/// Default timer frequency.
+pub const DEFAULT_TIMER_HZ: u32 = 50;
+/// Default time slice in ticks.
+pub const DEFAULT_SLICE: u32 = 1;

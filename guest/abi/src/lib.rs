@@ -9,5 +9,6 @@ pub mod boot;
 pub mod cmdline;
 pub mod exit;
 pub mod ports;
+pub mod stats;
 pub mod syscall;
 pub mod user;

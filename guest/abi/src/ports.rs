@@ -14,3 +14,13 @@ pub const SERIAL_IRQ: u32 = 4;
 pub const EXIT_PORT: u16 = 0xf4;
 /// Width of the exit port in bytes.
 pub const EXIT_PORT_SIZE: u16 = 4;
+
+/// The input-status port (lde only): an 8-bit read returns [`INPUT_OPEN`] while lde's standard
+/// input may still bring bytes, [`INPUT_ENDED`] once it has closed and every byte has been
+/// handed to the UART. Anything else (QEMU's floating bus reads 0xff) means no such device:
+/// input never ends.
+pub const INPUT_STATUS_PORT: u16 = 0xf8;
+/// Input may still come.
+pub const INPUT_OPEN: u8 = 0;
+/// Input has ended.
+pub const INPUT_ENDED: u8 = 1;

@@ -22,20 +22,15 @@ pub const SLEEP_MS: u64 = 5;
 pub const READ: u64 = 6;
 /// `uptime_ms()`: milliseconds since the kernel started.
 pub const UPTIME_MS: u64 = 7;
+/// `spawn(spec, len)`: starts the program a spec names (`name arg…`, plain text); returns its
+/// pid.
+pub const SPAWN: u64 = 8;
 /// Number of system calls; numbers at or above it are `-ENOSYS`.
-pub const COUNT: u64 = 8;
+pub const COUNT: u64 = 9;
 
 /// The names of the system calls, indexed by number.
-pub const NAMES: [&str; COUNT as usize] = [
-    "null",
-    "write",
-    "exit",
-    "getpid",
-    "yield",
-    "sleep_ms",
-    "read",
-    "uptime_ms",
-];
+pub const NAMES: [&str; COUNT as usize] =
+    ["null", "write", "exit", "getpid", "yield", "sleep_ms", "read", "uptime_ms", "spawn"];
 
 /// Most bytes one `write` or `read` moves.
 pub const WRITE_MAX: u64 = 4096;
@@ -45,8 +40,16 @@ pub const SLEEP_MAX_MS: u64 = 3_600_000;
 /// Interrupt vector of the `int 0x80` door.
 pub const INT80_VECTOR: u8 = 0x80;
 
+/// No such program.
+pub const ENOENT: i64 = 2;
+/// Not a valid executable.
+pub const ENOEXEC: i64 = 8;
 /// Bad file descriptor.
 pub const EBADF: i64 = 9;
+/// Try again: the process table is full.
+pub const EAGAIN: i64 = 11;
+/// Out of memory.
+pub const ENOMEM: i64 = 12;
 /// Bad address: a pointer or length outside the caller's mapped memory.
 pub const EFAULT: i64 = 14;
 /// Invalid argument: a value outside the call's defined range.

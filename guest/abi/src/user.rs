@@ -18,3 +18,9 @@ pub const USER_STACK_GUARD: u64 = USER_STACK_TOP - USER_STACK_SIZE - 4096;
 pub const ARGS_MAX: usize = 16;
 /// Most bytes of argument strings (with their NULs).
 pub const ARGS_BYTES_MAX: usize = 1024;
+
+/// Auxiliary-vector key (beyond Linux's) whose value is the TSC frequency in Hz, so a program can
+/// measure time with `rdtsc` without a system call.
+pub const AT_LDE_TSC_HZ: u64 = 0x4c44_0001;
+/// Auxiliary-vector key of the end-of-vector marker.
+pub const AT_NULL: u64 = 0;

@@ -34,16 +34,21 @@ pub struct Spec {
 }
 
 impl Spec {
+    /// A spec from plain text (`name arg…`), as the `spawn` system call takes it.
+    pub fn from_text(text: &[u8]) -> Result<Spec, ArgsError> {
+        Self::build(text, false)
+    }
+
     /// Decodes a percent-encoded spec.
     pub fn decode(encoded: &str) -> Result<Spec, ArgsError> {
-        let mut spec = Spec {
-            text: [0; ARGS_BYTES_MAX],
-            len: 0,
-        };
-        let bytes = encoded.as_bytes();
+        Self::build(encoded.as_bytes(), true)
+    }
+
+    fn build(bytes: &[u8], percent: bool) -> Result<Spec, ArgsError> {
+        let mut spec = Spec { text: [0; ARGS_BYTES_MAX], len: 0 };
         let mut i = 0;
         while i < bytes.len() {
-            let b = if bytes[i] == b'%' {
+            let b = if percent && bytes[i] == b'%' {
                 let hex = bytes.get(i + 1..i + 3).ok_or(ArgsError::BadEncoding)?;
                 let hex = core::str::from_utf8(hex).map_err(|_| ArgsError::BadEncoding)?;
                 i += 3;
@@ -75,9 +80,7 @@ impl Spec {
     /// The words: the program name first.
     pub fn words(&self) -> impl Iterator<Item = &str> + Clone {
         // decode() checked that the text is UTF-8.
-        core::str::from_utf8(&self.text[..self.len])
-            .unwrap_or("")
-            .split_ascii_whitespace()
+        core::str::from_utf8(&self.text[..self.len]).unwrap_or("").split_ascii_whitespace()
     }
 
     /// The program name.
@@ -91,9 +94,11 @@ pub const FRAME_PAGE_SIZE: usize = 4096;
 
 /// Builds the System V start frame for `words` in `page`, the top page of the user stack, whose
 /// end is the virtual address `stack_top`. Returns the initial `rsp` (16-byte aligned, pointing
-/// at argc): argc, argv[0..argc], NULL, envp NULL, auxv AT_NULL, then the strings above.
+/// at argc): argc, argv[0..argc], NULL, envp NULL, the `auxv` pairs and AT_NULL, then the
+/// strings above.
 pub fn build_start_frame<'a>(
     words: impl Iterator<Item = &'a str> + Clone,
+    auxv: &[(u64, u64)],
     stack_top: u64,
     page: &mut [u8; FRAME_PAGE_SIZE],
 ) -> Result<u64, ArgsError> {
@@ -115,8 +120,11 @@ pub fn build_start_frame<'a>(
         page[pos + word.len()] = 0;
         pointers[i] = page_base + pos as u64;
     }
-    // argc, argv…, NULL, envp NULL, AT_NULL (two words).
-    let qwords = 1 + argc + 1 + 1 + 2;
+    // argc, argv…, NULL, envp NULL, auxv pairs, AT_NULL (two words).
+    let qwords = 1 + argc + 1 + 1 + 2 * auxv.len() + 2;
+    if qwords * 8 + 16 > pos {
+        return Err(ArgsError::TooLong);
+    }
     let start = (pos - qwords * 8) & !15;
     let mut put = |index: usize, value: u64| {
         let at = start + index * 8;
@@ -126,15 +134,31 @@ pub fn build_start_frame<'a>(
     for (i, &p) in pointers[..argc].iter().enumerate() {
         put(1 + i, p);
     }
-    for i in argc + 1..qwords {
-        put(i, 0);
+    put(argc + 1, 0);
+    put(argc + 2, 0);
+    for (i, &(key, value)) in auxv.iter().enumerate() {
+        put(argc + 3 + 2 * i, key);
+        put(argc + 4 + 2 * i, value);
     }
+    put(qwords - 2, 0);
+    put(qwords - 1, 0);
     Ok(page_base + start as u64)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_specs_are_taken_as_they_are() {
+        let spec = Spec::from_text(b"pingpong 10 partner").unwrap();
+        let mut words = spec.words();
+        assert_eq!([words.next(), words.next(), words.next()], [Some("pingpong"), Some("10"), Some("partner")]);
+        assert_eq!(Spec::from_text(b"a%20b").unwrap().name(), "a%20b");
+        assert_eq!(Spec::from_text(b"nul\0").err(), Some(ArgsError::BadEncoding));
+        assert_eq!(Spec::from_text(b"\xff").err(), Some(ArgsError::BadEncoding));
+        assert_eq!(Spec::from_text(b"  ").err(), Some(ArgsError::Empty));
+    }
 
     #[test]
     fn decodes_specs() {
@@ -166,18 +190,18 @@ mod tests {
         let top = 0x7fff_ffff_f000u64;
         let base = top - 4096;
         let mut page = [0xaau8; FRAME_PAGE_SIZE];
-        let rsp = build_start_frame(["counter", "5000"].into_iter(), top, &mut page).unwrap();
+        let rsp = build_start_frame(["counter", "5000"].into_iter(), &[(0x4c44_0001, 2_600_000_000)], top, &mut page)
+            .unwrap();
         assert_eq!(rsp % 16, 0);
         assert_eq!(qword(&page, rsp, base), 2);
         let argv0 = qword(&page, rsp + 8, base);
         let argv1 = qword(&page, rsp + 16, base);
         assert_eq!(qword(&page, rsp + 24, base), 0, "argv NULL");
         assert_eq!(qword(&page, rsp + 32, base), 0, "envp NULL");
-        assert_eq!(
-            (qword(&page, rsp + 40, base), qword(&page, rsp + 48, base)),
-            (0, 0),
-            "AT_NULL"
-        );
+        let aux = (qword(&page, rsp + 40, base), qword(&page, rsp + 48, base));
+        assert_eq!(aux, (0x4c44_0001, 2_600_000_000), "the TSC frequency");
+        let at_null = (qword(&page, rsp + 56, base), qword(&page, rsp + 64, base));
+        assert_eq!(at_null, (0, 0), "AT_NULL");
         let s0 = (argv0 - base) as usize;
         assert_eq!(&page[s0..s0 + 8], b"counter\0");
         let s1 = (argv1 - base) as usize;
@@ -189,14 +213,8 @@ mod tests {
     fn start_frame_refuses_too_much() {
         let mut page = [0u8; FRAME_PAGE_SIZE];
         let big = "z".repeat(ARGS_BYTES_MAX);
-        assert_eq!(
-            build_start_frame([big.as_str()].into_iter(), 0x10_0000, &mut page),
-            Err(ArgsError::TooLong)
-        );
+        assert_eq!(build_start_frame([big.as_str()].into_iter(), &[], 0x10_0000, &mut page), Err(ArgsError::TooLong));
         let many = ["a"; ARGS_MAX + 1];
-        assert_eq!(
-            build_start_frame(many.into_iter(), 0x10_0000, &mut page),
-            Err(ArgsError::TooMany)
-        );
+        assert_eq!(build_start_frame(many.into_iter(), &[], 0x10_0000, &mut page), Err(ArgsError::TooMany));
     }
 }

@@ -2,9 +2,7 @@
 
 /// Iterates over the `(key, value)` pairs of a command line; a bare word has an empty value.
 pub fn words(cmdline: &str) -> impl Iterator<Item = (&str, &str)> {
-    cmdline
-        .split_ascii_whitespace()
-        .map(|word| word.split_once('=').unwrap_or((word, "")))
+    cmdline.split_ascii_whitespace().map(|word| word.split_once('=').unwrap_or((word, "")))
 }
 
 /// The value of the last `key=value` word for `key`, as later words override earlier ones.

@@ -129,11 +129,7 @@ pub fn parse(file: &[u8]) -> Result<UserImage, ElfError> {
         .filter(|&(_, end)| end <= file.len())
         .ok_or(ElfError::BadProgramHeaders)?;
 
-    let mut image = UserImage {
-        entry,
-        segments: [Segment::default(); MAX_SEGMENTS],
-        segment_count: 0,
-    };
+    let mut image = UserImage { entry, segments: [Segment::default(); MAX_SEGMENTS], segment_count: 0 };
     for i in 0..phnum {
         let ph = &file[table_end.0 + i * PHDR_SIZE..table_end.0 + (i + 1) * PHDR_SIZE];
         if u32_at(ph, 0) != PT_LOAD {
@@ -179,10 +175,7 @@ pub fn parse(file: &[u8]) -> Result<UserImage, ElfError> {
     if image.segment_count == 0 {
         return Err(ElfError::NoSegments);
     }
-    let entry_ok = image
-        .segments()
-        .iter()
-        .any(|s| s.executable && entry >= s.vaddr && entry < s.vaddr + s.mem_size);
+    let entry_ok = image.segments().iter().any(|s| s.executable && entry >= s.vaddr && entry < s.vaddr + s.mem_size);
     if !entry_ok {
         return Err(ElfError::EntryNotExecutable);
     }
@@ -224,10 +217,7 @@ pub mod tests {
 
     #[test]
     fn accepts_a_well_formed_program() {
-        let elf = make_elf(
-            USER_BASE + 0x10,
-            &[(USER_BASE, 0x100, 0x100, RX), (USER_BASE + 0x1000, 0x2000, 0x10, RW)],
-        );
+        let elf = make_elf(USER_BASE + 0x10, &[(USER_BASE, 0x100, 0x100, RX), (USER_BASE + 0x1000, 0x2000, 0x10, RW)]);
         let image = parse(&elf).unwrap();
         assert_eq!(image.entry, USER_BASE + 0x10);
         assert_eq!(image.segments().len(), 2);
@@ -263,23 +253,14 @@ pub mod tests {
             parse(&make_elf(USER_BASE, &[(USER_STACK_GUARD - 0x10, 0x100, 0x10, RX)])),
             Err(ElfError::SegmentOutsideUserSpace)
         );
-        assert_eq!(
-            parse(&make_elf(USER_BASE, &[(USER_BASE, 0x10, 0x100, RX)])),
-            Err(ElfError::FileSizeAboveMemSize)
-        );
-        assert_eq!(
-            parse(&make_elf(USER_BASE, &[(USER_BASE, 0x1000, 0x1000, RX)])),
-            Err(ElfError::SegmentOutsideFile)
-        );
+        assert_eq!(parse(&make_elf(USER_BASE, &[(USER_BASE, 0x10, 0x100, RX)])), Err(ElfError::FileSizeAboveMemSize));
+        assert_eq!(parse(&make_elf(USER_BASE, &[(USER_BASE, 0x1000, 0x1000, RX)])), Err(ElfError::SegmentOutsideFile));
         assert_eq!(
             parse(&make_elf(USER_BASE, &[(USER_BASE, 0x100, 0x100, RWX)])),
             Err(ElfError::WritableAndExecutable)
         );
         assert_eq!(
-            parse(&make_elf(
-                USER_BASE,
-                &[(USER_BASE, 0x100, 0x10, RX), (USER_BASE + 0x800, 0x100, 0x10, RW)]
-            )),
+            parse(&make_elf(USER_BASE, &[(USER_BASE, 0x100, 0x10, RX), (USER_BASE + 0x800, 0x100, 0x10, RW)])),
             Err(ElfError::SegmentsOverlap)
         );
         assert_eq!(
@@ -287,13 +268,10 @@ pub mod tests {
             Err(ElfError::EntryNotExecutable)
         );
         assert_eq!(
-            parse(&make_elf(
-                USER_BASE,
-                &[(USER_BASE + 0x1000, 0x100, 0x10, RW), (USER_BASE, 0x100, 0x10, RX)]
-            ))
-            .unwrap()
-            .segments()
-            .len(),
+            parse(&make_elf(USER_BASE, &[(USER_BASE + 0x1000, 0x100, 0x10, RW), (USER_BASE, 0x100, 0x10, RX)]))
+                .unwrap()
+                .segments()
+                .len(),
             2
         );
         assert_eq!(parse(&make_elf(USER_BASE, &[])), Err(ElfError::NoSegments));

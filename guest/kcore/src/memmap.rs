@@ -4,20 +4,12 @@ use lde_abi::boot::{MemmapEntry, MEMMAP_RAM};
 
 /// Total bytes of usable RAM in a memory map (saturating: a hostile map cannot overflow it).
 pub fn ram_bytes(entries: &[MemmapEntry]) -> u64 {
-    entries
-        .iter()
-        .filter(|e| e.kind == MEMMAP_RAM)
-        .fold(0u64, |sum, e| sum.saturating_add(e.size))
+    entries.iter().filter(|e| e.kind == MEMMAP_RAM).fold(0u64, |sum, e| sum.saturating_add(e.size))
 }
 
 /// The end (exclusive) of the highest usable RAM range.
 pub fn ram_end(entries: &[MemmapEntry]) -> u64 {
-    entries
-        .iter()
-        .filter(|e| e.kind == MEMMAP_RAM)
-        .map(|e| e.addr.saturating_add(e.size))
-        .max()
-        .unwrap_or(0)
+    entries.iter().filter(|e| e.kind == MEMMAP_RAM).map(|e| e.addr.saturating_add(e.size)).max().unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -26,12 +18,7 @@ mod tests {
     use lde_abi::boot::MEMMAP_RESERVED;
 
     fn entry(addr: u64, size: u64, kind: u32) -> MemmapEntry {
-        MemmapEntry {
-            addr,
-            size,
-            kind,
-            reserved: 0,
-        }
+        MemmapEntry { addr, size, kind, reserved: 0 }
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub struct Accounting {
     pub ticks: u64,
     /// Times it was switched in.
     pub scheduled: u64,
-    /// Switches away because it yielded, slept, blocked or ended.
+    /// Switches away because it yielded, slept or blocked (not counting its end).
     pub voluntary: u64,
     /// Switches away because its time slice ran out.
     pub involuntary: u64,
@@ -70,14 +70,8 @@ pub struct Proc {
 }
 
 impl Proc {
-    const FREE: Proc = Proc {
-        pid: 0,
-        name: [0; NAME_MAX],
-        name_len: 0,
-        state: State::Free,
-        end: None,
-        acct: ZERO_ACCT,
-    };
+    const FREE: Proc =
+        Proc { pid: 0, name: [0; NAME_MAX], name_len: 0, state: State::Free, end: None, acct: ZERO_ACCT };
 
     pub fn name(&self) -> &str {
         core::str::from_utf8(&self.name[..self.name_len]).unwrap_or("?")
@@ -112,14 +106,7 @@ impl Default for Table {
 
 impl Table {
     pub const fn new() -> Table {
-        Table {
-            procs: [Proc::FREE; MAX_PROCS],
-            queue: [0; MAX_PROCS],
-            head: 0,
-            queued: 0,
-            next_pid: 1,
-            current: None,
-        }
+        Table { procs: [Proc::FREE; MAX_PROCS], queue: [0; MAX_PROCS], head: 0, queued: 0, next_pid: 1, current: None }
     }
 
     pub fn get(&self, slot: usize) -> &Proc {
@@ -207,7 +194,6 @@ impl Table {
         let p = &mut self.procs[slot];
         p.state = State::Zombie;
         p.end = Some(end);
-        p.acct.voluntary += 1;
         Some(slot)
     }
 
@@ -217,13 +203,15 @@ impl Table {
         self.procs[slot].state = State::Free;
     }
 
-    /// Wakes sleepers whose time has come; returns the earliest deadline still pending.
-    pub fn wake_sleepers(&mut self, now: u64) -> Option<u64> {
+    /// Wakes sleepers whose time has come, calling `woken` with each one's slot; returns the
+    /// earliest deadline still pending.
+    pub fn wake_sleepers(&mut self, now: u64, mut woken: impl FnMut(usize)) -> Option<u64> {
         let mut next: Option<u64> = None;
         for slot in 0..MAX_PROCS {
             if let State::Sleeping { until } = self.procs[slot].state {
                 if until <= now {
                     self.make_ready(slot);
+                    woken(slot);
                 } else {
                     next = Some(next.map_or(until, |n| n.min(until)));
                 }
@@ -232,24 +220,19 @@ impl Table {
         next
     }
 
-    /// Wakes every process blocked in `read`; returns how many.
-    pub fn wake_readers(&mut self) -> usize {
-        let mut woken = 0;
+    /// Wakes every process blocked in `read`, calling `woken` with each one's slot.
+    pub fn wake_readers(&mut self, mut woken: impl FnMut(usize)) {
         for slot in 0..MAX_PROCS {
             if self.procs[slot].state == State::Reading {
                 self.make_ready(slot);
-                woken += 1;
+                woken(slot);
             }
         }
-        woken
     }
 
     /// Processes not yet ended (ready, running or blocked).
     pub fn live_count(&self) -> usize {
-        self.procs
-            .iter()
-            .filter(|p| !matches!(p.state, State::Free | State::Zombie))
-            .count()
+        self.procs.iter().filter(|p| !matches!(p.state, State::Free | State::Zombie)).count()
     }
 
     /// Whether any live process is blocked reading input.
@@ -261,6 +244,23 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tiny fixed-capacity list for recording woken slots without `alloc`.
+    struct Woken {
+        items: [usize; MAX_PROCS],
+        len: usize,
+    }
+
+    impl Woken {
+        fn push(&mut self, s: usize) {
+            self.items[self.len] = s;
+            self.len += 1;
+        }
+
+        fn as_slice(&self) -> &[usize] {
+            &self.items[..self.len]
+        }
+    }
 
     #[test]
     fn round_robin_in_spawn_order() {
@@ -320,10 +320,12 @@ mod tests {
         t.pick_next();
         t.block_current(State::Sleeping { until: 50 });
         assert_eq!(t.pick_next(), None);
-        assert_eq!(t.wake_sleepers(10), Some(50));
-        assert_eq!(t.wake_sleepers(60), Some(100));
+        let mut woken = Woken { items: [0; MAX_PROCS], len: 0 };
+        assert_eq!(t.wake_sleepers(10, |s| woken.push(s)), Some(50));
+        assert_eq!(t.wake_sleepers(60, |s| woken.push(s)), Some(100));
         assert_eq!(t.pick_next(), Some(b));
-        assert_eq!(t.wake_sleepers(100), None);
+        assert_eq!(t.wake_sleepers(100, |s| woken.push(s)), None);
+        assert_eq!(woken.as_slice(), &[b, a]);
         assert_eq!(t.pick_next(), Some(a));
         assert_eq!(t.live_count(), 2);
     }
@@ -336,7 +338,12 @@ mod tests {
         t.pick_next();
         t.block_current(State::Reading);
         assert!(t.any_reading());
-        assert_eq!(t.wake_readers(), 1);
+        let mut n = 0;
+        t.wake_readers(|s| {
+            assert_eq!(s, a);
+            n += 1
+        });
+        assert_eq!(n, 1);
         assert!(!t.any_reading());
         assert_eq!(t.pick_next(), Some(a));
     }

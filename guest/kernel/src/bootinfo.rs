@@ -52,19 +52,9 @@ unsafe impl Sync for Store {}
 static STORE: Store = Store(UnsafeCell::new(BootInfo {
     cmdline: [0; CMDLINE_MAX],
     cmdline_len: 0,
-    memmap: [MemmapEntry {
-        addr: 0,
-        size: 0,
-        kind: 0,
-        reserved: 0,
-    }; MEMMAP_MAX as usize],
+    memmap: [MemmapEntry { addr: 0, size: 0, kind: 0, reserved: 0 }; MEMMAP_MAX as usize],
     memmap_len: 0,
-    modules: [ModlistEntry {
-        paddr: 0,
-        size: 0,
-        cmdline_paddr: 0,
-        reserved: 0,
-    }; MODULES_MAX as usize],
+    modules: [ModlistEntry { paddr: 0, size: 0, cmdline_paddr: 0, reserved: 0 }; MODULES_MAX as usize],
     modules_len: 0,
 }));
 

@@ -9,11 +9,13 @@ mod arch;
 mod bootinfo;
 mod console;
 mod idle;
+mod input;
 mod mm;
 mod process;
 mod stats;
 mod sync;
 mod syscalls;
+mod time;
 mod traps;
 
 use core::panic::PanicInfo;
@@ -60,12 +62,7 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
         Some(sig) => print!("{}", Ascii(trim_nul(&sig))),
         None => print!("none"),
     }
-    println!(
-        ", lapic id {} v{:#x}, cmdline \"{}\"",
-        lapic.id,
-        lapic.version,
-        boot.cmdline()
-    );
+    println!(", lapic id {} v{:#x}, cmdline \"{}\"", lapic.id, lapic.version, boot.cmdline());
 
     match cmdline::value(boot.cmdline(), keys::TEST_KEY) {
         None => {}
@@ -91,30 +88,36 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
     // SAFETY: interrupts are off and nothing else holds the kernel state yet.
     let k = unsafe { process::KERNEL.get() };
     k.initrd = initrd(boot.modules());
-    let reserved = (
-        k.initrd.as_ptr() as u64,
-        k.initrd.as_ptr() as u64 + k.initrd.len() as u64,
-    );
+    let reserved = (k.initrd.as_ptr() as u64, k.initrd.as_ptr() as u64 + k.initrd.len() as u64);
     k.frames.init(boot.memmap(), kernel_end(), reserved);
     syscall::init();
+    time::init(boot.cmdline());
+    traps::enable_serial_input();
 
     k.cmdline = boot.cmdline();
     let programs = process::program_count(k);
     process::spawn_pending(k);
+    time::start();
     if programs == 0 {
         println!("kernel: nothing to run, shutting down with code {}", exit::SUCCESS);
         cpu::shutdown(exit::SUCCESS);
     }
     let failed = process::run_scheduler();
+    lapic::stop();
     // SAFETY: the scheduler has returned; no other reference is alive.
     let k = unsafe { process::KERNEL.get() };
-    k.stats.print();
-    println!(
-        "stats: frames in_use={} available={}",
-        k.frames.in_use(),
-        k.frames.available()
-    );
     let code = if failed { exit::PROCESS_FAILED } else { exit::SUCCESS };
+    let now = time::rdtsc();
+    let (in_use, available) = (k.frames.in_use(), k.frames.available());
+    stats::update(|page| {
+        page.now_tsc = now;
+        page.frames_in_use = in_use;
+        page.finished = 1;
+        page.exit_code = code;
+    });
+    // SAFETY: a read-only look at the page after the last update.
+    stats::print(unsafe { stats::LDE_STATS.get() });
+    println!("stats: frames in_use={in_use} available={available}");
     println!("kernel: all processes ended, shutting down with code {code}");
     cpu::shutdown(code)
 }

@@ -22,21 +22,15 @@ pub struct Frames {
 
 impl Frames {
     pub const fn empty() -> Frames {
-        Frames {
-            fresh: [(0, 0); 2],
-            free_head: 0,
-            free_count: 0,
-            in_use: 0,
-        }
+        Frames { fresh: [(0, 0); 2], free_head: 0, free_count: 0, in_use: 0 }
     }
 
     /// Takes the RAM range holding `kernel_end`, above it, minus the `reserved` range (the
     /// initrd).
     pub fn init(&mut self, memmap: &[MemmapEntry], kernel_end: u64, reserved: (u64, u64)) {
         let start = kernel_end.div_ceil(PAGE) * PAGE;
-        let Some(ram) = memmap
-            .iter()
-            .find(|e| e.kind == MEMMAP_RAM && e.addr <= start && start < e.addr.saturating_add(e.size))
+        let Some(ram) =
+            memmap.iter().find(|e| e.kind == MEMMAP_RAM && e.addr <= start && start < e.addr.saturating_add(e.size))
         else {
             return;
         };

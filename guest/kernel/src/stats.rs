@@ -1,10 +1,24 @@
-//! The kernel's counters: every trap by vector, each system-call door by how the call
-//! actually arrived, and each system call by number.
+//! The kernel's counters, kept in the stats page (`lde_abi::stats`) where the host reads them
+//! without a VM exit: every trap by vector, each system-call door by how the call arrived, each
+//! system call by number, per-process accounting, and the scheduling event log.
 
-use lde_abi::syscall::{COUNT, NAMES};
+use core::sync::atomic::{compiler_fence, Ordering};
+
+use lde_abi::stats::{
+    ProcStats, StatsPage, END_EXITED, END_KILLED, END_NONE, EVENTS, NAME_MAX, STATE_FREE, STATE_READING, STATE_READY,
+    STATE_RUNNING, STATE_SLEEPING, STATE_ZOMBIE,
+};
+use lde_abi::syscall::NAMES;
+use lde_kcore::proc::{End, Proc, State};
 use lde_kcore::trap::mnemonic;
 
+use crate::sync::Global;
 use crate::{print, println};
+
+/// The stats page, exported by name for the host (`lde_abi::stats::STATS_SYMBOL`).
+#[no_mangle]
+#[used]
+pub static LDE_STATS: Global<StatsPage> = Global::new(StatsPage::new());
 
 /// How a system call reached the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,58 +33,139 @@ pub enum Arrival {
     Int80Recovered,
 }
 
-pub struct Stats {
-    pub traps: [u64; 256],
-    pub syscall_arch: u64,
-    pub syscall_recovered: u64,
-    pub int80_arch: u64,
-    pub int80_recovered: u64,
-    pub calls: [u64; COUNT as usize],
-    pub kills: u64,
-    pub switches: u64,
+/// Updates the counters inside one seqlock write section.
+pub fn update<R>(f: impl FnOnce(&mut StatsPage) -> R) -> R {
+    // SAFETY: interrupts are off (kernel code); the reference lives only for this call, which
+    // neither switches contexts nor calls `update` again.
+    let page = unsafe { LDE_STATS.get() };
+    // SAFETY: a plain u64 field of the live page; volatile so the host sees each step.
+    unsafe { core::ptr::write_volatile(&mut page.seq, page.seq.wrapping_add(1)) };
+    compiler_fence(Ordering::SeqCst);
+    let r = f(page);
+    compiler_fence(Ordering::SeqCst);
+    // SAFETY: as above.
+    unsafe { core::ptr::write_volatile(&mut page.seq, page.seq.wrapping_add(1)) };
+    r
 }
 
-impl Stats {
-    pub const fn new() -> Stats {
-        Stats {
-            traps: [0; 256],
-            syscall_arch: 0,
-            syscall_recovered: 0,
-            int80_arch: 0,
-            int80_recovered: 0,
-            calls: [0; COUNT as usize],
-            kills: 0,
-            switches: 0,
-        }
-    }
+/// Appends an event to the log (the event's own `seq` is written last).
+pub fn event(page: &mut StatsPage, tsc: u64, kind: u16, pid: u32, arg: u32) {
+    let n = page.events_written;
+    let slot = &mut page.events[(n as usize) & (EVENTS - 1)];
+    // SAFETY: the entry is in the live page; seq 0 marks it as being rewritten.
+    unsafe { core::ptr::write_volatile(&mut slot.seq, 0) };
+    compiler_fence(Ordering::SeqCst);
+    slot.tsc = tsc;
+    slot.kind = kind;
+    slot.pid = pid as u16;
+    slot.arg = arg;
+    compiler_fence(Ordering::SeqCst);
+    // SAFETY: as above.
+    unsafe { core::ptr::write_volatile(&mut slot.seq, n + 1) };
+    page.events_written = n + 1;
+}
 
-    pub fn count_arrival(&mut self, arrival: Arrival) {
-        match arrival {
-            Arrival::SyscallArchitectural => self.syscall_arch += 1,
-            Arrival::SyscallRecovered => self.syscall_recovered += 1,
-            Arrival::Int80Architectural => self.int80_arch += 1,
-            Arrival::Int80Recovered => self.int80_recovered += 1,
-        }
+/// Counts a system call by its door.
+pub fn count_arrival(page: &mut StatsPage, arrival: Arrival) {
+    match arrival {
+        Arrival::SyscallArchitectural => page.syscall_arch += 1,
+        Arrival::SyscallRecovered => page.syscall_recovered += 1,
+        Arrival::Int80Architectural => page.int80_arch += 1,
+        Arrival::Int80Recovered => page.int80_recovered += 1,
     }
+}
 
-    /// Prints the counters as `stats:` lines of `key=value` words (a fixed form tests read).
-    pub fn print(&self) {
-        println!(
-            "stats: doors syscall.arch={} syscall.recovered={} int80.arch={} int80.recovered={}",
-            self.syscall_arch, self.syscall_recovered, self.int80_arch, self.int80_recovered
-        );
-        print!("stats: calls");
-        for (name, n) in NAMES.iter().zip(self.calls) {
-            print!(" {name}={n}");
-        }
-        println!();
-        print!("stats: traps");
-        for (vector, &n) in self.traps.iter().enumerate() {
-            if n != 0 {
-                print!(" {}:{}={n}", vector, mnemonic(vector as u64));
-            }
-        }
-        println!();
-        println!("stats: sched kills={} switches={}", self.kills, self.switches);
+fn state_code(state: State) -> u32 {
+    match state {
+        State::Free => STATE_FREE,
+        State::Ready => STATE_READY,
+        State::Running => STATE_RUNNING,
+        State::Sleeping { .. } => STATE_SLEEPING,
+        State::Reading => STATE_READING,
+        State::Zombie => STATE_ZOMBIE,
     }
+}
+
+/// Copies a process's bookkeeping into its slot of the page.
+pub fn publish(page: &mut StatsPage, slot: usize, p: &Proc) {
+    let out = &mut page.procs[slot];
+    let mut name = [0u8; NAME_MAX];
+    let n = p.name().len().min(NAME_MAX);
+    name[..n].copy_from_slice(&p.name().as_bytes()[..n]);
+    let (end, end_value, end_rip) = match p.end {
+        None => (END_NONE, 0, 0),
+        Some(End::Exited(status)) => (END_EXITED, u32::from(status), 0),
+        Some(End::Killed { vector, rip }) => (END_KILLED, u32::from(vector), rip),
+    };
+    let mut syscalls = [0; lde_abi::stats::CALLS_MAX];
+    syscalls[..p.acct.syscalls.len()].copy_from_slice(&p.acct.syscalls);
+    *out = ProcStats {
+        pid: p.pid,
+        state: state_code(p.state),
+        name,
+        ticks: p.acct.ticks,
+        scheduled: p.acct.scheduled,
+        voluntary: p.acct.voluntary,
+        involuntary: p.acct.involuntary,
+        faults: p.acct.faults,
+        user_cycles: p.acct.user_cycles,
+        syscalls,
+        end,
+        end_value,
+        end_rip,
+    };
+}
+
+/// Prints a process's accounting as one `acct` line.
+pub fn print_acct(p: &Proc) {
+    let a = &p.acct;
+    print!(
+        "acct pid={} name={} ticks={} scheduled={} voluntary={} involuntary={} faults={} user_cycles={} syscalls=",
+        p.pid,
+        p.name(),
+        a.ticks,
+        a.scheduled,
+        a.voluntary,
+        a.involuntary,
+        a.faults,
+        a.user_cycles
+    );
+    let mut first = true;
+    for (name, &n) in NAMES.iter().zip(a.syscalls.iter()) {
+        if n != 0 {
+            print!("{}{name}:{n}", if first { "" } else { "," });
+            first = false;
+        }
+    }
+    println!();
+}
+
+/// Prints the counters as `stats:` lines of `key=value` words (a fixed form tests read).
+pub fn print(page: &StatsPage) {
+    println!(
+        "stats: doors syscall.arch={} syscall.recovered={} int80.arch={} int80.recovered={}",
+        page.syscall_arch, page.syscall_recovered, page.int80_arch, page.int80_recovered
+    );
+    print!("stats: calls");
+    for (name, n) in NAMES.iter().zip(page.calls) {
+        print!(" {name}={n}");
+    }
+    println!();
+    print!("stats: traps");
+    for (vector, &n) in page.traps.iter().enumerate() {
+        if n != 0 {
+            print!(" {}:{}={n}", vector, mnemonic(vector as u64));
+        }
+    }
+    println!();
+    let uptime_ms = (page.now_tsc - page.boot_tsc) * 1000 / page.tsc_hz.max(1);
+    println!(
+        "stats: sched kills={} switches={} spawned={} ticks={} timer_hz={} uptime_ms={uptime_ms} idle_ms={}",
+        page.kills,
+        page.switches,
+        page.spawned,
+        page.ticks,
+        page.timer_hz,
+        page.idle_cycles * 1000 / page.tsc_hz.max(1)
+    );
 }

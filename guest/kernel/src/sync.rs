@@ -2,7 +2,9 @@
 
 use core::cell::UnsafeCell;
 
-/// A global that the kernel accesses only with interrupts off on its one CPU.
+/// A global that the kernel accesses only with interrupts off on its one CPU. Transparent, so
+/// an exported global (the stats page) has exactly the layout of its value.
+#[repr(transparent)]
 pub struct Global<T>(UnsafeCell<T>);
 
 // SAFETY: lde runs one CPU, and kernel code runs with interrupts off (interrupt gates and the

@@ -1,30 +1,43 @@
 //! The system call table, reached through both doors. Every pointer, length and number a
 //! process passes is checked; errors are negative errno values from `lde_abi::syscall`.
 
-use lde_abi::syscall::{self as nr, EBADF, EFAULT, EINVAL, ENOSYS, WRITE_MAX};
-use lde_kcore::proc::End;
+use lde_abi::stats::EV_SYSCALL;
+use lde_abi::syscall::{
+    self as nr, EAGAIN, EBADF, EFAULT, EINVAL, ENOENT, ENOEXEC, ENOMEM, ENOSYS, SLEEP_MAX_MS, WRITE_MAX,
+};
+use lde_abi::user::ARGS_BYTES_MAX;
+use lde_kcore::args::Spec;
+use lde_kcore::proc::{End, State};
 use lde_kcore::usercopy::user_range;
 
 use crate::arch::serial;
 use crate::arch::trap::TrapFrame;
-use crate::process::{end_current, switch_to_scheduler, KERNEL};
-use crate::stats::Arrival;
+use crate::input::{self, Available};
+use crate::process::{self, block_current, end_current, yield_current, SpawnError, KERNEL};
+use crate::stats::{self, Arrival};
+use crate::time::{self, rdtsc};
 
 /// Performs the call described by `frame` (number in rax, arguments in rdi, rsi, rdx, r10, r8,
-/// r9) and puts the result in rax.
-pub fn dispatch(frame: &mut TrapFrame, arrival: Arrival) {
+/// r9) and puts the result in rax. `now` is the TSC at entry.
+pub fn dispatch(frame: &mut TrapFrame, arrival: Arrival, now: u64) {
     let number = frame.rax;
     let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9];
     // SAFETY: interrupts off; the reference ends before any switch below.
-    let (slot, pid) = unsafe {
+    let pid = unsafe {
         let k = KERNEL.get();
-        k.stats.count_arrival(arrival);
         let slot = k.procs.current().expect("system calls come from a running process");
         if number < nr::COUNT {
-            k.stats.calls[number as usize] += 1;
             k.procs.get_mut(slot).acct.syscalls[number as usize] += 1;
         }
-        (slot, k.procs.get(slot).pid)
+        let pid = k.procs.get(slot).pid;
+        stats::update(|page| {
+            stats::count_arrival(page, arrival);
+            if number < nr::COUNT {
+                page.calls[number as usize] += 1;
+            }
+            stats::event(page, now, EV_SYSCALL, pid, number.min(u64::from(u32::MAX)) as u32);
+        });
+        pid
     };
     let result: i64 = match number {
         nr::NULL => 0,
@@ -39,12 +52,14 @@ pub fn dispatch(frame: &mut TrapFrame, arrival: Arrival) {
         }
         nr::GETPID => i64::from(pid),
         nr::YIELD => {
-            // SAFETY: interrupts off; the reference ends before the switch.
-            unsafe { KERNEL.get().procs.preempt_current(true) };
             // SAFETY: on the process's kernel stack, interrupts off, no KERNEL reference.
-            unsafe { switch_to_scheduler(slot) };
+            unsafe { yield_current(true) };
             0
         }
+        nr::SLEEP_MS => sleep_ms(args[0]),
+        nr::READ => read(args[0], args[1], args[2]),
+        nr::UPTIME_MS => time::uptime_ms() as i64,
+        nr::SPAWN => spawn(args[0], args[1], pid),
         _ => -ENOSYS,
     };
     frame.rax = result as u64;
@@ -82,4 +97,70 @@ fn write(fd: u64, ptr: u64, len: u64) -> i64 {
     let bytes = unsafe { core::slice::from_raw_parts(ptr as *const u8, len as usize) };
     serial::write_bytes(bytes);
     len as i64
+}
+
+/// `read(fd, buf, len)`: fd 0 is serial input; blocks until a byte or the end of input.
+fn read(fd: u64, ptr: u64, len: u64) -> i64 {
+    if fd != 0 {
+        return -EBADF;
+    }
+    let len = len.min(WRITE_MAX);
+    if let Err(e) = user_pages_ok(ptr, len, true) {
+        return e;
+    }
+    if len == 0 {
+        return 0;
+    }
+    loop {
+        // SAFETY: the range is mapped user-writable in the current address space (checked; the
+        // process's own address space is active whenever it runs), and no SMAP.
+        let out = unsafe { core::slice::from_raw_parts_mut(ptr as *mut u8, len as usize) };
+        match input::take(out) {
+            Available::Bytes(n) => return n as i64,
+            Available::End => return 0,
+            // SAFETY: on the process's kernel stack, interrupts off, no KERNEL reference.
+            Available::Nothing => unsafe { block_current(State::Reading) },
+        }
+    }
+}
+
+/// `sleep_ms(ms)`: blocks until at least `ms` milliseconds have passed.
+fn sleep_ms(ms: u64) -> i64 {
+    if ms > SLEEP_MAX_MS {
+        return -EINVAL;
+    }
+    let until = rdtsc() + time::ms_to_tsc(ms);
+    while rdtsc() < until {
+        // SAFETY: on the process's kernel stack, interrupts off, no KERNEL reference.
+        unsafe { block_current(State::Sleeping { until }) };
+    }
+    0
+}
+
+/// `spawn(spec, len)`: starts a program; returns its pid.
+fn spawn(ptr: u64, len: u64, parent: u32) -> i64 {
+    if len > ARGS_BYTES_MAX as u64 {
+        return -EINVAL;
+    }
+    if let Err(e) = user_pages_ok(ptr, len, false) {
+        return e;
+    }
+    let mut text = [0u8; ARGS_BYTES_MAX];
+    // SAFETY: the range is mapped user-readable (checked) and at most ARGS_BYTES_MAX long.
+    let src = unsafe { core::slice::from_raw_parts(ptr as *const u8, len as usize) };
+    text[..src.len()].copy_from_slice(src);
+    let spec = match Spec::from_text(&text[..src.len()]) {
+        Ok(spec) => spec,
+        Err(_) => return -EINVAL,
+    };
+    // SAFETY: interrupts off; the reference ends with this call, which does not switch.
+    let k = unsafe { KERNEL.get() };
+    match process::spawn(k, &spec, parent) {
+        Ok(pid) => i64::from(pid),
+        Err(SpawnError::NotFound) => -ENOENT,
+        Err(SpawnError::Elf(_)) => -ENOEXEC,
+        Err(SpawnError::Args(_)) => -EINVAL,
+        Err(SpawnError::TooManyProcesses) => -EAGAIN,
+        Err(SpawnError::OutOfMemory) => -ENOMEM,
+    }
 }

@@ -1,24 +1,27 @@
 //! What the kernel does with each trap: system calls through either door (including the two
-//! PVM deviations it recovers), killing processes that break the rules, and reporting faults
-//! in the kernel itself.
+//! PVM deviations it recovers), timer ticks and preemption, serial input, killing processes
+//! that break the rules, and reporting faults in the kernel itself.
 
 use lde_abi::exit;
+use lde_abi::stats::EV_TICK;
 use lde_abi::syscall::INT80_VECTOR;
 use lde_abi::user::{USER_BASE, USER_END};
 use lde_kcore::proc::End;
 use lde_kcore::trap::mnemonic;
 
-use crate::arch::cpu;
-use crate::arch::lapic::SPURIOUS_VECTOR;
+use crate::arch::lapic::{self, SPURIOUS_VECTOR, TIMER_VECTOR};
 use crate::arch::syscall::{self, SYSCALL_VECTOR};
 use crate::arch::trap::TrapFrame;
-use crate::println;
-use crate::process::{end_current, KERNEL};
-use crate::stats::Arrival;
-use crate::syscalls;
+use crate::arch::{cpu, serial};
+use crate::process::{self, end_current, yield_current, KERNEL};
+use crate::stats::{self, Arrival};
+use crate::time::{self, rdtsc, TimerMode};
+use crate::{input, println};
 
 const UD_VECTOR: u64 = 6;
 const PF_VECTOR: u64 = 14;
+/// Vector the I/O APIC delivers the serial port's IRQ 4 on.
+pub const SERIAL_VECTOR: u8 = 0x24;
 /// RFLAGS bits a process may set: CF PF AF ZF SF TF DF OF AC ID (never IOPL, NT, RF, VM).
 const USER_RFLAGS_MASK: u64 = 0x24_0dd5;
 const RFLAGS_IF: u64 = 1 << 9;
@@ -28,14 +31,26 @@ const RFLAGS_IF: u64 = 1 << 9;
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     let vector = frame.vector;
     let from_user = frame.came_from_user();
-    count(vector);
+    let now = rdtsc();
+    if from_user {
+        // SAFETY: interrupts off; a short-lived reference.
+        unsafe {
+            let k = KERNEL.get();
+            if let Some(slot) = k.procs.current() {
+                k.procs.get_mut(slot).acct.user_cycles += now.saturating_sub(k.user_entry_tsc);
+            }
+        }
+    }
+    if vector < 256 {
+        stats::update(|page| page.traps[vector as usize] += 1);
+    }
     match vector {
-        SYSCALL_VECTOR => syscalls::dispatch(frame, Arrival::SyscallArchitectural),
-        v if v == u64::from(INT80_VECTOR) && from_user => syscalls::dispatch(frame, Arrival::Int80Architectural),
+        SYSCALL_VECTOR => syscalls_dispatch(frame, Arrival::SyscallArchitectural, now),
+        v if v == u64::from(INT80_VECTOR) && from_user => syscalls_dispatch(frame, Arrival::Int80Architectural, now),
         UD_VECTOR if from_user && is_int80_at(frame.rip) => {
             // PVM: `int 0x80` from ring 3 arrives as #UD at the instruction. Complete it.
             frame.rip += 2;
-            syscalls::dispatch(frame, Arrival::Int80Recovered);
+            syscalls_dispatch(frame, Arrival::Int80Recovered, now);
         }
         PF_VECTOR if from_user && is_syscall_at_lstar(frame) => {
             // PVM: `syscall` stays in ring 3 and faults fetching LSTAR; RCX and R11 hold the
@@ -45,8 +60,10 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
             }
             frame.rip = frame.rcx;
             frame.rflags = (frame.r11 & USER_RFLAGS_MASK) | RFLAGS_IF | 0x2;
-            syscalls::dispatch(frame, Arrival::SyscallRecovered);
+            syscalls_dispatch(frame, Arrival::SyscallRecovered, now);
         }
+        v if v == u64::from(TIMER_VECTOR) => timer(from_user, now),
+        v if v == u64::from(SERIAL_VECTOR) => serial_input(),
         v if v == u64::from(SPURIOUS_VECTOR) => {}
         v if v < 32 && from_user => kill(frame),
         v if v < 32 => fatal(frame),
@@ -56,13 +73,59 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         // sysretq to a non-user RIP would fault in ring 0; return with iretq instead.
         frame.vector = u64::from(INT80_VECTOR);
     }
+    if frame.came_from_user() {
+        // SAFETY: interrupts off; a short-lived reference.
+        unsafe { KERNEL.get().user_entry_tsc = rdtsc() };
+    }
 }
 
-fn count(vector: u64) {
-    if vector < 256 {
-        // SAFETY: interrupts off; a short-lived reference.
-        unsafe { KERNEL.get().stats.traps[vector as usize] += 1 };
+fn syscalls_dispatch(frame: &mut TrapFrame, arrival: Arrival, now: u64) {
+    crate::syscalls::dispatch(frame, arrival, now);
+}
+
+/// A timer interrupt: a tick (charged to the running process, which is preempted when its
+/// slice is used up and another is ready), or in cooperative mode a sleeper's wake-up.
+fn timer(from_user: bool, now: u64) {
+    time::on_tick(now);
+    lapic::eoi();
+    // SAFETY: interrupts off; the reference ends before any switch.
+    let preempt = unsafe {
+        let k = KERNEL.get();
+        process::wake_due_sleepers(k, now);
+        if time::mode() == TimerMode::None {
+            return;
+        }
+        let current = k.procs.current();
+        let pid = current.map_or(0, |s| k.procs.get(s).pid);
+        stats::update(|page| {
+            page.ticks += 1;
+            page.now_tsc = now;
+            stats::event(page, now, EV_TICK, pid, 0);
+        });
+        match current {
+            Some(slot) if from_user => {
+                k.procs.get_mut(slot).acct.ticks += 1;
+                let left = &mut k.hw[slot].slice_left;
+                *left = left.saturating_sub(1);
+                *left == 0 && k.procs.ready_count() > 0
+            }
+            _ => false,
+        }
+    };
+    if preempt {
+        // SAFETY: a tick from ring 3 runs on the process's kernel stack with interrupts off;
+        // no KERNEL reference is alive.
+        unsafe { yield_current(false) };
     }
+}
+
+/// The UART's interrupt: take its bytes and wake readers.
+fn serial_input() {
+    if input::drain_uart() {
+        // SAFETY: interrupts off; a short-lived reference.
+        process::wake_readers(unsafe { KERNEL.get() });
+    }
+    lapic::eoi();
 }
 
 /// Whether the two bytes at user address `rip` are `int 0x80` (CD 80).
@@ -95,10 +158,7 @@ fn kill(frame: &TrapFrame) -> ! {
             k.procs.get_mut(slot).acct.faults += 1;
         }
     }
-    let end = End::Killed {
-        vector: frame.vector as u8,
-        rip: frame.rip,
-    };
+    let end = End::Killed { vector: frame.vector as u8, rip: frame.rip };
     // SAFETY: a trap from ring 3 runs on the process's kernel stack with interrupts off, and no
     // KERNEL reference is alive.
     unsafe { end_current(end) }
@@ -121,24 +181,15 @@ fn fatal(frame: &TrapFrame) -> ! {
 
 /// Prints every saved register.
 pub fn dump(f: &TrapFrame) {
-    println!(
-        "  rax {:016x} rbx {:016x} rcx {:016x} rdx {:016x}",
-        f.rax, f.rbx, f.rcx, f.rdx
-    );
-    println!(
-        "  rsi {:016x} rdi {:016x} rbp {:016x} rsp {:016x}",
-        f.rsi, f.rdi, f.rbp, f.rsp
-    );
-    println!(
-        "  r8  {:016x} r9  {:016x} r10 {:016x} r11 {:016x}",
-        f.r8, f.r9, f.r10, f.r11
-    );
-    println!(
-        "  r12 {:016x} r13 {:016x} r14 {:016x} r15 {:016x}",
-        f.r12, f.r13, f.r14, f.r15
-    );
-    println!(
-        "  rip {:016x} cs {:04x} rflags {:08x} ss {:04x}",
-        f.rip, f.cs, f.rflags, f.ss
-    );
+    println!("  rax {:016x} rbx {:016x} rcx {:016x} rdx {:016x}", f.rax, f.rbx, f.rcx, f.rdx);
+    println!("  rsi {:016x} rdi {:016x} rbp {:016x} rsp {:016x}", f.rsi, f.rdi, f.rbp, f.rsp);
+    println!("  r8  {:016x} r9  {:016x} r10 {:016x} r11 {:016x}", f.r8, f.r9, f.r10, f.r11);
+    println!("  r12 {:016x} r13 {:016x} r14 {:016x} r15 {:016x}", f.r12, f.r13, f.r14, f.r15);
+    println!("  rip {:016x} cs {:04x} rflags {:08x} ss {:04x}", f.rip, f.cs, f.rflags, f.ss);
+}
+
+/// Whether serial interrupts are routed (kept for `main`'s order of setup).
+pub fn enable_serial_input() {
+    crate::arch::ioapic::route(lde_abi::ports::SERIAL_IRQ, SERIAL_VECTOR);
+    serial::enable_rx_interrupt();
 }

@@ -48,12 +48,17 @@ extern "C" fn lde_start(sp: *const u64) -> ! {
     }
     // SAFETY: the kernel built a System V start frame at `sp`: argc, then argc pointers to
     // NUL-terminated strings.
-    let args = unsafe {
-        Args {
-            argc: *sp as usize,
-            argv: sp.add(1) as *const *const u8,
+    let args = unsafe { Args { argc: *sp as usize, argv: sp.add(1) as *const *const u8 } };
+    // SAFETY: after argv come its NULL, an empty envp (NULL), then auxv pairs up to AT_NULL.
+    unsafe {
+        let mut aux = sp.add(1 + args.argc + 2);
+        while *aux != lde_abi::user::AT_NULL {
+            if *aux == lde_abi::user::AT_LDE_TSC_HZ {
+                TSC_HZ.store(*aux.add(1), core::sync::atomic::Ordering::Relaxed);
+            }
+            aux = aux.add(2);
         }
-    };
+    }
     // SAFETY: every program defines lde_user_main through `entry!`.
     let status = unsafe { lde_user_main(args) };
     exit(status)
@@ -198,6 +203,23 @@ pub fn uptime_ms() -> i64 {
     Door::Syscall.call(nr::UPTIME_MS, [0; 6])
 }
 
+static TSC_HZ: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// TSC cycles per second, as the kernel told the program at start.
+pub fn tsc_hz() -> u64 {
+    TSC_HZ.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+/// TSC cycles in `ms` milliseconds.
+pub fn ms_to_tsc(ms: u64) -> u64 {
+    ms.saturating_mul(tsc_hz()) / 1000
+}
+
+/// `spawn(spec)`: starts a program (`name arg…`); its pid or -errno.
+pub fn spawn(spec: &str) -> i64 {
+    Door::Syscall.call(nr::SPAWN, [spec.as_ptr() as u64, spec.len() as u64, 0, 0, 0, 0])
+}
+
 /// The time-stamp counter (ring 3 reads it at native speed).
 pub fn rdtsc() -> u64 {
     // SAFETY: rdtsc only reads the TSC (CR4.TSD is clear).
@@ -213,11 +235,7 @@ pub struct Printer {
 
 impl Printer {
     pub fn new(door: Door) -> Self {
-        Self {
-            door,
-            buf: [0; 256],
-            len: 0,
-        }
+        Self { door, buf: [0; 256], len: 0 }
     }
 
     pub fn flush(&mut self) {

@@ -50,10 +50,7 @@ mod tests {
     fn anything_else_is_invalid() {
         assert_eq!(ExitPort.write(EXIT_PORT, &[1]), ExitRequest::Invalid(1));
         assert_eq!(ExitPort.write(EXIT_PORT + 1, &[0; 4]), ExitRequest::Invalid(0));
-        assert_eq!(
-            ExitPort.write(EXIT_PORT, &64u32.to_le_bytes()),
-            ExitRequest::Invalid(64)
-        );
+        assert_eq!(ExitPort.write(EXIT_PORT, &64u32.to_le_bytes()), ExitRequest::Invalid(64));
         assert!(ExitPort::claims(EXIT_PORT + 3));
         assert!(!ExitPort::claims(EXIT_PORT + 4));
     }

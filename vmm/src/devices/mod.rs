@@ -6,10 +6,11 @@ pub mod serial;
 use std::sync::{Arc, Mutex};
 
 pub use exit_port::ExitPort;
-pub use serial::{new_serial, Console, SerialDevice, SerialInput};
+pub use serial::{new_serial, Console, InputStatus, SerialDevice, SerialInput};
 
 /// Everything a VM exit may be routed to.
 pub struct Devices {
     pub serial: Arc<Mutex<SerialDevice>>,
     pub exit_port: ExitPort,
+    pub input_status: InputStatus,
 }

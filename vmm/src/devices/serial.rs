@@ -50,17 +50,19 @@ pub type SerialDevice = Serial<IrqTrigger, InputEvents, Console>;
 pub fn new_serial(out: Box<dyn Write + Send>) -> io::Result<SerialDevice> {
     let irq = EventFd::new(libc::EFD_NONBLOCK)?;
     let drained = EventFd::new(libc::EFD_NONBLOCK)?;
-    Ok(Serial::with_events(
-        IrqTrigger(irq),
-        InputEvents { drained },
-        Console::new(out),
-    ))
+    Ok(Serial::with_events(IrqTrigger(irq), InputEvents { drained }, Console::new(out)))
 }
 
 /// Forwards lde's standard input to the UART's receive FIFO.
 ///
 /// Bytes are taken from stdin only as fast as the FIFO has room; while it is full, stdin is not
 /// watched, and the guest draining the FIFO (the `drained` eventfd) resumes it. Nothing is lost.
+///
+/// When the input ends and every byte is in the UART, [`InputStatus`] says so and the UART's
+/// interrupt line is pulsed, so that a reader blocked in the guest wakes to see the end.
+///
+/// When the input ends and every byte is in the UART, [`InputStatus`] says so and the UART's
+/// interrupt line is pulsed, so that a reader blocked in the guest wakes to see the end.
 pub struct SerialInput {
     serial: Arc<Mutex<SerialDevice>>,
     input: RawFd,
@@ -68,24 +70,39 @@ pub struct SerialInput {
     pending: Vec<u8>,
     watching_input: bool,
     eof: bool,
+    status: InputStatus,
+}
+
+/// Whether lde's input has ended (read by the guest through the input-status port).
+#[derive(Clone, Debug, Default)]
+pub struct InputStatus(Arc<std::sync::atomic::AtomicBool>);
+
+impl InputStatus {
+    /// Whether every byte of input has been handed to the UART and no more will come.
+    pub fn ended(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn set_ended(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
 }
 
 impl SerialInput {
     /// Reads from `input` (normally fd 0), which must stay open while the event loop runs.
-    pub fn new(serial: Arc<Mutex<SerialDevice>>, input: RawFd) -> Self {
-        let drained = serial
-            .lock()
-            .expect("serial lock poisoned")
-            .events()
-            .drained
-            .as_raw_fd();
-        Self {
-            serial,
-            input,
-            drained,
-            pending: Vec::new(),
-            watching_input: false,
-            eof: false,
+    pub fn new(serial: Arc<Mutex<SerialDevice>>, input: RawFd, status: InputStatus) -> Self {
+        let drained = serial.lock().expect("serial lock poisoned").events().drained.as_raw_fd();
+        Self { serial, input, drained, pending: Vec::new(), watching_input: false, eof: false, status }
+    }
+
+    /// Once input has ended and nothing is pending, says so and wakes the guest.
+    fn signal_end(&mut self) {
+        if self.eof && self.pending.is_empty() && !self.status.ended() {
+            self.status.set_ended();
+            let serial = self.serial.lock().expect("serial lock poisoned");
+            if let Err(e) = serial.interrupt_evt().trigger() {
+                log::warn!("cannot raise the serial interrupt: {e}");
+            }
         }
     }
 
@@ -149,6 +166,7 @@ impl MutEventSubscriber for SerialInput {
             log::warn!("serial input: {e:?}");
         }
         self.update_watch(ops);
+        self.signal_end();
     }
 
     fn process(&mut self, events: Events, ops: &mut EventOps) {
@@ -156,14 +174,12 @@ impl MutEventSubscriber for SerialInput {
             let mut buf = [0u8; 8];
             // SAFETY: reads 8 bytes into an 8-byte buffer from our own eventfd (non-blocking).
             unsafe { libc::read(self.drained, buf.as_mut_ptr().cast(), 8) };
-        } else if events
-            .event_set()
-            .intersects(EventSet::IN | EventSet::HANG_UP | EventSet::ERROR)
-        {
+        } else if events.event_set().intersects(EventSet::IN | EventSet::HANG_UP | EventSet::ERROR) {
             self.read_input();
         }
         self.push_pending();
         self.update_watch(ops);
+        self.signal_end();
     }
 }
 
@@ -179,13 +195,7 @@ pub struct Console {
 
 impl Console {
     pub fn new(out: Box<dyn Write + Send>) -> Self {
-        Self {
-            out,
-            at_line_start: true,
-            line_prefix: Vec::new(),
-            banner_at: None,
-            bytes: 0,
-        }
+        Self { out, at_line_start: true, line_prefix: Vec::new(), banner_at: None, bytes: 0 }
     }
 
     /// When the kernel's banner line started, if it has.
@@ -265,7 +275,7 @@ mod tests {
         // SAFETY: writes 4 bytes from a 4-byte buffer to the pipe we just made.
         assert_eq!(unsafe { libc::write(write_end, b"ab\nc".as_ptr().cast(), 4) }, 4);
         let serial = Arc::new(Mutex::new(new_serial(Box::new(SharedBuffer::default())).unwrap()));
-        let mut input = SerialInput::new(serial.clone(), read_end);
+        let mut input = SerialInput::new(serial.clone(), read_end, InputStatus::default());
         input.read_input();
         assert!(input.push_pending());
         let mut s = serial.lock().unwrap();
@@ -288,10 +298,7 @@ mod tests {
         assert!(console.banner_at().is_none());
         console.write_all(b"nel 0.1.0: up\n").unwrap();
         assert!(console.banner_at().is_some());
-        assert_eq!(
-            &*buf.0.lock().unwrap(),
-            b"boot: not lde kernel here\nlde kernel 0.1.0: up\n"
-        );
+        assert_eq!(&*buf.0.lock().unwrap(), b"boot: not lde kernel here\nlde kernel 0.1.0: up\n");
         assert_eq!(console.bytes(), 47);
     }
 }

@@ -67,44 +67,21 @@ fn main(args: Args) -> i32 {
         return 2;
     };
     let mut rng = Rng(seed | 1);
-    let numbers = [
-        nr::NULL,
-        nr::WRITE,
-        nr::GETPID,
-        nr::YIELD,
-        nr::UPTIME_MS,
-        nr::COUNT,
-        999,
-        u64::MAX,
-    ];
+    let numbers = [nr::NULL, nr::WRITE, nr::GETPID, nr::YIELD, nr::UPTIME_MS, nr::COUNT, 999, u64::MAX];
     let allowed = [-EBADF, -EFAULT, -EINVAL, -ENOSYS];
     let mut unexpected = 0;
     let mut errors = 0;
     for _ in 0..n {
-        let number = if rng.next().is_multiple_of(8) {
-            rng.next()
-        } else {
-            rng.pick(&numbers)
-        };
+        let number = if rng.next().is_multiple_of(8) { rng.next() } else { rng.pick(&numbers) };
         if matches!(number, nr::EXIT | nr::SLEEP_MS | nr::READ) {
             continue;
         }
-        let mut a = [
-            value(&mut rng),
-            value(&mut rng),
-            value(&mut rng),
-            value(&mut rng),
-            value(&mut rng),
-            value(&mut rng),
-        ];
+        let mut a =
+            [value(&mut rng), value(&mut rng), value(&mut rng), value(&mut rng), value(&mut rng), value(&mut rng)];
         if number == nr::WRITE && (a[0] == 1 || a[0] == 2) {
             a[0] = rng.pick(&[0, 3, 1 << 20, u64::MAX]);
         }
-        let door = if rng.next().is_multiple_of(2) {
-            Door::Syscall
-        } else {
-            Door::Int80
-        };
+        let door = if rng.next().is_multiple_of(2) { Door::Syscall } else { Door::Int80 };
         let r = door.call(number, a);
         if r < 0 {
             errors += 1;

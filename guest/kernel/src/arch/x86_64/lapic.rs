@@ -16,6 +16,20 @@ const REG_ID: usize = 0x20;
 const REG_VERSION: usize = 0x30;
 const REG_EOI: usize = 0xb0;
 const REG_SPURIOUS: usize = 0xf0;
+const REG_LVT_TIMER: usize = 0x320;
+const REG_TIMER_INITIAL: usize = 0x380;
+const REG_TIMER_CURRENT: usize = 0x390;
+const REG_TIMER_DIVIDE: usize = 0x3e0;
+
+const LVT_MASKED: u32 = 1 << 16;
+const LVT_PERIODIC: u32 = 1 << 17;
+const LVT_TSC_DEADLINE: u32 = 2 << 17;
+/// Divide configuration value for "divide by 1".
+const DIVIDE_BY_1: u32 = 0b1011;
+const IA32_TSC_DEADLINE_MSR: u32 = 0x6e0;
+
+/// Vector of the LAPIC timer.
+pub const TIMER_VECTOR: u8 = 0x20;
 
 fn read(reg: usize) -> u32 {
     // SAFETY: LAPIC_ADDR is mapped uncached by the boot page tables; `reg` is a valid
@@ -46,14 +60,59 @@ pub fn init() -> LapicInfo {
         }
     }
     write(REG_SPURIOUS, 0x100 | u32::from(SPURIOUS_VECTOR));
-    LapicInfo {
-        id: read(REG_ID) >> 24,
-        version: read(REG_VERSION) & 0xff,
-    }
+    LapicInfo { id: read(REG_ID) >> 24, version: read(REG_VERSION) & 0xff }
 }
 
 /// Signals the end of the current interrupt.
-#[allow(dead_code)]
 pub fn eoi() {
     write(REG_EOI, 0);
+}
+
+/// Whether the CPU offers the TSC-deadline timer mode (CPUID.1:ECX[24]).
+pub fn tsc_deadline_supported() -> bool {
+    super::cpu::cpuid(1).ecx & (1 << 24) != 0
+}
+
+/// Starts a masked one-shot countdown from the largest count (for calibration).
+pub fn start_free_running() {
+    write(REG_TIMER_DIVIDE, DIVIDE_BY_1);
+    write(REG_LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
+    write(REG_TIMER_INITIAL, u32::MAX);
+}
+
+/// The timer's current count.
+pub fn current_count() -> u32 {
+    read(REG_TIMER_CURRENT)
+}
+
+/// Stops the timer.
+pub fn stop() {
+    write(REG_LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
+    write(REG_TIMER_INITIAL, 0);
+}
+
+/// Interrupts every `count` timer ticks (divide by 1).
+pub fn start_periodic(count: u32) {
+    write(REG_TIMER_DIVIDE, DIVIDE_BY_1);
+    write(REG_LVT_TIMER, LVT_PERIODIC | u32::from(TIMER_VECTOR));
+    write(REG_TIMER_INITIAL, count.max(1));
+}
+
+/// Interrupts once after `count` timer ticks.
+pub fn start_one_shot(count: u32) {
+    write(REG_TIMER_DIVIDE, DIVIDE_BY_1);
+    write(REG_LVT_TIMER, u32::from(TIMER_VECTOR));
+    write(REG_TIMER_INITIAL, count.max(1));
+}
+
+/// Switches the timer to TSC-deadline mode (no interrupt until [`set_deadline`]).
+pub fn start_deadline_mode() {
+    write(REG_LVT_TIMER, LVT_TSC_DEADLINE | u32::from(TIMER_VECTOR));
+}
+
+/// Interrupts when the TSC reaches `tsc` (TSC-deadline mode).
+pub fn set_deadline(tsc: u64) {
+    // SAFETY: IA32_TSC_DEADLINE exists when tsc_deadline_supported(); writing it only arms the
+    // timer.
+    unsafe { Msr::new(IA32_TSC_DEADLINE_MSR).write(tsc) };
 }

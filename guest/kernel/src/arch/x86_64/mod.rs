@@ -2,7 +2,9 @@
 
 pub mod boot;
 pub mod cpu;
+pub mod fpu;
 pub mod gdt;
+pub mod ioapic;
 pub mod lapic;
 pub mod mem;
 pub mod paging;

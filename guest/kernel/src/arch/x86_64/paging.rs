@@ -122,10 +122,7 @@ impl AddressSpace {
             }
             writable &= value & WRITABLE != 0;
             if level == 1 {
-                let flags = PageFlags {
-                    writable,
-                    executable: value & NO_EXECUTE == 0,
-                };
+                let flags = PageFlags { writable, executable: value & NO_EXECUTE == 0 };
                 return Some((value & ADDR_MASK, flags));
             }
             t = value & ADDR_MASK;

@@ -16,7 +16,10 @@ const LINE_CONTROL: u16 = 3; // LCR
 const MODEM_CONTROL: u16 = 4; // MCR
 const LINE_STATUS: u16 = 5; // LSR
 
+const LSR_DATA_READY: u8 = 1 << 0;
 const LSR_THR_EMPTY: u8 = 1 << 5;
+/// IER bit: interrupt when received data is available.
+const IER_RX_AVAILABLE: u8 = 1 << 0;
 const FIFO_SIZE: u32 = 16;
 
 /// Bytes that may still be written before LSR must be read again.
@@ -41,6 +44,16 @@ pub fn init() {
     outb(LINE_CONTROL, 0x03); // 8N1
     outb(FIFO_CONTROL, 0xc7); // enable and clear FIFOs
     outb(MODEM_CONTROL, 0x0b); // DTR, RTS, OUT2
+}
+
+/// Enables the "received data available" interrupt (IRQ 4).
+pub fn enable_rx_interrupt() {
+    outb(INT_ENABLE, IER_RX_AVAILABLE);
+}
+
+/// The next received byte, if the UART holds one.
+pub fn read_byte() -> Option<u8> {
+    (inb(LINE_STATUS) & LSR_DATA_READY != 0).then(|| inb(DATA))
 }
 
 /// Writes bytes, turning `\n` into `\r\n`.

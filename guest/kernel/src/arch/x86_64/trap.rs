@@ -188,14 +188,7 @@ struct Gate {
 const _: () = assert!(size_of::<Gate>() == 16);
 
 impl Gate {
-    const MISSING: Gate = Gate {
-        offset_low: 0,
-        selector: 0,
-        options: 0,
-        offset_mid: 0,
-        offset_high: 0,
-        reserved: 0,
-    };
+    const MISSING: Gate = Gate { offset_low: 0, selector: 0, options: 0, offset_mid: 0, offset_high: 0, reserved: 0 };
 
     /// A present interrupt gate (IF cleared on entry) into kernel code at `handler`.
     fn interrupt(handler: u64, dpl: u16, ist: u16) -> Gate {
@@ -242,20 +235,15 @@ pub fn init() {
         let dpl = if USER_VECTORS.contains(&(vector as u8)) { 3 } else { 0 };
         *gate = Gate::interrupt(base + vector as u64 * TRAP_STUB_SIZE, dpl, ist);
     }
-    let pointer = DescriptorTablePointer {
-        limit: (size_of::<[Gate; 256]>() - 1) as u16,
-        base: VirtAddr::from_ptr(IDT.0.get()),
-    };
+    let pointer =
+        DescriptorTablePointer { limit: (size_of::<[Gate; 256]>() - 1) as u16, base: VirtAddr::from_ptr(IDT.0.get()) };
     // SAFETY: the IDT is a static whose 256 gates all point at valid entry stubs.
     unsafe { lidt(&pointer) };
 }
 
 /// Loads an empty IDT: the next exception cannot be delivered and the CPU triple-faults.
 pub fn load_empty_idt() {
-    let pointer = DescriptorTablePointer {
-        limit: 0,
-        base: VirtAddr::zero(),
-    };
+    let pointer = DescriptorTablePointer { limit: 0, base: VirtAddr::zero() };
     // SAFETY: deliberately breaks trap delivery; only the triple-fault test hook calls this.
     unsafe { lidt(&pointer) };
 }

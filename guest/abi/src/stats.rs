@@ -1,0 +1,236 @@
+//! The stats page: the kernel's counters, per-process accounting and scheduling event log, in
+//! guest memory where the host reads them without a VM exit.
+//!
+//! The kernel exports it as the symbol [`STATS_SYMBOL`]; the host finds its address in the
+//! kernel ELF's symbol table. Writers bracket every update with [`StatsPage::seq`] (odd while an
+//! update is under way), so a reader on another CPU copies the page, re-reads `seq`, and
+//! retries until it saw the same even value on both sides. The event ring is read separately:
+//! each event carries its own sequence number.
+
+/// Name of the kernel symbol holding the [`StatsPage`].
+pub const STATS_SYMBOL: &str = "LDE_STATS";
+/// [`StatsPage::magic`]: "LDESTATS".
+pub const STATS_MAGIC: u64 = u64::from_le_bytes(*b"LDESTATS");
+/// [`StatsPage::version`]; bumped on any change of layout or meaning.
+pub const STATS_VERSION: u32 = 1;
+/// Process slots in the page.
+pub const MAX_PROCS: usize = 16;
+/// Longest process name kept.
+pub const NAME_MAX: usize = 16;
+/// System-call numbers counted (room beyond `syscall::COUNT`).
+pub const CALLS_MAX: usize = 16;
+/// Events in the ring (a power of two).
+pub const EVENTS: usize = 4096;
+
+/// Timer modes in [`StatsPage::timer_mode`].
+pub const TIMER_NONE: u32 = 0;
+pub const TIMER_PERIODIC: u32 = 1;
+pub const TIMER_DEADLINE: u32 = 2;
+
+/// Process states in [`ProcStats::state`].
+pub const STATE_FREE: u32 = 0;
+pub const STATE_READY: u32 = 1;
+pub const STATE_RUNNING: u32 = 2;
+pub const STATE_SLEEPING: u32 = 3;
+pub const STATE_READING: u32 = 4;
+pub const STATE_ZOMBIE: u32 = 5;
+
+/// How a process ended, in [`ProcStats::end`].
+pub const END_NONE: u32 = 0;
+pub const END_EXITED: u32 = 1;
+pub const END_KILLED: u32 = 2;
+
+/// Event kinds in [`Event::kind`].
+pub const EV_SWITCH_IN: u16 = 1;
+/// `arg`: why ([`OUT_YIELD`], …).
+pub const EV_SWITCH_OUT: u16 = 2;
+pub const EV_TICK: u16 = 3;
+/// `arg`: the system-call number.
+pub const EV_SYSCALL: u16 = 4;
+/// `arg`: the vector (the process was killed).
+pub const EV_FAULT: u16 = 5;
+/// `arg`: 0 = sleep, 1 = read.
+pub const EV_BLOCK: u16 = 6;
+pub const EV_WAKE: u16 = 7;
+pub const EV_IDLE: u16 = 8;
+/// `arg`: the exit status.
+pub const EV_EXIT: u16 = 9;
+/// `arg`: the new process's pid is `pid`; `arg` is the parent's pid (0 = the kernel).
+pub const EV_SPAWN: u16 = 10;
+
+/// [`EV_SWITCH_OUT`] reasons.
+pub const OUT_YIELD: u32 = 0;
+pub const OUT_PREEMPT: u32 = 1;
+pub const OUT_BLOCK: u32 = 2;
+pub const OUT_END: u32 = 3;
+
+/// One entry of the scheduling event log.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    /// 1 + the index of this event since boot (0 = never written).
+    pub seq: u64,
+    pub tsc: u64,
+    pub kind: u16,
+    pub pid: u16,
+    pub arg: u32,
+}
+
+/// One process slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcStats {
+    pub pid: u32,
+    pub state: u32,
+    pub name: [u8; NAME_MAX],
+    /// Timer ticks that found it running.
+    pub ticks: u64,
+    /// Times it was switched in.
+    pub scheduled: u64,
+    /// Switches away because it yielded, slept or blocked.
+    pub voluntary: u64,
+    /// Switches away because its time slice ran out.
+    pub involuntary: u64,
+    /// Exceptions it raised (recovered system-call doors excluded).
+    pub faults: u64,
+    /// TSC cycles spent in ring 3.
+    pub user_cycles: u64,
+    /// System calls by number.
+    pub syscalls: [u64; CALLS_MAX],
+    /// [`END_NONE`], [`END_EXITED`] or [`END_KILLED`].
+    pub end: u32,
+    /// Exit status, or the killing vector.
+    pub end_value: u32,
+    /// The RIP of the killing trap.
+    pub end_rip: u64,
+}
+
+impl ProcStats {
+    pub const EMPTY: ProcStats = ProcStats {
+        pid: 0,
+        state: STATE_FREE,
+        name: [0; NAME_MAX],
+        ticks: 0,
+        scheduled: 0,
+        voluntary: 0,
+        involuntary: 0,
+        faults: 0,
+        user_cycles: 0,
+        syscalls: [0; CALLS_MAX],
+        end: END_NONE,
+        end_value: 0,
+        end_rip: 0,
+    };
+
+    /// The name as text (up to its first NUL).
+    pub fn name(&self) -> &str {
+        let len = self.name.iter().position(|&b| b == 0).unwrap_or(NAME_MAX);
+        core::str::from_utf8(&self.name[..len]).unwrap_or("?")
+    }
+}
+
+/// The stats page.
+#[repr(C, align(4096))]
+#[derive(Clone, Copy)]
+pub struct StatsPage {
+    pub magic: u64,
+    pub version: u32,
+    /// `size_of::<StatsPage>()`.
+    pub size: u32,
+    /// Even when consistent, odd while the kernel updates the counters below.
+    pub seq: u64,
+    /// TSC frequency in Hz (0 until the kernel measured it).
+    pub tsc_hz: u64,
+    /// TSC when the kernel started.
+    pub boot_tsc: u64,
+    /// TSC at the last update.
+    pub now_tsc: u64,
+    pub timer_hz: u32,
+    pub timer_mode: u32,
+    /// Ticks per time slice.
+    pub slice_ticks: u32,
+    /// pid of the running process, 0 when none (the kernel or idle).
+    pub current_pid: u32,
+    /// Timer interrupts taken.
+    pub ticks: u64,
+    /// Traps by vector (system-call doors included).
+    pub traps: [u64; 256],
+    pub syscall_arch: u64,
+    pub syscall_recovered: u64,
+    pub int80_arch: u64,
+    pub int80_recovered: u64,
+    /// System calls by number.
+    pub calls: [u64; CALLS_MAX],
+    /// Context switches (scheduler → process).
+    pub switches: u64,
+    pub kills: u64,
+    pub spawned: u64,
+    /// TSC cycles spent halted in the idle loop.
+    pub idle_cycles: u64,
+    /// Physical frames in use.
+    pub frames_in_use: u64,
+    /// 1 once every process has ended and the kernel is shutting down.
+    pub finished: u32,
+    pub exit_code: u32,
+    pub procs: [ProcStats; MAX_PROCS],
+    /// Events written since boot; the newest is at `(events_written - 1) % EVENTS`.
+    pub events_written: u64,
+    pub events: [Event; EVENTS],
+}
+
+impl StatsPage {
+    /// A zeroed page with its header filled in.
+    pub const fn new() -> StatsPage {
+        StatsPage {
+            magic: STATS_MAGIC,
+            version: STATS_VERSION,
+            size: core::mem::size_of::<StatsPage>() as u32,
+            seq: 0,
+            tsc_hz: 0,
+            boot_tsc: 0,
+            now_tsc: 0,
+            timer_hz: 0,
+            timer_mode: TIMER_NONE,
+            slice_ticks: 0,
+            current_pid: 0,
+            ticks: 0,
+            traps: [0; 256],
+            syscall_arch: 0,
+            syscall_recovered: 0,
+            int80_arch: 0,
+            int80_recovered: 0,
+            calls: [0; CALLS_MAX],
+            switches: 0,
+            kills: 0,
+            spawned: 0,
+            idle_cycles: 0,
+            frames_in_use: 0,
+            finished: 0,
+            exit_code: 0,
+            procs: [ProcStats::EMPTY; MAX_PROCS],
+            events_written: 0,
+            events: [Event { seq: 0, tsc: 0, kind: 0, pid: 0, arg: 0 }; EVENTS],
+        }
+    }
+}
+
+impl Default for StatsPage {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<Event>() == 24);
+const _: () = assert!(EVENTS.is_power_of_two());
+const _: () = assert!(crate::syscall::COUNT as usize <= CALLS_MAX);
+
+impl core::fmt::Debug for StatsPage {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("StatsPage")
+            .field("version", &self.version)
+            .field("ticks", &self.ticks)
+            .field("switches", &self.switches)
+            .field("events_written", &self.events_written)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,212 @@
+//! Time: the TSC as the clock, and the LAPIC timer as the tick.
+//!
+//! The TSC frequency comes from the VMM (`lde.tsc_khz`, KVM_GET_TSC_KHZ) when it is given; the
+//! LAPIC timer is then measured against the TSC. Without it (QEMU), the LAPIC timer is taken to
+//! count at 1 GHz (KVM's and QEMU's APIC bus clock) and the TSC is measured against it.
+
+use lde_abi::cmdline as keys;
+use lde_abi::stats::{TIMER_DEADLINE, TIMER_NONE, TIMER_PERIODIC};
+use lde_kcore::cmdline;
+
+use crate::arch::lapic;
+use crate::println;
+use crate::stats;
+use crate::sync::Global;
+
+/// The LAPIC timer's assumed rate when the TSC rate is not given.
+const DEFAULT_LAPIC_HZ: u64 = 1_000_000_000;
+/// Calibration runs for 1/CALIBRATION_FRACTION of a second.
+const CALIBRATION_FRACTION: u64 = 100;
+
+/// The timer's configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimerMode {
+    /// No timer: processes run until they make a system call or fault.
+    None,
+    Periodic,
+    Deadline,
+}
+
+pub struct Clock {
+    pub tsc_hz: u64,
+    pub lapic_hz: u64,
+    pub boot_tsc: u64,
+    pub mode: TimerMode,
+    pub hz: u32,
+    pub slice: u32,
+    /// TSC cycles between ticks.
+    pub tick_tsc: u64,
+    /// The next TSC deadline (deadline mode).
+    pub next_deadline: u64,
+}
+
+pub static CLOCK: Global<Clock> = Global::new(Clock {
+    tsc_hz: 0,
+    lapic_hz: 0,
+    boot_tsc: 0,
+    mode: TimerMode::None,
+    hz: 0,
+    slice: 1,
+    tick_tsc: 0,
+    next_deadline: 0,
+});
+
+/// Reads the TSC (in ring 0 on PVM this costs ~6,500 cycles: use sparingly).
+pub fn rdtsc() -> u64 {
+    // SAFETY: rdtsc has no side effects.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+fn clock() -> &'static Clock {
+    // SAFETY: written only by `init` before interrupts are enabled; read-only afterwards.
+    unsafe { CLOCK.get() }
+}
+
+/// TSC cycles per second.
+pub fn tsc_hz() -> u64 {
+    clock().tsc_hz
+}
+
+/// Milliseconds since boot.
+pub fn uptime_ms() -> u64 {
+    let c = clock();
+    (rdtsc() - c.boot_tsc) * 1000 / c.tsc_hz.max(1)
+}
+
+/// TSC cycles in `ms` milliseconds.
+pub fn ms_to_tsc(ms: u64) -> u64 {
+    ms.saturating_mul(clock().tsc_hz) / 1000
+}
+
+/// LAPIC timer ticks in `tsc` TSC cycles (at least 1, at most u32::MAX).
+pub fn tsc_to_lapic(tsc: u64) -> u32 {
+    let c = clock();
+    let ticks = (u128::from(tsc) * u128::from(c.lapic_hz) / u128::from(c.tsc_hz.max(1))) as u64;
+    ticks.clamp(1, u64::from(u32::MAX)) as u32
+}
+
+fn parse<T: core::str::FromStr>(line: &str, key: &str, default: T) -> T {
+    match cmdline::value(line, key) {
+        Some(v) => v.parse().unwrap_or_else(|_| {
+            println!("kernel: ignoring {key}={v}: not a number");
+            default
+        }),
+        None => default,
+    }
+}
+
+/// Measures the clocks and starts the timer as the command line asks.
+pub fn init(line: &str) {
+    // SAFETY: interrupts are off; nothing else uses the clock yet.
+    let c = unsafe { CLOCK.get() };
+    c.boot_tsc = rdtsc();
+    let tsc_khz: u64 = parse(line, keys::TSC_KHZ_KEY, 0);
+    lapic::start_free_running();
+    let (t0, l0) = (rdtsc(), lapic::current_count());
+    if tsc_khz != 0 {
+        c.tsc_hz = tsc_khz * 1000;
+        let end = t0 + c.tsc_hz / CALIBRATION_FRACTION;
+        while rdtsc() < end {}
+        let (t1, l1) = (rdtsc(), lapic::current_count());
+        c.lapic_hz = (u128::from(l0 - l1) * u128::from(c.tsc_hz) / u128::from(t1 - t0)) as u64;
+    } else {
+        c.lapic_hz = DEFAULT_LAPIC_HZ;
+        let target = (DEFAULT_LAPIC_HZ / CALIBRATION_FRACTION) as u32;
+        while l0 - lapic::current_count() < target {}
+        let (t1, l1) = (rdtsc(), lapic::current_count());
+        c.tsc_hz = (u128::from(t1 - t0) * u128::from(DEFAULT_LAPIC_HZ) / u128::from(l0 - l1)) as u64;
+    }
+    lapic::stop();
+
+    c.hz = parse(line, keys::TIMER_HZ_KEY, keys::DEFAULT_TIMER_HZ).min(10_000);
+    c.slice = parse(line, keys::SLICE_KEY, keys::DEFAULT_SLICE).max(1);
+    let wanted = cmdline::value(line, keys::TIMER_MODE_KEY).unwrap_or("periodic");
+    c.mode = match (c.hz, wanted) {
+        (0, _) => TimerMode::None,
+        (_, "deadline") if lapic::tsc_deadline_supported() => TimerMode::Deadline,
+        (_, "deadline") => {
+            println!("kernel: this CPU offers no TSC-deadline timer; using periodic mode");
+            TimerMode::Periodic
+        }
+        (_, "periodic") => TimerMode::Periodic,
+        (_, other) => {
+            println!("kernel: unknown timer mode {other}; using periodic mode");
+            TimerMode::Periodic
+        }
+    };
+    if c.hz != 0 {
+        c.tick_tsc = c.tsc_hz / u64::from(c.hz);
+    }
+    let mode_name = match c.mode {
+        TimerMode::None => "none (cooperative: only system calls and faults return the CPU to the kernel)",
+        TimerMode::Periodic => "periodic",
+        TimerMode::Deadline => "TSC deadline",
+    };
+    println!(
+        "kernel: timer {mode_name}, {} Hz, slice {} tick(s); TSC {}.{:03} MHz ({}), LAPIC timer {}.{:03} MHz",
+        c.hz,
+        c.slice,
+        c.tsc_hz / 1_000_000,
+        c.tsc_hz / 1000 % 1000,
+        if tsc_khz != 0 { "from the VMM" } else { "measured" },
+        c.lapic_hz / 1_000_000,
+        c.lapic_hz / 1000 % 1000,
+    );
+    stats::update(|page| {
+        page.tsc_hz = c.tsc_hz;
+        page.boot_tsc = c.boot_tsc;
+        page.now_tsc = c.boot_tsc;
+        page.timer_hz = c.hz;
+        page.slice_ticks = c.slice;
+        page.timer_mode = match c.mode {
+            TimerMode::None => TIMER_NONE,
+            TimerMode::Periodic => TIMER_PERIODIC,
+            TimerMode::Deadline => TIMER_DEADLINE,
+        };
+    });
+}
+
+/// Starts the ticks (interrupts stay off until the first process or the idle loop).
+pub fn start() {
+    // SAFETY: interrupts are off; the clock is only read by others.
+    let c = unsafe { CLOCK.get() };
+    match c.mode {
+        TimerMode::None => {}
+        TimerMode::Periodic => lapic::start_periodic(tsc_to_lapic(c.tick_tsc)),
+        TimerMode::Deadline => {
+            lapic::start_deadline_mode();
+            c.next_deadline = rdtsc() + c.tick_tsc;
+            lapic::set_deadline(c.next_deadline);
+        }
+    }
+}
+
+/// Called on every timer interrupt: re-arms a deadline timer.
+pub fn on_tick(now: u64) {
+    // SAFETY: interrupts are off in the handler; the clock's deadline is only touched here.
+    let c = unsafe { CLOCK.get() };
+    if c.mode == TimerMode::Deadline {
+        // Skip deadlines already past rather than firing a burst of late ticks.
+        c.next_deadline += c.tick_tsc;
+        if c.next_deadline <= now {
+            c.next_deadline = now + c.tick_tsc;
+        }
+        lapic::set_deadline(c.next_deadline);
+    }
+}
+
+/// The timer mode.
+pub fn mode() -> TimerMode {
+    clock().mode
+}
+
+/// Ticks per time slice.
+pub fn slice() -> u32 {
+    clock().slice
+}
+
+/// Arms a one-shot interrupt at TSC `deadline` (cooperative mode, for sleepers).
+pub fn wake_at(deadline: u64) {
+    let now = rdtsc();
+    lapic::start_one_shot(tsc_to_lapic(deadline.saturating_sub(now)));
+}
