@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Boots the lde kernel under QEMU with TCG (exact x86 behaviour, no KVM) and exits with the
 # guest's exit code, like `lde run`.
-usage="usage: scripts/qemu.sh [--mem MIB] [--timeout SECS] [--kernel PATH] [--cmdline WORDS] [--program PATH]... [-q] [--probe | PROGRAM...]
+usage="usage: scripts/qemu.sh [--mem MIB] [--timeout SECS] [--kernel PATH] [--cmdline WORDS] [--program PATH]...
+       [--timer-hz N] [--timer-mode MODE] [--slice TICKS] [-q] [--probe | PROGRAM...]
 (extra QEMU arguments may be given in LDE_QEMU_ARGS, e.g. '-d int -D /tmp/qemu.log')"
 set -uo pipefail
 
@@ -18,7 +19,7 @@ while [ $# -gt 0 ]; do
         -t|--timeout) timeout_secs="${2:?$usage}"; shift 2 ;;
         --kernel) kernel="${2:?$usage}"; shift 2 ;;
         --cmdline) cmdline="${2?$usage}"; shift 2 ;;
-        --program) export_args+=(--program "${2:?$usage}"); shift 2 ;;
+        --program|--timer-hz|--timer-mode|--slice) export_args+=("$1" "${2:?$usage}"); shift 2 ;;
         -q|--quiet) quiet=1; shift ;;
         --probe) probe=1; shift ;;
         -h|--help) echo "$usage"; exit 0 ;;

@@ -6,67 +6,7 @@
 
 mod common;
 
-use std::collections::HashMap;
-
-use common::{kvm_available, lde, qemu, qemu_available, Output};
-
-/// The two ways to boot the same kernel and programs.
-#[derive(Clone, Copy, Debug)]
-enum Host {
-    Kvm,
-    Qemu,
-}
-
-impl Host {
-    fn run(self, args: &[&str]) -> Output {
-        match self {
-            Host::Kvm => {
-                let mut all = vec!["run", "-q"];
-                all.extend_from_slice(args);
-                lde(&all)
-            }
-            Host::Qemu => {
-                let mut all = vec!["-q"];
-                all.extend_from_slice(args);
-                qemu(&all)
-            }
-        }
-    }
-
-    /// Whether system calls arrive through the recovered paths (PVM) rather than the
-    /// architectural ones (hardware KVM, QEMU).
-    fn recovers_doors(self) -> bool {
-        matches!(self, Host::Kvm) && std::path::Path::new("/sys/module/kvm_pvm").exists()
-    }
-}
-
-/// The hosts available here (each prints SKIP or fails under LDE_REQUIRE_* when missing).
-fn hosts(test: &str) -> Vec<Host> {
-    let mut hosts = Vec::new();
-    if kvm_available(test) {
-        hosts.push(Host::Kvm);
-    }
-    if qemu_available(test) {
-        hosts.push(Host::Qemu);
-    }
-    hosts
-}
-
-/// The `key=value` words of the transcript's `stats: <section>` line.
-fn stats(out: &Output, section: &str) -> HashMap<String, u64> {
-    let prefix = format!("stats: {section} ");
-    let line = out.line_starting(&prefix).unwrap_or_else(|| panic!("no '{prefix}' line: {out:?}"));
-    line[prefix.len()..]
-        .split_whitespace()
-        .filter_map(|w| w.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
-        .collect()
-}
-
-/// No frame stays allocated once every process has ended.
-fn assert_no_leak(out: &Output) {
-    assert_eq!(stats(out, "frames")["in_use"], 0, "{out:?}");
-}
+use common::{assert_no_leak, hosts, lde, qemu, stats, Host, Output};
 
 #[test]
 fn hello_writes_through_both_doors() {
@@ -230,12 +170,18 @@ fn arguments_reach_the_program() {
 
 #[test]
 fn probe_reports_every_door_and_trap() {
-    if !kvm_available("probe_reports_every_door_and_trap") {
-        return;
+    for host in hosts("probe_reports_every_door_and_trap") {
+        let out = match host {
+            Host::Kvm => lde(&["probe"]),
+            Host::Qemu => qemu(&["--probe"]),
+        };
+        assert_probe(&out, host);
     }
-    let out = lde(&["probe"]);
+}
+
+fn assert_probe(out: &Output, host: Host) {
     assert_eq!(out.status, Some(0), "{out:?}");
-    let expected_door = if Host::Kvm.recovers_doors() { "recovered: " } else { "architectural" };
+    let expected_door = if host.recovers_doors() { "recovered: " } else { "architectural" };
     for (row, delivery) in [
         ("syscall ", expected_door),
         ("int 0x80 ", expected_door),

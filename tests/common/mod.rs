@@ -5,7 +5,8 @@
 //! passes, unless `LDE_REQUIRE_KVM=1` (or `LDE_REQUIRE_QEMU=1`) turns the skip into a failure.
 #![allow(dead_code)]
 
-use std::io::Read;
+use std::collections::HashMap;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -118,4 +119,110 @@ pub fn qemu(args: &[&str]) -> Output {
     let mut cmd = Command::new(repo_root().join("scripts/qemu.sh"));
     cmd.args(args).env("LDE", lde_bin());
     run_with_deadline(cmd, Duration::from_secs(300))
+}
+
+/// The two ways to boot the same kernel and programs.
+#[derive(Clone, Copy, Debug)]
+pub enum Host {
+    Kvm,
+    Qemu,
+}
+
+impl Host {
+    pub fn run(self, args: &[&str]) -> Output {
+        match self {
+            Host::Kvm => {
+                let mut all = vec!["run", "-q"];
+                all.extend_from_slice(args);
+                lde(&all)
+            }
+            Host::Qemu => {
+                let mut all = vec!["-q"];
+                all.extend_from_slice(args);
+                qemu(&all)
+            }
+        }
+    }
+
+    /// Whether system calls arrive through the recovered paths (PVM) rather than the
+    /// architectural ones (hardware KVM, QEMU).
+    pub fn recovers_doors(self) -> bool {
+        matches!(self, Host::Kvm) && std::path::Path::new("/sys/module/kvm_pvm").exists()
+    }
+}
+
+/// The hosts available here (each prints SKIP or fails under LDE_REQUIRE_* when missing).
+pub fn hosts(test: &str) -> Vec<Host> {
+    let mut hosts = Vec::new();
+    if kvm_available(test) {
+        hosts.push(Host::Kvm);
+    }
+    if qemu_available(test) {
+        hosts.push(Host::Qemu);
+    }
+    hosts
+}
+
+/// The `key=value` words of the transcript's `stats: <section>` line.
+pub fn stats(out: &Output, section: &str) -> HashMap<String, u64> {
+    let prefix = format!("stats: {section} ");
+    let line = out.line_starting(&prefix).unwrap_or_else(|| panic!("no '{prefix}' line: {out:?}"));
+    line[prefix.len()..]
+        .split_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
+        .collect()
+}
+
+/// No frame stays allocated once every process has ended.
+pub fn assert_no_leak(out: &Output) {
+    assert_eq!(stats(out, "frames")["in_use"], 0, "{out:?}");
+}
+
+/// The `key=value` words of the `acct` line of the process named `name` (the first such).
+pub fn acct(out: &Output, name: &str) -> HashMap<String, String> {
+    acct_all(out, name).into_iter().next().unwrap_or_else(|| panic!("no acct line for {name}: {out:?}"))
+}
+
+/// The `key=value` words of every `acct` line of processes named `name`.
+pub fn acct_all(out: &Output, name: &str) -> Vec<HashMap<String, String>> {
+    out.lines()
+        .into_iter()
+        .filter(|l| l.starts_with("acct ") && l.contains(&format!(" name={name} ")))
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .filter_map(|w| w.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+/// A number from an acct map.
+pub fn num(map: &HashMap<String, String>, key: &str) -> u64 {
+    map.get(key).unwrap_or_else(|| panic!("no {key} in {map:?}")).parse().unwrap()
+}
+
+/// Runs `lde ARGS…` with `input` on its standard input.
+pub fn lde_with_input(args: &[&str], input: &[u8]) -> Output {
+    let mut child = Command::new(lde_bin())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        stdin.write_all(&input).ok();
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    Output {
+        status: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }

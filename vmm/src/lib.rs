@@ -15,6 +15,7 @@ pub mod initrd;
 pub mod layout;
 pub mod probe;
 pub mod stats;
+pub mod summary;
 pub mod terminal;
 pub mod vcpu;
 pub mod vm;

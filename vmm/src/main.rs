@@ -292,6 +292,11 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
         Outcome::Interrupted(signal) => eprintln!("lde: interrupted by signal {signal}; stopped the guest"),
     }
     if !args.quiet {
+        if let Some(page) = &report.stats {
+            for line in lde::summary::lines(page, report.host.kvm) {
+                eprintln!("lde: {line}");
+            }
+        }
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         let banner = report.banner_after.map_or("never".to_string(), |d| format!("{:.1} ms", ms(d)));
         eprintln!(

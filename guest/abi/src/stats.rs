@@ -167,6 +167,13 @@ pub struct StatsPage {
     pub spawned: u64,
     /// TSC cycles spent halted in the idle loop.
     pub idle_cycles: u64,
+    /// TSC cycles the timer handler spent in the kernel, over `tick_count` ticks.
+    pub tick_cycles: u64,
+    pub tick_count: u64,
+    /// TSC cycles from one process giving up the CPU to the next one being resumed (the
+    /// scheduler's part of a context switch), over `switch_count` direct switches.
+    pub switch_cycles: u64,
+    pub switch_count: u64,
     /// Physical frames in use.
     pub frames_in_use: u64,
     /// 1 once every process has ended and the kernel is shutting down.
@@ -204,6 +211,10 @@ impl StatsPage {
             kills: 0,
             spawned: 0,
             idle_cycles: 0,
+            tick_cycles: 0,
+            tick_count: 0,
+            switch_cycles: 0,
+            switch_count: 0,
             frames_in_use: 0,
             finished: 0,
             exit_code: 0,

@@ -61,6 +61,8 @@ pub struct Kernel {
     pub user_entry_tsc: u64,
     /// The earliest deadline of a sleeping process.
     pub next_wake: Option<u64>,
+    /// TSC when the last process gave up the CPU (0 once the scheduler idled since).
+    pub switch_out_tsc: u64,
 }
 
 pub static KERNEL: Global<Kernel> = Global::new(Kernel {
@@ -74,6 +76,7 @@ pub static KERNEL: Global<Kernel> = Global::new(Kernel {
     sched_rsp: 0,
     user_entry_tsc: 0,
     next_wake: None,
+    switch_out_tsc: 0,
 });
 
 #[repr(C, align(16))]
@@ -263,6 +266,7 @@ pub fn run_scheduler() -> bool {
             if k.procs.live_count() == 0 {
                 return k.spawn_failures > 0 || any_failed(&k.procs);
             }
+            k.switch_out_tsc = 0;
             idle::wait_for_work(k.next_wake);
             continue;
         };
@@ -278,11 +282,18 @@ pub fn run_scheduler() -> bool {
         let pid = k.procs.get(slot).pid;
         let now = rdtsc();
         k.user_entry_tsc = now;
+        let out = core::mem::take(&mut k.switch_out_tsc);
         stats::update(|page| {
+            if out != 0 {
+                page.switch_cycles += now - out;
+                page.switch_count += 1;
+            }
             page.switches += 1;
             page.current_pid = pid;
             page.now_tsc = now;
-            publish(page, slot, k.procs.get(slot));
+            // Only what switching in changed; the rest is published when it switches out.
+            page.procs[slot].state = ev::STATE_RUNNING;
+            page.procs[slot].scheduled = k.procs.get(slot).acct.scheduled;
             stats::event(page, now, ev::EV_SWITCH_IN, pid, 0);
         });
         let sched_save: *mut u64 = &mut k.sched_rsp;
@@ -356,7 +367,10 @@ pub unsafe fn switch_to_scheduler(slot: usize, why: u32) {
     let (save, sched) = unsafe {
         let k = KERNEL.get();
         let pid = k.procs.get(slot).pid;
-        stats::update(|page| stats::event(page, rdtsc(), ev::EV_SWITCH_OUT, pid, why));
+        let now = rdtsc();
+        // An ending process's switch includes freeing its memory: not a plain switch.
+        k.switch_out_tsc = if why == OUT_END { 0 } else { now };
+        stats::update(|page| stats::event(page, now, ev::EV_SWITCH_OUT, pid, why));
         (&mut k.hw[slot].saved_rsp as *mut u64, k.sched_rsp)
     };
     // SAFETY: sched_rsp was saved by the scheduler's switch into this process.

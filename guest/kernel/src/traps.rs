@@ -112,6 +112,11 @@ fn timer(from_user: bool, now: u64) {
             _ => false,
         }
     };
+    let end = rdtsc();
+    stats::update(|page| {
+        page.tick_cycles += end - now;
+        page.tick_count += 1;
+    });
     if preempt {
         // SAFETY: a tick from ring 3 runs on the process's kernel stack with interrupts off;
         // no KERNEL reference is alive.

@@ -1,0 +1,191 @@
+//! Time sharing: the timer takes the CPU back, the scheduler shares it fairly, processes yield,
+//! sleep and block on input, and cooperative mode (no timer) behaves as it must.
+//!
+//! Ordering and counting scenarios run under KVM and QEMU TCG; those that compare amounts of
+//! CPU time run under KVM only (TCG's speed varies too much to compare).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{acct, acct_all, hosts, kvm_available, lde, lde_with_input, num, stats, Output};
+
+/// Index of the first line starting with `prefix`.
+fn line_index(out: &Output, prefix: &str) -> usize {
+    out.lines().iter().position(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no line '{prefix}': {out:?}"))
+}
+
+#[test]
+fn the_timer_lets_hello_finish_before_a_spinner() {
+    for host in hosts("the_timer_lets_hello_finish_before_a_spinner") {
+        let out = host.run(&["spin 3000", "hello"]);
+        assert_eq!(out.status, Some(0), "{host:?}: {out:?}");
+        let hello = line_index(&out, "exit pid=2 name=hello status=0");
+        let spin = line_index(&out, "exit pid=1 name=spin status=0");
+        assert!(hello < spin, "{host:?}: hello must end long before spin: {out:?}");
+        // The spinner never gave the CPU up by itself: each time it lost it, it was preempted.
+        let spin = acct(&out, "spin");
+        assert!(num(&spin, "involuntary") >= 1, "{host:?}: {spin:?}");
+        assert_eq!(num(&spin, "voluntary"), 0, "{host:?}: {spin:?}");
+    }
+}
+
+#[test]
+fn the_spinner_is_preempted_once_per_slice() {
+    for host in hosts("the_spinner_is_preempted_once_per_slice") {
+        for slice in ["1", "3"] {
+            let out = host.run(&["--slice", slice, "spin 1500", "spin 1500"]);
+            assert_eq!(out.status, Some(0), "{host:?}: {out:?}");
+            let slice: u64 = slice.parse().unwrap();
+            for spin in acct_all(&out, "spin") {
+                // While both spin, every `slice` ticks charged end in a preemption.
+                let (ticks, involuntary) = (num(&spin, "ticks"), num(&spin, "involuntary"));
+                assert!(involuntary + 2 >= ticks / slice / 2, "{host:?} slice {slice}: {spin:?}");
+                assert!(involuntary <= ticks / slice + 1, "{host:?} slice {slice}: {spin:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn without_a_timer_hello_waits_for_the_spinner() {
+    for host in hosts("without_a_timer_hello_waits_for_the_spinner") {
+        let out = host.run(&["--timer-hz", "0", "spin 1000", "hello"]);
+        assert_eq!(out.status, Some(0), "{host:?}: {out:?}");
+        let hello = line_index(&out, "hello from ring 3 (pid 2)");
+        let spin = line_index(&out, "exit pid=1 name=spin status=0");
+        assert!(spin < hello, "{host:?}: cooperative: hello runs only after spin: {out:?}");
+        assert_eq!(stats(&out, "sched")["ticks"], 0, "{host:?}");
+        assert_eq!(num(&acct(&out, "spin"), "involuntary"), 0, "{host:?}");
+    }
+}
+
+#[test]
+fn a_forever_spinner_without_timer_ends_on_the_timeout() {
+    if !kvm_available("a_forever_spinner_without_timer_ends_on_the_timeout") {
+        return;
+    }
+    let out = lde(&["run", "--timer-hz", "0", "spin 0", "hello", "--timeout", "3"]);
+    assert_eq!(out.status, Some(124), "{out:?}");
+    let report = out.stderr.lines().find(|l| l.starts_with("lde: timeout: ")).unwrap_or_else(|| panic!("{out:?}"));
+    assert!(report.contains("the CPU was held by pid 1 (spin) in ring 3 at rip 0x"), "{report}");
+    assert!(report.contains("no timer interrupt was armed (--timer-hz 0)"), "{report}");
+    assert!(!out.stdout.contains("hello from ring 3"), "hello never ran: {out:?}");
+}
+
+#[test]
+fn three_counters_share_the_cpu_fairly() {
+    if !kvm_available("three_counters_share_the_cpu_fairly") {
+        return;
+    }
+    let out = lde(&["run", "-q", "counter 3000", "counter 3000", "counter 3000"]);
+    assert_eq!(out.status, Some(0), "{out:?}");
+    let ticks: Vec<u64> = acct_all(&out, "counter").iter().map(|a| num(a, "ticks")).collect();
+    assert_eq!(ticks.len(), 3, "{out:?}");
+    let total: u64 = ticks.iter().sum();
+    assert!(total >= 100, "3 s at 50 Hz: {ticks:?}");
+    for t in &ticks {
+        let share = *t as f64 / total as f64;
+        assert!((share - 1.0 / 3.0).abs() <= 0.1 / 3.0, "share {share:.3} of {ticks:?} is not within 10% of a third");
+    }
+}
+
+#[test]
+fn pingpong_round_trips_are_voluntary_switches() {
+    const N: u64 = 200;
+    for host in hosts("pingpong_round_trips_are_voluntary_switches") {
+        for timer in ["50", "0"] {
+            let arg = format!("pingpong {N}");
+            let out = host.run(&["--timer-hz", timer, &arg]);
+            assert_eq!(out.status, Some(0), "{host:?}: {out:?}");
+            let players = acct_all(&out, "pingpong");
+            assert_eq!(players.len(), 2, "{host:?}: {out:?}");
+            let voluntary: u64 = players.iter().map(|a| num(a, "voluntary")).sum();
+            assert_eq!(voluntary, 2 * N, "{host:?} timer {timer}: {players:?}");
+            assert_eq!(stats(&out, "calls")["yield"], 2 * N, "{host:?}");
+        }
+    }
+}
+
+#[test]
+fn sleepers_never_wake_early() {
+    for host in hosts("sleepers_never_wake_early") {
+        for timer in ["50", "0"] {
+            let out = host.run(&["--timer-hz", timer, "sleeper 10 15", "sleeper 7 3", "spin 300"]);
+            assert_eq!(out.status, Some(0), "{host:?} timer {timer}: {out:?}");
+            let lines: Vec<&str> = out.lines().into_iter().filter(|l| l.starts_with("sleeper: ")).collect();
+            assert_eq!(lines.len(), 2, "{host:?}: {out:?}");
+            assert!(lines.iter().all(|l| l.contains(" 0 early,")), "{host:?} timer {timer}: {lines:?}");
+        }
+    }
+}
+
+#[test]
+fn ticks_match_guest_time_and_timer_hz() {
+    if !kvm_available("ticks_match_guest_time_and_timer_hz") {
+        return;
+    }
+    for (hz, mode) in [("100", "periodic"), ("50", "periodic"), ("100", "deadline")] {
+        let start = std::time::Instant::now();
+        let out = lde(&["run", "-q", "--timer-hz", hz, "--timer-mode", mode, "spin 2000"]);
+        let wall = start.elapsed();
+        assert_eq!(out.status, Some(0), "{out:?}");
+        let sched = stats(&out, "sched");
+        let hz: u64 = hz.parse().unwrap();
+        let expected = sched["uptime_ms"] * hz / 1000;
+        let ticks = sched["ticks"];
+        let error = (ticks as f64 - expected as f64).abs() / expected as f64;
+        assert!(error <= 0.02, "{mode} {hz} Hz: {ticks} ticks in {} ms of guest time", sched["uptime_ms"]);
+        // The guest's clock agrees with the host's.
+        let guest = Duration::from_millis(sched["uptime_ms"]);
+        assert!(guest <= wall && wall < guest + Duration::from_millis(1500), "guest {guest:?}, wall {wall:?}");
+    }
+}
+
+#[test]
+fn cat_blocks_on_input_while_a_counter_runs() {
+    if !kvm_available("cat_blocks_on_input_while_a_counter_runs") {
+        return;
+    }
+    let alone = lde(&["run", "-q", "counter 2000"]);
+    let count = |out: &Output| -> u64 {
+        let line = out.line_starting("counter: pid ").unwrap_or_else(|| panic!("{out:?}"));
+        line.split_whitespace().nth(4).unwrap().parse().unwrap()
+    };
+    let out = lde_with_input(&["run", "-q", "cat", "counter 2000"], b"one\ntwo\n");
+    assert_eq!(out.status, Some(0), "{out:?}");
+    let lines = out.lines();
+    let one = lines.iter().position(|l| *l == "one").unwrap_or_else(|| panic!("{out:?}"));
+    assert_eq!(lines[one + 1], "two", "{out:?}");
+    assert!(lines.contains(&"cat: 8 bytes, end of input"), "{out:?}");
+    let (with_cat, alone) = (count(&out) as f64, count(&alone) as f64);
+    assert!((with_cat - alone).abs() / alone <= 0.2, "counter beside a blocked cat: {with_cat} vs {alone} alone");
+    // cat blocked: it gave the CPU up voluntarily and read until the end.
+    let cat = acct(&out, "cat");
+    assert!(cat["syscalls"].contains("read:"), "{cat:?}");
+}
+
+#[test]
+fn a_deadline_timer_preempts_too() {
+    for host in hosts("a_deadline_timer_preempts_too") {
+        let out = host.run(&["--timer-mode", "deadline", "spin 1000", "hello"]);
+        assert_eq!(out.status, Some(0), "{host:?}: {out:?}");
+        let timer = out.line_starting("kernel: timer ").unwrap();
+        assert!(
+            timer.starts_with("kernel: timer TSC deadline, 50 Hz")
+                || out.stdout.contains("this CPU offers no TSC-deadline timer; using periodic mode"),
+            "{host:?}: {timer}"
+        );
+        assert!(line_index(&out, "exit pid=2 name=hello") < line_index(&out, "exit pid=1 name=spin"), "{host:?}");
+    }
+}
+
+#[test]
+fn spawn_checks_its_arguments() {
+    for host in hosts("spawn_checks_its_arguments") {
+        let out = host.run(&["pingpong 3"]);
+        assert_eq!(out.status, Some(0), "{host:?}: {out:?}");
+        assert!(out.stdout.contains("pingpong: pid 2 yielded 3 times (partner)"), "{host:?}: {out:?}");
+        assert_eq!(stats(&out, "calls")["spawn"], 1, "{host:?}");
+    }
+}

@@ -1,0 +1,110 @@
+//! The short summary `lde run` prints at the end of a run, from the kernel's stats page.
+
+use lde_abi::stats::StatsPage;
+use lde_kcore::trap::mnemonic;
+
+use crate::host::KvmKind;
+
+/// Cycles as text with thousands separators.
+fn cycles(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Mean of `total / count` in cycles and microseconds, or "n/a".
+fn cost(total: u64, count: u64, tsc_hz: u64) -> String {
+    if count == 0 || tsc_hz == 0 {
+        return "n/a".to_string();
+    }
+    let mean = total / count;
+    format!("{} cycles ({:.1} us, mean of {count})", cycles(mean), mean as f64 * 1e6 / tsc_hz as f64)
+}
+
+/// The summary lines (without the `lde: ` prefix).
+pub fn lines(page: &StatsPage, kvm: KvmKind) -> Vec<String> {
+    let mut traps: Vec<String> = Vec::new();
+    let syscalls = page.syscall_arch + page.syscall_recovered;
+    let int80 = page.int80_arch + page.int80_recovered;
+    let how = |arch: u64, recovered: u64| match (arch, recovered) {
+        (_, 0) => "architectural",
+        (0, _) => "recovered",
+        _ => "mixed",
+    };
+    if syscalls > 0 {
+        traps.push(format!("syscall {syscalls} ({})", how(page.syscall_arch, page.syscall_recovered)));
+    }
+    if int80 > 0 {
+        traps.push(format!("int 0x80 {int80} ({})", how(page.int80_arch, page.int80_recovered)));
+    }
+    if page.ticks > 0 {
+        traps.push(format!("timer {}", page.ticks));
+    }
+    // Exceptions, less those that were really recovered system calls.
+    let mut exceptions = page.traps;
+    exceptions[6] = exceptions[6].saturating_sub(page.int80_recovered);
+    exceptions[14] = exceptions[14].saturating_sub(page.syscall_recovered);
+    for (vector, &n) in exceptions.iter().enumerate().take(32) {
+        if n > 0 {
+            traps.push(format!("{} {n}", mnemonic(vector as u64)));
+        }
+    }
+    let uptime = page.now_tsc.saturating_sub(page.boot_tsc);
+    let idle = if uptime > 0 { page.idle_cycles as f64 * 100.0 / uptime as f64 } else { 0.0 };
+    let timer = match page.timer_hz {
+        0 => "no timer (cooperative)".to_string(),
+        hz => format!("{} ticks at {hz} Hz", page.ticks),
+    };
+    vec![
+        format!("processes: {} started, {} killed", page.spawned, page.kills),
+        format!("traps: {}", if traps.is_empty() { "none".to_string() } else { traps.join(", ") }),
+        format!(
+            "scheduler: {timer}, {} context switches, idle {idle:.1}% of {:.3} s guest time",
+            page.switches,
+            uptime as f64 / page.tsc_hz.max(1) as f64
+        ),
+        format!(
+            "costs on this host ({}): timer tick {} in the kernel; context switch {} in the scheduler",
+            kvm.slug(),
+            cost(page.tick_cycles, page.tick_count, page.tsc_hz),
+            cost(page.switch_cycles, page.switch_count, page.tsc_hz)
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summarises_a_page() {
+        let mut page = StatsPage::new();
+        page.tsc_hz = 2_000_000_000;
+        page.boot_tsc = 1_000;
+        page.now_tsc = 2_000_001_000;
+        page.idle_cycles = 500_000_000;
+        page.spawned = 3;
+        page.kills = 1;
+        page.timer_hz = 50;
+        page.ticks = 50;
+        page.traps[0x20] = 50;
+        page.traps[13] = 1;
+        page.traps[14] = 7;
+        page.syscall_recovered = 7;
+        page.tick_cycles = 100_000 * 50;
+        page.tick_count = 50;
+        page.switches = 9;
+        let lines = lines(&page, KvmKind::Pvm);
+        assert_eq!(lines[0], "processes: 3 started, 1 killed");
+        assert_eq!(lines[1], "traps: syscall 7 (recovered), timer 50, #GP 1");
+        assert_eq!(lines[2], "scheduler: 50 ticks at 50 Hz, 9 context switches, idle 25.0% of 1.000 s guest time");
+        assert!(lines[3].contains("(pvm): timer tick 100,000 cycles (50.0 us, mean of 50)"), "{}", lines[3]);
+        assert!(lines[3].ends_with("context switch n/a in the scheduler"), "{}", lines[3]);
+    }
+}
