@@ -196,3 +196,13 @@ fn assert_probe(out: &Output, host: Host) {
     }
     assert!(out.line_starting("host: ").is_some(), "{out:?}");
 }
+
+#[test]
+fn every_bad_argument_gets_its_error_code() {
+    for host in hosts("every_bad_argument_gets_its_error_code") {
+        let out = host.run(&["bad-args", "hello"]);
+        assert_eq!(out.status, Some(0), "{host:?}: {out:?}");
+        assert!(out.lines().contains(&"bad-args: 32 checks, 0 wrong"), "{host:?}: {out:?}");
+        assert!(out.lines().contains(&"exit pid=2 name=hello status=0"), "{host:?}: {out:?}");
+    }
+}
