@@ -1,6 +1,9 @@
 //! What each VM exit means: a pure `handle_exit(exit, devices) -> Action`, which unit tests
 //! feed synthetic exits.
 
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
+
 use kvm_ioctls::VcpuExit;
 use lde_abi::ports::{INPUT_ENDED, INPUT_OPEN, INPUT_STATUS_PORT, SERIAL_PORT, SERIAL_PORT_SIZE};
 
@@ -48,9 +51,19 @@ impl std::fmt::Display for Crash {
     }
 }
 
-/// Counts of the exits lde handled, by reason.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Counts of the exits lde handled, by reason, shared between the vCPU thread (which counts)
+/// and whoever reports them while the guest runs.
+#[derive(Debug, Default)]
 pub struct ExitCounts {
+    pub io_in: AtomicU64,
+    pub io_out: AtomicU64,
+    pub mmio: AtomicU64,
+    pub other: AtomicU64,
+}
+
+/// A copy of [`ExitCounts`] at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ExitTotals {
     pub io_in: u64,
     pub io_out: u64,
     pub mmio: u64,
@@ -58,6 +71,17 @@ pub struct ExitCounts {
 }
 
 impl ExitCounts {
+    pub fn totals(&self) -> ExitTotals {
+        ExitTotals {
+            io_in: self.io_in.load(Relaxed),
+            io_out: self.io_out.load(Relaxed),
+            mmio: self.mmio.load(Relaxed),
+            other: self.other.load(Relaxed),
+        }
+    }
+}
+
+impl ExitTotals {
     pub fn total(&self) -> u64 {
         self.io_in + self.io_out + self.mmio + self.other
     }
@@ -68,10 +92,10 @@ fn serial_offset(port: u16) -> Option<u8> {
 }
 
 /// Decides what `exit` means and performs its device access.
-pub fn handle_exit(exit: VcpuExit, devices: &mut Devices, counts: &mut ExitCounts) -> Action {
+pub fn handle_exit(exit: VcpuExit, devices: &mut Devices, counts: &ExitCounts) -> Action {
     match exit {
         VcpuExit::IoOut(port, data) => {
-            counts.io_out += 1;
+            counts.io_out.fetch_add(1, Relaxed);
             if let Some(offset) = serial_offset(port) {
                 let mut serial = devices.serial.lock().expect("serial lock poisoned");
                 for &b in data {
@@ -93,7 +117,7 @@ pub fn handle_exit(exit: VcpuExit, devices: &mut Devices, counts: &mut ExitCount
             Action::Continue
         }
         VcpuExit::IoIn(port, data) => {
-            counts.io_in += 1;
+            counts.io_in.fetch_add(1, Relaxed);
             if let Some(offset) = serial_offset(port) {
                 let mut serial = devices.serial.lock().expect("serial lock poisoned");
                 data.iter_mut().for_each(|b| *b = serial.read(offset));
@@ -108,13 +132,13 @@ pub fn handle_exit(exit: VcpuExit, devices: &mut Devices, counts: &mut ExitCount
             Action::Continue
         }
         VcpuExit::MmioRead(addr, data) => {
-            counts.mmio += 1;
+            counts.mmio.fetch_add(1, Relaxed);
             log::debug!("read from unclaimed MMIO {addr:#x}");
             data.fill(0xff);
             Action::Continue
         }
         VcpuExit::MmioWrite(addr, _) => {
-            counts.mmio += 1;
+            counts.mmio.fetch_add(1, Relaxed);
             log::debug!("ignored write to unclaimed MMIO {addr:#x}");
             Action::Continue
         }
@@ -123,7 +147,7 @@ pub fn handle_exit(exit: VcpuExit, devices: &mut Devices, counts: &mut ExitCount
         VcpuExit::FailEntry(reason, _) => Action::Crash(Crash::FailEntry(reason)),
         VcpuExit::Hlt => Action::Crash(Crash::Halted),
         other => {
-            counts.other += 1;
+            counts.other.fetch_add(1, Relaxed);
             Action::Crash(Crash::Unexpected(exit_name(&other)))
         }
     }
@@ -159,28 +183,28 @@ mod tests {
     #[test]
     fn serial_output_reaches_the_console() {
         let (mut dev, out) = devices();
-        let mut counts = ExitCounts::default();
+        let counts = ExitCounts::default();
         for b in b"hi\n" {
-            let action = handle_exit(VcpuExit::IoOut(SERIAL_PORT, &[*b]), &mut dev, &mut counts);
+            let action = handle_exit(VcpuExit::IoOut(SERIAL_PORT, &[*b]), &mut dev, &counts);
             assert_eq!(action, Action::Continue);
         }
         assert_eq!(&*out.0.lock().unwrap(), b"hi\n");
         // LSR (offset 5) says the transmitter is empty.
         let mut lsr = [0u8];
-        handle_exit(VcpuExit::IoIn(SERIAL_PORT + 5, &mut lsr), &mut dev, &mut counts);
+        handle_exit(VcpuExit::IoIn(SERIAL_PORT + 5, &mut lsr), &mut dev, &counts);
         assert_eq!(lsr[0] & 0x20, 0x20);
-        assert_eq!(counts, ExitCounts { io_in: 1, io_out: 3, mmio: 0, other: 0 });
+        assert_eq!(counts.totals(), ExitTotals { io_in: 1, io_out: 3, mmio: 0, other: 0 });
     }
 
     #[test]
     fn exit_port_ends_the_run() {
         let (mut dev, _) = devices();
-        let mut counts = ExitCounts::default();
+        let counts = ExitCounts::default();
         let code = 3u32.to_le_bytes();
-        assert_eq!(handle_exit(VcpuExit::IoOut(EXIT_PORT, &code), &mut dev, &mut counts), Action::GuestExit(3));
+        assert_eq!(handle_exit(VcpuExit::IoOut(EXIT_PORT, &code), &mut dev, &counts), Action::GuestExit(3));
         let bad = 0x1234u32.to_le_bytes();
         assert_eq!(
-            handle_exit(VcpuExit::IoOut(EXIT_PORT, &bad), &mut dev, &mut counts),
+            handle_exit(VcpuExit::IoOut(EXIT_PORT, &bad), &mut dev, &counts),
             Action::Crash(Crash::BadExitCode(0x1234))
         );
     }
@@ -188,38 +212,38 @@ mod tests {
     #[test]
     fn unclaimed_ports_and_mmio_float_high() {
         let (mut dev, _) = devices();
-        let mut counts = ExitCounts::default();
+        let counts = ExitCounts::default();
         let mut data = [0u8; 2];
-        assert_eq!(handle_exit(VcpuExit::IoIn(0x60, &mut data), &mut dev, &mut counts), Action::Continue);
+        assert_eq!(handle_exit(VcpuExit::IoIn(0x60, &mut data), &mut dev, &counts), Action::Continue);
         assert_eq!(data, [0xff, 0xff]);
         let mut word = [0u8; 4];
-        assert_eq!(handle_exit(VcpuExit::MmioRead(0xd000_0000, &mut word), &mut dev, &mut counts), Action::Continue);
+        assert_eq!(handle_exit(VcpuExit::MmioRead(0xd000_0000, &mut word), &mut dev, &counts), Action::Continue);
         assert_eq!(word, [0xff; 4]);
-        assert_eq!(handle_exit(VcpuExit::IoOut(0x80, &[1]), &mut dev, &mut counts), Action::Continue);
+        assert_eq!(handle_exit(VcpuExit::IoOut(0x80, &[1]), &mut dev, &counts), Action::Continue);
     }
 
     #[test]
     fn input_status_reads_open_then_ended() {
         let (mut dev, _) = devices();
-        let mut counts = ExitCounts::default();
+        let counts = ExitCounts::default();
         let mut b = [0xaau8];
-        handle_exit(VcpuExit::IoIn(INPUT_STATUS_PORT, &mut b), &mut dev, &mut counts);
+        handle_exit(VcpuExit::IoIn(INPUT_STATUS_PORT, &mut b), &mut dev, &counts);
         assert_eq!(b[0], INPUT_OPEN);
     }
 
     #[test]
     fn fatal_exits_crash() {
         let (mut dev, _) = devices();
-        let mut counts = ExitCounts::default();
-        assert_eq!(handle_exit(VcpuExit::Shutdown, &mut dev, &mut counts), Action::Crash(Crash::TripleFault));
-        assert_eq!(handle_exit(VcpuExit::InternalError, &mut dev, &mut counts), Action::Crash(Crash::InternalError));
+        let counts = ExitCounts::default();
+        assert_eq!(handle_exit(VcpuExit::Shutdown, &mut dev, &counts), Action::Crash(Crash::TripleFault));
+        assert_eq!(handle_exit(VcpuExit::InternalError, &mut dev, &counts), Action::Crash(Crash::InternalError));
         assert_eq!(
-            handle_exit(VcpuExit::FailEntry(0x21, 0), &mut dev, &mut counts),
+            handle_exit(VcpuExit::FailEntry(0x21, 0), &mut dev, &counts),
             Action::Crash(Crash::FailEntry(0x21))
         );
-        assert_eq!(handle_exit(VcpuExit::Hlt, &mut dev, &mut counts), Action::Crash(Crash::Halted));
+        assert_eq!(handle_exit(VcpuExit::Hlt, &mut dev, &counts), Action::Crash(Crash::Halted));
         assert_eq!(
-            handle_exit(VcpuExit::Debug(Default::default()), &mut dev, &mut counts),
+            handle_exit(VcpuExit::Debug(Default::default()), &mut dev, &counts),
             Action::Crash(Crash::Unexpected("KVM_EXIT_DEBUG"))
         );
     }

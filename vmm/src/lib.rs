@@ -13,11 +13,16 @@ pub mod guest;
 pub mod host;
 pub mod initrd;
 pub mod layout;
+pub mod monitor;
 pub mod probe;
+pub mod recorder;
+pub mod report;
 pub mod stats;
 pub mod summary;
 pub mod terminal;
+pub mod timeline;
 pub mod vcpu;
 pub mod vm;
+pub mod watch;
 
 pub use vm::{prepare, run, Error, Outcome, RunConfig, RunReport, Vm};

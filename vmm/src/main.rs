@@ -1,6 +1,7 @@
 //! The `lde` command line: parse → config → run → exit code. Errors are printed once, as one
 //! line with their causes.
 
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -50,6 +51,15 @@ enum Command {
     /// it arrived architecturally, through a path the kernel recovers (PVM), or not at all.
     /// Exits 0 when the probe ran, whatever it found.
     Probe(ProbeArgs),
+    /// Print the live counters of a running `lde run --api-sock PATH` as JSON.
+    Stats(StatsArgs),
+}
+
+#[derive(Args)]
+struct StatsArgs {
+    /// The socket `lde run --api-sock` listens on.
+    #[arg(value_name = "PATH")]
+    socket: PathBuf,
 }
 
 #[derive(Args)]
@@ -156,6 +166,19 @@ struct RunArgs {
     /// List the built-in programs and exit.
     #[arg(long)]
     list: bool,
+    /// Show a live table of the kernel's counters while the guest runs (on a terminal it is
+    /// redrawn in place with the tail of the guest's output; piped, one line a second).
+    #[arg(long)]
+    watch: bool,
+    /// Serve the live counters as JSON on this Unix socket (read them with `lde stats PATH`).
+    #[arg(long, value_name = "PATH")]
+    api_sock: Option<PathBuf>,
+    /// Write the full report of the run as JSON (schema: docs/report.schema.json).
+    #[arg(long, value_name = "FILE.json")]
+    report: Option<PathBuf>,
+    /// Draw the run as an SVG timeline: one lane per process, ticks, system calls, faults.
+    #[arg(long, value_name = "FILE.svg")]
+    timeline: Option<PathBuf>,
     /// Guest memory in MiB.
     #[arg(long, short = 'm', value_name = "MIB", default_value_t = layout::MEM_DEFAULT_MIB,
           value_parser = clap::value_parser!(u64).range(layout::MEM_MIN_MIB..=layout::MEM_MAX_MIB))]
@@ -196,6 +219,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args, started),
         Command::Export(args) => export(args),
         Command::Probe(args) => probe(args, started),
+        Command::Stats(args) => stats(args),
     }
 }
 
@@ -257,14 +281,27 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
     };
     let host = host::detect();
     let host_line = format!("lde: host: {} on {}", host.kvm, host.cpu_model);
+    // With --watch on a terminal, the guest's output is shown under the table and printed in
+    // full when the run ends.
+    let watch_terminal = args.watch && std::io::stderr().is_terminal();
+    let captured = lde::devices::serial::SharedBuffer::default();
+    let console: Box<dyn std::io::Write + Send> =
+        if watch_terminal { Box::new(captured.clone()) } else { Box::new(std::io::stdout()) };
+    let observer = match (args.watch, watch_terminal) {
+        (false, _) => None,
+        (true, true) => Some(lde::watch::terminal(host.kvm.slug(), captured.clone())),
+        (true, false) => Some(lde::watch::piped()),
+    };
     let config = RunConfig {
+        api_sock: args.api_sock.clone(),
+        observer,
         kernel: args.kernel,
         mem_mib: args.mem,
         cmdline,
         initrd: Some(initrd),
         timeout: args.timeout,
         kvm_device: args.kvm_device,
-        console: Box::new(std::io::stdout()),
+        console,
         input: Some(libc::STDIN_FILENO),
         started,
         host,
@@ -291,8 +328,31 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
         }
         Outcome::Interrupted(signal) => eprintln!("lde: interrupted by signal {signal}; stopped the guest"),
     }
+    if watch_terminal {
+        let _ = std::io::stdout().write_all(&captured.0.lock().expect("buffer lock poisoned"));
+    }
+    if let Some(path) = &args.report {
+        let text = serde_json::to_string_pretty(&lde::report::from_run(&report)).expect("the report serializes");
+        if let Err(e) = std::fs::write(path, text + "\n") {
+            eprintln!("lde: error: cannot write the report {}: {e}", path.display());
+            return ExitCode::from(code::VMM_FAILED);
+        }
+    }
+    if let Some(path) = &args.timeline {
+        let written = match &report.recorder {
+            Some(recorder) => {
+                let title = format!("lde run on {} ({})", report.host.cpu_model, report.host.kvm.slug());
+                lde::timeline::write(recorder, &title, path).map_err(|e| e.to_string())
+            }
+            None => Err("the kernel's counters could not be read".to_string()),
+        };
+        if let Err(e) = written {
+            eprintln!("lde: error: cannot write the timeline {}: {e}", path.display());
+            return ExitCode::from(code::VMM_FAILED);
+        }
+    }
     if !args.quiet {
-        if let Some(page) = &report.stats {
+        if let Some(page) = report.stats() {
             for line in lde::summary::lines(page, report.host.kvm) {
                 eprintln!("lde: {line}");
             }
@@ -346,6 +406,8 @@ fn probe(args: ProbeArgs, started: Instant) -> ExitCode {
         input: None,
         started,
         host,
+        api_sock: None,
+        observer: None,
     };
     let report = match lde::run(config) {
         Ok(report) => report,
@@ -363,6 +425,26 @@ fn probe(args: ProbeArgs, started: Instant) -> ExitCode {
     }
     print_probe(&text);
     ExitCode::SUCCESS
+}
+
+fn stats(args: StatsArgs) -> ExitCode {
+    use std::io::Read;
+    let mut text = String::new();
+    let read = std::os::unix::net::UnixStream::connect(&args.socket).and_then(|mut s| s.read_to_string(&mut text));
+    if let Err(e) = read {
+        eprintln!("lde: error: cannot read {}: {e} (is `lde run --api-sock {}` running?)", args.socket.display(), args.socket.display());
+        return ExitCode::from(code::VMM_FAILED);
+    }
+    match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(value) => {
+            println!("{}", serde_json::to_string_pretty(&value).expect("a parsed value serializes"));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("lde: error: {} did not answer with JSON: {e}", args.socket.display());
+            ExitCode::from(code::VMM_FAILED)
+        }
+    }
 }
 
 fn print_probe(transcript: &str) {

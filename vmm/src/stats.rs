@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{fence, Ordering};
 
-use lde_abi::stats::{StatsPage, STATS_MAGIC, STATS_SYMBOL, STATS_VERSION};
+use lde_abi::stats::{Ended, Event, ProcStats, StatsPage, ENDED, EVENTS, STATS_MAGIC, STATS_SYMBOL, STATS_VERSION};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 /// Why the stats page cannot be read.
@@ -90,10 +90,13 @@ impl StatsReader {
         self.mem.read_obj(GuestAddress(self.addr.0 + seq_offset)).map_err(|_| Error::OutOfMemory(self.addr.0))
     }
 
-    /// A consistent copy of the page.
+    /// A consistent copy of the page's counters and process slots (everything before the two
+    /// rings, which stay zero in the copy: read them with [`StatsReader::events_since`] and
+    /// [`StatsReader::ended_since`]).
     pub fn snapshot(&self) -> Result<Box<StatsPage>, Error> {
         let mut page = Box::new(StatsPage::new());
-        for _ in 0..1000 {
+        let prefix = std::mem::offset_of!(StatsPage, ended_written);
+        for _ in 0..10_000 {
             let before = self.seq()?;
             if before % 2 == 1 {
                 std::thread::yield_now();
@@ -101,13 +104,8 @@ impl StatsReader {
             }
             fence(Ordering::Acquire);
             // SAFETY: StatsPage is repr(C) and made of integers only, so any bytes are a valid
-            // value; the slice covers exactly the boxed page.
-            let bytes = unsafe {
-                std::slice::from_raw_parts_mut(
-                    (&mut *page as *mut StatsPage).cast::<u8>(),
-                    std::mem::size_of::<StatsPage>(),
-                )
-            };
+            // value; the slice covers the first `prefix` bytes of the boxed page.
+            let bytes = unsafe { std::slice::from_raw_parts_mut((&mut *page as *mut StatsPage).cast::<u8>(), prefix) };
             self.mem.read_slice(bytes, self.addr).map_err(|_| Error::OutOfMemory(self.addr.0))?;
             fence(Ordering::Acquire);
             if self.seq()? == before {
@@ -115,6 +113,78 @@ impl StatsReader {
             }
         }
         Err(Error::Busy)
+    }
+
+    fn read_u64(&self, offset: usize) -> Result<u64, Error> {
+        self.mem.read_obj(GuestAddress(self.addr.0 + offset as u64)).map_err(|_| Error::OutOfMemory(self.addr.0))
+    }
+
+    /// Entries of a ring written after index `from`: each is copied and kept only if its own
+    /// sequence number still says it is entry `i` (else the kernel overwrote it meanwhile and
+    /// it counts as lost). Returns the entries, the index to continue from, and how many were
+    /// lost.
+    fn ring_since<T: Copy + Default>(
+        &self,
+        from: u64,
+        written_offset: usize,
+        ring_offset: usize,
+        len: usize,
+        seq_of: impl Fn(&T) -> u64,
+    ) -> Result<(Vec<T>, u64, u64), Error> {
+        let written = self.read_u64(written_offset)?;
+        let oldest = written.saturating_sub(len as u64);
+        let start = from.max(oldest);
+        let mut lost = start - from.min(start);
+        let mut out = Vec::with_capacity((written - start.min(written)) as usize);
+        let size = std::mem::size_of::<T>();
+        for i in start..written {
+            let at = GuestAddress(self.addr.0 + (ring_offset + (i as usize % len) * size) as u64);
+            let mut item = T::default();
+            // SAFETY: T is a plain-integer repr(C) entry (Event or Ended); any bytes are valid.
+            let bytes = unsafe { std::slice::from_raw_parts_mut((&mut item as *mut T).cast::<u8>(), size) };
+            self.mem.read_slice(bytes, at).map_err(|_| Error::OutOfMemory(self.addr.0))?;
+            fence(Ordering::Acquire);
+            if seq_of(&item) == i + 1 {
+                out.push(item);
+            } else {
+                lost += 1;
+            }
+        }
+        Ok((out, written.max(from), lost))
+    }
+
+    /// Scheduling events written after index `from`.
+    pub fn events_since(&self, from: u64) -> Result<(Vec<Event>, u64, u64), Error> {
+        self.ring_since(
+            from,
+            std::mem::offset_of!(StatsPage, events_written),
+            std::mem::offset_of!(StatsPage, events),
+            EVENTS,
+            |e: &Event| e.seq,
+        )
+    }
+
+    /// Final accounting of processes that ended after index `from`.
+    pub fn ended_since(&self, from: u64) -> Result<(Vec<ProcStats>, u64, u64), Error> {
+        let (ended, next, lost) = self.ring_since(
+            from,
+            std::mem::offset_of!(StatsPage, ended_written),
+            std::mem::offset_of!(StatsPage, ended),
+            ENDED,
+            |e: &EndedEntry| e.0.seq,
+        )?;
+        Ok((ended.into_iter().map(|e| e.0.proc).collect(), next, lost))
+    }
+}
+
+/// `Ended` with a `Default`, for reading.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+struct EndedEntry(Ended);
+
+impl Default for EndedEntry {
+    fn default() -> Self {
+        EndedEntry(Ended { seq: 0, proc: ProcStats::EMPTY })
     }
 }
 
@@ -165,5 +235,40 @@ mod tests {
         assert!(matches!(reader.snapshot(), Err(Error::BadVersion(_))));
         mem.write_obj(3u64, GuestAddress(addr + 16)).unwrap(); // seq odd: an update under way
         assert!(matches!(reader.snapshot(), Err(Error::Busy)));
+    }
+
+    #[test]
+    fn rings_are_read_from_where_the_reader_left_off() {
+        let kernel = crate::guest::KERNEL;
+        let addr = find_symbol(kernel, STATS_SYMBOL).unwrap();
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 16 << 20)]).unwrap();
+        let reader = StatsReader::new(mem.clone(), kernel).unwrap();
+        let events_at = addr + std::mem::offset_of!(StatsPage, events) as u64;
+        let written_at = addr + std::mem::offset_of!(StatsPage, events_written) as u64;
+        let write_event = |i: u64, seq: u64| {
+            let e = Event { seq, tsc: 100 + i, kind: 3, pid: 1, arg: 0 };
+            let at = events_at + (i % EVENTS as u64) * 24;
+            mem.write_obj(e.seq, GuestAddress(at)).unwrap();
+            mem.write_obj(e.tsc, GuestAddress(at + 8)).unwrap();
+            mem.write_obj(e.kind, GuestAddress(at + 16)).unwrap();
+        };
+        for i in 0..5 {
+            write_event(i, i + 1);
+        }
+        mem.write_obj(5u64, GuestAddress(written_at)).unwrap();
+        let (events, next, lost) = reader.events_since(0).unwrap();
+        assert_eq!((events.len(), next, lost), (5, 5, 0));
+        assert_eq!(events[4].tsc, 104);
+        // Two more, one of them caught mid-rewrite (seq 0): it counts as lost.
+        write_event(5, 6);
+        write_event(6, 0);
+        mem.write_obj(7u64, GuestAddress(written_at)).unwrap();
+        let (events, next, lost) = reader.events_since(next).unwrap();
+        assert_eq!((events.len(), next, lost), (1, 7, 1));
+        // The ring wrapped past the reader: everything older than one ring is lost.
+        mem.write_obj(7 + EVENTS as u64 + 3, GuestAddress(written_at)).unwrap();
+        let (_, next, lost) = reader.events_since(7).unwrap();
+        assert_eq!(next, 7 + EVENTS as u64 + 3);
+        assert!(lost >= 3, "{lost}");
     }
 }

@@ -71,7 +71,7 @@ pub fn setup_pvh(kvm: &Kvm, vcpu: &VcpuFd, boot: BootEntry) -> Result<(), kvm_io
 }
 
 /// Runs the vCPU until the guest exits, crashes, or `stop` is set.
-pub fn run(vcpu: &mut VcpuFd, devices: &mut Devices, stop: &AtomicBool, counts: &mut ExitCounts) -> VcpuEnd {
+pub fn run(vcpu: &mut VcpuFd, devices: &mut Devices, stop: &AtomicBool, counts: &ExitCounts) -> VcpuEnd {
     loop {
         if stop.load(Ordering::Acquire) {
             return VcpuEnd::Stopped;

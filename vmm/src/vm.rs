@@ -26,7 +26,9 @@ use vmm_sys_util::timerfd::TimerFd;
 
 use crate::boot;
 use crate::devices::{new_serial, Devices, ExitPort, InputStatus, SerialDevice, SerialInput};
-use crate::exit::{Crash, ExitCounts};
+use crate::exit::{Crash, ExitCounts, ExitTotals};
+use crate::monitor::{ApiError, ApiServer, Observer, Poller, Shared};
+use crate::recorder::Recorder;
 use crate::host::HostInfo;
 use crate::layout;
 use crate::stats::StatsReader;
@@ -57,6 +59,10 @@ pub struct RunConfig {
     pub started: Instant,
     /// The host, as [`crate::host::detect`] found it.
     pub host: HostInfo,
+    /// Serve the live report as JSON on this Unix socket.
+    pub api_sock: Option<PathBuf>,
+    /// Called after every read of the stats page while the guest runs.
+    pub observer: Option<Observer>,
 }
 
 /// How a run ended.
@@ -85,7 +91,6 @@ impl Outcome {
 }
 
 /// Everything lde learned from one run.
-#[derive(Debug)]
 pub struct RunReport {
     pub outcome: Outcome,
     pub host: HostInfo,
@@ -94,10 +99,17 @@ pub struct RunReport {
     pub banner_after: Option<Duration>,
     /// From process start to the end of the run.
     pub ended_after: Duration,
-    pub exits: ExitCounts,
+    pub exits: ExitTotals,
     pub serial_bytes: u64,
-    /// The kernel's counters at the end, if its stats page could be read.
-    pub stats: Option<Box<StatsPage>>,
+    /// What was read from the kernel's stats page, if it could be read.
+    pub recorder: Option<Recorder>,
+}
+
+impl RunReport {
+    /// The kernel's counters at the end of the run.
+    pub fn stats(&self) -> Option<&StatsPage> {
+        self.recorder.as_ref().and_then(|r| r.last.as_deref())
+    }
 }
 
 /// Why lde could not run the guest at all.
@@ -127,6 +139,8 @@ pub enum Error {
     Host(&'static str, #[source] io::Error),
     #[error("the vCPU failed")]
     VcpuRun(#[source] kvm_ioctls::Error),
+    #[error("cannot serve the API socket")]
+    Api(#[source] ApiError),
 }
 
 impl Error {
@@ -140,7 +154,9 @@ impl Error {
             | Error::KvmCapability(_) => code::KVM_UNAVAILABLE,
             Error::KernelRead(..) | Error::Kernel(..) => code::BAD_IMAGE,
             Error::MemSize(_) => code::USAGE,
-            Error::Memory(..) | Error::Setup(..) | Error::Host(..) | Error::VcpuRun(_) => code::VMM_FAILED,
+            Error::Memory(..) | Error::Setup(..) | Error::Host(..) | Error::VcpuRun(_) | Error::Api(_) => {
+                code::VMM_FAILED
+            }
         }
     }
 }
@@ -197,6 +213,10 @@ pub struct Vm {
     _mem: GuestMemoryMmap,
     serial: Arc<Mutex<SerialDevice>>,
     stats: Option<StatsReader>,
+    api: Option<ApiServer>,
+    shared: Option<Shared>,
+    observer: Option<Observer>,
+    exits: Arc<ExitCounts>,
     tsc_khz: Option<u32>,
     timeout: Option<Duration>,
     input: Option<RawFd>,
@@ -249,12 +269,32 @@ pub fn prepare(config: RunConfig) -> Result<Vm, Error> {
             None
         }
     };
+    let exits = Arc::new(ExitCounts::default());
+    let shared = stats.clone().map(|reader| Shared {
+        recorder: Arc::new(Mutex::new(Recorder::new(reader))),
+        exits: exits.clone(),
+        started: config.started,
+        host: config.host.clone(),
+        tsc_khz,
+    });
+    let api = match (&config.api_sock, &shared) {
+        (Some(path), Some(shared)) => Some(ApiServer::bind(path, shared.clone()).map_err(Error::Api)?),
+        (Some(_), None) => {
+            log::warn!("--api-sock: this kernel exports no counters; nothing to serve");
+            None
+        }
+        (None, _) => None,
+    };
     Ok(Vm {
         vcpu_fd,
         _vm: vm,
         _mem: mem,
         serial,
         stats,
+        api,
+        shared,
+        observer: config.observer,
+        exits,
         tsc_khz,
         timeout: config.timeout,
         input: config.input,
@@ -267,7 +307,9 @@ impl Vm {
     /// Runs the vCPU on its own thread until the guest ends, the timeout expires or a signal
     /// arrives.
     pub fn run(self) -> Result<RunReport, Error> {
-        let Vm { mut vcpu_fd, _vm, _mem, serial, stats, tsc_khz, timeout, input, started, host } = self;
+        let Vm { mut vcpu_fd, _vm, _mem, serial, stats, api, shared, observer, exits, tsc_khz, timeout, input, started, host } =
+            self;
+        let _ = stats;
 
         // SIGINT and SIGTERM are read from a signalfd by the event loop; block them before the vCPU
         // thread exists so that it inherits the mask and never takes them.
@@ -283,13 +325,13 @@ impl Vm {
             let done = vcpu_done.try_clone().map_err(|e| Error::Host("eventfd", e))?;
             let mut devices =
                 Devices { serial: serial.clone(), exit_port: ExitPort, input_status: input_status.clone() };
+            let counts = exits.clone();
             std::thread::Builder::new()
                 .name("vcpu0".into())
                 .spawn(move || {
-                    let mut counts = ExitCounts::default();
-                    let end = vcpu::run(&mut vcpu_fd, &mut devices, &stop, &mut counts);
+                    let end = vcpu::run(&mut vcpu_fd, &mut devices, &stop, &counts);
                     let _ = done.write(1);
-                    (end, counts, vcpu_fd)
+                    (end, vcpu_fd)
                 })
                 .map_err(|e| Error::Host("vCPU thread", e))?
         };
@@ -301,6 +343,15 @@ impl Vm {
         if let Some(fd) = input {
             events.add_subscriber(Arc::new(Mutex::new(SerialInput::new(serial.clone(), fd, input_status.clone()))));
         }
+        if let Some(shared) = &shared {
+            let poller = Poller::new(shared.clone(), observer).map_err(|e| Error::Host("stats poller", e))?;
+            events.add_subscriber(Arc::new(Mutex::new(poller)));
+        }
+        let api = api.map(|api| {
+            let api = Arc::new(Mutex::new(api));
+            events.add_subscriber(api.clone());
+            api
+        });
         let host_stop = loop {
             if let Err(e) = events.run() {
                 log::warn!("event loop: {e:?}");
@@ -317,22 +368,28 @@ impl Vm {
             let _ = vcpu_thread.kill(SIGRTMIN());
             std::thread::sleep(Duration::from_millis(1));
         }
-        let (end, exits, vcpu_fd) = vcpu_thread.join().expect("the vCPU thread does not panic");
+        let (end, vcpu_fd) = vcpu_thread.join().expect("the vCPU thread does not panic");
         let ended_after = started.elapsed();
-        let stats = stats.as_ref().and_then(|reader| match reader.snapshot() {
-            Ok(page) => Some(page),
-            Err(e) => {
-                log::warn!("cannot read the kernel's counters: {e}");
-                None
+        drop(events);
+        drop(api);
+        let recorder = shared.and_then(|shared| {
+            let mut recorder = Arc::try_unwrap(shared.recorder).ok()?.into_inner().ok()?;
+            match recorder.poll() {
+                Ok(()) => Some(recorder),
+                Err(e) => {
+                    log::warn!("cannot read the kernel's counters: {e}");
+                    None
+                }
             }
         });
+        let stats = recorder.as_ref().and_then(|r| r.last.as_deref());
 
         let outcome = match (host_stop, end) {
             (_, VcpuEnd::GuestExit(c)) => Outcome::GuestExit(c),
             (_, VcpuEnd::Crash(crash, registers)) => Outcome::Crashed { crash, registers },
             (_, VcpuEnd::Error(e)) => return Err(Error::VcpuRun(e)),
             (StopReason::Timeout(after), VcpuEnd::Stopped) => {
-                Outcome::Timeout { after, held_by: who_held_the_cpu(&vcpu_fd, stats.as_deref()) }
+                Outcome::Timeout { after, held_by: who_held_the_cpu(&vcpu_fd, stats) }
             }
             (StopReason::Signal(s), VcpuEnd::Stopped) => Outcome::Interrupted(s),
             (StopReason::VcpuDone, VcpuEnd::Stopped) => unreachable!("the vCPU stops on its own only with an end"),
@@ -345,9 +402,9 @@ impl Vm {
             tsc_khz,
             banner_after,
             ended_after,
-            exits,
+            exits: exits.totals(),
             serial_bytes: console.writer().bytes(),
-            stats,
+            recorder,
         })
     }
 }

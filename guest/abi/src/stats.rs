@@ -20,7 +20,9 @@ pub const NAME_MAX: usize = 16;
 /// System-call numbers counted (room beyond `syscall::COUNT`).
 pub const CALLS_MAX: usize = 16;
 /// Events in the ring (a power of two).
-pub const EVENTS: usize = 4096;
+pub const EVENTS: usize = 16384;
+/// Entries in the ring of ended processes (a power of two).
+pub const ENDED: usize = 64;
 
 /// Timer modes in [`StatsPage::timer_mode`].
 pub const TIMER_NONE: u32 = 0;
@@ -129,7 +131,19 @@ impl ProcStats {
     }
 }
 
+/// A process's final accounting, in the ring of ended processes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ended {
+    /// 1 + the index of this entry since boot (0 = never written or being rewritten).
+    pub seq: u64,
+    pub proc: ProcStats,
+}
+
 /// The stats page.
+///
+/// Everything before `ended_written` is covered by `seq`; the two rings after it carry a
+/// sequence number per entry instead, so a reader copies only what is new.
 #[repr(C, align(4096))]
 #[derive(Clone, Copy)]
 pub struct StatsPage {
@@ -180,6 +194,9 @@ pub struct StatsPage {
     pub finished: u32,
     pub exit_code: u32,
     pub procs: [ProcStats; MAX_PROCS],
+    /// Processes ended since boot; the newest is at `(ended_written - 1) % ENDED`.
+    pub ended_written: u64,
+    pub ended: [Ended; ENDED],
     /// Events written since boot; the newest is at `(events_written - 1) % EVENTS`.
     pub events_written: u64,
     pub events: [Event; EVENTS],
@@ -219,6 +236,8 @@ impl StatsPage {
             finished: 0,
             exit_code: 0,
             procs: [ProcStats::EMPTY; MAX_PROCS],
+            ended_written: 0,
+            ended: [Ended { seq: 0, proc: ProcStats::EMPTY }; ENDED],
             events_written: 0,
             events: [Event { seq: 0, tsc: 0, kind: 0, pid: 0, arg: 0 }; EVENTS],
         }
@@ -233,6 +252,7 @@ impl Default for StatsPage {
 
 const _: () = assert!(core::mem::size_of::<Event>() == 24);
 const _: () = assert!(EVENTS.is_power_of_two());
+const _: () = assert!(ENDED.is_power_of_two());
 const _: () = assert!(crate::syscall::COUNT as usize <= CALLS_MAX);
 
 impl core::fmt::Debug for StatsPage {

@@ -1,6 +1,8 @@
-//! Names of the x86 exception vectors, as the kernel prints them (`trap=#GP`).
+//! Names of the x86 exception vectors, as the kernel prints them (`trap=#GP`), and of the
+//! vectors lde's kernel uses for interrupts (timer 0x20, serial 0x24, the masked PICs at 0x30,
+//! `int 0x80`, spurious 0xff).
 
-/// The mnemonic of an exception vector (`#GP`), `IRQ` for vectors 32 and above.
+/// The mnemonic of an exception vector (`#GP`), or the name of an interrupt vector.
 pub fn mnemonic(vector: u64) -> &'static str {
     match vector {
         0 => "#DE",
@@ -28,7 +30,11 @@ pub fn mnemonic(vector: u64) -> &'static str {
         29 => "#VC",
         30 => "#SX",
         15 | 22..=27 | 31 => "#RESERVED",
+        0x20 => "TIMER",
+        0x24 => "SERIAL",
+        0x30..=0x3f => "PIC",
         0x80 => "INT80",
+        0xff => "SPURIOUS",
         _ => "IRQ",
     }
 }
@@ -43,7 +49,8 @@ mod tests {
         assert_eq!(mnemonic(13), "#GP");
         assert_eq!(mnemonic(14), "#PF");
         assert_eq!(mnemonic(15), "#RESERVED");
-        assert_eq!(mnemonic(0x20), "IRQ");
+        assert_eq!(mnemonic(0x20), "TIMER");
+        assert_eq!(mnemonic(0x21), "IRQ");
         assert_eq!(mnemonic(0x80), "INT80");
     }
 }

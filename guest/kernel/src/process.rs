@@ -428,6 +428,7 @@ pub unsafe fn end_current(end: End) -> ! {
         let slot = k.procs.end_current(end).expect("a process is running");
         let p = k.procs.get(slot);
         let now = rdtsc();
+        stats::update(|page| stats::record_end(page, p));
         match end {
             End::Exited(status) => {
                 println!("exit pid={} name={} status={status}", p.pid, p.name());

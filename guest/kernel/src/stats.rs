@@ -5,8 +5,8 @@
 use core::sync::atomic::{compiler_fence, Ordering};
 
 use lde_abi::stats::{
-    ProcStats, StatsPage, END_EXITED, END_KILLED, END_NONE, EVENTS, NAME_MAX, STATE_FREE, STATE_READING, STATE_READY,
-    STATE_RUNNING, STATE_SLEEPING, STATE_ZOMBIE,
+    ProcStats, StatsPage, ENDED, END_EXITED, END_KILLED, END_NONE, EVENTS, NAME_MAX, STATE_FREE, STATE_READING,
+    STATE_READY, STATE_RUNNING, STATE_SLEEPING, STATE_ZOMBIE,
 };
 use lde_abi::syscall::NAMES;
 use lde_kcore::proc::{End, Proc, State};
@@ -86,9 +86,8 @@ fn state_code(state: State) -> u32 {
     }
 }
 
-/// Copies a process's bookkeeping into its slot of the page.
-pub fn publish(page: &mut StatsPage, slot: usize, p: &Proc) {
-    let out = &mut page.procs[slot];
+/// A process's bookkeeping in the page's form.
+fn proc_stats(p: &Proc) -> ProcStats {
     let mut name = [0u8; NAME_MAX];
     let n = p.name().len().min(NAME_MAX);
     name[..n].copy_from_slice(&p.name().as_bytes()[..n]);
@@ -99,7 +98,7 @@ pub fn publish(page: &mut StatsPage, slot: usize, p: &Proc) {
     };
     let mut syscalls = [0; lde_abi::stats::CALLS_MAX];
     syscalls[..p.acct.syscalls.len()].copy_from_slice(&p.acct.syscalls);
-    *out = ProcStats {
+    ProcStats {
         pid: p.pid,
         state: state_code(p.state),
         name,
@@ -113,7 +112,26 @@ pub fn publish(page: &mut StatsPage, slot: usize, p: &Proc) {
         end,
         end_value,
         end_rip,
-    };
+    }
+}
+
+/// Copies a process's bookkeeping into its slot of the page.
+pub fn publish(page: &mut StatsPage, slot: usize, p: &Proc) {
+    page.procs[slot] = proc_stats(p);
+}
+
+/// Appends an ended process's final accounting to the ring of ended processes.
+pub fn record_end(page: &mut StatsPage, p: &Proc) {
+    let n = page.ended_written;
+    let entry = &mut page.ended[(n as usize) & (ENDED - 1)];
+    // SAFETY: the entry is in the live page; seq 0 marks it as being rewritten.
+    unsafe { core::ptr::write_volatile(&mut entry.seq, 0) };
+    compiler_fence(Ordering::SeqCst);
+    entry.proc = proc_stats(p);
+    compiler_fence(Ordering::SeqCst);
+    // SAFETY: as above.
+    unsafe { core::ptr::write_volatile(&mut entry.seq, n + 1) };
+    page.ended_written = n + 1;
 }
 
 /// Prints a process's accounting as one `acct` line.

@@ -1,0 +1,191 @@
+//! Seeing and measuring: the host's view of the kernel's counters (report, live API, watch,
+//! timeline) agrees with the kernel's own accounting.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{kvm_available, lde, lde_bin, repo_root, stats, Output};
+use serde_json::Value;
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lde-observe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn validate(report: &Value) {
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo_root().join("docs/report.schema.json")).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
+    let errors: Vec<String> = validator.iter_errors(report).map(|e| format!("{e} at {}", e.instance_path())).collect();
+    assert!(errors.is_empty(), "the report does not match docs/report.schema.json:\n{}", errors.join("\n"));
+}
+
+fn count(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
+}
+
+#[test]
+fn the_report_agrees_with_the_kernel_and_its_schema() {
+    if !kvm_available("the_report_agrees_with_the_kernel_and_its_schema") {
+        return;
+    }
+    const N: u64 = 300; // getpid calls per door
+    const K: u64 = 40; // pingpong round trips
+    let path = temp("report.json");
+    let calls = format!("calls {N}");
+    let pingpong = format!("pingpong {K}");
+    let out = lde(&["run", "--report", path.to_str().unwrap(), &calls, "bad-ud2", "bad-kread", &pingpong, "bad-cli"]);
+    assert_eq!(out.status, Some(1), "three processes were killed: {out:?}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    validate(&report);
+
+    assert_eq!(report["outcome"]["kind"], "exited");
+    assert_eq!(report["outcome"]["exit_code"], 1);
+    let g = &report["guest"];
+    // The doors and the calls, exactly as the kernel printed them.
+    let doors = stats(&out, "doors");
+    assert_eq!(count(&g["doors"]["syscall_recovered"]), doors["syscall.recovered"]);
+    assert_eq!(count(&g["doors"]["syscall_architectural"]), doors["syscall.arch"]);
+    assert_eq!(count(&g["doors"]["int80_recovered"]), doors["int80.recovered"]);
+    assert_eq!(count(&g["doors"]["int80_architectural"]), doors["int80.arch"]);
+    assert_eq!(count(&g["doors"]["int80_recovered"]) + count(&g["doors"]["int80_architectural"]), N);
+    let calls = stats(&out, "calls");
+    for (name, n) in &calls {
+        let reported = g["syscalls"].get(name).map_or(0, count);
+        assert_eq!(reported, *n, "syscall {name}");
+    }
+    assert_eq!(count(&g["syscalls"]["getpid"]), 2 * N + 1 + 2, "calls' and both pingpongs' getpid");
+    assert_eq!(count(&g["syscalls"]["yield"]), 2 * K);
+    let sched = stats(&out, "sched");
+    assert_eq!(count(&g["scheduler"]["kills"]), 3);
+    assert_eq!(count(&g["scheduler"]["kills"]), sched["kills"]);
+    assert_eq!(count(&g["scheduler"]["switches"]), sched["switches"]);
+    assert_eq!(count(&g["timer"]["ticks"]), sched["ticks"]);
+    // Every trap vector the kernel counted.
+    let traps = stats(&out, "traps");
+    for t in g["traps"].as_array().unwrap() {
+        let key = format!("{}:{}", t["vector"], t["name"].as_str().unwrap());
+        assert_eq!(count(&t["count"]), traps[&key], "{key}");
+    }
+    // Every process, with its end as the kernel printed it.
+    let procs = g["processes"].as_array().unwrap();
+    assert_eq!(procs.len(), 6, "calls, 3 killed, 2 pingpongs");
+    for p in procs {
+        let (pid, name) = (p["pid"].as_u64().unwrap(), p["name"].as_str().unwrap());
+        match p["end"].as_str() {
+            Some("killed") => {
+                let line = format!("killed pid={pid} name={name} trap={} rip=0x{:x}", p["trap"].as_str().unwrap(), count(&p["rip"]));
+                assert!(out.lines().contains(&line.as_str()), "{line} in {out:?}");
+                assert_eq!(count(&p["faults"]), 1);
+            }
+            Some("exited") => {
+                let line = format!("exit pid={pid} name={name} status={}", p["status"]);
+                assert!(out.lines().contains(&line.as_str()), "{line}");
+            }
+            other => panic!("process {pid} did not end: {other:?}"),
+        }
+    }
+    let yields: u64 = procs.iter().filter(|p| p["name"] == "pingpong").map(|p| count(&p["voluntary_switches"])).sum();
+    assert_eq!(yields, 2 * K);
+    assert_eq!(count(&g["events"]["lost"]), 0);
+    assert_eq!(count(&g["frames_in_use"]), 0);
+    assert!(count(&report["vm_exits"]["total"]) > 0);
+    std::fs::remove_file(&path).ok();
+}
+
+#[test]
+fn lde_stats_reads_counters_that_grow() {
+    if !kvm_available("lde_stats_reads_counters_that_grow") {
+        return;
+    }
+    let sock = temp("api.sock");
+    let mut run = Command::new(lde_bin())
+        .args(["run", "-q", "--api-sock", sock.to_str().unwrap(), "counter 3000", "pingpong 100000"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let read = || -> Value {
+        let out = Command::new(lde_bin()).args(["stats", sock.to_str().unwrap()]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let mut waited = Duration::ZERO;
+    while !sock.exists() && waited < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+        waited += Duration::from_millis(50);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let first = read();
+    std::thread::sleep(Duration::from_millis(700));
+    let second = read();
+    // SAFETY: sends SIGTERM to the child we spawned and still own.
+    unsafe { libc::kill(run.id() as i32, libc::SIGTERM) };
+    let status = run.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "SIGTERM stops lde cleanly");
+    validate(&first);
+    assert!(first["outcome"].is_null(), "still running");
+    let ticks = |v: &Value| count(&v["guest"]["timer"]["ticks"]);
+    let yields = |v: &Value| v["guest"]["syscalls"].get("yield").map_or(0, count);
+    assert!(ticks(&second) > ticks(&first), "ticks {} then {}", ticks(&first), ticks(&second));
+    assert!(yields(&second) > yields(&first), "yields {} then {}", yields(&first), yields(&second));
+    assert!(!sock.exists(), "lde removes its socket when it ends");
+}
+
+#[test]
+fn an_api_socket_that_exists_is_refused() {
+    if !kvm_available("an_api_socket_that_exists_is_refused") {
+        return;
+    }
+    let path = temp("taken.sock");
+    std::fs::write(&path, b"").unwrap();
+    let out = lde(&["run", "--api-sock", path.to_str().unwrap(), "hello"]);
+    assert_eq!(out.status, Some(74), "{out:?}");
+    assert!(out.stderr.contains("already exists: remove it or choose another --api-sock path"), "{}", out.stderr);
+    std::fs::remove_file(&path).ok();
+    let out = lde(&["stats", path.to_str().unwrap()]);
+    assert_eq!(out.status, Some(74), "{out:?}");
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+}
+
+#[test]
+fn the_timeline_has_one_lane_per_process() {
+    if !kvm_available("the_timeline_has_one_lane_per_process") {
+        return;
+    }
+    let path = temp("timeline.svg");
+    let out = lde(&["run", "-q", "--timeline", path.to_str().unwrap(), "spin 500", "counter 500", "pingpong 30", "bad-ud2", "hello"]);
+    assert_eq!(out.status, Some(1), "{out:?}");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let doc = roxmltree::Document::parse(&text).expect("the timeline is well-formed XML");
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    let lanes: Vec<u64> = doc
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("lane"))
+        .map(|n| n.attribute("data-pid").unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(lanes, vec![1, 2, 3, 4, 5, 6], "spin, counter, pingpong, bad-ud2, hello, pingpong's partner");
+    let slices = doc.descendants().filter(|n| n.attribute("class") == Some("slice")).count();
+    assert!(slices >= 6, "every process ran at least once: {slices}");
+    assert_eq!(doc.descendants().filter(|n| n.attribute("class") == Some("fault")).count(), 1);
+    assert!(doc.descendants().any(|n| n.attribute("class") == Some("kernel")));
+    std::fs::remove_file(&path).ok();
+}
+
+#[test]
+fn watch_prints_status_lines_when_piped() {
+    if !kvm_available("watch_prints_status_lines_when_piped") {
+        return;
+    }
+    let out: Output = lde(&["run", "-q", "--watch", "spin 2500"]);
+    assert_eq!(out.status, Some(0), "{out:?}");
+    let status: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("lde: watch ")).collect();
+    assert!(status.len() >= 2, "{}", out.stderr);
+    assert!(status.iter().all(|l| l.contains(" ticks=") && l.contains(" switches=")), "{status:?}");
+    assert!(out.stdout.contains("spin: done"), "the guest's output still reaches stdout: {out:?}");
+}

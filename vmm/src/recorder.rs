@@ -1,0 +1,72 @@
+//! Follows the kernel's stats page during a run: the latest counters, every scheduling event,
+//! and the final accounting of every process, read without stopping the guest.
+
+use std::collections::BTreeMap;
+
+use lde_abi::stats::{Event, ProcStats, StatsPage, STATE_FREE};
+
+use crate::stats::{Error, StatsReader};
+
+/// Most events kept for one run (about 24 MiB); later ones are counted as dropped.
+pub const MAX_EVENTS: usize = 1_000_000;
+
+/// What has been read so far.
+pub struct Recorder {
+    reader: StatsReader,
+    events_from: u64,
+    ended_from: u64,
+    /// Events in the order the kernel wrote them.
+    pub events: Vec<Event>,
+    /// Events the kernel overwrote before lde read them, or beyond [`MAX_EVENTS`].
+    pub events_lost: u64,
+    /// Processes that ended, by pid.
+    pub ended: BTreeMap<u32, ProcStats>,
+    /// Ended processes whose entry was overwritten before lde read it.
+    pub ended_lost: u64,
+    /// The latest counters.
+    pub last: Option<Box<StatsPage>>,
+}
+
+impl Recorder {
+    pub fn new(reader: StatsReader) -> Recorder {
+        Recorder {
+            reader,
+            events_from: 0,
+            ended_from: 0,
+            events: Vec::new(),
+            events_lost: 0,
+            ended: BTreeMap::new(),
+            ended_lost: 0,
+            last: None,
+        }
+    }
+
+    /// Reads what is new.
+    pub fn poll(&mut self) -> Result<(), Error> {
+        let (events, next, lost) = self.reader.events_since(self.events_from)?;
+        self.events_from = next;
+        self.events_lost += lost;
+        let room = MAX_EVENTS.saturating_sub(self.events.len());
+        self.events_lost += events.len().saturating_sub(room) as u64;
+        self.events.extend(events.into_iter().take(room));
+        let (ended, next, lost) = self.reader.ended_since(self.ended_from)?;
+        self.ended_from = next;
+        self.ended_lost += lost;
+        for p in ended {
+            self.ended.insert(p.pid, p);
+        }
+        self.last = Some(self.reader.snapshot()?);
+        Ok(())
+    }
+
+    /// Every process seen: the ended ones and those still in the table, by pid.
+    pub fn processes(&self) -> Vec<ProcStats> {
+        let mut all = self.ended.clone();
+        if let Some(page) = &self.last {
+            for p in page.procs.iter().filter(|p| p.state != STATE_FREE && p.pid != 0) {
+                all.entry(p.pid).or_insert(*p);
+            }
+        }
+        all.into_values().collect()
+    }
+}

@@ -1,0 +1,264 @@
+//! The machine-readable report of a run (`lde run --report FILE.json`, and what
+//! `--api-sock` serves while the guest runs). Its schema is `docs/report.schema.json`.
+
+use std::collections::BTreeMap;
+
+use lde_abi::stats::{
+    ProcStats, StatsPage, END_EXITED, END_KILLED, STATE_READING, STATE_READY, STATE_RUNNING, STATE_SLEEPING,
+    STATE_ZOMBIE, TIMER_DEADLINE, TIMER_PERIODIC,
+};
+use lde_abi::syscall::NAMES;
+use lde_kcore::trap::mnemonic;
+use serde::Serialize;
+
+use crate::exit::ExitTotals;
+use crate::host::HostInfo;
+use crate::recorder::Recorder;
+
+/// The value of the report's `schema` field.
+pub const SCHEMA: &str = "lde-report/1";
+
+#[derive(Serialize)]
+pub struct Report {
+    pub schema: &'static str,
+    pub lde_version: &'static str,
+    pub host: Host,
+    /// `null` while the guest still runs.
+    pub outcome: Option<Outcome>,
+    pub timing: Timing,
+    pub vm_exits: VmExits,
+    /// `null` when the kernel's stats page could not be read.
+    pub guest: Option<Guest>,
+}
+
+#[derive(Serialize)]
+pub struct Host {
+    /// `hardware-vmx`, `hardware-svm`, `nested-vmx`, `nested-svm`, `pvm` or `unknown`.
+    pub kvm: &'static str,
+    pub kvm_description: String,
+    pub cpu_model: String,
+    /// KVM_GET_TSC_KHZ, when KVM answers it.
+    pub tsc_khz: Option<u32>,
+}
+
+#[derive(Serialize)]
+pub struct Outcome {
+    /// `exited`, `crashed`, `timeout` or `interrupted`.
+    pub kind: &'static str,
+    /// The exit status of `lde`.
+    pub exit_code: u8,
+    pub detail: String,
+}
+
+#[derive(Serialize)]
+pub struct Timing {
+    /// From lde's start to the kernel's banner.
+    pub banner_ms: Option<f64>,
+    /// From lde's start to the end of the run (or to now, while it runs).
+    pub elapsed_ms: f64,
+}
+
+#[derive(Serialize)]
+pub struct VmExits {
+    /// Exits lde handled itself, by reason.
+    pub handled_by_lde: ExitTotals,
+    pub total: u64,
+}
+
+#[derive(Serialize)]
+pub struct Guest {
+    pub tsc_hz: u64,
+    pub uptime_ms: f64,
+    pub idle_ms: f64,
+    pub timer: Timer,
+    pub doors: Doors,
+    /// Traps by vector (only vectors taken at least once).
+    pub traps: Vec<Trap>,
+    /// System calls by name.
+    pub syscalls: BTreeMap<&'static str, u64>,
+    pub scheduler: Scheduler,
+    pub processes: Vec<Process>,
+    pub events: EventCounts,
+    pub frames_in_use: u64,
+}
+
+#[derive(Serialize)]
+pub struct Timer {
+    /// `none`, `periodic` or `deadline`.
+    pub mode: &'static str,
+    pub hz: u32,
+    pub slice_ticks: u32,
+    pub ticks: u64,
+}
+
+#[derive(Serialize)]
+pub struct Doors {
+    pub syscall_architectural: u64,
+    pub syscall_recovered: u64,
+    pub int80_architectural: u64,
+    pub int80_recovered: u64,
+}
+
+#[derive(Serialize)]
+pub struct Trap {
+    pub vector: u32,
+    pub name: &'static str,
+    pub count: u64,
+}
+
+#[derive(Serialize)]
+pub struct Scheduler {
+    pub switches: u64,
+    pub kills: u64,
+    pub spawned: u64,
+    /// Mean TSC cycles of the kernel's timer handler.
+    pub tick_cycles_mean: Option<u64>,
+    /// Mean TSC cycles of the scheduler's part of a context switch.
+    pub switch_cycles_mean: Option<u64>,
+}
+
+#[derive(Serialize)]
+pub struct Process {
+    pub pid: u32,
+    pub name: String,
+    /// `ready`, `running`, `sleeping`, `reading`, `ended`.
+    pub state: &'static str,
+    /// `exited`, `killed`, or `null` while it lives.
+    pub end: Option<&'static str>,
+    /// Exit status when it exited.
+    pub status: Option<u32>,
+    /// The trap that killed it (`#GP`) and where.
+    pub trap: Option<&'static str>,
+    pub rip: Option<u64>,
+    pub ticks: u64,
+    pub scheduled: u64,
+    pub voluntary_switches: u64,
+    pub involuntary_switches: u64,
+    pub faults: u64,
+    pub user_cycles: u64,
+    pub syscalls: BTreeMap<&'static str, u64>,
+}
+
+#[derive(Serialize)]
+pub struct EventCounts {
+    pub written: u64,
+    pub recorded: u64,
+    pub lost: u64,
+}
+
+fn calls(counts: &[u64]) -> BTreeMap<&'static str, u64> {
+    NAMES.iter().zip(counts).filter(|(_, &n)| n != 0).map(|(name, &n)| (*name, n)).collect()
+}
+
+fn process(p: &ProcStats) -> Process {
+    let state = match p.state {
+        STATE_READY => "ready",
+        STATE_RUNNING => "running",
+        STATE_SLEEPING => "sleeping",
+        STATE_READING => "reading",
+        STATE_ZOMBIE => "ended",
+        _ => "ended",
+    };
+    let (end, status, trap, rip) = match p.end {
+        END_EXITED => (Some("exited"), Some(p.end_value), None, None),
+        END_KILLED => (Some("killed"), None, Some(mnemonic(u64::from(p.end_value))), Some(p.end_rip)),
+        _ => (None, None, None, None),
+    };
+    Process {
+        pid: p.pid,
+        name: p.name().to_string(),
+        state: if end.is_some() { "ended" } else { state },
+        end,
+        status,
+        trap,
+        rip,
+        ticks: p.ticks,
+        scheduled: p.scheduled,
+        voluntary_switches: p.voluntary,
+        involuntary_switches: p.involuntary,
+        faults: p.faults,
+        user_cycles: p.user_cycles,
+        syscalls: calls(&p.syscalls),
+    }
+}
+
+fn mean(total: u64, count: u64) -> Option<u64> {
+    (count > 0).then(|| total / count)
+}
+
+/// The guest part of the report, from the recorder's latest page.
+pub fn guest(recorder: &Recorder) -> Option<Guest> {
+    let page: &StatsPage = recorder.last.as_deref()?;
+    let ms = |cycles: u64| cycles as f64 * 1000.0 / page.tsc_hz.max(1) as f64;
+    Some(Guest {
+        tsc_hz: page.tsc_hz,
+        uptime_ms: ms(page.now_tsc.saturating_sub(page.boot_tsc)),
+        idle_ms: ms(page.idle_cycles),
+        timer: Timer {
+            mode: match page.timer_mode {
+                TIMER_PERIODIC => "periodic",
+                TIMER_DEADLINE => "deadline",
+                _ => "none",
+            },
+            hz: page.timer_hz,
+            slice_ticks: page.slice_ticks,
+            ticks: page.ticks,
+        },
+        doors: Doors {
+            syscall_architectural: page.syscall_arch,
+            syscall_recovered: page.syscall_recovered,
+            int80_architectural: page.int80_arch,
+            int80_recovered: page.int80_recovered,
+        },
+        traps: page
+            .traps
+            .iter()
+            .enumerate()
+            .filter(|(_, &n)| n != 0)
+            .map(|(v, &n)| Trap { vector: v as u32, name: mnemonic(v as u64), count: n })
+            .collect(),
+        syscalls: calls(&page.calls),
+        scheduler: Scheduler {
+            switches: page.switches,
+            kills: page.kills,
+            spawned: page.spawned,
+            tick_cycles_mean: mean(page.tick_cycles, page.tick_count),
+            switch_cycles_mean: mean(page.switch_cycles, page.switch_count),
+        },
+        processes: recorder.processes().iter().map(process).collect(),
+        events: EventCounts {
+            written: page.events_written,
+            recorded: recorder.events.len() as u64,
+            lost: recorder.events_lost,
+        },
+        frames_in_use: page.frames_in_use,
+    })
+}
+
+/// The host part of the report.
+pub fn host(host: &HostInfo, tsc_khz: Option<u32>) -> Host {
+    Host { kvm: host.kvm.slug(), kvm_description: host.kvm.to_string(), cpu_model: host.cpu_model.clone(), tsc_khz }
+}
+
+/// The report of a finished run.
+pub fn from_run(run: &crate::RunReport) -> Report {
+    use crate::Outcome as O;
+    let (kind, detail) = match &run.outcome {
+        O::GuestExit(code) => ("exited", format!("the guest shut down with code {code}")),
+        O::Crashed { crash, .. } => ("crashed", crash.to_string()),
+        O::Timeout { after, held_by } => ("timeout", format!("still running after {} s: {held_by}", after.as_secs_f64())),
+        O::Interrupted(signal) => ("interrupted", format!("stopped by signal {signal}")),
+    };
+    Report {
+        schema: SCHEMA,
+        lde_version: env!("CARGO_PKG_VERSION"),
+        host: host(&run.host, run.tsc_khz),
+        outcome: Some(Outcome { kind, exit_code: run.outcome.exit_code(), detail }),
+        timing: Timing {
+            banner_ms: run.banner_after.map(|d| d.as_secs_f64() * 1e3),
+            elapsed_ms: run.ended_after.as_secs_f64() * 1e3,
+        },
+        vm_exits: VmExits { handled_by_lde: run.exits, total: run.exits.total() },
+        guest: run.recorder.as_ref().and_then(guest),
+    }
+}
