@@ -78,7 +78,11 @@ fn the_report_agrees_with_the_kernel_and_its_schema() {
         let (pid, name) = (p["pid"].as_u64().unwrap(), p["name"].as_str().unwrap());
         match p["end"].as_str() {
             Some("killed") => {
-                let line = format!("killed pid={pid} name={name} trap={} rip=0x{:x}", p["trap"].as_str().unwrap(), count(&p["rip"]));
+                let line = format!(
+                    "killed pid={pid} name={name} trap={} rip=0x{:x}",
+                    p["trap"].as_str().unwrap(),
+                    count(&p["rip"])
+                );
                 assert!(out.lines().contains(&line.as_str()), "{line} in {out:?}");
                 assert_eq!(count(&p["faults"]), 1);
             }
@@ -159,7 +163,17 @@ fn the_timeline_has_one_lane_per_process() {
         return;
     }
     let path = temp("timeline.svg");
-    let out = lde(&["run", "-q", "--timeline", path.to_str().unwrap(), "spin 500", "counter 500", "pingpong 30", "bad-ud2", "hello"]);
+    let out = lde(&[
+        "run",
+        "-q",
+        "--timeline",
+        path.to_str().unwrap(),
+        "spin 500",
+        "counter 500",
+        "pingpong 30",
+        "bad-ud2",
+        "hello",
+    ]);
     assert_eq!(out.status, Some(1), "{out:?}");
     let text = std::fs::read_to_string(&path).unwrap();
     let doc = roxmltree::Document::parse(&text).expect("the timeline is well-formed XML");

@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 
 use kvm_ioctls::VcpuExit;
-use lde_abi::ports::{INPUT_ENDED, INPUT_OPEN, INPUT_STATUS_PORT, SERIAL_PORT, SERIAL_PORT_SIZE};
+use lde_abi::ports::{BENCH_PORT, INPUT_ENDED, INPUT_OPEN, INPUT_STATUS_PORT, SERIAL_PORT, SERIAL_PORT_SIZE};
 
 use crate::devices::exit_port::ExitRequest;
 use crate::devices::{Devices, ExitPort};
@@ -59,6 +59,8 @@ pub struct ExitCounts {
     pub io_out: AtomicU64,
     pub mmio: AtomicU64,
     pub other: AtomicU64,
+    /// Writes to the bench port (counted in `io_out` too).
+    pub bench: AtomicU64,
 }
 
 /// A copy of [`ExitCounts`] at one moment.
@@ -107,6 +109,10 @@ pub fn handle_exit(exit: VcpuExit, devices: &mut Devices, counts: &ExitCounts) -
                 }
                 return Action::Continue;
             }
+            if port == BENCH_PORT {
+                counts.bench.fetch_add(1, Relaxed);
+                return Action::Continue;
+            }
             if ExitPort::claims(port) {
                 return match devices.exit_port.write(port, data) {
                     ExitRequest::Exit(code) => Action::GuestExit(code),
@@ -121,6 +127,8 @@ pub fn handle_exit(exit: VcpuExit, devices: &mut Devices, counts: &ExitCounts) -
             if let Some(offset) = serial_offset(port) {
                 let mut serial = devices.serial.lock().expect("serial lock poisoned");
                 data.iter_mut().for_each(|b| *b = serial.read(offset));
+            } else if port == BENCH_PORT {
+                data.fill(0);
             } else if port == INPUT_STATUS_PORT {
                 data.fill(0);
                 data[0] = if devices.input_status.ended() { INPUT_ENDED } else { INPUT_OPEN };
@@ -237,10 +245,7 @@ mod tests {
         let counts = ExitCounts::default();
         assert_eq!(handle_exit(VcpuExit::Shutdown, &mut dev, &counts), Action::Crash(Crash::TripleFault));
         assert_eq!(handle_exit(VcpuExit::InternalError, &mut dev, &counts), Action::Crash(Crash::InternalError));
-        assert_eq!(
-            handle_exit(VcpuExit::FailEntry(0x21, 0), &mut dev, &counts),
-            Action::Crash(Crash::FailEntry(0x21))
-        );
+        assert_eq!(handle_exit(VcpuExit::FailEntry(0x21, 0), &mut dev, &counts), Action::Crash(Crash::FailEntry(0x21)));
         assert_eq!(handle_exit(VcpuExit::Hlt, &mut dev, &counts), Action::Crash(Crash::Halted));
         assert_eq!(
             handle_exit(VcpuExit::Debug(Default::default()), &mut dev, &counts),

@@ -6,6 +6,7 @@
 //! [`devices`] are the UART and the exit port; [`host`] says what KVM this is; [`vm`] puts it
 //! all together for one run.
 
+pub mod bench;
 pub mod boot;
 pub mod devices;
 pub mod exit;

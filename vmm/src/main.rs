@@ -53,6 +53,39 @@ enum Command {
     Probe(ProbeArgs),
     /// Print the live counters of a running `lde run --api-sock PATH` as JSON.
     Stats(StatsArgs),
+    /// Measure what each crossing costs on this host: system calls through both doors,
+    /// exceptions, timer ticks, context switches, VM exits (ring-3 microbenchmarks in the guest,
+    /// and two host references).
+    ///
+    /// Prints a table of min, median and p99 in TSC cycles and ns, with the path each operation
+    /// took (architectural or recovered) and the host's facts. Exits 1 when --baseline is given
+    /// and a median got worse than --max-regression allows.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Write the results as JSON (the same form --baseline reads).
+    #[arg(long, value_name = "FILE.json")]
+    json: Option<PathBuf>,
+    /// Draw a histogram per measurement as SVG.
+    #[arg(long, value_name = "FILE.svg")]
+    histogram: Option<PathBuf>,
+    /// Compare medians with an earlier `--json` file.
+    #[arg(long, value_name = "FILE.json")]
+    baseline: Option<PathBuf>,
+    /// With --baseline: the largest slowdown of a median, in percent, that still passes.
+    #[arg(long, value_name = "PCT", default_value_t = 10.0, requires = "baseline")]
+    max_regression: f64,
+    /// Run only the measurements whose name contains NAME (repeatable).
+    #[arg(long, value_name = "NAME")]
+    filter: Vec<String>,
+    /// The KVM device to open.
+    #[arg(long, value_name = "PATH", default_value = "/dev/kvm")]
+    kvm_device: PathBuf,
+    /// No progress lines.
+    #[arg(long, short = 'q')]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -220,6 +253,7 @@ fn main() -> ExitCode {
         Command::Export(args) => export(args),
         Command::Probe(args) => probe(args, started),
         Command::Stats(args) => stats(args),
+        Command::Bench(args) => bench(args),
     }
 }
 
@@ -295,6 +329,7 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
     let config = RunConfig {
         api_sock: args.api_sock.clone(),
         observer,
+        kvm_run_samples: None,
         kernel: args.kernel,
         mem_mib: args.mem,
         cmdline,
@@ -408,6 +443,7 @@ fn probe(args: ProbeArgs, started: Instant) -> ExitCode {
         host,
         api_sock: None,
         observer: None,
+        kvm_run_samples: None,
     };
     let report = match lde::run(config) {
         Ok(report) => report,
@@ -432,7 +468,11 @@ fn stats(args: StatsArgs) -> ExitCode {
     let mut text = String::new();
     let read = std::os::unix::net::UnixStream::connect(&args.socket).and_then(|mut s| s.read_to_string(&mut text));
     if let Err(e) = read {
-        eprintln!("lde: error: cannot read {}: {e} (is `lde run --api-sock {}` running?)", args.socket.display(), args.socket.display());
+        eprintln!(
+            "lde: error: cannot read {}: {e} (is `lde run --api-sock {}` running?)",
+            args.socket.display(),
+            args.socket.display()
+        );
         return ExitCode::from(code::VMM_FAILED);
     }
     match serde_json::from_str::<serde_json::Value>(&text) {
@@ -445,6 +485,68 @@ fn stats(args: StatsArgs) -> ExitCode {
             ExitCode::from(code::VMM_FAILED)
         }
     }
+}
+
+fn bench(args: BenchArgs) -> ExitCode {
+    let baseline = match &args.baseline {
+        None => None,
+        Some(path) => match std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| serde_json::from_str::<lde::bench::BenchReport>(&text).map_err(|e| e.to_string()))
+        {
+            Ok(b) => Some(b),
+            Err(e) => {
+                eprintln!("lde: error: cannot read the baseline {}: {e}", path.display());
+                return ExitCode::from(code::USAGE);
+            }
+        },
+    };
+    let host = host::detect();
+    if !args.quiet {
+        eprintln!("lde bench: host: {} on {}", host.kvm, host.cpu_model);
+    }
+    let config = lde::bench::BenchConfig {
+        filters: args.filter.clone(),
+        kvm_device: args.kvm_device.clone(),
+        host,
+        quiet: args.quiet,
+        timeout: Duration::from_secs(300),
+    };
+    let report = match lde::bench::run(config) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("lde: error: {}", chain(&e));
+            return ExitCode::from(e.exit_code());
+        }
+    };
+    print!("{}", lde::bench::table(&report));
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report).expect("the bench report serializes");
+        if let Err(e) = std::fs::write(path, text + "\n") {
+            eprintln!("lde: error: cannot write {}: {e}", path.display());
+            return ExitCode::from(code::VMM_FAILED);
+        }
+    }
+    if let Some(path) = &args.histogram {
+        if let Err(e) = svg::save(path, &lde::bench::histogram_svg(&report)) {
+            eprintln!("lde: error: cannot write {}: {e}", path.display());
+            return ExitCode::from(code::VMM_FAILED);
+        }
+    }
+    if let Some(baseline) = &baseline {
+        let worse = lde::bench::regressions(&report, baseline, args.max_regression);
+        for r in &worse {
+            println!(
+                "regression: {} median {} cycles, baseline {} (+{:.1}% > {}%)",
+                r.name, r.now, r.baseline, r.percent, args.max_regression
+            );
+        }
+        if !worse.is_empty() {
+            return ExitCode::from(1);
+        }
+        println!("no median got more than {}% worse than the baseline", args.max_regression);
+    }
+    ExitCode::SUCCESS
 }
 
 fn print_probe(transcript: &str) {

@@ -69,9 +69,7 @@ pub struct Poller {
 impl Poller {
     pub fn new(shared: Shared, observer: Option<Observer>) -> std::io::Result<Poller> {
         let mut timer = TimerFd::new().map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
-        timer
-            .reset(POLL_INTERVAL, Some(POLL_INTERVAL))
-            .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
+        timer.reset(POLL_INTERVAL, Some(POLL_INTERVAL)).map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
         Ok(Poller { timer, shared, observer, failed: false })
     }
 }
@@ -94,7 +92,11 @@ impl MutEventSubscriber for Poller {
             return;
         }
         if let Some(observer) = &mut self.observer {
-            observer(&Live { recorder: &recorder, exits: self.shared.exits.totals(), elapsed: self.shared.started.elapsed() });
+            observer(&Live {
+                recorder: &recorder,
+                exits: self.shared.exits.totals(),
+                elapsed: self.shared.started.elapsed(),
+            });
         }
     }
 }

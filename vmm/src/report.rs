@@ -246,7 +246,9 @@ pub fn from_run(run: &crate::RunReport) -> Report {
     let (kind, detail) = match &run.outcome {
         O::GuestExit(code) => ("exited", format!("the guest shut down with code {code}")),
         O::Crashed { crash, .. } => ("crashed", crash.to_string()),
-        O::Timeout { after, held_by } => ("timeout", format!("still running after {} s: {held_by}", after.as_secs_f64())),
+        O::Timeout { after, held_by } => {
+            ("timeout", format!("still running after {} s: {held_by}", after.as_secs_f64()))
+        }
         O::Interrupted(signal) => ("interrupted", format!("stopped by signal {signal}")),
     };
     Report {

@@ -30,8 +30,7 @@ struct Span {
 pub fn render(recorder: &Recorder, title: &str) -> Document {
     let events = &recorder.events;
     let tsc_hz = recorder.last.as_ref().map_or(1, |p| p.tsc_hz.max(1));
-    let names: BTreeMap<u32, String> =
-        recorder.processes().iter().map(|p| (p.pid, p.name().to_string())).collect();
+    let names: BTreeMap<u32, String> = recorder.processes().iter().map(|p| (p.pid, p.name().to_string())).collect();
     let start = events.first().map_or(0, |e| e.tsc);
     let end = events.last().map_or(start + 1, |e| e.tsc.max(start + 1));
     let plot = WIDTH - LEFT - RIGHT;
@@ -104,7 +103,9 @@ pub fn render(recorder: &Recorder, title: &str) -> Document {
     let mut ticks = Group::new().set("class", "ticks");
     for e in events.iter().filter(|e| e.kind == EV_TICK) {
         let px = x(e.tsc);
-        ticks = ticks.add(Line::new().set("x1", px).set("x2", px).set("y1", TOP - 14.0).set("y2", TOP - 4.0).set("stroke", "#e07b00"));
+        ticks = ticks.add(
+            Line::new().set("x1", px).set("x2", px).set("y1", TOP - 14.0).set("y2", TOP - 4.0).set("stroke", "#e07b00"),
+        );
     }
     doc = doc.add(ticks).add(Text::new("timer ticks").set("x", 10).set("y", TOP - 5.0).set("fill", "#e07b00"));
 
@@ -115,7 +116,9 @@ pub fn render(recorder: &Recorder, title: &str) -> Document {
         let name = names.get(pid).map_or("?", String::as_str);
         let mut lane = Group::new().set("class", "lane").set("data-pid", *pid);
         lane = lane.add(Text::new(format!("pid {pid} {name}")).set("x", 10).set("y", y + BAR * 0.75));
-        lane = lane.add(Rectangle::new().set("x", LEFT).set("y", y).set("width", plot).set("height", BAR).set("fill", "#f4f6f8"));
+        lane = lane.add(
+            Rectangle::new().set("x", LEFT).set("y", y).set("width", plot).set("height", BAR).set("fill", "#f4f6f8"),
+        );
         for s in spans {
             let (x0, x1) = (x(s.from), x(s.to));
             lane = lane.add(
@@ -171,7 +174,8 @@ pub fn render(recorder: &Recorder, title: &str) -> Document {
     let y = TOP + slices.len() as f64 * LANE;
     let mut lane = Group::new().set("class", "kernel");
     lane = lane.add(Text::new("kernel / idle").set("x", 10).set("y", y + BAR * 0.75));
-    lane = lane.add(Rectangle::new().set("x", LEFT).set("y", y).set("width", plot).set("height", BAR).set("fill", "#f4f6f8"));
+    lane = lane
+        .add(Rectangle::new().set("x", LEFT).set("y", y).set("width", plot).set("height", BAR).set("fill", "#f4f6f8"));
     for (spans, color, what) in [(&kernel, "#8e44ad", "scheduler"), (&idle, "#cfd8dc", "idle")] {
         for s in spans {
             let (x0, x1) = (x(s.from), x(s.to));
@@ -201,7 +205,14 @@ pub fn render(recorder: &Recorder, title: &str) -> Document {
         ("#333", "exit"),
     ] {
         legend = legend
-            .add(Rectangle::new().set("x", lx).set("y", legend_y - 10.0).set("width", 12).set("height", 12).set("fill", color))
+            .add(
+                Rectangle::new()
+                    .set("x", lx)
+                    .set("y", legend_y - 10.0)
+                    .set("width", 12)
+                    .set("height", 12)
+                    .set("fill", color),
+            )
             .add(Text::new(label).set("x", lx + 16.0).set("y", legend_y));
         lx += 16.0 + label.len() as f64 * 6.8 + 18.0;
     }

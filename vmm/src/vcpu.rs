@@ -9,7 +9,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
-use kvm_ioctls::{Kvm, VcpuFd};
+use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
+use lde_abi::ports::BENCH_PORT;
 
 use crate::boot::BootEntry;
 use crate::devices::Devices;
@@ -76,8 +77,14 @@ pub fn run(vcpu: &mut VcpuFd, devices: &mut Devices, stop: &AtomicBool, counts: 
         if stop.load(Ordering::Acquire) {
             return VcpuEnd::Stopped;
         }
+        let t0 = rdtsc();
         let action = match vcpu.run() {
-            Ok(exit) => handle_exit(exit, devices, counts),
+            Ok(exit) => {
+                if let (Some(samples), VcpuExit::IoOut(BENCH_PORT, _)) = (&devices.kvm_run_samples, &exit) {
+                    samples.record(rdtsc() - t0);
+                }
+                handle_exit(exit, devices, counts)
+            }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
             Err(e) => return VcpuEnd::Error(e),
         };
@@ -157,5 +164,33 @@ mod tests {
         assert!(text.contains("cs  selector 0010 base 0000000000000000 limit 00000000 type 0 dpl 0 l 1"));
         assert!(text.contains("idt base 0000000000000000 limit 0000"));
         assert_eq!(text.lines().count(), 15);
+    }
+}
+
+/// The host's TSC (the guest's runs at the same rate on KVM).
+fn rdtsc() -> u64 {
+    // SAFETY: rdtsc has no side effects.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Durations of KVM_RUN calls that ended in a bench-port write, as the VMM sees them: guest
+/// entry, the guest's `out`, the exit back to the VMM (host TSC cycles).
+#[derive(Clone, Default)]
+pub struct KvmRunSamples(std::sync::Arc<std::sync::Mutex<Vec<u64>>>);
+
+impl KvmRunSamples {
+    /// Most samples kept.
+    pub const MAX: usize = 100_000;
+
+    fn record(&self, cycles: u64) {
+        let mut v = self.0.lock().expect("samples lock poisoned");
+        if v.len() < Self::MAX {
+            v.push(cycles);
+        }
+    }
+
+    /// The samples so far.
+    pub fn take(&self) -> Vec<u64> {
+        std::mem::take(&mut self.0.lock().expect("samples lock poisoned"))
     }
 }

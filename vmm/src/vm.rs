@@ -27,10 +27,10 @@ use vmm_sys_util::timerfd::TimerFd;
 use crate::boot;
 use crate::devices::{new_serial, Devices, ExitPort, InputStatus, SerialDevice, SerialInput};
 use crate::exit::{Crash, ExitCounts, ExitTotals};
-use crate::monitor::{ApiError, ApiServer, Observer, Poller, Shared};
-use crate::recorder::Recorder;
 use crate::host::HostInfo;
 use crate::layout;
+use crate::monitor::{ApiError, ApiServer, Observer, Poller, Shared};
+use crate::recorder::Recorder;
 use crate::stats::StatsReader;
 use crate::vcpu::{self, VcpuEnd};
 
@@ -63,6 +63,8 @@ pub struct RunConfig {
     pub api_sock: Option<PathBuf>,
     /// Called after every read of the stats page while the guest runs.
     pub observer: Option<Observer>,
+    /// Record KVM_RUN round trips of bench-port writes here.
+    pub kvm_run_samples: Option<crate::vcpu::KvmRunSamples>,
 }
 
 /// How a run ended.
@@ -216,6 +218,7 @@ pub struct Vm {
     api: Option<ApiServer>,
     shared: Option<Shared>,
     observer: Option<Observer>,
+    kvm_run_samples: Option<crate::vcpu::KvmRunSamples>,
     exits: Arc<ExitCounts>,
     tsc_khz: Option<u32>,
     timeout: Option<Duration>,
@@ -294,6 +297,7 @@ pub fn prepare(config: RunConfig) -> Result<Vm, Error> {
         api,
         shared,
         observer: config.observer,
+        kvm_run_samples: config.kvm_run_samples,
         exits,
         tsc_khz,
         timeout: config.timeout,
@@ -307,8 +311,23 @@ impl Vm {
     /// Runs the vCPU on its own thread until the guest ends, the timeout expires or a signal
     /// arrives.
     pub fn run(self) -> Result<RunReport, Error> {
-        let Vm { mut vcpu_fd, _vm, _mem, serial, stats, api, shared, observer, exits, tsc_khz, timeout, input, started, host } =
-            self;
+        let Vm {
+            mut vcpu_fd,
+            _vm,
+            _mem,
+            serial,
+            stats,
+            api,
+            shared,
+            observer,
+            kvm_run_samples,
+            exits,
+            tsc_khz,
+            timeout,
+            input,
+            started,
+            host,
+        } = self;
         let _ = stats;
 
         // SIGINT and SIGTERM are read from a signalfd by the event loop; block them before the vCPU
@@ -323,8 +342,12 @@ impl Vm {
         let vcpu_thread = {
             let stop = stop.clone();
             let done = vcpu_done.try_clone().map_err(|e| Error::Host("eventfd", e))?;
-            let mut devices =
-                Devices { serial: serial.clone(), exit_port: ExitPort, input_status: input_status.clone() };
+            let mut devices = Devices {
+                serial: serial.clone(),
+                exit_port: ExitPort,
+                input_status: input_status.clone(),
+                kvm_run_samples: kvm_run_samples.clone(),
+            };
             let counts = exits.clone();
             std::thread::Builder::new()
                 .name("vcpu0".into())

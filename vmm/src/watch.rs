@@ -51,7 +51,11 @@ pub fn table(live: &Live, kvm: &str) -> String {
         e.mmio,
         e.other
     );
-    let _ = writeln!(out, "{:>5} {:<16} {:<9} {:>7} {:>7} {:>7} {:>7} {:>9} {:>6}", "PID", "NAME", "STATE", "TICKS", "SCHED", "VOL", "INVOL", "SYSCALLS", "FAULTS");
+    let _ = writeln!(
+        out,
+        "{:>5} {:<16} {:<9} {:>7} {:>7} {:>7} {:>7} {:>9} {:>6}",
+        "PID", "NAME", "STATE", "TICKS", "SCHED", "VOL", "INVOL", "SYSCALLS", "FAULTS"
+    );
     for p in page.procs.iter().filter(|p| p.pid != 0) {
         let state = match p.state {
             STATE_READY => "ready",

@@ -24,3 +24,8 @@ pub const INPUT_STATUS_PORT: u16 = 0xf8;
 pub const INPUT_OPEN: u8 = 0;
 /// Input has ended.
 pub const INPUT_ENDED: u8 = 1;
+
+/// The bench port (lde only): writes are counted and dropped, reads return 0. The kernel lets
+/// ring 3 use it (TSS I/O bitmap) so `lde bench` can measure a VM exit to the VMM from a
+/// process.
+pub const BENCH_PORT: u16 = 0xf9;

@@ -25,12 +25,16 @@ pub const UPTIME_MS: u64 = 7;
 /// `spawn(spec, len)`: starts the program a spec names (`name arg…`, plain text); returns its
 /// pid.
 pub const SPAWN: u64 = 8;
+/// `fixup(fault_rip, resume_rip)`: while set, an exception in the caller whose RIP is
+/// `fault_rip` resumes at `resume_rip` instead of killing it (for measuring exception round
+/// trips). `fixup(0, 0)` clears it. Returns how many exceptions were fixed up so far.
+pub const FIXUP: u64 = 9;
 /// Number of system calls; numbers at or above it are `-ENOSYS`.
-pub const COUNT: u64 = 9;
+pub const COUNT: u64 = 10;
 
 /// The names of the system calls, indexed by number.
 pub const NAMES: [&str; COUNT as usize] =
-    ["null", "write", "exit", "getpid", "yield", "sleep_ms", "read", "uptime_ms", "spawn"];
+    ["null", "write", "exit", "getpid", "yield", "sleep_ms", "read", "uptime_ms", "spawn", "fixup"];
 
 /// Most bytes one `write` or `read` moves.
 pub const WRITE_MAX: u64 = 4096;

@@ -56,6 +56,8 @@ pub struct Accounting {
     pub faults: u64,
     /// TSC cycles spent in ring 3 (between returns to and traps from user mode).
     pub user_cycles: u64,
+    /// Exceptions fixed up (see the `fixup` system call) instead of killing the process.
+    pub fixups: u64,
 }
 
 /// One process's bookkeeping.
@@ -86,6 +88,7 @@ const ZERO_ACCT: Accounting = Accounting {
     syscalls: [0; SYSCALL_COUNT as usize],
     faults: 0,
     user_cycles: 0,
+    fixups: 0,
 };
 
 /// All processes and the run queue.

@@ -41,6 +41,8 @@ pub struct Hw {
     pub fx: FxArea,
     /// Ticks left in the current time slice.
     pub slice_left: u32,
+    /// An exception at `.0` resumes at `.1` (the `fixup` system call).
+    pub fixup: Option<(u64, u64)>,
 }
 
 /// Everything the kernel keeps.
@@ -67,7 +69,7 @@ pub struct Kernel {
 
 pub static KERNEL: Global<Kernel> = Global::new(Kernel {
     procs: Table::new(),
-    hw: [const { Hw { saved_rsp: 0, space: None, fx: FxArea::INITIAL, slice_left: 0 } }; MAX_PROCS],
+    hw: [const { Hw { saved_rsp: 0, space: None, fx: FxArea::INITIAL, slice_left: 0, fixup: None } }; MAX_PROCS],
     frames: Frames::empty(),
     initrd: &[],
     spawn_failures: 0,
@@ -173,6 +175,7 @@ pub fn spawn(k: &mut Kernel, spec: &Spec, parent: u32) -> Result<u32, SpawnError
             hw.space = Some(space);
             hw.fx = FxArea::INITIAL;
             hw.slice_left = time::slice();
+            hw.fixup = None;
             k.procs.make_ready(slot);
             let pid = k.procs.get(slot).pid;
             let in_use = k.frames.in_use();
@@ -320,7 +323,7 @@ pub fn run_scheduler() -> bool {
         } else {
             stats::update(|page| {
                 page.current_pid = 0;
-                publish(page, slot, k.procs.get(slot));
+                stats::publish_counters(page, slot, k.procs.get(slot));
             });
         }
     }

@@ -34,6 +34,7 @@ pub fn dispatch(frame: &mut TrapFrame, arrival: Arrival, now: u64) {
             stats::count_arrival(page, arrival);
             if number < nr::COUNT {
                 page.calls[number as usize] += 1;
+                page.procs[slot].syscalls[number as usize] += 1;
             }
             stats::event(page, now, EV_SYSCALL, pid, number.min(u64::from(u32::MAX)) as u32);
         });
@@ -60,6 +61,7 @@ pub fn dispatch(frame: &mut TrapFrame, arrival: Arrival, now: u64) {
         nr::READ => read(args[0], args[1], args[2]),
         nr::UPTIME_MS => time::uptime_ms() as i64,
         nr::SPAWN => spawn(args[0], args[1], pid),
+        nr::FIXUP => fixup(args[0], args[1]),
         _ => -ENOSYS,
     };
     frame.rax = result as u64;
@@ -163,4 +165,18 @@ fn spawn(ptr: u64, len: u64, parent: u32) -> i64 {
         Err(SpawnError::TooManyProcesses) => -EAGAIN,
         Err(SpawnError::OutOfMemory) => -ENOMEM,
     }
+}
+
+/// `fixup(fault_rip, resume_rip)`: arms (or, with zeros, clears) the caller's exception fixup.
+fn fixup(fault_rip: u64, resume_rip: u64) -> i64 {
+    let armed = match (fault_rip, resume_rip) {
+        (0, 0) => None,
+        (f, r) if user_range(f, 1).is_ok() && user_range(r, 1).is_ok() => Some((f, r)),
+        _ => return -EFAULT,
+    };
+    // SAFETY: interrupts off; a short-lived reference.
+    let k = unsafe { KERNEL.get() };
+    let Some(slot) = k.procs.current() else { return -EFAULT };
+    k.hw[slot].fixup = armed;
+    k.procs.get(slot).acct.fixups as i64
 }

@@ -65,6 +65,7 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         v if v == u64::from(TIMER_VECTOR) => timer(from_user, now),
         v if v == u64::from(SERIAL_VECTOR) => serial_input(),
         v if v == u64::from(SPURIOUS_VECTOR) => {}
+        v if v < 32 && from_user && fixed_up(frame) => {}
         v if v < 32 && from_user => kill(frame),
         v if v < 32 => fatal(frame),
         v => println!("kernel: unexpected interrupt {v} at rip {:#x}, ignored", frame.rip),
@@ -152,6 +153,21 @@ fn is_int80_at(rip: u64) -> bool {
 fn is_syscall_at_lstar(frame: &TrapFrame) -> bool {
     let lstar = syscall::entry_address();
     frame.rip == lstar && cpu::cr2() == lstar
+}
+
+/// Resumes the process at its fixup address if it armed one for this RIP.
+fn fixed_up(frame: &mut TrapFrame) -> bool {
+    // SAFETY: interrupts off; a short-lived reference.
+    let k = unsafe { KERNEL.get() };
+    let Some(slot) = k.procs.current() else { return false };
+    match k.hw[slot].fixup {
+        Some((fault, resume)) if fault == frame.rip => {
+            frame.rip = resume;
+            k.procs.get_mut(slot).acct.fixups += 1;
+            true
+        }
+        _ => false,
+    }
 }
 
 /// Kills the running process for the trap in `frame`.

@@ -57,21 +57,42 @@ static DOUBLE_FAULT_STACK: IstStack = IstStack::new();
 static NMI_STACK: IstStack = IstStack::new();
 static MACHINE_CHECK_STACK: IstStack = IstStack::new();
 
-/// The TSS. The CPU reads it on every trap from ring 3; the kernel writes RSP0 when it
-/// switches processes.
-struct Tss(UnsafeCell<TaskStateSegment>);
+/// Bytes of the I/O permission bitmap: ports 0..IOMAP_PORTS, one bit each (1 = denied).
+const IOMAP_PORTS: usize = 256;
+
+/// The TSS and its I/O permission bitmap, which must follow it in memory.
+#[repr(C)]
+struct TssWithIoMap {
+    tss: TaskStateSegment,
+    /// One bit per port (set = denied), then the terminating 0xff byte the CPU requires.
+    iomap: [u8; IOMAP_PORTS / 8 + 1],
+}
+
+/// The bitmap: every port denied to ring 3 except the bench port (so `lde bench` can measure
+/// a VM exit to the VMM from a process). Ports past the bitmap are denied too.
+const fn iomap() -> [u8; IOMAP_PORTS / 8 + 1] {
+    let mut map = [0xff; IOMAP_PORTS / 8 + 1];
+    let port = lde_abi::ports::BENCH_PORT as usize;
+    map[port / 8] &= !(1 << (port % 8));
+    map
+}
+
+/// The TSS. The CPU reads it on every trap from ring 3 (and on port I/O from ring 3); the
+/// kernel writes RSP0 when it switches processes.
+struct Tss(UnsafeCell<TssWithIoMap>);
 
 // SAFETY: there is one CPU; the TSS is written only by `init` (interrupts off) and
 // `set_kernel_stack` (called with interrupts off), and read only by the CPU.
 unsafe impl Sync for Tss {}
 
-static TSS: Tss = Tss(UnsafeCell::new(TaskStateSegment::new()));
+static TSS: Tss = Tss(UnsafeCell::new(TssWithIoMap { tss: TaskStateSegment::new(), iomap: iomap() }));
 static GDT: Once<GlobalDescriptorTable<10>> = Once::new();
 
 /// Builds and loads the GDT and the TSS and reloads every segment register.
 pub fn init() {
     // SAFETY: interrupts are off and nothing else refers to the TSS yet.
-    let tss = unsafe { &mut *TSS.0.get() };
+    let tss = unsafe { &mut (*TSS.0.get()).tss };
+    tss.iomap_base = core::mem::size_of::<TaskStateSegment>() as u16;
     tss.interrupt_stack_table[usize::from(DOUBLE_FAULT_IST - 1)] = DOUBLE_FAULT_STACK.top();
     tss.interrupt_stack_table[usize::from(NMI_IST - 1)] = NMI_STACK.top();
     tss.interrupt_stack_table[usize::from(MACHINE_CHECK_IST - 1)] = MACHINE_CHECK_STACK.top();
@@ -84,8 +105,11 @@ pub fn init() {
         let user_code32 = gdt.append(Descriptor::UserSegment(DescriptorFlags::USER_CODE32.bits()));
         let user_data = gdt.append(Descriptor::user_data_segment());
         let user_code = gdt.append(Descriptor::user_code_segment());
-        // SAFETY: TSS is a static, so the pointer stays valid for as long as the GDT is loaded.
-        let tss = gdt.append(unsafe { Descriptor::tss_segment_unchecked(TSS.0.get()) });
+        // SAFETY: TSS is a static, so the references stay valid for as long as the GDT is
+        // loaded; during this call (init, interrupts off) nothing writes the TSS.
+        let (tss, iomap) = unsafe { (&(*TSS.0.get()).tss, &(*TSS.0.get()).iomap) };
+        let descriptor = Descriptor::tss_segment_with_iomap(tss, iomap).expect("the I/O bitmap follows the TSS");
+        let tss = gdt.append(descriptor);
         debug_assert_eq!(kernel_code.0, KERNEL_CODE_SELECTOR);
         debug_assert_eq!(kernel_data.0, KERNEL_DATA_SELECTOR);
         debug_assert_eq!(user_code32.0, USER_CODE32_SELECTOR);
@@ -114,12 +138,12 @@ pub fn init() {
 #[allow(dead_code)]
 pub unsafe fn set_kernel_stack(top: VirtAddr) {
     // SAFETY: one CPU, interrupts off (caller's contract): nothing else accesses the TSS now.
-    unsafe { (*TSS.0.get()).privilege_stack_table[0] = top };
+    unsafe { (*TSS.0.get()).tss.privilege_stack_table[0] = top };
 }
 
 /// The current TSS.RSP0.
 #[allow(dead_code)]
 pub fn kernel_stack() -> VirtAddr {
     // SAFETY: a plain read of a field that is only written with interrupts off on this CPU.
-    unsafe { addr_of!((*TSS.0.get()).privilege_stack_table[0]).read() }
+    unsafe { addr_of!((*TSS.0.get()).tss.privilege_stack_table[0]).read() }
 }

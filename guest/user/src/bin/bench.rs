@@ -1,0 +1,366 @@
+//! Trap-cost microbenchmarks for `lde bench` (run that instead): system calls, exceptions, timer ticks, context switches, VM exits.
+//!
+//! Each measurement, in the manner of kvm-unit-tests' x86/vmexit.c: an asm loop of K operations
+//! timed with lfence-fenced rdtsc, K doubled until one sample spans SAMPLE_CYCLES, warm-up,
+//! the empty loop's cost per iteration subtracted, then up to MAX_SAMPLES samples within a time
+//! budget. The timer is measured by the gap method: a tight rdtsc loop notes every gap far above
+//! its usual iteration. Results are one line each: `bench result name=… n=… k=… min=… median=…
+//! p99=… mean=… fixups=… hist=bucket:count,…` with log2 buckets of cycles.
+#![no_std]
+#![no_main]
+
+use core::arch::{asm, global_asm};
+
+use lde_abi::user::USER_BASE;
+use lde_user::{nr, println, spawn, tsc_hz, yield_now, Args, Door};
+
+// Loop contract: rdi = iteration count (> 0), rsi = an address for the #PF loop; each loop runs
+// its operation rdi times and returns. Registers clobbered: rax, rcx, rdx, r11 (and rdi, rsi);
+// the cpuid loop saves rbx. Labels `*_fault`/`*_resume` are where an operation faults and where
+// the kernel's fixup resumes it.
+global_asm!(
+    r#"
+    .text
+    .global bench_empty_loop
+bench_empty_loop:
+2:  dec rdi
+    jnz 2b
+    ret
+
+    .global bench_syscall_loop
+bench_syscall_loop:
+2:  xor eax, eax
+    syscall
+    dec rdi
+    jnz 2b
+    ret
+
+    .global bench_int80_loop
+bench_int80_loop:
+2:  xor eax, eax
+    int 0x80
+    dec rdi
+    jnz 2b
+    ret
+
+    .global bench_yield_loop
+bench_yield_loop:
+2:  mov eax, 4
+    syscall
+    dec rdi
+    jnz 2b
+    ret
+
+    .global bench_ud_loop
+    .global bench_ud_fault
+    .global bench_ud_resume
+bench_ud_loop:
+bench_ud_fault:
+    ud2
+bench_ud_resume:
+    dec rdi
+    jnz bench_ud_loop
+    ret
+
+    .global bench_bp_loop
+    .global bench_bp_resume
+bench_bp_loop:
+    int3
+bench_bp_resume:
+    dec rdi
+    jnz bench_bp_loop
+    ret
+
+    .global bench_pf_loop
+    .global bench_pf_fault
+    .global bench_pf_resume
+bench_pf_loop:
+bench_pf_fault:
+    mov rax, [rsi]
+bench_pf_resume:
+    dec rdi
+    jnz bench_pf_loop
+    ret
+
+    .global bench_cpuid_loop
+bench_cpuid_loop:
+    push rbx
+2:  xor eax, eax
+    xor ecx, ecx
+    cpuid
+    dec rdi
+    jnz 2b
+    pop rbx
+    ret
+
+    .global bench_out_loop
+    .global bench_out_fault
+    .global bench_out_resume
+bench_out_loop:
+bench_out_fault:
+    out 0xf9, al
+bench_out_resume:
+    dec rdi
+    jnz bench_out_loop
+    ret
+    "#
+);
+
+extern "C" {
+    fn bench_empty_loop(n: u64);
+    fn bench_syscall_loop(n: u64);
+    fn bench_int80_loop(n: u64);
+    fn bench_yield_loop(n: u64);
+    fn bench_ud_loop(n: u64);
+    fn bench_bp_loop(n: u64);
+    fn bench_pf_loop(n: u64, addr: u64);
+    fn bench_cpuid_loop(n: u64);
+    fn bench_out_loop(n: u64);
+    static bench_ud_fault: u8;
+    static bench_ud_resume: u8;
+    static bench_bp_resume: u8;
+    static bench_pf_fault: u8;
+    static bench_pf_resume: u8;
+    static bench_out_fault: u8;
+    static bench_out_resume: u8;
+}
+
+/// One sample should span at least this many cycles.
+const SAMPLE_CYCLES: u64 = 200_000;
+/// Most samples per measurement.
+const MAX_SAMPLES: usize = 1000;
+/// Most operations per sample.
+const MAX_K: u64 = 1 << 16;
+/// Time budget of one measurement, in milliseconds.
+const BUDGET_MS: u64 = 1500;
+/// An unmapped user address, for the #PF loop.
+const UNMAPPED: u64 = USER_BASE + 0x4000_0000;
+
+fn tsc() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: lfence orders the rdtsc after earlier instructions; both only read state.
+    unsafe { asm!("lfence", "rdtsc", "lfence", out("eax") lo, out("edx") hi, options(nomem, nostack)) };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+static mut SAMPLES: [u64; MAX_SAMPLES] = [0; MAX_SAMPLES];
+
+fn samples() -> &'static mut [u64; MAX_SAMPLES] {
+    // SAFETY: the program is single-threaded and uses the buffer for one measurement at a time.
+    unsafe { &mut *core::ptr::addr_of_mut!(SAMPLES) }
+}
+
+/// Cycles of `op(k)` once.
+fn time(op: &mut dyn FnMut(u64), k: u64) -> u64 {
+    let t0 = tsc();
+    op(k);
+    tsc() - t0
+}
+
+/// The empty loop's cost per iteration with `k` iterations (the minimum of a few runs).
+fn empty_cost(k: u64) -> u64 {
+    // SAFETY: the loop only counts rdi down.
+    (0..8).map(|_| time(&mut |n| unsafe { bench_empty_loop(n) }, k)).min().unwrap_or(0) / k
+}
+
+fn report(name: &str, k: u64, n: usize, fixups: i64) {
+    let s = &mut samples()[..n];
+    s.sort_unstable();
+    if n == 0 {
+        println!("bench result name={name} n=0");
+        return;
+    }
+    let mean = s.iter().sum::<u64>() / n as u64;
+    let p = |q: usize| s[(n - 1) * q / 100];
+    let mut buckets = [0u32; 64];
+    for &v in s.iter() {
+        buckets[63 - v.max(1).leading_zeros() as usize] += 1;
+    }
+    let mut line = lde_user::Printer::new(Door::Syscall);
+    use core::fmt::Write;
+    let _ = write!(
+        line,
+        "bench result name={name} n={n} k={k} min={} median={} p99={} mean={mean} fixups={fixups} hist=",
+        s[0],
+        p(50),
+        p(99)
+    );
+    let mut first = true;
+    for (b, &c) in buckets.iter().enumerate().filter(|(_, &c)| c > 0) {
+        let _ = write!(line, "{}{b}:{c}", if first { "" } else { "," });
+        first = false;
+    }
+    let _ = writeln!(line);
+    line.flush();
+}
+
+/// Measures `op` (which runs its operation k times) as described above.
+fn measure(name: &str, op: &mut dyn FnMut(u64)) -> (u64, usize) {
+    println!("bench: measuring {name}");
+    let mut k = 1;
+    while k < MAX_K && time(op, k) < SAMPLE_CYCLES {
+        k *= 2;
+    }
+    for _ in 0..3 {
+        op(k);
+    }
+    let empty = empty_cost(k);
+    let deadline = tsc() + tsc_hz() / 1000 * BUDGET_MS;
+    let mut n = 0;
+    while n < MAX_SAMPLES && tsc() < deadline {
+        samples()[n] = (time(op, k) / k).saturating_sub(empty);
+        n += 1;
+    }
+    (k, n)
+}
+
+fn fixup(fault: u64, resume: u64) -> i64 {
+    Door::Syscall.call(nr::FIXUP, [fault, resume, 0, 0, 0, 0])
+}
+
+/// The gap method: a tight rdtsc loop notes each gap far above its usual iteration; with the
+/// timer on, most gaps are timer interrupts (tick delivery, the kernel's handler, the return).
+fn timer_gaps(ms: u64) -> usize {
+    println!("bench: measuring timer-tick");
+    let mut base = u64::MAX;
+    let mut prev = tsc();
+    for _ in 0..10_000 {
+        let now = tsc();
+        base = base.min(now - prev);
+        prev = now;
+    }
+    let threshold = (base * 50).max(2_000);
+    let end = tsc() + tsc_hz() / 1000 * ms;
+    let mut n = 0;
+    prev = tsc();
+    while n < MAX_SAMPLES {
+        let now = tsc();
+        let gap = now - prev;
+        if gap > threshold {
+            samples()[n] = gap - base;
+            n += 1;
+        }
+        if now >= end {
+            break;
+        }
+        prev = now;
+    }
+    n
+}
+
+fn addr(sym: &u8) -> u64 {
+    sym as *const u8 as u64
+}
+
+fn wanted(args: &Args, name: &str) -> bool {
+    args.len() <= 1 || (1..args.len()).any(|i| args.get(i).is_some_and(|f| name.contains(f)))
+}
+
+fn main(args: Args) -> i32 {
+    if args.get(1) == Some("partner") {
+        // Yields back until the TSC passes the deadline it was given.
+        let end = args.number(2, 0).unwrap_or(0);
+        while lde_user::rdtsc() < end {
+            yield_now();
+        }
+        return 0;
+    }
+    if tsc_hz() == 0 {
+        println!("bench: the kernel did not pass the TSC rate");
+        return 1;
+    }
+    // SAFETY (for every loop call below): the loops only run their operation; the fixups armed
+    // before a faulting loop make the kernel resume it after each fault.
+    if wanted(&args, "syscall-null") {
+        let (k, n) = measure("syscall-null", &mut |n| unsafe { bench_syscall_loop(n) });
+        report("syscall-null", k, n, 0);
+    }
+    if wanted(&args, "int80-null") {
+        let (k, n) = measure("int80-null", &mut |n| unsafe { bench_int80_loop(n) });
+        report("int80-null", k, n, 0);
+    }
+    // SAFETY: taking the addresses of asm labels.
+    let (ud, ud_r, bp_r, pf, pf_r, out, out_r) = unsafe {
+        (
+            addr(&bench_ud_fault),
+            addr(&bench_ud_resume),
+            addr(&bench_bp_resume),
+            addr(&bench_pf_fault),
+            addr(&bench_pf_resume),
+            addr(&bench_out_fault),
+            addr(&bench_out_resume),
+        )
+    };
+    for (name, fault, resume) in [("exception-ud", ud, ud_r), ("exception-bp", bp_r, bp_r), ("exception-pf", pf, pf_r)]
+    {
+        if !wanted(&args, name) {
+            continue;
+        }
+        let before = fixup(fault, resume);
+        let (k, n) = match name {
+            "exception-ud" => measure(name, &mut |n| unsafe { bench_ud_loop(n) }),
+            "exception-bp" => measure(name, &mut |n| unsafe { bench_bp_loop(n) }),
+            _ => measure(name, &mut |n| unsafe { bench_pf_loop(n, UNMAPPED) }),
+        };
+        let after = fixup(0, 0);
+        report(name, k, n, after - before);
+    }
+    if wanted(&args, "timer-tick") {
+        let n = timer_gaps(2000);
+        report("timer-tick", 1, n, 0);
+    }
+    if wanted(&args, "yield-self") {
+        let (k, n) = measure("yield-self", &mut |n| unsafe { bench_yield_loop(n) });
+        report("yield-self", k, n, 0);
+    }
+    if wanted(&args, "switch-cr3") {
+        // A partner that yields back until a little after this measurement's budget.
+        let end = lde_user::rdtsc() + tsc_hz() / 1000 * (BUDGET_MS * 3);
+        let mut spec = [0u8; 64];
+        let text = format(&mut spec, format_args!("bench partner {end}"));
+        if spawn(text) < 0 {
+            println!("bench: cannot start the partner");
+        } else {
+            let (k, n) = measure("switch-cr3", &mut |n| unsafe { bench_yield_loop(n) });
+            // One yield here is a round trip: two switches (and two yield calls).
+            samples()[..n].iter_mut().for_each(|s| *s /= 2);
+            report("switch-cr3", k, n, 0);
+            while lde_user::rdtsc() < end {
+                yield_now();
+            }
+        }
+    }
+    if wanted(&args, "cpuid") {
+        let (k, n) = measure("cpuid", &mut |n| unsafe { bench_cpuid_loop(n) });
+        report("cpuid", k, n, 0);
+    }
+    if wanted(&args, "port-write") {
+        // If ring 3 may not use the port, each out faults: fixed up and reported as such.
+        let before = fixup(out, out_r);
+        let (k, n) = measure("port-write", &mut |n| unsafe { bench_out_loop(n) });
+        let after = fixup(0, 0);
+        report("port-write", k, n, after - before);
+    }
+    println!("bench: done");
+    0
+}
+
+/// Formats into `buf`.
+fn format<'a>(buf: &'a mut [u8; 64], args: core::fmt::Arguments) -> &'a str {
+    use core::fmt::Write;
+    struct W<'b>(&'b mut [u8; 64], usize);
+    impl Write for W<'_> {
+        fn write_str(&mut self, s: &str) -> core::fmt::Result {
+            let end = self.1 + s.len();
+            self.0.get_mut(self.1..end).ok_or(core::fmt::Error)?.copy_from_slice(s.as_bytes());
+            self.1 = end;
+            Ok(())
+        }
+    }
+    let mut w = W(buf, 0);
+    let _ = w.write_fmt(args);
+    let len = w.1;
+    core::str::from_utf8(&buf[..len]).unwrap_or("")
+}
+
+lde_user::entry!(main);
