@@ -288,12 +288,18 @@ fn guest_run(
     Ok((transcript, doors, samples.take(), run.tsc_khz))
 }
 
+/// The measurements `filters` select (all without filters); an error if none.
+pub fn select(filters: &[String]) -> Result<Vec<&'static str>, Error> {
+    let names: Vec<&str> = MEASUREMENTS.iter().map(|m| m.0).filter(|n| selected(filters, n)).collect();
+    if names.is_empty() {
+        return Err(Error::NoMatch(filters.to_vec()));
+    }
+    Ok(names)
+}
+
 /// Runs the selected measurements.
 pub fn run(config: BenchConfig) -> Result<BenchReport, Error> {
-    let names: Vec<&str> = MEASUREMENTS.iter().map(|m| m.0).filter(|n| selected(&config.filters, n)).collect();
-    if names.is_empty() {
-        return Err(Error::NoMatch(config.filters.clone()));
-    }
+    let names = select(&config.filters)?;
     let in_guest = |n: &&str| !n.starts_with("host-") && *n != "kvm-run";
     let quiet_names: Vec<&str> = names.iter().copied().filter(in_guest).filter(|n| *n != "timer-tick").collect();
     let want_kvm_run = names.contains(&"kvm-run");

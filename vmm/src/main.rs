@@ -501,6 +501,10 @@ fn bench(args: BenchArgs) -> ExitCode {
             }
         },
     };
+    if let Err(e) = lde::bench::select(&args.filter) {
+        eprintln!("lde: error: {e}");
+        return ExitCode::from(e.exit_code());
+    }
     let host = host::detect();
     if !args.quiet {
         eprintln!("lde bench: host: {} on {}", host.kvm, host.cpu_model);
