@@ -13,6 +13,7 @@ pub mod exit;
 pub mod guest;
 pub mod host;
 pub mod initrd;
+pub mod kvm_stats;
 pub mod layout;
 pub mod monitor;
 pub mod probe;

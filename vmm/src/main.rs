@@ -392,6 +392,15 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
                 eprintln!("lde: {line}");
             }
         }
+        if let Some(kvm) = &report.kvm_stats {
+            let pick: Vec<String> = ["exits", "io_exits", "mmio_exits", "halt_exits", "irq_exits", "insn_emulation"]
+                .iter()
+                .filter_map(|k| kvm.get(*k).map(|v| format!("{k} {v}")))
+                .collect();
+            if !pick.is_empty() {
+                eprintln!("lde: KVM's vCPU statistics: {}", pick.join(", "));
+            }
+        }
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         let banner = report.banner_after.map_or("never".to_string(), |d| format!("{:.1} ms", ms(d)));
         eprintln!(

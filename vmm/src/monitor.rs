@@ -39,6 +39,7 @@ pub struct Shared {
     pub started: Instant,
     pub host: HostInfo,
     pub tsc_khz: Option<u32>,
+    pub kvm_stats: Option<Arc<crate::kvm_stats::KvmStats>>,
 }
 
 impl Shared {
@@ -52,7 +53,11 @@ impl Shared {
             host: report::host(&self.host, self.tsc_khz),
             outcome: None,
             timing: report::Timing { banner_ms: None, elapsed_ms: self.started.elapsed().as_secs_f64() * 1e3 },
-            vm_exits: report::VmExits { handled_by_lde: exits, total: exits.total() },
+            vm_exits: report::VmExits {
+                handled_by_lde: exits,
+                total: exits.total(),
+                kvm: self.kvm_stats.as_ref().map(|k| k.read()),
+            },
             guest: report::guest(&recorder),
         }
     }

@@ -63,6 +63,8 @@ pub struct VmExits {
     /// Exits lde handled itself, by reason.
     pub handled_by_lde: ExitTotals,
     pub total: u64,
+    /// KVM's own statistics of the vCPU (KVM_GET_STATS_FD), `null` where the host offers none.
+    pub kvm: Option<BTreeMap<String, u64>>,
 }
 
 #[derive(Serialize)]
@@ -260,7 +262,7 @@ pub fn from_run(run: &crate::RunReport) -> Report {
             banner_ms: run.banner_after.map(|d| d.as_secs_f64() * 1e3),
             elapsed_ms: run.ended_after.as_secs_f64() * 1e3,
         },
-        vm_exits: VmExits { handled_by_lde: run.exits, total: run.exits.total() },
+        vm_exits: VmExits { handled_by_lde: run.exits, total: run.exits.total(), kvm: run.kvm_stats.clone() },
         guest: run.recorder.as_ref().and_then(guest),
     }
 }

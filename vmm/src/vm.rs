@@ -102,6 +102,8 @@ pub struct RunReport {
     /// From process start to the end of the run.
     pub ended_after: Duration,
     pub exits: ExitTotals,
+    /// KVM's statistics of the vCPU at the end, where the host offers them.
+    pub kvm_stats: Option<std::collections::BTreeMap<String, u64>>,
     pub serial_bytes: u64,
     /// What was read from the kernel's stats page, if it could be read.
     pub recorder: Option<Recorder>,
@@ -219,6 +221,7 @@ pub struct Vm {
     shared: Option<Shared>,
     observer: Option<Observer>,
     kvm_run_samples: Option<crate::vcpu::KvmRunSamples>,
+    kvm_stats: Option<Arc<crate::kvm_stats::KvmStats>>,
     exits: Arc<ExitCounts>,
     tsc_khz: Option<u32>,
     timeout: Option<Duration>,
@@ -272,6 +275,10 @@ pub fn prepare(config: RunConfig) -> Result<Vm, Error> {
             None
         }
     };
+    let kvm_stats = crate::kvm_stats::KvmStats::open(&vcpu_fd).map(Arc::new);
+    if kvm_stats.is_none() {
+        log::debug!("this KVM offers no binary statistics (KVM_GET_STATS_FD)");
+    }
     let exits = Arc::new(ExitCounts::default());
     let shared = stats.clone().map(|reader| Shared {
         recorder: Arc::new(Mutex::new(Recorder::new(reader))),
@@ -279,6 +286,7 @@ pub fn prepare(config: RunConfig) -> Result<Vm, Error> {
         started: config.started,
         host: config.host.clone(),
         tsc_khz,
+        kvm_stats: kvm_stats.clone(),
     });
     let api = match (&config.api_sock, &shared) {
         (Some(path), Some(shared)) => Some(ApiServer::bind(path, shared.clone()).map_err(Error::Api)?),
@@ -298,6 +306,7 @@ pub fn prepare(config: RunConfig) -> Result<Vm, Error> {
         shared,
         observer: config.observer,
         kvm_run_samples: config.kvm_run_samples,
+        kvm_stats,
         exits,
         tsc_khz,
         timeout: config.timeout,
@@ -321,6 +330,7 @@ impl Vm {
             shared,
             observer,
             kvm_run_samples,
+            kvm_stats,
             exits,
             tsc_khz,
             timeout,
@@ -426,6 +436,7 @@ impl Vm {
             banner_after,
             ended_after,
             exits: exits.totals(),
+            kvm_stats: kvm_stats.map(|k| k.read()),
             serial_bytes: console.writer().bytes(),
             recorder,
         })
