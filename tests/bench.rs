@@ -84,7 +84,8 @@ fn a_baseline_catches_a_slower_median() {
     report["results"][0]["median_cycles"] = (median / 3).max(1).into();
     let fast = temp("fast.json");
     std::fs::write(&fast, report.to_string()).unwrap();
-    let out = lde(&["bench", "-q", "--filter", "cpuid", "--baseline", fast.to_str().unwrap(), "--max-regression", "10"]);
+    let out =
+        lde(&["bench", "-q", "--filter", "cpuid", "--baseline", fast.to_str().unwrap(), "--max-regression", "10"]);
     assert_eq!(out.status, Some(1), "{out:?}");
     assert!(out.stdout.contains("regression: cpuid median "), "{}", out.stdout);
 

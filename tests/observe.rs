@@ -96,6 +96,8 @@ fn the_report_agrees_with_the_kernel_and_its_schema() {
     let yields: u64 = procs.iter().filter(|p| p["name"] == "pingpong").map(|p| count(&p["voluntary_switches"])).sum();
     assert_eq!(yields, 2 * K);
     assert_eq!(count(&g["events"]["lost"]), 0);
+    assert!(count(&g["events"]["written"]) > 2 * K, "switches, ticks, calls were logged");
+    assert_eq!(count(&g["events"]["written"]), count(&g["events"]["recorded"]));
     assert_eq!(count(&g["frames_in_use"]), 0);
     assert!(count(&report["vm_exits"]["total"]) > 0);
     std::fs::remove_file(&path).ok();

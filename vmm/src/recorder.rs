@@ -59,6 +59,11 @@ impl Recorder {
         Ok(())
     }
 
+    /// Events the kernel has written since boot (recorded or lost).
+    pub fn events_written(&self) -> u64 {
+        self.events_from
+    }
+
     /// Every process seen: the ended ones and those still in the table, by pid.
     pub fn processes(&self) -> Vec<ProcStats> {
         let mut all = self.ended.clone();

@@ -229,7 +229,7 @@ pub fn guest(recorder: &Recorder) -> Option<Guest> {
         },
         processes: recorder.processes().iter().map(process).collect(),
         events: EventCounts {
-            written: page.events_written,
+            written: recorder.events_written(),
             recorded: recorder.events.len() as u64,
             lost: recorder.events_lost,
         },

@@ -39,7 +39,12 @@ pub fn table(live: &Live, kvm: &str) -> String {
     let _ = writeln!(
         out,
         "sched   {} Hz, {} switches, {} spawned, {} killed, events {} (lost {})",
-        page.timer_hz, page.switches, page.spawned, page.kills, page.events_written, live.recorder.events_lost
+        page.timer_hz,
+        page.switches,
+        page.spawned,
+        page.kills,
+        live.recorder.events_written(),
+        live.recorder.events_lost
     );
     let e = live.exits;
     let _ = writeln!(
