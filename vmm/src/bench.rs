@@ -242,15 +242,26 @@ fn selected(filters: &[String], name: &str) -> bool {
     filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
 }
 
-/// Boots the guest once with `bench NAMES…` at `hz`; returns the transcript, the run's
-/// door counters and the KVM_RUN samples.
+/// How a run's system calls arrived: (syscall arch, syscall recovered, int80 arch, int80
+/// recovered).
+type Doors = (u64, u64, u64, u64);
+
+/// What one boot of the benchmark guest left.
+struct GuestRun {
+    transcript: String,
+    doors: Option<Doors>,
+    kvm_run: Vec<u64>,
+    tsc_khz: Option<u32>,
+}
+
+/// Boots the guest once with `bench NAMES…` at `hz`.
 fn guest_run(
     names: &[&str],
     hz: u32,
     config: &BenchConfig,
     total: usize,
     done: &Arc<Mutex<usize>>,
-) -> Result<(String, Option<(u64, u64, u64, u64)>, Vec<u64>, Option<u32>), Error> {
+) -> Result<GuestRun, Error> {
     let spec = std::iter::once("bench").chain(names.iter().copied()).collect::<Vec<_>>().join(" ");
     let programs = crate::initrd::prepare(&[spec], Vec::new())?;
     let buffer = SharedBuffer::default();
@@ -285,7 +296,7 @@ fn guest_run(
         }
     }
     let doors = run.stats().map(|p| (p.syscall_arch, p.syscall_recovered, p.int80_arch, p.int80_recovered));
-    Ok((transcript, doors, samples.take(), run.tsc_khz))
+    Ok(GuestRun { transcript, doors, kvm_run: samples.take(), tsc_khz: run.tsc_khz })
 }
 
 /// The measurements `filters` select (all without filters); an error if none.
@@ -315,16 +326,16 @@ pub fn run(config: BenchConfig) -> Result<BenchReport, Error> {
     let mut kvm_run = Vec::new();
     let mut tsc_khz = None;
     if !first_run.is_empty() {
-        let (transcript, d, samples, khz) = guest_run(&first_run, QUIET_TIMER_HZ, &config, total, &done)?;
-        guest.extend(parse_results(&transcript).into_iter().map(|r| (r, QUIET_TIMER_HZ)));
-        doors = d;
-        kvm_run = samples;
-        tsc_khz = khz;
+        let run = guest_run(&first_run, QUIET_TIMER_HZ, &config, total, &done)?;
+        guest.extend(parse_results(&run.transcript).into_iter().map(|r| (r, QUIET_TIMER_HZ)));
+        doors = run.doors;
+        kvm_run = run.kvm_run;
+        tsc_khz = run.tsc_khz;
     }
     if names.contains(&"timer-tick") {
-        let (transcript, _, _, khz) = guest_run(&["timer-tick"], TICK_TIMER_HZ, &config, total, &done)?;
-        guest.extend(parse_results(&transcript).into_iter().map(|r| (r, TICK_TIMER_HZ)));
-        tsc_khz = tsc_khz.or(khz);
+        let run = guest_run(&["timer-tick"], TICK_TIMER_HZ, &config, total, &done)?;
+        guest.extend(parse_results(&run.transcript).into_iter().map(|r| (r, TICK_TIMER_HZ)));
+        tsc_khz = tsc_khz.or(run.tsc_khz);
     }
     let tsc_hz = u64::from(tsc_khz.unwrap_or(0)) * 1000;
     let ns = |cycles: u64| if tsc_hz == 0 { 0.0 } else { cycles as f64 * 1e9 / tsc_hz as f64 };
@@ -383,7 +394,7 @@ pub fn run(config: BenchConfig) -> Result<BenchReport, Error> {
 }
 
 /// The path an operation took, from the guest's counters.
-fn path_of(r: &GuestResult, doors: Option<(u64, u64, u64, u64)>, hz: u32) -> String {
+fn path_of(r: &GuestResult, doors: Option<Doors>, hz: u32) -> String {
     let door = |arch: u64, recovered: u64, how: &str| match (arch, recovered) {
         (0, 0) => "unknown".to_string(),
         (_, 0) => "architectural".to_string(),

@@ -185,7 +185,13 @@ mod tests {
     fn devices() -> (Devices, SharedBuffer) {
         let out = SharedBuffer::default();
         let serial = new_serial(Box::new(out.clone())).unwrap();
-        (Devices { serial: Arc::new(Mutex::new(serial)), exit_port: ExitPort, input_status: Default::default() }, out)
+        let devices = Devices {
+            serial: Arc::new(Mutex::new(serial)),
+            exit_port: ExitPort,
+            input_status: Default::default(),
+            kvm_run_samples: None,
+        };
+        (devices, out)
     }
 
     #[test]

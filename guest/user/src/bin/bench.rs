@@ -143,11 +143,17 @@ fn tsc() -> u64 {
     (u64::from(hi) << 32) | u64::from(lo)
 }
 
-static mut SAMPLES: [u64; MAX_SAMPLES] = [0; MAX_SAMPLES];
+/// The samples of the measurement under way (in BSS: a stack this big would not fit).
+struct Samples(core::cell::UnsafeCell<[u64; MAX_SAMPLES]>);
+
+// SAFETY: a process is single-threaded; `samples()` is the only way in.
+unsafe impl Sync for Samples {}
+
+static SAMPLES: Samples = Samples(core::cell::UnsafeCell::new([0; MAX_SAMPLES]));
 
 fn samples() -> &'static mut [u64; MAX_SAMPLES] {
-    // SAFETY: the program is single-threaded and uses the buffer for one measurement at a time.
-    unsafe { &mut *core::ptr::addr_of_mut!(SAMPLES) }
+    // SAFETY: single-threaded, and every caller drops its reference before the next call.
+    unsafe { &mut *SAMPLES.0.get() }
 }
 
 /// Cycles of `op(k)` once.
@@ -159,8 +165,7 @@ fn time(op: &mut dyn FnMut(u64), k: u64) -> u64 {
 
 /// The empty loop's cost per iteration with `k` iterations (the minimum of a few runs).
 fn empty_cost(k: u64) -> u64 {
-    // SAFETY: the loop only counts rdi down.
-    (0..8).map(|_| time(&mut |n| unsafe { bench_empty_loop(n) }, k)).min().unwrap_or(0) / k
+    (0..8).map(|_| time(&mut |n| run_loop(bench_empty_loop, n), k)).min().unwrap_or(0) / k
 }
 
 fn report(name: &str, k: u64, n: usize, fixups: i64) {
@@ -248,6 +253,19 @@ fn timer_gaps(ms: u64) -> usize {
     n
 }
 
+/// Runs one of the asm loops above.
+fn run_loop(f: unsafe extern "C" fn(u64), n: u64) {
+    // SAFETY: the loops only execute their operation n times (see the contract above the
+    // asm); the faulting ones run only with the kernel's fixup armed for their fault label.
+    unsafe { f(n) }
+}
+
+/// Runs the #PF loop on `addr`.
+fn run_pf_loop(n: u64, addr: u64) {
+    // SAFETY: as in `run_loop`; `addr` is unmapped and the fixup resumes after the load.
+    unsafe { bench_pf_loop(n, addr) }
+}
+
 fn addr(sym: &u8) -> u64 {
     sym as *const u8 as u64
 }
@@ -269,14 +287,12 @@ fn main(args: Args) -> i32 {
         println!("bench: the kernel did not pass the TSC rate");
         return 1;
     }
-    // SAFETY (for every loop call below): the loops only run their operation; the fixups armed
-    // before a faulting loop make the kernel resume it after each fault.
     if wanted(&args, "syscall-null") {
-        let (k, n) = measure("syscall-null", &mut |n| unsafe { bench_syscall_loop(n) });
+        let (k, n) = measure("syscall-null", &mut |n| run_loop(bench_syscall_loop, n));
         report("syscall-null", k, n, 0);
     }
     if wanted(&args, "int80-null") {
-        let (k, n) = measure("int80-null", &mut |n| unsafe { bench_int80_loop(n) });
+        let (k, n) = measure("int80-null", &mut |n| run_loop(bench_int80_loop, n));
         report("int80-null", k, n, 0);
     }
     // SAFETY: taking the addresses of asm labels.
@@ -298,9 +314,9 @@ fn main(args: Args) -> i32 {
         }
         let before = fixup(fault, resume);
         let (k, n) = match name {
-            "exception-ud" => measure(name, &mut |n| unsafe { bench_ud_loop(n) }),
-            "exception-bp" => measure(name, &mut |n| unsafe { bench_bp_loop(n) }),
-            _ => measure(name, &mut |n| unsafe { bench_pf_loop(n, UNMAPPED) }),
+            "exception-ud" => measure(name, &mut |n| run_loop(bench_ud_loop, n)),
+            "exception-bp" => measure(name, &mut |n| run_loop(bench_bp_loop, n)),
+            _ => measure(name, &mut |n| run_pf_loop(n, UNMAPPED)),
         };
         let after = fixup(0, 0);
         report(name, k, n, after - before);
@@ -310,7 +326,7 @@ fn main(args: Args) -> i32 {
         report("timer-tick", 1, n, 0);
     }
     if wanted(&args, "yield-self") {
-        let (k, n) = measure("yield-self", &mut |n| unsafe { bench_yield_loop(n) });
+        let (k, n) = measure("yield-self", &mut |n| run_loop(bench_yield_loop, n));
         report("yield-self", k, n, 0);
     }
     if wanted(&args, "switch-cr3") {
@@ -321,7 +337,7 @@ fn main(args: Args) -> i32 {
         if spawn(text) < 0 {
             println!("bench: cannot start the partner");
         } else {
-            let (k, n) = measure("switch-cr3", &mut |n| unsafe { bench_yield_loop(n) });
+            let (k, n) = measure("switch-cr3", &mut |n| run_loop(bench_yield_loop, n));
             // One yield here is a round trip: two switches (and two yield calls).
             samples()[..n].iter_mut().for_each(|s| *s /= 2);
             report("switch-cr3", k, n, 0);
@@ -331,13 +347,13 @@ fn main(args: Args) -> i32 {
         }
     }
     if wanted(&args, "cpuid") {
-        let (k, n) = measure("cpuid", &mut |n| unsafe { bench_cpuid_loop(n) });
+        let (k, n) = measure("cpuid", &mut |n| run_loop(bench_cpuid_loop, n));
         report("cpuid", k, n, 0);
     }
     if wanted(&args, "port-write") {
         // If ring 3 may not use the port, each out faults: fixed up and reported as such.
         let before = fixup(out, out_r);
-        let (k, n) = measure("port-write", &mut |n| unsafe { bench_out_loop(n) });
+        let (k, n) = measure("port-write", &mut |n| run_loop(bench_out_loop, n));
         let after = fixup(0, 0);
         report("port-write", k, n, after - before);
     }
