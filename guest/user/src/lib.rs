@@ -291,3 +291,20 @@ pub fn attempt(name: &str, what: &str, op: impl FnOnce()) -> i32 {
     println!("{name}: {what} was NOT stopped");
     1
 }
+
+/// Formats into `buf` and returns the text (cut short if it does not fit).
+pub fn format_into<'a>(buf: &'a mut [u8], args: fmt::Arguments) -> &'a str {
+    struct W<'b>(&'b mut [u8], usize);
+    impl Write for W<'_> {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            let end = self.1 + s.len();
+            self.0.get_mut(self.1..end).ok_or(fmt::Error)?.copy_from_slice(s.as_bytes());
+            self.1 = end;
+            Ok(())
+        }
+    }
+    let mut w = W(buf, 0);
+    let _ = w.write_fmt(args);
+    let len = w.1;
+    core::str::from_utf8(&buf[..len]).unwrap_or("")
+}

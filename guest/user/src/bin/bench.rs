@@ -333,7 +333,7 @@ fn main(args: Args) -> i32 {
         // A partner that yields back until a little after this measurement's budget.
         let end = lde_user::rdtsc() + tsc_hz() / 1000 * (BUDGET_MS * 3);
         let mut spec = [0u8; 64];
-        let text = format(&mut spec, format_args!("bench partner {end}"));
+        let text = lde_user::format_into(&mut spec, format_args!("bench partner {end}"));
         if spawn(text) < 0 {
             println!("bench: cannot start the partner");
         } else {
@@ -359,24 +359,6 @@ fn main(args: Args) -> i32 {
     }
     println!("bench: done");
     0
-}
-
-/// Formats into `buf`.
-fn format<'a>(buf: &'a mut [u8; 64], args: core::fmt::Arguments) -> &'a str {
-    use core::fmt::Write;
-    struct W<'b>(&'b mut [u8; 64], usize);
-    impl Write for W<'_> {
-        fn write_str(&mut self, s: &str) -> core::fmt::Result {
-            let end = self.1 + s.len();
-            self.0.get_mut(self.1..end).ok_or(core::fmt::Error)?.copy_from_slice(s.as_bytes());
-            self.1 = end;
-            Ok(())
-        }
-    }
-    let mut w = W(buf, 0);
-    let _ = w.write_fmt(args);
-    let len = w.1;
-    core::str::from_utf8(&buf[..len]).unwrap_or("")
 }
 
 lde_user::entry!(main);
