@@ -387,8 +387,8 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
         }
     }
     if !args.quiet {
-        if let Some(page) = report.stats() {
-            for line in lde::summary::lines(page, report.host.kvm) {
+        if let (Some(page), Some(recorder)) = (report.stats(), &report.recorder) {
+            for line in lde::summary::lines(page, &recorder.processes(), report.host.kvm) {
                 eprintln!("lde: {line}");
             }
         }

@@ -1,6 +1,6 @@
 //! The short summary `lde run` prints at the end of a run, from the kernel's stats page.
 
-use lde_abi::stats::StatsPage;
+use lde_abi::stats::{ProcStats, StatsPage, END_EXITED, END_KILLED};
 use lde_kcore::trap::mnemonic;
 
 use crate::host::KvmKind;
@@ -27,8 +27,31 @@ fn cost(total: u64, count: u64, tsc_hz: u64) -> String {
     format!("{} cycles ({:.1} us, mean of {count})", cycles(mean), mean as f64 * 1e6 / tsc_hz as f64)
 }
 
+/// Most processes named one by one in the summary.
+const NAMED_PROCESSES: usize = 12;
+
+/// `name pid: how it ended`, for every process (the first few by name).
+fn processes_line(page: &StatsPage, processes: &[ProcStats]) -> String {
+    let mut named: Vec<String> = processes
+        .iter()
+        .take(NAMED_PROCESSES)
+        .map(|p| {
+            let end = match p.end {
+                END_EXITED => format!("exit {}", p.end_value),
+                END_KILLED => format!("killed {}", mnemonic(u64::from(p.end_value))),
+                _ => "running".to_string(),
+            };
+            format!("{} {} {end}", p.name(), p.pid)
+        })
+        .collect();
+    if processes.len() > NAMED_PROCESSES {
+        named.push(format!("and {} more", processes.len() - NAMED_PROCESSES));
+    }
+    format!("processes: {} started, {} killed: {}", page.spawned, page.kills, named.join(", "))
+}
+
 /// The summary lines (without the `lde: ` prefix).
-pub fn lines(page: &StatsPage, kvm: KvmKind) -> Vec<String> {
+pub fn lines(page: &StatsPage, processes: &[ProcStats], kvm: KvmKind) -> Vec<String> {
     let mut traps: Vec<String> = Vec::new();
     let syscalls = page.syscall_arch + page.syscall_recovered;
     let int80 = page.int80_arch + page.int80_recovered;
@@ -62,7 +85,7 @@ pub fn lines(page: &StatsPage, kvm: KvmKind) -> Vec<String> {
         hz => format!("{} ticks at {hz} Hz", page.ticks),
     };
     vec![
-        format!("processes: {} started, {} killed", page.spawned, page.kills),
+        processes_line(page, processes),
         format!("traps: {}", if traps.is_empty() { "none".to_string() } else { traps.join(", ") }),
         format!(
             "scheduler: {timer}, {} context switches, idle {idle:.1}% of {:.3} s guest time",
@@ -100,8 +123,17 @@ mod tests {
         page.tick_cycles = 100_000 * 50;
         page.tick_count = 50;
         page.switches = 9;
-        let lines = lines(&page, KvmKind::Pvm);
-        assert_eq!(lines[0], "processes: 3 started, 1 killed");
+        let mut a = ProcStats::EMPTY;
+        a.pid = 1;
+        a.name[..5].copy_from_slice(b"hello");
+        a.end = END_EXITED;
+        let mut b = a;
+        b.pid = 2;
+        b.name[..5].copy_from_slice(b"bad-x");
+        b.end = END_KILLED;
+        b.end_value = 13;
+        let lines = lines(&page, &[a, b], KvmKind::Pvm);
+        assert_eq!(lines[0], "processes: 3 started, 1 killed: hello 1 exit 0, bad-x 2 killed #GP");
         assert_eq!(lines[1], "traps: syscall 7 (recovered), timer 50, #GP 1");
         assert_eq!(lines[2], "scheduler: 50 ticks at 50 Hz, 9 context switches, idle 25.0% of 1.000 s guest time");
         assert!(lines[3].contains("(pvm): timer tick 100,000 cycles (50.0 us, mean of 50)"), "{}", lines[3]);
