@@ -189,3 +189,63 @@ fn spawn_checks_its_arguments() {
         assert_eq!(stats(&out, "calls")["spawn"], 1, "{host:?}");
     }
 }
+
+/// Whether the terminal `fd` is in canonical (line) mode.
+fn canonical(fd: i32) -> bool {
+    // SAFETY: termios is plain data, filled by tcgetattr for a terminal fd.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: `t` is a valid termios to fill.
+    assert_eq!(unsafe { libc::tcgetattr(fd, &mut t) }, 0);
+    t.c_lflag & libc::ICANON != 0
+}
+
+#[test]
+fn a_terminal_gets_keystrokes_and_its_settings_back() {
+    if !kvm_available("a_terminal_gets_keystrokes_and_its_settings_back") {
+        return;
+    }
+    use std::io::{Read, Write};
+    use std::os::fd::FromRawFd;
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty fills the two descriptors; the other arguments may be null.
+    let r = unsafe {
+        libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null())
+    };
+    assert_eq!(r, 0);
+    assert!(canonical(slave));
+    // SAFETY: `slave` is open; the child gets its own duplicate.
+    let stdin = unsafe { std::process::Stdio::from_raw_fd(libc::dup(slave)) };
+    let mut child = std::process::Command::new(common::lde_bin())
+        .args(["run", "-q", "cat"])
+        .stdin(stdin)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until lde has switched the terminal to character-at-a-time input.
+    let start = std::time::Instant::now();
+    while canonical(slave) && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!canonical(slave), "lde turns canonical mode off while it runs");
+    // SAFETY: `master` is open and owned here from now on.
+    let mut master_file = unsafe { std::fs::File::from_raw_fd(master) };
+    master_file.write_all(b"typed\n").unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("typed") && start.elapsed() < Duration::from_secs(20) {
+        let n = stdout.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&seen).contains("typed"), "cat echoed the keystrokes: {seen:?}");
+    // SAFETY: sends SIGTERM to the child we spawned and still own.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    assert!(canonical(slave), "lde restored the terminal's settings");
+    // SAFETY: closing the descriptor this test opened (the master closes with its File).
+    unsafe { libc::close(slave) };
+}
