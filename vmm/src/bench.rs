@@ -31,7 +31,7 @@ pub const MEASUREMENTS: &[(&str, &str)] = &[
     ("exception-bp", "#BP (int3) round trip"),
     ("exception-pf", "#PF on an unmapped user page, fixed up by the kernel"),
     ("timer-tick", "timer interrupt: a gap in a tight rdtsc loop (delivery, handler, return)"),
-    ("yield-self", "yield with no other process: into the scheduler and back"),
+    ("yield-self", "yield with no other process: into the scheduler and back, no CR3 change"),
     ("switch-cr3", "switch between two processes (new CR3): half a yield round trip"),
     ("cpuid", "cpuid from ring 3: a VM exit handled inside KVM"),
     ("port-write", "out to the bench port from ring 3: a VM exit handled by lde"),

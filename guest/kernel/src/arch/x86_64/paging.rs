@@ -52,7 +52,11 @@ pub fn activate_kernel() {
     load_cr3(kernel_pml4());
 }
 
+/// Loads CR3 unless it already holds `pml4` (a write would flush the TLB for nothing).
 fn load_cr3(pml4: u64) {
+    if Cr3::read().0.start_address().as_u64() == pml4 {
+        return;
+    }
     let frame = PhysFrame::from_start_address(PhysAddr::new(pml4)).expect("page tables are page-aligned");
     // SAFETY: every PML4 lde loads maps the kernel identically in slot 0, so the code and data
     // in use stay mapped across the switch.
