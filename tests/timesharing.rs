@@ -208,9 +208,7 @@ fn a_terminal_gets_keystrokes_and_its_settings_back() {
     use std::os::fd::FromRawFd;
     let (mut master, mut slave) = (0, 0);
     // SAFETY: openpty fills the two descriptors; the other arguments may be null.
-    let r = unsafe {
-        libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null())
-    };
+    let r = unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
     assert_eq!(r, 0);
     assert!(canonical(slave));
     // SAFETY: `slave` is open; the child gets its own duplicate.
