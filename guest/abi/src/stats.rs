@@ -167,6 +167,10 @@ pub struct StatsPage {
     pub current_pid: u32,
     /// Timer interrupts taken.
     pub ticks: u64,
+    /// TSC when the timer was started and when it was stopped (0 while it runs): the span
+    /// over which `ticks` should equal the elapsed time times `timer_hz`.
+    pub timer_started_tsc: u64,
+    pub timer_stopped_tsc: u64,
     /// Traps by vector (system-call doors included).
     pub traps: [u64; 256],
     pub syscall_arch: u64,
@@ -218,6 +222,8 @@ impl StatsPage {
             slice_ticks: 0,
             current_pid: 0,
             ticks: 0,
+            timer_started_tsc: 0,
+            timer_stopped_tsc: 0,
             traps: [0; 256],
             syscall_arch: 0,
             syscall_recovered: 0,

@@ -103,7 +103,7 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
         cpu::shutdown(exit::SUCCESS);
     }
     let failed = process::run_scheduler();
-    lapic::stop();
+    time::stop();
     // SAFETY: the scheduler has returned; no other reference is alive.
     let k = unsafe { process::KERNEL.get() };
     let code = if failed { exit::PROCESS_FAILED } else { exit::SUCCESS };

@@ -191,8 +191,9 @@ pub fn print(page: &StatsPage) {
     }
     println!();
     let uptime_ms = (page.now_tsc - page.boot_tsc) * 1000 / page.tsc_hz.max(1);
+    let timer_ms = page.timer_stopped_tsc.saturating_sub(page.timer_started_tsc) * 1000 / page.tsc_hz.max(1);
     println!(
-        "stats: sched kills={} switches={} spawned={} ticks={} timer_hz={} uptime_ms={uptime_ms} idle_ms={}",
+        "stats: sched kills={} switches={} spawned={} ticks={} timer_hz={} timer_ms={timer_ms} uptime_ms={uptime_ms} idle_ms={}",
         page.kills,
         page.switches,
         page.spawned,

@@ -170,6 +170,10 @@ pub fn init(line: &str) {
 pub fn start() {
     // SAFETY: interrupts are off; the clock is only read by others.
     let c = unsafe { CLOCK.get() };
+    if c.mode != TimerMode::None {
+        let now = rdtsc();
+        stats::update(|page| page.timer_started_tsc = now);
+    }
     match c.mode {
         TimerMode::None => {}
         TimerMode::Periodic => lapic::start_periodic(tsc_to_lapic(c.tick_tsc)),
@@ -209,4 +213,13 @@ pub fn slice() -> u32 {
 pub fn wake_at(deadline: u64) {
     let now = rdtsc();
     lapic::start_one_shot(tsc_to_lapic(deadline.saturating_sub(now)));
+}
+
+/// Stops the ticks for good (at shutdown).
+pub fn stop() {
+    lapic::stop();
+    if mode() != TimerMode::None {
+        let now = rdtsc();
+        stats::update(|page| page.timer_stopped_tsc = now);
+    }
 }
