@@ -209,7 +209,8 @@ pub fn dump(f: &TrapFrame) {
     println!("  rip {:016x} cs {:04x} rflags {:08x} ss {:04x}", f.rip, f.cs, f.rflags, f.ss);
 }
 
-/// Whether serial interrupts are routed (kept for `main`'s order of setup).
+/// Routes the UART's IRQ 4 through the I/O APIC to [`SERIAL_VECTOR`] and enables its
+/// "data received" interrupt.
 pub fn enable_serial_input() {
     crate::arch::ioapic::route(lde_abi::ports::SERIAL_IRQ, SERIAL_VECTOR);
     serial::enable_rx_interrupt();

@@ -5,7 +5,6 @@
 //! user CS32 0x23, user DS 0x2b, user CS 0x33, TSS 0x38.
 
 use core::cell::UnsafeCell;
-use core::ptr::addr_of;
 
 use spin::Once;
 use x86_64::instructions::segmentation::{Segment, CS, DS, ES, SS};
@@ -135,15 +134,8 @@ pub fn init() {
 /// # Safety
 /// Interrupts must be off, and `top` must be the top of a mapped kernel stack that stays
 /// valid until the next call.
-#[allow(dead_code)]
 pub unsafe fn set_kernel_stack(top: VirtAddr) {
     // SAFETY: one CPU, interrupts off (caller's contract): nothing else accesses the TSS now.
     unsafe { (*TSS.0.get()).tss.privilege_stack_table[0] = top };
 }
-
-/// The current TSS.RSP0.
-#[allow(dead_code)]
-pub fn kernel_stack() -> VirtAddr {
-    // SAFETY: a plain read of a field that is only written with interrupts off on this CPU.
-    unsafe { addr_of!((*TSS.0.get()).tss.privilege_stack_table[0]).read() }
 }
