@@ -138,4 +138,3 @@ pub unsafe fn set_kernel_stack(top: VirtAddr) {
     // SAFETY: one CPU, interrupts off (caller's contract): nothing else accesses the TSS now.
     unsafe { (*TSS.0.get()).tss.privilege_stack_table[0] = top };
 }
-}
