@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use svg::node::element::{Group, Line, Rectangle, Text};
@@ -14,7 +13,7 @@ use svg::Document;
 use crate::devices::serial::SharedBuffer;
 use crate::host::HostInfo;
 use crate::vcpu::KvmRunSamples;
-use crate::{layout, report, Outcome, RunConfig};
+use crate::{report, Outcome, RunConfig};
 
 /// The value of the JSON's `schema` field.
 pub const SCHEMA: &str = "lde-bench/1";
@@ -269,21 +268,16 @@ fn guest_run(
         Progress { buffer: buffer.clone(), line: Vec::new(), total, done: done.clone(), quiet: config.quiet };
     let samples = KvmRunSamples::default();
     let cmdline = format!("{} lde.hz={hz} lde.timer=periodic lde.slice=1", programs.cmdline);
-    let run = crate::run(RunConfig {
-        kernel: None,
-        mem_mib: layout::MEM_DEFAULT_MIB,
+    let mut run_config = RunConfig::unattended(
         cmdline,
-        initrd: Some(programs.initrd),
-        timeout: Some(config.timeout),
-        kvm_device: config.kvm_device.clone(),
-        console: Box::new(progress),
-        input: None,
-        started: Instant::now(),
-        host: config.host.clone(),
-        api_sock: None,
-        observer: None,
-        kvm_run_samples: Some(samples.clone()),
-    })?;
+        programs.initrd,
+        Box::new(progress),
+        config.timeout,
+        config.kvm_device.clone(),
+        config.host.clone(),
+    );
+    run_config.kvm_run_samples = Some(samples.clone());
+    let run = crate::run(run_config)?;
     let transcript = String::from_utf8_lossy(&buffer.0.lock().expect("buffer lock poisoned")).into_owned();
     match &run.outcome {
         Outcome::GuestExit(0) => {}

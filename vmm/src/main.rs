@@ -439,21 +439,15 @@ fn probe(args: ProbeArgs, started: Instant) -> ExitCode {
     let transcript = lde::devices::serial::SharedBuffer::default();
     let host = host::detect();
     let host_line = format!("{} on {}", host.kvm, host.cpu_model);
-    let config = RunConfig {
-        kernel: None,
-        mem_mib: layout::MEM_DEFAULT_MIB,
-        cmdline: programs.cmdline,
-        initrd: Some(programs.initrd),
-        timeout: Some(args.timeout),
-        kvm_device: args.kvm_device,
-        console: Box::new(transcript.clone()),
-        input: None,
-        started,
+    let mut config = RunConfig::unattended(
+        programs.cmdline,
+        programs.initrd,
+        Box::new(transcript.clone()),
+        args.timeout,
+        args.kvm_device,
         host,
-        api_sock: None,
-        observer: None,
-        kvm_run_samples: None,
-    };
+    );
+    config.started = started;
     let report = match lde::run(config) {
         Ok(report) => report,
         Err(e) => {

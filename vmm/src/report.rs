@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use lde_abi::stats::{
     ProcStats, StatsPage, END_EXITED, END_KILLED, STATE_READING, STATE_READY, STATE_RUNNING, STATE_SLEEPING,
-    STATE_ZOMBIE, TIMER_DEADLINE, TIMER_PERIODIC,
+    TIMER_DEADLINE, TIMER_PERIODIC,
 };
 use lde_abi::syscall::NAMES;
 use lde_kcore::trap::mnemonic;
@@ -152,15 +152,19 @@ fn calls(counts: &[u64]) -> BTreeMap<&'static str, u64> {
     NAMES.iter().zip(counts).filter(|(_, &n)| n != 0).map(|(name, &n)| (*name, n)).collect()
 }
 
-fn process(p: &ProcStats) -> Process {
-    let state = match p.state {
+/// The name of a process state code of the stats page.
+pub fn state_name(state: u32) -> &'static str {
+    match state {
         STATE_READY => "ready",
         STATE_RUNNING => "running",
         STATE_SLEEPING => "sleeping",
         STATE_READING => "reading",
-        STATE_ZOMBIE => "ended",
         _ => "ended",
-    };
+    }
+}
+
+fn process(p: &ProcStats) -> Process {
+    let state = state_name(p.state);
     let (end, status, trap, rip) = match p.end {
         END_EXITED => (Some("exited"), Some(p.end_value), None, None),
         END_KILLED => (Some("killed"), None, Some(mnemonic(u64::from(p.end_value))), Some(p.end_rip)),

@@ -67,6 +67,35 @@ pub struct RunConfig {
     pub kvm_run_samples: Option<crate::vcpu::KvmRunSamples>,
 }
 
+impl RunConfig {
+    /// A run of the built-in kernel with `cmdline` and `initrd` whose serial output goes only to
+    /// `console` (no input, no live observers): what `lde probe` and `lde bench` boot.
+    pub fn unattended(
+        cmdline: String,
+        initrd: Vec<u8>,
+        console: Box<dyn Write + Send>,
+        timeout: Duration,
+        kvm_device: PathBuf,
+        host: HostInfo,
+    ) -> RunConfig {
+        RunConfig {
+            kernel: None,
+            mem_mib: layout::MEM_DEFAULT_MIB,
+            cmdline,
+            initrd: Some(initrd),
+            timeout: Some(timeout),
+            kvm_device,
+            console,
+            input: None,
+            started: Instant::now(),
+            host,
+            api_sock: None,
+            observer: None,
+            kvm_run_samples: None,
+        }
+    }
+}
+
 /// How a run ended.
 #[derive(Debug)]
 pub enum Outcome {

@@ -6,8 +6,6 @@ use std::fmt::Write as _;
 use std::io::Write;
 use std::time::Duration;
 
-use lde_abi::stats::{STATE_READING, STATE_READY, STATE_RUNNING, STATE_SLEEPING};
-
 use crate::devices::serial::SharedBuffer;
 use crate::monitor::{Live, Observer};
 
@@ -62,13 +60,7 @@ pub fn table(live: &Live, kvm: &str) -> String {
         "PID", "NAME", "STATE", "TICKS", "SCHED", "VOL", "INVOL", "SYSCALLS", "FAULTS"
     );
     for p in page.procs.iter().filter(|p| p.pid != 0) {
-        let state = match p.state {
-            STATE_READY => "ready",
-            STATE_RUNNING => "running",
-            STATE_SLEEPING => "sleeping",
-            STATE_READING => "reading",
-            _ => "ended",
-        };
+        let state = crate::report::state_name(p.state);
         let _ = writeln!(
             out,
             "{:>5} {:<16} {:<9} {:>7} {:>7} {:>7} {:>7} {:>9} {:>6}",
