@@ -78,16 +78,16 @@ fn no_permission_on_kvm_names_the_fix() {
     // Root may open anything: drop to nobody (setpriv, from util-linux) to see the real error.
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        println!("SKIP no_permission_on_kvm_names_the_fix: needs root to switch to another user");
+        common::skip("no_permission_on_kvm_names_the_fix", "needs root to switch to another user");
         return;
     }
     let Ok(meta) = std::fs::metadata("/dev/kvm") else {
-        println!("SKIP no_permission_on_kvm_names_the_fix: no /dev/kvm");
+        common::skip("no_permission_on_kvm_names_the_fix", "no /dev/kvm");
         return;
     };
     use std::os::unix::fs::PermissionsExt;
     if meta.permissions().mode() & 0o006 != 0 {
-        println!("SKIP no_permission_on_kvm_names_the_fix: /dev/kvm is open to everyone here");
+        common::skip("no_permission_on_kvm_names_the_fix", "/dev/kvm is open to everyone here");
         return;
     }
     let mut cmd = std::process::Command::new("setpriv");
