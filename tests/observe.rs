@@ -205,3 +205,12 @@ fn watch_prints_status_lines_when_piped() {
     assert!(status.iter().all(|l| l.contains(" ticks=") && l.contains(" switches=")), "{status:?}");
     assert!(out.stdout.contains("spin: done"), "the guest's output still reaches stdout: {out:?}");
 }
+
+#[test]
+fn an_unwritable_report_path_is_refused_before_the_run() {
+    let out = lde(&["run", "--report", "/nonexistent/dir/r.json", "spin 5000"]);
+    assert_eq!(out.status, Some(74), "{out:?}");
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(out.stderr.starts_with("lde: error: cannot write the report /nonexistent/dir/r.json: "), "{}", out.stderr);
+    assert!(out.stdout.is_empty(), "the guest never ran: {out:?}");
+}

@@ -313,6 +313,21 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
         Ok(p) => p,
         Err(e) => return initrd_error(e),
     };
+    // The output files are created before the guest runs, so that a bad path is said at once
+    // rather than after a long run whose results would then be lost.
+    let create = |path: &Option<PathBuf>, what: &str| match path {
+        None => Ok(None),
+        Some(p) => {
+            std::fs::File::create(p).map(Some).map_err(|e| format!("cannot write the {what} {}: {e}", p.display()))
+        }
+    };
+    let (report_file, timeline_file) = match (create(&args.report, "report"), create(&args.timeline, "timeline")) {
+        (Ok(r), Ok(t)) => (r, t),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("lde: error: {e}");
+            return ExitCode::from(code::VMM_FAILED);
+        }
+    };
     let host = host::detect();
     let host_line = format!("lde: host: {} on {}", host.kvm, host.cpu_model);
     // With --watch on a terminal, the guest's output is shown under the table and printed in
@@ -366,18 +381,18 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
     if watch_terminal {
         let _ = std::io::stdout().write_all(&captured.0.lock().expect("buffer lock poisoned"));
     }
-    if let Some(path) = &args.report {
+    if let (Some(path), Some(mut file)) = (&args.report, report_file) {
         let text = serde_json::to_string_pretty(&lde::report::from_run(&report)).expect("the report serializes");
-        if let Err(e) = std::fs::write(path, text + "\n") {
+        if let Err(e) = file.write_all((text + "\n").as_bytes()) {
             eprintln!("lde: error: cannot write the report {}: {e}", path.display());
             return ExitCode::from(code::VMM_FAILED);
         }
     }
-    if let Some(path) = &args.timeline {
+    if let (Some(path), Some(file)) = (&args.timeline, timeline_file) {
         let written = match &report.recorder {
             Some(recorder) => {
                 let title = format!("lde run on {} ({})", report.host.cpu_model, report.host.kvm.slug());
-                lde::timeline::write(recorder, &title, path).map_err(|e| e.to_string())
+                lde::timeline::write(recorder, &title, file).map_err(|e| e.to_string())
             }
             None => Err("the kernel's counters could not be read".to_string()),
         };

@@ -227,9 +227,9 @@ pub fn render(recorder: &Recorder, title: &str) -> Document {
     doc.add(legend)
 }
 
-/// Writes the timeline to `path`.
-pub fn write(recorder: &Recorder, title: &str, path: &std::path::Path) -> std::io::Result<()> {
-    svg::save(path, &render(recorder, title))
+/// Writes the timeline to `out`.
+pub fn write(recorder: &Recorder, title: &str, out: impl std::io::Write) -> std::io::Result<()> {
+    svg::write(out, &render(recorder, title))
 }
 
 fn nice_step(raw: f64) -> f64 {
