@@ -107,4 +107,7 @@ fn bad_bench_input_is_one_line() {
     let out = lde(&["bench", "--baseline", "/nonexistent.json"]);
     assert_eq!(out.status, Some(2), "{out:?}");
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    let out = lde(&["bench", "--json", "/nonexistent/dir/b.json"]);
+    assert_eq!(out.status, Some(74), "{out:?}");
+    assert_eq!(out.stderr.lines().count(), 1, "refused before measuring: {}", out.stderr);
 }

@@ -523,6 +523,18 @@ fn bench(args: BenchArgs) -> ExitCode {
         eprintln!("lde: error: {e}");
         return ExitCode::from(e.exit_code());
     }
+    // Created before measuring, so that a bad path is said at once.
+    let create = |path: &Option<PathBuf>| match path {
+        None => Ok(None),
+        Some(p) => std::fs::File::create(p).map(Some).map_err(|e| format!("cannot write {}: {e}", p.display())),
+    };
+    let (json_file, histogram_file) = match (create(&args.json), create(&args.histogram)) {
+        (Ok(j), Ok(h)) => (j, h),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("lde: error: {e}");
+            return ExitCode::from(code::VMM_FAILED);
+        }
+    };
     let host = host::detect();
     if !args.quiet {
         eprintln!("lde bench: host: {} on {}", host.kvm, host.cpu_model);
@@ -542,15 +554,15 @@ fn bench(args: BenchArgs) -> ExitCode {
         }
     };
     print!("{}", lde::bench::table(&report));
-    if let Some(path) = &args.json {
+    if let (Some(path), Some(mut file)) = (&args.json, json_file) {
         let text = serde_json::to_string_pretty(&report).expect("the bench report serializes");
-        if let Err(e) = std::fs::write(path, text + "\n") {
+        if let Err(e) = file.write_all((text + "\n").as_bytes()) {
             eprintln!("lde: error: cannot write {}: {e}", path.display());
             return ExitCode::from(code::VMM_FAILED);
         }
     }
-    if let Some(path) = &args.histogram {
-        if let Err(e) = svg::save(path, &lde::bench::histogram_svg(&report)) {
+    if let (Some(path), Some(file)) = (&args.histogram, histogram_file) {
+        if let Err(e) = svg::write(file, &lde::bench::histogram_svg(&report)) {
             eprintln!("lde: error: cannot write {}: {e}", path.display());
             return ExitCode::from(code::VMM_FAILED);
         }
