@@ -245,7 +245,6 @@ pub struct Vm {
     _vm: VmFd,
     _mem: GuestMemoryMmap,
     serial: Arc<Mutex<SerialDevice>>,
-    stats: Option<StatsReader>,
     api: Option<ApiServer>,
     shared: Option<Shared>,
     observer: Option<Observer>,
@@ -309,7 +308,7 @@ pub fn prepare(config: RunConfig) -> Result<Vm, Error> {
         log::debug!("this KVM offers no binary statistics (KVM_GET_STATS_FD)");
     }
     let exits = Arc::new(ExitCounts::default());
-    let shared = stats.clone().map(|reader| Shared {
+    let shared = stats.map(|reader| Shared {
         recorder: Arc::new(Mutex::new(Recorder::new(reader))),
         exits: exits.clone(),
         started: config.started,
@@ -330,7 +329,6 @@ pub fn prepare(config: RunConfig) -> Result<Vm, Error> {
         _vm: vm,
         _mem: mem,
         serial,
-        stats,
         api,
         shared,
         observer: config.observer,
@@ -354,7 +352,6 @@ impl Vm {
             _vm,
             _mem,
             serial,
-            stats,
             api,
             shared,
             observer,
@@ -367,7 +364,6 @@ impl Vm {
             started,
             host,
         } = self;
-        let _ = stats;
 
         // SIGINT and SIGTERM are read from a signalfd by the event loop; block them before the vCPU
         // thread exists so that it inherits the mask and never takes them.
