@@ -16,7 +16,7 @@ use crate::arch::{cpu, serial};
 use crate::process::{self, end_current, yield_current, KERNEL};
 use crate::stats::{self, Arrival};
 use crate::time::{self, rdtsc, TimerMode};
-use crate::{input, println};
+use crate::{input, println, syscalls};
 
 const UD_VECTOR: u64 = 6;
 const PF_VECTOR: u64 = 14;
@@ -45,12 +45,12 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         stats::update(|page| page.traps[vector as usize] += 1);
     }
     match vector {
-        SYSCALL_VECTOR => syscalls_dispatch(frame, Arrival::SyscallArchitectural, now),
-        v if v == u64::from(INT80_VECTOR) && from_user => syscalls_dispatch(frame, Arrival::Int80Architectural, now),
+        SYSCALL_VECTOR => syscalls::dispatch(frame, Arrival::SyscallArchitectural, now),
+        v if v == u64::from(INT80_VECTOR) && from_user => syscalls::dispatch(frame, Arrival::Int80Architectural, now),
         UD_VECTOR if from_user && is_int80_at(frame.rip) => {
             // PVM: `int 0x80` from ring 3 arrives as #UD at the instruction. Complete it.
             frame.rip += 2;
-            syscalls_dispatch(frame, Arrival::Int80Recovered, now);
+            syscalls::dispatch(frame, Arrival::Int80Recovered, now);
         }
         PF_VECTOR if from_user && is_syscall_at_lstar(frame) => {
             // PVM: `syscall` stays in ring 3 and faults fetching LSTAR; RCX and R11 hold the
@@ -60,7 +60,7 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
             }
             frame.rip = frame.rcx;
             frame.rflags = (frame.r11 & USER_RFLAGS_MASK) | RFLAGS_IF | 0x2;
-            syscalls_dispatch(frame, Arrival::SyscallRecovered, now);
+            syscalls::dispatch(frame, Arrival::SyscallRecovered, now);
         }
         v if v == u64::from(TIMER_VECTOR) => timer(from_user, now),
         v if v == u64::from(SERIAL_VECTOR) => serial_input(),
@@ -78,10 +78,6 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         // SAFETY: interrupts off; a short-lived reference.
         unsafe { KERNEL.get().user_entry_tsc = rdtsc() };
     }
-}
-
-fn syscalls_dispatch(frame: &mut TrapFrame, arrival: Arrival, now: u64) {
-    crate::syscalls::dispatch(frame, arrival, now);
 }
 
 /// A timer interrupt: a tick (charged to the running process, which is preempted when its
