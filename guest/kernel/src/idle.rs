@@ -2,8 +2,9 @@
 
 use lde_abi::stats::EV_IDLE;
 
+use crate::arch::cpu::{self, rdtsc};
 use crate::stats;
-use crate::time::{self, rdtsc, TimerMode};
+use crate::time::{self, TimerMode};
 
 /// Halts until an interrupt (timer tick, sleeper's deadline, serial input) has been handled.
 /// `next_wake` is the earliest sleeper's deadline, which needs its own interrupt when no
@@ -16,10 +17,7 @@ pub fn wait_for_work(next_wake: Option<u64>) {
     }
     let start = rdtsc();
     stats::update(|page| stats::event(page, start, EV_IDLE, 0, 0));
-    // `sti; hlt` is atomic with respect to interrupts (the interrupt shadow of sti covers the
-    // hlt), so a wake-up cannot slip in between the check that found nothing ready and the halt.
-    x86_64::instructions::interrupts::enable_and_hlt();
-    x86_64::instructions::interrupts::disable();
+    cpu::wait_for_interrupt();
     let end = rdtsc();
     stats::update(|page| page.idle_cycles += end - start);
 }

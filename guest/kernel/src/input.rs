@@ -9,7 +9,7 @@ use crate::sync::Global;
 
 const CAPACITY: usize = 1024;
 
-pub struct Input {
+struct Input {
     buf: [u8; CAPACITY],
     head: usize,
     len: usize,
@@ -18,17 +18,14 @@ pub struct Input {
 
 static INPUT: Global<Input> = Global::new(Input { buf: [0; CAPACITY], head: 0, len: 0, ended: false });
 
-fn input() -> &'static mut Input {
-    // SAFETY: interrupts are off in every caller (the serial handler and system calls); the
-    // reference does not outlive the call.
-    unsafe { INPUT.get() }
-}
-
 /// Moves what the UART holds into the buffer (as much as fits; the rest waits in the UART,
 /// whose full FIFO holds back the VMM). Returns whether anything new is available, input ended
 /// included.
 pub fn drain_uart() -> bool {
-    let inp = input();
+    INPUT.with(drain_into)
+}
+
+fn drain_into(inp: &mut Input) -> bool {
     let mut got = false;
     while inp.len < CAPACITY {
         let Some(b) = serial::read_byte() else { break };
@@ -61,16 +58,17 @@ pub enum Available {
 
 /// Copies buffered input into `out` (the caller has checked it is writable user memory).
 pub fn take(out: &mut [u8]) -> Available {
-    drain_uart();
-    let inp = input();
-    if inp.len == 0 {
-        return if inp.ended { Available::End } else { Available::Nothing };
-    }
-    let n = out.len().min(inp.len);
-    for b in out.iter_mut().take(n) {
-        *b = inp.buf[inp.head];
-        inp.head = (inp.head + 1) % CAPACITY;
-    }
-    inp.len -= n;
-    Available::Bytes(n)
+    INPUT.with(|inp| {
+        drain_into(inp);
+        if inp.len == 0 {
+            return if inp.ended { Available::End } else { Available::Nothing };
+        }
+        let n = out.len().min(inp.len);
+        for b in out.iter_mut().take(n) {
+            *b = inp.buf[inp.head];
+            inp.head = (inp.head + 1) % CAPACITY;
+        }
+        inp.len -= n;
+        Available::Bytes(n)
+    })
 }

@@ -8,30 +8,33 @@
 mod arch;
 mod bootinfo;
 mod console;
+mod exec;
 mod idle;
 mod input;
 mod mm;
 mod process;
+mod sched;
 mod stats;
 mod sync;
-mod syscalls;
+mod syscall;
 mod time;
-mod traps;
+mod trap;
 
 use core::panic::PanicInfo;
 
 use lde_abi::{cmdline as keys, exit};
 use lde_kcore::{cmdline, memmap};
 
-use arch::{cpu, gdt, lapic, pic, serial, syscall, trap};
+use arch::{cpu, entry, gdt, idt, lapic, pic, serial};
 use console::Ascii;
+use process::KERNEL;
 
 /// The kernel's Rust entry, called by `pvh_start` in 64-bit mode on the boot stack.
 #[no_mangle]
 extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
     serial::init();
     gdt::init();
-    trap::init();
+    idt::init();
     pic::disable();
     let lapic = lapic::init();
 
@@ -69,14 +72,13 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
         Some(keys::TEST_PANIC) => panic!("test hook {}={}", keys::TEST_KEY, keys::TEST_PANIC),
         Some(keys::TEST_KERNEL_FAULT) => {
             println!("kernel: test hook: executing ud2 in ring 0");
-            // SAFETY: deliberately raises #UD; the kernel's handler reports it and shuts down.
-            unsafe { core::arch::asm!("ud2", options(nomem, nostack)) };
+            cpu::raise_invalid_opcode();
         }
         Some(keys::TEST_TRIPLE_FAULT) => {
             println!("kernel: test hook: loading an empty IDT and raising #UD");
-            trap::load_empty_idt();
-            // SAFETY: with no IDT the #UD cannot be delivered: the CPU triple-faults, on purpose.
-            unsafe { core::arch::asm!("ud2", options(nomem, nostack)) };
+            idt::load_empty_idt();
+            // With no IDT the #UD cannot be delivered: the CPU triple-faults, on purpose.
+            cpu::raise_invalid_opcode();
         }
         Some(keys::TEST_HANG) => {
             println!("kernel: test hook: halting with interrupts off");
@@ -85,38 +87,36 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
         Some(other) => println!("kernel: unknown test hook {}={other}, ignored", keys::TEST_KEY),
     }
 
-    // SAFETY: interrupts are off and nothing else holds the kernel state yet.
-    let k = unsafe { process::KERNEL.get() };
-    k.initrd = initrd(boot.modules());
-    let reserved = (k.initrd.as_ptr() as u64, k.initrd.as_ptr() as u64 + k.initrd.len() as u64);
-    k.frames.init(boot.memmap(), kernel_end(), reserved);
-    syscall::init();
+    let initrd = initrd(boot.modules());
+    let reserved = (initrd.as_ptr() as u64, initrd.as_ptr() as u64 + initrd.len() as u64);
+    let programs = KERNEL.with(|k| {
+        k.initrd = initrd;
+        k.frames.init(boot.memmap(), kernel_end(), reserved);
+        k.cmdline = boot.cmdline();
+        exec::program_count(k)
+    });
+    entry::init_syscall();
     time::init(boot.cmdline());
-    traps::enable_serial_input();
+    trap::enable_serial_input();
 
-    k.cmdline = boot.cmdline();
-    let programs = process::program_count(k);
-    process::spawn_pending(k);
+    KERNEL.with(exec::spawn_pending);
     time::start();
     if programs == 0 {
         println!("kernel: nothing to run, shutting down with code {}", exit::SUCCESS);
         cpu::shutdown(exit::SUCCESS);
     }
-    let failed = process::run_scheduler();
+    let failed = sched::run_scheduler();
     time::stop();
-    // SAFETY: the scheduler has returned; no other reference is alive.
-    let k = unsafe { process::KERNEL.get() };
     let code = if failed { exit::PROCESS_FAILED } else { exit::SUCCESS };
-    let now = time::rdtsc();
-    let (in_use, available) = (k.frames.in_use(), k.frames.available());
+    let now = cpu::rdtsc();
+    let (in_use, available) = KERNEL.with(|k| (k.frames.in_use(), k.frames.available()));
     stats::update(|page| {
         page.now_tsc = now;
         page.frames_in_use = in_use;
         page.finished = 1;
         page.exit_code = code;
     });
-    // SAFETY: a read-only look at the page after the last update.
-    stats::print(unsafe { stats::LDE_STATS.get() });
+    stats::print();
     println!("stats: frames in_use={in_use} available={available}");
     println!("kernel: all processes ended, shutting down with code {code}");
     cpu::shutdown(code)

@@ -35,17 +35,16 @@ pub enum Arrival {
 
 /// Updates the counters inside one seqlock write section.
 pub fn update<R>(f: impl FnOnce(&mut StatsPage) -> R) -> R {
-    // SAFETY: interrupts are off (kernel code); the reference lives only for this call, which
-    // neither switches contexts nor calls `update` again.
-    let page = unsafe { LDE_STATS.get() };
-    // SAFETY: a plain u64 field of the live page; volatile so the host sees each step.
-    unsafe { core::ptr::write_volatile(&mut page.seq, page.seq.wrapping_add(1)) };
-    compiler_fence(Ordering::SeqCst);
-    let r = f(page);
-    compiler_fence(Ordering::SeqCst);
-    // SAFETY: as above.
-    unsafe { core::ptr::write_volatile(&mut page.seq, page.seq.wrapping_add(1)) };
-    r
+    LDE_STATS.with(|page| {
+        // SAFETY: a plain u64 field of the live page; volatile so the host sees each step.
+        unsafe { core::ptr::write_volatile(&mut page.seq, page.seq.wrapping_add(1)) };
+        compiler_fence(Ordering::SeqCst);
+        let r = f(page);
+        compiler_fence(Ordering::SeqCst);
+        // SAFETY: as above.
+        unsafe { core::ptr::write_volatile(&mut page.seq, page.seq.wrapping_add(1)) };
+        r
+    })
 }
 
 /// Appends an event to the log (the event's own `seq` is written last).
@@ -173,7 +172,11 @@ pub fn print_acct(p: &Proc) {
 }
 
 /// Prints the counters as `stats:` lines of `key=value` words (a fixed form tests read).
-pub fn print(page: &StatsPage) {
+pub fn print() {
+    LDE_STATS.with(|page| print_page(page));
+}
+
+fn print_page(page: &StatsPage) {
     println!(
         "stats: doors syscall.arch={} syscall.recovered={} int80.arch={} int80.recovered={}",
         page.syscall_arch, page.syscall_recovered, page.int80_arch, page.int80_recovered

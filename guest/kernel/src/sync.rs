@@ -1,30 +1,57 @@
-//! Global kernel state on one CPU.
+//! Global kernel state on one CPU, reached only through closures.
+//!
+//! [`Global::with`] lends `&mut T` to a closure and marks the global busy while it runs; a
+//! nested `with` of the same global (a trap handler reached while the state was lent, or a
+//! context switch inside the closure that runs code which borrows it again) is a kernel bug and
+//! panics instead of creating a second mutable reference. No function hands out a reference that
+//! outlives its closure, so no safe code can hold two `&mut` to one global.
 
-use core::cell::UnsafeCell;
+use core::cell::{Cell, UnsafeCell};
 
-/// A global that the kernel accesses only with interrupts off on its one CPU. Transparent, so
-/// an exported global (the stats page) has exactly the layout of its value.
-#[repr(transparent)]
-pub struct Global<T>(UnsafeCell<T>);
+/// A global the kernel reaches only through [`Global::with`].
+///
+/// `repr(C)` with the value first: an exported global (the stats page) starts at its symbol's
+/// address with exactly the layout of its value; the busy flag follows it.
+#[repr(C)]
+pub struct Global<T> {
+    value: UnsafeCell<T>,
+    busy: Cell<bool>,
+}
 
-// SAFETY: lde runs one CPU, and kernel code runs with interrupts off (interrupt gates and the
-// syscall mask clear IF; the idle loop enables them only around `hlt`), so accesses through
-// `get` never run concurrently. `get`'s contract rules out overlapping references.
+// SAFETY: lde runs one CPU, so `with` is never entered from two CPUs at once; within the CPU,
+// the busy flag turns every overlapping access (an interrupt or trap handler entered while a
+// closure runs, or a nested call) into a panic before a second reference exists.
 unsafe impl<T> Sync for Global<T> {}
 
 impl<T> Global<T> {
     pub const fn new(value: T) -> Self {
-        Self(UnsafeCell::new(value))
+        Self { value: UnsafeCell::new(value), busy: Cell::new(false) }
     }
 
-    /// The value.
+    /// Runs `f` with exclusive access to the value.
     ///
-    /// # Safety
-    /// Interrupts must be off, and the reference must be dropped before another `get` of the
-    /// same global and before any context switch.
-    #[allow(clippy::mut_from_ref)]
-    pub unsafe fn get(&self) -> &mut T {
-        // SAFETY: exclusive by the caller's contract.
-        unsafe { &mut *self.0.get() }
+    /// # Panics
+    /// If the value is already lent (a nested `with` of the same global): a kernel bug.
+    #[inline(always)]
+    pub fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        if self.busy.replace(true) {
+            reentered();
+        }
+        // SAFETY: the busy flag was clear, so no other reference to the value exists, and none
+        // can be made until it is cleared below.
+        let r = f(unsafe { &mut *self.value.get() });
+        self.busy.set(false);
+        r
     }
+
+    /// The value's address, for the CPU or the host (which read it without Rust references).
+    pub const fn as_ptr(&self) -> *mut T {
+        self.value.get()
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn reentered() -> ! {
+    panic!("kernel bug: a global was borrowed while already lent")
 }

@@ -8,6 +8,7 @@ use lde_abi::cmdline as keys;
 use lde_abi::stats::{TIMER_DEADLINE, TIMER_NONE, TIMER_PERIODIC};
 use lde_kcore::cmdline;
 
+use crate::arch::cpu::rdtsc;
 use crate::arch::lapic;
 use crate::println;
 use crate::stats;
@@ -28,7 +29,7 @@ pub enum TimerMode {
     Deadline,
 }
 
-pub struct Clock {
+struct Clock {
     pub tsc_hz: u64,
     pub lapic_hz: u64,
     pub boot_tsc: u64,
@@ -41,7 +42,7 @@ pub struct Clock {
     pub next_deadline: u64,
 }
 
-pub static CLOCK: Global<Clock> = Global::new(Clock {
+static CLOCK: Global<Clock> = Global::new(Clock {
     tsc_hz: 0,
     lapic_hz: 0,
     boot_tsc: 0,
@@ -52,36 +53,24 @@ pub static CLOCK: Global<Clock> = Global::new(Clock {
     next_deadline: 0,
 });
 
-/// Reads the TSC (in ring 0 on PVM this costs ~6,500 cycles: use sparingly).
-pub fn rdtsc() -> u64 {
-    // SAFETY: rdtsc has no side effects.
-    unsafe { core::arch::x86_64::_rdtsc() }
-}
-
-fn clock() -> &'static Clock {
-    // SAFETY: written only by `init` before interrupts are enabled; read-only afterwards.
-    unsafe { CLOCK.get() }
-}
-
 /// TSC cycles per second.
 pub fn tsc_hz() -> u64 {
-    clock().tsc_hz
+    CLOCK.with(|c| c.tsc_hz)
 }
 
 /// Milliseconds since boot.
 pub fn uptime_ms() -> u64 {
-    let c = clock();
-    (rdtsc() - c.boot_tsc) * 1000 / c.tsc_hz.max(1)
+    let now = rdtsc();
+    CLOCK.with(|c| (now - c.boot_tsc) * 1000 / c.tsc_hz.max(1))
 }
 
 /// TSC cycles in `ms` milliseconds.
 pub fn ms_to_tsc(ms: u64) -> u64 {
-    ms.saturating_mul(clock().tsc_hz) / 1000
+    ms.saturating_mul(tsc_hz()) / 1000
 }
 
 /// LAPIC timer ticks in `tsc` TSC cycles (at least 1, at most u32::MAX).
-pub fn tsc_to_lapic(tsc: u64) -> u32 {
-    let c = clock();
+fn tsc_to_lapic(c: &Clock, tsc: u64) -> u32 {
     let ticks = (u128::from(tsc) * u128::from(c.lapic_hz) / u128::from(c.tsc_hz.max(1))) as u64;
     ticks.clamp(1, u64::from(u32::MAX)) as u32
 }
@@ -98,8 +87,10 @@ fn parse<T: core::str::FromStr>(line: &str, key: &str, default: T) -> T {
 
 /// Measures the clocks and starts the timer as the command line asks.
 pub fn init(line: &str) {
-    // SAFETY: interrupts are off; nothing else uses the clock yet.
-    let c = unsafe { CLOCK.get() };
+    CLOCK.with(|c| init_clock(c, line));
+}
+
+fn init_clock(c: &mut Clock, line: &str) {
     c.boot_tsc = rdtsc();
     let tsc_khz: u64 = parse(line, keys::TSC_KHZ_KEY, 0);
     lapic::start_free_running();
@@ -169,51 +160,51 @@ pub fn init(line: &str) {
 
 /// Starts the ticks (interrupts stay off until the first process or the idle loop).
 pub fn start() {
-    // SAFETY: interrupts are off; the clock is only read by others.
-    let c = unsafe { CLOCK.get() };
-    if c.mode != TimerMode::None {
-        let now = rdtsc();
-        stats::update(|page| page.timer_started_tsc = now);
-    }
-    match c.mode {
-        TimerMode::None => {}
-        TimerMode::Periodic => lapic::start_periodic(tsc_to_lapic(c.tick_tsc)),
-        TimerMode::Deadline => {
-            lapic::start_deadline_mode();
-            c.next_deadline = rdtsc() + c.tick_tsc;
-            lapic::set_deadline(c.next_deadline);
+    CLOCK.with(|c| {
+        if c.mode != TimerMode::None {
+            let now = rdtsc();
+            stats::update(|page| page.timer_started_tsc = now);
         }
-    }
+        match c.mode {
+            TimerMode::None => {}
+            TimerMode::Periodic => lapic::start_periodic(tsc_to_lapic(c, c.tick_tsc)),
+            TimerMode::Deadline => {
+                lapic::start_deadline_mode();
+                c.next_deadline = rdtsc() + c.tick_tsc;
+                lapic::set_deadline(c.next_deadline);
+            }
+        }
+    });
 }
 
 /// Called on every timer interrupt: re-arms a deadline timer.
 pub fn on_tick(now: u64) {
-    // SAFETY: interrupts are off in the handler; the clock's deadline is only touched here.
-    let c = unsafe { CLOCK.get() };
-    if c.mode == TimerMode::Deadline {
-        // Skip deadlines already past rather than firing a burst of late ticks.
-        c.next_deadline += c.tick_tsc;
-        if c.next_deadline <= now {
-            c.next_deadline = now + c.tick_tsc;
+    CLOCK.with(|c| {
+        if c.mode == TimerMode::Deadline {
+            // Skip deadlines already past rather than firing a burst of late ticks.
+            c.next_deadline += c.tick_tsc;
+            if c.next_deadline <= now {
+                c.next_deadline = now + c.tick_tsc;
+            }
+            lapic::set_deadline(c.next_deadline);
         }
-        lapic::set_deadline(c.next_deadline);
-    }
+    });
 }
 
 /// The timer mode.
 pub fn mode() -> TimerMode {
-    clock().mode
+    CLOCK.with(|c| c.mode)
 }
 
 /// Ticks per time slice.
 pub fn slice() -> u32 {
-    clock().slice
+    CLOCK.with(|c| c.slice)
 }
 
 /// Arms a one-shot interrupt at TSC `deadline` (cooperative mode, for sleepers).
 pub fn wake_at(deadline: u64) {
     let now = rdtsc();
-    lapic::start_one_shot(tsc_to_lapic(deadline.saturating_sub(now)));
+    lapic::start_one_shot(CLOCK.with(|c| tsc_to_lapic(c, deadline.saturating_sub(now))));
 }
 
 /// Stops the ticks for good (at shutdown).

@@ -2,8 +2,10 @@
 
 pub mod boot;
 pub mod cpu;
+pub mod entry;
 pub mod fpu;
 pub mod gdt;
+pub mod idt;
 pub mod ioapic;
 pub mod lapic;
 pub mod mem;
@@ -11,5 +13,3 @@ pub mod paging;
 pub mod pic;
 pub mod serial;
 pub mod switch;
-pub mod syscall;
-pub mod trap;

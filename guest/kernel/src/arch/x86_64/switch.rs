@@ -33,7 +33,6 @@ switch_context:
 
 extern "C" {
     fn switch_context(save: *mut u64, next: u64);
-    fn trap_return();
 }
 
 /// Saves the current context into `*save` and resumes the one saved at `next`.
@@ -59,7 +58,7 @@ pub unsafe fn new_process_stack(frame_addr: u64) -> u64 {
     let ret = frame_addr - 8;
     // SAFETY: inside the process's kernel stack (caller's contract).
     unsafe {
-        (ret as *mut u64).write(trap_return as *const () as u64);
+        (ret as *mut u64).write(super::entry::trap_return as *const () as u64);
         for i in 1..=SAVED_REGS as u64 {
             ((ret - 8 * i) as *mut u64).write(0);
         }

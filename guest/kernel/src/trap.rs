@@ -1,6 +1,6 @@
-//! What the kernel does with each trap: system calls through either door (including the two
-//! PVM deviations it recovers), timer ticks and preemption, serial input, killing processes
-//! that break the rules, and reporting faults in the kernel itself.
+//! What each trap means: system calls through either door (including the two PVM deviations
+//! it recovers), timer ticks and preemption, serial input, killing processes that break the
+//! rules, and reporting faults in the kernel itself.
 
 use lde_abi::exit;
 use lde_abi::stats::EV_TICK;
@@ -9,14 +9,15 @@ use lde_abi::user::{USER_BASE, USER_END};
 use lde_kcore::proc::End;
 use lde_kcore::trap::mnemonic;
 
+use crate::arch::cpu::{self, rdtsc};
+use crate::arch::entry::{syscall_entry_address, TrapFrame, SYSCALL_VECTOR};
 use crate::arch::lapic::{self, SPURIOUS_VECTOR, TIMER_VECTOR};
-use crate::arch::syscall::{self, SYSCALL_VECTOR};
-use crate::arch::trap::TrapFrame;
-use crate::arch::{cpu, serial};
-use crate::process::{self, end_current, yield_current, KERNEL};
+use crate::arch::serial;
+use crate::process::KERNEL;
+use crate::sched::{self, end_current, yield_current};
 use crate::stats::{self, Arrival};
-use crate::time::{self, rdtsc, TimerMode};
-use crate::{input, println, syscalls};
+use crate::time::{self, TimerMode};
+use crate::{input, println, syscall};
 
 const UD_VECTOR: u64 = 6;
 const PF_VECTOR: u64 = 14;
@@ -33,24 +34,22 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     let from_user = frame.came_from_user();
     let now = rdtsc();
     if from_user {
-        // SAFETY: interrupts off; a short-lived reference.
-        unsafe {
-            let k = KERNEL.get();
+        KERNEL.with(|k| {
             if let Some(slot) = k.procs.current() {
                 k.procs.get_mut(slot).acct.user_cycles += now.saturating_sub(k.user_entry_tsc);
             }
-        }
+        });
     }
     if vector < 256 {
         stats::update(|page| page.traps[vector as usize] += 1);
     }
     match vector {
-        SYSCALL_VECTOR => syscalls::dispatch(frame, Arrival::SyscallArchitectural, now),
-        v if v == u64::from(INT80_VECTOR) && from_user => syscalls::dispatch(frame, Arrival::Int80Architectural, now),
+        SYSCALL_VECTOR => syscall::dispatch(frame, Arrival::SyscallArchitectural, now),
+        v if v == u64::from(INT80_VECTOR) && from_user => syscall::dispatch(frame, Arrival::Int80Architectural, now),
         UD_VECTOR if from_user && is_int80_at(frame.rip) => {
             // PVM: `int 0x80` from ring 3 arrives as #UD at the instruction. Complete it.
             frame.rip += 2;
-            syscalls::dispatch(frame, Arrival::Int80Recovered, now);
+            syscall::dispatch(frame, Arrival::Int80Recovered, now);
         }
         PF_VECTOR if from_user && is_syscall_at_lstar(frame) => {
             // PVM: `syscall` stays in ring 3 and faults fetching LSTAR; RCX and R11 hold the
@@ -60,7 +59,7 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
             }
             frame.rip = frame.rcx;
             frame.rflags = (frame.r11 & USER_RFLAGS_MASK) | RFLAGS_IF | 0x2;
-            syscalls::dispatch(frame, Arrival::SyscallRecovered, now);
+            syscall::dispatch(frame, Arrival::SyscallRecovered, now);
         }
         v if v == u64::from(TIMER_VECTOR) => timer(from_user, now),
         v if v == u64::from(SERIAL_VECTOR) => serial_input(),
@@ -75,8 +74,8 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         frame.vector = u64::from(INT80_VECTOR);
     }
     if frame.came_from_user() {
-        // SAFETY: interrupts off; a short-lived reference.
-        unsafe { KERNEL.get().user_entry_tsc = rdtsc() };
+        let now = rdtsc();
+        KERNEL.with(|k| k.user_entry_tsc = now);
     }
 }
 
@@ -85,12 +84,10 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
 fn timer(from_user: bool, now: u64) {
     time::on_tick(now);
     lapic::eoi();
-    // SAFETY: interrupts off; the reference ends before any switch.
-    let preempt = unsafe {
-        let k = KERNEL.get();
-        process::wake_due_sleepers(k, now);
+    let preempt = KERNEL.with(|k| {
+        sched::wake_due_sleepers(k, now);
         if time::mode() == TimerMode::None {
-            return;
+            return None;
         }
         let current = k.procs.current();
         let pid = current.map_or(0, |s| k.procs.get(s).pid);
@@ -99,7 +96,7 @@ fn timer(from_user: bool, now: u64) {
             page.now_tsc = now;
             stats::event(page, now, EV_TICK, pid, 0);
         });
-        match current {
+        Some(match current {
             Some(slot) if from_user => {
                 k.procs.get_mut(slot).acct.ticks += 1;
                 let left = &mut k.hw[slot].slice_left;
@@ -107,16 +104,17 @@ fn timer(from_user: bool, now: u64) {
                 *left == 0 && k.procs.ready_count() > 0
             }
             _ => false,
-        }
-    };
+        })
+    });
+    let Some(preempt) = preempt else { return };
     let end = rdtsc();
     stats::update(|page| {
         page.tick_cycles += end - now;
         page.tick_count += 1;
     });
     if preempt {
-        // SAFETY: a tick from ring 3 runs on the process's kernel stack with interrupts off;
-        // no KERNEL reference is alive.
+        // SAFETY: a tick from ring 3 runs on the process's kernel stack with interrupts off,
+        // and no KERNEL borrow is alive.
         unsafe { yield_current(false) };
     }
 }
@@ -124,60 +122,57 @@ fn timer(from_user: bool, now: u64) {
 /// The UART's interrupt: take its bytes and wake readers.
 fn serial_input() {
     if input::drain_uart() {
-        // SAFETY: interrupts off; a short-lived reference.
-        process::wake_readers(unsafe { KERNEL.get() });
+        KERNEL.with(sched::wake_readers);
     }
     lapic::eoi();
 }
 
 /// Whether the two bytes at user address `rip` are `int 0x80` (CD 80).
 fn is_int80_at(rip: u64) -> bool {
-    // SAFETY: interrupts off; a short-lived reference.
-    let k = unsafe { KERNEL.get() };
-    let Some(space) = k.procs.current().and_then(|slot| k.hw[slot].space.as_ref()) else {
-        return false;
-    };
-    let byte = |addr: u64| {
-        space.translate(addr & !0xfff).map(|(frame, _)| {
-            // SAFETY: the frame is mapped (identity) and belongs to the current process.
-            unsafe { ((frame + (addr & 0xfff)) as *const u8).read() }
-        })
-    };
-    byte(rip) == Some(0xcd) && rip.checked_add(1).and_then(byte) == Some(INT80_VECTOR)
+    KERNEL.with(|k| {
+        let Some(space) = k.procs.current().and_then(|slot| k.hw[slot].space.as_ref()) else {
+            return false;
+        };
+        let byte = |addr: u64| {
+            space.translate(addr & !0xfff).map(|(frame, _)| {
+                // SAFETY: the frame is mapped (identity) and belongs to the current process.
+                unsafe { ((frame + (addr & 0xfff)) as *const u8).read() }
+            })
+        };
+        byte(rip) == Some(0xcd) && rip.checked_add(1).and_then(byte) == Some(INT80_VECTOR)
+    })
 }
 
 fn is_syscall_at_lstar(frame: &TrapFrame) -> bool {
-    let lstar = syscall::entry_address();
+    let lstar = syscall_entry_address();
     frame.rip == lstar && cpu::cr2() == lstar
 }
 
 /// Resumes the process at its fixup address if it armed one for this RIP.
 fn fixed_up(frame: &mut TrapFrame) -> bool {
-    // SAFETY: interrupts off; a short-lived reference.
-    let k = unsafe { KERNEL.get() };
-    let Some(slot) = k.procs.current() else { return false };
-    match k.hw[slot].fixup {
-        Some((fault, resume)) if fault == frame.rip => {
-            frame.rip = resume;
-            k.procs.get_mut(slot).acct.fixups += 1;
-            true
+    KERNEL.with(|k| {
+        let Some(slot) = k.procs.current() else { return false };
+        match k.hw[slot].fixup {
+            Some((fault, resume)) if fault == frame.rip => {
+                frame.rip = resume;
+                k.procs.get_mut(slot).acct.fixups += 1;
+                true
+            }
+            _ => false,
         }
-        _ => false,
-    }
+    })
 }
 
 /// Kills the running process for the trap in `frame`.
 fn kill(frame: &TrapFrame) -> ! {
-    // SAFETY: interrupts off; a short-lived reference.
-    unsafe {
-        let k = KERNEL.get();
+    KERNEL.with(|k| {
         if let Some(slot) = k.procs.current() {
             k.procs.get_mut(slot).acct.faults += 1;
         }
-    }
+    });
     let end = End::Killed { vector: frame.vector as u8, rip: frame.rip };
     // SAFETY: a trap from ring 3 runs on the process's kernel stack with interrupts off, and no
-    // KERNEL reference is alive.
+    // KERNEL borrow is alive.
     unsafe { end_current(end) }
 }
 

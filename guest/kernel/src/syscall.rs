@@ -10,22 +10,23 @@ use lde_kcore::args::Spec;
 use lde_kcore::proc::{End, State};
 use lde_kcore::usercopy::user_range;
 
+use crate::arch::cpu::rdtsc;
+use crate::arch::entry::TrapFrame;
 use crate::arch::serial;
-use crate::arch::trap::TrapFrame;
+use crate::exec::{self, SpawnError};
 use crate::input::{self, Available};
-use crate::process::{self, block_current, end_current, yield_current, SpawnError, KERNEL};
+use crate::process::KERNEL;
+use crate::sched::{block_current, end_current, yield_current};
 use crate::stats::{self, Arrival};
-use crate::time::{self, rdtsc};
+use crate::time;
 
 /// Performs the call described by `frame` (number in rax, arguments in rdi, rsi, rdx, r10, r8,
 /// r9) and puts the result in rax. `now` is the TSC at entry.
 pub fn dispatch(frame: &mut TrapFrame, arrival: Arrival, now: u64) {
     let number = frame.rax;
     let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9];
-    // SAFETY: interrupts off; the reference ends before any switch below.
-    let pid = unsafe {
-        let k = KERNEL.get();
-        let slot = k.procs.current().expect("system calls come from a running process");
+    let pid = KERNEL.with(|k| {
+        let slot = k.current();
         if number < nr::COUNT {
             k.procs.get_mut(slot).acct.syscalls[number as usize] += 1;
         }
@@ -39,7 +40,7 @@ pub fn dispatch(frame: &mut TrapFrame, arrival: Arrival, now: u64) {
             stats::event(page, now, EV_SYSCALL, pid, number.min(u64::from(u32::MAX)) as u32);
         });
         pid
-    };
+    });
     let result: i64 = match number {
         nr::NULL => 0,
         nr::WRITE => write(args[0], args[1], args[2]),
@@ -47,13 +48,13 @@ pub fn dispatch(frame: &mut TrapFrame, arrival: Arrival, now: u64) {
             if args[0] > 255 {
                 -EINVAL
             } else {
-                // SAFETY: on the process's kernel stack, interrupts off, no KERNEL reference.
+                // SAFETY: on the process's kernel stack, interrupts off, no KERNEL borrow.
                 unsafe { end_current(End::Exited(args[0] as u8)) }
             }
         }
         nr::GETPID => i64::from(pid),
         nr::YIELD => {
-            // SAFETY: on the process's kernel stack, interrupts off, no KERNEL reference.
+            // SAFETY: on the process's kernel stack, interrupts off, no KERNEL borrow.
             unsafe { yield_current(true) };
             0
         }
@@ -70,19 +71,19 @@ pub fn dispatch(frame: &mut TrapFrame, arrival: Arrival, now: u64) {
 /// Whether every page of `[ptr, ptr + len)` is mapped for ring 3 (and writable if `write`).
 fn user_pages_ok(ptr: u64, len: u64, write: bool) -> Result<(), i64> {
     let (first, end) = user_range(ptr, len)?;
-    // SAFETY: interrupts off; a short-lived reference.
-    let k = unsafe { KERNEL.get() };
-    let slot = k.procs.current().ok_or(-EFAULT)?;
-    let space = k.hw[slot].space.as_ref().ok_or(-EFAULT)?;
-    let mut page = first;
-    while page < end {
-        match space.translate(page) {
-            Some((_, flags)) if flags.writable || !write => {}
-            _ => return Err(-EFAULT),
+    KERNEL.with(|k| {
+        let slot = k.procs.current().ok_or(-EFAULT)?;
+        let space = k.hw[slot].space.as_ref().ok_or(-EFAULT)?;
+        let mut page = first;
+        while page < end {
+            match space.translate(page) {
+                Some((_, flags)) if flags.writable || !write => {}
+                _ => return Err(-EFAULT),
+            }
+            page += 4096;
         }
-        page += 4096;
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// `write(fd, buf, len)`: fd 1 and 2 are the serial console.
@@ -120,7 +121,7 @@ fn read(fd: u64, ptr: u64, len: u64) -> i64 {
         match input::take(out) {
             Available::Bytes(n) => return n as i64,
             Available::End => return 0,
-            // SAFETY: on the process's kernel stack, interrupts off, no KERNEL reference.
+            // SAFETY: on the process's kernel stack, interrupts off, no KERNEL borrow.
             Available::Nothing => unsafe { block_current(State::Reading) },
         }
     }
@@ -133,7 +134,7 @@ fn sleep_ms(ms: u64) -> i64 {
     }
     let until = rdtsc() + time::ms_to_tsc(ms);
     while rdtsc() < until {
-        // SAFETY: on the process's kernel stack, interrupts off, no KERNEL reference.
+        // SAFETY: on the process's kernel stack, interrupts off, no KERNEL borrow.
         unsafe { block_current(State::Sleeping { until }) };
     }
     0
@@ -155,9 +156,7 @@ fn spawn(ptr: u64, len: u64, parent: u32) -> i64 {
         Ok(spec) => spec,
         Err(_) => return -EINVAL,
     };
-    // SAFETY: interrupts off; the reference ends with this call, which does not switch.
-    let k = unsafe { KERNEL.get() };
-    match process::spawn(k, &spec, parent) {
+    match KERNEL.with(|k| exec::spawn(k, &spec, parent)) {
         Ok(pid) => i64::from(pid),
         Err(SpawnError::NotFound) => -ENOENT,
         Err(SpawnError::Elf(_)) => -ENOEXEC,
@@ -174,9 +173,9 @@ fn fixup(fault_rip: u64, resume_rip: u64) -> i64 {
         (f, r) if user_range(f, 1).is_ok() && user_range(r, 1).is_ok() => Some((f, r)),
         _ => return -EFAULT,
     };
-    // SAFETY: interrupts off; a short-lived reference.
-    let k = unsafe { KERNEL.get() };
-    let Some(slot) = k.procs.current() else { return -EFAULT };
-    k.hw[slot].fixup = armed;
-    k.procs.get(slot).acct.fixups as i64
+    KERNEL.with(|k| {
+        let Some(slot) = k.procs.current() else { return -EFAULT };
+        k.hw[slot].fixup = armed;
+        k.procs.get(slot).acct.fixups as i64
+    })
 }

@@ -1,0 +1,245 @@
+//! Every way into ring 0 and back: the 256 IDT entry stubs, `syscall_entry` (LSTAR), the
+//! common path `trap_common` that saves a [`TrapFrame`] and calls `trap_dispatch`, and the one
+//! exit path `trap_return` (`iretq`, or `sysretq` for a frame that came through `syscall`).
+//!
+//! # Entry contract
+//! On the way in, before any Rust code runs:
+//! - RSP is a kernel stack: TSS.RSP0 of the running process (traps from ring 3), an IST stack
+//!   (NMI, #DF, #MC), the interrupted kernel stack (traps in ring 0), or `SYSCALL_KERNEL_RSP`
+//!   (`syscall`);
+//! - the full [`TrapFrame`] of the interrupted context lies at RSP, 16-byte aligned;
+//! - interrupts are off (interrupt gates and SFMASK clear IF).
+//!
+//! On the way out, every register the frame holds is restored from the (possibly changed)
+//! frame; a frame whose `vector` is [`SYSCALL_VECTOR`] returns with `sysretq` (RCX = rip,
+//! R11 = rflags, RSP = rsp; the dispatcher re-labels it when rip is not a user address),
+//! every other with `iretq`.
+
+use core::arch::global_asm;
+use core::mem::{offset_of, size_of};
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use x86_64::registers::model_specific::{Efer, EferFlags, Msr};
+
+use super::gdt::{KERNEL_CODE_SELECTOR, USER_CODE32_SELECTOR, USER_CODE_SELECTOR, USER_DATA_SELECTOR};
+
+/// The registers of an interrupted context, as the entry path leaves them on the stack.
+///
+/// Field order is memory order, lowest address first: the general registers in the reverse of
+/// the order `trap_common` pushes them, then what each stub pushes (vector, then a dummy or the
+/// CPU's error code), then what the CPU pushes (rip, cs, rflags, rsp, ss).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TrapFrame {
+    pub r15: u64, // pushed last by trap_common
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,    // pushed first by trap_common
+    pub vector: u64, // pushed by the stub
+    pub error: u64,  // pushed by the CPU, or a dummy 0 by the stub
+    pub rip: u64,    // pushed by the CPU
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+const _: () = assert!(size_of::<TrapFrame>() == 22 * 8);
+const _: () = assert!(size_of::<TrapFrame>().is_multiple_of(16));
+// The offsets the asm below relies on: registers first, then vector, error, and the CPU frame.
+const _: () = assert!(offset_of!(TrapFrame, r15) == 0);
+const _: () = assert!(offset_of!(TrapFrame, rax) == 14 * 8);
+const _: () = assert!(offset_of!(TrapFrame, vector) == 15 * 8);
+const _: () = assert!(offset_of!(TrapFrame, error) == 16 * 8);
+const _: () = assert!(offset_of!(TrapFrame, rip) == 17 * 8);
+const _: () = assert!(offset_of!(TrapFrame, ss) == 21 * 8);
+
+impl TrapFrame {
+    /// Whether the trap came from ring 3.
+    pub fn came_from_user(&self) -> bool {
+        self.cs & 3 == 3
+    }
+}
+
+/// The pseudo-vector in the frame of a system call that came through `syscall`.
+pub const SYSCALL_VECTOR: u64 = 0x100;
+
+/// Size of each vector's entry stub; stub `v` is at `trap_stubs + v * TRAP_STUB_SIZE`.
+pub const TRAP_STUB_SIZE: u64 = 16;
+
+// Stub contract: entered by the CPU with the hardware frame (and for vectors 8, 10-14, 17, 21,
+// 29 and 30 an error code) on the stack. Each stub makes the frame uniform (a dummy error code
+// where the CPU pushes none), pushes its vector and jumps to `trap_common`. The `.org` makes
+// the assembler fail if a stub outgrows its 16 bytes.
+global_asm!(
+    r#"
+    .text
+    .p2align 4
+    .global trap_stubs
+trap_stubs:
+    .set vec, 0
+    .rept 256
+    .org trap_stubs + vec * {stub_size}, 0x90
+    .if vec == 8 || (vec >= 10 && vec <= 14) || vec == 17 || vec == 21 || vec == 29 || vec == 30
+    pushq $vec
+    .else
+    pushq $0
+    pushq $vec
+    .endif
+    jmp trap_common
+    .set vec, vec + 1
+    .endr
+    "#,
+    stub_size = const TRAP_STUB_SIZE,
+    options(att_syntax)
+);
+
+// `syscall_entry` contract (AMD64 `syscall`): CPL0, RIP = LSTAR, RCX = user RIP, R11 = user
+// RFLAGS, RFLAGS masked by SFMASK (IF=0), RSP still the user's. Switches to
+// SYSCALL_KERNEL_RSP, builds the interrupt-style part of the frame (ss, rsp, rflags, cs, rip,
+// error 0, vector SYSCALL_VECTOR) and joins trap_common.
+//
+// `trap_common` contract: entered from a stub or `syscall_entry` with vector and error code
+// above the CPU frame. Pushes the 15 general registers so that RSP points at a complete
+// TrapFrame (16-byte aligned: the CPU aligned its frame and 22 qwords are an even count) and
+// calls `trap_dispatch(&mut TrapFrame)` with the System V ABI.
+//
+// `trap_return` contract: RSP points at a complete TrapFrame (after trap_dispatch, or on a new
+// process's kernel stack). Restores the 15 registers (one sequence for both exits; `lea` keeps
+// the flags of the vector comparison), drops vector and error code, and leaves with `sysretq`
+// for SYSCALL_VECTOR frames (RCX, R11, RSP from the frame's rip, rflags, rsp) or `iretq`.
+global_asm!(
+    r#"
+    .text
+    .p2align 4
+    .global syscall_entry
+syscall_entry:
+    movq %rsp, SYSCALL_USER_RSP(%rip)
+    movq SYSCALL_KERNEL_RSP(%rip), %rsp
+    pushq ${user_ds}
+    pushq SYSCALL_USER_RSP(%rip)
+    pushq %r11
+    pushq ${user_cs}
+    pushq %rcx
+    pushq $0
+    pushq ${syscall_vector}
+    jmp trap_common
+
+    .global trap_common
+trap_common:
+    pushq %rax
+    pushq %rbx
+    pushq %rcx
+    pushq %rdx
+    pushq %rsi
+    pushq %rdi
+    pushq %rbp
+    pushq %r8
+    pushq %r9
+    pushq %r10
+    pushq %r11
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, %rdi
+    call trap_dispatch
+
+    .global trap_return
+trap_return:
+    cmpq ${syscall_vector}, {vector_offset}(%rsp)
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %r11
+    popq %r10
+    popq %r9
+    popq %r8
+    popq %rbp
+    popq %rdi
+    popq %rsi
+    popq %rdx
+    popq %rcx
+    popq %rbx
+    popq %rax
+    leaq 16(%rsp), %rsp  /* vector and error code */
+    jne 1f
+    movq 0(%rsp), %rcx   /* rip */
+    movq 16(%rsp), %r11  /* rflags */
+    movq 24(%rsp), %rsp  /* rsp */
+    sysretq
+1:  iretq
+    "#,
+    user_ds = const USER_DATA_SELECTOR,
+    user_cs = const USER_CODE_SELECTOR,
+    syscall_vector = const SYSCALL_VECTOR,
+    vector_offset = const offset_of!(TrapFrame, vector),
+    options(att_syntax)
+);
+
+extern "C" {
+    /// The first of 256 entry stubs, `TRAP_STUB_SIZE` bytes apart.
+    static trap_stubs: [u8; 0];
+    fn syscall_entry();
+    /// Where a new process's first switch lands (see `switch::new_process_stack`).
+    pub fn trap_return();
+}
+
+/// The address of vector `vector`'s entry stub.
+pub fn stub_address(vector: usize) -> u64 {
+    // SAFETY: only the address of the asm symbol is taken.
+    let base = unsafe { trap_stubs.as_ptr() } as u64;
+    base + vector as u64 * TRAP_STUB_SIZE
+}
+
+const STAR_MSR: u32 = 0xc000_0081;
+const LSTAR_MSR: u32 = 0xc000_0082;
+const SFMASK_MSR: u32 = 0xc000_0084;
+/// RFLAGS bits cleared on `syscall`: TF, IF, DF, IOPL, NT, AC (as Linux).
+const SYSCALL_RFLAGS_MASK: u64 = 0x4_7700;
+
+/// The kernel stack top `syscall_entry` switches to: the running process's (= TSS.RSP0).
+#[no_mangle]
+static SYSCALL_KERNEL_RSP: AtomicU64 = AtomicU64::new(0);
+/// Where `syscall_entry` parks the user RSP while it switches stacks (one CPU, IF=0).
+#[no_mangle]
+static SYSCALL_USER_RSP: AtomicU64 = AtomicU64::new(0);
+
+/// The address `syscall` jumps to (LSTAR).
+pub fn syscall_entry_address() -> u64 {
+    syscall_entry as *const () as u64
+}
+
+/// Enables `syscall`/`sysret`: EFER.SCE, STAR selectors, LSTAR, SFMASK.
+///
+/// On PVM hosts `syscall` does not reach ring 0 (see the README's "Host kinds"): the CPU stays
+/// in ring 3 at LSTAR and faults fetching the supervisor page there; `trap.rs` recognises that
+/// #PF and completes the call (the "recovered" path).
+pub fn init_syscall() {
+    let star = (u64::from(USER_CODE32_SELECTOR) << 48) | (u64::from(KERNEL_CODE_SELECTOR) << 32);
+    // SAFETY: these MSRs only configure the syscall instruction; the selectors match the GDT
+    // (sysret: CS = 0x23 + 16 = 0x33, SS = 0x23 + 8 = 0x2b; syscall: CS 0x10, SS 0x18).
+    unsafe {
+        Msr::new(STAR_MSR).write(star);
+        Msr::new(LSTAR_MSR).write(syscall_entry_address());
+        Msr::new(SFMASK_MSR).write(SYSCALL_RFLAGS_MASK);
+        Efer::update(|f| f.insert(EferFlags::SYSTEM_CALL_EXTENSIONS));
+    }
+}
+
+/// Sets the kernel stack for the next `syscall` (the running process's).
+pub fn set_syscall_stack(top: u64) {
+    SYSCALL_KERNEL_RSP.store(top, Ordering::Relaxed);
+}

@@ -1,0 +1,83 @@
+//! The IDT: all 256 vectors point at their entry stub (`entry.rs`); the gates ring 3 may raise
+//! with `int n` have DPL 3, and NMI, #DF and #MC run on IST stacks.
+
+use core::cell::UnsafeCell;
+use core::mem::size_of;
+
+use x86_64::instructions::tables::lidt;
+use x86_64::structures::DescriptorTablePointer;
+use x86_64::VirtAddr;
+
+use super::{entry, gdt};
+
+/// One IDT gate (a 64-bit interrupt gate).
+///
+/// Hand-written rather than the `x86_64` crate's `InterruptDescriptorTable`, whose typed fields
+/// keep the reserved vectors (15, 22–27, 31) out of reach; lde points all 256 at a stub.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Gate {
+    offset_low: u16,
+    selector: u16,
+    /// IST index (bits 0–2), type 0xE = interrupt gate (bits 8–11), DPL (13–14), present (15).
+    options: u16,
+    offset_mid: u16,
+    offset_high: u32,
+    reserved: u32,
+}
+
+const _: () = assert!(size_of::<Gate>() == 16);
+
+impl Gate {
+    const MISSING: Gate = Gate { offset_low: 0, selector: 0, options: 0, offset_mid: 0, offset_high: 0, reserved: 0 };
+
+    /// A present interrupt gate (IF cleared on entry) into kernel code at `handler`.
+    fn interrupt(handler: u64, dpl: u16, ist: u16) -> Gate {
+        Gate {
+            offset_low: handler as u16,
+            selector: gdt::KERNEL_CODE_SELECTOR,
+            options: 0x8e00 | (dpl << 13) | ist,
+            offset_mid: (handler >> 16) as u16,
+            offset_high: (handler >> 32) as u32,
+            reserved: 0,
+        }
+    }
+}
+
+/// Vectors that ring 3 may raise with `int n`: #BP (`int3`), #OF (`into`) and the `int 0x80`
+/// system call door.
+const USER_VECTORS: [u8; 3] = [3, 4, 0x80];
+
+struct Idt(UnsafeCell<[Gate; 256]>);
+
+// SAFETY: written only by `init` on the one CPU with interrupts off; afterwards read by the CPU.
+unsafe impl Sync for Idt {}
+
+static IDT: Idt = Idt(UnsafeCell::new([Gate::MISSING; 256]));
+
+/// Fills all 256 IDT gates and loads the IDT.
+pub fn init() {
+    // SAFETY: interrupts are off and the IDT is not loaded yet: nothing else accesses it.
+    let gates = unsafe { &mut *IDT.0.get() };
+    for (vector, gate) in gates.iter_mut().enumerate() {
+        let ist = match vector {
+            2 => gdt::NMI_IST,
+            8 => gdt::DOUBLE_FAULT_IST,
+            18 => gdt::MACHINE_CHECK_IST,
+            _ => 0,
+        };
+        let dpl = if USER_VECTORS.contains(&(vector as u8)) { 3 } else { 0 };
+        *gate = Gate::interrupt(entry::stub_address(vector), dpl, ist);
+    }
+    let pointer =
+        DescriptorTablePointer { limit: (size_of::<[Gate; 256]>() - 1) as u16, base: VirtAddr::from_ptr(IDT.0.get()) };
+    // SAFETY: the IDT is a static whose 256 gates all point at valid entry stubs.
+    unsafe { lidt(&pointer) };
+}
+
+/// Loads an empty IDT: the next exception cannot be delivered and the CPU triple-faults.
+pub fn load_empty_idt() {
+    let pointer = DescriptorTablePointer { limit: 0, base: VirtAddr::zero() };
+    // SAFETY: deliberately breaks trap delivery; only the triple-fault test hook calls this.
+    unsafe { lidt(&pointer) };
+}

@@ -1,0 +1,190 @@
+//! Starting a program: find it in the initrd, check its ELF, build a fresh address space with
+//! its segments and stack (argv, envp, auxv), and a kernel stack whose first switch "returns"
+//! into ring 3 at its entry point (xv6's `allocproc` + `forkret`).
+
+use lde_abi::stats::EV_SPAWN;
+use lde_abi::user::{AT_LDE_TSC_HZ, USER_STACK_SIZE, USER_STACK_TOP};
+use lde_kcore::args::{build_start_frame, Spec, FRAME_PAGE_SIZE, RUN_KEY};
+use lde_kcore::elf::{self, ElfError};
+use lde_kcore::proc::MAX_PROCS;
+use lde_kcore::{cmdline, cpio};
+
+use crate::arch::cpu::rdtsc;
+use crate::arch::entry::TrapFrame;
+use crate::arch::fpu::FxArea;
+use crate::arch::gdt::{USER_CODE_SELECTOR, USER_DATA_SELECTOR};
+use crate::arch::mem;
+use crate::arch::paging::{AddressSpace, OutOfMemory, PageFlags};
+use crate::arch::switch::new_process_stack;
+use crate::mm::Frames;
+use crate::process::{kstack_top, Kernel};
+use crate::stats::{self, publish};
+use crate::{println, time};
+
+const PAGE: u64 = 4096;
+/// RFLAGS of a new process: IF set, IOPL 0 (PVM faults on any other IOPL).
+const USER_RFLAGS: u64 = 0x202;
+
+/// Why a program could not be started.
+pub enum SpawnError {
+    NotFound,
+    Elf(ElfError),
+    Args(lde_kcore::args::ArgsError),
+    TooManyProcesses,
+    OutOfMemory,
+}
+
+impl core::fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SpawnError::NotFound => write!(f, "no such program in the initrd"),
+            SpawnError::Elf(e) => write!(f, "bad ELF: {e}"),
+            SpawnError::Args(e) => write!(f, "bad arguments: {e}"),
+            SpawnError::TooManyProcesses => write!(f, "the process table is full"),
+            SpawnError::OutOfMemory => write!(f, "out of memory"),
+        }
+    }
+}
+
+impl From<OutOfMemory> for SpawnError {
+    fn from(_: OutOfMemory) -> Self {
+        SpawnError::OutOfMemory
+    }
+}
+
+/// The programs the command line names (`lde.run=<spec>` words), in order.
+fn run_words(cmdline: &'static str) -> impl Iterator<Item = &'static str> {
+    cmdline::words(cmdline).filter(|(key, _)| *key == RUN_KEY).map(|(_, value)| value)
+}
+
+/// Number of programs the command line names.
+pub fn program_count(k: &Kernel) -> usize {
+    run_words(k.cmdline).count()
+}
+
+/// Starts the next programs of the command line while the process table has room. A program
+/// that cannot start gets one line, `failed name=… reason=…`, and counts as failed.
+pub fn spawn_pending(k: &mut Kernel) {
+    while k.procs.live_count() < MAX_PROCS {
+        let Some(value) = run_words(k.cmdline).nth(k.started) else { return };
+        k.started += 1;
+        match Spec::decode(value) {
+            Ok(spec) => {
+                if let Err(e) = spawn(k, &spec, 0) {
+                    k.spawn_failures += 1;
+                    println!("failed name={} reason={e}", spec.name());
+                }
+            }
+            Err(e) => {
+                k.spawn_failures += 1;
+                println!("failed name=? reason=bad program spec: {e}");
+            }
+        }
+    }
+}
+
+/// Starts the program `spec` names; `parent` is the spawning pid (0 = the kernel). Returns the
+/// new process's pid.
+pub fn spawn(k: &mut Kernel, spec: &Spec, parent: u32) -> Result<u32, SpawnError> {
+    let file = cpio::find(k.initrd, spec.name()).ok_or(SpawnError::NotFound)?;
+    let image = elf::parse(file).map_err(SpawnError::Elf)?;
+    let slot = k.procs.alloc(spec.name()).ok_or(SpawnError::TooManyProcesses)?;
+    let mut space = match AddressSpace::new(&mut k.frames) {
+        Ok(space) => space,
+        Err(e) => {
+            k.procs.reap(slot);
+            return Err(e.into());
+        }
+    };
+    match load(&mut k.frames, &mut space, &image, file, spec) {
+        Ok(user_rsp) => {
+            let top = kstack_top(slot);
+            let hw = &mut k.hw[slot];
+            // SAFETY: the slot is not running; its kernel stack is unused.
+            hw.saved_rsp = unsafe { prepare_kernel_stack(top, image.entry, user_rsp) };
+            hw.space = Some(space);
+            hw.fx = FxArea::INITIAL;
+            hw.slice_left = time::slice();
+            hw.fixup = None;
+            k.procs.make_ready(slot);
+            let pid = k.procs.get(slot).pid;
+            let in_use = k.frames.in_use();
+            stats::update(|page| {
+                page.spawned += 1;
+                page.frames_in_use = in_use;
+                publish(page, slot, k.procs.get(slot));
+                stats::event(page, rdtsc(), EV_SPAWN, pid, parent);
+            });
+            Ok(pid)
+        }
+        Err(e) => {
+            space.destroy(&mut k.frames);
+            k.procs.reap(slot);
+            Err(e)
+        }
+    }
+}
+
+/// Copies the segments and builds the stack; returns the initial user RSP.
+fn load(
+    frames: &mut Frames,
+    space: &mut AddressSpace,
+    image: &elf::UserImage,
+    file: &[u8],
+    spec: &Spec,
+) -> Result<u64, SpawnError> {
+    for seg in image.segments() {
+        let flags = PageFlags { writable: seg.writable, executable: seg.executable };
+        let file_end = seg.vaddr + seg.file_size;
+        let mut page = seg.page_start();
+        while page < seg.page_end() {
+            let frame = frames.alloc_zeroed().ok_or(OutOfMemory)?;
+            // The part of [vaddr, file_end) that falls in this page comes from the file.
+            let from = page.max(seg.vaddr);
+            let to = (page + PAGE).min(file_end);
+            if from < to {
+                let src = &file[(seg.file_offset + (from - seg.vaddr)) as usize..][..(to - from) as usize];
+                // SAFETY: frame is a fresh identity-mapped page; the range lies inside it.
+                unsafe { mem::copy((frame + (from - page)) as *mut u8, src.as_ptr(), src.len()) };
+            }
+            space.map(frames, page, frame, flags)?;
+            page += PAGE;
+        }
+    }
+    let stack_flags = PageFlags { writable: true, executable: false };
+    let mut top_frame = 0;
+    let mut page = USER_STACK_TOP - USER_STACK_SIZE;
+    while page < USER_STACK_TOP {
+        let frame = frames.alloc_zeroed().ok_or(OutOfMemory)?;
+        space.map(frames, page, frame, stack_flags)?;
+        top_frame = frame;
+        page += PAGE;
+    }
+    // SAFETY: top_frame is the stack's top page, fresh and identity-mapped, owned by this space.
+    let top_page = unsafe { &mut *(top_frame as *mut [u8; FRAME_PAGE_SIZE]) };
+    let auxv = [(AT_LDE_TSC_HZ, time::tsc_hz())];
+    build_start_frame(spec.words(), &auxv, USER_STACK_TOP, top_page).map_err(SpawnError::Args)
+}
+
+/// Builds the first TrapFrame (ring 3 at `entry` with `user_rsp`) at the top of the kernel
+/// stack ending at `top`, and the switch frame below it. Returns the RSP to switch to.
+///
+/// # Safety
+/// The kernel stack must belong to a slot that is not running.
+unsafe fn prepare_kernel_stack(top: u64, entry: u64, user_rsp: u64) -> u64 {
+    let frame_addr = top - core::mem::size_of::<TrapFrame>() as u64;
+    let frame = TrapFrame {
+        rip: entry,
+        cs: u64::from(USER_CODE_SELECTOR),
+        rflags: USER_RFLAGS,
+        rsp: user_rsp,
+        ss: u64::from(USER_DATA_SELECTOR),
+        ..TrapFrame::default()
+    };
+    // SAFETY: the frame lies at the top of the slot's own kernel stack (caller's contract);
+    // the stack is 16-byte aligned and so is the frame's size.
+    unsafe {
+        (frame_addr as *mut TrapFrame).write(frame);
+        new_process_stack(frame_addr)
+    }
+}

@@ -1,0 +1,239 @@
+//! Scheduling: the scheduler loop, and the ways a process gives up the CPU (yield, preemption,
+//! sleep, blocking read, exit, kill) and gets it back (wake-ups).
+//!
+//! The scheduler runs on the boot stack. A process runs on its own kernel stack in the kernel
+//! (its TrapFrame at the top) and switches to the scheduler with `switch_context` whenever it
+//! gives up the CPU; the scheduler switches back to whichever process is next (xv6's design).
+//! No [`KERNEL`] borrow is held across a switch: each side computes what it needs inside one
+//! `with` and switches after it.
+
+use lde_abi::stats::{self as ev, OUT_BLOCK, OUT_END, OUT_PREEMPT, OUT_YIELD};
+use lde_kcore::proc::{End, State, Table, MAX_PROCS};
+use lde_kcore::trap::mnemonic;
+
+use crate::arch::cpu::rdtsc;
+use crate::arch::switch::switch;
+use crate::arch::{entry, gdt, paging};
+use crate::exec::spawn_pending;
+use crate::process::{kstack_top, Kernel, KERNEL};
+use crate::stats::{self, print_acct, publish};
+use crate::{idle, println, time};
+
+/// Where `switch_context` saves the RSP of slot `slot` while it is not running.
+fn saved_rsp_slot(slot: usize) -> *mut u64 {
+    // SAFETY: only an address inside the static is computed; no reference is made.
+    unsafe { core::ptr::addr_of_mut!((*KERNEL.as_ptr()).hw[slot].saved_rsp) }
+}
+
+/// Where `switch_context` saves the scheduler's RSP while a process runs.
+fn sched_rsp_slot() -> *mut u64 {
+    // SAFETY: as above.
+    unsafe { core::ptr::addr_of_mut!((*KERNEL.as_ptr()).sched_rsp) }
+}
+
+/// What the scheduler does next.
+enum Next {
+    /// Switch to this slot's saved context.
+    Run { slot: usize, rsp: u64 },
+    /// Nothing is ready: halt until an interrupt (the earliest sleeper's deadline).
+    Idle(Option<u64>),
+    /// No process is left; whether any failed.
+    Done(bool),
+}
+
+/// Runs processes until none is left; returns whether any failed.
+pub fn run_scheduler() -> bool {
+    loop {
+        let (slot, rsp) = match KERNEL.with(pick) {
+            Next::Done(failed) => return failed,
+            Next::Idle(next_wake) => {
+                idle::wait_for_work(next_wake);
+                continue;
+            }
+            Next::Run { slot, rsp } => (slot, rsp),
+        };
+        // SAFETY: `rsp` was saved by switch_context or built by exec for this slot; the
+        // process switches back to the scheduler's slot. No KERNEL borrow is alive.
+        unsafe { switch(sched_rsp_slot(), rsp) };
+        KERNEL.with(|k| switched_back(k, slot));
+    }
+}
+
+/// Chooses the next process and makes the CPU ready to run it.
+fn pick(k: &mut Kernel) -> Next {
+    wake_due_sleepers(k, rdtsc());
+    let Some(slot) = k.procs.pick_next() else {
+        if k.procs.live_count() == 0 {
+            return Next::Done(k.spawn_failures > 0 || any_failed(&k.procs));
+        }
+        k.switch_out_tsc = 0;
+        return Next::Idle(k.next_wake);
+    };
+    let top = kstack_top(slot);
+    // SAFETY: the TSS and syscall stack now name the stack of the process about to run, with
+    // interrupts off.
+    unsafe { gdt::set_kernel_stack(x86_64::VirtAddr::new(top)) };
+    entry::set_syscall_stack(top);
+    let hw = &mut k.hw[slot];
+    hw.space.as_ref().expect("a ready process has an address space").activate();
+    hw.fx.restore();
+    let rsp = hw.saved_rsp;
+    let pid = k.procs.get(slot).pid;
+    let now = rdtsc();
+    k.user_entry_tsc = now;
+    let out = core::mem::take(&mut k.switch_out_tsc);
+    stats::update(|page| {
+        if out != 0 {
+            page.switch_cycles += now - out;
+            page.switch_count += 1;
+        }
+        page.switches += 1;
+        page.current_pid = pid;
+        page.now_tsc = now;
+        // Only what switching in changed; the rest is published when it switches out.
+        page.procs[slot].state = ev::STATE_RUNNING;
+        page.procs[slot].scheduled = k.procs.get(slot).acct.scheduled;
+        stats::event(page, now, ev::EV_SWITCH_IN, pid, 0);
+    });
+    Next::Run { slot, rsp }
+}
+
+/// Back on the scheduler stack after `slot` gave up the CPU: save its FPU state, or free it
+/// if it ended and start the programs waiting for a free slot.
+fn switched_back(k: &mut Kernel, slot: usize) {
+    k.hw[slot].fx.save();
+    if k.procs.get(slot).state == State::Zombie {
+        paging::activate_kernel();
+        if let Some(space) = k.hw[slot].space.take() {
+            space.destroy(&mut k.frames);
+        }
+        let in_use = k.frames.in_use();
+        stats::update(|page| {
+            page.current_pid = 0;
+            page.frames_in_use = in_use;
+            publish(page, slot, k.procs.get(slot));
+        });
+        k.procs.reap(slot);
+        spawn_pending(k);
+    } else {
+        stats::update(|page| {
+            page.current_pid = 0;
+            stats::publish_counters(page, slot, k.procs.get(slot));
+        });
+    }
+}
+
+/// Makes sleepers whose deadline has passed ready.
+pub fn wake_due_sleepers(k: &mut Kernel, now: u64) {
+    if k.next_wake.is_some_and(|t| t <= now) {
+        let procs = &mut k.procs;
+        let mut woken = [0u32; MAX_PROCS];
+        let mut n = 0;
+        let pids: [u32; MAX_PROCS] = core::array::from_fn(|s| procs.get(s).pid);
+        k.next_wake = procs.wake_sleepers(now, |slot| {
+            woken[n] = pids[slot];
+            n += 1;
+        });
+        stats::update(|page| {
+            for &pid in &woken[..n] {
+                stats::event(page, now, ev::EV_WAKE, pid, 0);
+            }
+        });
+    }
+}
+
+/// Makes every process blocked in `read` ready.
+pub fn wake_readers(k: &mut Kernel) {
+    let now = rdtsc();
+    let pids: [u32; MAX_PROCS] = core::array::from_fn(|s| k.procs.get(s).pid);
+    k.procs.wake_readers(|slot| stats::update(|page| stats::event(page, now, ev::EV_WAKE, pids[slot], 1)));
+}
+
+fn any_failed(procs: &Table) -> bool {
+    (0..MAX_PROCS).any(|s| procs.get(s).end.is_some_and(|e| e.failed()))
+}
+
+/// Switches from the running process in `slot` (whose state the caller has already changed)
+/// to the scheduler, logging why; returns when the scheduler runs the process again.
+///
+/// # Safety
+/// Must run on that process's kernel stack with interrupts off, with no `KERNEL` borrow alive.
+unsafe fn switch_to_scheduler(slot: usize, why: u32) {
+    let sched = KERNEL.with(|k| {
+        let pid = k.procs.get(slot).pid;
+        let now = rdtsc();
+        // An ending process's switch includes freeing its memory: not a plain switch.
+        k.switch_out_tsc = if why == OUT_END { 0 } else { now };
+        stats::update(|page| stats::event(page, now, ev::EV_SWITCH_OUT, pid, why));
+        k.sched_rsp
+    });
+    // SAFETY: sched_rsp was saved by the scheduler's switch into this process.
+    unsafe { switch(saved_rsp_slot(slot), sched) };
+}
+
+/// The running process gives up the rest of its slice (`voluntary`) or is preempted.
+///
+/// # Safety
+/// As for [`switch_to_scheduler`].
+pub unsafe fn yield_current(voluntary: bool) {
+    let slot = KERNEL.with(|k| {
+        let slot = k.current();
+        k.procs.preempt_current(voluntary);
+        k.hw[slot].slice_left = time::slice();
+        slot
+    });
+    // SAFETY: the caller's contract.
+    unsafe { switch_to_scheduler(slot, if voluntary { OUT_YIELD } else { OUT_PREEMPT }) };
+}
+
+/// The running process blocks in `state` (sleeping or reading) until woken.
+///
+/// # Safety
+/// As for [`switch_to_scheduler`].
+pub unsafe fn block_current(state: State) {
+    let slot = KERNEL.with(|k| {
+        let slot = k.current();
+        let pid = k.procs.get(slot).pid;
+        if let State::Sleeping { until } = state {
+            k.next_wake = Some(k.next_wake.map_or(until, |t| t.min(until)));
+        }
+        k.procs.block_current(state);
+        let what = if matches!(state, State::Reading) { 1 } else { 0 };
+        stats::update(|page| stats::event(page, rdtsc(), ev::EV_BLOCK, pid, what));
+        slot
+    });
+    // SAFETY: the caller's contract.
+    unsafe { switch_to_scheduler(slot, OUT_BLOCK) };
+}
+
+/// Ends the running process with `end`, printing its line and its accounting, and never
+/// returns to it.
+///
+/// # Safety
+/// As for [`switch_to_scheduler`].
+pub unsafe fn end_current(end: End) -> ! {
+    let slot = KERNEL.with(|k| {
+        let slot = k.procs.end_current(end).expect("a process is running");
+        let p = k.procs.get(slot);
+        let now = rdtsc();
+        stats::update(|page| stats::record_end(page, p));
+        match end {
+            End::Exited(status) => {
+                println!("exit pid={} name={} status={status}", p.pid, p.name());
+                stats::update(|page| stats::event(page, now, ev::EV_EXIT, p.pid, u32::from(status)));
+            }
+            End::Killed { vector, rip } => {
+                println!("killed pid={} name={} trap={} rip={rip:#x}", p.pid, p.name(), mnemonic(u64::from(vector)));
+                stats::update(|page| {
+                    page.kills += 1;
+                    stats::event(page, now, ev::EV_FAULT, p.pid, u32::from(vector));
+                });
+            }
+        }
+        print_acct(p);
+        slot
+    });
+    // SAFETY: caller's contract; a zombie is never scheduled again.
+    unsafe { switch_to_scheduler(slot, OUT_END) };
+    unreachable!("a zombie was resumed");
+}
