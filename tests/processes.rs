@@ -206,3 +206,16 @@ fn every_bad_argument_gets_its_error_code() {
         assert!(out.lines().contains(&"exit pid=2 name=hello status=0"), "{host:?}: {out:?}");
     }
 }
+
+#[test]
+fn a_killed_process_fails_the_run_after_its_slot_is_reused() {
+    for host in hosts("a_killed_process_fails_the_run_after_its_slot_is_reused") {
+        // The killed process's slot is reused by later programs before the run ends.
+        let mut args = vec!["bad-ud2"];
+        args.extend(["hello"; 20]);
+        let out = host.run(&args);
+        assert!(out.line_starting("killed pid=1 name=bad-ud2 trap=#UD ").is_some(), "{host:?}: {out:?}");
+        assert!(out.lines().contains(&"exit pid=21 name=hello status=0"), "{host:?}: {out:?}");
+        assert_eq!(out.status, Some(1), "{host:?}: a process was killed: {out:?}");
+    }
+}

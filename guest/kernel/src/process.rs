@@ -37,6 +37,9 @@ pub struct Kernel {
     pub initrd: &'static [u8],
     /// Programs of the command line that could not be started.
     pub spawn_failures: u32,
+    /// Processes that ended with a status other than 0 or were killed (counted when they end:
+    /// their slot, and with it their end, is reused).
+    pub process_failures: u32,
     /// The kernel command line, whose `lde.run` words name the programs to run.
     pub cmdline: &'static str,
     /// How many of those words have been started (or failed to).
@@ -65,6 +68,7 @@ pub static KERNEL: Global<Kernel> = Global::new(Kernel {
     frames: Frames::empty(),
     initrd: &[],
     spawn_failures: 0,
+    process_failures: 0,
     cmdline: "",
     started: 0,
     sched_rsp: 0,

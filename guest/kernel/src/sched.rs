@@ -8,7 +8,7 @@
 //! `with` and switches after it.
 
 use lde_abi::stats::{self as ev, OUT_BLOCK, OUT_END, OUT_PREEMPT, OUT_YIELD};
-use lde_kcore::proc::{End, State, Table, MAX_PROCS};
+use lde_kcore::proc::{End, State, MAX_PROCS};
 use lde_kcore::trap::mnemonic;
 
 use crate::arch::cpu::rdtsc;
@@ -64,7 +64,7 @@ fn pick(k: &mut Kernel) -> Next {
     wake_due_sleepers(k, rdtsc());
     let Some(slot) = k.procs.pick_next() else {
         if k.procs.live_count() == 0 {
-            return Next::Done(k.spawn_failures > 0 || any_failed(&k.procs));
+            return Next::Done(k.spawn_failures > 0 || k.process_failures > 0);
         }
         k.switch_out_tsc = 0;
         return Next::Idle(k.next_wake);
@@ -149,10 +149,6 @@ pub fn wake_readers(k: &mut Kernel) {
     k.procs.wake_readers(|slot| stats::update(|page| stats::event(page, now, ev::EV_WAKE, pids[slot], 1)));
 }
 
-fn any_failed(procs: &Table) -> bool {
-    (0..MAX_PROCS).any(|s| procs.get(s).end.is_some_and(|e| e.failed()))
-}
-
 /// Switches from the running process in `slot` (whose state the caller has already changed)
 /// to the scheduler, logging why; returns when the scheduler runs the process again.
 ///
@@ -214,6 +210,7 @@ pub unsafe fn block_current(state: State) {
 pub unsafe fn end_current(end: End) -> ! {
     let slot = KERNEL.with(|k| {
         let slot = k.procs.end_current(end).expect("a process is running");
+        k.process_failures += u32::from(end.failed());
         let p = k.procs.get(slot);
         let now = rdtsc();
         stats::update(|page| stats::record_end(page, p));

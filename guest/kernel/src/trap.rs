@@ -10,7 +10,7 @@ use lde_kcore::proc::End;
 use lde_kcore::trap::mnemonic;
 
 use crate::arch::cpu::{self, rdtsc};
-use crate::arch::entry::{syscall_entry_address, TrapFrame, SYSCALL_VECTOR};
+use crate::arch::entry::{self, syscall_entry_address, TrapFrame, SYSCALL_VECTOR};
 use crate::arch::lapic::{self, SPURIOUS_VECTOR, TIMER_VECTOR};
 use crate::arch::serial;
 use crate::process::KERNEL;
@@ -23,13 +23,15 @@ const UD_VECTOR: u64 = 6;
 const PF_VECTOR: u64 = 14;
 /// Vector the I/O APIC delivers the serial port's IRQ 4 on.
 pub const SERIAL_VECTOR: u8 = 0x24;
-/// RFLAGS bits a process may set: CF PF AF ZF SF TF DF OF AC ID (never IOPL, NT, RF, VM).
-const USER_RFLAGS_MASK: u64 = 0x24_0dd5;
+/// RFLAGS bits `sysretq` takes from R11, the ones a process may set: CF PF AF ZF SF TF DF OF
+/// NT AC ID (never IOPL, RF, VM).
+const USER_RFLAGS_MASK: u64 = 0x24_4dd5;
 const RFLAGS_IF: u64 = 1 << 9;
 
 /// Called by `trap_common` for every trap with the interrupted context's saved registers.
 #[no_mangle]
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
+    debug_assert_eq!(x86_64::registers::rflags::read_raw(), entry::KERNEL_RFLAGS, "the entry contract");
     let vector = frame.vector;
     let from_user = frame.came_from_user();
     let now = rdtsc();

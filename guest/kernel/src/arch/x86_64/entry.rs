@@ -3,7 +3,11 @@
 //! exit path `trap_return` (`iretq`, or `sysretq` for a frame that came through `syscall`).
 //!
 //! # Entry contract
-//! On the way in, before any Rust code runs:
+//! On the way in, before any Rust code runs (Linux's `entry_64.S` makes the same promises):
+//! - RFLAGS = [`KERNEL_RFLAGS`] (0x2): DF clear, so `rep movs/stos` and the compiler's
+//!   memcpy/memset run forwards; AC, TF and NT clear; IOPL 0; IF clear. Trap delivery clears
+//!   only IF, TF and NT and `syscall` only what SFMASK names, so a process's DF and AC would
+//!   otherwise reach the kernel (`tests/attack.rs` sets each flag before every kind of entry);
 //! - RSP is a kernel stack: TSS.RSP0 of the running process (traps from ring 3), an IST stack
 //!   (NMI, #DF, #MC), the interrupted kernel stack (traps in ring 0), or `SYSCALL_KERNEL_RSP`
 //!   (`syscall`);
@@ -66,11 +70,19 @@ const _: () = assert!(offset_of!(TrapFrame, rip) == 17 * 8);
 const _: () = assert!(offset_of!(TrapFrame, ss) == 21 * 8);
 
 impl TrapFrame {
-    /// Whether the trap came from ring 3.
+    /// Whether the trap came from ring 3: CPL 3 in CS, or virtual-8086 mode (RFLAGS.VM, whose
+    /// CS is a real-mode segment; lde never enters it, but a 32-bit `iret` from ring 3 under
+    /// some emulators can, and a fault there is the process's, never the kernel's).
     pub fn came_from_user(&self) -> bool {
-        self.cs & 3 == 3
+        self.cs & 3 == 3 || self.rflags & RFLAGS_VM != 0
     }
 }
+
+/// RFLAGS.VM: virtual-8086 mode.
+const RFLAGS_VM: u64 = 1 << 17;
+
+/// RFLAGS while the kernel runs: only the always-one bit 1.
+pub const KERNEL_RFLAGS: u64 = 0x2;
 
 /// The pseudo-vector in the frame of a system call that came through `syscall`.
 pub const SYSCALL_VECTOR: u64 = 0x100;
@@ -112,8 +124,9 @@ trap_stubs:
 //
 // `trap_common` contract: entered from a stub or `syscall_entry` with vector and error code
 // above the CPU frame. Pushes the 15 general registers so that RSP points at a complete
-// TrapFrame (16-byte aligned: the CPU aligned its frame and 22 qwords are an even count) and
-// calls `trap_dispatch(&mut TrapFrame)` with the System V ABI.
+// TrapFrame (16-byte aligned: the CPU aligned its frame and 22 qwords are an even count), sets
+// RFLAGS to KERNEL_RFLAGS (the entry contract: DF, AC, TF, NT clear) and calls
+// `trap_dispatch(&mut TrapFrame)` with the System V ABI.
 //
 // `trap_return` contract: RSP points at a complete TrapFrame (after trap_dispatch, or on a new
 // process's kernel stack). Restores the 15 registers (one sequence for both exits; `lea` keeps
@@ -153,6 +166,8 @@ trap_common:
     pushq %r13
     pushq %r14
     pushq %r15
+    pushq ${kernel_rflags}
+    popfq
     movq %rsp, %rdi
     call trap_dispatch
 
@@ -185,6 +200,7 @@ trap_return:
     user_ds = const USER_DATA_SELECTOR,
     user_cs = const USER_CODE_SELECTOR,
     syscall_vector = const SYSCALL_VECTOR,
+    kernel_rflags = const KERNEL_RFLAGS,
     vector_offset = const offset_of!(TrapFrame, vector),
     options(att_syntax)
 );

@@ -21,7 +21,7 @@ pub unsafe fn zero_page(phys: u64) {
 /// Both ranges must be valid for `len` bytes and must not overlap.
 pub unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) {
     // SAFETY: the caller guarantees both ranges; rep movs moves forwards (DF is clear in the
-    // kernel: trap entry and the syscall mask clear it).
+    // kernel: every entry sets RFLAGS to KERNEL_RFLAGS, see entry.rs; tests/attack.rs checks).
     unsafe {
         asm!("rep movsq", "mov ecx, {tail:e}", "rep movsb",
              tail = in(reg) (len % 8) as u32,
