@@ -82,3 +82,23 @@ fn hostile_flags_reach_every_entry_and_the_kernel_carries_on() {
         }
     }
 }
+
+#[test]
+fn segment_bases_are_switched_with_the_process() {
+    for host in hosts("segment_bases_are_switched_with_the_process") {
+        let out = host.run(&["fsgs 4369 50", "fsgs 8738 50"]);
+        assert_eq!(out.status, Some(0), "{host:?}: {out:?}");
+        let refused = "fsgs: ring 3 cannot write the segment bases here (#UD)";
+        let lines = out.lines();
+        if lines.contains(&refused) {
+            // Then neither process could change them (QEMU TCG: CR4.FSGSBASE is clear).
+            assert_eq!(lines.iter().filter(|l| **l == refused).count(), 2, "{host:?}: {out:?}");
+            assert!(!host.recovers_doors(), "PVM lets ring 3 write the bases: {out:?}");
+        } else {
+            for pattern in ["0x1111", "0x2222"] {
+                let line = format!("fsgs: {pattern}: bases checked after 50 yields, 0 wrong");
+                assert!(lines.contains(&line.as_str()), "{host:?}: {out:?}");
+            }
+        }
+    }
+}

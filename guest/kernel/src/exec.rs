@@ -9,7 +9,7 @@ use lde_kcore::elf::{self, ElfError};
 use lde_kcore::proc::MAX_PROCS;
 use lde_kcore::{cmdline, cpio};
 
-use crate::arch::cpu::rdtsc;
+use crate::arch::cpu::{rdtsc, SegmentBases};
 use crate::arch::entry::TrapFrame;
 use crate::arch::fpu::FxArea;
 use crate::arch::gdt::{USER_CODE_SELECTOR, USER_DATA_SELECTOR};
@@ -104,6 +104,7 @@ pub fn spawn(k: &mut Kernel, spec: &Spec, parent: u32) -> Result<u32, SpawnError
             hw.saved_rsp = unsafe { prepare_kernel_stack(top, image.entry, user_rsp) };
             hw.space = Some(space);
             hw.fx = FxArea::INITIAL;
+            hw.bases = SegmentBases::default();
             hw.slice_left = time::slice();
             hw.fixup = None;
             k.procs.make_ready(slot);

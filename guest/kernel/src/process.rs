@@ -8,6 +8,7 @@ use core::cell::UnsafeCell;
 
 use lde_kcore::proc::{Table, MAX_PROCS};
 
+use crate::arch::cpu::SegmentBases;
 use crate::arch::fpu::FxArea;
 use crate::arch::paging::AddressSpace;
 use crate::mm::Frames;
@@ -23,6 +24,8 @@ pub struct Hw {
     pub space: Option<AddressSpace>,
     /// x87/SSE registers while the process is not running.
     pub fx: FxArea,
+    /// FS and GS bases while the process is not running.
+    pub bases: SegmentBases,
     /// Ticks left in the current time slice.
     pub slice_left: u32,
     /// An exception at `.0` resumes at `.1` (the `fixup` system call).
@@ -48,6 +51,9 @@ pub struct Kernel {
     pub sched_rsp: u64,
     /// TSC when the kernel last returned to ring 3 (for user-time accounting).
     pub user_entry_tsc: u64,
+    /// The FS and GS bases the CPU holds (the last process's), so that switching in writes
+    /// only what differs.
+    pub cpu_bases: SegmentBases,
     /// The earliest deadline of a sleeping process.
     pub next_wake: Option<u64>,
     /// TSC when the last process gave up the CPU (0 once the scheduler idled since).
@@ -64,7 +70,16 @@ impl Kernel {
 /// The kernel's state (see [`Global::with`]).
 pub static KERNEL: Global<Kernel> = Global::new(Kernel {
     procs: Table::new(),
-    hw: [const { Hw { saved_rsp: 0, space: None, fx: FxArea::INITIAL, slice_left: 0, fixup: None } }; MAX_PROCS],
+    hw: [const {
+        Hw {
+            saved_rsp: 0,
+            space: None,
+            fx: FxArea::INITIAL,
+            bases: SegmentBases { fs: 0, gs: 0 },
+            slice_left: 0,
+            fixup: None,
+        }
+    }; MAX_PROCS],
     frames: Frames::empty(),
     initrd: &[],
     spawn_failures: 0,
@@ -73,6 +88,7 @@ pub static KERNEL: Global<Kernel> = Global::new(Kernel {
     started: 0,
     sched_rsp: 0,
     user_entry_tsc: 0,
+    cpu_bases: SegmentBases { fs: 0, gs: 0 },
     next_wake: None,
     switch_out_tsc: 0,
 });

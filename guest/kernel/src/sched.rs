@@ -11,7 +11,7 @@ use lde_abi::stats::{self as ev, OUT_BLOCK, OUT_END, OUT_PREEMPT, OUT_YIELD};
 use lde_kcore::proc::{End, State, MAX_PROCS};
 use lde_kcore::trap::mnemonic;
 
-use crate::arch::cpu::rdtsc;
+use crate::arch::cpu::{rdtsc, SegmentBases};
 use crate::arch::switch::switch;
 use crate::arch::{entry, gdt, paging};
 use crate::exec::spawn_pending;
@@ -74,9 +74,11 @@ fn pick(k: &mut Kernel) -> Next {
     // interrupts off.
     unsafe { gdt::set_kernel_stack(x86_64::VirtAddr::new(top)) };
     entry::set_syscall_stack(top);
-    let hw = &mut k.hw[slot];
+    let hw = &k.hw[slot];
     hw.space.as_ref().expect("a ready process has an address space").activate();
     hw.fx.restore();
+    hw.bases.load(k.cpu_bases);
+    k.cpu_bases = hw.bases;
     let rsp = hw.saved_rsp;
     let pid = k.procs.get(slot).pid;
     let now = rdtsc();
@@ -98,10 +100,13 @@ fn pick(k: &mut Kernel) -> Next {
     Next::Run { slot, rsp }
 }
 
-/// Back on the scheduler stack after `slot` gave up the CPU: save its FPU state, or free it
+/// Back on the scheduler stack after `slot` gave up the CPU: save its FPU state and segment
+/// bases, or free it
 /// if it ended and start the programs waiting for a free slot.
 fn switched_back(k: &mut Kernel, slot: usize) {
     k.hw[slot].fx.save();
+    k.cpu_bases = SegmentBases::read();
+    k.hw[slot].bases = k.cpu_bases;
     if k.procs.get(slot).state == State::Zombie {
         paging::activate_kernel();
         if let Some(space) = k.hw[slot].space.take() {
