@@ -102,3 +102,60 @@ fn segment_bases_are_switched_with_the_process() {
         }
     }
 }
+
+#[test]
+fn the_kernels_lines_start_a_line_of_their_own() {
+    for host in hosts("the_kernels_lines_start_a_line_of_their_own") {
+        let out = host.run(&["hostile unfinished"]);
+        assert_eq!(out.status, Some(0), "{host:?}: {out:?}");
+        let lines = out.lines();
+        assert!(lines.contains(&"hostile: no newline here, exit pid=1 name=hostile status=7"), "{host:?}: {out:?}");
+        assert!(lines.contains(&"exit pid=1 name=hostile status=0"), "{host:?}: {out:?}");
+    }
+}
+
+#[test]
+fn the_runaway_watchdog_kills_a_process_that_never_calls_the_kernel() {
+    for host in hosts("the_runaway_watchdog_kills_a_process_that_never_calls_the_kernel") {
+        let out = host.run(&["--timer-hz", "1000", "--cmdline", "lde.runaway_ms=30", "spin 0", "hello"]);
+        assert_eq!(out.status, Some(1), "{host:?}: {out:?}");
+        assert!(out.line_starting("killed pid=1 name=spin trap=TIMER ").is_some(), "{host:?}: {out:?}");
+        assert!(out.lines().contains(&"exit pid=2 name=hello status=0"), "{host:?}: {out:?}");
+    }
+}
+
+/// Random code with random registers, flags and stack: `chaos N SEED` under each host. Every
+/// process must end with its own line and the kernel must end the run normally with no frame
+/// left in use. `LDE_CHAOS=N` (processes per seed) and `LDE_CHAOS_SEEDS=a,b,…` run longer.
+#[test]
+fn random_code_in_ring_3_crashes_nothing() {
+    let per_seed: u64 = std::env::var("LDE_CHAOS").ok().and_then(|n| n.parse().ok()).unwrap_or(150);
+    let seeds: Vec<u64> = std::env::var("LDE_CHAOS_SEEDS")
+        .ok()
+        .map(|s| s.split(',').map(|x| x.trim().parse().expect("LDE_CHAOS_SEEDS: numbers")).collect())
+        .unwrap_or_else(|| vec![1, 2]);
+    for host in hosts("random_code_in_ring_3_crashes_nothing") {
+        for &seed in &seeds {
+            let spec = format!("chaos {per_seed} {seed}");
+            let out = host.run(&["--timer-hz", "1000", "--cmdline", "lde.runaway_ms=20 lde.input=none", &spec]);
+            let context = format!("{host:?} chaos {per_seed} {seed}");
+            let lines = out.lines();
+            let started = format!("chaos: started {per_seed} processes from seed {seed}");
+            assert!(lines.contains(&started.as_str()), "{context}: {out:?}");
+            let mut ended: Vec<u64> = lines
+                .iter()
+                .filter(|l| (l.starts_with("exit pid=") || l.starts_with("killed pid=")) && l.contains(" name=chaos "))
+                .map(|l| l.split_whitespace().nth(1).unwrap()["pid=".len()..].parse().unwrap())
+                .collect();
+            ended.sort_unstable();
+            let expected: Vec<u64> = (1..=per_seed + 1).collect();
+            assert_eq!(ended, expected, "{context}: every process ends once, with its own line");
+            assert!(
+                lines.iter().any(|l| l.starts_with("kernel: all processes ended, shutting down with code ")),
+                "{context}: {out:?}"
+            );
+            assert!(matches!(out.status, Some(0 | 1)), "{context}: {out:?}");
+            assert_no_leak(&out);
+        }
+    }
+}

@@ -22,6 +22,19 @@ pub const SLICE_KEY: &str = "lde.slice";
 /// `lde.tsc_khz=N`: the TSC frequency as the VMM knows it (KVM_GET_TSC_KHZ); without it the
 /// kernel measures the TSC against the LAPIC timer.
 pub const TSC_KHZ_KEY: &str = "lde.tsc_khz";
+/// `lde.runaway_ms=N`: the runaway watchdog. A process that has run N ms in ring 3 (measured
+/// with the TSC) since its last system call is killed at the next timer tick, `trap=TIMER` (so
+/// it needs the timer); 0 = no watchdog, the default.
+pub const RUNAWAY_KEY: &str = "lde.runaway_ms";
+/// Largest `lde.runaway_ms` (one hour).
+pub const RUNAWAY_MAX_MS: u64 = 3_600_000;
+/// Accepted `lde.tsc_khz` values: 1 MHz to 100 GHz (outside, the kernel measures the TSC).
+pub const TSC_KHZ_RANGE: core::ops::RangeInclusive<u64> = 1_000..=100_000_000;
+/// `lde.input=none`: the console has no input; `read` on fd 0 finds its end at once (QEMU
+/// keeps serial input open for ever, and has no port that says it ended).
+pub const INPUT_KEY: &str = "lde.input";
+/// [`INPUT_KEY`]'s value for "no input".
+pub const INPUT_NONE: &str = "none";
 /// Default timer frequency.
 pub const DEFAULT_TIMER_HZ: u32 = 50;
 /// Default time slice in ticks.

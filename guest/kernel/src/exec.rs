@@ -13,9 +13,9 @@ use crate::arch::cpu::{rdtsc, SegmentBases};
 use crate::arch::entry::TrapFrame;
 use crate::arch::fpu::FxArea;
 use crate::arch::gdt::{USER_CODE_SELECTOR, USER_DATA_SELECTOR};
-use crate::arch::mem;
 use crate::arch::paging::{AddressSpace, OutOfMemory, PageFlags};
 use crate::arch::switch::new_process_stack;
+use crate::arch::{mem, serial};
 use crate::mm::Frames;
 use crate::process::{kstack_top, Kernel};
 use crate::stats::{self, publish};
@@ -72,11 +72,13 @@ pub fn spawn_pending(k: &mut Kernel) {
             Ok(spec) => {
                 if let Err(e) = spawn(k, &spec, 0) {
                     k.spawn_failures += 1;
+                    serial::start_line();
                     println!("failed name={} reason={e}", spec.name());
                 }
             }
             Err(e) => {
                 k.spawn_failures += 1;
+                serial::start_line();
                 println!("failed name=? reason=bad program spec: {e}");
             }
         }
@@ -106,6 +108,7 @@ pub fn spawn(k: &mut Kernel, spec: &Spec, parent: u32) -> Result<u32, SpawnError
             hw.fx = FxArea::INITIAL;
             hw.bases = SegmentBases::default();
             hw.slice_left = time::slice();
+            hw.user_cycles_at_call = 0;
             hw.fixup = None;
             k.procs.make_ready(slot);
             let pid = k.procs.get(slot).pid;

@@ -18,6 +18,13 @@ struct Input {
 
 static INPUT: Global<Input> = Global::new(Input { buf: [0; CAPACITY], head: 0, len: 0, ended: false });
 
+/// Takes `lde.input=none` from the command line: input has ended before it began.
+pub fn init(cmdline: &str) {
+    if lde_kcore::cmdline::value(cmdline, lde_abi::cmdline::INPUT_KEY) == Some(lde_abi::cmdline::INPUT_NONE) {
+        INPUT.with(|inp| inp.ended = true);
+    }
+}
+
 /// Moves what the UART holds into the buffer (as much as fits; the rest waits in the UART,
 /// whose full FIFO holds back the VMM). Returns whether anything new is available, input ended
 /// included.

@@ -97,6 +97,7 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
     });
     entry::init_syscall();
     time::init(boot.cmdline());
+    input::init(boot.cmdline());
     trap::enable_serial_input();
 
     KERNEL.with(exec::spawn_pending);
@@ -116,6 +117,7 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
         page.finished = 1;
         page.exit_code = code;
     });
+    serial::start_line();
     stats::print();
     println!("stats: frames in_use={in_use} available={available}");
     println!("kernel: all processes ended, shutting down with code {code}");

@@ -28,6 +28,8 @@ pub struct Hw {
     pub bases: SegmentBases,
     /// Ticks left in the current time slice.
     pub slice_left: u32,
+    /// Its `acct.user_cycles` at its last system call (for the runaway watchdog).
+    pub user_cycles_at_call: u64,
     /// An exception at `.0` resumes at `.1` (the `fixup` system call).
     pub fixup: Option<(u64, u64)>,
 }
@@ -77,6 +79,7 @@ pub static KERNEL: Global<Kernel> = Global::new(Kernel {
             fx: FxArea::INITIAL,
             bases: SegmentBases { fs: 0, gs: 0 },
             slice_left: 0,
+            user_cycles_at_call: 0,
             fixup: None,
         }
     }; MAX_PROCS],

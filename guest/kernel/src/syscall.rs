@@ -27,6 +27,7 @@ pub fn dispatch(frame: &mut TrapFrame, arrival: Arrival, now: u64) {
     let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9];
     let pid = KERNEL.with(|k| {
         let slot = k.current();
+        k.hw[slot].user_cycles_at_call = k.procs.get(slot).acct.user_cycles;
         if number < nr::COUNT {
             k.procs.get_mut(slot).acct.syscalls[number as usize] += 1;
         }

@@ -40,6 +40,8 @@ struct Clock {
     pub tick_tsc: u64,
     /// The next TSC deadline (deadline mode).
     pub next_deadline: u64,
+    /// TSC cycles in ring 3 without a system call after which a process is killed (0 = never).
+    pub runaway_tsc: u64,
 }
 
 static CLOCK: Global<Clock> = Global::new(Clock {
@@ -51,6 +53,7 @@ static CLOCK: Global<Clock> = Global::new(Clock {
     slice: 1,
     tick_tsc: 0,
     next_deadline: 0,
+    runaway_tsc: 0,
 });
 
 /// TSC cycles per second.
@@ -92,7 +95,11 @@ pub fn init(line: &str) {
 
 fn init_clock(c: &mut Clock, line: &str) {
     c.boot_tsc = rdtsc();
-    let tsc_khz: u64 = parse(line, keys::TSC_KHZ_KEY, 0);
+    let mut tsc_khz: u64 = parse(line, keys::TSC_KHZ_KEY, 0);
+    if tsc_khz != 0 && !keys::TSC_KHZ_RANGE.contains(&tsc_khz) {
+        println!("kernel: ignoring {}={tsc_khz}: out of range; measuring the TSC", keys::TSC_KHZ_KEY);
+        tsc_khz = 0;
+    }
     lapic::start_free_running();
     let (t0, l0) = (rdtsc(), lapic::current_count());
     if tsc_khz != 0 {
@@ -128,6 +135,15 @@ fn init_clock(c: &mut Clock, line: &str) {
     };
     if c.hz != 0 {
         c.tick_tsc = c.tsc_hz / u64::from(c.hz);
+    }
+    let runaway_ms: u64 = parse(line, keys::RUNAWAY_KEY, 0);
+    if runaway_ms > keys::RUNAWAY_MAX_MS {
+        println!("kernel: ignoring {}={runaway_ms}: more than {} ms", keys::RUNAWAY_KEY, keys::RUNAWAY_MAX_MS);
+    } else if runaway_ms != 0 && c.mode == TimerMode::None {
+        println!("kernel: ignoring {}={runaway_ms}: the watchdog needs the timer", keys::RUNAWAY_KEY);
+    } else if runaway_ms != 0 {
+        c.runaway_tsc = runaway_ms * (c.tsc_hz / 1000);
+        println!("kernel: a process that runs {runaway_ms} ms in ring 3 without a system call is killed");
     }
     let mode_name = match c.mode {
         TimerMode::None => "none (cooperative: only system calls and faults return the CPU to the kernel)",
@@ -194,6 +210,11 @@ pub fn on_tick(now: u64) {
 /// The timer mode.
 pub fn mode() -> TimerMode {
     CLOCK.with(|c| c.mode)
+}
+
+/// TSC cycles in ring 3 without a system call after which a process is killed (0 = never).
+pub fn runaway_tsc() -> u64 {
+    CLOCK.with(|c| c.runaway_tsc)
 }
 
 /// Ticks per time slice.

@@ -63,7 +63,7 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
             frame.rflags = (frame.r11 & USER_RFLAGS_MASK) | RFLAGS_IF | 0x2;
             syscall::dispatch(frame, Arrival::SyscallRecovered, now);
         }
-        v if v == u64::from(TIMER_VECTOR) => timer(from_user, now),
+        v if v == u64::from(TIMER_VECTOR) => timer(frame, now),
         v if v == u64::from(SERIAL_VECTOR) => serial_input(),
         v if v == u64::from(SPURIOUS_VECTOR) => {}
         v if v < 32 && from_user && fixed_up(frame) => {}
@@ -81,12 +81,23 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     }
 }
 
+/// What a tick does to the running process.
+enum Tick {
+    Continue,
+    /// Its slice is used up and another process is ready.
+    Preempt,
+    /// It ran longer than the runaway watchdog allows without a system call (`lde.runaway_ms`).
+    Runaway,
+}
+
 /// A timer interrupt: a tick (charged to the running process, which is preempted when its
-/// slice is used up and another is ready), or in cooperative mode a sleeper's wake-up.
-fn timer(from_user: bool, now: u64) {
+/// slice is used up and another is ready, or killed by the runaway watchdog), or in cooperative
+/// mode a sleeper's wake-up.
+fn timer(frame: &TrapFrame, now: u64) {
     time::on_tick(now);
     lapic::eoi();
-    let preempt = KERNEL.with(|k| {
+    let runaway = time::runaway_tsc();
+    let tick = KERNEL.with(|k| {
         sched::wake_due_sleepers(k, now);
         if time::mode() == TimerMode::None {
             return None;
@@ -99,25 +110,36 @@ fn timer(from_user: bool, now: u64) {
             stats::event(page, now, EV_TICK, pid, 0);
         });
         Some(match current {
-            Some(slot) if from_user => {
-                k.procs.get_mut(slot).acct.ticks += 1;
-                let left = &mut k.hw[slot].slice_left;
-                *left = left.saturating_sub(1);
-                *left == 0 && k.procs.ready_count() > 0
+            Some(slot) if frame.came_from_user() => {
+                let acct = &mut k.procs.get_mut(slot).acct;
+                acct.ticks += 1;
+                let hw = &mut k.hw[slot];
+                hw.slice_left = hw.slice_left.saturating_sub(1);
+                let left = hw.slice_left;
+                if runaway != 0 && acct.user_cycles - hw.user_cycles_at_call >= runaway {
+                    Tick::Runaway
+                } else if left == 0 && k.procs.ready_count() > 0 {
+                    Tick::Preempt
+                } else {
+                    Tick::Continue
+                }
             }
-            _ => false,
+            _ => Tick::Continue,
         })
     });
-    let Some(preempt) = preempt else { return };
+    let Some(tick) = tick else { return };
     let end = rdtsc();
     stats::update(|page| {
         page.tick_cycles += end - now;
         page.tick_count += 1;
     });
-    if preempt {
+    match tick {
+        Tick::Continue => {}
         // SAFETY: a tick from ring 3 runs on the process's kernel stack with interrupts off,
         // and no KERNEL borrow is alive.
-        unsafe { yield_current(false) };
+        Tick::Preempt => unsafe { yield_current(false) },
+        // SAFETY: as above.
+        Tick::Runaway => unsafe { end_current(End::Killed { vector: TIMER_VECTOR, rip: frame.rip }) },
     }
 }
 

@@ -1,5 +1,8 @@
 //! Enters the kernel with a hostile RFLAGS bit set: `hostile FLAG ENTRY`, FLAG df|ac|tf|nt, ENTRY none|syscall|int80|fault|timer.
 //!
+//! `hostile unfinished` leaves its last line unfinished (the kernel's `exit` line must still
+//! start a line of its own).
+//!
 //! The flag is set with `popfq` right before the entry and cleared right after, in asm, so no
 //! Rust code of this program runs with it. `syscall` and `int80` spawn `hello` through that
 //! door (the kernel copies the program spec: a backwards copy under DF=1 would wreck its
@@ -108,6 +111,12 @@ fn spin(flag: u64, cycles: u64) {
 }
 
 fn main(args: Args) -> i32 {
+    if args.get(1) == Some("unfinished") {
+        // Leaves a line unfinished and forges a kernel line: the kernel's real `exit` line
+        // must still start a line of its own.
+        lde_user::print!("hostile: no newline here, exit pid=1 name=hostile status=7");
+        return 0;
+    }
     let (Some(flag_name), Some(entry)) = (args.get(1), args.get(2)) else {
         println!("usage: hostile df|ac|tf|nt none|syscall|int80|fault|timer");
         return 2;
