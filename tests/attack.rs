@@ -159,3 +159,16 @@ fn random_code_in_ring_3_crashes_nothing() {
         }
     }
 }
+
+#[test]
+fn an_unexpected_interrupt_is_acknowledged_and_the_timer_goes_on() {
+    for host in hosts("an_unexpected_interrupt_is_acknowledged_and_the_timer_goes_on") {
+        // Vector 0x50 outranks the timer's 0x20: left without an EOI it would block every tick
+        // (QEMU shows it; PVM's LAPIC does not block, see docs/platform.md).
+        let out = host.run(&["--timer-hz", "1000", "--cmdline", "lde.test=stray-interrupt", "spin 100"]);
+        assert_eq!(out.status, Some(0), "{host:?}: {out:?}");
+        assert!(out.line_starting("kernel: unexpected interrupt 80 at rip ").is_some(), "{host:?}: {out:?}");
+        let ticks = common::stats(&out, "sched")["ticks"];
+        assert!(ticks >= 50, "{host:?}: 100 ms at 1000 Hz gave {ticks} ticks: {out:?}");
+    }
+}

@@ -13,6 +13,11 @@ pub const TEST_TRIPLE_FAULT: &str = "triple-fault";
 pub const TEST_KERNEL_FAULT: &str = "kernel-fault";
 /// Test hook: the kernel halts with interrupts off and never shuts down (for timeouts).
 pub const TEST_HANG: &str = "hang";
+/// Test hook: the kernel sends itself an interrupt on [`STRAY_VECTOR`], which nothing expects,
+/// before the first process runs (it must be acknowledged, or it blocks the timer's vector).
+pub const TEST_STRAY_INTERRUPT: &str = "stray-interrupt";
+/// The vector of [`TEST_STRAY_INTERRUPT`]: a higher priority class than the timer's 0x20.
+pub const STRAY_VECTOR: u8 = 0x50;
 /// `lde.hz=N`: timer interrupts per second; 0 = no timer (cooperative multitasking).
 pub const TIMER_HZ_KEY: &str = "lde.hz";
 /// `lde.timer=periodic|deadline`: the LAPIC timer mode.

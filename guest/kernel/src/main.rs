@@ -84,6 +84,10 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
             println!("kernel: test hook: halting with interrupts off");
             cpu::halt_forever();
         }
+        Some(keys::TEST_STRAY_INTERRUPT) => {
+            println!("kernel: test hook: sending this CPU an interrupt on vector {:#x}", keys::STRAY_VECTOR);
+            lapic::self_interrupt(keys::STRAY_VECTOR);
+        }
         Some(other) => println!("kernel: unknown test hook {}={other}, ignored", keys::TEST_KEY),
     }
 
@@ -116,6 +120,7 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
         page.frames_in_use = in_use;
         page.finished = 1;
         page.exit_code = code;
+        page.traps[2] += trap::NMIS.load(core::sync::atomic::Ordering::Relaxed);
     });
     serial::start_line();
     stats::print();

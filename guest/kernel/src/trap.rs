@@ -2,6 +2,8 @@
 //! it recovers), timer ticks and preemption, serial input, killing processes that break the
 //! rules, and reporting faults in the kernel itself.
 
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
 use lde_abi::exit;
 use lde_abi::stats::EV_TICK;
 use lde_abi::syscall::INT80_VECTOR;
@@ -19,7 +21,9 @@ use crate::stats::{self, Arrival};
 use crate::time::{self, TimerMode};
 use crate::{input, println, syscall};
 
+const NMI_VECTOR: u64 = 2;
 const UD_VECTOR: u64 = 6;
+const MC_VECTOR: u64 = 18;
 const PF_VECTOR: u64 = 14;
 /// Vector the I/O APIC delivers the serial port's IRQ 4 on.
 pub const SERIAL_VECTOR: u8 = 0x24;
@@ -33,6 +37,12 @@ const RFLAGS_IF: u64 = 1 << 9;
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     debug_assert_eq!(x86_64::registers::rflags::read_raw(), entry::KERNEL_RFLAGS, "the entry contract");
     let vector = frame.vector;
+    if vector == NMI_VECTOR {
+        // An NMI can arrive anywhere, even while the kernel's state is lent out (IF does not
+        // mask it): it touches nothing but its own counter, and it is never a process's fault.
+        NMIS.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
     let from_user = frame.came_from_user();
     let now = rdtsc();
     if from_user {
@@ -66,10 +76,13 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         v if v == u64::from(TIMER_VECTOR) => timer(frame, now),
         v if v == u64::from(SERIAL_VECTOR) => serial_input(),
         v if v == u64::from(SPURIOUS_VECTOR) => {}
+        // A machine check is the hardware's failure, never the process's: the machine is not
+        // to be trusted any more, in whichever ring it struck.
+        MC_VECTOR => fatal(frame),
         v if v < 32 && from_user && fixed_up(frame) => {}
         v if v < 32 && from_user => kill(frame),
         v if v < 32 => fatal(frame),
-        v => println!("kernel: unexpected interrupt {v} at rip {:#x}, ignored", frame.rip),
+        v => unexpected_interrupt(v, frame.rip),
     }
     if frame.vector == SYSCALL_VECTOR && frame.rip >= USER_END {
         // sysretq to a non-user RIP would fault in ring 0; return with iretq instead.
@@ -140,6 +153,20 @@ fn timer(frame: &TrapFrame, now: u64) {
         Tick::Preempt => unsafe { yield_current(false) },
         // SAFETY: as above.
         Tick::Runaway => unsafe { end_current(End::Killed { vector: TIMER_VECTOR, rip: frame.rip }) },
+    }
+}
+
+/// NMIs taken (folded into the stats page's trap counts at the end of the run).
+pub static NMIS: AtomicU64 = AtomicU64::new(0);
+
+/// An interrupt vector nothing was set up to raise (only devices can: ring 3 may raise only
+/// the DPL-3 gates). Acknowledged, so that it does not block lower-priority vectors in the
+/// LAPIC, and reported once.
+fn unexpected_interrupt(vector: u64, rip: u64) {
+    lapic::eoi();
+    static REPORTED: AtomicBool = AtomicBool::new(false);
+    if !REPORTED.swap(true, Ordering::Relaxed) {
+        println!("kernel: unexpected interrupt {vector} at rip {rip:#x}, acknowledged (reported once)");
     }
 }
 

@@ -16,6 +16,7 @@ const REG_ID: usize = 0x20;
 const REG_VERSION: usize = 0x30;
 const REG_EOI: usize = 0xb0;
 const REG_SPURIOUS: usize = 0xf0;
+const REG_ICR_LOW: usize = 0x300;
 const REG_LVT_TIMER: usize = 0x320;
 const REG_TIMER_INITIAL: usize = 0x380;
 const REG_TIMER_CURRENT: usize = 0x390;
@@ -66,6 +67,13 @@ pub fn init() -> LapicInfo {
 /// Signals the end of the current interrupt.
 pub fn eoi() {
     write(REG_EOI, 0);
+}
+
+/// Sends this CPU an interrupt on `vector` (fixed delivery, destination shorthand "self"); it
+/// is taken once interrupts are enabled.
+pub fn self_interrupt(vector: u8) {
+    const SHORTHAND_SELF: u32 = 1 << 18;
+    write(REG_ICR_LOW, SHORTHAND_SELF | u32::from(vector));
 }
 
 /// Whether the CPU offers the TSC-deadline timer mode (CPUID.1:ECX[24]).
