@@ -40,6 +40,11 @@ pub const TSC_KHZ_RANGE: core::ops::RangeInclusive<u64> = 1_000..=100_000_000;
 pub const INPUT_KEY: &str = "lde.input";
 /// [`INPUT_KEY`]'s value for "no input".
 pub const INPUT_NONE: &str = "none";
+/// `lde.zeroed_ram=1`: the loader promises that RAM it did not fill (kernel, initrd, boot
+/// data) reads as zero, so the kernel need not zero never-used frames. lde's fresh guest
+/// memory is; QEMU's is not (firmware tables lie there), so without the key the kernel zeroes
+/// every frame before use.
+pub const ZEROED_RAM_KEY: &str = "lde.zeroed_ram";
 /// Default timer frequency.
 pub const DEFAULT_TIMER_HZ: u32 = 50;
 /// Default time slice in ticks.

@@ -95,7 +95,8 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
     let reserved = (initrd.as_ptr() as u64, initrd.as_ptr() as u64 + initrd.len() as u64);
     let programs = KERNEL.with(|k| {
         k.initrd = initrd;
-        k.frames.init(boot.memmap(), kernel_end(), reserved);
+        let ram_zeroed = cmdline::value(boot.cmdline(), keys::ZEROED_RAM_KEY) == Some("1");
+        k.frames.init(boot.memmap(), kernel_end(), reserved, ram_zeroed);
         k.cmdline = boot.cmdline();
         exec::program_count(k)
     });
