@@ -184,3 +184,20 @@ fn frames_are_zero_whatever_the_loader_left_in_ram() {
         assert_no_leak(&out);
     }
 }
+
+#[test]
+fn the_timer_cannot_livelock_the_guest() {
+    for host in hosts("the_timer_cannot_livelock_the_guest") {
+        // At 5,000 Hz and more a tick and a switch outlasted the period on PVM: no process
+        // made progress until the timeout. The kernel lowers the rate to what the host allows.
+        let out = host.run(&["--timeout", "60", "--timer-hz", "10000", "spin 200", "hello"]);
+        assert_eq!(out.status, Some(0), "{host:?}: {out:?}");
+        assert!(out.lines().contains(&"exit pid=2 name=hello status=0"), "{host:?}: {out:?}");
+        let lowered = out.line_starting("kernel: timer lowered from 10000 to ");
+        if host.recovers_doors() {
+            assert!(lowered.is_some(), "PVM cannot take 10,000 ticks a second: {out:?}");
+        }
+        let hz = common::stats(&out, "sched")["timer_hz"];
+        assert_eq!(hz < 10_000, lowered.is_some(), "{host:?}: the stats page shows the rate in force: {out:?}");
+    }
+}

@@ -8,7 +8,7 @@ use lde_abi::cmdline as keys;
 use lde_abi::stats::{TIMER_DEADLINE, TIMER_NONE, TIMER_PERIODIC};
 use lde_kcore::cmdline;
 
-use crate::arch::cpu::rdtsc;
+use crate::arch::cpu::{self, rdtsc};
 use crate::arch::lapic;
 use crate::println;
 use crate::stats;
@@ -19,6 +19,13 @@ const DEFAULT_LAPIC_HZ: u64 = 1_000_000_000;
 /// Calibration runs for 1/CALIBRATION_FRACTION of a second (2 ms: reading the LAPIC's count
 /// takes a few µs even where it is emulated, an error well under 1 %).
 const CALIBRATION_FRACTION: u64 = 500;
+
+/// Kernel instructions a timer tick that preempts and switches takes, entry to exit (measured
+/// with KVM's `insn_emulation` counter: tick ~160, yield and switch ~390, entry and exit ~40).
+const TICK_AND_SWITCH_INSNS: u64 = 600;
+/// A tick and a switch may take at most this fraction (1/N) of the timer period: above it the
+/// rate is lowered, so that the timer cannot livelock the guest where ring 0 is slow.
+const TICK_SHARE_DIVISOR: u64 = 3;
 
 /// The timer's configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,6 +125,16 @@ fn init_clock(c: &mut Clock, line: &str) {
     lapic::stop();
 
     c.hz = parse(line, keys::TIMER_HZ_KEY, keys::DEFAULT_TIMER_HZ).min(10_000);
+    let insn_cycles = cpu::measure_insn_cycles().max(1);
+    let hz_max = (c.tsc_hz / (TICK_SHARE_DIVISOR * TICK_AND_SWITCH_INSNS * insn_cycles)).max(1) as u32;
+    if c.hz > hz_max {
+        println!(
+            "kernel: timer lowered from {} to {hz_max} Hz: a tick and a switch take about {} us here (a ring-0 instruction {insn_cycles} cycles), more than 1/{TICK_SHARE_DIVISOR} of the period",
+            c.hz,
+            TICK_AND_SWITCH_INSNS * insn_cycles * 1_000_000 / c.tsc_hz.max(1),
+        );
+        c.hz = hz_max;
+    }
     c.slice = parse(line, keys::SLICE_KEY, keys::DEFAULT_SLICE).max(1);
     let wanted = cmdline::value(line, keys::TIMER_MODE_KEY).unwrap_or("periodic");
     c.mode = match (c.hz, wanted) {
