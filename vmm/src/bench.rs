@@ -6,13 +6,14 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use lde_abi::ports::BENCH_PORT;
 use serde::{Deserialize, Serialize};
 use svg::node::element::{Group, Line, Rectangle, Text};
 use svg::Document;
 
 use crate::devices::serial::SharedBuffer;
 use crate::host::HostInfo;
-use crate::vcpu::KvmRunSamples;
+use crate::vcpu::ExitHook;
 use crate::{report, Outcome, RunConfig};
 
 /// The value of the JSON's `schema` field.
@@ -170,6 +171,32 @@ fn host_syscall_samples() -> Vec<u64> {
     (0..1000).map(|_| once(k) / k).collect()
 }
 
+/// Durations of KVM_RUN calls that ended in a bench-port write, as lde sees them: guest entry,
+/// the guest's `out`, the exit back to lde (host TSC cycles). Installed as the run's exit hook.
+#[derive(Clone, Default)]
+struct BenchPortRoundTrips(Arc<Mutex<Vec<u64>>>);
+
+impl BenchPortRoundTrips {
+    /// Most samples kept.
+    const MAX: usize = 100_000;
+
+    /// The samples so far.
+    fn take(&self) -> Vec<u64> {
+        std::mem::take(&mut self.0.lock().expect("samples lock poisoned"))
+    }
+}
+
+impl ExitHook for BenchPortRoundTrips {
+    fn after_exit(&mut self, exit: &kvm_ioctls::VcpuExit<'_>, cycles: u64) {
+        if matches!(exit, kvm_ioctls::VcpuExit::IoOut(BENCH_PORT, _)) {
+            let mut v = self.0.lock().expect("samples lock poisoned");
+            if v.len() < Self::MAX {
+                v.push(cycles);
+            }
+        }
+    }
+}
+
 /// Echoes the guest's `bench: measuring X` lines as progress on stderr, and keeps everything.
 struct Progress {
     buffer: SharedBuffer,
@@ -266,7 +293,7 @@ fn guest_run(
     let buffer = SharedBuffer::default();
     let progress =
         Progress { buffer: buffer.clone(), line: Vec::new(), total, done: done.clone(), quiet: config.quiet };
-    let samples = KvmRunSamples::default();
+    let samples = BenchPortRoundTrips::default();
     let cmdline = format!("{} lde.hz={hz} lde.timer=periodic lde.slice=1", programs.cmdline);
     let mut run_config = RunConfig::unattended(
         cmdline,
@@ -276,7 +303,7 @@ fn guest_run(
         config.kvm_device.clone(),
         config.host.clone(),
     );
-    run_config.kvm_run_samples = Some(samples.clone());
+    run_config.exit_hook = Some(Box::new(samples.clone()));
     let run = crate::run(run_config)?;
     let transcript = String::from_utf8_lossy(&buffer.0.lock().expect("buffer lock poisoned")).into_owned();
     match &run.outcome {

@@ -344,7 +344,7 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
     let config = RunConfig {
         api_sock: args.api_sock.clone(),
         observer,
-        kvm_run_samples: None,
+        exit_hook: None,
         kernel: args.kernel,
         mem_mib: args.mem,
         cmdline,

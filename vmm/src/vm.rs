@@ -32,7 +32,7 @@ use crate::layout;
 use crate::monitor::{ApiError, ApiServer, Observer, Poller, Shared};
 use crate::recorder::Recorder;
 use crate::stats::StatsReader;
-use crate::vcpu::{self, VcpuEnd};
+use crate::vcpu::{self, ExitHook, VcpuEnd};
 
 /// Address KVM needs for its three-page TSS on Intel hosts (unused by the guest).
 const KVM_TSS_ADDR: u64 = 0xfffb_d000;
@@ -63,8 +63,8 @@ pub struct RunConfig {
     pub api_sock: Option<PathBuf>,
     /// Called after every read of the stats page while the guest runs.
     pub observer: Option<Observer>,
-    /// Record KVM_RUN round trips of bench-port writes here.
-    pub kvm_run_samples: Option<crate::vcpu::KvmRunSamples>,
+    /// Called by the vCPU thread after every VM exit (`lde bench` times port writes with it).
+    pub exit_hook: Option<Box<dyn ExitHook>>,
 }
 
 impl RunConfig {
@@ -91,7 +91,7 @@ impl RunConfig {
             host,
             api_sock: None,
             observer: None,
-            kvm_run_samples: None,
+            exit_hook: None,
         }
     }
 }
@@ -248,7 +248,7 @@ pub struct Vm {
     api: Option<ApiServer>,
     shared: Option<Shared>,
     observer: Option<Observer>,
-    kvm_run_samples: Option<crate::vcpu::KvmRunSamples>,
+    exit_hook: Option<Box<dyn ExitHook>>,
     kvm_stats: Option<Arc<crate::kvm_stats::KvmStats>>,
     exits: Arc<ExitCounts>,
     tsc_khz: Option<u32>,
@@ -332,7 +332,7 @@ pub fn prepare(config: RunConfig) -> Result<Vm, Error> {
         api,
         shared,
         observer: config.observer,
-        kvm_run_samples: config.kvm_run_samples,
+        exit_hook: config.exit_hook,
         kvm_stats,
         exits,
         tsc_khz,
@@ -355,7 +355,7 @@ impl Vm {
             api,
             shared,
             observer,
-            kvm_run_samples,
+            mut exit_hook,
             kvm_stats,
             exits,
             tsc_khz,
@@ -377,17 +377,14 @@ impl Vm {
         let vcpu_thread = {
             let stop = stop.clone();
             let done = vcpu_done.try_clone().map_err(|e| Error::Host("eventfd", e))?;
-            let mut devices = Devices {
-                serial: serial.clone(),
-                exit_port: ExitPort,
-                input_status: input_status.clone(),
-                kvm_run_samples: kvm_run_samples.clone(),
-            };
+            let mut devices =
+                Devices { serial: serial.clone(), exit_port: ExitPort, input_status: input_status.clone() };
             let counts = exits.clone();
             std::thread::Builder::new()
                 .name("vcpu0".into())
                 .spawn(move || {
-                    let end = vcpu::run(&mut vcpu_fd, &mut devices, &stop, &counts);
+                    let hook = exit_hook.as_deref_mut().map(|h| h as &mut dyn ExitHook);
+                    let end = vcpu::run(&mut vcpu_fd, &mut devices, &stop, &counts, hook);
                     let _ = done.write(1);
                     (end, vcpu_fd)
                 })
