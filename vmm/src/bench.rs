@@ -13,8 +13,9 @@ use svg::Document;
 
 use crate::devices::serial::SharedBuffer;
 use crate::host::HostInfo;
+use crate::observe::report;
 use crate::vcpu::ExitHook;
-use crate::{report, Outcome, RunConfig};
+use crate::{Outcome, RunConfig};
 
 /// The value of the JSON's `schema` field.
 pub const SCHEMA: &str = "lde-bench/1";

@@ -338,8 +338,8 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
         if watch_terminal { Box::new(captured.clone()) } else { Box::new(std::io::stdout()) };
     let observer = match (args.watch, watch_terminal) {
         (false, _) => None,
-        (true, true) => Some(lde::watch::terminal(host.kvm.slug(), captured.clone())),
-        (true, false) => Some(lde::watch::piped()),
+        (true, true) => Some(lde::observe::watch::terminal(host.kvm.slug(), captured.clone())),
+        (true, false) => Some(lde::observe::watch::piped()),
     };
     let config = RunConfig {
         api_sock: args.api_sock.clone(),
@@ -382,7 +382,8 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
         let _ = std::io::stdout().write_all(&captured.0.lock().expect("buffer lock poisoned"));
     }
     if let (Some(path), Some(mut file)) = (&args.report, report_file) {
-        let text = serde_json::to_string_pretty(&lde::report::from_run(&report)).expect("the report serializes");
+        let text =
+            serde_json::to_string_pretty(&lde::observe::report::from_run(&report)).expect("the report serializes");
         if let Err(e) = file.write_all((text + "\n").as_bytes()) {
             eprintln!("lde: error: cannot write the report {}: {e}", path.display());
             return ExitCode::from(code::VMM_FAILED);
@@ -392,7 +393,7 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
         let written = match &report.recorder {
             Some(recorder) => {
                 let title = format!("lde run on {} ({})", report.host.cpu_model, report.host.kvm.slug());
-                lde::timeline::write(recorder, &title, file).map_err(|e| e.to_string())
+                lde::observe::timeline::write(recorder, &title, file).map_err(|e| e.to_string())
             }
             None => Err("the kernel's counters could not be read".to_string()),
         };
@@ -403,7 +404,7 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
     }
     if !args.quiet {
         if let (Some(page), Some(recorder)) = (report.stats(), &report.recorder) {
-            for line in lde::summary::lines(page, &recorder.processes(), report.host.kvm) {
+            for line in lde::observe::summary::lines(page, &recorder.processes(), report.host.kvm) {
                 eprintln!("lde: {line}");
             }
         }

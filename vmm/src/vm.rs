@@ -29,9 +29,9 @@ use crate::devices::{new_serial, Devices, ExitPort, InputStatus, SerialDevice, S
 use crate::exit::{Crash, ExitCounts, ExitTotals};
 use crate::host::HostInfo;
 use crate::layout;
-use crate::monitor::{ApiError, ApiServer, Observer, Poller, Shared};
-use crate::recorder::Recorder;
-use crate::stats::StatsReader;
+use crate::observe::monitor::{ApiError, ApiServer, Observer, Poller, Shared};
+use crate::observe::recorder::Recorder;
+use crate::observe::stats::StatsReader;
 use crate::vcpu::{self, ExitHook, VcpuEnd};
 
 /// Address KVM needs for its three-page TSS on Intel hosts (unused by the guest).
@@ -249,7 +249,7 @@ pub struct Vm {
     shared: Option<Shared>,
     observer: Option<Observer>,
     exit_hook: Option<Box<dyn ExitHook>>,
-    kvm_stats: Option<Arc<crate::kvm_stats::KvmStats>>,
+    kvm_stats: Option<Arc<crate::observe::kvm_stats::KvmStats>>,
     exits: Arc<ExitCounts>,
     tsc_khz: Option<u32>,
     timeout: Option<Duration>,
@@ -303,7 +303,7 @@ pub fn prepare(config: RunConfig) -> Result<Vm, Error> {
             None
         }
     };
-    let kvm_stats = crate::kvm_stats::KvmStats::open(&vcpu_fd).map(Arc::new);
+    let kvm_stats = crate::observe::kvm_stats::KvmStats::open(&vcpu_fd).map(Arc::new);
     if kvm_stats.is_none() {
         log::debug!("this KVM offers no binary statistics (KVM_GET_STATS_FD)");
     }

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::exit::ExitTotals;
 use crate::host::HostInfo;
-use crate::recorder::Recorder;
+use crate::observe::recorder::Recorder;
 
 /// The value of the report's `schema` field.
 pub const SCHEMA: &str = "lde-report/1";
