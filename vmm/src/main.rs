@@ -382,8 +382,7 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
         let _ = std::io::stdout().write_all(&captured.0.lock().expect("buffer lock poisoned"));
     }
     if let (Some(path), Some(mut file)) = (&args.report, report_file) {
-        let text =
-            serde_json::to_string_pretty(&lde::observe::report::from_run(&report)).expect("the report serializes");
+        let text = serde_json::to_string_pretty(&report.report()).expect("the report serializes");
         if let Err(e) = file.write_all((text + "\n").as_bytes()) {
             eprintln!("lde: error: cannot write the report {}: {e}", path.display());
             return ExitCode::from(code::VMM_FAILED);
