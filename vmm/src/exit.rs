@@ -185,12 +185,8 @@ mod tests {
     fn devices() -> (Devices, SharedBuffer) {
         let out = SharedBuffer::default();
         let serial = new_serial(Box::new(out.clone())).unwrap();
-        let devices = Devices {
-            serial: Arc::new(Mutex::new(serial)),
-            exit_port: ExitPort,
-            input_status: Default::default(),
-            kvm_run_samples: None,
-        };
+        let devices =
+            Devices { serial: Arc::new(Mutex::new(serial)), exit_port: ExitPort, input_status: Default::default() };
         (devices, out)
     }
 

@@ -3,8 +3,8 @@
 //!
 //! Module map: [`layout`] is the guest-physical memory map; [`boot`] loads the kernel and
 //! writes the PVH start info; [`vcpu`] runs the vCPU; [`exit`] decides what each VM exit means;
-//! [`devices`] are the UART and the exit port; [`host`] says what KVM this is; [`vm`] puts it
-//! all together for one run.
+//! [`devices`] are the UART and the exit port; [`host`] says what KVM this is; [`observe`] reads
+//! and reports the kernel's counters and KVM's; [`vm`] puts it all together for one run.
 
 pub mod bench;
 pub mod boot;
@@ -13,18 +13,11 @@ pub mod exit;
 pub mod guest;
 pub mod host;
 pub mod initrd;
-pub mod kvm_stats;
 pub mod layout;
-pub mod monitor;
+pub mod observe;
 pub mod probe;
-pub mod recorder;
-pub mod report;
-pub mod stats;
-pub mod summary;
 pub mod terminal;
-pub mod timeline;
 pub mod vcpu;
 pub mod vm;
-pub mod watch;
 
 pub use vm::{prepare, run, Error, Outcome, RunConfig, RunReport, Vm};

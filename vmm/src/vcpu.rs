@@ -3,14 +3,14 @@
 //!
 //! The run loop is a small state machine: `Running` until an exit's [`Action`] or a stop request
 //! ends it. A stop request (Ctrl-C, timeout) sets a flag and kicks the thread out of `KVM_RUN`
-//! with [`KICK_SIGNAL`].
+//! with [`KICK_SIGNAL`]. An [`ExitHook`] installed by the caller sees every exit and how long
+//! its `KVM_RUN` took, without the loop knowing what it measures.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
-use lde_abi::ports::BENCH_PORT;
 
 use crate::boot::BootEntry;
 use crate::devices::Devices;
@@ -71,17 +71,30 @@ pub fn setup_pvh(kvm: &Kvm, vcpu: &VcpuFd, boot: BootEntry) -> Result<(), kvm_io
     vcpu.set_regs(&regs)
 }
 
+/// Sees every VM exit before it is handled, with the host TSC cycles of the `KVM_RUN` call that
+/// ended in it (guest entry, guest work, exit back to lde). `lde bench` times port writes with
+/// one; a run without a hook pays nothing for it.
+pub trait ExitHook: Send {
+    fn after_exit(&mut self, exit: &VcpuExit<'_>, cycles: u64);
+}
+
 /// Runs the vCPU until the guest exits, crashes, or `stop` is set.
-pub fn run(vcpu: &mut VcpuFd, devices: &mut Devices, stop: &AtomicBool, counts: &ExitCounts) -> VcpuEnd {
+pub fn run(
+    vcpu: &mut VcpuFd,
+    devices: &mut Devices,
+    stop: &AtomicBool,
+    counts: &ExitCounts,
+    mut hook: Option<&mut dyn ExitHook>,
+) -> VcpuEnd {
     loop {
         if stop.load(Ordering::Acquire) {
             return VcpuEnd::Stopped;
         }
-        let t0 = rdtsc();
+        let t0 = hook.is_some().then(rdtsc);
         let action = match vcpu.run() {
             Ok(exit) => {
-                if let (Some(samples), VcpuExit::IoOut(BENCH_PORT, _)) = (&devices.kvm_run_samples, &exit) {
-                    samples.record(rdtsc() - t0);
+                if let (Some(hook), Some(t0)) = (hook.as_deref_mut(), t0) {
+                    hook.after_exit(&exit, rdtsc() - t0);
                 }
                 handle_exit(exit, devices, counts)
             }
@@ -146,6 +159,12 @@ pub fn format_registers(r: &kvm_regs, s: &kvm_sregs) -> String {
     out
 }
 
+/// The host's TSC (the guest's runs at the same rate on KVM).
+fn rdtsc() -> u64 {
+    // SAFETY: rdtsc has no side effects.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,33 +183,5 @@ mod tests {
         assert!(text.contains("cs  selector 0010 base 0000000000000000 limit 00000000 type 0 dpl 0 l 1"));
         assert!(text.contains("idt base 0000000000000000 limit 0000"));
         assert_eq!(text.lines().count(), 15);
-    }
-}
-
-/// The host's TSC (the guest's runs at the same rate on KVM).
-fn rdtsc() -> u64 {
-    // SAFETY: rdtsc has no side effects.
-    unsafe { core::arch::x86_64::_rdtsc() }
-}
-
-/// Durations of KVM_RUN calls that ended in a bench-port write, as the VMM sees them: guest
-/// entry, the guest's `out`, the exit back to the VMM (host TSC cycles).
-#[derive(Clone, Default)]
-pub struct KvmRunSamples(std::sync::Arc<std::sync::Mutex<Vec<u64>>>);
-
-impl KvmRunSamples {
-    /// Most samples kept.
-    pub const MAX: usize = 100_000;
-
-    fn record(&self, cycles: u64) {
-        let mut v = self.0.lock().expect("samples lock poisoned");
-        if v.len() < Self::MAX {
-            v.push(cycles);
-        }
-    }
-
-    /// The samples so far.
-    pub fn take(&self) -> Vec<u64> {
-        std::mem::take(&mut self.0.lock().expect("samples lock poisoned"))
     }
 }

@@ -2,10 +2,11 @@
 //! guest memory where the host reads them without a VM exit.
 //!
 //! The kernel exports it as the symbol [`STATS_SYMBOL`]; the host finds its address in the
-//! kernel ELF's symbol table. Writers bracket every update with [`StatsPage::seq`] (odd while an
-//! update is under way), so a reader on another CPU copies the page, re-reads `seq`, and
-//! retries until it saw the same even value on both sides. The event ring is read separately:
-//! each event carries its own sequence number.
+//! kernel ELF's symbol table. This file is the page's layout; [`protocol`] is how the kernel
+//! writes it and the host reads it while it changes (a seqlock over the counters, a sequence
+//! number per ring entry), both halves side by side.
+
+pub mod protocol;
 
 /// Name of the kernel symbol holding the [`StatsPage`].
 pub const STATS_SYMBOL: &str = "LDE_STATS";

@@ -2,11 +2,9 @@
 //! without a VM exit: every trap by vector, each system-call door by how the call arrived, each
 //! system call by number, per-process accounting, and the scheduling event log.
 
-use core::sync::atomic::{compiler_fence, Ordering};
-
 use lde_abi::stats::{
-    ProcStats, StatsPage, ENDED, END_EXITED, END_KILLED, END_NONE, EVENTS, NAME_MAX, STATE_FREE, STATE_READING,
-    STATE_READY, STATE_RUNNING, STATE_SLEEPING, STATE_ZOMBIE,
+    ProcStats, StatsPage, END_EXITED, END_KILLED, END_NONE, NAME_MAX, STATE_FREE, STATE_READING, STATE_READY,
+    STATE_RUNNING, STATE_SLEEPING, STATE_ZOMBIE,
 };
 use lde_abi::syscall::NAMES;
 use lde_kcore::proc::{End, Proc, State};
@@ -35,33 +33,12 @@ pub enum Arrival {
 
 /// Updates the counters inside one seqlock write section.
 pub fn update<R>(f: impl FnOnce(&mut StatsPage) -> R) -> R {
-    LDE_STATS.with(|page| {
-        // SAFETY: a plain u64 field of the live page; volatile so the host sees each step.
-        unsafe { core::ptr::write_volatile(&mut page.seq, page.seq.wrapping_add(1)) };
-        compiler_fence(Ordering::SeqCst);
-        let r = f(page);
-        compiler_fence(Ordering::SeqCst);
-        // SAFETY: as above.
-        unsafe { core::ptr::write_volatile(&mut page.seq, page.seq.wrapping_add(1)) };
-        r
-    })
+    LDE_STATS.with(|page| page.update(f))
 }
 
 /// Appends an event to the log (the event's own `seq` is written last).
 pub fn event(page: &mut StatsPage, tsc: u64, kind: u16, pid: u32, arg: u32) {
-    let n = page.events_written;
-    let slot = &mut page.events[(n as usize) & (EVENTS - 1)];
-    // SAFETY: the entry is in the live page; seq 0 marks it as being rewritten.
-    unsafe { core::ptr::write_volatile(&mut slot.seq, 0) };
-    compiler_fence(Ordering::SeqCst);
-    slot.tsc = tsc;
-    slot.kind = kind;
-    slot.pid = pid as u16;
-    slot.arg = arg;
-    compiler_fence(Ordering::SeqCst);
-    // SAFETY: as above.
-    unsafe { core::ptr::write_volatile(&mut slot.seq, n + 1) };
-    page.events_written = n + 1;
+    page.push_event(tsc, kind, pid as u16, arg);
 }
 
 /// Counts a system call by its door.
@@ -135,16 +112,7 @@ pub fn publish_counters(page: &mut StatsPage, slot: usize, p: &Proc) {
 
 /// Appends an ended process's final accounting to the ring of ended processes.
 pub fn record_end(page: &mut StatsPage, p: &Proc) {
-    let n = page.ended_written;
-    let entry = &mut page.ended[(n as usize) & (ENDED - 1)];
-    // SAFETY: the entry is in the live page; seq 0 marks it as being rewritten.
-    unsafe { core::ptr::write_volatile(&mut entry.seq, 0) };
-    compiler_fence(Ordering::SeqCst);
-    entry.proc = proc_stats(p);
-    compiler_fence(Ordering::SeqCst);
-    // SAFETY: as above.
-    unsafe { core::ptr::write_volatile(&mut entry.seq, n + 1) };
-    page.ended_written = n + 1;
+    page.push_ended(proc_stats(p));
 }
 
 /// Prints a process's accounting as one `acct` line.

@@ -13,6 +13,4 @@ pub struct Devices {
     pub serial: Arc<Mutex<SerialDevice>>,
     pub exit_port: ExitPort,
     pub input_status: InputStatus,
-    /// Where to record KVM_RUN round trips of bench-port writes (`lde bench`), if anywhere.
-    pub kvm_run_samples: Option<crate::vcpu::KvmRunSamples>,
 }

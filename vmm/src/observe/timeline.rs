@@ -9,7 +9,7 @@ use lde_abi::syscall::NAMES;
 use svg::node::element::{Group, Line, Rectangle, Text, Title};
 use svg::Document;
 
-use crate::recorder::Recorder;
+use crate::observe::recorder::Recorder;
 
 const WIDTH: f64 = 1600.0;
 const LEFT: f64 = 170.0;

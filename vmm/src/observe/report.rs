@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::exit::ExitTotals;
 use crate::host::HostInfo;
-use crate::recorder::Recorder;
+use crate::observe::recorder::Recorder;
 
 /// The value of the report's `schema` field.
 pub const SCHEMA: &str = "lde-report/1";
@@ -244,29 +244,4 @@ pub fn guest(recorder: &Recorder) -> Option<Guest> {
 /// The host part of the report.
 pub fn host(host: &HostInfo, tsc_khz: Option<u32>) -> Host {
     Host { kvm: host.kvm.slug(), kvm_description: host.kvm.to_string(), cpu_model: host.cpu_model.clone(), tsc_khz }
-}
-
-/// The report of a finished run.
-pub fn from_run(run: &crate::RunReport) -> Report {
-    use crate::Outcome as O;
-    let (kind, detail) = match &run.outcome {
-        O::GuestExit(code) => ("exited", format!("the guest shut down with code {code}")),
-        O::Crashed { crash, .. } => ("crashed", crash.to_string()),
-        O::Timeout { after, held_by } => {
-            ("timeout", format!("still running after {} s: {held_by}", after.as_secs_f64()))
-        }
-        O::Interrupted(signal) => ("interrupted", format!("stopped by signal {signal}")),
-    };
-    Report {
-        schema: SCHEMA,
-        lde_version: env!("CARGO_PKG_VERSION"),
-        host: host(&run.host, run.tsc_khz),
-        outcome: Some(Outcome { kind, exit_code: run.outcome.exit_code(), detail }),
-        timing: Timing {
-            banner_ms: run.banner_after.map(|d| d.as_secs_f64() * 1e3),
-            elapsed_ms: run.ended_after.as_secs_f64() * 1e3,
-        },
-        vm_exits: VmExits { handled_by_lde: run.exits, total: run.exits.total(), kvm: run.kvm_stats.clone() },
-        guest: run.recorder.as_ref().and_then(guest),
-    }
 }

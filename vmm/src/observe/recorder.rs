@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use lde_abi::stats::{Event, ProcStats, StatsPage, STATE_FREE};
 
-use crate::stats::{Error, StatsReader};
+use crate::observe::stats::{Error, StatsReader};
 
 /// Most events kept for one run (about 24 MiB); later ones are counted as dropped.
 pub const MAX_EVENTS: usize = 1_000_000;

@@ -1,12 +1,11 @@
 //! Reading the kernel's stats page (`lde_abi::stats`) from guest memory, without a VM exit.
 //!
-//! The page's address comes from the kernel ELF's symbol table (symbol `LDE_STATS`). A
-//! snapshot copies the page between two reads of its sequence counter and retries until both
-//! are the same even value, so it never mixes two updates.
+//! The page's address comes from the kernel ELF's symbol table (symbol `LDE_STATS`). How a
+//! copy is kept from mixing two updates is the protocol's reader half,
+//! `lde_abi::stats::protocol`; this file gives it guest memory to read.
 
-use std::sync::atomic::{fence, Ordering};
-
-use lde_abi::stats::{Ended, Event, ProcStats, StatsPage, ENDED, EVENTS, STATS_MAGIC, STATS_SYMBOL, STATS_VERSION};
+use lde_abi::stats::protocol::{self, PageBytes, ReadError};
+use lde_abi::stats::{Event, ProcStats, StatsPage, STATS_MAGIC, STATS_SYMBOL, STATS_VERSION};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 /// Why the stats page cannot be read.
@@ -74,6 +73,31 @@ pub struct StatsReader {
     addr: GuestAddress,
 }
 
+/// The page's bytes in guest memory, for the protocol's reader half.
+struct GuestPage<'a>(&'a StatsReader);
+
+impl PageBytes for GuestPage<'_> {
+    type Error = Error;
+
+    fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), Error> {
+        let StatsReader { mem, addr } = self.0;
+        mem.read_slice(buf, GuestAddress(addr.0 + offset as u64)).map_err(|_| Error::OutOfMemory(addr.0))
+    }
+
+    fn relax(&self) {
+        std::thread::yield_now();
+    }
+}
+
+impl From<ReadError<Error>> for Error {
+    fn from(e: ReadError<Error>) -> Error {
+        match e {
+            ReadError::Memory(e) => e,
+            ReadError::Busy => Error::Busy,
+        }
+    }
+}
+
 impl StatsReader {
     /// A reader for the page the kernel ELF `kernel` exports, in `mem`.
     pub fn new(mem: GuestMemoryMmap, kernel: &[u8]) -> Result<StatsReader, Error> {
@@ -85,106 +109,29 @@ impl StatsReader {
         Ok(StatsReader { mem, addr: GuestAddress(addr) })
     }
 
-    fn seq(&self) -> Result<u64, Error> {
-        let seq_offset = std::mem::offset_of!(StatsPage, seq) as u64;
-        self.mem.read_obj(GuestAddress(self.addr.0 + seq_offset)).map_err(|_| Error::OutOfMemory(self.addr.0))
-    }
-
     /// A consistent copy of the page's counters and process slots (everything before the two
     /// rings, which stay zero in the copy: read them with [`StatsReader::events_since`] and
     /// [`StatsReader::ended_since`]).
     pub fn snapshot(&self) -> Result<Box<StatsPage>, Error> {
         let mut page = Box::new(StatsPage::new());
-        let prefix = std::mem::offset_of!(StatsPage, ended_written);
-        for _ in 0..10_000 {
-            let before = self.seq()?;
-            if before % 2 == 1 {
-                std::thread::yield_now();
-                continue;
-            }
-            fence(Ordering::Acquire);
-            // SAFETY: StatsPage is repr(C) and made of integers only, so any bytes are a valid
-            // value; the slice covers the first `prefix` bytes of the boxed page.
-            let bytes = unsafe { std::slice::from_raw_parts_mut((&mut *page as *mut StatsPage).cast::<u8>(), prefix) };
-            self.mem.read_slice(bytes, self.addr).map_err(|_| Error::OutOfMemory(self.addr.0))?;
-            fence(Ordering::Acquire);
-            if self.seq()? == before {
-                return check(page);
-            }
-        }
-        Err(Error::Busy)
+        protocol::snapshot(&GuestPage(self), &mut page)?;
+        check(page)
     }
 
-    fn read_u64(&self, offset: usize) -> Result<u64, Error> {
-        self.mem.read_obj(GuestAddress(self.addr.0 + offset as u64)).map_err(|_| Error::OutOfMemory(self.addr.0))
-    }
-
-    /// Entries of a ring written after index `from`: each is copied and kept only if its own
-    /// sequence number still says it is entry `i` (else the kernel overwrote it meanwhile and
-    /// it counts as lost). Returns the entries, the index to continue from, and how many were
-    /// lost.
-    fn ring_since<T: Copy + Default>(
-        &self,
-        from: u64,
-        written_offset: usize,
-        ring_offset: usize,
-        len: usize,
-        seq_of: impl Fn(&T) -> u64,
-    ) -> Result<(Vec<T>, u64, u64), Error> {
-        let written = self.read_u64(written_offset)?;
-        let oldest = written.saturating_sub(len as u64);
-        let start = from.max(oldest);
-        let mut lost = start - from.min(start);
-        let mut out = Vec::with_capacity((written - start.min(written)) as usize);
-        let size = std::mem::size_of::<T>();
-        for i in start..written {
-            let at = GuestAddress(self.addr.0 + (ring_offset + (i as usize % len) * size) as u64);
-            let mut item = T::default();
-            // SAFETY: T is a plain-integer repr(C) entry (Event or Ended); any bytes are valid.
-            let bytes = unsafe { std::slice::from_raw_parts_mut((&mut item as *mut T).cast::<u8>(), size) };
-            self.mem.read_slice(bytes, at).map_err(|_| Error::OutOfMemory(self.addr.0))?;
-            fence(Ordering::Acquire);
-            if seq_of(&item) == i + 1 {
-                out.push(item);
-            } else {
-                lost += 1;
-            }
-        }
-        Ok((out, written.max(from), lost))
-    }
-
-    /// Scheduling events written after index `from`.
+    /// Scheduling events written after index `from`: the events read whole, the index to
+    /// continue from, and how many were overwritten before they could be read.
     pub fn events_since(&self, from: u64) -> Result<(Vec<Event>, u64, u64), Error> {
-        self.ring_since(
-            from,
-            std::mem::offset_of!(StatsPage, events_written),
-            std::mem::offset_of!(StatsPage, events),
-            EVENTS,
-            |e: &Event| e.seq,
-        )
+        let mut events = Vec::new();
+        let read = protocol::events_since(&GuestPage(self), from, |e| events.push(e))?;
+        Ok((events, read.next, read.lost))
     }
 
-    /// Final accounting of processes that ended after index `from`.
+    /// Final accounting of processes that ended after index `from` (as
+    /// [`StatsReader::events_since`]).
     pub fn ended_since(&self, from: u64) -> Result<(Vec<ProcStats>, u64, u64), Error> {
-        let (ended, next, lost) = self.ring_since(
-            from,
-            std::mem::offset_of!(StatsPage, ended_written),
-            std::mem::offset_of!(StatsPage, ended),
-            ENDED,
-            |e: &EndedEntry| e.0.seq,
-        )?;
-        Ok((ended.into_iter().map(|e| e.0.proc).collect(), next, lost))
-    }
-}
-
-/// `Ended` with a `Default`, for reading.
-#[derive(Clone, Copy)]
-#[repr(transparent)]
-struct EndedEntry(Ended);
-
-impl Default for EndedEntry {
-    fn default() -> Self {
-        EndedEntry(Ended { seq: 0, proc: ProcStats::EMPTY })
+        let mut ended = Vec::new();
+        let read = protocol::ended_since(&GuestPage(self), from, |p| ended.push(p))?;
+        Ok((ended, read.next, read.lost))
     }
 }
 
@@ -204,6 +151,7 @@ fn check(page: Box<StatsPage>) -> Result<Box<StatsPage>, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lde_abi::stats::EVENTS;
 
     #[test]
     fn the_kernel_exports_its_stats_page() {

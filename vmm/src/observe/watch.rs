@@ -7,7 +7,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use crate::devices::serial::SharedBuffer;
-use crate::monitor::{Live, Observer};
+use crate::observe::monitor::{Live, Observer};
 
 /// Lines of guest output shown under the table.
 const TAIL_LINES: usize = 10;
@@ -60,7 +60,7 @@ pub fn table(live: &Live, kvm: &str) -> String {
         "PID", "NAME", "STATE", "TICKS", "SCHED", "VOL", "INVOL", "SYSCALLS", "FAULTS"
     );
     for p in page.procs.iter().filter(|p| p.pid != 0) {
-        let state = crate::report::state_name(p.state);
+        let state = crate::observe::report::state_name(p.state);
         let _ = writeln!(
             out,
             "{:>5} {:<16} {:<9} {:>7} {:>7} {:>7} {:>7} {:>9} {:>6}",

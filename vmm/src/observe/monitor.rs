@@ -15,8 +15,8 @@ use vmm_sys_util::timerfd::TimerFd;
 
 use crate::exit::{ExitCounts, ExitTotals};
 use crate::host::HostInfo;
-use crate::recorder::Recorder;
-use crate::report;
+use crate::observe::recorder::Recorder;
+use crate::observe::report;
 
 /// How often the stats page is read while the guest runs.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
@@ -39,7 +39,7 @@ pub struct Shared {
     pub started: Instant,
     pub host: HostInfo,
     pub tsc_khz: Option<u32>,
-    pub kvm_stats: Option<Arc<crate::kvm_stats::KvmStats>>,
+    pub kvm_stats: Option<Arc<crate::observe::kvm_stats::KvmStats>>,
 }
 
 impl Shared {

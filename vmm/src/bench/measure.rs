@@ -1,0 +1,152 @@
+//! Taking the samples: boots the benchmark guest (and reads its `bench result` lines and
+//! door counters), times KVM_RUN round trips of bench-port writes with an exit hook, and samples
+//! the host's own null system call.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use lde_abi::ports::BENCH_PORT;
+
+use super::{BenchConfig, Doors, Error};
+use crate::devices::serial::SharedBuffer;
+use crate::vcpu::ExitHook;
+use crate::{Outcome, RunConfig};
+
+fn host_rdtsc() -> u64 {
+    // SAFETY: lfence and rdtsc only order and read.
+    unsafe {
+        core::arch::x86_64::_mm_lfence();
+        let t = core::arch::x86_64::_rdtsc();
+        core::arch::x86_64::_mm_lfence();
+        t
+    }
+}
+
+/// The host reference: a null Linux system call, sampled like the guest's measurements.
+pub(super) fn host_syscall_samples() -> Vec<u64> {
+    let once = |k: u64| {
+        let t0 = host_rdtsc();
+        for _ in 0..k {
+            // SAFETY: getppid has no arguments and no side effects.
+            unsafe { libc::syscall(libc::SYS_getppid) };
+        }
+        host_rdtsc() - t0
+    };
+    let mut k = 1;
+    while k < (1 << 20) && once(k) < 200_000 {
+        k *= 2;
+    }
+    (0..3).for_each(|_| {
+        once(k);
+    });
+    (0..1000).map(|_| once(k) / k).collect()
+}
+
+/// Durations of KVM_RUN calls that ended in a bench-port write, as lde sees them: guest entry,
+/// the guest's `out`, the exit back to lde (host TSC cycles). Installed as the run's exit hook.
+#[derive(Clone, Default)]
+struct BenchPortRoundTrips(Arc<Mutex<Vec<u64>>>);
+
+impl BenchPortRoundTrips {
+    /// Most samples kept.
+    const MAX: usize = 100_000;
+
+    /// The samples so far.
+    fn take(&self) -> Vec<u64> {
+        std::mem::take(&mut self.0.lock().expect("samples lock poisoned"))
+    }
+}
+
+impl ExitHook for BenchPortRoundTrips {
+    fn after_exit(&mut self, exit: &kvm_ioctls::VcpuExit<'_>, cycles: u64) {
+        if matches!(exit, kvm_ioctls::VcpuExit::IoOut(BENCH_PORT, _)) {
+            let mut v = self.0.lock().expect("samples lock poisoned");
+            if v.len() < Self::MAX {
+                v.push(cycles);
+            }
+        }
+    }
+}
+
+/// Echoes the guest's `bench: measuring X` lines as progress on stderr, and keeps everything.
+struct Progress {
+    buffer: SharedBuffer,
+    line: Vec<u8>,
+    total: usize,
+    done: Arc<Mutex<usize>>,
+    quiet: bool,
+}
+
+impl Write for Progress {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.buffer.write_all(buf)?;
+        for &b in buf {
+            if b == b'\n' {
+                let line = String::from_utf8_lossy(&self.line).trim_end_matches('\r').to_string();
+                if let Some(name) = line.strip_prefix("bench: measuring ") {
+                    let mut done = self.done.lock().expect("progress lock poisoned");
+                    *done += 1;
+                    if !self.quiet {
+                        eprintln!("lde bench: [{}/{}] {name}", *done, self.total);
+                    }
+                }
+                self.line.clear();
+            } else {
+                self.line.push(b);
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What one boot of the benchmark guest left.
+pub(super) struct GuestRun {
+    pub(super) transcript: String,
+    pub(super) doors: Option<Doors>,
+    pub(super) kvm_run: Vec<u64>,
+    pub(super) tsc_khz: Option<u32>,
+}
+
+/// Boots the guest once with `bench NAMES…` at `hz`.
+pub(super) fn guest_run(
+    names: &[&str],
+    hz: u32,
+    config: &BenchConfig,
+    total: usize,
+    done: &Arc<Mutex<usize>>,
+) -> Result<GuestRun, Error> {
+    let spec = std::iter::once("bench").chain(names.iter().copied()).collect::<Vec<_>>().join(" ");
+    let programs = crate::initrd::prepare(&[spec], Vec::new())?;
+    let buffer = SharedBuffer::default();
+    let progress =
+        Progress { buffer: buffer.clone(), line: Vec::new(), total, done: done.clone(), quiet: config.quiet };
+    let samples = BenchPortRoundTrips::default();
+    let cmdline = format!("{} lde.hz={hz} lde.timer=periodic lde.slice=1", programs.cmdline);
+    let mut run_config = RunConfig::unattended(
+        cmdline,
+        programs.initrd,
+        Box::new(progress),
+        config.timeout,
+        config.kvm_device.clone(),
+        config.host.clone(),
+    );
+    run_config.exit_hook = Some(Box::new(samples.clone()));
+    let run = crate::run(run_config)?;
+    let transcript = String::from_utf8_lossy(&buffer.0.lock().expect("buffer lock poisoned")).into_owned();
+    match &run.outcome {
+        Outcome::GuestExit(0) => {}
+        other => {
+            let tail: Vec<&str> = transcript.lines().rev().take(5).collect();
+            return Err(Error::Guest(format!(
+                "{other:?}; last output: {}",
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            )));
+        }
+    }
+    let doors = run.stats().map(|p| (p.syscall_arch, p.syscall_recovered, p.int80_arch, p.int80_recovered));
+    Ok(GuestRun { transcript, doors, kvm_run: samples.take(), tsc_khz: run.tsc_khz })
+}

@@ -1,0 +1,206 @@
+//! `lde bench`: trap-cost microbenchmarks measured in ring 3 of the guest (the built-in `bench`
+//! program, in the manner of kvm-unit-tests' x86/vmexit.c), plus two host references measured
+//! by lde itself, reported with the path each operation actually took and the host's facts.
+//!
+//! This file is the catalogue of measurements and the sequence of a bench run;
+//! `measure.rs` boots the guest and takes the host samples, `stats.rs` turns samples into
+//! statistics and compares runs, `output.rs` is the report and how it is shown (table, JSON
+//! types, SVG histograms).
+
+mod measure;
+mod output;
+mod stats;
+
+use std::sync::{Arc, Mutex};
+
+pub use output::{histogram_svg, table, BenchHost, BenchReport, Measurement};
+pub use stats::{parse_results, regressions, GuestResult, Regression};
+
+use crate::host::HostInfo;
+use crate::observe::report;
+use measure::{guest_run, host_syscall_samples};
+use stats::summarize;
+
+/// The value of the JSON's `schema` field.
+pub const SCHEMA: &str = "lde-bench/1";
+/// Timer rate while measuring everything but the tick (low, to disturb little).
+pub const QUIET_TIMER_HZ: u32 = 10;
+/// Timer rate while measuring the tick by the gap method (high, so ticks dominate the gaps).
+pub const TICK_TIMER_HZ: u32 = 1000;
+
+/// The measurements, in the order they run, with what each one is.
+pub const MEASUREMENTS: &[(&str, &str)] = &[
+    ("syscall-null", "null system call through `syscall`, ring 3 round trip"),
+    ("int80-null", "null system call through `int 0x80`, ring 3 round trip"),
+    ("exception-ud", "#UD (ud2) round trip; the kernel resumes after the instruction"),
+    ("exception-bp", "#BP (int3) round trip"),
+    ("exception-pf", "#PF on an unmapped user page, fixed up by the kernel"),
+    ("timer-tick", "timer interrupt: a gap in a tight rdtsc loop (delivery, handler, return)"),
+    ("yield-self", "yield with no other process: into the scheduler and back, no CR3 change"),
+    ("switch-cr3", "switch between two processes (new CR3): half a yield round trip"),
+    ("cpuid", "cpuid from ring 3: a VM exit handled inside KVM"),
+    ("port-write", "out to the bench port from ring 3: a VM exit handled by lde"),
+    ("host-syscall", "host reference: a null Linux system call (getppid) made by lde"),
+    ("kvm-run", "host reference: KVM_RUN round trip of a port write, as lde sees it"),
+];
+
+/// Why `lde bench` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Run(#[from] crate::Error),
+    #[error(transparent)]
+    Programs(#[from] crate::initrd::Error),
+    #[error("the benchmark guest did not finish: {0}")]
+    Guest(String),
+    #[error("no measurement matches {0:?}; names: {names}", names = MEASUREMENTS.iter().map(|m| m.0).collect::<Vec<_>>().join(", "))]
+    NoMatch(Vec<String>),
+}
+
+impl Error {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Run(e) => e.exit_code(),
+            Error::Programs(_) | Error::NoMatch(_) => lde_abi::exit::USAGE,
+            Error::Guest(_) => lde_abi::exit::GUEST_CRASHED,
+        }
+    }
+}
+
+/// How to run the benchmarks.
+pub struct BenchConfig {
+    pub filters: Vec<String>,
+    pub kvm_device: std::path::PathBuf,
+    pub host: HostInfo,
+    pub quiet: bool,
+    pub timeout: std::time::Duration,
+}
+
+fn selected(filters: &[String], name: &str) -> bool {
+    filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
+}
+
+/// How a run's system calls arrived: (syscall arch, syscall recovered, int80 arch, int80
+/// recovered).
+pub(crate) type Doors = (u64, u64, u64, u64);
+
+/// The measurements `filters` select (all without filters); an error if none.
+pub fn select(filters: &[String]) -> Result<Vec<&'static str>, Error> {
+    let names: Vec<&str> = MEASUREMENTS.iter().map(|m| m.0).filter(|n| selected(filters, n)).collect();
+    if names.is_empty() {
+        return Err(Error::NoMatch(filters.to_vec()));
+    }
+    Ok(names)
+}
+
+/// Runs the selected measurements.
+pub fn run(config: BenchConfig) -> Result<BenchReport, Error> {
+    let names = select(&config.filters)?;
+    let in_guest = |n: &&str| !n.starts_with("host-") && *n != "kvm-run";
+    let quiet_names: Vec<&str> = names.iter().copied().filter(in_guest).filter(|n| *n != "timer-tick").collect();
+    let want_kvm_run = names.contains(&"kvm-run");
+    let mut first_run: Vec<&str> = quiet_names.clone();
+    if want_kvm_run && !first_run.contains(&"port-write") {
+        first_run.push("port-write");
+    }
+    let total = first_run.len() + usize::from(names.contains(&"timer-tick"));
+    let done = Arc::new(Mutex::new(0));
+
+    let mut guest: Vec<(GuestResult, u32)> = Vec::new();
+    let mut doors = None;
+    let mut kvm_run = Vec::new();
+    let mut tsc_khz = None;
+    if !first_run.is_empty() {
+        let run = guest_run(&first_run, QUIET_TIMER_HZ, &config, total, &done)?;
+        guest.extend(parse_results(&run.transcript).into_iter().map(|r| (r, QUIET_TIMER_HZ)));
+        doors = run.doors;
+        kvm_run = run.kvm_run;
+        tsc_khz = run.tsc_khz;
+    }
+    if names.contains(&"timer-tick") {
+        let run = guest_run(&["timer-tick"], TICK_TIMER_HZ, &config, total, &done)?;
+        guest.extend(parse_results(&run.transcript).into_iter().map(|r| (r, TICK_TIMER_HZ)));
+        tsc_khz = tsc_khz.or(run.tsc_khz);
+    }
+    let tsc_hz = u64::from(tsc_khz.unwrap_or(0)) * 1000;
+    let ns = |cycles: u64| if tsc_hz == 0 { 0.0 } else { cycles as f64 * 1e9 / tsc_hz as f64 };
+    let describe = |name: &str| MEASUREMENTS.iter().find(|m| m.0 == name).map_or("", |m| m.1).to_string();
+
+    let mut results = Vec::new();
+    for name in &names {
+        let measurement = if *name == "host-syscall" {
+            if !config.quiet {
+                eprintln!("lde bench: host-syscall (on the host)");
+            }
+            let mut s = host_syscall_samples();
+            Some((s.len() as u64, 1, summarize(&mut s), "host Linux".to_string(), None))
+        } else if *name == "kvm-run" {
+            let mut s = kvm_run.clone();
+            Some((s.len() as u64, 1, summarize(&mut s), "KVM_RUN ioctl, exit to lde".to_string(), Some(QUIET_TIMER_HZ)))
+        } else {
+            guest.iter().find(|(r, _)| r.name == *name).map(|(r, hz)| {
+                let path = path_of(r, doors, *hz);
+                (r.n, r.k, (r.min, r.median, r.p99, r.mean, r.hist.clone()), path, Some(*hz))
+            })
+        };
+        let Some((samples, per_sample, (min, median, p99, mean, histogram), path, timer_hz)) = measurement else {
+            return Err(Error::Guest(format!("no result for {name}")));
+        };
+        results.push(Measurement {
+            name: name.to_string(),
+            description: describe(name),
+            path,
+            samples,
+            per_sample,
+            min_cycles: min,
+            median_cycles: median,
+            p99_cycles: p99,
+            mean_cycles: mean,
+            min_ns: ns(min),
+            median_ns: ns(median),
+            p99_ns: ns(p99),
+            timer_hz,
+            histogram,
+        });
+    }
+    let host = report::host(&config.host, tsc_khz);
+    Ok(BenchReport {
+        schema: SCHEMA.to_string(),
+        lde_version: env!("CARGO_PKG_VERSION").to_string(),
+        host: BenchHost {
+            kvm: host.kvm.to_string(),
+            kvm_description: host.kvm_description,
+            cpu_model: host.cpu_model,
+            tsc_khz,
+        },
+        tsc_hz,
+        results,
+    })
+}
+
+/// The path an operation took, from the guest's counters.
+fn path_of(r: &GuestResult, doors: Option<Doors>, hz: u32) -> String {
+    let door = |arch: u64, recovered: u64, how: &str| match (arch, recovered) {
+        (0, 0) => "unknown".to_string(),
+        (_, 0) => "architectural".to_string(),
+        (0, _) => format!("recovered: {how}"),
+        _ => "mixed".to_string(),
+    };
+    match r.name.as_str() {
+        "syscall-null" | "yield-self" | "switch-cr3" => match doors {
+            Some((a, rec, _, _)) => door(a, rec, "#PF at LSTAR in ring 3, completed by the kernel"),
+            None => "unknown".to_string(),
+        },
+        "int80-null" => match doors {
+            Some((_, _, a, rec)) => door(a, rec, "#UD at the int instruction, completed by the kernel"),
+            None => "unknown".to_string(),
+        },
+        "exception-ud" | "exception-bp" | "exception-pf" if r.fixups > 0 => "architectural".to_string(),
+        "exception-ud" | "exception-bp" | "exception-pf" => "not delivered".to_string(),
+        "timer-tick" => format!("LAPIC timer at {hz} Hz"),
+        "cpuid" => "VM exit handled in KVM".to_string(),
+        "port-write" if r.fixups == 0 => "VM exit to lde".to_string(),
+        "port-write" => "not allowed from ring 3 on this host (#GP, fixed up)".to_string(),
+        _ => "unknown".to_string(),
+    }
+}

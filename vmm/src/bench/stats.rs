@@ -1,0 +1,163 @@
+//! Turning samples into numbers: the guest's `bench result` lines, min/median/p99/mean and a
+//! power-of-two histogram of host samples, and the comparison of a run with a baseline.
+
+use std::collections::BTreeMap;
+
+use super::output::BenchReport;
+
+/// A `bench result` line of the guest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuestResult {
+    pub name: String,
+    pub n: u64,
+    pub k: u64,
+    pub min: u64,
+    pub median: u64,
+    pub p99: u64,
+    pub mean: u64,
+    pub fixups: u64,
+    pub hist: Vec<(u32, u64)>,
+}
+
+/// Parses `bench result name=… n=… …` lines.
+pub fn parse_results(transcript: &str) -> Vec<GuestResult> {
+    transcript
+        .lines()
+        .filter_map(|l| l.trim_end_matches('\r').strip_prefix("bench result "))
+        .filter_map(|rest| {
+            let kv: BTreeMap<&str, &str> = rest.split_whitespace().filter_map(|w| w.split_once('=')).collect();
+            let num = |k: &str| kv.get(k)?.parse::<u64>().ok();
+            let hist = kv
+                .get("hist")
+                .map(|h| {
+                    h.split(',')
+                        .filter_map(|p| p.split_once(':'))
+                        .filter_map(|(b, c)| Some((b.parse().ok()?, c.parse().ok()?)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            Some(GuestResult {
+                name: kv.get("name")?.to_string(),
+                n: num("n")?,
+                k: num("k").unwrap_or(1),
+                min: num("min").unwrap_or(0),
+                median: num("median").unwrap_or(0),
+                p99: num("p99").unwrap_or(0),
+                mean: num("mean").unwrap_or(0),
+                fixups: num("fixups").unwrap_or(0),
+                hist,
+            })
+        })
+        .collect()
+}
+
+/// Statistics of samples (sorted in place).
+pub(super) fn summarize(samples: &mut [u64]) -> (u64, u64, u64, u64, Vec<(u32, u64)>) {
+    samples.sort_unstable();
+    let n = samples.len();
+    if n == 0 {
+        return (0, 0, 0, 0, Vec::new());
+    }
+    let mut hist: BTreeMap<u32, u64> = BTreeMap::new();
+    for &v in samples.iter() {
+        *hist.entry(63 - v.max(1).leading_zeros()).or_default() += 1;
+    }
+    let mean = samples.iter().sum::<u64>() / n as u64;
+    (samples[0], samples[(n - 1) / 2], samples[(n - 1) * 99 / 100], mean, hist.into_iter().collect())
+}
+
+/// A median that got worse than the baseline allows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Regression {
+    pub name: String,
+    pub baseline: u64,
+    pub now: u64,
+    pub percent: f64,
+}
+
+/// Medians more than `max_percent` above the baseline's (names in both only).
+pub fn regressions(report: &BenchReport, baseline: &BenchReport, max_percent: f64) -> Vec<Regression> {
+    report
+        .results
+        .iter()
+        .filter_map(|m| {
+            let base = baseline.results.iter().find(|b| b.name == m.name)?;
+            if base.median_cycles == 0 {
+                return None;
+            }
+            let percent = (m.median_cycles as f64 / base.median_cycles as f64 - 1.0) * 100.0;
+            (percent > max_percent).then(|| Regression {
+                name: m.name.clone(),
+                baseline: base.median_cycles,
+                now: m.median_cycles,
+                percent,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::output::{BenchHost, Measurement};
+    use crate::bench::SCHEMA;
+
+    #[test]
+    fn parses_result_lines() {
+        let t = "bench: measuring syscall-null\r\nbench result name=syscall-null n=1000 k=4 min=10 median=12 p99=30 mean=13 fixups=0 hist=3:900,4:100\r\nnoise\n";
+        let r = parse_results(t);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].name, "syscall-null");
+        assert_eq!((r[0].n, r[0].k, r[0].min, r[0].median, r[0].p99, r[0].mean), (1000, 4, 10, 12, 30, 13));
+        assert_eq!(r[0].hist, vec![(3, 900), (4, 100)]);
+    }
+
+    #[test]
+    fn summary_statistics() {
+        let mut s: Vec<u64> = (1..=100).rev().collect();
+        let (min, median, p99, mean, hist) = summarize(&mut s);
+        assert_eq!((min, median, p99, mean), (1, 50, 99, 50));
+        assert_eq!(hist.iter().map(|h| h.1).sum::<u64>(), 100);
+        assert_eq!(hist[0], (0, 1));
+    }
+
+    fn report_with(median: u64) -> BenchReport {
+        BenchReport {
+            schema: SCHEMA.into(),
+            lde_version: "0".into(),
+            host: BenchHost {
+                kvm: "pvm".into(),
+                kvm_description: String::new(),
+                cpu_model: String::new(),
+                tsc_khz: None,
+            },
+            tsc_hz: 0,
+            results: vec![Measurement {
+                name: "cpuid".into(),
+                description: String::new(),
+                path: String::new(),
+                samples: 1,
+                per_sample: 1,
+                min_cycles: 1,
+                median_cycles: median,
+                p99_cycles: 1,
+                mean_cycles: 1,
+                min_ns: 0.0,
+                median_ns: 0.0,
+                p99_ns: 0.0,
+                timer_hz: None,
+                histogram: vec![],
+            }],
+        }
+    }
+
+    #[test]
+    fn regressions_beyond_the_allowance() {
+        let base = report_with(1000);
+        assert!(regressions(&report_with(1099), &base, 10.0).is_empty());
+        let r = regressions(&report_with(1200), &base, 10.0);
+        assert_eq!(r.len(), 1);
+        assert_eq!((r[0].baseline, r[0].now), (1000, 1200));
+        assert!((r[0].percent - 20.0).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,231 @@
+//! The `lde` command line as clap sees it: the subcommands, their flags and help texts, and how
+//! a usage error is shown. No behaviour: each subcommand runs in `commands/`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use lde::layout;
+use lde_abi::cmdline::{DEFAULT_SLICE, DEFAULT_TIMER_HZ};
+use lde_abi::exit as code;
+
+const EXIT_CODES: &str = "\
+Exit status:
+  0-63  the guest's own code: 0 = every process succeeded, 1 = a process failed,
+        3 = kernel panic, 4 = the kernel could not read its boot information
+  2     usage error (bad flag or value)
+  70    the guest crashed (triple fault, KVM internal error, unexpected VM exit)
+  71    KVM is unavailable (no /dev/kvm, no permission, missing capability)
+  72    the kernel (or program) file cannot be read or is not a valid image
+  74    the VMM itself failed
+  124   --timeout expired
+  130   stopped by SIGINT or SIGTERM";
+
+/// lde: limited direct execution, on real hardware virtualization.
+///
+/// Boots the lde guest kernel in a KVM virtual machine, forwards its serial console to this
+/// terminal, and exits with the guest's exit code.
+#[derive(Parser)]
+#[command(name = "lde", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Boot the guest kernel, run the programs in ring 3, and exit with the kernel's code.
+    #[command(after_help = EXIT_CODES)]
+    Run(RunArgs),
+    /// Write the kernel, the initrd and the command line `lde run` would boot to DIR.
+    ///
+    /// Writes DIR/kernel.elf, DIR/initrd.cpio and DIR/cmdline: what scripts/qemu.sh boots.
+    Export(ExportArgs),
+    /// Check how this host delivers each system-call door and trap; run this first on a new
+    /// machine or CI runner.
+    ///
+    /// Boots the guest with a few programs that make system calls through `syscall` and
+    /// `int 0x80` and raise #UD, #BP, #GP, #PF and #DE in ring 3, then prints for each whether
+    /// it arrived architecturally, through a path the kernel recovers (PVM), or not at all.
+    /// Exits 0 when the probe ran, whatever it found.
+    Probe(ProbeArgs),
+    /// Print the live counters of a running `lde run --api-sock PATH` as JSON.
+    Stats(StatsArgs),
+    /// Measure what each crossing costs on this host: system calls through both doors,
+    /// exceptions, timer ticks, context switches, VM exits (ring-3 microbenchmarks in the guest,
+    /// and two host references).
+    ///
+    /// Prints a table of min, median and p99 in TSC cycles and ns, with the path each operation
+    /// took (architectural or recovered) and the host's facts. Exits 1 when --baseline is given
+    /// and a median got worse than --max-regression allows.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Write the results as JSON (the same form --baseline reads).
+    #[arg(long, value_name = "FILE.json")]
+    pub json: Option<PathBuf>,
+    /// Draw a histogram per measurement as SVG.
+    #[arg(long, value_name = "FILE.svg")]
+    pub histogram: Option<PathBuf>,
+    /// Compare medians with an earlier `--json` file.
+    #[arg(long, value_name = "FILE.json")]
+    pub baseline: Option<PathBuf>,
+    /// With --baseline: the largest slowdown of a median, in percent, that still passes.
+    #[arg(long, value_name = "PCT", default_value_t = 10.0, requires = "baseline")]
+    pub max_regression: f64,
+    /// Run only the measurements whose name contains NAME (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub filter: Vec<String>,
+    /// The KVM device to open.
+    #[arg(long, value_name = "PATH", default_value = "/dev/kvm")]
+    pub kvm_device: PathBuf,
+    /// No progress lines.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+#[derive(Args)]
+pub struct StatsArgs {
+    /// The socket `lde run --api-sock` listens on.
+    #[arg(value_name = "PATH")]
+    pub socket: PathBuf,
+}
+
+#[derive(Args)]
+pub struct ProbeArgs {
+    /// The KVM device to open.
+    #[arg(long, value_name = "PATH", default_value = "/dev/kvm")]
+    pub kvm_device: PathBuf,
+    /// Stop the probe if it has not finished after SECS seconds.
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds, default_value = "60")]
+    pub timeout: Duration,
+    /// Do not boot: read the serial transcript of a probe run from FILE (scripts/qemu.sh
+    /// --probe uses this for QEMU), naming its host HOST.
+    #[arg(long, value_name = "FILE", requires = "host_name")]
+    pub transcript: Option<PathBuf>,
+    /// The host the transcript came from.
+    #[arg(long = "host", value_name = "HOST")]
+    pub host_name: Option<String>,
+    /// Print the programs a probe runs, one per line, and exit.
+    #[arg(long)]
+    pub programs: bool,
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub programs: ProgramArgs,
+    /// Directory to write into (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Extra words for the kernel command line.
+    #[arg(long, value_name = "WORDS", default_value = "")]
+    pub cmdline: String,
+}
+
+/// Which programs to run (shared by `run` and `export`).
+#[derive(Args)]
+pub struct ProgramArgs {
+    /// Programs to run, each a built-in name with its arguments as one word ('counter 5000');
+    /// none: a short demo. See --list.
+    #[arg(value_name = "PROGRAM")]
+    pub programs: Vec<String>,
+    /// Also run this ELF file of your own (named after its file name; repeatable).
+    #[arg(long = "program", value_name = "PATH")]
+    pub own: Vec<PathBuf>,
+    /// Timer interrupts per second of guest time; 0 = no timer (cooperative multitasking: only
+    /// system calls and faults return the CPU to the kernel).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_TIMER_HZ,
+          value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub timer_hz: u32,
+    /// How the LAPIC timer makes its ticks.
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = TimerMode::Periodic)]
+    pub timer_mode: TimerMode,
+    /// Timer ticks a process may run before another ready process gets the CPU.
+    #[arg(long, value_name = "TICKS", default_value_t = DEFAULT_SLICE,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub slice: u32,
+}
+
+/// The LAPIC timer's modes.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum TimerMode {
+    /// The LAPIC counts down and reloads by itself.
+    Periodic,
+    /// The kernel arms each tick as a TSC deadline (falls back to periodic, saying so, where
+    /// the CPU lacks it).
+    Deadline,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub programs: ProgramArgs,
+    /// List the built-in programs and exit.
+    #[arg(long)]
+    pub list: bool,
+    /// Show a live table of the kernel's counters while the guest runs (on a terminal it is
+    /// redrawn in place with the tail of the guest's output; piped, one line a second).
+    #[arg(long)]
+    pub watch: bool,
+    /// Serve the live counters as JSON on this Unix socket (read them with `lde stats PATH`).
+    #[arg(long, value_name = "PATH")]
+    pub api_sock: Option<PathBuf>,
+    /// Write the full report of the run as JSON (schema: docs/report.schema.json).
+    #[arg(long, value_name = "FILE.json")]
+    pub report: Option<PathBuf>,
+    /// Draw the run as an SVG timeline: one lane per process, ticks, system calls, faults.
+    #[arg(long, value_name = "FILE.svg")]
+    pub timeline: Option<PathBuf>,
+    /// Guest memory in MiB.
+    #[arg(long, short = 'm', value_name = "MIB", default_value_t = layout::MEM_DEFAULT_MIB,
+          value_parser = clap::value_parser!(u64).range(layout::MEM_MIN_MIB..=layout::MEM_MAX_MIB))]
+    pub mem: u64,
+    /// Stop the guest if it has not shut down after SECS seconds (fractions allowed); exit 124.
+    #[arg(long, short = 't', value_name = "SECS", value_parser = parse_seconds)]
+    pub timeout: Option<Duration>,
+    /// Boot this kernel ELF (with a PVH entry note) instead of the built-in one.
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// Extra words for the kernel command line (e.g. "lde.test=panic").
+    #[arg(long, value_name = "WORDS", default_value = "")]
+    pub cmdline: String,
+    /// The KVM device to open.
+    #[arg(long, value_name = "PATH", default_value = "/dev/kvm")]
+    pub kvm_device: PathBuf,
+    /// Print only the guest's output and errors: no host line, no timing summary.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text.parse().map_err(|_| format!("'{text}' is not a number of seconds"))?;
+    if !(secs > 0.0 && secs <= 1e9) {
+        return Err(format!("'{text}' must be more than 0 seconds"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Prints clap's help or version as is, and a usage error as one line.
+pub fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            ExitCode::from(code::USAGE)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    let text = e.render().to_string();
+    let first = text.lines().next().unwrap_or("invalid command line");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    eprintln!("lde: {first} (see 'lde --help')");
+    ExitCode::from(code::USAGE)
+}

@@ -1,0 +1,82 @@
+//! One module per `lde` subcommand, each turning its parsed flags into a configuration, running
+//! it, and printing what it found. A subcommand returns the exit status of a run that happened,
+//! or an [`Error`] that `main` prints once with its causes.
+
+pub mod bench;
+pub mod export;
+pub mod probe;
+pub mod run;
+pub mod stats;
+
+use std::io;
+use std::path::PathBuf;
+
+use lde_abi::cmdline as keys;
+use lde_abi::exit as code;
+
+use crate::cli::{ProgramArgs, TimerMode};
+
+/// Why a subcommand could not do its job. Messages that end in the operating system's reason
+/// carry it as text, not as a source, so that it is printed once.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Vm(#[from] lde::Error),
+    #[error(transparent)]
+    Programs(#[from] lde::initrd::Error),
+    #[error(transparent)]
+    Bench(#[from] lde::bench::Error),
+    #[error("cannot create {}: {}", .0.display(), .1)]
+    CreateDir(PathBuf, io::Error),
+    #[error("cannot write {}: {}", .0.display(), .1)]
+    Write(PathBuf, io::Error),
+    #[error("cannot write the {} {}: {}", .0, .1.display(), .2)]
+    WriteOutput(&'static str, PathBuf, String),
+    #[error("cannot read the transcript {}: {}", .0.display(), .1)]
+    Transcript(PathBuf, io::Error),
+    #[error("cannot read {}: {} (is `lde run --api-sock {}` running?)", .0.display(), .1, .0.display())]
+    ApiRead(PathBuf, io::Error),
+    #[error("{} did not answer with JSON: {}", .0.display(), .1)]
+    ApiJson(PathBuf, serde_json::Error),
+    #[error("cannot read the baseline {}: {}", .0.display(), .1)]
+    Baseline(PathBuf, String),
+}
+
+impl Error {
+    /// The exit status of the lde process for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Vm(e) => e.exit_code(),
+            Error::Programs(lde::initrd::Error::Read(..)) => code::BAD_IMAGE,
+            Error::Programs(_) => code::USAGE,
+            Error::Bench(e) => e.exit_code(),
+            Error::Transcript(..) => code::BAD_IMAGE,
+            Error::Baseline(..) => code::USAGE,
+            Error::CreateDir(..)
+            | Error::Write(..)
+            | Error::WriteOutput(..)
+            | Error::ApiRead(..)
+            | Error::ApiJson(..) => code::VMM_FAILED,
+        }
+    }
+}
+
+/// The initrd and the full kernel command line for `programs` (program words, then `extra`).
+fn prepare_programs(programs: &ProgramArgs, extra: &str) -> Result<(Vec<u8>, String), lde::initrd::Error> {
+    let own = programs.own.iter().map(|p| lde::initrd::read_program(p)).collect::<Result<Vec<_>, _>>()?;
+    let prepared = lde::initrd::prepare(&programs.programs, own)?;
+    let mode = match programs.timer_mode {
+        TimerMode::Periodic => "periodic",
+        TimerMode::Deadline => "deadline",
+    };
+    let timer = format!(
+        "{}={} {}={mode} {}={}",
+        keys::TIMER_HZ_KEY,
+        programs.timer_hz,
+        keys::TIMER_MODE_KEY,
+        keys::SLICE_KEY,
+        programs.slice
+    );
+    let cmdline = [prepared.cmdline.as_str(), &timer, extra.trim()].join(" ").trim().to_string();
+    Ok((prepared.initrd, cmdline))
+}

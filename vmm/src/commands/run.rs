@@ -1,0 +1,119 @@
+//! `lde run`: boots the guest with the chosen programs, forwards the terminal, and at the end
+//! prints the outcome and the summary and writes --report and --timeline.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use lde::observe::{summary, timeline, watch};
+use lde::{host, Outcome, RunConfig};
+
+use super::{prepare_programs, Error};
+use crate::cli::RunArgs;
+
+pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode, Error> {
+    if args.list {
+        let width = lde::guest::PROGRAMS.iter().map(|p| p.name.len()).max().unwrap_or(0);
+        for p in lde::guest::PROGRAMS {
+            println!("{:width$}  {}", p.name, p.about);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (initrd, cmdline) = prepare_programs(&args.programs, &args.cmdline)?;
+    // The output files are created before the guest runs, so that a bad path is said at once
+    // rather than after a long run whose results would then be lost.
+    let create = |path: &Option<PathBuf>, what: &'static str| match path {
+        None => Ok(None),
+        Some(p) => std::fs::File::create(p).map(Some).map_err(|e| Error::WriteOutput(what, p.clone(), e.to_string())),
+    };
+    let (report_file, timeline_file) = (create(&args.report, "report"), create(&args.timeline, "timeline"));
+    let (report_file, timeline_file) = (report_file?, timeline_file?);
+    let host = host::detect();
+    let host_line = format!("lde: host: {} on {}", host.kvm, host.cpu_model);
+    // With --watch on a terminal, the guest's output is shown under the table and printed in
+    // full when the run ends.
+    let watch_terminal = args.watch && std::io::stderr().is_terminal();
+    let captured = lde::devices::serial::SharedBuffer::default();
+    let console: Box<dyn std::io::Write + Send> =
+        if watch_terminal { Box::new(captured.clone()) } else { Box::new(std::io::stdout()) };
+    let observer = match (args.watch, watch_terminal) {
+        (false, _) => None,
+        (true, true) => Some(watch::terminal(host.kvm.slug(), captured.clone())),
+        (true, false) => Some(watch::piped()),
+    };
+    let config = RunConfig {
+        api_sock: args.api_sock.clone(),
+        observer,
+        exit_hook: None,
+        kernel: args.kernel,
+        mem_mib: args.mem,
+        cmdline,
+        initrd: Some(initrd),
+        timeout: args.timeout,
+        kvm_device: args.kvm_device,
+        console,
+        input: Some(libc::STDIN_FILENO),
+        started,
+        host,
+    };
+    let report = lde::prepare(config).and_then(|vm| {
+        if !args.quiet {
+            eprintln!("{host_line}");
+        }
+        // Keystrokes reach the guest one at a time; restored when the guard drops.
+        let _raw = lde::terminal::RawMode::enable(libc::STDIN_FILENO);
+        vm.run()
+    })?;
+    match &report.outcome {
+        Outcome::GuestExit(_) => {}
+        Outcome::Crashed { crash, registers } => eprint!("lde: guest crashed: {crash}\n{registers}"),
+        Outcome::Timeout { after: t, held_by } => {
+            eprintln!("lde: timeout: the guest was still running after {} s; stopped it: {held_by}", t.as_secs_f64())
+        }
+        Outcome::Interrupted(signal) => eprintln!("lde: interrupted by signal {signal}; stopped the guest"),
+    }
+    if watch_terminal {
+        let _ = std::io::stdout().write_all(&captured.0.lock().expect("buffer lock poisoned"));
+    }
+    if let (Some(path), Some(mut file)) = (&args.report, report_file) {
+        let text = serde_json::to_string_pretty(&report.report()).expect("the report serializes");
+        file.write_all((text + "\n").as_bytes())
+            .map_err(|e| Error::WriteOutput("report", path.clone(), e.to_string()))?;
+    }
+    if let (Some(path), Some(file)) = (&args.timeline, timeline_file) {
+        match &report.recorder {
+            Some(recorder) => {
+                let title = format!("lde run on {} ({})", report.host.cpu_model, report.host.kvm.slug());
+                timeline::write(recorder, &title, file).map_err(|e| e.to_string())
+            }
+            None => Err("the kernel's counters could not be read".to_string()),
+        }
+        .map_err(|e| Error::WriteOutput("timeline", path.clone(), e))?;
+    }
+    if !args.quiet {
+        if let (Some(page), Some(recorder)) = (report.stats(), &report.recorder) {
+            for line in summary::lines(page, &recorder.processes(), report.host.kvm) {
+                eprintln!("lde: {line}");
+            }
+        }
+        if let Some(kvm) = &report.kvm_stats {
+            let pick: Vec<String> = ["exits", "io_exits", "mmio_exits", "halt_exits", "irq_exits", "insn_emulation"]
+                .iter()
+                .filter_map(|k| kvm.get(*k).map(|v| format!("{k} {v}")))
+                .collect();
+            if !pick.is_empty() {
+                eprintln!("lde: KVM's vCPU statistics: {}", pick.join(", "));
+            }
+        }
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let banner = report.banner_after.map_or("never".to_string(), |d| format!("{:.1} ms", ms(d)));
+        eprintln!(
+            "lde: exit code {}; banner after {banner}, end after {:.1} ms (from process start); {} VM exits to lde",
+            report.outcome.exit_code(),
+            ms(report.ended_after),
+            report.exits.total(),
+        );
+    }
+    Ok(ExitCode::from(report.outcome.exit_code()))
+}

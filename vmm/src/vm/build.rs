@@ -1,0 +1,199 @@
+//! Building a VM for one run: check the configuration, open KVM, create the VM, its memory,
+//! irqchip and vCPU, load the kernel, and wire the serial port and the observers. The result is
+//! a [`Vm`] ready to run (see `run.rs`).
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::RawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kvm_bindings::kvm_userspace_memory_region;
+use kvm_ioctls::{Kvm, VmFd};
+use lde_abi::cmdline::TSC_KHZ_KEY;
+use lde_abi::ports::SERIAL_IRQ;
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+
+use super::{Error, RunConfig};
+use crate::boot;
+use crate::devices::{new_serial, SerialDevice};
+use crate::exit::ExitCounts;
+use crate::host::HostInfo;
+use crate::layout;
+use crate::observe::kvm_stats::KvmStats;
+use crate::observe::monitor::{ApiServer, Observer, Shared};
+use crate::observe::recorder::Recorder;
+use crate::observe::stats::StatsReader;
+use crate::vcpu::{self, ExitHook};
+
+/// Address KVM needs for its three-page TSS on Intel hosts (unused by the guest).
+const KVM_TSS_ADDR: u64 = 0xfffb_d000;
+
+/// Opens the KVM device, naming the fix when that fails.
+pub fn open_kvm(path: &Path) -> Result<Kvm, Error> {
+    let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::KvmMissing(path.to_owned()))?;
+    let kvm = Kvm::new_with_path(&c_path).map_err(|e| match e.errno() {
+        libc::ENOENT => Error::KvmMissing(path.to_owned()),
+        libc::EACCES | libc::EPERM => Error::KvmPermission(path.to_owned()),
+        _ => Error::KvmOpen(path.to_owned(), io::Error::from_raw_os_error(e.errno())),
+    })?;
+    let version = kvm.get_api_version();
+    if version != kvm_bindings::KVM_API_VERSION as i32 {
+        return Err(Error::NotKvm(path.to_owned(), kvm_ioctls::Error::new(libc::ENOTTY)));
+    }
+    if !kvm.check_extension(kvm_ioctls::Cap::Irqchip) {
+        return Err(Error::KvmCapability("an in-kernel irqchip (KVM_CAP_IRQCHIP)"));
+    }
+    Ok(kvm)
+}
+
+fn check_mem(mem_mib: u64) -> Result<u64, Error> {
+    if !(layout::MEM_MIN_MIB..=layout::MEM_MAX_MIB).contains(&mem_mib) {
+        return Err(Error::MemSize(mem_mib));
+    }
+    Ok(mem_mib << 20)
+}
+
+fn create_memory(vm: &VmFd, mem_size: u64) -> Result<GuestMemoryMmap, Error> {
+    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), mem_size as usize)])
+        .map_err(|e| Error::Memory(mem_size >> 20, e))?;
+    for (slot, region) in mem.iter().enumerate() {
+        let host_addr = mem.get_host_address(region.start_addr()).expect("the region's own start is mapped");
+        let region = kvm_userspace_memory_region {
+            slot: slot as u32,
+            guest_phys_addr: region.start_addr().0,
+            memory_size: region.len(),
+            userspace_addr: host_addr as u64,
+            flags: 0,
+        };
+        // SAFETY: the host mapping belongs to `mem`, which outlives the VM (both live until
+        // `run` returns, and the vCPU thread is joined before that).
+        unsafe { vm.set_user_memory_region(region) }.map_err(|e| Error::Setup("guest memory", e))?;
+    }
+    Ok(mem)
+}
+
+/// A VM built and loaded, its vCPU ready at the PVH entry.
+pub struct Vm {
+    // Field order is drop order: the vCPU and VM go before the memory they map.
+    pub(super) vcpu_fd: kvm_ioctls::VcpuFd,
+    pub(super) _vm: VmFd,
+    pub(super) _mem: GuestMemoryMmap,
+    pub(super) serial: Arc<Mutex<SerialDevice>>,
+    pub(super) api: Option<ApiServer>,
+    pub(super) shared: Option<Shared>,
+    pub(super) observer: Option<Observer>,
+    pub(super) exit_hook: Option<Box<dyn ExitHook>>,
+    pub(super) kvm_stats: Option<Arc<KvmStats>>,
+    pub(super) exits: Arc<ExitCounts>,
+    pub(super) tsc_khz: Option<u32>,
+    pub(super) timeout: Option<Duration>,
+    pub(super) input: Option<RawFd>,
+    pub(super) started: Instant,
+    pub(super) host: HostInfo,
+}
+
+/// Checks the configuration, opens KVM, builds the VM and loads the kernel.
+///
+/// Every mistake a user can make (memory size, kernel file, KVM access) is reported here,
+/// before the guest runs.
+pub fn prepare(config: RunConfig) -> Result<Vm, Error> {
+    let mem_size = check_mem(config.mem_mib)?;
+    let (kernel_name, kernel_image) = match &config.kernel {
+        Some(path) => {
+            (path.display().to_string(), std::fs::read(path).map_err(|e| Error::KernelRead(path.clone(), e))?)
+        }
+        None => ("(embedded)".to_string(), crate::guest::KERNEL.to_vec()),
+    };
+    boot::check_elf(&kernel_image).map_err(|e| Error::Kernel(kernel_name.clone(), e))?;
+
+    let kvm = open_kvm(&config.kvm_device)?;
+    let vm = kvm.create_vm().map_err(|e| Error::Setup("create the VM", e))?;
+    vm.set_tss_address(KVM_TSS_ADDR as usize).map_err(|e| Error::Setup("TSS address", e))?;
+    vm.create_irq_chip().map_err(|e| Error::Setup("in-kernel irqchip", e))?;
+    let mem = create_memory(&vm, mem_size)?;
+    let vcpu_fd = vm.create_vcpu(0).map_err(|e| Error::Setup("create the vCPU", e))?;
+    let tsc_khz = vcpu_fd.get_tsc_khz().ok();
+    // The kernel takes the TSC rate from KVM rather than measuring it (unless told otherwise).
+    let mut cmdline = config.cmdline.clone();
+    if let Some(khz) = tsc_khz.filter(|_| !cmdline.contains(TSC_KHZ_KEY)) {
+        cmdline = format!("{cmdline} {TSC_KHZ_KEY}={khz}").trim().to_string();
+    }
+    let boot_entry = boot::load(&mem, mem_size, &kernel_image, &cmdline, config.initrd.as_deref())
+        .map_err(|e| Error::Kernel(kernel_name, e))?;
+    vcpu::setup_pvh(&kvm, &vcpu_fd, boot_entry).map_err(|e| Error::Setup("vCPU registers", e))?;
+
+    let serial = new_serial(config.console).map_err(|e| Error::Host("serial eventfds", e))?;
+    vm.register_irqfd(&serial.interrupt_evt().0, SERIAL_IRQ).map_err(|e| Error::Setup("serial irqfd", e))?;
+    let serial = Arc::new(Mutex::new(serial));
+    let stats = match StatsReader::new(mem.clone(), &kernel_image) {
+        Ok(reader) => Some(reader),
+        Err(e) => {
+            log::warn!("no kernel counters for this run: {e}");
+            None
+        }
+    };
+    let kvm_stats = KvmStats::open(&vcpu_fd).map(Arc::new);
+    if kvm_stats.is_none() {
+        log::debug!("this KVM offers no binary statistics (KVM_GET_STATS_FD)");
+    }
+    let exits = Arc::new(ExitCounts::default());
+    let shared = stats.map(|reader| Shared {
+        recorder: Arc::new(Mutex::new(Recorder::new(reader))),
+        exits: exits.clone(),
+        started: config.started,
+        host: config.host.clone(),
+        tsc_khz,
+        kvm_stats: kvm_stats.clone(),
+    });
+    let api = match (&config.api_sock, &shared) {
+        (Some(path), Some(shared)) => Some(ApiServer::bind(path, shared.clone()).map_err(Error::Api)?),
+        (Some(_), None) => {
+            log::warn!("--api-sock: this kernel exports no counters; nothing to serve");
+            None
+        }
+        (None, _) => None,
+    };
+    Ok(Vm {
+        vcpu_fd,
+        _vm: vm,
+        _mem: mem,
+        serial,
+        api,
+        shared,
+        observer: config.observer,
+        exit_hook: config.exit_hook,
+        kvm_stats,
+        exits,
+        tsc_khz,
+        timeout: config.timeout,
+        input: config.input,
+        started: config.started,
+        host: config.host,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mem_bounds() {
+        assert!(matches!(check_mem(0), Err(Error::MemSize(0))));
+        assert!(matches!(check_mem(layout::MEM_MAX_MIB + 1), Err(Error::MemSize(_))));
+        assert_eq!(check_mem(128).unwrap(), 128 << 20);
+        assert_eq!(Error::MemSize(0).exit_code(), lde_abi::exit::USAGE);
+    }
+
+    #[test]
+    fn kvm_errors_name_the_fix() {
+        let missing = open_kvm(Path::new("/nonexistent/kvm")).err().unwrap();
+        assert!(matches!(missing, Error::KvmMissing(_)));
+        assert_eq!(missing.exit_code(), lde_abi::exit::KVM_UNAVAILABLE);
+        assert!(missing.to_string().contains("KVM is not available"));
+        let not_kvm = open_kvm(Path::new("/dev/null")).err().unwrap();
+        assert_eq!(not_kvm.exit_code(), lde_abi::exit::KVM_UNAVAILABLE);
+    }
+}

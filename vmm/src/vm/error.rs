@@ -1,0 +1,59 @@
+//! Why lde could not run the guest at all, and the exit status each reason maps to.
+
+use std::io;
+use std::path::PathBuf;
+
+use lde_abi::exit as code;
+
+use crate::boot;
+use crate::layout;
+use crate::observe::monitor::ApiError;
+
+/// Why lde could not run the guest at all.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0} does not exist: KVM is not available here (load kvm_intel or kvm_amd, or enable nested virtualization for this VM)")]
+    KvmMissing(PathBuf),
+    #[error("no permission to open {0}: add your user to the kvm group (sudo usermod -aG kvm $USER) and log in again")]
+    KvmPermission(PathBuf),
+    #[error("cannot open {0}")]
+    KvmOpen(PathBuf, #[source] io::Error),
+    #[error("{0} is not a usable KVM device")]
+    NotKvm(PathBuf, #[source] kvm_ioctls::Error),
+    #[error("KVM lacks {0}, which lde needs")]
+    KvmCapability(&'static str),
+    #[error("cannot read the kernel {0}")]
+    KernelRead(PathBuf, #[source] io::Error),
+    #[error("cannot boot the kernel {0}")]
+    Kernel(String, #[source] boot::Error),
+    #[error("--mem {0} MiB is out of range: give {min} to {max}", min = layout::MEM_MIN_MIB, max = layout::MEM_MAX_MIB)]
+    MemSize(u64),
+    #[error("cannot allocate {0} MiB of guest memory")]
+    Memory(u64, #[source] vm_memory::mmap::FromRangesError),
+    #[error("cannot set up the VM: {0}")]
+    Setup(&'static str, #[source] kvm_ioctls::Error),
+    #[error("cannot set up the VMM: {0}")]
+    Host(&'static str, #[source] io::Error),
+    #[error("the vCPU failed")]
+    VcpuRun(#[source] kvm_ioctls::Error),
+    #[error("cannot serve the API socket")]
+    Api(#[source] ApiError),
+}
+
+impl Error {
+    /// The exit status of the lde process for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::KvmMissing(_)
+            | Error::KvmPermission(_)
+            | Error::KvmOpen(..)
+            | Error::NotKvm(..)
+            | Error::KvmCapability(_) => code::KVM_UNAVAILABLE,
+            Error::KernelRead(..) | Error::Kernel(..) => code::BAD_IMAGE,
+            Error::MemSize(_) => code::USAGE,
+            Error::Memory(..) | Error::Setup(..) | Error::Host(..) | Error::VcpuRun(_) | Error::Api(_) => {
+                code::VMM_FAILED
+            }
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! One run of a guest, in three steps: [`RunConfig`] says what to run; [`prepare`] builds the
+//! VM from it (KVM, memory, irqchip, vCPU, the kernel loaded: a [`Vm`]); [`Vm::run`] runs it to
+//! its end and returns a [`RunReport`] whose [`Outcome`] says how it ended.
+//!
+//! `config.rs` the configuration, `error.rs` why a run could not happen, `build.rs` the
+//! builder, `run.rs` the vCPU thread and the event loop, `signals.rs` the signalfd that loop
+//! waits on, `outcome.rs` the outcome, the report and the timeout diagnosis.
+
+mod build;
+mod config;
+mod error;
+mod outcome;
+mod run;
+mod signals;
+
+pub use build::{open_kvm, prepare, Vm};
+pub use config::RunConfig;
+pub use error::Error;
+pub use outcome::{Outcome, RunReport};
+
+/// Runs the guest to its end: [`prepare`], then [`Vm::run`].
+pub fn run(config: RunConfig) -> Result<RunReport, Error> {
+    prepare(config)?.run()
+}
