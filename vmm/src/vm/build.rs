@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, VmFd};
-use lde_abi::cmdline::TSC_KHZ_KEY;
+use lde_abi::cmdline::{TSC_KHZ_KEY, ZEROED_RAM_KEY};
 use lde_abi::ports::SERIAL_IRQ;
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
@@ -120,6 +120,11 @@ pub fn prepare(config: RunConfig) -> Result<Vm, Error> {
     let mut cmdline = config.cmdline.clone();
     if let Some(khz) = tsc_khz.filter(|_| !cmdline.contains(TSC_KHZ_KEY)) {
         cmdline = format!("{cmdline} {TSC_KHZ_KEY}={khz}").trim().to_string();
+    }
+    // Guest memory is a fresh anonymous mapping: all but what boot::load writes (boot data
+    // below 1 MiB, the kernel, the initrd) reads as zero, so the kernel need not zero frames.
+    if !cmdline.contains(ZEROED_RAM_KEY) {
+        cmdline = format!("{cmdline} {ZEROED_RAM_KEY}=1").trim().to_string();
     }
     let boot_entry = boot::load(&mem, mem_size, &kernel_image, &cmdline, config.initrd.as_deref())
         .map_err(|e| Error::Kernel(kernel_name, e))?;
