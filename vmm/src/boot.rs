@@ -11,7 +11,7 @@ use linux_loader::loader::elf::{Elf, PvhBootCapability};
 use linux_loader::loader::KernelLoader;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use crate::layout;
+use crate::{elf, layout};
 
 /// Why a kernel could not be booted.
 #[derive(Debug, thiserror::Error)]
@@ -47,23 +47,12 @@ pub struct BootEntry {
     pub start_info: GuestAddress,
 }
 
-const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
-const ELFCLASS64: u8 = 2;
-const ELFDATA2LSB: u8 = 1;
-const ET_EXEC: u16 = 2;
-const EM_X86_64: u16 = 62;
-
 /// Checks what linux-loader does not: that this is a 64-bit x86-64 executable.
 pub fn check_elf(image: &[u8]) -> Result<(), Error> {
-    if image.len() < 64 || &image[..4] != ELF_MAGIC {
-        return Err(Error::NotElf);
-    }
-    let e_type = u16::from_le_bytes([image[16], image[17]]);
-    let e_machine = u16::from_le_bytes([image[18], image[19]]);
-    if image[4] != ELFCLASS64 || image[5] != ELFDATA2LSB || e_type != ET_EXEC || e_machine != EM_X86_64 {
-        return Err(Error::WrongElfKind);
-    }
-    Ok(())
+    elf::check_executable(image).map_err(|e| match e {
+        elf::Error::NotElf => Error::NotElf,
+        elf::Error::WrongKind | elf::Error::Malformed(_) => Error::WrongElfKind,
+    })
 }
 
 /// Loads `kernel` and writes the boot data for `cmdline` and an optional `initrd`.

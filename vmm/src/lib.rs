@@ -1,14 +1,19 @@
 //! lde: a KVM hypervisor that boots the lde guest kernel through PVH, forwards its serial
 //! console, and stops it cleanly with an exit code.
 //!
-//! Module map: [`layout`] is the guest-physical memory map; [`boot`] loads the kernel and
-//! writes the PVH start info; [`vcpu`] runs the vCPU; [`exit`] decides what each VM exit means;
-//! [`devices`] are the UART and the exit port; [`host`] says what KVM this is; [`observe`] reads
-//! and reports the kernel's counters and KVM's; [`vm`] puts it all together for one run.
+//! Module map: [`layout`] is the guest-physical memory map; [`elf`] is the host's ELF reader
+//! (kernel checks, symbol lookup); [`boot`] loads the kernel and writes the PVH start info;
+//! [`initrd`] packs the programs; [`guest`] holds the embedded kernel and programs; [`vcpu`]
+//! runs the vCPU (with an optional exit hook); [`exit`] decides what each VM exit means;
+//! [`devices`] are the UART and the exit port; [`host`] says what KVM this is; [`terminal`] puts
+//! stdin in raw mode; [`vm`] builds a VM and runs it for one run; [`observe`] reads and reports
+//! the kernel's counters and KVM's; [`bench`] and [`probe`] are `lde bench` and `lde probe`.
+//! The `lde` binary itself (main.rs, cli.rs, commands/) is the command line over this library.
 
 pub mod bench;
 pub mod boot;
 pub mod devices;
+pub mod elf;
 pub mod exit;
 pub mod guest;
 pub mod host;

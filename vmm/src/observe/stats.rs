@@ -13,6 +13,8 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 pub enum Error {
     #[error("the kernel has no {STATS_SYMBOL} symbol: it exports no stats page")]
     NoSymbol,
+    #[error("cannot read the kernel's symbol table")]
+    Elf(#[from] crate::elf::Error),
     #[error("the stats page at {0:#x} is not in guest memory")]
     OutOfMemory(u64),
     #[error("the stats page has magic {0:#x}, not lde's")]
@@ -25,45 +27,9 @@ pub enum Error {
     Busy,
 }
 
-/// Finds the address of symbol `name` in a 64-bit little-endian ELF's symbol table.
+/// The address of symbol `name` in a kernel ELF, if it is a well-formed one that has it.
 pub fn find_symbol(elf: &[u8], name: &str) -> Option<u64> {
-    let u16_at = |o: usize| Some(u16::from_le_bytes(elf.get(o..o + 2)?.try_into().ok()?));
-    let u32_at = |o: usize| Some(u32::from_le_bytes(elf.get(o..o + 4)?.try_into().ok()?));
-    let u64_at = |o: usize| Some(u64::from_le_bytes(elf.get(o..o + 8)?.try_into().ok()?));
-    if elf.get(..4)? != b"\x7fELF" || elf.get(4)? != &2 {
-        return None;
-    }
-    let shoff = u64_at(0x28)? as usize;
-    let shentsize = u16_at(0x3a)? as usize;
-    let shnum = u16_at(0x3c)? as usize;
-    let section = |i: usize| shoff.checked_add(i.checked_mul(shentsize)?);
-    for i in 0..shnum {
-        let sh = section(i)?;
-        if u32_at(sh + 4)? != 2 {
-            continue; // not SHT_SYMTAB
-        }
-        let (offset, size, link, entsize) = (
-            u64_at(sh + 0x18)? as usize,
-            u64_at(sh + 0x20)? as usize,
-            u32_at(sh + 0x28)? as usize,
-            u64_at(sh + 0x38)? as usize,
-        );
-        let strtab = section(link)?;
-        let str_off = u64_at(strtab + 0x18)? as usize;
-        if entsize == 0 {
-            return None;
-        }
-        for s in 0..size / entsize {
-            let sym = offset.checked_add(s * entsize)?;
-            let name_off = str_off.checked_add(u32_at(sym)? as usize)?;
-            let rest = elf.get(name_off..)?;
-            let end = rest.iter().position(|&b| b == 0)?;
-            if &rest[..end] == name.as_bytes() {
-                return u64_at(sym + 8);
-            }
-        }
-    }
-    None
+    crate::elf::find_symbol(elf, name).ok().flatten()
 }
 
 /// Reads snapshots of the stats page.
@@ -101,7 +67,7 @@ impl From<ReadError<Error>> for Error {
 impl StatsReader {
     /// A reader for the page the kernel ELF `kernel` exports, in `mem`.
     pub fn new(mem: GuestMemoryMmap, kernel: &[u8]) -> Result<StatsReader, Error> {
-        let addr = find_symbol(kernel, STATS_SYMBOL).ok_or(Error::NoSymbol)?;
+        let addr = crate::elf::find_symbol(kernel, STATS_SYMBOL)?.ok_or(Error::NoSymbol)?;
         let size = std::mem::size_of::<StatsPage>();
         if mem.checked_offset(GuestAddress(addr), size).is_none() {
             return Err(Error::OutOfMemory(addr));

@@ -1,0 +1,143 @@
+//! The host's one ELF reader, on the `object` crate: the checks a kernel image must pass before
+//! linux-loader loads it, and symbol lookup (the stats page's address).
+//!
+//! Every offset, count and size in the file is checked by `object` against the file's length,
+//! so a crafted or truncated image gives an error, never a panic, and a lookup reads each
+//! symbol once.
+
+use object::elf::{ELFMAG, EM_X86_64, ET_EXEC, SHT_SYMTAB};
+use object::read::elf::{FileHeader, Sym};
+use object::{FileKind, LittleEndian};
+
+type Header = object::elf::FileHeader64<LittleEndian>;
+
+/// Why an ELF file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("not an ELF file")]
+    NotElf,
+    #[error("not a 64-bit little-endian x86-64 executable ELF")]
+    WrongKind,
+    #[error("malformed ELF")]
+    Malformed(#[source] object::read::Error),
+}
+
+/// The ELF header of a 64-bit little-endian x86-64 executable.
+fn header(image: &[u8]) -> Result<&Header, Error> {
+    if image.len() < std::mem::size_of::<Header>() || !image.starts_with(&ELFMAG) {
+        return Err(Error::NotElf);
+    }
+    if !matches!(FileKind::parse(image), Ok(FileKind::Elf64)) {
+        return Err(Error::WrongKind);
+    }
+    // A big-endian ELF64 fails here: the header's byte order is not LittleEndian.
+    let header = Header::parse(image).map_err(|_| Error::WrongKind)?;
+    let endian = LittleEndian;
+    if header.e_type(endian) != ET_EXEC || header.e_machine(endian) != EM_X86_64 {
+        return Err(Error::WrongKind);
+    }
+    Ok(header)
+}
+
+/// Checks what linux-loader does not: that `image` is a 64-bit little-endian x86-64
+/// executable. Reads the ELF header only.
+pub fn check_executable(image: &[u8]) -> Result<(), Error> {
+    header(image).map(|_| ())
+}
+
+/// The value (address) of the symbol `name` in the symbol table of `image`; `Ok(None)` if it
+/// has none of that name.
+pub fn find_symbol(image: &[u8], name: &str) -> Result<Option<u64>, Error> {
+    let header = header(image)?;
+    let endian = LittleEndian;
+    let sections = header.sections(endian, image).map_err(Error::Malformed)?;
+    let symbols = sections.symbols(endian, image, SHT_SYMTAB).map_err(Error::Malformed)?;
+    for symbol in symbols.iter() {
+        if symbols.symbol_name(endian, symbol).map_err(Error::Malformed)? == name.as_bytes() {
+            return Ok(Some(symbol.st_value(endian)));
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lde_abi::stats::STATS_SYMBOL;
+
+    fn u64_at(b: &[u8], o: usize) -> usize {
+        u64::from_le_bytes(b[o..o + 8].try_into().unwrap()) as usize
+    }
+
+    /// Broken copies of `elf`: cut at many lengths, and with bytes flipped across its section
+    /// headers and the tables they point to. The same fixture feeds every ELF reader here.
+    fn corruptions(elf: &[u8]) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut cut = 0;
+        while cut < elf.len() {
+            out.push((format!("cut at {cut}"), elf[..cut].to_vec()));
+            cut = if cut < 256 { cut + 1 } else { cut * 9 / 8 };
+        }
+        out.push(("cut by one".into(), elf[..elf.len() - 1].to_vec()));
+        let shoff = u64_at(elf, 0x28);
+        let shnum = u16::from_le_bytes([elf[0x3c], elf[0x3d]]) as usize;
+        let mut spots: Vec<usize> = (0x18..0x40).collect(); // program/section header fields
+        for i in 0..shnum {
+            let sh = shoff + i * 64;
+            spots.extend([sh, sh + 4, sh + 0x18, sh + 0x1f, sh + 0x20, sh + 0x27, sh + 0x28, sh + 0x38]);
+            // The first bytes of what the section points to (symbols, names).
+            let offset = u64_at(elf, sh + 0x18);
+            spots.extend((0..48).map(|k| offset + k * 7).filter(|&o| o < elf.len()));
+        }
+        for at in spots {
+            for flip in [0xff, 0x80, 0x01] {
+                let mut bad = elf.to_vec();
+                bad[at] ^= flip;
+                out.push((format!("byte {at:#x} ^ {flip:#x}"), bad));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn finds_the_stats_page_and_checks_the_kernel() {
+        let kernel = crate::guest::KERNEL;
+        check_executable(kernel).unwrap();
+        let addr = find_symbol(kernel, STATS_SYMBOL).unwrap().expect("LDE_STATS in the kernel");
+        assert_eq!(addr % 4096, 0);
+        assert_eq!(find_symbol(kernel, "no_such_symbol_here").unwrap(), None);
+        assert!(matches!(check_executable(b"not an elf"), Err(Error::NotElf)));
+        let mut elf32 = kernel.to_vec();
+        elf32[4] = 1;
+        assert!(matches!(check_executable(&elf32), Err(Error::WrongKind)));
+        let program = crate::guest::program("hello").unwrap().elf;
+        check_executable(program).unwrap();
+    }
+
+    #[test]
+    fn broken_kernels_give_errors_not_panics() {
+        let kernel = crate::guest::KERNEL;
+        for (what, bad) in corruptions(kernel) {
+            let found = find_symbol(&bad, STATS_SYMBOL);
+            let _ = check_executable(&bad);
+            if bad.len() < kernel.len() {
+                // Section headers come last, so every cut loses some: never a wrong answer.
+                assert!(found.is_err(), "{what}: {found:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn broken_programs_give_errors_not_panics_here_and_in_the_kernel() {
+        // The same corruptions through the host's reader and the kernel's checker (kcore).
+        let program = crate::guest::program("hello").unwrap().elf;
+        for (what, bad) in corruptions(program) {
+            let _ = find_symbol(&bad, "_start");
+            let host = check_executable(&bad);
+            let kernel = lde_kcore::elf::parse(&bad);
+            if bad.len() < 64 {
+                assert!(host.is_err() && kernel.is_err(), "{what}");
+            }
+        }
+    }
+}
