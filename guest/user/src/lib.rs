@@ -292,6 +292,29 @@ pub fn attempt(name: &str, what: &str, op: impl FnOnce()) -> i32 {
     1
 }
 
+/// A small seeded pseudo-random generator (xorshift64*): the same seed, the same sequence, so
+/// a fuzzing run can be repeated.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for `seed` (any value; 0 is made non-zero).
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// One of `items`, at random.
+    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[(self.next_u64() % items.len() as u64) as usize]
+    }
+}
+
 /// Formats into `buf` and returns the text (cut short if it does not fit).
 pub fn format_into<'a>(buf: &'a mut [u8], args: fmt::Arguments) -> &'a str {
     struct W<'b>(&'b mut [u8], usize);

@@ -16,7 +16,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use lde_abi::syscall::EAGAIN;
 use lde_abi::user::{USER_BASE, USER_END, USER_STACK_TOP};
-use lde_user::{format_into, println, sleep_ms, spawn, Args};
+use lde_user::{format_into, println, sleep_ms, spawn, Args, Rng};
 
 const CHAOS_TEXT_SIZE: usize = 64 * 1024;
 
@@ -27,22 +27,6 @@ static CHAOS_TEXT: [u8; CHAOS_TEXT_SIZE] = *include_bytes!(concat!(env!("OUT_DIR
 
 /// Where the last jump goes (read by the jump itself, when no register is free).
 static TARGET: AtomicU64 = AtomicU64::new(0);
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn pick(&mut self, items: &[u64]) -> u64 {
-        items[(self.next() % items.len() as u64) as usize]
-    }
-}
 
 /// A register value a hostile program might choose.
 fn value(rng: &mut Rng) -> u64 {
@@ -59,11 +43,11 @@ fn value(rng: &mut Rng) -> u64 {
         USER_END - 8,
         USER_STACK_TOP - 64,
     ];
-    match rng.next() % 5 {
+    match rng.next_u64() % 5 {
         0 => rng.pick(&interesting),
-        1 => rng.next(),
-        2 | 3 => rng.next() % 16,
-        _ => USER_BASE + rng.next() % 0x2_0000,
+        1 => rng.next_u64(),
+        2 | 3 => rng.next_u64() % 16,
+        _ => USER_BASE + rng.next_u64() % 0x2_0000,
     }
 }
 
@@ -76,7 +60,7 @@ fn flags(rng: &mut Rng) -> u64 {
     const NT: u64 = 1 << 14;
     const TF: u64 = 1 << 8;
     const IOPL3: u64 = 3 << 12;
-    let r = rng.next();
+    let r = rng.next_u64();
     let mut f = 0x202 | (r & (ARITH | DF | AC | NT));
     if r >> 40 & 15 == 0 {
         f |= TF;
@@ -124,17 +108,17 @@ fn jump(state: &[u64; 17]) -> ! {
 
 /// One process of random code.
 fn run(seed: u64) -> ! {
-    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-    let offset = rng.next() % CHAOS_TEXT_SIZE as u64;
+    let mut rng = Rng::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let offset = rng.next_u64() % CHAOS_TEXT_SIZE as u64;
     TARGET.store(CHAOS_TEXT.as_ptr() as u64 + offset, Ordering::Relaxed);
     let mut state = [0u64; 17];
     for r in state.iter_mut().take(15) {
         *r = value(&mut rng);
     }
     let stack_here = &state as *const _ as u64;
-    state[15] = match rng.next() % 4 {
-        0 | 1 => stack_here - rng.next() % 2048,
-        2 => stack_here - rng.next() % 2048 - 1, // misaligned
+    state[15] = match rng.next_u64() % 4 {
+        0 | 1 => stack_here - rng.next_u64() % 2048,
+        2 => stack_here - rng.next_u64() % 2048 - 1, // misaligned
         _ => value(&mut rng),
     };
     state[16] = flags(&mut rng);
@@ -159,10 +143,10 @@ fn main(args: Args) -> i32 {
         println!("usage: chaos N [SEED] | chaos run SEED");
         return 2;
     }
-    let mut seeds = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut seeds = Rng::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let mut buf = [0u8; 48];
     for _ in 0..n {
-        let spec = format_into(&mut buf, format_args!("chaos run {}", seeds.next() >> 1));
+        let spec = format_into(&mut buf, format_args!("chaos run {}", seeds.next_u64() >> 1));
         loop {
             match spawn(spec) {
                 pid if pid > 0 => break,

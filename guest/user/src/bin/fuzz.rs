@@ -10,23 +10,7 @@
 
 use lde_abi::syscall::{EBADF, EFAULT, EINVAL, ENOSYS};
 use lde_abi::user::{USER_BASE, USER_END};
-use lde_user::{nr, println, Args, Door};
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[(self.next() % items.len() as u64) as usize]
-    }
-}
+use lde_user::{nr, println, Args, Door, Rng};
 
 fn value(rng: &mut Rng) -> u64 {
     let interesting = [
@@ -53,11 +37,11 @@ fn value(rng: &mut Rng) -> u64 {
         i64::MAX as u64,
         1 << 40,
     ];
-    match rng.next() % 4 {
+    match rng.next_u64() % 4 {
         0 => rng.pick(&interesting),
-        1 => rng.next(),
-        2 => rng.next() % 8192,
-        _ => USER_BASE + rng.next() % 0x10_0000,
+        1 => rng.next_u64(),
+        2 => rng.next_u64() % 8192,
+        _ => USER_BASE + rng.next_u64() % 0x10_0000,
     }
 }
 
@@ -66,13 +50,13 @@ fn main(args: Args) -> i32 {
         println!("usage: fuzz [N] [SEED]");
         return 2;
     };
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed);
     let numbers = [nr::NULL, nr::WRITE, nr::GETPID, nr::YIELD, nr::UPTIME_MS, nr::COUNT, 999, u64::MAX];
     let allowed = [-EBADF, -EFAULT, -EINVAL, -ENOSYS];
     let mut unexpected = 0;
     let mut errors = 0;
     for _ in 0..n {
-        let number = if rng.next().is_multiple_of(8) { rng.next() } else { rng.pick(&numbers) };
+        let number = if rng.next_u64().is_multiple_of(8) { rng.next_u64() } else { rng.pick(&numbers) };
         if matches!(number, nr::EXIT | nr::SLEEP_MS | nr::READ) {
             continue;
         }
@@ -81,7 +65,7 @@ fn main(args: Args) -> i32 {
         if number == nr::WRITE && (a[0] == 1 || a[0] == 2) {
             a[0] = rng.pick(&[0, 3, 1 << 20, u64::MAX]);
         }
-        let door = if rng.next().is_multiple_of(2) { Door::Syscall } else { Door::Int80 };
+        let door = if rng.next_u64().is_multiple_of(2) { Door::Syscall } else { Door::Int80 };
         let r = door.call(number, a);
         if r < 0 {
             errors += 1;
