@@ -201,3 +201,31 @@ fn the_timer_cannot_livelock_the_guest() {
         assert_eq!(hz < 10_000, lowered.is_some(), "{host:?}: the stats page shows the rate in force: {out:?}");
     }
 }
+
+#[test]
+fn kernel_text_is_read_only_and_kernel_data_not_executable() {
+    for host in hosts("kernel_text_is_read_only_and_kernel_data_not_executable") {
+        for (hook, fault) in [
+            // Error code 0x3: present, write. 0x11: present, instruction fetch (NX).
+            ("write-text", "kernel: fatal trap #PF (vector 14) in ring 0, error 0x3, "),
+            ("execute-data", "kernel: fatal trap #PF (vector 14) in ring 0, error 0x11, "),
+        ] {
+            let out = host.run(&["--cmdline", &format!("lde.test={hook}")]);
+            assert_eq!(out.status, Some(3), "{host:?} {hook}: {out:?}");
+            assert!(out.line_starting(fault).is_some(), "{host:?} {hook}: {out:?}");
+        }
+    }
+}
+
+#[test]
+fn a_kernel_stack_overflow_hits_its_guard_page() {
+    for host in hosts("a_kernel_stack_overflow_hits_its_guard_page") {
+        let out = host.run(&["--cmdline", "lde.test=stack-overflow"]);
+        assert_eq!(out.status, Some(3), "{host:?}: {out:?}");
+        let lines = out.lines();
+        assert!(lines.contains(&"kernel: the boot stack overflowed into its guard page"), "{host:?}: {out:?}");
+        // The #PF cannot be delivered on the overflowed stack: #DF, on its own IST stack.
+        assert!(out.line_starting("kernel: fatal trap #DF (vector 8) in ring 0").is_some(), "{host:?}: {out:?}");
+        assert!(!out.stdout.contains("without a fault"), "{host:?}: {out:?}");
+    }
+}

@@ -13,6 +13,12 @@ pub const TEST_TRIPLE_FAULT: &str = "triple-fault";
 pub const TEST_KERNEL_FAULT: &str = "kernel-fault";
 /// Test hook: the kernel halts with interrupts off and never shuts down (for timeouts).
 pub const TEST_HANG: &str = "hang";
+/// Test hook: the kernel writes to its own text (read-only: a fatal #PF).
+pub const TEST_WRITE_TEXT: &str = "write-text";
+/// Test hook: the kernel calls into its own data (no-execute: a fatal #PF).
+pub const TEST_EXECUTE_DATA: &str = "execute-data";
+/// Test hook: the kernel recurses until its stack overflows into the guard page below it.
+pub const TEST_STACK_OVERFLOW: &str = "stack-overflow";
 /// Test hook: the kernel sends itself an interrupt on [`STRAY_VECTOR`], which nothing expects,
 /// before the first process runs (it must be acknowledged, or it blocks the timer's vector).
 pub const TEST_STRAY_INTERRUPT: &str = "stray-interrupt";

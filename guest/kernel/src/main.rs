@@ -49,6 +49,8 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
 
     // SAFETY: the boot data has been copied; nothing else lives in page 0.
     unsafe { arch::boot::unmap_page0() };
+    // SAFETY: at boot, from kernel text; the guard pages hold nothing.
+    unsafe { arch::boot::protect_kernel(&trap::guard_pages().map(|(_, page)| page)) };
 
     let vendor = cpu::vendor();
     let hypervisor = cpu::hypervisor_signature();
@@ -83,6 +85,19 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
         Some(keys::TEST_HANG) => {
             println!("kernel: test hook: halting with interrupts off");
             cpu::halt_forever();
+        }
+        Some(keys::TEST_WRITE_TEXT) => {
+            println!("kernel: test hook: writing to kernel text");
+            arch::boot::write_text();
+        }
+        Some(keys::TEST_EXECUTE_DATA) => {
+            println!("kernel: test hook: calling into kernel data");
+            arch::boot::execute_data();
+        }
+        Some(keys::TEST_STACK_OVERFLOW) => {
+            println!("kernel: test hook: recursing until the boot stack overflows");
+            let depth = recurse(core::hint::black_box(1 << 20));
+            println!("kernel: recursed {depth} deep without a fault");
         }
         Some(keys::TEST_STRAY_INTERRUPT) => {
             println!("kernel: test hook: sending this CPU an interrupt on vector {:#x}", keys::STRAY_VECTOR);
@@ -128,6 +143,19 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
     println!("stats: frames in_use={in_use} available={available}");
     println!("kernel: all processes ended, shutting down with code {code}");
     cpu::shutdown(code)
+}
+
+/// Recurses `n` levels deep (the stack-overflow test hook asks for far more than the stack
+/// holds), 1 KiB of stack a level.
+#[inline(never)]
+fn recurse(n: u64) -> u64 {
+    let mut pad = [0u8; 1024];
+    pad[0] = n as u8;
+    core::hint::black_box(&mut pad);
+    if n == 0 {
+        return 0;
+    }
+    recurse(core::hint::black_box(n - 1)) + u64::from(pad[0])
 }
 
 /// The initrd (the first PVH module), if it lies in identity-mapped RAM.

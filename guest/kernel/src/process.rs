@@ -96,17 +96,27 @@ pub static KERNEL: Global<Kernel> = Global::new(Kernel {
     switch_out_tsc: 0,
 });
 
-#[repr(C, align(16))]
-struct KernelStacks(UnsafeCell<[[u8; KSTACK_SIZE]; MAX_PROCS]>);
+/// Bytes per slot: an unmapped guard page, then the stack.
+const KSTACK_STRIDE: usize = GUARD_SIZE + KSTACK_SIZE;
+const GUARD_SIZE: usize = 4096;
+
+#[repr(C, align(4096))]
+struct KernelStacks(UnsafeCell<[[u8; KSTACK_STRIDE]; MAX_PROCS]>);
 
 // SAFETY: no Rust reference to the bytes is ever made: the CPU uses them as stacks and
 // `exec::prepare_kernel_stack` writes a slot's stack through raw pointers while it is not running.
 unsafe impl Sync for KernelStacks {}
 
-/// The kernel stacks, one per process slot.
-static KSTACKS: KernelStacks = KernelStacks(UnsafeCell::new([[0; KSTACK_SIZE]; MAX_PROCS]));
+/// The kernel stacks, one per process slot, each above its own guard page (unmapped at boot by
+/// `arch::boot::protect_kernel`, so an overflow faults instead of corrupting the neighbour).
+static KSTACKS: KernelStacks = KernelStacks(UnsafeCell::new([[0; KSTACK_STRIDE]; MAX_PROCS]));
 
 /// Top (exclusive) of slot `slot`'s kernel stack.
 pub fn kstack_top(slot: usize) -> u64 {
-    KSTACKS.0.get() as u64 + ((slot + 1) * KSTACK_SIZE) as u64
+    KSTACKS.0.get() as u64 + ((slot + 1) * KSTACK_STRIDE) as u64
+}
+
+/// The guard page below slot `slot`'s kernel stack.
+pub fn kstack_guard(slot: usize) -> u64 {
+    KSTACKS.0.get() as u64 + (slot * KSTACK_STRIDE) as u64
 }

@@ -14,12 +14,13 @@ use lde_kcore::trap::mnemonic;
 use crate::arch::cpu::{self, rdtsc};
 use crate::arch::entry::{self, syscall_entry_address, TrapFrame, SYSCALL_VECTOR};
 use crate::arch::lapic::{self, SPURIOUS_VECTOR, TIMER_VECTOR};
-use crate::arch::serial;
-use crate::process::KERNEL;
+use crate::arch::{boot, gdt, serial};
+use crate::process::{self, KERNEL};
 use crate::sched::{self, end_current, yield_current};
 use crate::stats::{self, Arrival};
 use crate::time::{self, TimerMode};
 use crate::{input, println, syscall};
+use lde_kcore::proc::MAX_PROCS;
 
 const NMI_VECTOR: u64 = 2;
 const UD_VECTOR: u64 = 6;
@@ -227,8 +228,26 @@ fn kill(frame: &TrapFrame) -> ! {
     unsafe { end_current(end) }
 }
 
+/// Every guard page (unmapped, below a kernel stack) with the name of its stack: the boot
+/// stack, the IST stacks and one kernel stack per process slot.
+pub fn guard_pages() -> [(&'static str, u64); 4 + MAX_PROCS] {
+    let ist = gdt::ist_guards();
+    core::array::from_fn(|i| match i {
+        0 => ("boot stack", boot::boot_stack_guard()),
+        1..=3 => ist[i - 1],
+        _ => ("kernel stack of process slot", process::kstack_guard(i - 4)),
+    })
+}
+
 /// A trap the kernel has no answer for: print everything and shut down.
 fn fatal(frame: &TrapFrame) -> ! {
+    let cr2 = cpu::cr2();
+    if let Some((i, (name, _))) = guard_pages().iter().enumerate().find(|(_, (_, page))| cr2 & !0xfff == *page) {
+        match i {
+            0..=3 => println!("kernel: the {name} overflowed into its guard page"),
+            _ => println!("kernel: the {name} {} overflowed into its guard page", i - 4),
+        }
+    }
     let ring = if frame.came_from_user() { 3 } else { 0 };
     println!(
         "kernel: fatal trap {} (vector {}) in ring {ring}, error {:#x}, rip {:#x}, cr2 {:#x}",
@@ -236,7 +255,7 @@ fn fatal(frame: &TrapFrame) -> ! {
         frame.vector,
         frame.error,
         frame.rip,
-        cpu::cr2(),
+        cr2,
     );
     dump(frame);
     cpu::shutdown(exit::KERNEL_PANIC)

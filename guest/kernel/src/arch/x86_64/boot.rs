@@ -10,7 +10,9 @@
 //! * `0x0020_0000 – 0xC000_0000`: 2 MiB pages, supervisor read/write, no-execute (guest RAM).
 //! * `0xC000_0000 – 0x1_0000_0000`: 2 MiB pages, supervisor, uncached, no-execute (MMIO: LAPIC).
 //!
-//! Everything is supervisor-only: ring 3 can touch none of it.
+//! Everything is supervisor-only: ring 3 can touch none of it. [`protect_kernel`] then makes
+//! the kernel image W^X (text read-only and executable, rodata read-only, data, BSS and stacks
+//! no-execute) and unmaps the guard page below every kernel stack.
 
 use core::arch::global_asm;
 
@@ -120,15 +122,24 @@ boot_pd3:
     .set i, i + 1
     .endr
 boot_pt0:
-    .quad 0x3                   /* page 0: mapped until boot data is copied, see unmap_page0 */
+    .quad 0x3 | (1 << 63)       /* page 0: mapped until boot data is copied, see unmap_page0 */
     .set i, 1
     .rept 511
+    /* Below the kernel (1 MiB): boot data, no-execute. The kernel's own pages are executable
+     * until protect_kernel gives each its final flags. */
+    .if i < 256
+    .quad (i << 12) | 0x3 | (1 << 63)
+    .else
     .quad (i << 12) | 0x3
+    .endif
     .set i, i + 1
     .endr
 
     .section .bss
     .p2align 12
+    .global boot_stack_guard
+boot_stack_guard:
+    .skip 4096                  /* unmapped by protect_kernel: an overflow faults */
 boot_stack:
     .skip {boot_stack_size}
     .global boot_stack_top
@@ -148,6 +159,73 @@ pub const BOOT_STACK_SIZE: usize = 64 * 1024;
 extern "C" {
     /// The page table of the first 2 MiB (defined above in asm).
     static mut boot_pt0: [u64; 512];
+    /// The page below the boot stack (defined above in asm).
+    #[link_name = "boot_stack_guard"]
+    static BOOT_STACK_GUARD: u8;
+    static __text_start: u8;
+    static __text_end: u8;
+    static __rodata_end: u8;
+}
+
+const PTE_PRESENT: u64 = 1 << 0;
+const PTE_WRITABLE: u64 = 1 << 1;
+const PTE_NO_EXECUTE: u64 = 1 << 63;
+const PAGE: u64 = 4096;
+
+/// The guard page below the boot stack (the stack of `kernel_main` and the scheduler).
+pub fn boot_stack_guard() -> u64 {
+    core::ptr::addr_of!(BOOT_STACK_GUARD) as u64
+}
+
+/// Gives the kernel image its final page flags: text read-only and executable, rodata
+/// read-only, everything else in the first 2 MiB no-execute; and unmaps each of `guards` (the
+/// page below a kernel stack). Every address space shares these page tables.
+///
+/// # Safety
+/// Call once at boot, from kernel text, with no data in the guard pages.
+pub unsafe fn protect_kernel(guards: &[u64]) {
+    let (text, text_end, rodata_end) = (
+        core::ptr::addr_of!(__text_start) as u64,
+        core::ptr::addr_of!(__text_end) as u64,
+        core::ptr::addr_of!(__rodata_end) as u64,
+    );
+    let pt = core::ptr::addr_of_mut!(boot_pt0) as *mut u64;
+    for i in (text / PAGE) as usize..512 {
+        let addr = i as u64 * PAGE;
+        let flags = if addr < text_end {
+            0
+        } else if addr < rodata_end {
+            PTE_NO_EXECUTE
+        } else {
+            PTE_NO_EXECUTE | PTE_WRITABLE
+        };
+        // SAFETY: entry i of the live first-2-MiB table; the new flags keep the page mapped
+        // (text stays executable, the code running now included) and only take rights away.
+        unsafe { pt.add(i).write((addr & !(PAGE - 1)) | PTE_PRESENT | flags) };
+    }
+    for &guard in guards {
+        debug_assert!(guard >= rodata_end && guard < 0x20_0000 && guard % PAGE == 0);
+        // SAFETY: as above; the caller promises nothing lives in a guard page.
+        unsafe { pt.add((guard / PAGE) as usize).write(0) };
+    }
+    x86_64::instructions::tlb::flush_all();
+}
+
+/// Test hook: writes to the kernel's own text, which must fault (#PF, error 0x3).
+pub fn write_text() {
+    // SAFETY: deliberately faults: text is read-only once protect_kernel ran.
+    unsafe { core::ptr::write_volatile(protect_kernel as *const () as *mut u8, 0xc3) };
+}
+
+/// A `ret` instruction kept in writable data: [`execute_data`] calls it.
+static DATA_RET: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0xc3);
+
+/// Test hook: calls into kernel data, which must fault (#PF, error 0x11).
+pub fn execute_data() {
+    // SAFETY: deliberately faults: data is no-execute once protect_kernel ran (were it not,
+    // the byte is a `ret` and the call returns).
+    let f: extern "C" fn() = unsafe { core::mem::transmute(DATA_RET.as_ptr()) };
+    f();
 }
 
 /// Unmaps page 0 so that null-pointer accesses fault.

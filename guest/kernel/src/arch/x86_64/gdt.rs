@@ -35,20 +35,27 @@ pub const MACHINE_CHECK_IST: u16 = 3;
 
 const IST_STACK_SIZE: usize = 16 * 1024;
 
-/// A stack for an IST slot; only the CPU writes it, on a trap.
-#[repr(C, align(16))]
-struct IstStack(UnsafeCell<[u8; IST_STACK_SIZE]>);
+/// A stack for an IST slot above its guard page (unmapped at boot); only the CPU writes it, on
+/// a trap.
+#[repr(C, align(4096))]
+struct IstStack(UnsafeCell<[u8; GUARD_SIZE + IST_STACK_SIZE]>);
+
+const GUARD_SIZE: usize = 4096;
 
 // SAFETY: the kernel never reads or writes these bytes; only the CPU does, on trap delivery.
 unsafe impl Sync for IstStack {}
 
 impl IstStack {
     const fn new() -> Self {
-        Self(UnsafeCell::new([0; IST_STACK_SIZE]))
+        Self(UnsafeCell::new([0; GUARD_SIZE + IST_STACK_SIZE]))
     }
 
     fn top(&self) -> VirtAddr {
-        VirtAddr::from_ptr(self.0.get()) + IST_STACK_SIZE as u64
+        VirtAddr::from_ptr(self.0.get()) + (GUARD_SIZE + IST_STACK_SIZE) as u64
+    }
+
+    fn guard(&self) -> u64 {
+        self.0.get() as u64
     }
 }
 
@@ -127,6 +134,15 @@ pub fn init() {
         SS::set_reg(data);
         load_tss(SegmentSelector::new(TSS_SELECTOR >> 3, PrivilegeLevel::Ring0));
     }
+}
+
+/// The guard pages below the IST stacks, with the stacks' names.
+pub fn ist_guards() -> [(&'static str, u64); 3] {
+    [
+        ("double-fault stack", DOUBLE_FAULT_STACK.guard()),
+        ("NMI stack", NMI_STACK.guard()),
+        ("machine-check stack", MACHINE_CHECK_STACK.guard()),
+    ]
 }
 
 /// Sets the stack the CPU switches to on a trap from ring 3 (TSS.RSP0).
