@@ -136,7 +136,7 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
         page.frames_in_use = in_use;
         page.finished = 1;
         page.exit_code = code;
-        page.traps[2] += trap::NMIS.load(core::sync::atomic::Ordering::Relaxed);
+        page.traps[trap::NMI_VECTOR as usize] += trap::NMIS.load(core::sync::atomic::Ordering::Relaxed);
     });
     serial::start_line();
     stats::print();

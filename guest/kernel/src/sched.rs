@@ -101,8 +101,7 @@ fn pick(k: &mut Kernel) -> Next {
 }
 
 /// Back on the scheduler stack after `slot` gave up the CPU: save its FPU state and segment
-/// bases, or free it
-/// if it ended and start the programs waiting for a free slot.
+/// bases, and if it ended, free it and start the programs waiting for a free slot.
 fn switched_back(k: &mut Kernel, slot: usize) {
     k.hw[slot].fx.save();
     k.cpu_bases = SegmentBases::read();

@@ -22,7 +22,7 @@ use crate::time::{self, TimerMode};
 use crate::{input, println, syscall};
 use lde_kcore::proc::MAX_PROCS;
 
-const NMI_VECTOR: u64 = 2;
+pub const NMI_VECTOR: u64 = 2;
 const UD_VECTOR: u64 = 6;
 const MC_VECTOR: u64 = 18;
 const PF_VECTOR: u64 = 14;
