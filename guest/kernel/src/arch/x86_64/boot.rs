@@ -16,6 +16,8 @@
 
 use core::arch::global_asm;
 
+use super::paging::{NO_EXECUTE, PRESENT, WRITABLE};
+
 // Register contract at `pvh_start` (PVH spec): 32-bit protected mode, paging off, flat CS/DS,
 // EBX = physical address of `hvm_start_info`, interrupts off, no usable stack.
 // At the call to `kernel_main`: 64-bit mode, EDI = the start info address (its upper half is
@@ -167,9 +169,6 @@ extern "C" {
     static __rodata_end: u8;
 }
 
-const PTE_PRESENT: u64 = 1 << 0;
-const PTE_WRITABLE: u64 = 1 << 1;
-const PTE_NO_EXECUTE: u64 = 1 << 63;
 const PAGE: u64 = 4096;
 
 /// The guard page below the boot stack (the stack of `kernel_main` and the scheduler).
@@ -195,13 +194,13 @@ pub unsafe fn protect_kernel(guards: &[u64]) {
         let flags = if addr < text_end {
             0
         } else if addr < rodata_end {
-            PTE_NO_EXECUTE
+            NO_EXECUTE
         } else {
-            PTE_NO_EXECUTE | PTE_WRITABLE
+            NO_EXECUTE | WRITABLE
         };
         // SAFETY: entry i of the live first-2-MiB table; the new flags keep the page mapped
         // (text stays executable, the code running now included) and only take rights away.
-        unsafe { pt.add(i).write((addr & !(PAGE - 1)) | PTE_PRESENT | flags) };
+        unsafe { pt.add(i).write(addr | PRESENT | flags) };
     }
     for &guard in guards {
         debug_assert!(guard >= rodata_end && guard < 0x20_0000 && guard % PAGE == 0);

@@ -9,10 +9,11 @@ use x86_64::PhysAddr;
 
 use crate::mm::Frames;
 
-const PRESENT: u64 = 1 << 0;
-const WRITABLE: u64 = 1 << 1;
+/// Page-table entry bits.
+pub const PRESENT: u64 = 1 << 0;
+pub const WRITABLE: u64 = 1 << 1;
 const USER: u64 = 1 << 2;
-const NO_EXECUTE: u64 = 1 << 63;
+pub const NO_EXECUTE: u64 = 1 << 63;
 const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 const ENTRIES: usize = 512;
 
