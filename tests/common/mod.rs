@@ -122,8 +122,13 @@ pub fn lde(args: &[&str]) -> Output {
 
 /// Runs `scripts/qemu.sh ARGS…` on the `lde` binary under test.
 pub fn qemu(args: &[&str]) -> Output {
+    qemu_with_args("", args)
+}
+
+/// As [`qemu`], with `extra` appended to QEMU's arguments (`LDE_QEMU_ARGS`), e.g. another `-cpu`.
+pub fn qemu_with_args(extra: &str, args: &[&str]) -> Output {
     let mut cmd = Command::new(repo_root().join("scripts/qemu.sh"));
-    cmd.args(args).env("LDE", lde_bin());
+    cmd.args(args).env("LDE", lde_bin()).env("LDE_QEMU_ARGS", extra);
     run_with_deadline(cmd, Duration::from_secs(300))
 }
 

@@ -22,6 +22,9 @@ pub const TEST_STACK_OVERFLOW: &str = "stack-overflow";
 /// Test hook: the kernel sends itself an interrupt on [`STRAY_VECTOR`], which nothing expects,
 /// before the first process runs (it must be acknowledged, or it blocks the timer's vector).
 pub const TEST_STRAY_INTERRUPT: &str = "stray-interrupt";
+/// Test hook: the kernel calls a `ret` in a user page from ring 0, which faults where SMEP is
+/// on (`stats: protection smep=on`) and returns where it is not.
+pub const TEST_EXECUTE_USER: &str = "execute-user";
 /// The vector of [`TEST_STRAY_INTERRUPT`]: a higher priority class than the timer's 0x20.
 pub const STRAY_VECTOR: u8 = 0x50;
 /// `lde.hz=N`: timer interrupts per second; 0 = no timer (cooperative multitasking).

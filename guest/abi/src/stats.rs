@@ -13,7 +13,7 @@ pub const STATS_SYMBOL: &str = "LDE_STATS";
 /// [`StatsPage::magic`]: "LDESTATS".
 pub const STATS_MAGIC: u64 = u64::from_le_bytes(*b"LDESTATS");
 /// [`StatsPage::version`]; bumped on any change of layout or meaning.
-pub const STATS_VERSION: u32 = 1;
+pub const STATS_VERSION: u32 = 2;
 /// Process slots in the page.
 pub const MAX_PROCS: usize = 16;
 /// Longest process name kept.
@@ -42,6 +42,18 @@ pub const STATE_ZOMBIE: u32 = 5;
 pub const END_NONE: u32 = 0;
 pub const END_EXITED: u32 = 1;
 pub const END_KILLED: u32 = 2;
+
+/// `StatsPage::protection` bits.
+pub const PROT_SMEP: u32 = 1 << 0;
+pub const PROT_UMIP: u32 = 1 << 1;
+/// SMAP is offered by the CPU (lde never turns it on).
+pub const PROT_SMAP_OFFERED: u32 = 1 << 2;
+
+/// `StatsPage::doors` codes.
+pub const DOOR_UNTESTED: u32 = 0;
+pub const DOOR_ARCHITECTURAL: u32 = 1;
+pub const DOOR_RECOVERED: u32 = 2;
+pub const DOOR_OTHER: u32 = 3;
 
 /// Event kinds in [`Event::kind`].
 pub const EV_SWITCH_IN: u16 = 1;
@@ -198,6 +210,12 @@ pub struct StatsPage {
     /// 1 once every process has ended and the kernel is shutting down.
     pub finished: u32,
     pub exit_code: u32,
+    /// `PROT_*` bits: the CPU protections the kernel turned on.
+    pub protection: u32,
+    /// How each system-call door arrived in the kernel's boot self-test: `DOOR_*` codes,
+    /// `syscall` in bits 0-7, `int 0x80` in bits 8-15; for `DOOR_OTHER` the trap's vector is in
+    /// bits 16-23 (`syscall`) and 24-31 (`int 0x80`).
+    pub doors: u32,
     pub procs: [ProcStats; MAX_PROCS],
     /// Processes ended since boot; the newest is at `(ended_written - 1) % ENDED`.
     pub ended_written: u64,
@@ -242,6 +260,8 @@ impl StatsPage {
             frames_in_use: 0,
             finished: 0,
             exit_code: 0,
+            protection: 0,
+            doors: 0,
             procs: [ProcStats::EMPTY; MAX_PROCS],
             ended_written: 0,
             ended: [Ended { seq: 0, proc: ProcStats::EMPTY }; ENDED],

@@ -8,7 +8,9 @@
 mod arch;
 mod bootinfo;
 mod console;
+mod doors;
 mod exec;
+mod hooks;
 mod idle;
 mod input;
 mod mm;
@@ -69,43 +71,6 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
     }
     println!(", lapic id {} v{:#x}, cmdline \"{}\"", lapic.id, lapic.version, boot.cmdline());
 
-    match cmdline::value(boot.cmdline(), keys::TEST_KEY) {
-        None => {}
-        Some(keys::TEST_PANIC) => panic!("test hook {}={}", keys::TEST_KEY, keys::TEST_PANIC),
-        Some(keys::TEST_KERNEL_FAULT) => {
-            println!("kernel: test hook: executing ud2 in ring 0");
-            cpu::raise_invalid_opcode();
-        }
-        Some(keys::TEST_TRIPLE_FAULT) => {
-            println!("kernel: test hook: loading an empty IDT and raising #UD");
-            idt::load_empty_idt();
-            // With no IDT the #UD cannot be delivered: the CPU triple-faults, on purpose.
-            cpu::raise_invalid_opcode();
-        }
-        Some(keys::TEST_HANG) => {
-            println!("kernel: test hook: halting with interrupts off");
-            cpu::halt_forever();
-        }
-        Some(keys::TEST_WRITE_TEXT) => {
-            println!("kernel: test hook: writing to kernel text");
-            arch::boot::write_text();
-        }
-        Some(keys::TEST_EXECUTE_DATA) => {
-            println!("kernel: test hook: calling into kernel data");
-            arch::boot::execute_data();
-        }
-        Some(keys::TEST_STACK_OVERFLOW) => {
-            println!("kernel: test hook: recursing until the boot stack overflows");
-            let depth = recurse(core::hint::black_box(1 << 20));
-            println!("kernel: recursed {depth} deep without a fault");
-        }
-        Some(keys::TEST_STRAY_INTERRUPT) => {
-            println!("kernel: test hook: sending this CPU an interrupt on vector {:#x}", keys::STRAY_VECTOR);
-            lapic::self_interrupt(keys::STRAY_VECTOR);
-        }
-        Some(other) => println!("kernel: unknown test hook {}={other}, ignored", keys::TEST_KEY),
-    }
-
     let initrd = initrd(boot.modules());
     let reserved = (initrd.as_ptr() as u64, initrd.as_ptr() as u64 + initrd.len() as u64);
     let programs = KERNEL.with(|k| {
@@ -116,6 +81,13 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
         exec::program_count(k)
     });
     entry::init_syscall();
+    let protection = cpu::enable_protection();
+    doors::self_test();
+    stats::update(|page| {
+        page.protection = protection.bits();
+        page.doors = doors::encoded();
+    });
+    hooks::run(boot.cmdline());
     time::init(boot.cmdline());
     input::init(boot.cmdline());
     trap::enable_serial_input();
@@ -143,19 +115,6 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
     println!("stats: frames in_use={in_use} available={available}");
     println!("kernel: all processes ended, shutting down with code {code}");
     cpu::shutdown(code)
-}
-
-/// Recurses `n` levels deep (the stack-overflow test hook asks for far more than the stack
-/// holds), 1 KiB of stack a level.
-#[inline(never)]
-fn recurse(n: u64) -> u64 {
-    let mut pad = [0u8; 1024];
-    pad[0] = n as u8;
-    core::hint::black_box(&mut pad);
-    if n == 0 {
-        return 0;
-    }
-    recurse(core::hint::black_box(n - 1)) + u64::from(pad[0])
 }
 
 /// The initrd (the first PVH module), if it lies in identity-mapped RAM.

@@ -3,8 +3,9 @@
 //! system call by number, per-process accounting, and the scheduling event log.
 
 use lde_abi::stats::{
-    ProcStats, StatsPage, END_EXITED, END_KILLED, END_NONE, NAME_MAX, STATE_FREE, STATE_READING, STATE_READY,
-    STATE_RUNNING, STATE_SLEEPING, STATE_ZOMBIE,
+    ProcStats, StatsPage, DOOR_ARCHITECTURAL, DOOR_OTHER, DOOR_RECOVERED, END_EXITED, END_KILLED, END_NONE, NAME_MAX,
+    PROT_SMAP_OFFERED, PROT_SMEP, PROT_UMIP, STATE_FREE, STATE_READING, STATE_READY, STATE_RUNNING, STATE_SLEEPING,
+    STATE_ZOMBIE,
 };
 use lde_abi::syscall::NAMES;
 use lde_kcore::proc::{End, Proc, State};
@@ -145,6 +146,21 @@ pub fn print() {
 }
 
 fn print_page(page: &StatsPage) {
+    let on = |bit: u32| if page.protection & bit != 0 { "on" } else { "off" };
+    let door = |code: u32| match code & 0xff {
+        DOOR_ARCHITECTURAL => "architectural",
+        DOOR_RECOVERED => "recovered",
+        DOOR_OTHER => "broken",
+        _ => "untested",
+    };
+    println!(
+        "stats: protection smep={} umip={} smap={} syscall={} int80={}",
+        on(PROT_SMEP),
+        on(PROT_UMIP),
+        if page.protection & PROT_SMAP_OFFERED != 0 { "offered-unused" } else { "absent" },
+        door(page.doors),
+        door(page.doors >> 8)
+    );
     println!(
         "stats: doors syscall.arch={} syscall.recovered={} int80.arch={} int80.recovered={}",
         page.syscall_arch, page.syscall_recovered, page.int80_arch, page.int80_recovered

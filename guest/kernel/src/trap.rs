@@ -19,19 +19,21 @@ use crate::process::{self, KERNEL};
 use crate::sched::{self, end_current, yield_current};
 use crate::stats::{self, Arrival};
 use crate::time::{self, TimerMode};
-use crate::{input, println, syscall};
+use crate::{doors, input, println, syscall};
 use lde_kcore::proc::MAX_PROCS;
 
 pub const NMI_VECTOR: u64 = 2;
-const UD_VECTOR: u64 = 6;
+pub const UD_VECTOR: u64 = 6;
 const MC_VECTOR: u64 = 18;
-const PF_VECTOR: u64 = 14;
+pub const PF_VECTOR: u64 = 14;
 /// Vector the I/O APIC delivers the serial port's IRQ 4 on.
 pub const SERIAL_VECTOR: u8 = 0x24;
 /// RFLAGS bits `sysretq` takes from R11, the ones a process may set: CF PF AF ZF SF TF DF OF
 /// NT AC ID (never IOPL, RF, VM).
 const USER_RFLAGS_MASK: u64 = 0x24_4dd5;
 const RFLAGS_IF: u64 = 1 << 9;
+/// RFLAGS.RF, which the CPU sets in the frame of a fault.
+const RFLAGS_RF: u64 = 1 << 16;
 
 /// Called by `trap_common` for every trap with the interrupted context's saved registers.
 #[no_mangle]
@@ -45,6 +47,10 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         return;
     }
     let from_user = frame.came_from_user();
+    if from_user && doors::testing() {
+        doors::arrived(frame);
+        return;
+    }
     let now = rdtsc();
     if from_user {
         KERNEL.with(|k| {
@@ -59,14 +65,16 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     match vector {
         SYSCALL_VECTOR => syscall::dispatch(frame, Arrival::SyscallArchitectural, now),
         v if v == u64::from(INT80_VECTOR) && from_user => syscall::dispatch(frame, Arrival::Int80Architectural, now),
-        UD_VECTOR if from_user && is_int80_at(frame.rip) => {
-            // PVM: `int 0x80` from ring 3 arrives as #UD at the instruction. Complete it.
+        UD_VECTOR if from_user && doors::int80_recovered() && user_bytes_at(frame.rip, INT80_BYTES) => {
+            // PVM (found by the doors self-test): `int 0x80` from ring 3 arrives as #UD at the
+            // instruction. Complete it.
             frame.rip += 2;
             syscall::dispatch(frame, Arrival::Int80Recovered, now);
         }
-        PF_VECTOR if from_user && is_syscall_at_lstar(frame) => {
-            // PVM: `syscall` stays in ring 3 and faults fetching LSTAR; RCX and R11 hold the
-            // return RIP and RFLAGS as `syscall` left them. Complete it as the CPU would have.
+        PF_VECTOR if from_user && doors::syscall_recovered() && is_syscall_at_lstar(frame) => {
+            // PVM (found by the doors self-test): `syscall` stays in ring 3 and faults fetching
+            // LSTAR; RCX and R11 hold the return RIP and RFLAGS as `syscall` left them. Complete
+            // it as the CPU would have. (A jump to LSTAR is not this: it is killed with its #PF.)
             if !(USER_BASE..USER_END).contains(&frame.rcx) {
                 kill(frame);
             }
@@ -179,25 +187,36 @@ fn serial_input() {
     lapic::eoi();
 }
 
-/// Whether the two bytes at user address `rip` are `int 0x80` (CD 80).
-fn is_int80_at(rip: u64) -> bool {
+const INT80_BYTES: [u8; 2] = [0xcd, INT80_VECTOR];
+
+/// Whether the two bytes at user address `addr` of the running process are `bytes`.
+fn user_bytes_at(addr: u64, bytes: [u8; 2]) -> bool {
     KERNEL.with(|k| {
         let Some(space) = k.procs.current().and_then(|slot| k.hw[slot].space.as_ref()) else {
             return false;
         };
         let byte = |addr: u64| {
+            if !(USER_BASE..USER_END).contains(&addr) {
+                return None;
+            }
             space.translate(addr & !0xfff).map(|(frame, _)| {
                 // SAFETY: the frame is mapped (identity) and belongs to the current process.
                 unsafe { ((frame + (addr & 0xfff)) as *const u8).read() }
             })
         };
-        byte(rip) == Some(0xcd) && rip.checked_add(1).and_then(byte) == Some(INT80_VECTOR)
+        byte(addr) == Some(bytes[0]) && addr.checked_add(1).and_then(byte) == Some(bytes[1])
     })
 }
 
+/// Whether a #PF from ring 3 is a `syscall` that stayed in ring 3 (PVM): it faulted fetching
+/// LSTAR with RFLAGS as `syscall` leaves them, R11 masked by SFMASK. A jump to LSTAR cannot
+/// look like that: SFMASK clears IF, and ring 3 (IOPL 0) can never run with IF clear.
 fn is_syscall_at_lstar(frame: &TrapFrame) -> bool {
     let lstar = syscall_entry_address();
-    frame.rip == lstar && cpu::cr2() == lstar
+    frame.rip == lstar
+        && cpu::cr2() == lstar
+        && frame.rflags & RFLAGS_IF == 0
+        && frame.rflags & !RFLAGS_RF == frame.r11 & !entry::SYSCALL_RFLAGS_MASK
 }
 
 /// Resumes the process at its fixup address if it armed one for this RIP.

@@ -1,9 +1,9 @@
 //! Small CPU operations: port output to the exit device, halting, CPUID, control registers.
 
-use core::arch::x86_64::{__cpuid, CpuidResult};
+use core::arch::x86_64::{__cpuid, __cpuid_count, CpuidResult};
 
 use x86_64::instructions::port::Port;
-use x86_64::registers::control::Cr2;
+use x86_64::registers::control::{Cr2, Cr4, Cr4Flags};
 use x86_64::registers::model_specific::Msr;
 
 /// Ends the VM with `code` through the exit port; halts forever if no exit device answered.
@@ -125,4 +125,51 @@ impl SegmentBases {
 /// The faulting address of the last page fault.
 pub fn cr2() -> u64 {
     Cr2::read_raw()
+}
+
+/// The CR4 protections the kernel turned on (those the CPU offers, CPUID leaf 7).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Protection {
+    /// SMEP: ring 0 cannot execute a user page (a kernel jump into user memory faults).
+    pub smep: bool,
+    /// UMIP: ring 3 cannot run `sgdt`, `sidt`, `sldt`, `smsw`, `str` (no kernel addresses leak).
+    pub umip: bool,
+    /// SMAP is offered. lde never turns it on: it needs `stac`/`clac` around every access to
+    /// user memory, which kill the VM in ring 0 on PVM hosts.
+    pub smap_offered: bool,
+}
+
+impl Protection {
+    /// As `StatsPage::protection` holds it.
+    pub fn bits(&self) -> u32 {
+        use lde_abi::stats::{PROT_SMAP_OFFERED, PROT_SMEP, PROT_UMIP};
+        let bit = |on: bool, b: u32| if on { b } else { 0 };
+        bit(self.smep, PROT_SMEP) | bit(self.umip, PROT_UMIP) | bit(self.smap_offered, PROT_SMAP_OFFERED)
+    }
+}
+
+const CPUID7_EBX_SMEP: u32 = 1 << 7;
+const CPUID7_EBX_SMAP: u32 = 1 << 20;
+const CPUID7_ECX_UMIP: u32 = 1 << 2;
+
+/// Turns on SMEP and UMIP where CPUID offers them and returns what CR4 then holds (read back:
+/// a host may ignore a bit it offered).
+pub fn enable_protection() -> Protection {
+    let offered = if cpuid(0).eax >= 7 { __cpuid_count(7, 0) } else { CpuidResult { eax: 0, ebx: 0, ecx: 0, edx: 0 } };
+    let mut want = Cr4Flags::empty();
+    if offered.ebx & CPUID7_EBX_SMEP != 0 {
+        want |= Cr4Flags::SUPERVISOR_MODE_EXECUTION_PROTECTION;
+    }
+    if offered.ecx & CPUID7_ECX_UMIP != 0 {
+        want |= Cr4Flags::USER_MODE_INSTRUCTION_PREVENTION;
+    }
+    // SAFETY: the kernel never executes user pages (SMEP) and never runs the UMIP
+    // instructions in ring 3; both bits are only set where CPUID offers them.
+    unsafe { Cr4::update(|f| f.insert(want)) };
+    let now = Cr4::read();
+    Protection {
+        smep: now.contains(Cr4Flags::SUPERVISOR_MODE_EXECUTION_PROTECTION),
+        umip: now.contains(Cr4Flags::USER_MODE_INSTRUCTION_PREVENTION),
+        smap_offered: offered.ebx & CPUID7_EBX_SMAP != 0,
+    }
 }

@@ -224,7 +224,7 @@ const STAR_MSR: u32 = 0xc000_0081;
 const LSTAR_MSR: u32 = 0xc000_0082;
 const SFMASK_MSR: u32 = 0xc000_0084;
 /// RFLAGS bits cleared on `syscall`: TF, IF, DF, IOPL, NT, AC (as Linux).
-const SYSCALL_RFLAGS_MASK: u64 = 0x4_7700;
+pub const SYSCALL_RFLAGS_MASK: u64 = 0x4_7700;
 
 /// The kernel stack top `syscall_entry` switches to: the running process's (= TSS.RSP0).
 #[no_mangle]

@@ -1,0 +1,91 @@
+//! The kernel's test hooks (`lde.test=<name>` on the command line): deliberate crashes, hangs
+//! and protection checks that the tests drive. Each prints one `kernel: test hook:` line first.
+
+use lde_abi::cmdline as keys;
+use lde_abi::user::USER_BASE;
+use lde_kcore::cmdline;
+
+use crate::arch::paging::{self, AddressSpace, PageFlags};
+use crate::arch::{boot, cpu, idt, lapic};
+use crate::println;
+use crate::process::KERNEL;
+
+/// Runs the hook the command line names, if any. Called at boot, before any program starts,
+/// with the kernel's protections in place.
+pub fn run(cmdline: &str) {
+    match cmdline::value(cmdline, keys::TEST_KEY) {
+        None => {}
+        Some(keys::TEST_PANIC) => panic!("test hook {}={}", keys::TEST_KEY, keys::TEST_PANIC),
+        Some(keys::TEST_KERNEL_FAULT) => {
+            println!("kernel: test hook: executing ud2 in ring 0");
+            cpu::raise_invalid_opcode();
+        }
+        Some(keys::TEST_TRIPLE_FAULT) => {
+            println!("kernel: test hook: loading an empty IDT and raising #UD");
+            idt::load_empty_idt();
+            // With no IDT the #UD cannot be delivered: the CPU triple-faults, on purpose.
+            cpu::raise_invalid_opcode();
+        }
+        Some(keys::TEST_HANG) => {
+            println!("kernel: test hook: halting with interrupts off");
+            cpu::halt_forever();
+        }
+        Some(keys::TEST_WRITE_TEXT) => {
+            println!("kernel: test hook: writing to kernel text");
+            boot::write_text();
+        }
+        Some(keys::TEST_EXECUTE_DATA) => {
+            println!("kernel: test hook: calling into kernel data");
+            boot::execute_data();
+        }
+        Some(keys::TEST_STACK_OVERFLOW) => {
+            println!("kernel: test hook: recursing until the boot stack overflows");
+            let depth = recurse(core::hint::black_box(1 << 20));
+            println!("kernel: recursed {depth} deep without a fault");
+        }
+        Some(keys::TEST_STRAY_INTERRUPT) => {
+            println!("kernel: test hook: sending this CPU an interrupt on vector {:#x}", keys::STRAY_VECTOR);
+            lapic::self_interrupt(keys::STRAY_VECTOR);
+        }
+        Some(keys::TEST_EXECUTE_USER) => {
+            println!("kernel: test hook: calling a user page from ring 0");
+            execute_user();
+            println!("kernel: test hook: the user page ran in ring 0 (no SMEP)");
+        }
+        Some(other) => println!("kernel: unknown test hook {}={other}, ignored", keys::TEST_KEY),
+    }
+}
+
+/// Recurses `n` levels deep (the stack-overflow test hook asks for far more than the stack
+/// holds), 1 KiB of stack a level.
+#[inline(never)]
+fn recurse(n: u64) -> u64 {
+    let mut pad = [0u8; 1024];
+    pad[0] = n as u8;
+    core::hint::black_box(&mut pad);
+    if n == 0 {
+        return 0;
+    }
+    recurse(core::hint::black_box(n - 1)) + u64::from(pad[0])
+}
+
+/// Maps a page holding `ret` at the bottom of user space and calls it from ring 0.
+fn execute_user() {
+    let space = KERNEL.with(|k| {
+        let frame = k.frames.alloc_zeroed().expect("a frame for the test hook");
+        // SAFETY: a fresh identity-mapped frame.
+        unsafe { (frame as *mut u8).write(0xc3) };
+        let mut space = AddressSpace::new(&mut k.frames).expect("a frame for the test hook");
+        space
+            .map(&mut k.frames, USER_BASE, frame, PageFlags { writable: false, executable: true })
+            .expect("a frame for the test hook");
+        space
+    });
+    space.activate();
+    // SAFETY: deliberately calls user memory from ring 0: SMEP makes it a #PF (reported as a
+    // fatal kernel fault); without SMEP the byte is a `ret` and the call returns.
+    let f: extern "C" fn() = unsafe { core::mem::transmute(USER_BASE as *const ()) };
+    f();
+    paging::activate_kernel();
+    KERNEL.with(|k| space.destroy(&mut k.frames));
+}

@@ -1,0 +1,110 @@
+//! The kernel's CPU protections and its doors self-test, under KVM and QEMU TCG: SMEP (ring 0
+//! never runs a user page) and UMIP (ring 3 cannot read the descriptor-table addresses) are on
+//! wherever the CPU offers them and hold; the PVM recovery paths are served only where the boot
+//! self-test found the host needs them, and a jump to the kernel's `syscall` entry is killed
+//! with its page fault instead of being served as a system call.
+
+mod common;
+
+use common::{hosts, qemu_available, qemu_with_args, Host, Output};
+
+/// The `key=value` words of the `stats: protection` line.
+fn protection(out: &Output) -> std::collections::HashMap<String, String> {
+    let line = out.line_starting("stats: protection ").unwrap_or_else(|| panic!("no protection line: {out:?}"));
+    line.split_whitespace().filter_map(|w| w.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// Whether the host CPU offers `flag` (as /proc/cpuinfo names it).
+fn host_cpu_has(flag: &str) -> bool {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    info.lines().find(|l| l.starts_with("flags")).is_some_and(|l| l.split_whitespace().any(|f| f == flag))
+}
+
+const SMEP_FAULT: &str = "kernel: fatal trap #PF (vector 14) in ring 0, error 0x11, rip 0x8000000000, ";
+const RAN_IN_RING0: &str = "kernel: test hook: the user page ran in ring 0 (no SMEP)";
+
+#[test]
+fn the_doors_self_test_finds_how_this_host_delivers_system_calls() {
+    for host in hosts("the_doors_self_test_finds_how_this_host_delivers_system_calls") {
+        let out = host.run(&["hello"]);
+        assert_eq!(out.status, Some(0), "{host:?}: {out:?}");
+        let expect = if host.recovers_doors() { "recovered" } else { "architectural" };
+        let p = protection(&out);
+        assert_eq!(p["syscall"], expect, "{host:?}: {out:?}");
+        assert_eq!(p["int80"], expect, "{host:?}: {out:?}");
+        // hello's own calls, all through the door the self-test found; the test's own two
+        // traps are not counted anywhere.
+        let doors = common::stats(&out, "doors");
+        let short = if expect == "recovered" { "recovered" } else { "arch" };
+        assert_eq!(doors[&format!("syscall.{short}")], 3, "{host:?}: {out:?}");
+        assert_eq!(doors[&format!("int80.{short}")], 1, "{host:?}: {out:?}");
+        let traps = out.line_starting("stats: traps").unwrap();
+        if expect == "recovered" {
+            assert_eq!(traps, "stats: traps 6:#UD=1 14:#PF=3", "{host:?}: {out:?}");
+        } else {
+            assert_eq!(traps, "stats: traps 128:INT80=1", "{host:?}: {out:?}");
+        }
+    }
+}
+
+#[test]
+fn a_forged_jump_to_the_syscall_entry_is_killed_with_its_page_fault() {
+    let lstar = lde::elf::find_symbol(lde::guest::KERNEL, "syscall_entry").unwrap().expect("syscall_entry symbol");
+    for host in hosts("a_forged_jump_to_the_syscall_entry_is_killed_with_its_page_fault") {
+        // RCX, R11, EAX and EDI hold what a real `syscall` asking for exit(42) would leave.
+        let out = host.run(&[&format!("bad-kjump {lstar}"), "hello"]);
+        assert_eq!(out.status, Some(1), "{host:?}: {out:?}");
+        let killed = format!("killed pid=1 name=bad-kjump trap=#PF rip={lstar:#x}");
+        assert!(out.lines().contains(&killed.as_str()), "{host:?}: {out:?}");
+        assert!(out.line_starting("exit pid=1 ").is_none(), "{host:?}: served as exit(42): {out:?}");
+        assert!(out.lines().contains(&"exit pid=2 name=hello status=0"), "{host:?}: {out:?}");
+        // Only the real calls are counted: bad-kjump's one write, hello's four.
+        let calls = common::stats(&out, "calls");
+        assert_eq!((calls["write"], calls["exit"]), (3, 1), "{host:?}: {out:?}");
+        let doors = common::stats(&out, "doors");
+        assert_eq!(doors.values().sum::<u64>(), 5, "{host:?}: {out:?}");
+        common::assert_no_leak(&out);
+    }
+}
+
+#[test]
+fn smep_and_umip_are_on_where_the_cpu_offers_them_and_hold() {
+    for host in hosts("smep_and_umip_are_on_where_the_cpu_offers_them_and_hold") {
+        // QEMU's `-cpu max` offers both; under KVM the guest sees the host CPU's.
+        let (smep, umip) = match host {
+            Host::Qemu => (true, true),
+            Host::Kvm => (host_cpu_has("smep"), host_cpu_has("umip")),
+        };
+        let out = host.run(&["--cmdline", "lde.test=execute-user"]);
+        if smep {
+            assert_eq!(out.status, Some(3), "{host:?}: {out:?}");
+            assert!(out.line_starting(SMEP_FAULT).is_some(), "{host:?}: {out:?}");
+        } else {
+            assert!(out.lines().contains(&RAN_IN_RING0), "{host:?}: {out:?}");
+        }
+        let out = host.run(&["bad-sgdt"]);
+        let p = protection(&out);
+        assert_eq!(p["smep"], if smep { "on" } else { "off" }, "{host:?}: {out:?}");
+        assert_eq!(p["umip"], if umip { "on" } else { "off" }, "{host:?}: {out:?}");
+        if umip {
+            assert!(out.line_starting("killed pid=1 name=bad-sgdt trap=#GP ").is_some(), "{host:?}: {out:?}");
+        } else {
+            assert!(out.lines().contains(&"exit pid=1 name=bad-sgdt status=1"), "{host:?}: {out:?}");
+        }
+    }
+}
+
+#[test]
+fn without_smep_and_umip_the_same_checks_see_the_difference() {
+    if !qemu_available("without_smep_and_umip_the_same_checks_see_the_difference") {
+        return;
+    }
+    // The same kernel on a CPU that offers neither: it must say so, and the hook and program
+    // that fault above now run (so the checks above can tell the two apart).
+    let cpu = "-cpu max,-smep,-umip";
+    let out = qemu_with_args(cpu, &["-q", "--cmdline", "lde.test=execute-user", "bad-sgdt"]);
+    assert!(out.lines().contains(&RAN_IN_RING0), "{out:?}");
+    assert!(out.lines().contains(&"bad-sgdt: sgdt was NOT stopped"), "{out:?}");
+    let p = protection(&out);
+    assert_eq!((p["smep"].as_str(), p["umip"].as_str()), ("off", "off"), "{out:?}");
+}
