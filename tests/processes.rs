@@ -195,6 +195,14 @@ fn assert_probe(out: &Output, host: Host) {
         assert!(line.trim_start_matches(row).trim_start().starts_with(delivery), "{line}");
     }
     assert!(out.line_starting("host: ").is_some(), "{out:?}");
+    // lde never enables AVX: an x86 CPU then refuses it in ring 3; PVM lets ring 3 use it and
+    // the probe must name the leak.
+    let avx = out.line_starting("AVX state ").unwrap_or_else(|| panic!("no AVX row: {out:?}"));
+    let expected = if host.recovers_doors() { "DEVIATION: " } else { "not available to ring 3" };
+    assert!(avx.trim_start_matches("AVX state ").trim_start().starts_with(expected), "{host:?}: {avx}");
+    for row in ["SMEP ", "UMIP ", "SMAP "] {
+        assert!(out.line_starting(row).is_some(), "no row {row}: {out:?}");
+    }
 }
 
 #[test]

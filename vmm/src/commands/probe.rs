@@ -54,4 +54,11 @@ fn print_probe(transcript: &str) {
     for row in rows {
         println!("{:width$}  {}", row.what, row.delivery);
     }
+    let isolation = lde::probe::parse_isolation(transcript);
+    let width = isolation.iter().map(|r| r.what.len()).max().unwrap_or(0).max(width);
+    println!();
+    println!("{:width$}  state", "isolation");
+    for row in isolation {
+        println!("{:width$}  {}", row.what, row.state);
+    }
 }
