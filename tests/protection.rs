@@ -108,3 +108,41 @@ fn without_smep_and_umip_the_same_checks_see_the_difference() {
     let p = protection(&out);
     assert_eq!((p["smep"].as_str(), p["umip"].as_str()), ("off", "off"), "{out:?}");
 }
+
+#[test]
+fn host_nmis_are_counted_and_blame_no_process() {
+    // lde's side of the hook (QEMU has no equivalent here): an NMI every millisecond while two
+    // processes spin in ring 3 and a third makes system calls. NMIs cannot be masked, so they
+    // land in ring 3 and in the kernel alike; none may kill a process or the kernel.
+    if !common::kvm_available("host_nmis_are_counted_and_blame_no_process") {
+        return;
+    }
+    let out = common::lde(&[
+        "run",
+        "-q",
+        "--timer-hz",
+        "200",
+        "--cmdline",
+        "lde.test=host-nmi",
+        "spin 300",
+        "hello",
+        "spin 200",
+    ]);
+    assert_eq!(out.status, Some(0), "{out:?}");
+    assert!(out.lines().contains(&"kernel: test hook: expecting NMIs from the host"), "{out:?}");
+    for (pid, name) in [(1, "spin"), (2, "hello"), (3, "spin")] {
+        let exit = format!("exit pid={pid} name={name} status=0");
+        assert!(out.lines().contains(&exit.as_str()), "{out:?}");
+    }
+    let traps = out.line_starting("stats: traps ").unwrap();
+    let nmis: u64 = traps
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("2:NMI="))
+        .unwrap_or_else(|| panic!("no NMI counted: {traps}"))
+        .parse()
+        .unwrap();
+    // ~500 ms of guest time at one per millisecond; the host may coalesce some.
+    assert!(nmis >= 50, "{nmis} NMIs: {out:?}");
+    assert_eq!(common::stats(&out, "sched")["kills"], 0, "{out:?}");
+    common::assert_no_leak(&out);
+}

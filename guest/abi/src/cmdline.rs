@@ -25,6 +25,9 @@ pub const TEST_STRAY_INTERRUPT: &str = "stray-interrupt";
 /// Test hook: the kernel calls a `ret` in a user page from ring 0, which faults where SMEP is
 /// on (`stats: protection smep=on`) and returns where it is not.
 pub const TEST_EXECUTE_USER: &str = "execute-user";
+/// Test hook: lde (not QEMU) sends the guest an NMI every millisecond while it runs; the kernel
+/// counts them (`stats: traps 2:NMI=…`) and no process is blamed.
+pub const TEST_HOST_NMI: &str = "host-nmi";
 /// The vector of [`TEST_STRAY_INTERRUPT`]: a higher priority class than the timer's 0x20.
 pub const STRAY_VECTOR: u8 = 0x50;
 /// `lde.hz=N`: timer interrupts per second; 0 = no timer (cooperative multitasking).

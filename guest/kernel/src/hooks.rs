@@ -52,6 +52,7 @@ pub fn run(cmdline: &str) {
             execute_user();
             println!("kernel: test hook: the user page ran in ring 0 (no SMEP)");
         }
+        Some(keys::TEST_HOST_NMI) => println!("kernel: test hook: expecting NMIs from the host"),
         Some(other) => println!("kernel: unknown test hook {}={other}, ignored", keys::TEST_KEY),
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, VmFd};
-use lde_abi::cmdline::{TSC_KHZ_KEY, ZEROED_RAM_KEY};
+use lde_abi::cmdline::{TEST_HOST_NMI, TEST_KEY, TSC_KHZ_KEY, ZEROED_RAM_KEY};
 use lde_abi::ports::SERIAL_IRQ;
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
@@ -79,7 +79,9 @@ fn create_memory(vm: &VmFd, mem_size: u64) -> Result<GuestMemoryMmap, Error> {
 pub struct Vm {
     // Field order is drop order: the vCPU and VM go before the memory they map.
     pub(super) vcpu_fd: kvm_ioctls::VcpuFd,
-    pub(super) _vm: VmFd,
+    pub(super) _vm: Arc<VmFd>,
+    /// Send the guest NMIs while it runs (the `lde.test=host-nmi` hook).
+    pub(super) send_nmis: bool,
     pub(super) _mem: GuestMemoryMmap,
     pub(super) serial: Arc<Mutex<SerialDevice>>,
     pub(super) api: Option<ApiServer>,
@@ -163,7 +165,8 @@ pub fn prepare(config: RunConfig) -> Result<Vm, Error> {
     };
     Ok(Vm {
         vcpu_fd,
-        _vm: vm,
+        _vm: Arc::new(vm),
+        send_nmis: lde_kcore::cmdline::value(&cmdline, TEST_KEY) == Some(TEST_HOST_NMI),
         _mem: mem,
         serial,
         api,

@@ -4,11 +4,12 @@
 //!
 //! `config.rs` the configuration, `error.rs` why a run could not happen, `build.rs` the
 //! builder, `run.rs` the vCPU thread and the event loop, `signals.rs` the signalfd that loop
-//! waits on, `outcome.rs` the outcome, the report and the timeout diagnosis.
+//! waits on, `nmi.rs` the NMI sender of the `host-nmi` test hook, `outcome.rs` the outcome, the report and the timeout diagnosis.
 
 mod build;
 mod config;
 mod error;
+mod nmi;
 mod outcome;
 mod run;
 mod signals;

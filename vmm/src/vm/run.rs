@@ -14,6 +14,7 @@ use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 use vmm_sys_util::timerfd::TimerFd;
 
+use super::nmi::NmiSender;
 use super::outcome::who_held_the_cpu;
 use super::signals::SignalFd;
 use super::{Error, Outcome, RunReport, Vm};
@@ -28,6 +29,7 @@ impl Vm {
         let Vm {
             mut vcpu_fd,
             _vm,
+            send_nmis,
             _mem,
             serial,
             api,
@@ -69,6 +71,10 @@ impl Vm {
                 .map_err(|e| Error::Host("vCPU thread", e))?
         };
 
+        let nmis = match send_nmis {
+            true => Some(NmiSender::start(_vm.clone()).map_err(|e| Error::Host("NMI thread", e))?),
+            false => None,
+        };
         let control = Arc::new(Mutex::new(Control::new(signals, vcpu_done, timeout)?));
         let mut events = EventManager::<Arc<Mutex<dyn MutEventSubscriber + Send>>>::new()
             .map_err(|e| Error::Host("event loop", io::Error::other(format!("{e:?}"))))?;
@@ -102,6 +108,10 @@ impl Vm {
             std::thread::sleep(Duration::from_millis(1));
         }
         let (end, vcpu_fd) = vcpu_thread.join().expect("the vCPU thread does not panic");
+        if let Some(nmis) = nmis {
+            let sent = nmis.stop().map_err(|e| Error::Host("KVM_SIGNAL_MSI (NMI)", e))?;
+            log::info!("test hook: sent the guest {sent} NMIs");
+        }
         let ended_after = started.elapsed();
         drop(events);
         drop(api);
