@@ -28,6 +28,12 @@ pub const TEST_EXECUTE_USER: &str = "execute-user";
 /// Test hook: lde (not QEMU) sends the guest an NMI every millisecond while it runs; the kernel
 /// counts them (`stats: traps 2:NMI=…`) and no process is blamed.
 pub const TEST_HOST_NMI: &str = "host-nmi";
+/// Test hook: the kernel shuts the VM down (with the kernel-panic code) in the middle of an
+/// update of its stats page, after setting `ticks` to [`TORN_TICKS`]: lde must still read the
+/// counters, marked as possibly torn.
+pub const TEST_DIE_MID_UPDATE: &str = "die-mid-update";
+/// The `ticks` value [`TEST_DIE_MID_UPDATE`] leaves.
+pub const TORN_TICKS: u64 = 424_242;
 /// The vector of [`TEST_STRAY_INTERRUPT`]: a higher priority class than the timer's 0x20.
 pub const STRAY_VECTOR: u8 = 0x50;
 /// `lde.hz=N`: timer interrupts per second; 0 = no timer (cooperative multitasking).

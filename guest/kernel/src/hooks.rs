@@ -1,14 +1,14 @@
 //! The kernel's test hooks (`lde.test=<name>` on the command line): deliberate crashes, hangs
 //! and protection checks that the tests drive. Each prints one `kernel: test hook:` line first.
 
-use lde_abi::cmdline as keys;
 use lde_abi::user::USER_BASE;
+use lde_abi::{cmdline as keys, exit};
 use lde_kcore::cmdline;
 
 use crate::arch::paging::{self, AddressSpace, PageFlags};
 use crate::arch::{boot, cpu, idt, lapic};
-use crate::println;
 use crate::process::KERNEL;
+use crate::{println, stats};
 
 /// Runs the hook the command line names, if any. Called at boot, before any program starts,
 /// with the kernel's protections in place.
@@ -53,6 +53,13 @@ pub fn run(cmdline: &str) {
             println!("kernel: test hook: the user page ran in ring 0 (no SMEP)");
         }
         Some(keys::TEST_HOST_NMI) => println!("kernel: test hook: expecting NMIs from the host"),
+        Some(keys::TEST_DIE_MID_UPDATE) => {
+            println!("kernel: test hook: shutting down in the middle of a stats update");
+            stats::update(|page| {
+                page.ticks = keys::TORN_TICKS;
+                cpu::shutdown(exit::KERNEL_PANIC)
+            })
+        }
         Some(other) => println!("kernel: unknown test hook {}={other}, ignored", keys::TEST_KEY),
     }
 }

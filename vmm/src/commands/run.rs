@@ -93,6 +93,11 @@ pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode, Error> {
     }
     if !args.quiet {
         if let (Some(page), Some(recorder)) = (report.stats(), &report.recorder) {
+            if recorder.torn {
+                eprintln!(
+                    "lde: the guest stopped while updating its counters: the figures below may mix before and after"
+                );
+            }
             for line in summary::lines(page, &recorder.processes(), report.host.kvm) {
                 eprintln!("lde: {line}");
             }

@@ -25,6 +25,8 @@ pub struct Recorder {
     pub ended_lost: u64,
     /// The latest counters.
     pub last: Option<Box<StatsPage>>,
+    /// The guest stopped in the middle of an update, so `last` may be torn.
+    pub torn: bool,
 }
 
 impl Recorder {
@@ -38,11 +40,28 @@ impl Recorder {
             ended: BTreeMap::new(),
             ended_lost: 0,
             last: None,
+            torn: false,
         }
     }
 
-    /// Reads what is new.
+    /// Reads what is new while the guest runs.
     pub fn poll(&mut self) -> Result<(), Error> {
+        self.poll_rings()?;
+        self.last = Some(self.reader.snapshot()?);
+        Ok(())
+    }
+
+    /// Reads what is new after the guest stopped for good: the counters are taken even if it
+    /// stopped inside an update (then marked [`Recorder::torn`]), so a crash keeps them.
+    pub fn poll_stopped(&mut self) -> Result<(), Error> {
+        self.poll_rings()?;
+        let (page, torn) = self.reader.snapshot_stopped()?;
+        self.last = Some(page);
+        self.torn = torn;
+        Ok(())
+    }
+
+    fn poll_rings(&mut self) -> Result<(), Error> {
         let (events, next, lost) = self.reader.events_since(self.events_from)?;
         self.events_from = next;
         self.events_lost += lost;
@@ -55,7 +74,6 @@ impl Recorder {
         for p in ended {
             self.ended.insert(p.pid, p);
         }
-        self.last = Some(self.reader.snapshot()?);
         Ok(())
     }
 

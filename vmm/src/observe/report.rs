@@ -82,6 +82,9 @@ pub struct Guest {
     pub processes: Vec<Process>,
     pub events: EventCounts,
     pub frames_in_use: u64,
+    /// The guest stopped in the middle of updating its counters: some may be from before the
+    /// update and some after.
+    pub counters_torn: bool,
 }
 
 #[derive(Serialize)]
@@ -238,6 +241,7 @@ pub fn guest(recorder: &Recorder) -> Option<Guest> {
             lost: recorder.events_lost,
         },
         frames_in_use: page.frames_in_use,
+        counters_torn: recorder.torn,
     })
 }
 

@@ -84,6 +84,14 @@ impl StatsReader {
         check(page)
     }
 
+    /// The counters once the guest has stopped for good: one copy even if the guest stopped in
+    /// the middle of an update, with whether it did (the copy may then be torn).
+    pub fn snapshot_stopped(&self) -> Result<(Box<StatsPage>, bool), Error> {
+        let mut page = Box::new(StatsPage::new());
+        let torn = protocol::snapshot_stopped(&GuestPage(self), &mut page)?;
+        Ok((check(page)?, torn))
+    }
+
     /// Scheduling events written after index `from`: the events read whole, the index to
     /// continue from, and how many were overwritten before they could be read.
     pub fn events_since(&self, from: u64) -> Result<(Vec<Event>, u64, u64), Error> {

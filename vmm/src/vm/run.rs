@@ -117,7 +117,7 @@ impl Vm {
         drop(api);
         let recorder = shared.and_then(|shared| {
             let mut recorder = Arc::try_unwrap(shared.recorder).ok()?.into_inner().ok()?;
-            match recorder.poll() {
+            match recorder.poll_stopped() {
                 Ok(()) => Some(recorder),
                 Err(e) => {
                     log::warn!("cannot read the kernel's counters: {e}");

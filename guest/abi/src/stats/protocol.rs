@@ -167,6 +167,15 @@ pub fn snapshot<M: PageBytes>(mem: &M, out: &mut StatsPage) -> Result<(), ReadEr
     Err(ReadError::Busy)
 }
 
+/// Copies the counters as [`snapshot`] does, once the writer can no longer run (the guest has
+/// stopped): a single copy, whatever `seq` says. Returns whether the copy may be torn (the
+/// guest stopped inside an update, so some counters may be from before it and some after).
+pub fn snapshot_stopped<M: PageBytes>(mem: &M, out: &mut StatsPage) -> Result<bool, ReadError<M::Error>> {
+    let counters = offset_of!(StatsPage, ended_written);
+    mem.read(0, bytes_of(out, counters)).map_err(ReadError::Memory)?;
+    Ok(out.seq % 2 == 1)
+}
+
 /// Where a ring lives in the page.
 struct Ring {
     /// Offset of its `*_written` count.
@@ -395,5 +404,20 @@ mod tests {
         page.seq = 3;
         let shared = Shared(&mut *page);
         assert_eq!(snapshot(&shared, &mut Box::new(StatsPage::new())), Err(ReadError::Busy));
+    }
+
+    #[test]
+    fn a_stopped_page_is_read_whole_and_marked_when_torn() {
+        let mut page = Box::new(StatsPage::new());
+        page.switches = 7;
+        page.seq = 3;
+        let shared = Shared(&mut *page);
+        let mut copy = Box::new(StatsPage::new());
+        assert_eq!(snapshot_stopped(&shared, &mut copy), Ok(true));
+        assert_eq!(copy.switches, 7);
+        drop(shared);
+        page.seq = 4;
+        let shared = Shared(&mut *page);
+        assert_eq!(snapshot_stopped(&shared, &mut copy), Ok(false));
     }
 }
