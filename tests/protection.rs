@@ -146,3 +146,29 @@ fn host_nmis_are_counted_and_blame_no_process() {
     assert_eq!(common::stats(&out, "sched")["kills"], 0, "{out:?}");
     common::assert_no_leak(&out);
 }
+
+#[test]
+fn a_large_bss_is_mapped_on_first_touch_reads_zero_and_cannot_exhaust_the_kernel() {
+    for host in hosts("a_large_bss_is_mapped_on_first_touch_reads_zero_and_cannot_exhaust_the_kernel") {
+        // Each bigbss has a 64 MiB BSS, more than two of them fit in 128 MiB if mapped at load;
+        // the second reuses (and must see zeroed) the frames the first dirtied.
+        let out = host.run(&["bigbss 8", "bigbss 8", "bigbss", "hello"]);
+        assert_eq!(out.status, Some(0), "{host:?}: {out:?}");
+        let lines = out.lines();
+        assert_eq!(
+            lines.iter().filter(|l| **l == "bigbss: touched 8 MiB of 64, 0 bytes not zero").count(),
+            2,
+            "{out:?}"
+        );
+        assert!(lines.contains(&"bigbss: touched 0 MiB of 64, 0 bytes not zero"), "{host:?}: {out:?}");
+        common::assert_no_leak(&out);
+
+        // Touching more than there is: the process dies of its #PF, the kernel and the next
+        // program carry on, and every frame comes back.
+        let out = host.run(&["--mem", "32", "bigbss 60", "hello"]);
+        assert_eq!(out.status, Some(1), "{host:?}: {out:?}");
+        assert!(out.line_starting("killed pid=1 name=bigbss trap=#PF ").is_some(), "{host:?}: {out:?}");
+        assert!(out.lines().contains(&"exit pid=2 name=hello status=0"), "{host:?}: {out:?}");
+        common::assert_no_leak(&out);
+    }
+}

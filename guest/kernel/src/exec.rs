@@ -5,7 +5,7 @@
 use lde_abi::stats::EV_SPAWN;
 use lde_abi::user::{AT_LDE_TSC_HZ, USER_STACK_SIZE, USER_STACK_TOP};
 use lde_kcore::args::{build_start_frame, Spec, FRAME_PAGE_SIZE, RUN_KEY};
-use lde_kcore::elf::{self, ElfError};
+use lde_kcore::elf::{self, ElfError, MAX_SEGMENTS};
 use lde_kcore::proc::MAX_PROCS;
 use lde_kcore::{cmdline, cpio};
 
@@ -17,7 +17,7 @@ use crate::arch::paging::{AddressSpace, OutOfMemory, PageFlags};
 use crate::arch::switch::new_process_stack;
 use crate::arch::{mem, serial};
 use crate::mm::Frames;
-use crate::process::{kstack_top, Kernel};
+use crate::process::{kstack_top, DemandZero, Kernel};
 use crate::stats::{self, publish};
 use crate::{println, time};
 
@@ -98,7 +98,8 @@ pub fn spawn(k: &mut Kernel, spec: &Spec, parent: u32) -> Result<u32, SpawnError
             return Err(e.into());
         }
     };
-    match load(&mut k.frames, &mut space, &image, file, spec) {
+    let mut demand_zero = [None; MAX_SEGMENTS];
+    match load(&mut k.frames, &mut space, &image, file, spec, &mut demand_zero) {
         Ok(user_rsp) => {
             let top = kstack_top(slot);
             let hw = &mut k.hw[slot];
@@ -110,6 +111,7 @@ pub fn spawn(k: &mut Kernel, spec: &Spec, parent: u32) -> Result<u32, SpawnError
             hw.slice_left = time::slice();
             hw.user_cycles_at_call = 0;
             hw.fixup = None;
+            hw.demand_zero = demand_zero;
             k.procs.make_ready(slot);
             let pid = k.procs.get(slot).pid;
             let in_use = k.frames.in_use();
@@ -129,19 +131,26 @@ pub fn spawn(k: &mut Kernel, spec: &Spec, parent: u32) -> Result<u32, SpawnError
     }
 }
 
-/// Copies the segments and builds the stack; returns the initial user RSP.
+/// Copies the segments and builds the stack; returns the initial user RSP. The pages of each
+/// segment that hold no file bytes are left to `demand_zero` instead of being mapped.
 fn load(
     frames: &mut Frames,
     space: &mut AddressSpace,
     image: &elf::UserImage,
     file: &[u8],
     spec: &Spec,
+    demand_zero: &mut [Option<DemandZero>; MAX_SEGMENTS],
 ) -> Result<u64, SpawnError> {
-    for seg in image.segments() {
+    for (seg, lazy) in image.segments().iter().zip(demand_zero.iter_mut()) {
         let flags = PageFlags { writable: seg.writable, executable: seg.executable };
         let file_end = seg.vaddr + seg.file_size;
+        let zero_from = file_end.div_ceil(PAGE) * PAGE;
+        let eager_end = zero_from.clamp(seg.page_start(), seg.page_end());
+        if eager_end < seg.page_end() {
+            *lazy = Some(DemandZero { start: eager_end, end: seg.page_end(), flags });
+        }
         let mut page = seg.page_start();
-        while page < seg.page_end() {
+        while page < eager_end {
             let frame = frames.alloc_zeroed().ok_or(OutOfMemory)?;
             // The part of [vaddr, file_end) that falls in this page comes from the file.
             let from = page.max(seg.vaddr);
@@ -191,4 +200,26 @@ unsafe fn prepare_kernel_stack(top: u64, entry: u64, user_rsp: u64) -> u64 {
         (frame_addr as *mut TrapFrame).write(frame);
         new_process_stack(frame_addr)
     }
+}
+
+/// Maps a zeroed frame at the page holding `addr` if it lies in one of the running process's
+/// demand-zero regions and is not mapped yet (the #PF that brought us here said "not
+/// present"). False if it does not, or if no frame is left (the process is then killed with
+/// its #PF).
+pub fn demand_zero(k: &mut Kernel, addr: u64) -> bool {
+    let Some(slot) = k.procs.current() else { return false };
+    let hw = &mut k.hw[slot];
+    let Some(region) = hw.demand_zero.iter().flatten().find(|r| (r.start..r.end).contains(&addr)) else {
+        return false;
+    };
+    let (Some(space), page) = (hw.space.as_mut(), addr & !(PAGE - 1)) else { return false };
+    if space.translate(page).is_some() {
+        return false;
+    }
+    let Some(frame) = k.frames.alloc_zeroed() else { return false };
+    if space.map(&mut k.frames, page, frame, region.flags).is_err() {
+        k.frames.free(frame);
+        return false;
+    }
+    true
 }

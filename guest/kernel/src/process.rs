@@ -6,11 +6,12 @@
 
 use core::cell::UnsafeCell;
 
+use lde_kcore::elf::MAX_SEGMENTS;
 use lde_kcore::proc::{Table, MAX_PROCS};
 
 use crate::arch::cpu::SegmentBases;
 use crate::arch::fpu::FxArea;
-use crate::arch::paging::AddressSpace;
+use crate::arch::paging::{AddressSpace, PageFlags};
 use crate::mm::Frames;
 use crate::sync::Global;
 
@@ -32,6 +33,18 @@ pub struct Hw {
     pub user_cycles_at_call: u64,
     /// An exception at `.0` resumes at `.1` (the `fixup` system call).
     pub fixup: Option<(u64, u64)>,
+    /// Zero-filled parts of the program (BSS) mapped only when first touched.
+    pub demand_zero: [Option<DemandZero>; MAX_SEGMENTS],
+}
+
+/// Pages `[start, end)` that read as zero: each gets a zeroed frame when the process first
+/// touches it (a #PF on a page that is not present), so that loading a program with a large
+/// BSS does not keep interrupts off while all of it is mapped.
+#[derive(Clone, Copy, Debug)]
+pub struct DemandZero {
+    pub start: u64,
+    pub end: u64,
+    pub flags: PageFlags,
 }
 
 /// Everything the kernel keeps.
@@ -81,6 +94,7 @@ pub static KERNEL: Global<Kernel> = Global::new(Kernel {
             slice_left: 0,
             user_cycles_at_call: 0,
             fixup: None,
+            demand_zero: [None; MAX_SEGMENTS],
         }
     }; MAX_PROCS],
     frames: Frames::empty(),

@@ -69,17 +69,22 @@ pub fn dispatch(frame: &mut TrapFrame, arrival: Arrival, now: u64) {
     frame.rax = result as u64;
 }
 
-/// Whether every page of `[ptr, ptr + len)` is mapped for ring 3 (and writable if `write`).
+/// Whether every page of `[ptr, ptr + len)` is mapped for ring 3 (and writable if `write`),
+/// mapping the demand-zero pages among them that were not touched yet.
 fn user_pages_ok(ptr: u64, len: u64, write: bool) -> Result<(), i64> {
     let (first, end) = user_range(ptr, len)?;
     KERNEL.with(|k| {
         let slot = k.procs.current().ok_or(-EFAULT)?;
-        let space = k.hw[slot].space.as_ref().ok_or(-EFAULT)?;
         let mut page = first;
         while page < end {
-            match space.translate(page) {
-                Some((_, flags)) if flags.writable || !write => {}
-                _ => return Err(-EFAULT),
+            let space = k.hw[slot].space.as_ref().ok_or(-EFAULT)?;
+            let flags = match space.translate(page) {
+                Some((_, flags)) => flags,
+                None if exec::demand_zero(k, page) => continue, // now mapped: check again
+                None => return Err(-EFAULT),
+            };
+            if write && !flags.writable {
+                return Err(-EFAULT);
             }
             page += 4096;
         }

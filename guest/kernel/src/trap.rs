@@ -19,7 +19,7 @@ use crate::process::{self, KERNEL};
 use crate::sched::{self, end_current, yield_current};
 use crate::stats::{self, Arrival};
 use crate::time::{self, TimerMode};
-use crate::{doors, input, println, syscall};
+use crate::{doors, exec, input, println, syscall};
 use lde_kcore::proc::MAX_PROCS;
 
 pub const NMI_VECTOR: u64 = 2;
@@ -32,6 +32,8 @@ pub const SERIAL_VECTOR: u8 = 0x24;
 /// NT AC ID (never IOPL, RF, VM).
 const USER_RFLAGS_MASK: u64 = 0x24_4dd5;
 const RFLAGS_IF: u64 = 1 << 9;
+/// #PF error code bit 0: the page was present (a protection fault).
+const PF_PRESENT: u64 = 1;
 /// RFLAGS.RF, which the CPU sets in the frame of a fault.
 const RFLAGS_RF: u64 = 1 << 16;
 
@@ -82,6 +84,9 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
             frame.rflags = (frame.r11 & USER_RFLAGS_MASK) | RFLAGS_IF | 0x2;
             syscall::dispatch(frame, Arrival::SyscallRecovered, now);
         }
+        // A first touch of a BSS page (not present): map a zeroed frame and retry.
+        PF_VECTOR
+            if from_user && frame.error & PF_PRESENT == 0 && KERNEL.with(|k| exec::demand_zero(k, cpu::cr2())) => {}
         v if v == u64::from(TIMER_VECTOR) => timer(frame, now),
         v if v == u64::from(SERIAL_VECTOR) => serial_input(),
         v if v == u64::from(SPURIOUS_VECTOR) => {}

@@ -1,5 +1,5 @@
-//! The tiny runtime of lde user programs: the `_start` entry (System V start frame, BSS
-//! clearing in ring 3), system call wrappers for both doors (`syscall` and `int 0x80`),
+//! The tiny runtime of lde user programs: the `_start` entry (System V start frame and
+//! auxiliary vector), system call wrappers for both doors (`syscall` and `int 0x80`),
 //! `print!`/`println!`, and `exit`.
 //!
 //! A program is a `src/bin/*.rs` file whose first `//!` line describes it (`lde run --list`
@@ -28,11 +28,6 @@ _start:
     options(att_syntax)
 );
 
-extern "C" {
-    static mut __bss_start: u8;
-    static mut __bss_end: u8;
-}
-
 extern "Rust" {
     /// Defined by [`entry!`] in each program.
     fn lde_user_main(args: Args) -> i32;
@@ -40,12 +35,8 @@ extern "Rust" {
 
 #[no_mangle]
 extern "C" fn lde_start(sp: *const u64) -> ! {
-    // SAFETY: the linker script brackets .bss with these symbols; nothing has used .bss yet.
-    unsafe {
-        let start = core::ptr::addr_of_mut!(__bss_start);
-        let end = core::ptr::addr_of_mut!(__bss_end);
-        core::ptr::write_bytes(start, 0, end as usize - start as usize);
-    }
+    // .bss needs no clearing: the kernel loads every byte past a segment's file bytes as zero
+    // (mapping those pages only when they are first touched).
     // SAFETY: the kernel built a System V start frame at `sp`: argc, then argc pointers to
     // NUL-terminated strings.
     let args = unsafe { Args { argc: *sp as usize, argv: sp.add(1) as *const *const u8 } };
