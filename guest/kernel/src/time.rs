@@ -85,6 +85,9 @@ fn tsc_to_lapic(c: &Clock, tsc: u64) -> u32 {
     ticks.clamp(1, u64::from(u32::MAX)) as u32
 }
 
+/// The highest timer rate the kernel accepts (`lde run --timer-hz` checks the same).
+const TIMER_HZ_MAX: u32 = 10_000;
+
 fn parse<T: core::str::FromStr>(line: &str, key: &str, default: T) -> T {
     match cmdline::value(line, key) {
         Some(v) => v.parse().unwrap_or_else(|_| {
@@ -124,7 +127,11 @@ fn init_clock(c: &mut Clock, line: &str) {
     }
     lapic::stop();
 
-    c.hz = parse(line, keys::TIMER_HZ_KEY, keys::DEFAULT_TIMER_HZ).min(10_000);
+    c.hz = parse(line, keys::TIMER_HZ_KEY, keys::DEFAULT_TIMER_HZ);
+    if c.hz > TIMER_HZ_MAX {
+        println!("kernel: timer lowered from {} to {TIMER_HZ_MAX} Hz, the most lde accepts", c.hz);
+        c.hz = TIMER_HZ_MAX;
+    }
     // Timed only when there is a timer to bound (the loop costs ~256 emulated instructions).
     let insn_cycles = if c.hz != 0 { cpu::measure_insn_cycles().max(1) } else { 1 };
     let hz_max = (c.tsc_hz / (TICK_SHARE_DIVISOR * TICK_AND_SWITCH_INSNS * insn_cycles)).max(1) as u32;
@@ -136,7 +143,11 @@ fn init_clock(c: &mut Clock, line: &str) {
         );
         c.hz = hz_max;
     }
-    c.slice = parse(line, keys::SLICE_KEY, keys::DEFAULT_SLICE).max(1);
+    c.slice = parse(line, keys::SLICE_KEY, keys::DEFAULT_SLICE);
+    if c.slice == 0 {
+        println!("kernel: a slice of 0 ticks means 1");
+        c.slice = 1;
+    }
     let wanted = cmdline::value(line, keys::TIMER_MODE_KEY).unwrap_or("periodic");
     c.mode = match (c.hz, wanted) {
         (0, _) => TimerMode::None,
