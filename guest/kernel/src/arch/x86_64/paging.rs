@@ -64,9 +64,23 @@ fn load_cr3(pml4: u64) {
     unsafe { Cr3::write(frame, Cr3Flags::empty()) };
 }
 
+/// Page tables and runs of pages an address space remembers, so that tearing it down visits
+/// only what was mapped (scanning every entry of every table costs ~20,000 emulated
+/// instructions on PVM). Past these limits it falls back to scanning.
+const MAX_TABLES: usize = 16;
+const MAX_RUNS: usize = 16;
+
 /// One process's page tables.
 pub struct AddressSpace {
     pml4: u64,
+    /// The page tables below the PML4 (PDPTs, PDs, PTs), as allocated.
+    tables: [u64; MAX_TABLES],
+    table_count: usize,
+    /// Runs of consecutive mapped pages: (first page, number of pages).
+    runs: [(u64, u64); MAX_RUNS],
+    run_count: usize,
+    /// More tables or runs than the arrays hold: `destroy` scans the tables instead.
+    untracked: bool,
 }
 
 impl AddressSpace {
@@ -75,7 +89,14 @@ impl AddressSpace {
         let pml4 = frames.alloc_zeroed().ok_or(OutOfMemory)?;
         // SAFETY: pml4 is a fresh page; boot_pml4 is the live kernel table (slot 0 is read only).
         unsafe { table(pml4).write(boot_pml4[0]) };
-        Ok(AddressSpace { pml4 })
+        Ok(AddressSpace {
+            pml4,
+            tables: [0; MAX_TABLES],
+            table_count: 0,
+            runs: [(0, 0); MAX_RUNS],
+            run_count: 0,
+            untracked: false,
+        })
     }
 
     /// Makes this the current address space.
@@ -94,6 +115,7 @@ impl AddressSpace {
             let mut value = unsafe { entry.read() };
             if value & PRESENT == 0 {
                 let next = frames.alloc_zeroed().ok_or(OutOfMemory)?;
+                self.remember_table(next);
                 value = next | PRESENT | WRITABLE | USER;
                 // SAFETY: as above.
                 unsafe { entry.write(value) };
@@ -109,7 +131,34 @@ impl AddressSpace {
         }
         // SAFETY: `t` is the page table for vaddr; the entry is inside it.
         unsafe { table(t).add(index(vaddr, 1)).write(leaf) };
+        self.remember_page(vaddr);
         Ok(())
+    }
+
+    fn remember_table(&mut self, phys: u64) {
+        match self.tables.get_mut(self.table_count) {
+            Some(slot) => {
+                *slot = phys;
+                self.table_count += 1;
+            }
+            None => self.untracked = true,
+        }
+    }
+
+    fn remember_page(&mut self, vaddr: u64) {
+        if let Some((first, count)) = self.run_count.checked_sub(1).map(|i| &mut self.runs[i]) {
+            if *first + *count * 4096 == vaddr {
+                *count += 1;
+                return;
+            }
+        }
+        match self.runs.get_mut(self.run_count) {
+            Some(run) => {
+                *run = (vaddr, 1);
+                self.run_count += 1;
+            }
+            None => self.untracked = true,
+        }
     }
 
     /// The frame and flags behind the user page at `vaddr`, if it is mapped for ring 3.
@@ -138,11 +187,24 @@ impl AddressSpace {
     /// Frees every user page and page table, and the PML4. The address space must not be
     /// current.
     pub fn destroy(self, frames: &mut Frames) {
-        for slot in 1..ENTRIES / 2 {
-            // SAFETY: reading the PML4's own entries.
-            let pdpt = unsafe { table(self.pml4).add(slot).read() };
-            if pdpt & PRESENT != 0 {
-                free_level(frames, pdpt & ADDR_MASK, 3);
+        if self.untracked {
+            for slot in 1..ENTRIES / 2 {
+                // SAFETY: reading the PML4's own entries.
+                let pdpt = unsafe { table(self.pml4).add(slot).read() };
+                if pdpt & PRESENT != 0 {
+                    free_level(frames, pdpt & ADDR_MASK, 3);
+                }
+            }
+        } else {
+            for &(first, count) in &self.runs[..self.run_count] {
+                for page in (0..count).map(|i| first + i * 4096) {
+                    if let Some((frame, _)) = self.translate(page) {
+                        frames.free(frame);
+                    }
+                }
+            }
+            for &t in &self.tables[..self.table_count] {
+                frames.free(t);
             }
         }
         frames.free(self.pml4);
