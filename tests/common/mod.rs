@@ -79,9 +79,15 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// Runs a command with stdin closed; kills it and fails the test after `deadline`.
-pub fn run_with_deadline(mut cmd: Command, deadline: Duration) -> Output {
+pub fn run_with_deadline(cmd: Command, deadline: Duration) -> Output {
+    run_with_stdin(cmd, Stdio::null(), deadline)
+}
+
+/// Runs a command with `stdin` as its standard input; kills it and fails the test after
+/// `deadline`.
+pub fn run_with_stdin(mut cmd: Command, stdin: Stdio, deadline: Duration) -> Output {
     let mut child = cmd
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use lde::devices::newlines::{to_lf, LfOnly};
 use lde::observe::{summary, timeline, watch};
 use lde::{host, Outcome, RunConfig};
 
@@ -35,8 +36,13 @@ pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode, Error> {
     // full when the run ends.
     let watch_terminal = args.watch && std::io::stderr().is_terminal();
     let captured = lde::devices::serial::SharedBuffer::default();
-    let console: Box<dyn std::io::Write + Send> =
-        if watch_terminal { Box::new(captured.clone()) } else { Box::new(std::io::stdout()) };
+    // A terminal gets the guest's `\r\n` line ends; a pipe or a file gets plain `\n`.
+    let stdout_terminal = std::io::stdout().is_terminal();
+    let console: Box<dyn std::io::Write + Send> = match (watch_terminal, stdout_terminal) {
+        (true, _) => Box::new(captured.clone()),
+        (false, true) => Box::new(std::io::stdout()),
+        (false, false) => Box::new(LfOnly::new(std::io::stdout())),
+    };
     let observer = match (args.watch, watch_terminal) {
         (false, _) => None,
         (true, true) => Some(watch::terminal(host.kvm.slug(), captured.clone())),
@@ -74,7 +80,8 @@ pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode, Error> {
         Outcome::Interrupted(signal) => eprintln!("lde: interrupted by signal {signal}; stopped the guest"),
     }
     if watch_terminal {
-        let _ = std::io::stdout().write_all(&captured.0.lock().expect("buffer lock poisoned"));
+        let text = captured.0.lock().expect("buffer lock poisoned");
+        let _ = std::io::stdout().write_all(&if stdout_terminal { text.clone() } else { to_lf(&text) });
     }
     if let (Some(path), Some(mut file)) = (&args.report, report_file) {
         let text = serde_json::to_string_pretty(&report.report()).expect("the report serializes");
