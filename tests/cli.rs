@@ -110,3 +110,16 @@ fn help_documents_the_exit_codes() {
         assert!(out.stdout.contains(needle), "{needle} missing from:\n{}", out.stdout);
     }
 }
+
+#[test]
+fn a_usage_error_names_what_is_missing_and_where_to_read_more() {
+    let out = lde(&["stats"]);
+    assert_eq!(out.status, Some(2), "{out:?}");
+    assert_eq!(
+        one_line(&out.stderr),
+        "lde: the following required arguments were not provided: <PATH> (see 'lde stats --help')"
+    );
+    let out = lde(&["run", "--timer-mode", "foo"]);
+    assert_eq!(out.status, Some(2), "{out:?}");
+    assert!(one_line(&out.stderr).contains("[possible values: periodic, deadline] (see 'lde run --help')"), "{out:?}");
+}

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use lde::layout;
 use lde_abi::cmdline::{DEFAULT_SLICE, DEFAULT_TIMER_HZ};
 use lde_abi::exit as code;
@@ -209,7 +209,9 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// Prints clap's help or version as is, and a usage error as one line.
+/// Prints clap's help or version as is, and a usage error as one line: clap's whole message
+/// (what is wrong, the missing arguments, the possible values, its tip), without the usage
+/// block, pointing at the subcommand's --help.
 pub fn usage_error(e: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
     if matches!(
@@ -223,9 +225,54 @@ pub fn usage_error(e: clap::Error) -> ExitCode {
             ExitCode::SUCCESS
         };
     }
-    let text = e.render().to_string();
-    let first = text.lines().next().unwrap_or("invalid command line");
-    let first = first.strip_prefix("error: ").unwrap_or(first);
-    eprintln!("lde: {first} (see 'lde --help')");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    eprintln!("lde: {}", usage_line(&e.render().to_string(), &args));
     ExitCode::from(code::USAGE)
+}
+
+/// clap's rendered error as one line, ending with where to read more.
+fn usage_line(rendered: &str, args: &[String]) -> String {
+    let words: Vec<&str> = rendered
+        .lines()
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut text = words.join(" ");
+    if let Some(rest) = text.strip_prefix("error: ") {
+        text = rest.to_string();
+    }
+    if text.is_empty() {
+        text = "invalid command line".to_string();
+    }
+    let text = text.replace(" tip:", "; tip:");
+    let command = Cli::command();
+    let sub = args.iter().find_map(|a| command.get_subcommands().find(|s| s.get_name() == a));
+    match sub {
+        Some(sub) => format!("{text} (see 'lde {} --help')", sub.get_name()),
+        None => format!("{text} (see 'lde --help')"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(args: &[&str]) -> String {
+        let e = Cli::try_parse_from(std::iter::once("lde").chain(args.iter().copied())).err().expect("a usage error");
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        usage_line(&e.render().to_string(), &args)
+    }
+
+    #[test]
+    fn usage_errors_keep_their_point() {
+        assert_eq!(
+            line(&["stats"]),
+            "the following required arguments were not provided: <PATH> (see 'lde stats --help')"
+        );
+        assert!(line(&["export"]).contains("--dir <DIR> (see 'lde export --help')"), "{}", line(&["export"]));
+        assert!(line(&["bench", "--max-regression", "5"]).contains("--baseline <FILE.json>"));
+        assert!(line(&["run", "--timer-mode", "foo"]).contains("[possible values: periodic, deadline]"));
+        assert!(line(&["run", "--bogus"]).starts_with("unexpected argument '--bogus' found"));
+    }
 }
