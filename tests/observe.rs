@@ -7,21 +7,13 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{kvm_available, lde, lde_bin, repo_root, stats, Output};
+use common::{kvm_available, lde, lde_bin, stats, validate_report as validate, Output};
 use serde_json::Value;
 
 fn temp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("lde-observe-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(name)
-}
-
-fn validate(report: &Value) {
-    let schema: Value =
-        serde_json::from_str(&std::fs::read_to_string(repo_root().join("docs/report.schema.json")).unwrap()).unwrap();
-    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
-    let errors: Vec<String> = validator.iter_errors(report).map(|e| format!("{e} at {}", e.instance_path())).collect();
-    assert!(errors.is_empty(), "the report does not match docs/report.schema.json:\n{}", errors.join("\n"));
 }
 
 fn count(v: &Value) -> u64 {

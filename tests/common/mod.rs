@@ -238,3 +238,12 @@ pub fn lde_with_input(args: &[&str], input: &[u8]) -> Output {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+/// Fails the test when `report` does not match docs/report.schema.json.
+pub fn validate_report(report: &serde_json::Value) {
+    let text = std::fs::read_to_string(repo_root().join("docs/report.schema.json")).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
+    let errors: Vec<String> = validator.iter_errors(report).map(|e| format!("{e} at {}", e.instance_path())).collect();
+    assert!(errors.is_empty(), "the report does not match docs/report.schema.json:\n{}", errors.join("\n"));
+}
