@@ -56,3 +56,28 @@ fn every_built_in_program_gives_a_valid_report() {
     assert!(report["guest"]["syscalls"]["fixup"].as_u64().unwrap() > 0, "bench's fixup calls are counted");
     std::fs::remove_file(&path).ok();
 }
+
+#[test]
+fn a_failed_run_keeps_earlier_output_files() {
+    // A directory of its own: the other test's temporary file may lie beside its report.
+    let dir = temp("kept");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (report, timeline) = (dir.join("kept.json"), dir.join("kept.svg"));
+    std::fs::write(&report, b"earlier report").unwrap();
+    std::fs::write(&timeline, b"earlier timeline").unwrap();
+    let out = lde(&[
+        "run",
+        "--report",
+        report.to_str().unwrap(),
+        "--timeline",
+        timeline.to_str().unwrap(),
+        "--kvm-device",
+        "/nonexistent",
+    ]);
+    assert_eq!(out.status, Some(71), "{out:?}");
+    assert_eq!(std::fs::read(&report).unwrap(), b"earlier report");
+    assert_eq!(std::fs::read(&timeline).unwrap(), b"earlier timeline");
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    assert!(left.iter().all(|n| !n.to_string_lossy().ends_with(".tmp")), "no temporary file is left: {left:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -1,13 +1,13 @@
 //! `lde bench`: runs the measurements, prints the table, writes --json and --histogram, and
 //! compares the medians with a --baseline.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use lde::bench::{BenchConfig, BenchReport};
 use lde::host;
+use lde::output::OutputFile;
 
 use super::Error;
 use crate::cli::BenchArgs;
@@ -26,7 +26,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode, Error> {
     // Created before measuring, so that a bad path is said at once.
     let create = |path: &Option<PathBuf>| match path {
         None => Ok(None),
-        Some(p) => std::fs::File::create(p).map(Some).map_err(|e| Error::Write(p.clone(), e)),
+        Some(p) => OutputFile::create(p).map(Some).map_err(|e| Error::Write(p.clone(), e)),
     };
     let (json_file, histogram_file) = (create(&args.json), create(&args.histogram));
     let (json_file, histogram_file) = (json_file?, histogram_file?);
@@ -43,12 +43,14 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode, Error> {
     };
     let report = lde::bench::run(config)?;
     print!("{}", lde::bench::table(&report));
-    if let (Some(path), Some(mut file)) = (&args.json, json_file) {
+    if let Some(file) = json_file {
         let text = serde_json::to_string_pretty(&report).expect("the bench report serializes");
-        file.write_all((text + "\n").as_bytes()).map_err(|e| Error::Write(path.clone(), e))?;
+        let path = file.path().to_owned();
+        file.commit(|out| out.write_all((text + "\n").as_bytes())).map_err(|e| Error::Write(path, e))?;
     }
-    if let (Some(path), Some(file)) = (&args.histogram, histogram_file) {
-        svg::write(file, &lde::bench::histogram_svg(&report)).map_err(|e| Error::Write(path.clone(), e))?;
+    if let Some(file) = histogram_file {
+        let path = file.path().to_owned();
+        file.commit(|out| svg::write(out, &lde::bench::histogram_svg(&report))).map_err(|e| Error::Write(path, e))?;
     }
     if let Some(baseline) = &baseline {
         let worse = lde::bench::regressions(&report, baseline, args.max_regression);

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use lde::devices::newlines::{to_lf, LfOnly};
 use lde::observe::{summary, timeline, watch};
+use lde::output::OutputFile;
 use lde::{host, Outcome, RunConfig};
 
 use super::{prepare_programs, Error};
@@ -24,9 +25,10 @@ pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode, Error> {
     let (initrd, cmdline) = prepare_programs(&args.programs, &args.cmdline)?;
     // The output files are created before the guest runs, so that a bad path is said at once
     // rather than after a long run whose results would then be lost.
+    // They are written whole at the end, or not at all (see lde::output).
     let create = |path: &Option<PathBuf>, what: &'static str| match path {
         None => Ok(None),
-        Some(p) => std::fs::File::create(p).map(Some).map_err(|e| Error::WriteOutput(what, p.clone(), e.to_string())),
+        Some(p) => OutputFile::create(p).map(Some).map_err(|e| Error::WriteOutput(what, p.clone(), e.to_string())),
     };
     let (report_file, timeline_file) = (create(&args.report, "report"), create(&args.timeline, "timeline"));
     let (report_file, timeline_file) = (report_file?, timeline_file?);
@@ -83,20 +85,22 @@ pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode, Error> {
         let text = captured.0.lock().expect("buffer lock poisoned");
         let _ = std::io::stdout().write_all(&if stdout_terminal { text.clone() } else { to_lf(&text) });
     }
-    if let (Some(path), Some(mut file)) = (&args.report, report_file) {
+    if let Some(file) = report_file {
         let text = serde_json::to_string_pretty(&report.report()).expect("the report serializes");
-        file.write_all((text + "\n").as_bytes())
-            .map_err(|e| Error::WriteOutput("report", path.clone(), e.to_string()))?;
+        let path = file.path().to_owned();
+        file.commit(|out| out.write_all((text + "\n").as_bytes()))
+            .map_err(|e| Error::WriteOutput("report", path, e.to_string()))?;
     }
-    if let (Some(path), Some(file)) = (&args.timeline, timeline_file) {
+    if let Some(file) = timeline_file {
+        let path = file.path().to_owned();
         match &report.recorder {
             Some(recorder) => {
                 let title = format!("lde run on {} ({})", report.host.cpu_model, report.host.kvm.slug());
-                timeline::write(recorder, &title, file).map_err(|e| e.to_string())
+                file.commit(|out| timeline::write(recorder, &title, out)).map_err(|e| e.to_string())
             }
             None => Err("the kernel's counters could not be read".to_string()),
         }
-        .map_err(|e| Error::WriteOutput("timeline", path.clone(), e))?;
+        .map_err(|e| Error::WriteOutput("timeline", path, e))?;
     }
     if !args.quiet {
         if let (Some(page), Some(recorder)) = (report.stats(), &report.recorder) {
