@@ -160,13 +160,13 @@ fn the_timeline_has_one_lane_per_process() {
     let out = lde(&[
         "run",
         "-q",
-        "--timeline",
-        path.to_str().unwrap(),
         "spin 500",
         "counter 500",
         "pingpong 30",
         "bad-ud2",
         "hello",
+        "--timeline",
+        path.to_str().unwrap(),
     ]);
     assert_eq!(out.status, Some(1), "{out:?}");
     let text = std::fs::read_to_string(&path).unwrap();
@@ -182,6 +182,19 @@ fn the_timeline_has_one_lane_per_process() {
     assert!(slices >= 6, "every process ran at least once: {slices}");
     assert_eq!(doc.descendants().filter(|n| n.attribute("class") == Some("fault")).count(), 1);
     assert!(doc.descendants().any(|n| n.attribute("class") == Some("kernel")));
+    // No process is drawn running after its exit or its kill.
+    let num = |n: roxmltree::Node, a: &str| n.attribute(a).unwrap().parse::<f64>().unwrap();
+    for lane in doc.descendants().filter(|n| n.attribute("class") == Some("lane")) {
+        let end = lane.descendants().find(|n| matches!(n.attribute("class"), Some("exit" | "fault"))).unwrap();
+        let end_x = num(end, "x") + num(end, "width") / 2.0;
+        for slice in lane.descendants().filter(|n| n.attribute("class") == Some("slice")) {
+            let right = num(slice, "x") + num(slice, "width");
+            assert!(right <= end_x + 0.7, "pid {:?} drawn running past its end", lane.attribute("data-pid"));
+        }
+    }
+    let texts: Vec<&str> = doc.descendants().filter_map(|n| n.text()).map(str::trim).collect();
+    assert!(texts.iter().any(|t| t.starts_with("lde run -q 'spin 500' 'counter 500'")), "the title: {texts:?}");
+    assert!(texts.contains(&"guest time (TSC), from the first event"), "{texts:?}");
     std::fs::remove_file(&path).ok();
 }
 

@@ -95,7 +95,7 @@ pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode, Error> {
         let path = file.path().to_owned();
         match &report.recorder {
             Some(recorder) => {
-                let title = format!("lde run on {} ({})", report.host.cpu_model, report.host.kvm.slug());
+                let title = format!("{} on {} ({})", command_line(), report.host.cpu_model, report.host.kvm.slug());
                 file.commit(|out| timeline::write(recorder, &title, out)).map_err(|e| e.to_string())
             }
             None => Err("the kernel's counters could not be read".to_string()),
@@ -127,4 +127,23 @@ pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode, Error> {
         );
     }
     Ok(ExitCode::from(report.outcome.exit_code()))
+}
+
+/// The command line that made this run, quoted as a shell would need it, without the options
+/// that only name output files.
+fn command_line() -> String {
+    let mut words = vec!["lde".to_string()];
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if ["--timeline", "--report", "--api-sock"].contains(&arg.as_str()) {
+            args.next();
+            continue;
+        }
+        if ["--timeline=", "--report=", "--api-sock="].iter().any(|o| arg.starts_with(o)) {
+            continue;
+        }
+        let plain = !arg.is_empty() && arg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.,/=:@".contains(&b));
+        words.push(if plain { arg } else { format!("'{}'", arg.replace('\'', "'\\''")) });
+    }
+    words.join(" ")
 }
