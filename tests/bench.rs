@@ -62,7 +62,13 @@ fn every_measurement_has_a_median_and_a_path() {
         assert!(out.stdout.lines().any(|l| l.starts_with(name)), "{name} in the table");
     }
     assert!(out.stdout.starts_with("host: "), "{}", out.stdout);
-    assert!(out.stderr.contains("lde bench: [1/10] syscall-null"), "progress: {}", out.stderr);
+    assert!(out.stderr.contains("lde: bench [1/12] syscall-null\n"), "progress: {}", out.stderr);
+    assert!(
+        out.stderr.contains("lde: bench [12/12] host-syscall (on the host)\n"),
+        "every row counted: {}",
+        out.stderr
+    );
+    assert!(out.stderr.lines().all(|l| l.starts_with("lde: ")), "lde speaks as lde: {}", out.stderr);
     let svg = std::fs::read_to_string(&svg).unwrap();
     let doc = roxmltree::Document::parse(&svg).unwrap();
     assert_eq!(doc.descendants().filter(|n| n.attribute("class") == Some("histogram")).count(), ALL.len());

@@ -128,6 +128,7 @@ fn lde_stats_reads_counters_that_grow() {
     assert_eq!(status.code(), Some(130), "SIGTERM stops lde cleanly");
     validate(&first);
     assert!(first["outcome"].is_null(), "still running");
+    assert!(first["timing"]["banner_ms"].as_f64().is_some_and(|ms| ms > 0.0), "the banner time: {first}");
     let ticks = |v: &Value| count(&v["guest"]["timer"]["ticks"]);
     let yields = |v: &Value| v["guest"]["syscalls"].get("yield").map_or(0, count);
     assert!(ticks(&second) > ticks(&first), "ticks {} then {}", ticks(&first), ticks(&second));

@@ -103,7 +103,6 @@ pub fn run(config: BenchConfig) -> Result<BenchReport, Error> {
     if want_kvm_run && !first_run.contains(&"port-write") {
         first_run.push("port-write");
     }
-    let total = first_run.len() + usize::from(names.contains(&"timer-tick"));
     let done = Arc::new(Mutex::new(0));
 
     let mut guest: Vec<(GuestResult, u32)> = Vec::new();
@@ -111,14 +110,14 @@ pub fn run(config: BenchConfig) -> Result<BenchReport, Error> {
     let mut kvm_run = Vec::new();
     let mut tsc_khz = None;
     if !first_run.is_empty() {
-        let run = guest_run(&first_run, QUIET_TIMER_HZ, &config, total, &done)?;
+        let run = guest_run(&first_run, QUIET_TIMER_HZ, &config, &names, &done)?;
         guest.extend(parse_results(&run.transcript).into_iter().map(|r| (r, QUIET_TIMER_HZ)));
         doors = run.doors;
         kvm_run = run.kvm_run;
         tsc_khz = run.tsc_khz;
     }
     if names.contains(&"timer-tick") {
-        let run = guest_run(&["timer-tick"], TICK_TIMER_HZ, &config, total, &done)?;
+        let run = guest_run(&["timer-tick"], TICK_TIMER_HZ, &config, &names, &done)?;
         guest.extend(parse_results(&run.transcript).into_iter().map(|r| (r, TICK_TIMER_HZ)));
         tsc_khz = tsc_khz.or(run.tsc_khz);
     }
@@ -129,8 +128,10 @@ pub fn run(config: BenchConfig) -> Result<BenchReport, Error> {
     let mut results = Vec::new();
     for name in &names {
         let measurement = if *name == "host-syscall" {
+            let mut done = done.lock().expect("progress lock poisoned");
+            *done += 1;
             if !config.quiet {
-                eprintln!("lde bench: host-syscall (on the host)");
+                eprintln!("lde: bench [{}/{}] host-syscall (on the host)", *done, names.len());
             }
             let mut s = host_syscall_samples();
             Some((s.len() as u64, 1, summarize(&mut s), "host Linux".to_string(), None))

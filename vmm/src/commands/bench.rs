@@ -32,7 +32,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode, Error> {
     let (json_file, histogram_file) = (json_file?, histogram_file?);
     let host = host::detect();
     if !args.quiet {
-        eprintln!("lde bench: host: {} on {}", host.kvm, host.cpu_model);
+        eprintln!("lde: host: {} on {}", host.kvm, host.cpu_model);
     }
     let config = BenchConfig {
         filters: args.filter.clone(),

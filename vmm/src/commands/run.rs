@@ -104,7 +104,8 @@ pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode, Error> {
     }
     if !args.quiet {
         if let (Some(page), Some(recorder)) = (report.stats(), &report.recorder) {
-            for line in summary::lines(page, &recorder.processes(), report.host.kvm) {
+            let ran = report.banner_after.map(|b| report.ended_after.saturating_sub(b).as_secs_f64());
+            for line in summary::lines(page, &recorder.processes(), report.host.kvm, ran) {
                 eprintln!("lde: {line}");
             }
         }

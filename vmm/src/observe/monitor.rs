@@ -40,9 +40,16 @@ pub struct Shared {
     pub host: HostInfo,
     pub tsc_khz: Option<u32>,
     pub kvm_stats: Option<Arc<crate::observe::kvm_stats::KvmStats>>,
+    /// The UART, whose console notes when the kernel's banner appeared.
+    pub serial: Arc<Mutex<crate::devices::SerialDevice>>,
 }
 
 impl Shared {
+    /// When the kernel's banner appeared, if it has.
+    fn banner_at(&self) -> Option<Instant> {
+        self.serial.lock().expect("serial lock poisoned").writer().banner_at()
+    }
+
     /// The live report (no outcome yet).
     pub fn report(&self) -> report::Report {
         let recorder = self.recorder.lock().expect("recorder lock poisoned");
@@ -52,7 +59,10 @@ impl Shared {
             lde_version: env!("CARGO_PKG_VERSION"),
             host: report::host(&self.host, self.tsc_khz),
             outcome: None,
-            timing: report::Timing { banner_ms: None, elapsed_ms: self.started.elapsed().as_secs_f64() * 1e3 },
+            timing: report::Timing {
+                banner_ms: self.banner_at().map(|t| t.duration_since(self.started).as_secs_f64() * 1e3),
+                elapsed_ms: self.started.elapsed().as_secs_f64() * 1e3,
+            },
             vm_exits: report::VmExits {
                 handled_by_lde: exits,
                 total: exits.total(),
