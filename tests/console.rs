@@ -60,3 +60,15 @@ fn dev_null_on_stdin_is_an_empty_input() {
     assert!(out.stdout.lines().any(|l| l == "cat: 0 bytes, end of input"), "{out:?}");
     assert_eq!(out.stderr, "", "nothing to warn about");
 }
+
+#[test]
+fn lde_speaks_on_stderr_and_the_guest_on_stdout() {
+    if !kvm_available("lde_speaks_on_stderr_and_the_guest_on_stdout") {
+        return;
+    }
+    let out = lde(&["run", "hello", "bad-cli"]);
+    assert_eq!(out.status, Some(1), "{out:?}");
+    assert!(out.stderr.lines().all(|l| l.starts_with("lde: ")), "every stderr line is lde's: {}", out.stderr);
+    assert!(out.stderr.contains("lde: processes: 2 started, 1 killed"), "{}", out.stderr);
+    assert!(out.stdout.lines().all(|l| !l.starts_with("lde: ")), "stdout is the guest's: {}", out.stdout);
+}

@@ -39,8 +39,9 @@ pub fn probe(args: ProbeArgs, started: Instant) -> Result<ExitCode, Error> {
     let text = String::from_utf8_lossy(&transcript.0.lock().expect("transcript lock")).into_owned();
     println!("host: {host_line}");
     if let Outcome::Crashed { crash, registers } = &report.outcome {
-        println!("the guest crashed during the probe: {crash}\n{registers}");
-        println!("guest output:\n{text}");
+        print!("{text}");
+        eprintln!("lde: the guest crashed during the probe: {crash}");
+        registers.lines().for_each(|line| eprintln!("lde: {line}"));
         return Ok(ExitCode::from(code::GUEST_CRASHED));
     }
     print_probe(&text);

@@ -75,7 +75,10 @@ pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode, Error> {
     })?;
     match &report.outcome {
         Outcome::GuestExit(_) => {}
-        Outcome::Crashed { crash, registers } => eprint!("lde: guest crashed: {crash}\n{registers}"),
+        Outcome::Crashed { crash, registers } => {
+            eprintln!("lde: guest crashed: {crash}");
+            registers.lines().for_each(|line| eprintln!("lde: {line}"));
+        }
         Outcome::Timeout { after: t, held_by } => {
             eprintln!("lde: timeout: the guest was still running after {} s; stopped it: {held_by}", t.as_secs_f64())
         }
