@@ -94,6 +94,7 @@ fn a_baseline_catches_a_slower_median() {
         lde(&["bench", "-q", "--filter", "cpuid", "--baseline", fast.to_str().unwrap(), "--max-regression", "10"]);
     assert_eq!(out.status, Some(1), "{out:?}");
     assert!(out.stdout.contains("regression: cpuid median "), "{}", out.stdout);
+    assert!(out.stdout.contains("compared 1 median(s) with the baseline: 1 more than 10% worse"), "{}", out.stdout);
 
     // A baseline three times slower: nothing regressed.
     report["results"][0]["median_cycles"] = (median * 3).into();
@@ -101,7 +102,21 @@ fn a_baseline_catches_a_slower_median() {
     std::fs::write(&slow, report.to_string()).unwrap();
     let out = lde(&["bench", "-q", "--filter", "cpuid", "--baseline", slow.to_str().unwrap()]);
     assert_eq!(out.status, Some(0), "{out:?}");
-    assert!(out.stdout.contains("no median got more than 10% worse than the baseline"), "{}", out.stdout);
+    assert!(out.stdout.contains("improvement: cpuid median "), "{}", out.stdout);
+    assert!(out.stdout.contains("0 more than 10% worse, 1 more than 10% better"), "{}", out.stdout);
+
+    // Nothing to compare, or another kind of host: refused before measuring.
+    let out = lde(&["bench", "-q", "--filter", "port-write", "--baseline", slow.to_str().unwrap()]);
+    assert_eq!(out.status, Some(2), "{out:?}");
+    assert!(out.stderr.contains("it has none of the measurements to run (port-write)"), "{}", out.stderr);
+    assert!(out.stdout.is_empty(), "{out:?}");
+    report["host"]["kvm"] = "some-other-host".into();
+    let other = temp("other.json");
+    std::fs::write(&other, report.to_string()).unwrap();
+    let out = lde(&["bench", "-q", "--filter", "cpuid", "--baseline", other.to_str().unwrap()]);
+    assert_eq!(out.status, Some(2), "{out:?}");
+    assert!(out.stderr.contains("this host is ") && out.stderr.contains("not comparable"), "{}", out.stderr);
+    assert!(out.stdout.is_empty(), "{out:?}");
 }
 
 #[test]

@@ -14,7 +14,7 @@ mod stats;
 use std::sync::{Arc, Mutex};
 
 pub use output::{histogram_svg, table, BenchHost, BenchReport, Measurement};
-pub use stats::{parse_results, regressions, GuestResult, Regression};
+pub use stats::{compare, host_mismatch, parse_results, Change, Comparison, GuestResult};
 
 use crate::host::HostInfo;
 use crate::observe::report;

@@ -1,7 +1,7 @@
 //! `lde bench`: runs the measurements, prints the table, writes --json and --histogram, and
 //! compares the medians with a --baseline.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -22,7 +22,13 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode, Error> {
                 .map_err(|e| Error::Baseline(path.clone(), e))?,
         ),
     };
-    lde::bench::select(&args.filter)?;
+    let names = lde::bench::select(&args.filter)?;
+    if let (Some(path), Some(baseline)) = (&args.baseline, &baseline) {
+        if !baseline.results.iter().any(|b| names.contains(&b.name.as_str())) {
+            let why = format!("it has none of the measurements to run ({})", names.join(", "));
+            return Err(Error::Incomparable(path.clone(), why));
+        }
+    }
     // Created before measuring, so that a bad path is said at once.
     let create = |path: &Option<PathBuf>| match path {
         None => Ok(None),
@@ -31,6 +37,16 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode, Error> {
     let (json_file, histogram_file) = (create(&args.json), create(&args.histogram));
     let (json_file, histogram_file) = (json_file?, histogram_file?);
     let host = host::detect();
+    // Cycles of another kind of host or another CPU say nothing about this one: refused before
+    // measuring (`--compare` puts hosts side by side instead).
+    if let (Some(path), Some(baseline)) = (&args.baseline, &baseline) {
+        if let Some(why) = lde::bench::host_mismatch(baseline, host.kvm.slug(), &host.cpu_model) {
+            return Err(Error::Incomparable(
+                path.clone(),
+                format!("{why} (lde bench --compare shows hosts side by side)"),
+            ));
+        }
+    }
     if !args.quiet {
         eprintln!("lde: host: {} on {}", host.kvm, host.cpu_model);
     }
@@ -52,18 +68,51 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode, Error> {
         let path = file.path().to_owned();
         file.commit(|out| svg::write(out, &lde::bench::histogram_svg(&report))).map_err(|e| Error::Write(path, e))?;
     }
-    if let Some(baseline) = &baseline {
-        let worse = lde::bench::regressions(&report, baseline, args.max_regression);
-        for r in &worse {
-            println!(
-                "regression: {} median {} cycles, baseline {} (+{:.1}% > {}%)",
-                r.name, r.now, r.baseline, r.percent, args.max_regression
-            );
-        }
-        if !worse.is_empty() {
-            return Ok(ExitCode::from(1));
-        }
-        println!("no median got more than {}% worse than the baseline", args.max_regression);
+    match (&args.baseline, &baseline) {
+        (Some(path), Some(baseline)) => check_baseline(&report, baseline, path, args.max_regression),
+        _ => Ok(ExitCode::SUCCESS),
     }
-    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints every median compared with the baseline's (stdout: they are results) and fails when
+/// one got worse than `max` percent allows, or when nothing could be compared.
+fn check_baseline(report: &BenchReport, baseline: &BenchReport, path: &Path, max: f64) -> Result<ExitCode, Error> {
+    let comparison = lde::bench::compare(report, baseline);
+    if comparison.changes.is_empty() {
+        let names = comparison.not_in_baseline.join(", ");
+        return Err(Error::Incomparable(
+            path.to_owned(),
+            format!("none of this run's measurements is in it ({names})"),
+        ));
+    }
+    if let (Some(then), Some(now)) = (baseline.host.tsc_khz, report.host.tsc_khz) {
+        if then != now {
+            eprintln!("lde: warning: the baseline's TSC ran at {then} kHz, this host's at {now} kHz: cycles differ by that ratio too");
+        }
+    }
+    println!("baseline {}: {} on {}", path.display(), baseline.host.kvm, baseline.host.cpu_model);
+    let (mut worse, mut better) = (0, 0);
+    for c in &comparison.changes {
+        let verdict = if c.regressed(max) {
+            worse += 1;
+            "regression"
+        } else if c.improved(max) {
+            better += 1;
+            "improvement"
+        } else {
+            "unchanged"
+        };
+        println!(
+            "{verdict}: {} median {} cycles, baseline {} ({:+.1}%, allowed {max}%)",
+            c.name, c.now, c.baseline, c.percent
+        );
+    }
+    if !comparison.not_in_baseline.is_empty() {
+        println!("not in the baseline: {}", comparison.not_in_baseline.join(", "));
+    }
+    println!(
+        "compared {} median(s) with the baseline: {worse} more than {max}% worse, {better} more than {max}% better",
+        comparison.changes.len()
+    );
+    Ok(if worse > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
