@@ -72,3 +72,67 @@ fn lde_speaks_on_stderr_and_the_guest_on_stdout() {
     assert!(out.stderr.contains("lde: processes: 2 started, 1 killed"), "{}", out.stderr);
     assert!(out.stdout.lines().all(|l| !l.starts_with("lde: ")), "stdout is the guest's: {}", out.stdout);
 }
+
+/// A pseudo-terminal of `cols` × `rows`: (master, slave).
+fn pty(cols: u16, rows: u16) -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd;
+    let (mut master, mut slave) = (0, 0);
+    let size = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: openpty writes two descriptors; the name and termios pointers may be null.
+    let rc = unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), &size) };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened and are owned by nothing else.
+    unsafe { (std::os::fd::OwnedFd::from_raw_fd(master), std::os::fd::OwnedFd::from_raw_fd(slave)) }
+}
+
+#[test]
+fn watch_on_a_terminal_uses_the_alternate_screen_and_fits_it() {
+    use std::io::Read;
+    if !kvm_available("watch_on_a_terminal_uses_the_alternate_screen_and_fits_it") {
+        return;
+    }
+    let (master, slave) = pty(80, 24);
+    let mut args = vec!["run", "--watch", "spin 1500"];
+    args.extend(["counter 1200"; 11]);
+    let mut child = Command::new(lde_bin())
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(slave))
+        .spawn()
+        .unwrap();
+    let mut master = std::fs::File::from(master);
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        // Ends with EIO once the last holder of the terminal's other side has gone.
+        let _ = master.read_to_end(&mut seen);
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().ok();
+            panic!("lde run --watch did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    let seen = reader.join().unwrap();
+    let (enter, leave) = ("\x1b[?1049h", "\x1b[?1049l");
+    let (Some(entered), Some(left)) = (seen.find(enter), seen.rfind(leave)) else {
+        panic!("the alternate screen was not used: {seen:?}");
+    };
+    assert!(seen[..entered].contains("lde: host: "), "the host line stays in the scrollback: {seen:?}");
+    assert!(seen[left..].contains("lde: processes: 12 started"), "the summary follows: {seen:?}");
+    let drawn = &seen[entered..left];
+    assert!(!drawn.contains("\x1b[2J"), "no whole-screen clears that fill the scrollback");
+    assert!(drawn.contains("PID NAME"), "the table was drawn: {drawn:?}");
+    assert!(drawn.contains(" more processes"), "12 processes do not fit in 24 rows with the head: {drawn:?}");
+    // Every drawn line fits in 80 columns: the text between cursor moves is one line.
+    for piece in drawn.split("\x1b[").filter_map(|p| p.split_once('H').map(|(_, text)| text)) {
+        assert!(piece.chars().count() <= 80, "a line wider than the terminal: {piece:?}");
+    }
+}
