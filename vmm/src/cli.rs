@@ -22,7 +22,7 @@ Exit status:
   124   --timeout expired
   130   stopped by SIGINT or SIGTERM";
 
-/// lde: limited direct execution, on real hardware virtualization.
+/// Limited direct execution, on real hardware virtualization.
 ///
 /// Boots the lde guest kernel in a KVM virtual machine, forwards its serial console to this
 /// terminal, and exits with the guest's exit code.
@@ -60,6 +60,21 @@ pub enum Command {
     /// took (architectural or recovered) and the host's facts. Exits 1 when --baseline is given
     /// and a median got worse than --max-regression allows.
     Bench(BenchArgs),
+    /// Print a shell completion script for lde.
+    ///
+    /// For example: `lde completions bash > ~/.local/share/bash-completion/completions/lde`.
+    Completions(CompletionsArgs),
+    /// Print lde's manual page (roff).
+    ///
+    /// For example: `lde man > ~/.local/share/man/man1/lde.1`, then `man lde`.
+    Man,
+}
+
+#[derive(Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_name = "SHELL", value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Args)]
@@ -112,6 +127,9 @@ pub struct ProbeArgs {
     /// Print the programs a probe runs, one per line, and exit.
     #[arg(long)]
     pub programs: bool,
+    /// Print the findings as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]
@@ -169,6 +187,9 @@ pub struct RunArgs {
     /// List the built-in programs and exit.
     #[arg(long)]
     pub list: bool,
+    /// With --list: as JSON (an array of {name, about}).
+    #[arg(long, requires = "list")]
+    pub json: bool,
     /// Show a live table of the kernel's counters while the guest runs (on a terminal it is
     /// redrawn in place with the tail of the guest's output; piped, one line a second).
     #[arg(long)]

@@ -39,6 +39,8 @@ fn main() -> ExitCode {
         Command::Probe(args) => commands::probe::probe(args, started),
         Command::Stats(args) => commands::stats::stats(args),
         Command::Bench(args) => commands::bench::bench(args),
+        Command::Completions(args) => commands::docs::completions(args),
+        Command::Man => commands::docs::man(),
     };
     match result {
         Ok(code) => code,

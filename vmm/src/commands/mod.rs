@@ -3,6 +3,7 @@
 //! or an [`Error`] that `main` prints once with its causes.
 
 pub mod bench;
+pub mod docs;
 pub mod export;
 pub mod probe;
 pub mod run;

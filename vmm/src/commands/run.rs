@@ -15,6 +15,12 @@ use super::{prepare_programs, Error};
 use crate::cli::RunArgs;
 
 pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode, Error> {
+    if args.list && args.json {
+        let list: Vec<serde_json::Value> =
+            lde::guest::PROGRAMS.iter().map(|p| serde_json::json!({ "name": p.name, "about": p.about })).collect();
+        println!("{}", serde_json::to_string_pretty(&list).expect("a list of strings serializes"));
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.list {
         let width = lde::guest::PROGRAMS.iter().map(|p| p.name.len()).max().unwrap_or(0);
         for p in lde::guest::PROGRAMS {
