@@ -39,7 +39,7 @@ fn every_measurement_has_a_median_and_a_path() {
     let out = lde(&["bench", "--json", json.to_str().unwrap(), "--histogram", svg.to_str().unwrap()]);
     assert_eq!(out.status, Some(0), "{out:?}");
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    assert_eq!(report["schema"], "lde-bench/1");
+    assert_eq!(report["schema"], "lde-bench/2");
     assert!(report["host"]["kvm"].is_string() && report["host"]["cpu_model"].is_string());
     let results = report["results"].as_array().unwrap();
     let names: Vec<&str> = results.iter().map(|r| r["name"].as_str().unwrap()).collect();
@@ -71,7 +71,14 @@ fn every_measurement_has_a_median_and_a_path() {
     assert!(out.stderr.lines().all(|l| l.starts_with("lde: ")), "lde speaks as lde: {}", out.stderr);
     let svg = std::fs::read_to_string(&svg).unwrap();
     let doc = roxmltree::Document::parse(&svg).unwrap();
-    assert_eq!(doc.descendants().filter(|n| n.attribute("class") == Some("histogram")).count(), ALL.len());
+    let rows: Vec<_> = doc.descendants().filter(|n| n.attribute("class") == Some("histogram")).collect();
+    assert_eq!(rows.len(), ALL.len());
+    for row in rows {
+        let has = |class: &str| row.descendants().any(|n| n.attribute("class") == Some(class));
+        assert!(has("median") && has("p99"), "median and p99 marked: {:?}", row.attribute("data-name"));
+        assert!(row.descendants().filter(|n| n.attribute("class") == Some("bin")).count() >= 1, "bins");
+        assert!(row.descendants().filter_map(|n| n.text()).any(|t| t.contains(" cyc / ")), "cycles and ns on the axis");
+    }
 }
 
 #[test]

@@ -4,16 +4,18 @@
 //!
 //! This file is the catalogue of measurements and the sequence of a bench run;
 //! `measure.rs` boots the guest and takes the host samples, `stats.rs` turns samples into
-//! statistics and compares runs, `output.rs` is the report and how it is shown (table, JSON
-//! types, SVG histograms).
+//! statistics and compares runs, `output.rs` is the report (JSON types, table),
+//! `histogram.rs` draws the SVG histograms.
 
+mod histogram;
 mod measure;
 mod output;
 mod stats;
 
 use std::sync::{Arc, Mutex};
 
-pub use output::{histogram_svg, table, BenchHost, BenchReport, Measurement};
+pub use histogram::histogram_svg;
+pub use output::{table, BenchHost, BenchReport, Measurement};
 pub use stats::{compare, host_mismatch, parse_results, Change, Comparison, GuestResult};
 
 use crate::host::HostInfo;
@@ -22,7 +24,7 @@ use measure::{guest_run, host_syscall_samples};
 use stats::summarize;
 
 /// The value of the JSON's `schema` field.
-pub const SCHEMA: &str = "lde-bench/1";
+pub const SCHEMA: &str = "lde-bench/2";
 /// Timer rate while measuring everything but the tick (low, to disturb little).
 pub const QUIET_TIMER_HZ: u32 = 10;
 /// Timer rate while measuring the tick by the gap method (high, so ticks dominate the gaps).

@@ -1,5 +1,6 @@
 //! Turning samples into numbers: the guest's `bench result` lines, min/median/p99/mean and a
-//! power-of-two histogram of host samples, and the comparison of a run with a baseline.
+//! log-linear histogram of host samples (the bins of `lde_abi::histogram`), and the comparison
+//! of a run with a baseline.
 
 use std::collections::BTreeMap;
 
@@ -16,7 +17,8 @@ pub struct GuestResult {
     pub p99: u64,
     pub mean: u64,
     pub fixups: u64,
-    pub hist: Vec<(u32, u64)>,
+    /// `(bin floor in cycles, samples)`.
+    pub hist: Vec<(u64, u64)>,
 }
 
 /// Parses `bench result name=… n=… …` lines.
@@ -52,15 +54,15 @@ pub fn parse_results(transcript: &str) -> Vec<GuestResult> {
 }
 
 /// Statistics of samples (sorted in place).
-pub(super) fn summarize(samples: &mut [u64]) -> (u64, u64, u64, u64, Vec<(u32, u64)>) {
+pub(super) fn summarize(samples: &mut [u64]) -> (u64, u64, u64, u64, Vec<(u64, u64)>) {
     samples.sort_unstable();
     let n = samples.len();
     if n == 0 {
         return (0, 0, 0, 0, Vec::new());
     }
-    let mut hist: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut hist: BTreeMap<u64, u64> = BTreeMap::new();
     for &v in samples.iter() {
-        *hist.entry(63 - v.max(1).leading_zeros()).or_default() += 1;
+        *hist.entry(lde_abi::histogram::bin_floor(v)).or_default() += 1;
     }
     let mean = samples.iter().sum::<u64>() / n as u64;
     (samples[0], samples[(n - 1) / 2], samples[(n - 1) * 99 / 100], mean, hist.into_iter().collect())
@@ -144,7 +146,8 @@ mod tests {
         let (min, median, p99, mean, hist) = summarize(&mut s);
         assert_eq!((min, median, p99, mean), (1, 50, 99, 50));
         assert_eq!(hist.iter().map(|h| h.1).sum::<u64>(), 100);
-        assert_eq!(hist[0], (0, 1));
+        assert_eq!(hist[0], (1, 1));
+        assert_eq!(hist.iter().find(|h| h.0 == 48), Some(&(48, 8)), "48..56 holds 8 samples");
     }
 
     fn report_with(median: u64) -> BenchReport {
