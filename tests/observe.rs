@@ -122,12 +122,25 @@ fn lde_stats_reads_counters_that_grow() {
     let first = read();
     std::thread::sleep(Duration::from_millis(700));
     let second = read();
+    // What `curl --unix-socket PATH http://localhost/` sends.
+    let http = {
+        use std::io::{Read, Write};
+        let mut stream = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nUser-Agent: curl/8\r\nAccept: */*\r\n\r\n").unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text
+    };
     // SAFETY: sends SIGTERM to the child we spawned and still own.
     unsafe { libc::kill(run.id() as i32, libc::SIGTERM) };
     let status = run.wait().unwrap();
     assert_eq!(status.code(), Some(130), "SIGTERM stops lde cleanly");
     validate(&first);
     assert!(first["outcome"].is_null(), "still running");
+    let (head, body) = http.split_once("\r\n\r\n").unwrap_or_else(|| panic!("an HTTP response: {http:?}"));
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && head.contains("Content-Type: application/json"), "{head}");
+    validate(&serde_json::from_str(body).unwrap());
     assert!(first["timing"]["banner_ms"].as_f64().is_some_and(|ms| ms > 0.0), "the banner time: {first}");
     let ticks = |v: &Value| count(&v["guest"]["timer"]["ticks"]);
     let yields = |v: &Value| v["guest"]["syscalls"].get("yield").map_or(0, count);
