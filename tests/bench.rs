@@ -124,6 +124,24 @@ fn a_baseline_catches_a_slower_median() {
     assert_eq!(out.status, Some(2), "{out:?}");
     assert!(out.stderr.contains("this host is ") && out.stderr.contains("not comparable"), "{}", out.stderr);
     assert!(out.stdout.is_empty(), "{out:?}");
+
+    // Hosts side by side: that is what --compare is for (no KVM needed).
+    let chart = temp("compare.svg");
+    let out = lde(&[
+        "bench",
+        "--compare",
+        json.to_str().unwrap(),
+        other.to_str().unwrap(),
+        "--compare-svg",
+        chart.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status, Some(0), "{out:?}");
+    assert!(out.stdout.contains(&format!("  B  {}: some-other-host on ", other.display())), "{}", out.stdout);
+    let row: Vec<&str> = out.stdout.lines().find(|l| l.starts_with("cpuid")).unwrap().split_whitespace().collect();
+    assert_eq!((row.len(), row[1]), (5, median.to_string().as_str()), "{row:?}");
+    assert_eq!(row[3], (median * 3).to_string(), "{row:?}");
+    let svg = std::fs::read_to_string(&chart).unwrap();
+    assert!(roxmltree::Document::parse(&svg).unwrap().descendants().any(|n| n.attribute("data-name") == Some("cpuid")));
 }
 
 #[test]

@@ -100,6 +100,14 @@ pub struct BenchArgs {
     /// No progress lines.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Measure nothing: print the --json files of several hosts side by side (each row's
+    /// median in cycles and ns per host, labelled by kind of KVM and CPU).
+    #[arg(long, value_name = "FILE.json", num_args = 2..,
+          conflicts_with_all = ["json", "histogram", "baseline", "filter"])]
+    pub compare: Vec<PathBuf>,
+    /// With --compare: also draw the comparison as SVG.
+    #[arg(long, value_name = "FILE.svg", requires = "compare")]
+    pub compare_svg: Option<PathBuf>,
 }
 
 #[derive(Args)]

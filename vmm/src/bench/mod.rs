@@ -5,8 +5,10 @@
 //! This file is the catalogue of measurements and the sequence of a bench run;
 //! `measure.rs` boots the guest and takes the host samples, `stats.rs` turns samples into
 //! statistics and compares runs, `output.rs` is the report (JSON types, table),
-//! `histogram.rs` draws the SVG histograms.
+//! `histogram.rs` draws the SVG histograms, `compare.rs` puts several hosts' results side by
+//! side.
 
+mod compare;
 mod histogram;
 mod measure;
 mod output;
@@ -14,6 +16,7 @@ mod stats;
 
 use std::sync::{Arc, Mutex};
 
+pub use compare::{compare_svg, compare_table};
 pub use histogram::histogram_svg;
 pub use output::{table, BenchHost, BenchReport, Measurement};
 pub use stats::{compare, host_mismatch, parse_results, Change, Comparison, GuestResult};

@@ -12,16 +12,32 @@ use lde::output::OutputFile;
 use super::Error;
 use crate::cli::BenchArgs;
 
+/// A `--json` file of `lde bench`.
+fn read_report(path: &Path) -> Result<BenchReport, Error> {
+    std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|text| serde_json::from_str::<BenchReport>(&text).map_err(|e| e.to_string()))
+        .map_err(|e| Error::Baseline(path.to_owned(), e))
+}
+
+/// `--compare`: the hosts side by side, measuring nothing.
+fn compare(files: &[PathBuf], svg_path: Option<&Path>) -> Result<ExitCode, Error> {
+    let svg_file = svg_path.map(|p| OutputFile::create(p).map_err(|e| Error::Write(p.to_owned(), e))).transpose()?;
+    let reports =
+        files.iter().map(|p| Ok((p.display().to_string(), read_report(p)?))).collect::<Result<Vec<_>, Error>>()?;
+    print!("{}", lde::bench::compare_table(&reports));
+    if let Some(file) = svg_file {
+        let path = file.path().to_owned();
+        file.commit(|out| svg::write(out, &lde::bench::compare_svg(&reports))).map_err(|e| Error::Write(path, e))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn bench(args: BenchArgs) -> Result<ExitCode, Error> {
-    let baseline = match &args.baseline {
-        None => None,
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|e| e.to_string())
-                .and_then(|text| serde_json::from_str::<BenchReport>(&text).map_err(|e| e.to_string()))
-                .map_err(|e| Error::Baseline(path.clone(), e))?,
-        ),
-    };
+    if !args.compare.is_empty() {
+        return compare(&args.compare, args.compare_svg.as_deref());
+    }
+    let baseline = args.baseline.as_deref().map(read_report).transpose()?;
     let names = lde::bench::select(&args.filter)?;
     if let (Some(path), Some(baseline)) = (&args.baseline, &baseline) {
         if !baseline.results.iter().any(|b| names.contains(&b.name.as_str())) {
