@@ -91,7 +91,9 @@ pub fn render(recorder: &Recorder, title: &str) -> Document {
         .set("font-family", "sans-serif")
         .set("font-size", FONT);
     doc = doc.add(Rectangle::new().set("width", WIDTH).set("height", height).set("fill", "white"));
-    doc = doc.add(Text::new(title).set("x", 10).set("y", 24).set("font-size", FONT + 2.0).set("font-weight", "bold"));
+    // A long command line gets smaller type rather than running off the edge.
+    let title_size = ((WIDTH - 20.0) / (title.chars().count() as f64 * 0.6)).clamp(10.0, FONT + 2.0).floor();
+    doc = doc.add(Text::new(title).set("x", 10).set("y", 24).set("font-size", title_size).set("font-weight", "bold"));
 
     // Time axis with round steps.
     let seconds = (end - start) as f64 / tsc_hz as f64;
