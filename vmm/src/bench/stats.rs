@@ -147,7 +147,7 @@ mod tests {
         assert_eq!((min, median, p99, mean), (1, 50, 99, 50));
         assert_eq!(hist.iter().map(|h| h.1).sum::<u64>(), 100);
         assert_eq!(hist[0], (1, 1));
-        assert_eq!(hist.iter().find(|h| h.0 == 48), Some(&(48, 8)), "48..56 holds 8 samples");
+        assert_eq!(hist.iter().find(|h| h.0 == 48), Some(&(48, 4)), "48..52 holds 4 samples");
     }
 
     fn report_with(median: u64) -> BenchReport {
