@@ -23,6 +23,10 @@ rustup target list --installed | grep -qx x86_64-unknown-none || rustup target a
 need_package qemu-system-x86_64 qemu-system-x86
 need_package objdump binutils
 need_package setpriv util-linux
+need_package shellcheck shellcheck
+
+echo "ci.sh: shell scripts"
+shellcheck scripts/*.sh .ci/run
 
 echo "ci.sh: format"
 cargo fmt --all --check

@@ -53,6 +53,7 @@ status=$?
 [ -n "$kernel" ] || kernel="$work/kernel.elf"
 [ -r "$kernel" ] || { echo "qemu.sh: cannot read the kernel $kernel" >&2; exit 72; }
 
+# shellcheck disable=SC2054 # the commas belong to QEMU's -device option, not to the array
 args=(-accel tcg -machine q35 -cpu max -m "$mem" -display none -monitor none -no-reboot
       -serial stdio -device isa-debug-exit,iobase=0xf4,iosize=0x04
       -kernel "$kernel" -initrd "$work/initrd.cpio" -append "$(cat "$work/cmdline")")
@@ -60,14 +61,22 @@ args=(-accel tcg -machine q35 -cpu max -m "$mem" -display none -monitor none -no
 args+=(${LDE_QEMU_ARGS:-})
 [ "$quiet" = 1 ] || echo "qemu.sh: host: QEMU $("$qemu" --version | head -n1 | awk '{print $4}') with TCG (software emulation; timings mean nothing)" >&2
 
-sink=/dev/stdout
-[ "$probe" = 1 ] && sink=/dev/null
-if [ -n "$timeout_secs" ]; then
-    timeout --foreground "$timeout_secs" "$qemu" "${args[@]}" | tee "$work/serial" >"$sink"
+run_qemu() {
+    if [ -n "$timeout_secs" ]; then
+        timeout --foreground "$timeout_secs" "$qemu" "${args[@]}"
+    else
+        "$qemu" "${args[@]}"
+    fi
+}
+# The serial output is kept for the checks below and shown as it comes (not for --probe, whose
+# table is made from it).
+if [ "$probe" = 1 ]; then
+    run_qemu >"$work/serial"
+    status=$?
 else
-    "$qemu" "${args[@]}" | tee "$work/serial" >"$sink"
+    run_qemu | tee "$work/serial"
+    status=${PIPESTATUS[0]}
 fi
-status=${PIPESTATUS[0]}
 if [ "$probe" = 1 ]; then
     "$lde" probe --transcript "$work/serial" --host "QEMU $("$qemu" --version | head -n1 | awk '{print $4}') with TCG (x86 as the manuals say)"
     exit $?

@@ -39,7 +39,7 @@ fn every_measurement_has_a_median_and_a_path() {
     let out = lde(&["bench", "--json", json.to_str().unwrap(), "--histogram", svg.to_str().unwrap()]);
     assert_eq!(out.status, Some(0), "{out:?}");
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    assert_eq!(report["schema"], "lde-bench/1");
+    assert_eq!(report["schema"], "lde-bench/2");
     assert!(report["host"]["kvm"].is_string() && report["host"]["cpu_model"].is_string());
     let results = report["results"].as_array().unwrap();
     let names: Vec<&str> = results.iter().map(|r| r["name"].as_str().unwrap()).collect();
@@ -62,10 +62,23 @@ fn every_measurement_has_a_median_and_a_path() {
         assert!(out.stdout.lines().any(|l| l.starts_with(name)), "{name} in the table");
     }
     assert!(out.stdout.starts_with("host: "), "{}", out.stdout);
-    assert!(out.stderr.contains("lde bench: [1/10] syscall-null"), "progress: {}", out.stderr);
+    assert!(out.stderr.contains("lde: bench [1/12] syscall-null\n"), "progress: {}", out.stderr);
+    assert!(
+        out.stderr.contains("lde: bench [12/12] host-syscall (on the host)\n"),
+        "every row counted: {}",
+        out.stderr
+    );
+    assert!(out.stderr.lines().all(|l| l.starts_with("lde: ")), "lde speaks as lde: {}", out.stderr);
     let svg = std::fs::read_to_string(&svg).unwrap();
     let doc = roxmltree::Document::parse(&svg).unwrap();
-    assert_eq!(doc.descendants().filter(|n| n.attribute("class") == Some("histogram")).count(), ALL.len());
+    let rows: Vec<_> = doc.descendants().filter(|n| n.attribute("class") == Some("histogram")).collect();
+    assert_eq!(rows.len(), ALL.len());
+    for row in rows {
+        let has = |class: &str| row.descendants().any(|n| n.attribute("class") == Some(class));
+        assert!(has("median") && has("p99"), "median and p99 marked: {:?}", row.attribute("data-name"));
+        assert!(row.descendants().filter(|n| n.attribute("class") == Some("bin")).count() >= 1, "bins");
+        assert!(row.descendants().filter_map(|n| n.text()).any(|t| t.contains(" cyc / ")), "cycles and ns on the axis");
+    }
 }
 
 #[test]
@@ -88,6 +101,7 @@ fn a_baseline_catches_a_slower_median() {
         lde(&["bench", "-q", "--filter", "cpuid", "--baseline", fast.to_str().unwrap(), "--max-regression", "10"]);
     assert_eq!(out.status, Some(1), "{out:?}");
     assert!(out.stdout.contains("regression: cpuid median "), "{}", out.stdout);
+    assert!(out.stdout.contains("compared 1 median(s) with the baseline: 1 more than 10% worse"), "{}", out.stdout);
 
     // A baseline three times slower: nothing regressed.
     report["results"][0]["median_cycles"] = (median * 3).into();
@@ -95,7 +109,39 @@ fn a_baseline_catches_a_slower_median() {
     std::fs::write(&slow, report.to_string()).unwrap();
     let out = lde(&["bench", "-q", "--filter", "cpuid", "--baseline", slow.to_str().unwrap()]);
     assert_eq!(out.status, Some(0), "{out:?}");
-    assert!(out.stdout.contains("no median got more than 10% worse than the baseline"), "{}", out.stdout);
+    assert!(out.stdout.contains("improvement: cpuid median "), "{}", out.stdout);
+    assert!(out.stdout.contains("0 more than 10% worse, 1 more than 10% better"), "{}", out.stdout);
+
+    // Nothing to compare, or another kind of host: refused before measuring.
+    let out = lde(&["bench", "-q", "--filter", "port-write", "--baseline", slow.to_str().unwrap()]);
+    assert_eq!(out.status, Some(2), "{out:?}");
+    assert!(out.stderr.contains("it has none of the measurements to run (port-write)"), "{}", out.stderr);
+    assert!(out.stdout.is_empty(), "{out:?}");
+    report["host"]["kvm"] = "some-other-host".into();
+    let other = temp("other.json");
+    std::fs::write(&other, report.to_string()).unwrap();
+    let out = lde(&["bench", "-q", "--filter", "cpuid", "--baseline", other.to_str().unwrap()]);
+    assert_eq!(out.status, Some(2), "{out:?}");
+    assert!(out.stderr.contains("this host is ") && out.stderr.contains("not comparable"), "{}", out.stderr);
+    assert!(out.stdout.is_empty(), "{out:?}");
+
+    // Hosts side by side: that is what --compare is for (no KVM needed).
+    let chart = temp("compare.svg");
+    let out = lde(&[
+        "bench",
+        "--compare",
+        json.to_str().unwrap(),
+        other.to_str().unwrap(),
+        "--compare-svg",
+        chart.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status, Some(0), "{out:?}");
+    assert!(out.stdout.contains(&format!("  B  {}: some-other-host on ", other.display())), "{}", out.stdout);
+    let row: Vec<&str> = out.stdout.lines().find(|l| l.starts_with("cpuid")).unwrap().split_whitespace().collect();
+    assert_eq!((row.len(), row[1]), (5, median.to_string().as_str()), "{row:?}");
+    assert_eq!(row[3], (median * 3).to_string(), "{row:?}");
+    let svg = std::fs::read_to_string(&chart).unwrap();
+    assert!(roxmltree::Document::parse(&svg).unwrap().descendants().any(|n| n.attribute("data-name") == Some("cpuid")));
 }
 
 #[test]

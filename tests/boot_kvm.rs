@@ -70,6 +70,7 @@ fn triple_fault_dumps_registers_and_exits_70() {
     assert!(out.stderr.contains("cs  selector 0010 "), "{}", out.stderr);
     assert!(out.stderr.contains("cr0 0000000080010011"), "{}", out.stderr);
     assert!(out.stderr.contains("rip "), "{}", out.stderr);
+    assert!(out.stderr.lines().all(|l| l.starts_with("lde: ")), "every line is lde's: {}", out.stderr);
 }
 
 #[test]

@@ -110,3 +110,54 @@ fn help_documents_the_exit_codes() {
         assert!(out.stdout.contains(needle), "{needle} missing from:\n{}", out.stdout);
     }
 }
+
+#[test]
+fn a_usage_error_names_what_is_missing_and_where_to_read_more() {
+    let out = lde(&["stats"]);
+    assert_eq!(out.status, Some(2), "{out:?}");
+    assert_eq!(
+        one_line(&out.stderr),
+        "lde: the following required arguments were not provided: <PATH> (see 'lde stats --help')"
+    );
+    let out = lde(&["run", "--timer-mode", "foo"]);
+    assert_eq!(out.status, Some(2), "{out:?}");
+    assert!(one_line(&out.stderr).contains("[possible values: periodic, deadline] (see 'lde run --help')"), "{out:?}");
+}
+
+#[test]
+fn the_program_list_is_json_on_request() {
+    let out = lde(&["run", "--list", "--json"]);
+    assert_eq!(out.status, Some(0), "{out:?}");
+    let list: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), lde::guest::PROGRAMS.len());
+    assert!(list.iter().any(|p| p["name"] == "hello" && p["about"].as_str().is_some_and(|a| !a.is_empty())));
+}
+
+#[test]
+fn completions_and_the_manual_come_from_the_clap_definitions() {
+    let out = lde(&["completions", "bash"]);
+    assert_eq!(out.status, Some(0), "{out:?}");
+    assert!(out.stdout.contains("_lde()") && out.stdout.contains("--timer-hz"), "{}", out.stdout);
+    let out = lde(&["completions", "zsh"]);
+    assert_eq!(out.status, Some(0), "{out:?}");
+    assert!(out.stdout.starts_with("#compdef lde"), "{}", out.stdout);
+    let out = lde(&["man"]);
+    assert_eq!(out.status, Some(0), "{out:?}");
+    assert!(out.stdout.contains(".TH lde 1") && out.stdout.contains("completions"), "{}", out.stdout);
+}
+
+#[test]
+fn the_probe_is_json_on_request() {
+    if !common::kvm_available("the_probe_is_json_on_request") {
+        return;
+    }
+    let out = lde(&["probe", "--json"]);
+    assert_eq!(out.status, Some(0), "{out:?}");
+    let probe: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(probe["host"].as_str().is_some_and(|h| !h.is_empty()), "{probe}");
+    let rows = probe["rows"].as_array().unwrap();
+    let whats: Vec<&str> = rows.iter().map(|r| r["what"].as_str().unwrap()).collect();
+    assert_eq!(whats[..2], ["syscall", "int 0x80"], "{probe}");
+    assert!(rows.iter().all(|r| ["architectural", "recovered"].contains(&r["delivery"].as_str().unwrap())), "{probe}");
+}

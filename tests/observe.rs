@@ -7,21 +7,13 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{kvm_available, lde, lde_bin, repo_root, stats, Output};
+use common::{kvm_available, lde, lde_bin, stats, validate_report as validate, Output};
 use serde_json::Value;
 
 fn temp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("lde-observe-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(name)
-}
-
-fn validate(report: &Value) {
-    let schema: Value =
-        serde_json::from_str(&std::fs::read_to_string(repo_root().join("docs/report.schema.json")).unwrap()).unwrap();
-    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
-    let errors: Vec<String> = validator.iter_errors(report).map(|e| format!("{e} at {}", e.instance_path())).collect();
-    assert!(errors.is_empty(), "the report does not match docs/report.schema.json:\n{}", errors.join("\n"));
 }
 
 fn count(v: &Value) -> u64 {
@@ -130,12 +122,26 @@ fn lde_stats_reads_counters_that_grow() {
     let first = read();
     std::thread::sleep(Duration::from_millis(700));
     let second = read();
+    // What `curl --unix-socket PATH http://localhost/` sends.
+    let http = {
+        use std::io::{Read, Write};
+        let mut stream = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nUser-Agent: curl/8\r\nAccept: */*\r\n\r\n").unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text
+    };
     // SAFETY: sends SIGTERM to the child we spawned and still own.
     unsafe { libc::kill(run.id() as i32, libc::SIGTERM) };
     let status = run.wait().unwrap();
     assert_eq!(status.code(), Some(130), "SIGTERM stops lde cleanly");
     validate(&first);
     assert!(first["outcome"].is_null(), "still running");
+    let (head, body) = http.split_once("\r\n\r\n").unwrap_or_else(|| panic!("an HTTP response: {http:?}"));
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && head.contains("Content-Type: application/json"), "{head}");
+    validate(&serde_json::from_str(body).unwrap());
+    assert!(first["timing"]["banner_ms"].as_f64().is_some_and(|ms| ms > 0.0), "the banner time: {first}");
     let ticks = |v: &Value| count(&v["guest"]["timer"]["ticks"]);
     let yields = |v: &Value| v["guest"]["syscalls"].get("yield").map_or(0, count);
     assert!(ticks(&second) > ticks(&first), "ticks {} then {}", ticks(&first), ticks(&second));
@@ -168,13 +174,13 @@ fn the_timeline_has_one_lane_per_process() {
     let out = lde(&[
         "run",
         "-q",
-        "--timeline",
-        path.to_str().unwrap(),
         "spin 500",
         "counter 500",
         "pingpong 30",
         "bad-ud2",
         "hello",
+        "--timeline",
+        path.to_str().unwrap(),
     ]);
     assert_eq!(out.status, Some(1), "{out:?}");
     let text = std::fs::read_to_string(&path).unwrap();
@@ -190,6 +196,19 @@ fn the_timeline_has_one_lane_per_process() {
     assert!(slices >= 6, "every process ran at least once: {slices}");
     assert_eq!(doc.descendants().filter(|n| n.attribute("class") == Some("fault")).count(), 1);
     assert!(doc.descendants().any(|n| n.attribute("class") == Some("kernel")));
+    // No process is drawn running after its exit or its kill.
+    let num = |n: roxmltree::Node, a: &str| n.attribute(a).unwrap().parse::<f64>().unwrap();
+    for lane in doc.descendants().filter(|n| n.attribute("class") == Some("lane")) {
+        let end = lane.descendants().find(|n| matches!(n.attribute("class"), Some("exit" | "fault"))).unwrap();
+        let end_x = num(end, "x") + num(end, "width") / 2.0;
+        for slice in lane.descendants().filter(|n| n.attribute("class") == Some("slice")) {
+            let right = num(slice, "x") + num(slice, "width");
+            assert!(right <= end_x + 0.7, "pid {:?} drawn running past its end", lane.attribute("data-pid"));
+        }
+    }
+    let texts: Vec<&str> = doc.descendants().filter_map(|n| n.text()).map(str::trim).collect();
+    assert!(texts.iter().any(|t| t.starts_with("lde run -q 'spin 500' 'counter 500'")), "the title: {texts:?}");
+    assert!(texts.contains(&"guest time (TSC), from the first event"), "{texts:?}");
     std::fs::remove_file(&path).ok();
 }
 

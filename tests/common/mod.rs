@@ -79,9 +79,15 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// Runs a command with stdin closed; kills it and fails the test after `deadline`.
-pub fn run_with_deadline(mut cmd: Command, deadline: Duration) -> Output {
+pub fn run_with_deadline(cmd: Command, deadline: Duration) -> Output {
+    run_with_stdin(cmd, Stdio::null(), deadline)
+}
+
+/// Runs a command with `stdin` as its standard input; kills it and fails the test after
+/// `deadline`.
+pub fn run_with_stdin(mut cmd: Command, stdin: Stdio, deadline: Duration) -> Output {
     let mut child = cmd
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -236,4 +242,13 @@ pub fn lde_with_input(args: &[&str], input: &[u8]) -> Output {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// Fails the test when `report` does not match docs/report.schema.json.
+pub fn validate_report(report: &serde_json::Value) {
+    let text = std::fs::read_to_string(repo_root().join("docs/report.schema.json")).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
+    let errors: Vec<String> = validator.iter_errors(report).map(|e| format!("{e} at {}", e.instance_path())).collect();
+    assert!(errors.is_empty(), "the report does not match docs/report.schema.json:\n{}", errors.join("\n"));
 }

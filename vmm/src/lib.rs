@@ -7,7 +7,7 @@
 //! runs the vCPU (with an optional exit hook); [`exit`] decides what each VM exit means;
 //! [`devices`] are the UART and the exit port; [`host`] says what KVM this is; [`terminal`] puts
 //! stdin in raw mode; [`vm`] builds a VM and runs it for one run; [`observe`] reads and reports
-//! the kernel's counters and KVM's; [`bench`] and [`probe`] are `lde bench` and `lde probe`.
+//! the kernel's counters and KVM's; [`output`] writes output files whole or not at all; [`bench`] and [`probe`] are `lde bench` and `lde probe`.
 //! The `lde` binary itself (main.rs, cli.rs, commands/) is the command line over this library.
 
 pub mod bench;
@@ -20,6 +20,7 @@ pub mod host;
 pub mod initrd;
 pub mod layout;
 pub mod observe;
+pub mod output;
 pub mod probe;
 pub mod terminal;
 pub mod vcpu;

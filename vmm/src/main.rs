@@ -6,6 +6,7 @@
 mod cli;
 mod commands;
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -15,7 +16,19 @@ use cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let started = Instant::now();
-    env_logger::Builder::from_env(env_logger::Env::default().filter_or("LDE_LOG", "warn")).format_target(false).init();
+    // Log lines are lde's own words on stderr, so they start with `lde:` like every other.
+    env_logger::Builder::from_env(env_logger::Env::default().filter_or("LDE_LOG", "warn"))
+        .format(|out, record| {
+            let level = match record.level() {
+                log::Level::Error => "error",
+                log::Level::Warn => "warning",
+                log::Level::Info => "info",
+                log::Level::Debug => "debug",
+                log::Level::Trace => "trace",
+            };
+            writeln!(out, "lde: {level}: {}", record.args())
+        })
+        .init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return cli::usage_error(e),
@@ -26,6 +39,8 @@ fn main() -> ExitCode {
         Command::Probe(args) => commands::probe::probe(args, started),
         Command::Stats(args) => commands::stats::stats(args),
         Command::Bench(args) => commands::bench::bench(args),
+        Command::Completions(args) => commands::docs::completions(args),
+        Command::Man => commands::docs::man(),
     };
     match result {
         Ok(code) => code,

@@ -8,6 +8,7 @@
 pub mod boot;
 pub mod cmdline;
 pub mod exit;
+pub mod histogram;
 pub mod ports;
 pub mod stats;
 pub mod syscall;

@@ -54,6 +54,8 @@ pub enum ElfError {
     TooShort,
     NotElf,
     WrongKind,
+    PositionIndependent,
+    Dynamic,
     BadProgramHeaders,
     TooManySegments,
     NoSegments,
@@ -67,20 +69,31 @@ pub enum ElfError {
 
 impl core::fmt::Display for ElfError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(match self {
+        let text = match self {
             ElfError::TooShort => "file too short for an ELF header",
             ElfError::NotElf => "not an ELF file",
             ElfError::WrongKind => "not a 64-bit little-endian x86-64 executable",
+            ElfError::PositionIndependent => {
+                "a position-independent executable (PIE) or shared object: link a static, non-PIE executable"
+            }
+            ElfError::Dynamic => "a dynamically linked executable (it names an interpreter): link it statically",
             ElfError::BadProgramHeaders => "program header table is malformed or outside the file",
             ElfError::TooManySegments => "more than 8 loadable segments",
             ElfError::NoSegments => "no loadable segment",
             ElfError::SegmentOutsideFile => "a segment's bytes lie outside the file",
-            ElfError::SegmentOutsideUserSpace => "a segment lies outside user space",
+            ElfError::SegmentOutsideUserSpace => {
+                return write!(
+                    f,
+                    "a segment lies outside user space ({USER_BASE:#x} to {USER_STACK_GUARD:#x}): link the program \
+                     at {USER_BASE:#x}"
+                );
+            }
             ElfError::FileSizeAboveMemSize => "a segment's file size exceeds its memory size",
             ElfError::WritableAndExecutable => "a segment is both writable and executable (W^X)",
             ElfError::SegmentsOverlap => "segments share a page",
             ElfError::EntryNotExecutable => "the entry point is not in an executable segment",
-        })
+        };
+        f.write_str(text)
     }
 }
 
@@ -99,6 +112,9 @@ fn u64_at(b: &[u8], off: usize) -> u64 {
 }
 
 const PT_LOAD: u32 = 1;
+const PT_INTERP: u32 = 3;
+const ET_EXEC: u16 = 2;
+const ET_DYN: u16 = 3;
 const PF_X: u32 = 1;
 const PF_W: u32 = 2;
 const EHDR_SIZE: usize = 64;
@@ -113,8 +129,13 @@ pub fn parse(file: &[u8]) -> Result<UserImage, ElfError> {
         return Err(ElfError::NotElf);
     }
     // Class 64, little-endian, version 1, ET_EXEC, EM_X86_64.
-    if file[4] != 2 || file[5] != 1 || file[6] != 1 || u16_at(file, 16) != 2 || u16_at(file, 18) != 62 {
+    if file[4] != 2 || file[5] != 1 || file[6] != 1 || u16_at(file, 18) != 62 {
         return Err(ElfError::WrongKind);
+    }
+    match u16_at(file, 16) {
+        ET_EXEC => {}
+        ET_DYN => return Err(ElfError::PositionIndependent),
+        _ => return Err(ElfError::WrongKind),
     }
     let entry = u64_at(file, 24);
     let phoff = u64_at(file, 32);
@@ -132,6 +153,9 @@ pub fn parse(file: &[u8]) -> Result<UserImage, ElfError> {
     let mut image = UserImage { entry, segments: [Segment::default(); MAX_SEGMENTS], segment_count: 0 };
     for i in 0..phnum {
         let ph = &file[table_end.0 + i * PHDR_SIZE..table_end.0 + (i + 1) * PHDR_SIZE];
+        if u32_at(ph, 0) == PT_INTERP {
+            return Err(ElfError::Dynamic);
+        }
         if u32_at(ph, 0) != PT_LOAD {
             continue;
         }
@@ -232,6 +256,13 @@ pub mod tests {
         let mut elf = make_elf(USER_BASE, &[(USER_BASE, 0x100, 0x100, RX)]);
         elf[4] = 1;
         assert_eq!(parse(&elf), Err(ElfError::WrongKind));
+        let mut elf = make_elf(USER_BASE, &[(USER_BASE, 0x100, 0x100, RX)]);
+        elf[16] = 3; // ET_DYN
+        assert_eq!(parse(&elf), Err(ElfError::PositionIndependent));
+        let mut elf = make_elf(USER_BASE, &[(USER_BASE, 0x100, 0x100, RX)]);
+        let phoff = u64_at(&elf, 32) as usize;
+        elf[phoff..phoff + 4].copy_from_slice(&3u32.to_le_bytes()); // PT_INTERP
+        assert_eq!(parse(&elf), Err(ElfError::Dynamic));
 
         let mut elf = make_elf(USER_BASE, &[(USER_BASE, 0x100, 0x100, RX)]);
         elf[32..40].copy_from_slice(&u64::MAX.to_le_bytes());

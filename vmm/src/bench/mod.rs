@@ -4,17 +4,22 @@
 //!
 //! This file is the catalogue of measurements and the sequence of a bench run;
 //! `measure.rs` boots the guest and takes the host samples, `stats.rs` turns samples into
-//! statistics and compares runs, `output.rs` is the report and how it is shown (table, JSON
-//! types, SVG histograms).
+//! statistics and compares runs, `output.rs` is the report (JSON types, table),
+//! `histogram.rs` draws the SVG histograms, `compare.rs` puts several hosts' results side by
+//! side.
 
+mod compare;
+mod histogram;
 mod measure;
 mod output;
 mod stats;
 
 use std::sync::{Arc, Mutex};
 
-pub use output::{histogram_svg, table, BenchHost, BenchReport, Measurement};
-pub use stats::{parse_results, regressions, GuestResult, Regression};
+pub use compare::{compare_svg, compare_table};
+pub use histogram::histogram_svg;
+pub use output::{table, BenchHost, BenchReport, Measurement};
+pub use stats::{compare, host_mismatch, parse_results, Change, Comparison, GuestResult};
 
 use crate::host::HostInfo;
 use crate::observe::report;
@@ -22,7 +27,7 @@ use measure::{guest_run, host_syscall_samples};
 use stats::summarize;
 
 /// The value of the JSON's `schema` field.
-pub const SCHEMA: &str = "lde-bench/1";
+pub const SCHEMA: &str = "lde-bench/2";
 /// Timer rate while measuring everything but the tick (low, to disturb little).
 pub const QUIET_TIMER_HZ: u32 = 10;
 /// Timer rate while measuring the tick by the gap method (high, so ticks dominate the gaps).
@@ -103,7 +108,6 @@ pub fn run(config: BenchConfig) -> Result<BenchReport, Error> {
     if want_kvm_run && !first_run.contains(&"port-write") {
         first_run.push("port-write");
     }
-    let total = first_run.len() + usize::from(names.contains(&"timer-tick"));
     let done = Arc::new(Mutex::new(0));
 
     let mut guest: Vec<(GuestResult, u32)> = Vec::new();
@@ -111,14 +115,14 @@ pub fn run(config: BenchConfig) -> Result<BenchReport, Error> {
     let mut kvm_run = Vec::new();
     let mut tsc_khz = None;
     if !first_run.is_empty() {
-        let run = guest_run(&first_run, QUIET_TIMER_HZ, &config, total, &done)?;
+        let run = guest_run(&first_run, QUIET_TIMER_HZ, &config, &names, &done)?;
         guest.extend(parse_results(&run.transcript).into_iter().map(|r| (r, QUIET_TIMER_HZ)));
         doors = run.doors;
         kvm_run = run.kvm_run;
         tsc_khz = run.tsc_khz;
     }
     if names.contains(&"timer-tick") {
-        let run = guest_run(&["timer-tick"], TICK_TIMER_HZ, &config, total, &done)?;
+        let run = guest_run(&["timer-tick"], TICK_TIMER_HZ, &config, &names, &done)?;
         guest.extend(parse_results(&run.transcript).into_iter().map(|r| (r, TICK_TIMER_HZ)));
         tsc_khz = tsc_khz.or(run.tsc_khz);
     }
@@ -129,8 +133,10 @@ pub fn run(config: BenchConfig) -> Result<BenchReport, Error> {
     let mut results = Vec::new();
     for name in &names {
         let measurement = if *name == "host-syscall" {
+            let mut done = done.lock().expect("progress lock poisoned");
+            *done += 1;
             if !config.quiet {
-                eprintln!("lde bench: host-syscall (on the host)");
+                eprintln!("lde: bench [{}/{}] host-syscall (on the host)", *done, names.len());
             }
             let mut s = host_syscall_samples();
             Some((s.len() as u64, 1, summarize(&mut s), "host Linux".to_string(), None))

@@ -1,5 +1,6 @@
 //! Turning samples into numbers: the guest's `bench result` lines, min/median/p99/mean and a
-//! power-of-two histogram of host samples, and the comparison of a run with a baseline.
+//! log-linear histogram of host samples (the bins of `lde_abi::histogram`), and the comparison
+//! of a run with a baseline.
 
 use std::collections::BTreeMap;
 
@@ -16,7 +17,8 @@ pub struct GuestResult {
     pub p99: u64,
     pub mean: u64,
     pub fixups: u64,
-    pub hist: Vec<(u32, u64)>,
+    /// `(bin floor in cycles, samples)`.
+    pub hist: Vec<(u64, u64)>,
 }
 
 /// Parses `bench result name=… n=… …` lines.
@@ -52,48 +54,74 @@ pub fn parse_results(transcript: &str) -> Vec<GuestResult> {
 }
 
 /// Statistics of samples (sorted in place).
-pub(super) fn summarize(samples: &mut [u64]) -> (u64, u64, u64, u64, Vec<(u32, u64)>) {
+pub(super) fn summarize(samples: &mut [u64]) -> (u64, u64, u64, u64, Vec<(u64, u64)>) {
     samples.sort_unstable();
     let n = samples.len();
     if n == 0 {
         return (0, 0, 0, 0, Vec::new());
     }
-    let mut hist: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut hist: BTreeMap<u64, u64> = BTreeMap::new();
     for &v in samples.iter() {
-        *hist.entry(63 - v.max(1).leading_zeros()).or_default() += 1;
+        *hist.entry(lde_abi::histogram::bin_floor(v)).or_default() += 1;
     }
     let mean = samples.iter().sum::<u64>() / n as u64;
     (samples[0], samples[(n - 1) / 2], samples[(n - 1) * 99 / 100], mean, hist.into_iter().collect())
 }
 
-/// A median that got worse than the baseline allows.
+/// One median compared with the baseline's.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Regression {
+pub struct Change {
     pub name: String,
     pub baseline: u64,
     pub now: u64,
+    /// How much higher (positive: slower) the median is now, in percent.
     pub percent: f64,
 }
 
-/// Medians more than `max_percent` above the baseline's (names in both only).
-pub fn regressions(report: &BenchReport, baseline: &BenchReport, max_percent: f64) -> Vec<Regression> {
-    report
-        .results
-        .iter()
-        .filter_map(|m| {
-            let base = baseline.results.iter().find(|b| b.name == m.name)?;
-            if base.median_cycles == 0 {
-                return None;
-            }
-            let percent = (m.median_cycles as f64 / base.median_cycles as f64 - 1.0) * 100.0;
-            (percent > max_percent).then(|| Regression {
+impl Change {
+    /// Slower by more than `max_percent`.
+    pub fn regressed(&self, max_percent: f64) -> bool {
+        self.percent > max_percent
+    }
+
+    /// Faster by more than `max_percent`.
+    pub fn improved(&self, max_percent: f64) -> bool {
+        self.percent < -max_percent
+    }
+}
+
+/// A run compared with a baseline: the medians of the measurements both have, and those only
+/// this run has.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Comparison {
+    pub changes: Vec<Change>,
+    pub not_in_baseline: Vec<String>,
+}
+
+/// Compares the medians of `report` with those of `baseline`.
+pub fn compare(report: &BenchReport, baseline: &BenchReport) -> Comparison {
+    let mut comparison = Comparison::default();
+    for m in &report.results {
+        match baseline.results.iter().find(|b| b.name == m.name && b.median_cycles > 0) {
+            Some(base) => comparison.changes.push(Change {
                 name: m.name.clone(),
                 baseline: base.median_cycles,
                 now: m.median_cycles,
-                percent,
-            })
-        })
-        .collect()
+                percent: (m.median_cycles as f64 / base.median_cycles as f64 - 1.0) * 100.0,
+            }),
+            None => comparison.not_in_baseline.push(m.name.clone()),
+        }
+    }
+    comparison
+}
+
+/// Why cycles of `baseline` cannot be compared with this host's (another kind of KVM or
+/// another CPU), if they cannot.
+pub fn host_mismatch(baseline: &BenchReport, kvm: &str, cpu_model: &str) -> Option<String> {
+    let (b_kvm, b_cpu) = (baseline.host.kvm.as_str(), baseline.host.cpu_model.as_str());
+    (b_kvm != kvm || b_cpu != cpu_model).then(|| {
+        format!("the baseline was measured on {b_kvm} ({b_cpu}), this host is {kvm} ({cpu_model}): its cycles are not comparable")
+    })
 }
 
 #[cfg(test)]
@@ -118,7 +146,8 @@ mod tests {
         let (min, median, p99, mean, hist) = summarize(&mut s);
         assert_eq!((min, median, p99, mean), (1, 50, 99, 50));
         assert_eq!(hist.iter().map(|h| h.1).sum::<u64>(), 100);
-        assert_eq!(hist[0], (0, 1));
+        assert_eq!(hist[0], (1, 1));
+        assert_eq!(hist.iter().find(|h| h.0 == 48), Some(&(48, 4)), "48..52 holds 4 samples");
     }
 
     fn report_with(median: u64) -> BenchReport {
@@ -152,12 +181,21 @@ mod tests {
     }
 
     #[test]
-    fn regressions_beyond_the_allowance() {
+    fn compares_the_medians_both_have() {
         let base = report_with(1000);
-        assert!(regressions(&report_with(1099), &base, 10.0).is_empty());
-        let r = regressions(&report_with(1200), &base, 10.0);
-        assert_eq!(r.len(), 1);
-        assert_eq!((r[0].baseline, r[0].now), (1000, 1200));
-        assert!((r[0].percent - 20.0).abs() < 1e-9);
+        let c = compare(&report_with(1099), &base);
+        assert_eq!(c.changes.len(), 1);
+        assert!(!c.changes[0].regressed(10.0) && !c.changes[0].improved(10.0));
+        let c = compare(&report_with(1200), &base);
+        assert_eq!((c.changes[0].baseline, c.changes[0].now), (1000, 1200));
+        assert!((c.changes[0].percent - 20.0).abs() < 1e-9 && c.changes[0].regressed(10.0));
+        assert!(compare(&report_with(500), &base).changes[0].improved(10.0));
+        let mut other = report_with(1000);
+        other.results[0].name = "kvm-run".into();
+        let c = compare(&other, &base);
+        assert!(c.changes.is_empty());
+        assert_eq!(c.not_in_baseline, vec!["kvm-run".to_string()]);
+        assert!(host_mismatch(&base, "pvm", "").is_none());
+        assert!(host_mismatch(&base, "nested-vmx", "").unwrap().contains("not comparable"));
     }
 }

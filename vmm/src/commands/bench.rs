@@ -1,38 +1,70 @@
 //! `lde bench`: runs the measurements, prints the table, writes --json and --histogram, and
 //! compares the medians with a --baseline.
 
-use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use lde::bench::{BenchConfig, BenchReport};
 use lde::host;
+use lde::output::OutputFile;
 
 use super::Error;
 use crate::cli::BenchArgs;
 
+/// A `--json` file of `lde bench`.
+fn read_report(path: &Path) -> Result<BenchReport, Error> {
+    std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|text| serde_json::from_str::<BenchReport>(&text).map_err(|e| e.to_string()))
+        .map_err(|e| Error::Baseline(path.to_owned(), e))
+}
+
+/// `--compare`: the hosts side by side, measuring nothing.
+fn compare(files: &[PathBuf], svg_path: Option<&Path>) -> Result<ExitCode, Error> {
+    let svg_file = svg_path.map(|p| OutputFile::create(p).map_err(|e| Error::Write(p.to_owned(), e))).transpose()?;
+    let reports =
+        files.iter().map(|p| Ok((p.display().to_string(), read_report(p)?))).collect::<Result<Vec<_>, Error>>()?;
+    print!("{}", lde::bench::compare_table(&reports));
+    if let Some(file) = svg_file {
+        let path = file.path().to_owned();
+        file.commit(|out| svg::write(out, &lde::bench::compare_svg(&reports))).map_err(|e| Error::Write(path, e))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn bench(args: BenchArgs) -> Result<ExitCode, Error> {
-    let baseline = match &args.baseline {
-        None => None,
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|e| e.to_string())
-                .and_then(|text| serde_json::from_str::<BenchReport>(&text).map_err(|e| e.to_string()))
-                .map_err(|e| Error::Baseline(path.clone(), e))?,
-        ),
-    };
-    lde::bench::select(&args.filter)?;
+    if !args.compare.is_empty() {
+        return compare(&args.compare, args.compare_svg.as_deref());
+    }
+    let baseline = args.baseline.as_deref().map(read_report).transpose()?;
+    let names = lde::bench::select(&args.filter)?;
+    if let (Some(path), Some(baseline)) = (&args.baseline, &baseline) {
+        if !baseline.results.iter().any(|b| names.contains(&b.name.as_str())) {
+            let why = format!("it has none of the measurements to run ({})", names.join(", "));
+            return Err(Error::Incomparable(path.clone(), why));
+        }
+    }
     // Created before measuring, so that a bad path is said at once.
     let create = |path: &Option<PathBuf>| match path {
         None => Ok(None),
-        Some(p) => std::fs::File::create(p).map(Some).map_err(|e| Error::Write(p.clone(), e)),
+        Some(p) => OutputFile::create(p).map(Some).map_err(|e| Error::Write(p.clone(), e)),
     };
     let (json_file, histogram_file) = (create(&args.json), create(&args.histogram));
     let (json_file, histogram_file) = (json_file?, histogram_file?);
     let host = host::detect();
+    // Cycles of another kind of host or another CPU say nothing about this one: refused before
+    // measuring (`--compare` puts hosts side by side instead).
+    if let (Some(path), Some(baseline)) = (&args.baseline, &baseline) {
+        if let Some(why) = lde::bench::host_mismatch(baseline, host.kvm.slug(), &host.cpu_model) {
+            return Err(Error::Incomparable(
+                path.clone(),
+                format!("{why} (lde bench --compare shows hosts side by side)"),
+            ));
+        }
+    }
     if !args.quiet {
-        eprintln!("lde bench: host: {} on {}", host.kvm, host.cpu_model);
+        eprintln!("lde: host: {} on {}", host.kvm, host.cpu_model);
     }
     let config = BenchConfig {
         filters: args.filter.clone(),
@@ -43,25 +75,60 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode, Error> {
     };
     let report = lde::bench::run(config)?;
     print!("{}", lde::bench::table(&report));
-    if let (Some(path), Some(mut file)) = (&args.json, json_file) {
+    if let Some(file) = json_file {
         let text = serde_json::to_string_pretty(&report).expect("the bench report serializes");
-        file.write_all((text + "\n").as_bytes()).map_err(|e| Error::Write(path.clone(), e))?;
+        let path = file.path().to_owned();
+        file.commit(|out| out.write_all((text + "\n").as_bytes())).map_err(|e| Error::Write(path, e))?;
     }
-    if let (Some(path), Some(file)) = (&args.histogram, histogram_file) {
-        svg::write(file, &lde::bench::histogram_svg(&report)).map_err(|e| Error::Write(path.clone(), e))?;
+    if let Some(file) = histogram_file {
+        let path = file.path().to_owned();
+        file.commit(|out| svg::write(out, &lde::bench::histogram_svg(&report))).map_err(|e| Error::Write(path, e))?;
     }
-    if let Some(baseline) = &baseline {
-        let worse = lde::bench::regressions(&report, baseline, args.max_regression);
-        for r in &worse {
-            println!(
-                "regression: {} median {} cycles, baseline {} (+{:.1}% > {}%)",
-                r.name, r.now, r.baseline, r.percent, args.max_regression
-            );
+    match (&args.baseline, &baseline) {
+        (Some(path), Some(baseline)) => check_baseline(&report, baseline, path, args.max_regression),
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Prints every median compared with the baseline's (stdout: they are results) and fails when
+/// one got worse than `max` percent allows, or when nothing could be compared.
+fn check_baseline(report: &BenchReport, baseline: &BenchReport, path: &Path, max: f64) -> Result<ExitCode, Error> {
+    let comparison = lde::bench::compare(report, baseline);
+    if comparison.changes.is_empty() {
+        let names = comparison.not_in_baseline.join(", ");
+        return Err(Error::Incomparable(
+            path.to_owned(),
+            format!("none of this run's measurements is in it ({names})"),
+        ));
+    }
+    if let (Some(then), Some(now)) = (baseline.host.tsc_khz, report.host.tsc_khz) {
+        if then != now {
+            eprintln!("lde: warning: the baseline's TSC ran at {then} kHz, this host's at {now} kHz: cycles differ by that ratio too");
         }
-        if !worse.is_empty() {
-            return Ok(ExitCode::from(1));
-        }
-        println!("no median got more than {}% worse than the baseline", args.max_regression);
     }
-    Ok(ExitCode::SUCCESS)
+    println!("baseline {}: {} on {}", path.display(), baseline.host.kvm, baseline.host.cpu_model);
+    let (mut worse, mut better) = (0, 0);
+    for c in &comparison.changes {
+        let verdict = if c.regressed(max) {
+            worse += 1;
+            "regression"
+        } else if c.improved(max) {
+            better += 1;
+            "improvement"
+        } else {
+            "unchanged"
+        };
+        println!(
+            "{verdict}: {} median {} cycles, baseline {} ({:+.1}%, allowed {max}%)",
+            c.name, c.now, c.baseline, c.percent
+        );
+    }
+    if !comparison.not_in_baseline.is_empty() {
+        println!("not in the baseline: {}", comparison.not_in_baseline.join(", "));
+    }
+    println!(
+        "compared {} median(s) with the baseline: {worse} more than {max}% worse, {better} more than {max}% better",
+        comparison.changes.len()
+    );
+    Ok(if worse > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

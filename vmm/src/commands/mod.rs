@@ -3,6 +3,7 @@
 //! or an [`Error`] that `main` prints once with its causes.
 
 pub mod bench;
+pub mod docs;
 pub mod export;
 pub mod probe;
 pub mod run;
@@ -40,6 +41,8 @@ pub enum Error {
     ApiJson(PathBuf, serde_json::Error),
     #[error("cannot read the baseline {}: {}", .0.display(), .1)]
     Baseline(PathBuf, String),
+    #[error("cannot compare with the baseline {}: {}", .0.display(), .1)]
+    Incomparable(PathBuf, String),
 }
 
 impl Error {
@@ -51,7 +54,7 @@ impl Error {
             Error::Programs(_) => code::USAGE,
             Error::Bench(e) => e.exit_code(),
             Error::Transcript(..) => code::BAD_IMAGE,
-            Error::Baseline(..) => code::USAGE,
+            Error::Baseline(..) | Error::Incomparable(..) => code::USAGE,
             Error::CreateDir(..)
             | Error::Write(..)
             | Error::WriteOutput(..)

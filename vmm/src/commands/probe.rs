@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
+use lde::probe::Delivery;
 use lde::{host, Outcome, RunConfig};
 use lde_abi::exit as code;
 
@@ -17,8 +18,7 @@ pub fn probe(args: ProbeArgs, started: Instant) -> Result<ExitCode, Error> {
     }
     if let (Some(path), Some(host)) = (&args.transcript, &args.host_name) {
         let bytes = std::fs::read(path).map_err(|e| Error::Transcript(path.clone(), e))?;
-        println!("host: {host}");
-        print_probe(&String::from_utf8_lossy(&bytes));
+        print_probe(host, None, &String::from_utf8_lossy(&bytes), args.json);
         return Ok(ExitCode::SUCCESS);
     }
     let specs: Vec<String> = lde::probe::PROGRAMS.iter().map(|s| s.to_string()).collect();
@@ -26,6 +26,7 @@ pub fn probe(args: ProbeArgs, started: Instant) -> Result<ExitCode, Error> {
     let transcript = lde::devices::serial::SharedBuffer::default();
     let host = host::detect();
     let host_line = format!("{} on {}", host.kvm, host.cpu_model);
+    let kvm = host.kvm.slug();
     let mut config = RunConfig::unattended(
         programs.cmdline,
         programs.initrd,
@@ -37,24 +38,46 @@ pub fn probe(args: ProbeArgs, started: Instant) -> Result<ExitCode, Error> {
     config.started = started;
     let report = lde::run(config)?;
     let text = String::from_utf8_lossy(&transcript.0.lock().expect("transcript lock")).into_owned();
-    println!("host: {host_line}");
     if let Outcome::Crashed { crash, registers } = &report.outcome {
-        println!("the guest crashed during the probe: {crash}\n{registers}");
-        println!("guest output:\n{text}");
+        print!("{text}");
+        eprintln!("lde: the guest crashed during the probe: {crash}");
+        registers.lines().for_each(|line| eprintln!("lde: {line}"));
         return Ok(ExitCode::from(code::GUEST_CRASHED));
     }
-    print_probe(&text);
+    print_probe(&host_line, Some(kvm), &text, args.json);
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_probe(transcript: &str) {
+/// The findings of a probe transcript from `host`: a table, or JSON.
+fn print_probe(host: &str, kvm: Option<&str>, transcript: &str, json: bool) {
     let rows = lde::probe::parse(transcript);
+    let isolation = lde::probe::parse_isolation(transcript);
+    if json {
+        let rows: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                let (delivery, detail) = match r.delivery {
+                    Delivery::Architectural => ("architectural", None),
+                    Delivery::Recovered(how) => ("recovered", Some(how)),
+                    Delivery::Missing(why) => ("missing", Some(why)),
+                };
+                serde_json::json!({ "what": r.what, "delivery": delivery, "detail": detail })
+            })
+            .collect();
+        let isolation: Vec<serde_json::Value> = isolation
+            .iter()
+            .map(|r| serde_json::json!({ "what": r.what, "state": r.state, "deviation": r.deviation }))
+            .collect();
+        let doc = serde_json::json!({ "host": host, "kvm": kvm, "rows": rows, "isolation": isolation });
+        println!("{}", serde_json::to_string_pretty(&doc).expect("the probe's findings serialize"));
+        return;
+    }
+    println!("host: {host}");
     let width = rows.iter().map(|r| r.what.len()).max().unwrap_or(0);
     println!("{:width$}  delivery", "door / trap");
     for row in rows {
         println!("{:width$}  {}", row.what, row.delivery);
     }
-    let isolation = lde::probe::parse_isolation(transcript);
     let width = isolation.iter().map(|r| r.what.len()).max().unwrap_or(0).max(width);
     println!();
     println!("{:width$}  state", "isolation");

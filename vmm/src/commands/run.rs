@@ -6,13 +6,21 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use lde::devices::newlines::{to_lf, LfOnly};
 use lde::observe::{summary, timeline, watch};
+use lde::output::OutputFile;
 use lde::{host, Outcome, RunConfig};
 
 use super::{prepare_programs, Error};
 use crate::cli::RunArgs;
 
 pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode, Error> {
+    if args.list && args.json {
+        let list: Vec<serde_json::Value> =
+            lde::guest::PROGRAMS.iter().map(|p| serde_json::json!({ "name": p.name, "about": p.about })).collect();
+        println!("{}", serde_json::to_string_pretty(&list).expect("a list of strings serializes"));
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.list {
         let width = lde::guest::PROGRAMS.iter().map(|p| p.name.len()).max().unwrap_or(0);
         for p in lde::guest::PROGRAMS {
@@ -23,9 +31,10 @@ pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode, Error> {
     let (initrd, cmdline) = prepare_programs(&args.programs, &args.cmdline)?;
     // The output files are created before the guest runs, so that a bad path is said at once
     // rather than after a long run whose results would then be lost.
+    // They are written whole at the end, or not at all (see lde::output).
     let create = |path: &Option<PathBuf>, what: &'static str| match path {
         None => Ok(None),
-        Some(p) => std::fs::File::create(p).map(Some).map_err(|e| Error::WriteOutput(what, p.clone(), e.to_string())),
+        Some(p) => OutputFile::create(p).map(Some).map_err(|e| Error::WriteOutput(what, p.clone(), e.to_string())),
     };
     let (report_file, timeline_file) = (create(&args.report, "report"), create(&args.timeline, "timeline"));
     let (report_file, timeline_file) = (report_file?, timeline_file?);
@@ -35,8 +44,13 @@ pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode, Error> {
     // full when the run ends.
     let watch_terminal = args.watch && std::io::stderr().is_terminal();
     let captured = lde::devices::serial::SharedBuffer::default();
-    let console: Box<dyn std::io::Write + Send> =
-        if watch_terminal { Box::new(captured.clone()) } else { Box::new(std::io::stdout()) };
+    // A terminal gets the guest's `\r\n` line ends; a pipe or a file gets plain `\n`.
+    let stdout_terminal = std::io::stdout().is_terminal();
+    let console: Box<dyn std::io::Write + Send> = match (watch_terminal, stdout_terminal) {
+        (true, _) => Box::new(captured.clone()),
+        (false, true) => Box::new(std::io::stdout()),
+        (false, false) => Box::new(LfOnly::new(std::io::stdout())),
+    };
     let observer = match (args.watch, watch_terminal) {
         (false, _) => None,
         (true, true) => Some(watch::terminal(host.kvm.slug(), captured.clone())),
@@ -67,29 +81,35 @@ pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode, Error> {
     })?;
     match &report.outcome {
         Outcome::GuestExit(_) => {}
-        Outcome::Crashed { crash, registers } => eprint!("lde: guest crashed: {crash}\n{registers}"),
+        Outcome::Crashed { crash, registers } => {
+            eprintln!("lde: guest crashed: {crash}");
+            registers.lines().for_each(|line| eprintln!("lde: {line}"));
+        }
         Outcome::Timeout { after: t, held_by } => {
             eprintln!("lde: timeout: the guest was still running after {} s; stopped it: {held_by}", t.as_secs_f64())
         }
         Outcome::Interrupted(signal) => eprintln!("lde: interrupted by signal {signal}; stopped the guest"),
     }
     if watch_terminal {
-        let _ = std::io::stdout().write_all(&captured.0.lock().expect("buffer lock poisoned"));
+        let text = captured.0.lock().expect("buffer lock poisoned");
+        let _ = std::io::stdout().write_all(&if stdout_terminal { text.clone() } else { to_lf(&text) });
     }
-    if let (Some(path), Some(mut file)) = (&args.report, report_file) {
+    if let Some(file) = report_file {
         let text = serde_json::to_string_pretty(&report.report()).expect("the report serializes");
-        file.write_all((text + "\n").as_bytes())
-            .map_err(|e| Error::WriteOutput("report", path.clone(), e.to_string()))?;
+        let path = file.path().to_owned();
+        file.commit(|out| out.write_all((text + "\n").as_bytes()))
+            .map_err(|e| Error::WriteOutput("report", path, e.to_string()))?;
     }
-    if let (Some(path), Some(file)) = (&args.timeline, timeline_file) {
+    if let Some(file) = timeline_file {
+        let path = file.path().to_owned();
         match &report.recorder {
             Some(recorder) => {
-                let title = format!("lde run on {} ({})", report.host.cpu_model, report.host.kvm.slug());
-                timeline::write(recorder, &title, file).map_err(|e| e.to_string())
+                let title = format!("{} on {} ({})", command_line(), report.host.cpu_model, report.host.kvm.slug());
+                file.commit(|out| timeline::write(recorder, &title, out)).map_err(|e| e.to_string())
             }
             None => Err("the kernel's counters could not be read".to_string()),
         }
-        .map_err(|e| Error::WriteOutput("timeline", path.clone(), e))?;
+        .map_err(|e| Error::WriteOutput("timeline", path, e))?;
     }
     if !args.quiet {
         if let (Some(page), Some(recorder)) = (report.stats(), &report.recorder) {
@@ -98,7 +118,8 @@ pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode, Error> {
                     "lde: the guest stopped while updating its counters: the figures below may mix before and after"
                 );
             }
-            for line in summary::lines(page, &recorder.processes(), report.host.kvm) {
+            let ran = report.banner_after.map(|b| report.ended_after.saturating_sub(b).as_secs_f64());
+            for line in summary::lines(page, &recorder.processes(), report.host.kvm, ran) {
                 eprintln!("lde: {line}");
             }
         }
@@ -121,4 +142,23 @@ pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode, Error> {
         );
     }
     Ok(ExitCode::from(report.outcome.exit_code()))
+}
+
+/// The command line that made this run, quoted as a shell would need it, without the options
+/// that only name output files.
+fn command_line() -> String {
+    let mut words = vec!["lde".to_string()];
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if ["--timeline", "--report", "--api-sock"].contains(&arg.as_str()) {
+            args.next();
+            continue;
+        }
+        if ["--timeline=", "--report=", "--api-sock="].iter().any(|o| arg.starts_with(o)) {
+            continue;
+        }
+        let plain = !arg.is_empty() && arg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.,/=:@".contains(&b));
+        words.push(if plain { arg } else { format!("'{}'", arg.replace('\'', "'\\''")) });
+    }
+    words.join(" ")
 }

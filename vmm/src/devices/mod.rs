@@ -1,6 +1,7 @@
 //! The devices the guest reaches through port I/O, one file each.
 
 pub mod exit_port;
+pub mod newlines;
 pub mod serial;
 
 use std::sync::{Arc, Mutex};

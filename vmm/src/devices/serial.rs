@@ -58,8 +58,9 @@ pub fn new_serial(out: Box<dyn Write + Send>) -> io::Result<SerialDevice> {
 /// Bytes are taken from stdin only as fast as the FIFO has room; while it is full, stdin is not
 /// watched, and the guest draining the FIFO (the `drained` eventfd) resumes it. Nothing is lost.
 ///
-/// When the input ends and every byte is in the UART, [`InputStatus`] says so and the UART's
-/// interrupt line is pulsed, so that a reader blocked in the guest wakes to see the end.
+/// A regular file (or /dev/null) cannot be watched with epoll, and never needs to be: it is
+/// read directly whenever the FIFO has room (at the start, and each time the guest drains it).
+/// Input that can be neither watched nor read is given up with one warning.
 ///
 /// When the input ends and every byte is in the UART, [`InputStatus`] says so and the UART's
 /// interrupt line is pulsed, so that a reader blocked in the guest wakes to see the end.
@@ -69,6 +70,8 @@ pub struct SerialInput {
     drained: RawFd,
     pending: Vec<u8>,
     watching_input: bool,
+    /// The input is read whenever there is room, without epoll (regular files, /dev/null).
+    direct: bool,
     eof: bool,
     status: InputStatus,
 }
@@ -92,7 +95,7 @@ impl SerialInput {
     /// Reads from `input` (normally fd 0), which must stay open while the event loop runs.
     pub fn new(serial: Arc<Mutex<SerialDevice>>, input: RawFd, status: InputStatus) -> Self {
         let drained = serial.lock().expect("serial lock poisoned").events().drained.as_raw_fd();
-        Self { serial, input, drained, pending: Vec::new(), watching_input: false, eof: false, status }
+        Self { serial, input, drained, pending: Vec::new(), watching_input: false, direct: false, eof: false, status }
     }
 
     /// Once input has ended and nothing is pending, says so and wakes the guest.
@@ -135,23 +138,36 @@ impl SerialInput {
             _ => {
                 let e = io::Error::last_os_error();
                 if e.kind() != io::ErrorKind::Interrupted && e.kind() != io::ErrorKind::WouldBlock {
-                    log::warn!("stdin: {e}; no more input goes to the guest");
+                    log::warn!("cannot read standard input ({e}); no more input goes to the guest");
                     self.eof = true;
                 }
             }
         }
     }
 
-    /// Watches stdin only while there is room for what it brings.
+    /// Watches stdin only while there is room for what it brings; reads it at once if it is
+    /// read directly.
     fn update_watch(&mut self, ops: &mut EventOps) {
         let want = !self.eof && self.pending.is_empty();
+        if self.direct {
+            if want {
+                self.read_input();
+                self.push_pending();
+            }
+            return;
+        }
         if want != self.watching_input {
             let events = Events::new_raw(self.input, EventSet::IN);
             let result = if want { ops.add(events) } else { ops.remove(events) };
             match result {
                 Ok(()) => self.watching_input = want,
+                // epoll refuses files that are always ready: read those directly.
+                Err(event_manager::Error::Epoll(e)) if want && e.errno() == libc::EPERM => {
+                    self.direct = true;
+                    self.update_watch(ops);
+                }
                 Err(e) => {
-                    log::debug!("stdin cannot be watched ({e:?}); not forwarding input");
+                    log::warn!("standard input cannot be forwarded to the guest: {e}");
                     self.eof = true;
                     self.watching_input = false;
                 }

@@ -2,7 +2,7 @@
 //! page every few milliseconds (and hands each update to an observer, e.g. `--watch`), and the
 //! `--api-sock` server that answers every connection with the current report as JSON.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -40,9 +40,16 @@ pub struct Shared {
     pub host: HostInfo,
     pub tsc_khz: Option<u32>,
     pub kvm_stats: Option<Arc<crate::observe::kvm_stats::KvmStats>>,
+    /// The UART, whose console notes when the kernel's banner appeared.
+    pub serial: Arc<Mutex<crate::devices::SerialDevice>>,
 }
 
 impl Shared {
+    /// When the kernel's banner appeared, if it has.
+    fn banner_at(&self) -> Option<Instant> {
+        self.serial.lock().expect("serial lock poisoned").writer().banner_at()
+    }
+
     /// The live report (no outcome yet).
     pub fn report(&self) -> report::Report {
         let recorder = self.recorder.lock().expect("recorder lock poisoned");
@@ -52,7 +59,10 @@ impl Shared {
             lde_version: env!("CARGO_PKG_VERSION"),
             host: report::host(&self.host, self.tsc_khz),
             outcome: None,
-            timing: report::Timing { banner_ms: None, elapsed_ms: self.started.elapsed().as_secs_f64() * 1e3 },
+            timing: report::Timing {
+                banner_ms: self.banner_at().map(|t| t.duration_since(self.started).as_secs_f64() * 1e3),
+                elapsed_ms: self.started.elapsed().as_secs_f64() * 1e3,
+            },
             vm_exits: report::VmExits {
                 handled_by_lde: exits,
                 total: exits.total(),
@@ -158,10 +168,74 @@ impl MutEventSubscriber for ApiServer {
             body.push(b'\n');
             // A client that goes away early only loses its own answer.
             let _ = stream.set_nonblocking(false);
+            let _ = stream.set_read_timeout(Some(REQUEST_WAIT));
             let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-            if let Err(e) = stream.write_all(&body) {
+            let answer = answer(&read_request(&mut stream), body);
+            if let Err(e) = stream.write_all(&answer) {
                 log::debug!("API client: {e}");
             }
         }
+    }
+}
+
+/// How long a client may take to send its request (one that sends none gets plain JSON).
+const REQUEST_WAIT: Duration = Duration::from_millis(200);
+/// Most bytes of a request read.
+const REQUEST_MAX: usize = 8192;
+
+/// What the client sent before it stopped, closed its side, or its time ran out: up to the end
+/// of an HTTP request head.
+fn read_request(stream: &mut impl Read) -> Vec<u8> {
+    let mut request = Vec::new();
+    let mut buf = [0u8; 1024];
+    while request.len() < REQUEST_MAX && !request.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => request.extend_from_slice(&buf[..n]),
+        }
+    }
+    request
+}
+
+/// The answer to `request`: the report as an HTTP/1.1 response to an HTTP request (`curl
+/// --unix-socket PATH http://localhost/`), as plain JSON to a client that sent nothing
+/// (`lde stats`).
+fn answer(request: &[u8], body: Vec<u8>) -> Vec<u8> {
+    if request.is_empty() {
+        return body;
+    }
+    let (status, body, kind) = if request.starts_with(b"GET ") || request.starts_with(b"HEAD ") {
+        ("200 OK", body, "application/json")
+    } else if request.windows(5).any(|w| w == b"HTTP/") {
+        ("405 Method Not Allowed", b"only GET is served\n".to_vec(), "text/plain")
+    } else {
+        ("400 Bad Request", b"send an HTTP GET request, or nothing\n".to_vec(), "text/plain")
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let mut out = head.into_bytes();
+    if !request.starts_with(b"HEAD ") {
+        out.extend_from_slice(&body);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_http_and_plain_clients() {
+        assert_eq!(answer(b"", b"{}\n".to_vec()), b"{}\n");
+        let http = answer(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n", b"{}\n".to_vec());
+        let text = String::from_utf8(http).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(text.contains("Content-Length: 3\r\n") && text.ends_with("\r\n\r\n{}\n"), "{text}");
+        let post = String::from_utf8(answer(b"POST / HTTP/1.1\r\n\r\n", b"{}".to_vec())).unwrap();
+        assert!(post.starts_with("HTTP/1.1 405 "), "{post}");
+        let request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(read_request(&mut &request[..]), request);
     }
 }

@@ -249,3 +249,42 @@ pub fn guest(recorder: &Recorder) -> Option<Guest> {
 pub fn host(host: &HostInfo, tsc_khz: Option<u32>) -> Host {
     Host { kvm: host.kvm.slug(), kvm_description: host.kvm.to_string(), cpu_model: host.cpu_model.clone(), tsc_khz }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lde_abi::stats::STATE_ZOMBIE;
+    use serde_json::Value;
+
+    const SCHEMA_TEXT: &str = include_str!("../../../docs/report.schema.json");
+
+    /// The strings of the `enum` at `pointer` in docs/report.schema.json.
+    fn schema_enum(pointer: &str) -> Vec<String> {
+        let schema: Value = serde_json::from_str(SCHEMA_TEXT).expect("the schema is JSON");
+        let values = schema.pointer(pointer).unwrap_or_else(|| panic!("no {pointer}"));
+        values.as_array().unwrap().iter().filter_map(|v| v.as_str().map(String::from)).collect()
+    }
+
+    #[test]
+    fn the_schema_names_what_the_code_writes() {
+        let calls: Vec<String> = NAMES.iter().map(|s| s.to_string()).collect();
+        assert_eq!(schema_enum("/$defs/syscalls/propertyNames/enum"), calls);
+        let states = [STATE_READY, STATE_RUNNING, STATE_SLEEPING, STATE_READING, STATE_ZOMBIE];
+        let states: Vec<String> = states.iter().map(|&s| state_name(s).to_string()).collect();
+        let items = "/properties/guest/properties/processes/items/properties";
+        assert_eq!(schema_enum(&format!("{items}/state/enum")), states);
+        use crate::host::{KvmKind, Vendor};
+        let kinds = [
+            KvmKind::Hardware(Vendor::Vmx),
+            KvmKind::Hardware(Vendor::Svm),
+            KvmKind::Nested(Vendor::Vmx),
+            KvmKind::Nested(Vendor::Svm),
+            KvmKind::Pvm,
+            KvmKind::Unknown,
+        ];
+        let kinds: Vec<String> = kinds.iter().map(|k| k.slug().to_string()).collect();
+        assert_eq!(schema_enum("/properties/host/properties/kvm/enum"), kinds);
+        let schema: Value = serde_json::from_str(SCHEMA_TEXT).unwrap();
+        assert_eq!(schema.pointer("/properties/schema/const").and_then(Value::as_str), Some(SCHEMA));
+    }
+}

@@ -39,7 +39,8 @@ fn processes_line(page: &StatsPage, processes: &[ProcStats]) -> String {
             let end = match p.end {
                 END_EXITED => format!("exit {}", p.end_value),
                 END_KILLED => format!("killed {}", mnemonic(u64::from(p.end_value))),
-                _ => "running".to_string(),
+                // Alive: as the kernel last saw it (a process that never ran is `ready`).
+                _ => crate::observe::report::state_name(p.state).to_string(),
             };
             format!("{} {} {end}", p.name(), p.pid)
         })
@@ -50,8 +51,15 @@ fn processes_line(page: &StatsPage, processes: &[ProcStats]) -> String {
     format!("processes: {} started, {} killed: {}", page.spawned, page.kills, named.join(", "))
 }
 
-/// The summary lines (without the `lde: ` prefix).
-pub fn lines(page: &StatsPage, processes: &[ProcStats], kvm: KvmKind) -> Vec<String> {
+/// `n thing` or `n things`.
+fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// The summary lines (without the `lde: ` prefix). `ran` is how long the guest ran as the host
+/// saw it, from the kernel's banner to the end: the kernel's own clock in the page stops
+/// where the kernel last ran (a process that never enters it holds the clock too).
+pub fn lines(page: &StatsPage, processes: &[ProcStats], kvm: KvmKind, ran: Option<f64>) -> Vec<String> {
     let mut traps: Vec<String> = Vec::new();
     let syscalls = page.syscall_arch + page.syscall_recovered;
     let int80 = page.int80_arch + page.int80_recovered;
@@ -82,15 +90,21 @@ pub fn lines(page: &StatsPage, processes: &[ProcStats], kvm: KvmKind) -> Vec<Str
     let idle = if uptime > 0 { page.idle_cycles as f64 * 100.0 / uptime as f64 } else { 0.0 };
     let timer = match page.timer_hz {
         0 => "no timer (cooperative)".to_string(),
-        hz => format!("{} ticks at {hz} Hz", page.ticks),
+        hz => format!("{} at {hz} Hz", count(page.ticks, "tick", "ticks")),
+    };
+    let seconds = uptime as f64 / page.tsc_hz.max(1) as f64;
+    let stale = match ran {
+        Some(ran) if ran > seconds + 0.5 => {
+            format!(" (the kernel's clock stopped there, when it last ran; the guest ran {ran:.1} s)")
+        }
+        _ => String::new(),
     };
     vec![
         processes_line(page, processes),
         format!("traps: {}", if traps.is_empty() { "none".to_string() } else { traps.join(", ") }),
         format!(
-            "scheduler: {timer}, {} context switches, idle {idle:.1}% of {:.3} s guest time",
-            page.switches,
-            uptime as f64 / page.tsc_hz.max(1) as f64
+            "scheduler: {timer}, {}, idle {idle:.1}% of {seconds:.3} s guest time{stale}",
+            count(page.switches, "context switch", "context switches"),
         ),
         format!(
             "costs on this host ({}): timer tick {} in the kernel; context switch {} in the scheduler",
@@ -132,11 +146,23 @@ mod tests {
         b.name[..5].copy_from_slice(b"bad-x");
         b.end = END_KILLED;
         b.end_value = 13;
-        let lines = lines(&page, &[a, b], KvmKind::Pvm);
-        assert_eq!(lines[0], "processes: 3 started, 1 killed: hello 1 exit 0, bad-x 2 killed #GP");
+        let mut c = ProcStats::EMPTY;
+        c.pid = 3;
+        c.name[..4].copy_from_slice(b"idle");
+        c.state = lde_abi::stats::STATE_READY;
+        let lines = lines(&page, &[a, b, c], KvmKind::Pvm, Some(1.2));
+        assert_eq!(lines[0], "processes: 3 started, 1 killed: hello 1 exit 0, bad-x 2 killed #GP, idle 3 ready");
         assert_eq!(lines[1], "traps: syscall 7 (recovered), timer 50, #GP 1");
         assert_eq!(lines[2], "scheduler: 50 ticks at 50 Hz, 9 context switches, idle 25.0% of 1.000 s guest time");
         assert!(lines[3].contains("(pvm): timer tick 100,000 cycles (50.0 us, mean of 50)"), "{}", lines[3]);
         assert!(lines[3].ends_with("context switch n/a in the scheduler"), "{}", lines[3]);
+        page.switches = 1;
+        page.timer_hz = 0;
+        let lines = super::lines(&page, &[a], KvmKind::Pvm, Some(5.0));
+        assert_eq!(
+            lines[2],
+            "scheduler: no timer (cooperative), 1 context switch, idle 25.0% of 1.000 s guest time (the kernel's \
+             clock stopped there, when it last ran; the guest ran 5.0 s)"
+        );
     }
 }

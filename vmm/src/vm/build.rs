@@ -154,6 +154,7 @@ pub fn prepare(config: RunConfig) -> Result<Vm, Error> {
         host: config.host.clone(),
         tsc_khz,
         kvm_stats: kvm_stats.clone(),
+        serial: serial.clone(),
     });
     let api = match (&config.api_sock, &shared) {
         (Some(path), Some(shared)) => Some(ApiServer::bind(path, shared.clone()).map_err(Error::Api)?),

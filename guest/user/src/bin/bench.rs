@@ -11,6 +11,7 @@
 
 use core::arch::{asm, global_asm};
 
+use lde_abi::histogram::bin_floor;
 use lde_abi::user::USER_BASE;
 use lde_user::{nr, println, spawn, tsc_hz, yield_now, Args, Door};
 
@@ -177,10 +178,6 @@ fn report(name: &str, k: u64, n: usize, fixups: i64) {
     }
     let mean = s.iter().sum::<u64>() / n as u64;
     let p = |q: usize| s[(n - 1) * q / 100];
-    let mut buckets = [0u32; 64];
-    for &v in s.iter() {
-        buckets[63 - v.max(1).leading_zeros() as usize] += 1;
-    }
     let mut line = lde_user::Printer::new(Door::Syscall);
     use core::fmt::Write;
     let _ = write!(
@@ -190,10 +187,13 @@ fn report(name: &str, k: u64, n: usize, fixups: i64) {
         p(50),
         p(99)
     );
-    let mut first = true;
-    for (b, &c) in buckets.iter().enumerate().filter(|(_, &c)| c > 0) {
-        let _ = write!(line, "{}{b}:{c}", if first { "" } else { "," });
-        first = false;
+    // The samples are sorted: each bin's samples are next to each other.
+    let mut i = 0;
+    while i < n {
+        let floor = bin_floor(s[i]);
+        let count = s[i..].iter().take_while(|&&v| bin_floor(v) == floor).count();
+        let _ = write!(line, "{}{floor}:{count}", if i == 0 { "" } else { "," });
+        i += count;
     }
     let _ = writeln!(line);
     line.flush();
