@@ -100,6 +100,7 @@ fn segment_bases_are_switched_with_the_process() {
                 assert!(lines.contains(&line.as_str()), "{host:?}: {out:?}");
             }
         }
+        assert_no_leak(&out);
     }
 }
 
@@ -111,6 +112,7 @@ fn the_kernels_lines_start_a_line_of_their_own() {
         let lines = out.lines();
         assert!(lines.contains(&"hostile: no newline here, exit pid=1 name=hostile status=7"), "{host:?}: {out:?}");
         assert!(lines.contains(&"exit pid=1 name=hostile status=0"), "{host:?}: {out:?}");
+        assert_no_leak(&out);
     }
 }
 
@@ -121,6 +123,7 @@ fn the_runaway_watchdog_kills_a_process_that_never_calls_the_kernel() {
         assert_eq!(out.status, Some(1), "{host:?}: {out:?}");
         assert!(out.line_starting("killed pid=1 name=spin trap=TIMER ").is_some(), "{host:?}: {out:?}");
         assert!(out.lines().contains(&"exit pid=2 name=hello status=0"), "{host:?}: {out:?}");
+        assert_no_leak(&out);
     }
 }
 
@@ -170,6 +173,7 @@ fn an_unexpected_interrupt_is_acknowledged_and_the_timer_goes_on() {
         assert!(out.line_starting("kernel: unexpected interrupt 80 at rip ").is_some(), "{host:?}: {out:?}");
         let ticks = common::stats(&out, "sched")["ticks"];
         assert!(ticks >= 50, "{host:?}: 100 ms at 1000 Hz gave {ticks} ticks: {out:?}");
+        assert_no_leak(&out);
     }
 }
 
@@ -199,6 +203,7 @@ fn the_timer_cannot_livelock_the_guest() {
         }
         let hz = common::stats(&out, "sched")["timer_hz"];
         assert_eq!(hz < 10_000, lowered.is_some(), "{host:?}: the stats page shows the rate in force: {out:?}");
+        assert_no_leak(&out);
     }
 }
 

@@ -1,5 +1,6 @@
-//! `lde bench`: every measurement produces a non-zero median and names the path it took;
-//! --baseline turns a slower median into a failing exit status.
+//! `lde bench`: every measurement produces a median, costs more than the measurements whose
+//! path it contains, and names the path it took; --baseline turns a slower median into a
+//! failing exit status.
 
 mod common;
 
@@ -60,6 +61,16 @@ fn every_measurement_has_a_median_and_a_path() {
         }
         // The table shows it too.
         assert!(out.stdout.lines().any(|l| l.starts_with(name)), "{name} in the table");
+    }
+    // A measurement that measured nothing would not cost more than a part of its own path.
+    let median = |name: &str| results.iter().find(|r| r["name"] == name).unwrap()["median_cycles"].as_u64().unwrap();
+    for (whole, part) in [
+        ("yield-self", "syscall-null"), // a system call, then the scheduler
+        ("switch-cr3", "syscall-null"), // a system call, then a switch to another process
+        ("kvm-run", "host-syscall"),    // a host system call (the ioctl), then the guest
+        ("port-write", "cpuid"),        // a VM exit out to lde rather than one KVM handles
+    ] {
+        assert!(median(whole) > median(part), "{whole} {} <= {part} {}", median(whole), median(part));
     }
     assert!(out.stdout.starts_with("host: "), "{}", out.stdout);
     assert!(out.stderr.contains("lde: bench [1/12] syscall-null\n"), "progress: {}", out.stderr);

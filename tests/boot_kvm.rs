@@ -99,8 +99,8 @@ fn sigterm_stops_the_guest_cleanly() {
     std::thread::sleep(std::time::Duration::from_millis(500));
     // SAFETY: sends SIGTERM to the child we spawned and still own.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(130), "{out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let out = common::finish_with_deadline(child, "lde run lde.test=hang", std::time::Duration::from_secs(30));
+    assert_eq!(out.status, Some(130), "{out:?}");
+    let stderr = out.stderr;
     assert!(stderr.contains("lde: interrupted by signal 15; stopped the guest"), "{stderr}");
 }

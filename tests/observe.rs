@@ -91,7 +91,11 @@ fn the_report_agrees_with_the_kernel_and_its_schema() {
     assert!(count(&g["events"]["written"]) > 2 * K, "switches, ticks, calls were logged");
     assert_eq!(count(&g["events"]["written"]), count(&g["events"]["recorded"]));
     assert_eq!(count(&g["frames_in_use"]), 0);
-    assert!(count(&report["vm_exits"]["total"]) > 0);
+    // Every byte of console output is one port write the VMM handled.
+    let exits = &report["vm_exits"]["handled_by_lde"];
+    assert!(count(&exits["io_out"]) >= out.stdout.len() as u64, "{exits} for {} bytes", out.stdout.len());
+    let handled: u64 = ["io_in", "io_out", "mmio", "other"].iter().map(|k| count(&exits[*k])).sum();
+    assert_eq!(count(&report["vm_exits"]["total"]), handled);
     std::fs::remove_file(&path).ok();
 }
 
@@ -109,9 +113,11 @@ fn lde_stats_reads_counters_that_grow() {
         .spawn()
         .unwrap();
     let read = || -> Value {
-        let out = Command::new(lde_bin()).args(["stats", sock.to_str().unwrap()]).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout).unwrap()
+        let mut stats = Command::new(lde_bin());
+        stats.args(["stats", sock.to_str().unwrap()]);
+        let out = common::run_with_deadline(stats, Duration::from_secs(30));
+        assert_eq!(out.status, Some(0), "{}", out.stderr);
+        serde_json::from_str(&out.stdout).unwrap()
     };
     let mut waited = Duration::ZERO;
     while !sock.exists() && waited < Duration::from_secs(10) {
@@ -134,8 +140,8 @@ fn lde_stats_reads_counters_that_grow() {
     };
     // SAFETY: sends SIGTERM to the child we spawned and still own.
     unsafe { libc::kill(run.id() as i32, libc::SIGTERM) };
-    let status = run.wait().unwrap();
-    assert_eq!(status.code(), Some(130), "SIGTERM stops lde cleanly");
+    let status = common::wait_with_deadline(&mut run, "lde run --api-sock", Duration::from_secs(30));
+    assert_eq!(status, Some(130), "SIGTERM stops lde cleanly");
     validate(&first);
     assert!(first["outcome"].is_null(), "still running");
     let (head, body) = http.split_once("\r\n\r\n").unwrap_or_else(|| panic!("an HTTP response: {http:?}"));

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// What a finished command left behind.
@@ -86,37 +86,48 @@ pub fn run_with_deadline(cmd: Command, deadline: Duration) -> Output {
 /// Runs a command with `stdin` as its standard input; kills it and fails the test after
 /// `deadline`.
 pub fn run_with_stdin(mut cmd: Command, stdin: Stdio, deadline: Duration) -> Output {
-    let mut child = cmd
+    let child = cmd
         .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
+    finish_with_deadline(child, &format!("{cmd:?}"), deadline)
+}
+
+/// Collects the output of `child` (stdout and stderr piped); kills it and fails the test if it
+/// has not ended `deadline` after this call.
+pub fn finish_with_deadline(mut child: Child, what: &str, deadline: Duration) -> Output {
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
     let out_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        stdout.read_to_string(&mut s).ok();
-        s
+        let mut s = Vec::new();
+        stdout.read_to_end(&mut s).ok();
+        String::from_utf8_lossy(&s).into_owned()
     });
     let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        stderr.read_to_string(&mut s).ok();
-        s
+        let mut s = Vec::new();
+        stderr.read_to_end(&mut s).ok();
+        String::from_utf8_lossy(&s).into_owned()
     });
+    let status = wait_with_deadline(&mut child, what, deadline);
+    Output { status, stdout: out_reader.join().unwrap(), stderr: err_reader.join().unwrap() }
+}
+
+/// Waits for `child` to end; kills it and fails the test after `deadline`. Its exit code.
+pub fn wait_with_deadline(child: &mut Child, what: &str, deadline: Duration) -> Option<i32> {
     let start = Instant::now();
-    let status = loop {
+    loop {
         if let Some(status) = child.try_wait().unwrap() {
-            break status;
+            return status.code();
         }
         if start.elapsed() > deadline {
             child.kill().ok();
             child.wait().ok();
-            panic!("{cmd:?} did not finish within {deadline:?}");
+            panic!("{what} did not finish within {deadline:?}");
         }
         std::thread::sleep(Duration::from_millis(10));
-    };
-    Output { status: status.code(), stdout: out_reader.join().unwrap(), stderr: err_reader.join().unwrap() }
+    }
 }
 
 /// Runs `lde ARGS…`.
@@ -221,8 +232,15 @@ pub fn num(map: &HashMap<String, String>, key: &str) -> u64 {
     map.get(key).unwrap_or_else(|| panic!("no {key} in {map:?}")).parse().unwrap()
 }
 
-/// Runs `lde ARGS…` with `input` on its standard input.
+/// Runs `lde ARGS…` with `input` on its standard input (then closed), with the deadline of
+/// [`lde`].
 pub fn lde_with_input(args: &[&str], input: &[u8]) -> Output {
+    lde_with_slow_input(args, &[input], Duration::ZERO)
+}
+
+/// Runs `lde ARGS…` writing `parts` to its standard input with a pause of `gap` before each
+/// (then closing it), with the deadline of [`lde`].
+pub fn lde_with_slow_input(args: &[&str], parts: &[&[u8]], gap: Duration) -> Output {
     let mut child = Command::new(lde_bin())
         .args(args)
         .stdin(Stdio::piped())
@@ -231,17 +249,18 @@ pub fn lde_with_input(args: &[&str], input: &[u8]) -> Output {
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
+    let parts: Vec<Vec<u8>> = parts.iter().map(|p| p.to_vec()).collect();
     let writer = std::thread::spawn(move || {
-        stdin.write_all(&input).ok();
+        for part in parts {
+            std::thread::sleep(gap);
+            if stdin.write_all(&part).is_err() {
+                return;
+            }
+        }
     });
-    let out = child.wait_with_output().unwrap();
+    let out = finish_with_deadline(child, &format!("lde {args:?}"), Duration::from_secs(120));
     writer.join().unwrap();
-    Output {
-        status: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    out
 }
 
 /// Fails the test when `report` does not match docs/report.schema.json.

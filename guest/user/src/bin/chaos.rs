@@ -1,12 +1,14 @@
 //! Runs random code in ring 3: `chaos N [SEED]` starts N processes, each jumping into random bytes with random registers, flags and stack.
 //!
 //! `chaos run SEED` is one such process: from SEED it picks an entry point in a 64 KiB region
-//! of random bytes (written by build.rs with a fixed seed and linked executable), random values
-//! for every general register (small numbers, user, kernel and non-canonical addresses), random
-//! RFLAGS bits (DF, AC, NT, the arithmetic flags, now and then TF and IOPL) and a random stack
-//! pointer, loads them all and jumps. Whatever that code does — system calls with those
-//! registers, faults, privileged instructions, endless loops (ended by `lde.cpu_limit_ms`) —
-//! the process must end with its own `exit` or `killed` line and the kernel must carry on.
+//! of random bytes (written by build.rs with a fixed seed and linked executable; one time in 8
+//! any address instead: kernel, non-canonical, misaligned, data), random selectors for DS, ES,
+//! FS and GS (one time in 4), random values for every general register (small numbers, user,
+//! kernel and non-canonical addresses), random RFLAGS bits (DF, AC, NT, the arithmetic flags,
+//! now and then TF and IOPL) and a random stack pointer, loads them all and jumps. Whatever
+//! that code does — system calls with those registers, faults, privileged instructions,
+//! endless loops (ended by the runaway watchdog, `lde.runaway_ms`) — the process must end with
+//! its own `exit` or `killed` line and the kernel must carry on.
 //! The same N and SEED run the same processes: a failure is reproducible.
 #![no_std]
 #![no_main]
@@ -71,15 +73,35 @@ fn flags(rng: &mut Rng) -> u64 {
     f
 }
 
-/// Loads every general register, RFLAGS and RSP from `state` and jumps to [`TARGET`].
+/// A selector for DS, ES, FS or GS: null ones (any RPL), the user's data and code selectors
+/// (all loadable: code segments are readable), or any 16 bits (kernel, TSS, past the GDT,
+/// wrong RPL: #GP at the load).
+fn selector(rng: &mut Rng) -> u64 {
+    match rng.next_u64() % 4 {
+        0 => rng.next_u64() % 4,
+        1 | 2 => rng.pick(&[0x2b, 0x23, 0x33, 0x28, 0x10, 0x18, 0x38, 0x3b]),
+        _ => rng.next_u64() & 0xffff,
+    }
+}
+
+/// Loads DS, ES, FS, GS (when `state[17]` is 1), every general register, RFLAGS and RSP from
+/// `state` and jumps to [`TARGET`].
 ///
-/// `state`: rax, rbx, rcx, rdx, rsi, rdi, rbp, r8–r15, rsp, rflags.
-fn jump(state: &[u64; 17]) -> ! {
+/// `state`: rax, rbx, rcx, rdx, rsi, rdi, rbp, r8–r15, rsp, rflags, load selectors?, ds, es,
+/// fs, gs.
+fn jump(state: &[u64; 22]) -> ! {
     // SAFETY: deliberately gives up every invariant of this program: what runs next is random
     // code with random registers, and the kernel must cope with whatever it does. Nothing of
     // this program runs again.
     unsafe {
         asm!(
+            "cmp qword ptr [rax + 136], 0",
+            "je 2f",
+            "mov ds, [rax + 144]",
+            "mov es, [rax + 152]",
+            "mov fs, [rax + 160]",
+            "mov gs, [rax + 168]",
+            "2:",
             "push qword ptr [rax + 128]",
             "popfq",
             "mov rbx, [rax + 8]",
@@ -110,8 +132,10 @@ fn jump(state: &[u64; 17]) -> ! {
 fn run(seed: u64) -> ! {
     let mut rng = Rng::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let offset = rng.next_u64() % CHAOS_TEXT_SIZE as u64;
-    TARGET.store(CHAOS_TEXT.as_ptr() as u64 + offset, Ordering::Relaxed);
-    let mut state = [0u64; 17];
+    // One time in 8 the jump goes anywhere: kernel, non-canonical, data, unmapped addresses.
+    let target = if rng.next_u64().is_multiple_of(8) { value(&mut rng) } else { CHAOS_TEXT.as_ptr() as u64 + offset };
+    TARGET.store(target, Ordering::Relaxed);
+    let mut state = [0u64; 22];
     for r in state.iter_mut().take(15) {
         *r = value(&mut rng);
     }
@@ -122,6 +146,11 @@ fn run(seed: u64) -> ! {
         _ => value(&mut rng),
     };
     state[16] = flags(&mut rng);
+    // One time in 4 the data segment registers get random selectors first.
+    state[17] = u64::from(rng.next_u64().is_multiple_of(4));
+    for s in &mut state[18..] {
+        *s = selector(&mut rng);
+    }
     jump(&state)
 }
 

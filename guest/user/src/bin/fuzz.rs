@@ -1,16 +1,27 @@
-//! System-call fuzzer: N calls (default 10000) with random numbers, pointers and lengths.
+//! System-call fuzzer: N calls (default 10000) of every system call with random arguments, through both doors, with DF, AC and NT at random.
 //!
 //! Arguments mix small values, kernel addresses, non-canonical and upper-half addresses, user
-//! addresses and huge lengths, through both doors at random. `exit`, `sleep_ms` and `read` are
-//! left out (they would end, stall or block the fuzzer), and `write` is not aimed at a valid
-//! buffer on fd 1/2 (it would flood the console). Every answer must be a result or one of the
-//! documented error codes.
+//! addresses and huge lengths; numbers are every call and random ones. Each call goes through
+//! `syscall` or `int 0x80` with any of DF, AC and NT set in RFLAGS (set right before the door,
+//! cleared right after, in asm), and DF and AC must come back as they were. Calls that would
+//! end, stall or block the fuzzer get arguments that make them fail: `exit` a status above
+//! 255, `sleep_ms` a few ms or more than the maximum, `read` of fd 0 an unmapped buffer; `write`
+//! is never aimed at fd 1 or 2 (it would flood the console). `spawn` gets random specs and now
+//! and then `hello` (which runs, if the initrd holds it); `fixup` random addresses (cleared at
+//! the end). Every answer must be one the call documents: `fuzz: N calls, E errors, S spawned,
+//! U unexpected` ends the run, and the program exits 1 if U is not 0.
 #![no_std]
 #![no_main]
 
-use lde_abi::syscall::{EBADF, EFAULT, EINVAL, ENOSYS};
+use core::arch::asm;
+
+use lde_abi::syscall::{EAGAIN, EBADF, EFAULT, EINVAL, ENOENT, ENOEXEC, ENOMEM, ENOSYS, SLEEP_MAX_MS, WRITE_MAX};
 use lde_abi::user::{USER_BASE, USER_END};
-use lde_user::{nr, println, Args, Door, Rng};
+use lde_user::{getpid, nr, println, Args, Door, Rng};
+
+const DF: u64 = 1 << 10;
+const AC: u64 = 1 << 18;
+const NT: u64 = 1 << 14;
 
 fn value(rng: &mut Rng) -> u64 {
     let interesting = [
@@ -45,37 +56,111 @@ fn value(rng: &mut Rng) -> u64 {
     }
 }
 
+/// Specs `spawn` may get besides random memory: one that runs, and ones it must refuse.
+const SPECS: [&[u8]; 6] =
+    [b"hello", b"", b"   ", b"no-such-program", b"hello \xff\xfe", b"a b c d e f g h i j k l m n o p q"];
+
+/// Makes call `number` with `args` through `door` with `flags` set in RFLAGS; returns the
+/// result and RFLAGS right after the door.
+fn call(door: Door, flags: u64, number: u64, a: [u64; 6]) -> (i64, u64) {
+    let (ret, after): (i64, u64);
+    match door {
+        // SAFETY: sets `flags`, makes the system call (number in rax, arguments in rdi, rsi,
+        // rdx, r10, r8, r9; `syscall` changes rcx and r11), reads RFLAGS, then clears the flags
+        // before any compiled code runs. The pushes and pops balance.
+        Door::Syscall => unsafe {
+            asm!(
+                "pushfq", "or qword ptr [rsp], {flags}", "popfq",
+                "syscall",
+                "pushfq", "pop {after}",
+                "push {after}", "and qword ptr [rsp], {keep}", "popfq",
+                flags = in(reg) flags, keep = in(reg) !flags, after = out(reg) after,
+                inlateout("rax") number as i64 => ret,
+                in("rdi") a[0], in("rsi") a[1], in("rdx") a[2], in("r10") a[3], in("r8") a[4], in("r9") a[5],
+                lateout("rcx") _, lateout("r11") _,
+            );
+        },
+        // SAFETY: as above; `int 0x80` preserves every register but rax.
+        Door::Int80 => unsafe {
+            asm!(
+                "pushfq", "or qword ptr [rsp], {flags}", "popfq",
+                "int 0x80",
+                "pushfq", "pop {after}",
+                "push {after}", "and qword ptr [rsp], {keep}", "popfq",
+                flags = in(reg) flags, keep = in(reg) !flags, after = out(reg) after,
+                inlateout("rax") number as i64 => ret,
+                in("rdi") a[0], in("rsi") a[1], in("rdx") a[2], in("r10") a[3], in("r8") a[4], in("r9") a[5],
+            );
+        },
+    }
+    (ret, after)
+}
+
+/// Changes the arguments of calls that would end, stall, block or flood the fuzzer.
+fn tame(rng: &mut Rng, number: u64, a: &mut [u64; 6]) {
+    match number {
+        nr::EXIT => a[0] = a[0].max(256),
+        nr::SLEEP_MS if a[0] > SLEEP_MAX_MS => {}
+        nr::SLEEP_MS => a[0] %= 3,
+        nr::READ if a[0] == 0 => a[1] = rng.pick(&[0, 0xffff_8000_0000_0000, USER_END, 1 << 47]) | 1,
+        nr::WRITE if a[0] == 1 || a[0] == 2 => a[0] = rng.pick(&[0, 3, 1 << 20, u64::MAX]),
+        nr::SPAWN if rng.next_u64().is_multiple_of(4) => {
+            let spec = if rng.next_u64().is_multiple_of(16) { SPECS[0] } else { rng.pick(&SPECS[1..]) };
+            a[0] = spec.as_ptr() as u64;
+            a[1] = spec.len() as u64;
+        }
+        _ => {}
+    }
+}
+
+/// Whether `r` is an answer call `number` documents (`pid` is the caller's).
+fn documented(number: u64, a: &[u64; 6], r: i64, pid: i64) -> bool {
+    match number {
+        nr::NULL | nr::YIELD => r == 0,
+        nr::WRITE => r == -EBADF || r == -EFAULT || (0..=WRITE_MAX as i64).contains(&r),
+        nr::EXIT => r == -EINVAL,
+        nr::GETPID => r == pid,
+        nr::SLEEP_MS => r == if a[0] > SLEEP_MAX_MS { -EINVAL } else { 0 },
+        nr::READ => r == -EBADF || r == -EFAULT || r == 0,
+        nr::UPTIME_MS => r >= 0,
+        nr::SPAWN => r > 0 || [-ENOENT, -ENOEXEC, -EAGAIN, -ENOMEM, -EINVAL, -EFAULT].contains(&r),
+        nr::FIXUP => r >= 0 || r == -EFAULT,
+        _ => r == -ENOSYS,
+    }
+}
+
 fn main(args: Args) -> i32 {
     let (Some(n), Some(seed)) = (args.number(1, 10_000), args.number(2, 0x1de_5eed)) else {
         println!("usage: fuzz [N] [SEED]");
         return 2;
     };
     let mut rng = Rng::new(seed);
-    let numbers = [nr::NULL, nr::WRITE, nr::GETPID, nr::YIELD, nr::UPTIME_MS, nr::COUNT, 999, u64::MAX];
-    let allowed = [-EBADF, -EFAULT, -EINVAL, -ENOSYS];
-    let mut unexpected = 0;
-    let mut errors = 0;
+    let pid = getpid();
+    let (mut unexpected, mut errors, mut spawned) = (0, 0, 0);
     for _ in 0..n {
-        let number = if rng.next_u64().is_multiple_of(8) { rng.next_u64() } else { rng.pick(&numbers) };
-        if matches!(number, nr::EXIT | nr::SLEEP_MS | nr::READ) {
-            continue;
-        }
-        let mut a =
-            [value(&mut rng), value(&mut rng), value(&mut rng), value(&mut rng), value(&mut rng), value(&mut rng)];
-        if number == nr::WRITE && (a[0] == 1 || a[0] == 2) {
-            a[0] = rng.pick(&[0, 3, 1 << 20, u64::MAX]);
-        }
+        let number = match rng.next_u64() % 8 {
+            0 => rng.next_u64(),
+            1 => nr::COUNT + rng.next_u64() % 4,
+            _ => rng.next_u64() % nr::COUNT,
+        };
+        let mut a = core::array::from_fn(|_| value(&mut rng));
+        tame(&mut rng, number, &mut a);
         let door = if rng.next_u64().is_multiple_of(2) { Door::Syscall } else { Door::Int80 };
-        let r = door.call(number, a);
+        let flags = rng.next_u64() & (DF | AC | NT);
+        let (r, after) = call(door, flags, number, a);
         if r < 0 {
             errors += 1;
-            if !allowed.contains(&r) {
-                unexpected += 1;
-                println!("fuzz: call {number} {a:x?} via {door:?} returned {r}");
-            }
+        } else if number == nr::SPAWN {
+            spawned += 1;
+        }
+        let flags_kept = after & (DF | AC) == flags & (DF | AC);
+        if !documented(number, &a, r, pid) || !flags_kept {
+            unexpected += 1;
+            println!("fuzz: call {number} {a:x?} via {door:?} with flags {flags:#x} returned {r}, flags {after:#x}");
         }
     }
-    println!("fuzz: {n} calls, {errors} errors, {unexpected} unexpected");
+    Door::Syscall.call(nr::FIXUP, [0; 6]);
+    println!("fuzz: {n} calls, {errors} errors, {spawned} spawned, {unexpected} unexpected");
     i32::from(unexpected != 0)
 }
 
