@@ -20,7 +20,11 @@ Exit status:
   72    the kernel (or program) file cannot be read or is not a valid image
   74    the VMM itself failed
   124   --timeout expired
-  130   stopped by SIGINT or SIGTERM";
+  130   stopped by a signal (SIGINT, SIGTERM, SIGHUP, SIGQUIT, ...)
+  141   the reader of lde's output went away (a closed pipe)
+
+Input files are read only if they are regular files: a --kernel of at most 64 MiB, each
+--program of at most 16 MiB. The kernel command line holds at most 4095 bytes.";
 
 /// lde: limited direct execution, on real hardware virtualization.
 ///
@@ -92,6 +96,9 @@ pub struct StatsArgs {
     /// The socket `lde run --api-sock` listens on.
     #[arg(value_name = "PATH")]
     pub socket: PathBuf,
+    /// Give up if the answer has not come after SECS seconds.
+    #[arg(long, short = 't', value_name = "SECS", value_parser = parse_seconds, default_value = "5")]
+    pub timeout: Duration,
 }
 
 #[derive(Args)]
@@ -199,12 +206,29 @@ pub struct RunArgs {
     /// Print only the guest's output and errors: no host line, no timing summary.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Run without the seccomp filters that confine the vCPU and event-loop threads to the
+    /// system calls they need (for debugging lde itself).
+    #[arg(long)]
+    pub no_seccomp: bool,
+    /// Test hook: the named thread attempts a system call its filter forbids.
+    #[arg(long, value_name = "THREAD", value_enum, hide = true)]
+    pub seccomp_check: Option<SeccompCheck>,
 }
+
+/// The threads `--seccomp-check` can test.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum SeccompCheck {
+    Vcpu,
+    Events,
+}
+
+/// The shortest timeout: a shorter one would round to "no timeout" somewhere.
+const MIN_TIMEOUT_SECS: f64 = 0.001;
 
 fn parse_seconds(text: &str) -> Result<Duration, String> {
     let secs: f64 = text.parse().map_err(|_| format!("'{text}' is not a number of seconds"))?;
-    if !(secs > 0.0 && secs <= 1e9) {
-        return Err(format!("'{text}' must be more than 0 seconds"));
+    if !(MIN_TIMEOUT_SECS..=1e9).contains(&secs) {
+        return Err(format!("'{text}' must be from {MIN_TIMEOUT_SECS} to 1e9 seconds"));
     }
     Ok(Duration::from_secs_f64(secs))
 }

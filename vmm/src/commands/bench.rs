@@ -13,12 +13,17 @@ use super::Error;
 use crate::cli::BenchArgs;
 
 pub fn bench(args: BenchArgs) -> Result<ExitCode, Error> {
+    if let (Some(json), Some(svg)) = (&args.json, &args.histogram) {
+        if lde::files::same_file(json, svg) {
+            return Err(Error::SamePath("--json", "--histogram", json.clone()));
+        }
+    }
     let baseline = match &args.baseline {
         None => None,
         Some(path) => Some(
-            std::fs::read_to_string(path)
+            lde::files::read_limited(path, lde::files::TEXT_MAX_SIZE)
                 .map_err(|e| e.to_string())
-                .and_then(|text| serde_json::from_str::<BenchReport>(&text).map_err(|e| e.to_string()))
+                .and_then(|text| serde_json::from_slice::<BenchReport>(&text).map_err(|e| e.to_string()))
                 .map_err(|e| Error::Baseline(path.clone(), e))?,
         ),
     };
