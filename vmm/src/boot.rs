@@ -36,7 +36,7 @@ pub enum Error {
     CmdlineTooLong(usize),
     #[error("the kernel command line contains a NUL byte")]
     CmdlineNul,
-    #[error("the initrd ({0} bytes) does not fit in guest memory above the kernel")]
+    #[error("the programs ({0} bytes) do not fit in guest memory above the kernel: give more --mem")]
     InitrdTooBig(usize),
     #[error("cannot write the boot data to guest memory")]
     Write(#[source] linux_loader::configurator::Error),
@@ -74,8 +74,15 @@ pub fn check_cmdline(cmdline: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Checks each loadable segment of `kernel` against the file (truncated?) and guest memory
-/// (does it fit?), before linux-loader copies them.
+/// Checks what can be checked of `kernel` before a VM exists: its kind, and each loadable
+/// segment against the file (truncated?) and guest memory (does it fit?).
+pub fn check_kernel(kernel: &[u8], mem_size: u64) -> Result<(), Error> {
+    check_elf(kernel)?;
+    check_segments(kernel, mem_size)
+}
+
+/// Checks each loadable segment of `kernel` against the file and guest memory, before
+/// linux-loader copies them.
 fn check_segments(kernel: &[u8], mem_size: u64) -> Result<(), Error> {
     let segments = elf::load_segments(kernel).map_err(|_| Error::WrongElfKind)?;
     for segment in segments {
@@ -99,9 +106,8 @@ pub fn load(
     cmdline: &str,
     initrd: Option<&[u8]>,
 ) -> Result<BootEntry, Error> {
-    check_elf(kernel)?;
+    check_kernel(kernel, mem_size)?;
     check_cmdline(cmdline)?;
-    check_segments(kernel, mem_size)?;
     let loaded = Elf::load(mem, None, &mut Cursor::new(kernel), Some(layout::HIGH_RAM_START)).map_err(Error::Load)?;
     if loaded.kernel_end > mem_size {
         return Err(Error::KernelTooBig(loaded.kernel_end));

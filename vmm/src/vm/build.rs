@@ -122,7 +122,7 @@ pub fn prepare(config: RunConfig) -> Result<Vm, Error> {
         ),
         None => ("(embedded)".to_string(), crate::guest::KERNEL.to_vec()),
     };
-    boot::check_elf(&kernel_image).map_err(|e| Error::boot(&kernel_name, e))?;
+    boot::check_kernel(&kernel_image, mem_size).map_err(|e| Error::boot(&kernel_name, e))?;
     boot::check_cmdline(&config.cmdline).map_err(|e| Error::boot(&kernel_name, e))?;
 
     let kvm = open_kvm(&config.kvm_device)?;

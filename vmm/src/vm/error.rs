@@ -64,7 +64,6 @@ impl Error {
             | Error::KvmCapability(_) => code::KVM_UNAVAILABLE,
             Error::KernelRead(..) | Error::Kernel(..) => code::BAD_IMAGE,
             Error::MemSize(_) | Error::Limit(_) => code::USAGE,
-            Error::Api(ApiError::Exists(_) | ApiError::InUse(_)) => code::USAGE,
             Error::Memory(..)
             | Error::Setup(..)
             | Error::Host(..)
