@@ -108,9 +108,8 @@ impl Pty {
     fn open() -> Pty {
         let (mut master, mut slave) = (0, 0);
         // SAFETY: openpty writes two fds; the name, termios and winsize pointers may be null.
-        let rc = unsafe {
-            libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null())
-        };
+        let rc =
+            unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
         assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
         // SAFETY: both fds were just created and are owned by nobody else.
         unsafe { Pty { master: OwnedFd::from_raw_fd(master), slave: OwnedFd::from_raw_fd(slave) } }
@@ -221,7 +220,8 @@ fn u64_at(b: &[u8], at: usize) -> usize {
 fn symtab_bomb(kernel: &[u8], count: usize, run: usize) -> Vec<u8> {
     let (shoff, shentsize, shnum) = (u64_at(kernel, 0x28), u16_at(kernel, 0x3a), u16_at(kernel, 0x3c));
     let header = |i: usize| shoff + i * shentsize;
-    let symtab = (0..shnum).find(|&i| u32::from_le_bytes(kernel[header(i) + 4..header(i) + 8].try_into().unwrap()) == 2);
+    let symtab =
+        (0..shnum).find(|&i| u32::from_le_bytes(kernel[header(i) + 4..header(i) + 8].try_into().unwrap()) == 2);
     let symtab = header(symtab.expect("the kernel has a .symtab"));
     let strtab = header(u32::from_le_bytes(kernel[symtab + 0x28..symtab + 0x2c].try_into().unwrap()) as usize);
     let (sym_off, sym_size) = (u64_at(kernel, symtab + 0x18), u64_at(kernel, symtab + 0x20));

@@ -252,6 +252,18 @@ mod tests {
     }
 
     #[test]
+    fn broken_kernels_give_errors_not_panics() {
+        // Loading, not only reading: every corruption the ELF reader's tests make.
+        let mem = memory();
+        for (what, bad) in crate::elf::tests::corruptions(crate::guest::KERNEL) {
+            let loaded = load(&mem, MEM, &bad, "", Some(&[1, 2, 3]));
+            if bad.len() < 64 {
+                assert!(loaded.is_err(), "{what}");
+            }
+        }
+    }
+
+    #[test]
     fn rejects_a_kernel_without_pvh_note() {
         // Turn the note's type into another one: the loader then finds no PVH entry.
         let mut kernel = crate::guest::KERNEL.to_vec();

@@ -112,7 +112,7 @@ pub fn load_segments(image: &[u8]) -> Result<Vec<Segment>, Error> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use lde_abi::stats::STATS_SYMBOL;
 
@@ -122,7 +122,7 @@ mod tests {
 
     /// Broken copies of `elf`: cut at many lengths, and with bytes flipped across its section
     /// headers and the tables they point to. The same fixture feeds every ELF reader here.
-    fn corruptions(elf: &[u8]) -> Vec<(String, Vec<u8>)> {
+    pub(crate) fn corruptions(elf: &[u8]) -> Vec<(String, Vec<u8>)> {
         let mut out = Vec::new();
         let mut cut = 0;
         while cut < elf.len() {
@@ -176,6 +176,19 @@ mod tests {
                 assert!(found.is_err(), "{what}: {found:?}");
             }
         }
+    }
+
+    #[test]
+    fn symbol_names_at_the_end_of_the_address_space_are_checked() {
+        // Every symbol's name offset near u32::MAX: no overflow, no panic, nothing found.
+        let mut kernel = crate::guest::KERNEL.to_vec();
+        let (shoff, shnum) = (u64_at(&kernel, 0x28), u16::from_le_bytes([kernel[0x3c], kernel[0x3d]]) as usize);
+        let symtab = (0..shnum).map(|i| shoff + i * 64).find(|&sh| kernel[sh + 4] == SHT_SYMTAB as u8).unwrap();
+        let (offset, size) = (u64_at(&kernel, symtab + 0x18), u64_at(&kernel, symtab + 0x20));
+        for sym in (offset..offset + size).step_by(24) {
+            kernel[sym..sym + 4].copy_from_slice(&(u32::MAX - (sym % 7) as u32).to_le_bytes());
+        }
+        assert_eq!(find_symbol(&kernel, STATS_SYMBOL).unwrap(), None);
     }
 
     #[test]

@@ -40,9 +40,9 @@ mod request {
     /// KVM_GET_SREGS: `_IOR(KVMIO, 0x83, struct kvm_sregs)` (312 bytes): the crash dump.
     pub const KVM_GET_SREGS: u64 = 0x8138_ae83;
     /// TCSETS: restoring the terminal (the SIGSYS handler).
-    pub const TCSETS: u64 = libc::TCSETS as u64;
+    pub const TCSETS: u64 = libc::TCSETS;
     /// FIONBIO: an API client's socket made blocking (with a write timeout).
-    pub const FIONBIO: u64 = libc::FIONBIO as u64;
+    pub const FIONBIO: u64 = libc::FIONBIO;
 }
 
 /// System calls both threads make: memory, locks, time, thread exit, and the SIGSYS handler's
