@@ -253,3 +253,24 @@ pub fn usage_error(e: clap::Error) -> ExitCode {
     eprintln!("lde: {first} (see 'lde --help')");
     ExitCode::from(code::USAGE)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_help_states_the_limits_lde_applies() {
+        let text = EXIT_CODES.replace('\n', " ");
+        assert!(text.contains(&format!("--kernel of at most {} MiB", lde::files::KERNEL_MAX_SIZE >> 20)), "{text}");
+        assert!(text.contains(&format!("--program of at most {} MiB", lde::files::PROGRAM_MAX_SIZE >> 20)), "{text}");
+        assert!(text.contains(&format!("at most {} bytes", lde::boot::CMDLINE_MAX_LEN)), "{text}");
+        assert!(text.contains(&format!("{}   the reader", code::OUTPUT_CLOSED)), "{text}");
+    }
+
+    #[test]
+    fn a_timeout_too_short_to_mean_anything_is_refused() {
+        assert!(parse_seconds("1e-10").is_err());
+        assert!(parse_seconds("NaN").is_err());
+        assert_eq!(parse_seconds("0.001").unwrap(), Duration::from_millis(1));
+    }
+}
