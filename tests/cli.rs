@@ -105,8 +105,15 @@ fn no_permission_on_kvm_names_the_fix() {
 fn help_documents_the_exit_codes() {
     let out = lde(&["run", "--help"]);
     assert_eq!(out.status, Some(0), "{out:?}");
-    for needle in ["--mem <MIB>", "--timeout <SECS>", "--kernel <PATH>", "--cmdline <WORDS>", "124   --timeout expired"]
-    {
+    for needle in [
+        "--mem <MIB>",
+        "--timeout <SECS>",
+        "--kernel <PATH>",
+        "--cmdline <WORDS>",
+        "--no-seccomp",
+        "124   --timeout expired",
+        "141   the reader of lde's output went away",
+    ] {
         assert!(out.stdout.contains(needle), "{needle} missing from:\n{}", out.stdout);
     }
 }

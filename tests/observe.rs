@@ -164,7 +164,9 @@ fn an_api_socket_that_exists_is_refused() {
     std::fs::write(&path, b"").unwrap();
     let out = lde(&["run", "--api-sock", path.to_str().unwrap(), "hello"]);
     assert_eq!(out.status, Some(74), "{out:?}");
-    assert!(out.stderr.contains("already exists: remove it or choose another --api-sock path"), "{}", out.stderr);
+    let expected = "already exists and is not a socket: remove it or choose another --api-sock path";
+    assert!(out.stderr.contains(expected), "{}", out.stderr);
+    assert_eq!(std::fs::read(&path).unwrap(), b"", "a file that is not a socket is left alone");
     std::fs::remove_file(&path).ok();
     let out = lde(&["stats", path.to_str().unwrap()]);
     assert_eq!(out.status, Some(74), "{out:?}");

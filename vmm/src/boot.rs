@@ -26,13 +26,17 @@ pub enum Error {
     BadEntry(u64),
     #[error("the kernel does not fit in guest memory (it needs RAM up to {0:#x})")]
     KernelTooBig(u64),
+    #[error("the file is truncated: a segment needs its bytes up to offset {needs:#x}, the file has {has:#x}")]
+    Truncated { needs: u64, has: u64 },
+    #[error("a segment's size overflows the address space")]
+    SegmentOverflow,
     #[error("invalid kernel image")]
     Load(#[source] linux_loader::loader::Error),
-    #[error("the kernel command line is longer than {} bytes", layout::CMDLINE_MAX_SIZE - 1)]
-    CmdlineTooLong,
+    #[error("the kernel command line is {0} bytes, more than the limit of {max} (fewer or shorter programs, or a shorter --cmdline)", max = CMDLINE_MAX_LEN)]
+    CmdlineTooLong(usize),
     #[error("the kernel command line contains a NUL byte")]
     CmdlineNul,
-    #[error("the initrd ({0} bytes) does not fit in guest memory above the kernel")]
+    #[error("the programs ({0} bytes) do not fit in guest memory above the kernel: give more --mem")]
     InitrdTooBig(usize),
     #[error("cannot write the boot data to guest memory")]
     Write(#[source] linux_loader::configurator::Error),
@@ -55,6 +59,45 @@ pub fn check_elf(image: &[u8]) -> Result<(), Error> {
     })
 }
 
+/// Longest kernel command line lde passes (the kernel reads [`layout::CMDLINE_MAX_SIZE`] bytes
+/// with the NUL).
+pub const CMDLINE_MAX_LEN: usize = layout::CMDLINE_MAX_SIZE - 1;
+
+/// Checks that `cmdline` can be passed to the kernel whole.
+pub fn check_cmdline(cmdline: &str) -> Result<(), Error> {
+    if cmdline.len() > CMDLINE_MAX_LEN {
+        return Err(Error::CmdlineTooLong(cmdline.len()));
+    }
+    if cmdline.contains('\0') {
+        return Err(Error::CmdlineNul);
+    }
+    Ok(())
+}
+
+/// Checks what can be checked of `kernel` before a VM exists: its kind, and each loadable
+/// segment against the file (truncated?) and guest memory (does it fit?).
+pub fn check_kernel(kernel: &[u8], mem_size: u64) -> Result<(), Error> {
+    check_elf(kernel)?;
+    check_segments(kernel, mem_size)
+}
+
+/// Checks each loadable segment of `kernel` against the file and guest memory, before
+/// linux-loader copies them.
+fn check_segments(kernel: &[u8], mem_size: u64) -> Result<(), Error> {
+    let segments = elf::load_segments(kernel).map_err(|_| Error::WrongElfKind)?;
+    for segment in segments {
+        let file_end = segment.file_end().ok_or(Error::SegmentOverflow)?;
+        if file_end > kernel.len() as u64 {
+            return Err(Error::Truncated { needs: file_end, has: kernel.len() as u64 });
+        }
+        let phys_end = segment.phys_end().ok_or(Error::SegmentOverflow)?;
+        if phys_end > mem_size {
+            return Err(Error::KernelTooBig(phys_end));
+        }
+    }
+    Ok(())
+}
+
 /// Loads `kernel` and writes the boot data for `cmdline` and an optional `initrd`.
 pub fn load(
     mem: &GuestMemoryMmap,
@@ -63,19 +106,9 @@ pub fn load(
     cmdline: &str,
     initrd: Option<&[u8]>,
 ) -> Result<BootEntry, Error> {
-    check_elf(kernel)?;
-    if cmdline.len() >= layout::CMDLINE_MAX_SIZE {
-        return Err(Error::CmdlineTooLong);
-    }
-    if cmdline.contains('\0') {
-        return Err(Error::CmdlineNul);
-    }
-    let loaded = Elf::load(mem, None, &mut Cursor::new(kernel), Some(layout::HIGH_RAM_START)).map_err(|e| match e {
-        linux_loader::loader::Error::Elf(linux_loader::loader::elf::Error::ReadKernelImage) => {
-            Error::KernelTooBig(mem_size)
-        }
-        e => Error::Load(e),
-    })?;
+    check_kernel(kernel, mem_size)?;
+    check_cmdline(cmdline)?;
+    let loaded = Elf::load(mem, None, &mut Cursor::new(kernel), Some(layout::HIGH_RAM_START)).map_err(Error::Load)?;
     if loaded.kernel_end > mem_size {
         return Err(Error::KernelTooBig(loaded.kernel_end));
     }
@@ -207,9 +240,27 @@ mod tests {
         let truncated = &crate::guest::KERNEL[..200];
         assert!(load(&mem, MEM, truncated, "", None).is_err());
         let long = "x".repeat(layout::CMDLINE_MAX_SIZE);
-        assert!(matches!(load(&mem, MEM, crate::guest::KERNEL, &long, None), Err(Error::CmdlineTooLong)));
+        assert!(matches!(load(&mem, MEM, crate::guest::KERNEL, &long, None), Err(Error::CmdlineTooLong(4096))));
+        let cut = &crate::guest::KERNEL[..crate::guest::KERNEL.len() / 2];
+        assert!(
+            matches!(load(&mem, MEM, cut, "", None), Err(Error::Truncated { .. })),
+            "{:?}",
+            load(&mem, MEM, cut, "", None)
+        );
         let huge = vec![0; MEM as usize];
         assert!(matches!(load(&mem, MEM, crate::guest::KERNEL, "", Some(&huge)), Err(Error::InitrdTooBig(_))));
+    }
+
+    #[test]
+    fn broken_kernels_give_errors_not_panics() {
+        // Loading, not only reading: every corruption the ELF reader's tests make.
+        let mem = memory();
+        for (what, bad) in crate::elf::tests::corruptions(crate::guest::KERNEL) {
+            let loaded = load(&mem, MEM, &bad, "", Some(&[1, 2, 3]));
+            if bad.len() < 64 {
+                assert!(loaded.is_err(), "{what}");
+            }
+        }
     }
 
     #[test]

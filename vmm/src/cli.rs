@@ -20,7 +20,11 @@ Exit status:
   72    the kernel (or program) file cannot be read or is not a valid image
   74    the VMM itself failed
   124   --timeout expired
-  130   stopped by SIGINT or SIGTERM";
+  130   stopped by a signal (SIGINT, SIGTERM, SIGHUP, SIGQUIT, ...)
+  141   the reader of lde's output went away (a closed pipe)
+
+Input files are read only if they are regular files: a --kernel of at most 64 MiB, each
+--program of at most 16 MiB. The kernel command line holds at most 4095 bytes.";
 
 /// Limited direct execution, on real hardware virtualization.
 ///
@@ -115,6 +119,9 @@ pub struct StatsArgs {
     /// The socket `lde run --api-sock` listens on.
     #[arg(value_name = "PATH")]
     pub socket: PathBuf,
+    /// Give up if the answer has not come after SECS seconds.
+    #[arg(long, short = 't', value_name = "SECS", value_parser = parse_seconds, default_value = "5")]
+    pub timeout: Duration,
 }
 
 #[derive(Args)]
@@ -230,12 +237,29 @@ pub struct RunArgs {
     /// Print only the guest's output and errors: no host line, no timing summary.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Run without the seccomp filters that confine the vCPU and event-loop threads to the
+    /// system calls they need (for debugging lde itself).
+    #[arg(long)]
+    pub no_seccomp: bool,
+    /// Test hook: the named thread attempts a system call its filter forbids.
+    #[arg(long, value_name = "THREAD", value_enum, hide = true)]
+    pub seccomp_check: Option<SeccompCheck>,
 }
+
+/// The threads `--seccomp-check` can test.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum SeccompCheck {
+    Vcpu,
+    Events,
+}
+
+/// The shortest timeout: a shorter one would round to "no timeout" somewhere.
+const MIN_TIMEOUT_SECS: f64 = 0.001;
 
 fn parse_seconds(text: &str) -> Result<Duration, String> {
     let secs: f64 = text.parse().map_err(|_| format!("'{text}' is not a number of seconds"))?;
-    if !(secs > 0.0 && secs <= 1e9) {
-        return Err(format!("'{text}' must be more than 0 seconds"));
+    if !(MIN_TIMEOUT_SECS..=1e9).contains(&secs) {
+        return Err(format!("'{text}' must be from {MIN_TIMEOUT_SECS} to 1e9 seconds"));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -317,5 +341,21 @@ mod tests {
         assert!(line(&["bench", "--max-regression", "5"]).contains("--baseline <FILE.json>"));
         assert!(line(&["run", "--timer-mode", "foo"]).contains("[possible values: periodic, deadline]"));
         assert!(line(&["run", "--bogus"]).starts_with("unexpected argument '--bogus' found"));
+    }
+
+    #[test]
+    fn the_help_states_the_limits_lde_applies() {
+        let text = EXIT_CODES.replace('\n', " ");
+        assert!(text.contains(&format!("--kernel of at most {} MiB", lde::files::KERNEL_MAX_SIZE >> 20)), "{text}");
+        assert!(text.contains(&format!("--program of at most {} MiB", lde::files::PROGRAM_MAX_SIZE >> 20)), "{text}");
+        assert!(text.contains(&format!("at most {} bytes", lde::boot::CMDLINE_MAX_LEN)), "{text}");
+        assert!(text.contains(&format!("{}   the reader", code::OUTPUT_CLOSED)), "{text}");
+    }
+
+    #[test]
+    fn a_timeout_too_short_to_mean_anything_is_refused() {
+        assert!(parse_seconds("1e-10").is_err());
+        assert!(parse_seconds("NaN").is_err());
+        assert_eq!(parse_seconds("0.001").unwrap(), Duration::from_millis(1));
     }
 }

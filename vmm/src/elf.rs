@@ -1,12 +1,13 @@
 //! The host's one ELF reader, on the `object` crate: the checks a kernel image must pass before
 //! linux-loader loads it, and symbol lookup (the stats page's address).
 //!
-//! Every offset, count and size in the file is checked by `object` against the file's length,
-//! so a crafted or truncated image gives an error, never a panic, and a lookup reads each
-//! symbol once.
+//! Every offset, count and size in the file is checked (by `object`, or here with checked
+//! arithmetic) against the file's length, so a crafted or truncated image gives an error, never
+//! a panic, and a symbol lookup is linear: each symbol is read once and its name compared over
+//! at most the length of the name sought (a string table without NULs cannot make it scan).
 
-use object::elf::{ELFMAG, EM_X86_64, ET_EXEC, SHT_SYMTAB};
-use object::read::elf::{FileHeader, Sym};
+use object::elf::{ELFMAG, EM_X86_64, ET_EXEC, PT_LOAD, SHT_SYMTAB};
+use object::read::elf::{FileHeader, ProgramHeader, SectionHeader, Sym};
 use object::{FileKind, LittleEndian};
 
 type Header = object::elf::FileHeader64<LittleEndian>;
@@ -52,16 +53,66 @@ pub fn find_symbol(image: &[u8], name: &str) -> Result<Option<u64>, Error> {
     let endian = LittleEndian;
     let sections = header.sections(endian, image).map_err(Error::Malformed)?;
     let symbols = sections.symbols(endian, image, SHT_SYMTAB).map_err(Error::Malformed)?;
+    if symbols.is_empty() {
+        return Ok(None);
+    }
+    let strings = sections
+        .section(symbols.string_section())
+        .and_then(|section| section.data(endian, image))
+        .map_err(Error::Malformed)?;
+    // The bytes `name` and its NUL would occupy; compared without looking further.
+    let wanted = name.len() + 1;
     for symbol in symbols.iter() {
-        if symbols.symbol_name(endian, symbol).map_err(Error::Malformed)? == name.as_bytes() {
+        let start = symbol.st_name(endian) as usize;
+        let found = start.checked_add(wanted).and_then(|end| strings.get(start..end));
+        if found.is_some_and(|s| &s[..name.len()] == name.as_bytes() && s[name.len()] == 0) {
             return Ok(Some(symbol.st_value(endian)));
         }
     }
     Ok(None)
 }
 
+/// A loadable segment of an ELF file: where its bytes are in the file and where it goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub file_offset: u64,
+    pub file_size: u64,
+    pub phys_addr: u64,
+    pub mem_size: u64,
+}
+
+impl Segment {
+    /// The end of its bytes in the file, if that is a number.
+    pub fn file_end(&self) -> Option<u64> {
+        self.file_offset.checked_add(self.file_size)
+    }
+
+    /// The end of its place in guest-physical memory, if that is a number.
+    pub fn phys_end(&self) -> Option<u64> {
+        self.phys_addr.checked_add(self.mem_size)
+    }
+}
+
+/// The loadable segments of an executable, as its program headers say (not yet checked
+/// against the file or memory: see [`Segment::file_end`] and [`Segment::phys_end`]).
+pub fn load_segments(image: &[u8]) -> Result<Vec<Segment>, Error> {
+    let header = header(image)?;
+    let endian = LittleEndian;
+    let headers = header.program_headers(endian, image).map_err(Error::Malformed)?;
+    Ok(headers
+        .iter()
+        .filter(|ph| ph.p_type(endian) == PT_LOAD)
+        .map(|ph| Segment {
+            file_offset: ph.p_offset(endian),
+            file_size: ph.p_filesz(endian),
+            phys_addr: ph.p_paddr(endian),
+            mem_size: ph.p_memsz(endian),
+        })
+        .collect())
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use lde_abi::stats::STATS_SYMBOL;
 
@@ -71,7 +122,7 @@ mod tests {
 
     /// Broken copies of `elf`: cut at many lengths, and with bytes flipped across its section
     /// headers and the tables they point to. The same fixture feeds every ELF reader here.
-    fn corruptions(elf: &[u8]) -> Vec<(String, Vec<u8>)> {
+    pub(crate) fn corruptions(elf: &[u8]) -> Vec<(String, Vec<u8>)> {
         let mut out = Vec::new();
         let mut cut = 0;
         while cut < elf.len() {
@@ -125,6 +176,19 @@ mod tests {
                 assert!(found.is_err(), "{what}: {found:?}");
             }
         }
+    }
+
+    #[test]
+    fn symbol_names_at_the_end_of_the_address_space_are_checked() {
+        // Every symbol's name offset near u32::MAX: no overflow, no panic, nothing found.
+        let mut kernel = crate::guest::KERNEL.to_vec();
+        let (shoff, shnum) = (u64_at(&kernel, 0x28), u16::from_le_bytes([kernel[0x3c], kernel[0x3d]]) as usize);
+        let symtab = (0..shnum).map(|i| shoff + i * 64).find(|&sh| kernel[sh + 4] == SHT_SYMTAB as u8).unwrap();
+        let (offset, size) = (u64_at(&kernel, symtab + 0x18), u64_at(&kernel, symtab + 0x20));
+        for sym in (offset..offset + size).step_by(24) {
+            kernel[sym..sym + 4].copy_from_slice(&(u32::MAX - (sym % 7) as u32).to_le_bytes());
+        }
+        assert_eq!(find_symbol(&kernel, STATS_SYMBOL).unwrap(), None);
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub enum Error {
     #[error("an empty program spec")]
     EmptySpec,
     #[error("cannot read the program {0}")]
-    Read(PathBuf, #[source] std::io::Error),
+    Read(PathBuf, #[source] crate::files::Error),
     #[error("cannot name a program after {0}: its file name must be letters, digits, '-', '_' or '.'")]
     BadName(PathBuf),
     #[error("the program {0} has the same name as another program ({1})")]
@@ -82,7 +82,8 @@ pub fn read_program(path: &Path) -> Result<File, Error> {
         .map(|n| n.to_string_lossy().into_owned())
         .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
         .ok_or_else(|| Error::BadName(path.to_owned()))?;
-    let data = std::fs::read(path).map_err(|e| Error::Read(path.to_owned(), e))?;
+    let data = crate::files::read_limited(path, crate::files::PROGRAM_MAX_SIZE)
+        .map_err(|e| Error::Read(path.to_owned(), e))?;
     Ok(File { name, data })
 }
 

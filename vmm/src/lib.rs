@@ -7,14 +7,28 @@
 //! runs the vCPU (with an optional exit hook); [`exit`] decides what each VM exit means;
 //! [`devices`] are the UART and the exit port; [`host`] says what KVM this is; [`terminal`] puts
 //! stdin in raw mode; [`vm`] builds a VM and runs it for one run; [`observe`] reads and reports
-//! the kernel's counters and KVM's; [`output`] writes output files whole or not at all; [`bench`] and [`probe`] are `lde bench` and `lde probe`.
+//! the kernel's counters and KVM's; [`bench`] and [`probe`] are `lde bench` and `lde probe`.
+//! [`output`] writes output files whole or not at all; [`stdio`] is lde's own stdout and stderr;
+//! [`files`] reads input files within limits; [`seccomp`] confines the run's threads.
 //! The `lde` binary itself (main.rs, cli.rs, commands/) is the command line over this library.
+
+// std's printing macros panic when the reader of a pipe went away; these replace them in every
+// module below (see `stdio`).
+#[allow(unused_macros)]
+macro_rules! println { ($($t:tt)*) => { $crate::lde_println!($($t)*) } }
+#[allow(unused_macros)]
+macro_rules! print { ($($t:tt)*) => { $crate::lde_print!($($t)*) } }
+#[allow(unused_macros)]
+macro_rules! eprintln { ($($t:tt)*) => { $crate::lde_eprintln!($($t)*) } }
+#[allow(unused_macros)]
+macro_rules! eprint { ($($t:tt)*) => { $crate::lde_eprint!($($t)*) } }
 
 pub mod bench;
 pub mod boot;
 pub mod devices;
 pub mod elf;
 pub mod exit;
+pub mod files;
 pub mod guest;
 pub mod host;
 pub mod initrd;
@@ -22,6 +36,8 @@ pub mod layout;
 pub mod observe;
 pub mod output;
 pub mod probe;
+pub mod seccomp;
+pub mod stdio;
 pub mod terminal;
 pub mod vcpu;
 pub mod vm;

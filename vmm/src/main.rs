@@ -3,6 +3,17 @@
 //!
 //! `cli.rs` is what clap parses; `commands/` holds one module per subcommand.
 
+// std's printing macros panic when the reader of a pipe went away; these replace them in every
+// module below (see `lde::output`).
+#[allow(unused_macros)]
+macro_rules! println { ($($t:tt)*) => { lde::lde_println!($($t)*) } }
+#[allow(unused_macros)]
+macro_rules! print { ($($t:tt)*) => { lde::lde_print!($($t)*) } }
+#[allow(unused_macros)]
+macro_rules! eprintln { ($($t:tt)*) => { lde::lde_eprintln!($($t)*) } }
+#[allow(unused_macros)]
+macro_rules! eprint { ($($t:tt)*) => { lde::lde_eprint!($($t)*) } }
+
 mod cli;
 mod commands;
 
@@ -42,13 +53,18 @@ fn main() -> ExitCode {
         Command::Completions(args) => commands::docs::completions(args),
         Command::Man => commands::docs::man(),
     };
-    match result {
+    let code = match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("lde: error: {}", chain(&e));
             ExitCode::from(e.exit_code())
         }
+    };
+    // A reader that went away ends lde quietly, whatever else happened (see lde::output).
+    if lde::stdio::closed() {
+        return ExitCode::from(lde_abi::exit::OUTPUT_CLOSED);
     }
+    code
 }
 
 /// An error and its causes on one line.

@@ -32,6 +32,8 @@ pub enum VcpuEnd {
     Stopped,
     /// A KVM ioctl failed.
     Error(kvm_ioctls::Error),
+    /// The thread's seccomp filter could not be installed; the guest never ran.
+    Confined(crate::seccomp::Error),
 }
 
 /// Sets CPUID and the PVH entry state: 32-bit protected mode, paging off, flat 4 GiB segments,

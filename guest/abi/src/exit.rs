@@ -26,5 +26,9 @@ pub const BAD_IMAGE: u8 = 72;
 pub const VMM_FAILED: u8 = 74;
 /// VMM: `--timeout` expired before the guest shut down.
 pub const TIMEOUT: u8 = 124;
-/// VMM: stopped by SIGINT or SIGTERM.
+/// VMM: stopped by a signal (SIGINT, SIGTERM, SIGHUP, SIGQUIT, or any other whose default
+/// would end the process).
 pub const INTERRUPTED: u8 = 130;
+/// VMM: the reader of lde's stdout or stderr went away (a closed pipe); the status a shell
+/// reports for a process killed by SIGPIPE.
+pub const OUTPUT_CLOSED: u8 = 141;

@@ -14,9 +14,9 @@ use crate::cli::BenchArgs;
 
 /// A `--json` file of `lde bench`.
 fn read_report(path: &Path) -> Result<BenchReport, Error> {
-    std::fs::read_to_string(path)
+    lde::files::read_limited(path, lde::files::TEXT_MAX_SIZE)
         .map_err(|e| e.to_string())
-        .and_then(|text| serde_json::from_str::<BenchReport>(&text).map_err(|e| e.to_string()))
+        .and_then(|text| serde_json::from_slice::<BenchReport>(&text).map_err(|e| e.to_string()))
         .map_err(|e| Error::Baseline(path.to_owned(), e))
 }
 
@@ -34,6 +34,11 @@ fn compare(files: &[PathBuf], svg_path: Option<&Path>) -> Result<ExitCode, Error
 }
 
 pub fn bench(args: BenchArgs) -> Result<ExitCode, Error> {
+    if let (Some(json), Some(svg)) = (&args.json, &args.histogram) {
+        if lde::files::same_file(json, svg) {
+            return Err(Error::SamePath("--json", "--histogram", json.clone()));
+        }
+    }
     if !args.compare.is_empty() {
         return compare(&args.compare, args.compare_svg.as_deref());
     }

@@ -34,7 +34,7 @@ pub enum Error {
     #[error("cannot write the {} {}: {}", .0, .1.display(), .2)]
     WriteOutput(&'static str, PathBuf, String),
     #[error("cannot read the transcript {}: {}", .0.display(), .1)]
-    Transcript(PathBuf, io::Error),
+    Transcript(PathBuf, lde::files::Error),
     #[error("cannot read {}: {} (is `lde run --api-sock {}` running?)", .0.display(), .1, .0.display())]
     ApiRead(PathBuf, io::Error),
     #[error("{} did not answer with JSON: {}", .0.display(), .1)]
@@ -43,6 +43,12 @@ pub enum Error {
     Baseline(PathBuf, String),
     #[error("cannot compare with the baseline {}: {}", .0.display(), .1)]
     Incomparable(PathBuf, String),
+    #[error("{} and {} name the same file ({}): give each its own", .0, .1, .2.display())]
+    SamePath(&'static str, &'static str, PathBuf),
+    #[error("{} did not answer within {} s", .0.display(), .1.as_secs_f64())]
+    ApiTimeout(PathBuf, std::time::Duration),
+    #[error(transparent)]
+    Limit(lde::boot::Error),
 }
 
 impl Error {
@@ -54,18 +60,20 @@ impl Error {
             Error::Programs(_) => code::USAGE,
             Error::Bench(e) => e.exit_code(),
             Error::Transcript(..) => code::BAD_IMAGE,
-            Error::Baseline(..) | Error::Incomparable(..) => code::USAGE,
+            Error::Baseline(..) | Error::Incomparable(..) | Error::SamePath(..) | Error::Limit(_) => code::USAGE,
             Error::CreateDir(..)
             | Error::Write(..)
             | Error::WriteOutput(..)
             | Error::ApiRead(..)
+            | Error::ApiTimeout(..)
             | Error::ApiJson(..) => code::VMM_FAILED,
         }
     }
 }
 
-/// The initrd and the full kernel command line for `programs` (program words, then `extra`).
-fn prepare_programs(programs: &ProgramArgs, extra: &str) -> Result<(Vec<u8>, String), lde::initrd::Error> {
+/// The initrd and the full kernel command line for `programs` (program words, then `extra`),
+/// within the command line's limit.
+fn prepare_programs(programs: &ProgramArgs, extra: &str) -> Result<(Vec<u8>, String), Error> {
     let own = programs.own.iter().map(|p| lde::initrd::read_program(p)).collect::<Result<Vec<_>, _>>()?;
     let prepared = lde::initrd::prepare(&programs.programs, own)?;
     let mode = match programs.timer_mode {
@@ -81,5 +89,6 @@ fn prepare_programs(programs: &ProgramArgs, extra: &str) -> Result<(Vec<u8>, Str
         programs.slice
     );
     let cmdline = [prepared.cmdline.as_str(), &timer, extra.trim()].join(" ").trim().to_string();
+    lde::boot::check_cmdline(&cmdline).map_err(Error::Limit)?;
     Ok((prepared.initrd, cmdline))
 }

@@ -17,7 +17,8 @@ pub fn probe(args: ProbeArgs, started: Instant) -> Result<ExitCode, Error> {
         return Ok(ExitCode::SUCCESS);
     }
     if let (Some(path), Some(host)) = (&args.transcript, &args.host_name) {
-        let bytes = std::fs::read(path).map_err(|e| Error::Transcript(path.clone(), e))?;
+        let bytes = lde::files::read_limited(path, lde::files::TEXT_MAX_SIZE)
+            .map_err(|e| Error::Transcript(path.clone(), e))?;
         print_probe(host, None, &String::from_utf8_lossy(&bytes), args.json);
         return Ok(ExitCode::SUCCESS);
     }

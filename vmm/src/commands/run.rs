@@ -12,7 +12,7 @@ use lde::output::OutputFile;
 use lde::{host, Outcome, RunConfig};
 
 use super::{prepare_programs, Error};
-use crate::cli::RunArgs;
+use crate::cli::{RunArgs, SeccompCheck};
 
 pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode, Error> {
     if args.list && args.json {
@@ -28,6 +28,7 @@ pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode, Error> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    check_paths(&args)?;
     let (initrd, cmdline) = prepare_programs(&args.programs, &args.cmdline)?;
     // The output files are created before the guest runs, so that a bad path is said at once
     // rather than after a long run whose results would then be lost.
@@ -70,13 +71,16 @@ pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode, Error> {
         input: Some(libc::STDIN_FILENO),
         started,
         host,
+        seccomp: !args.no_seccomp,
+        seccomp_check: args.seccomp_check.map(|t| match t {
+            SeccompCheck::Vcpu => lde::seccomp::Thread::Vcpu,
+            SeccompCheck::Events => lde::seccomp::Thread::EventLoop,
+        }),
     };
     let report = lde::prepare(config).and_then(|vm| {
         if !args.quiet {
             eprintln!("{host_line}");
         }
-        // Keystrokes reach the guest one at a time; restored when the guard drops.
-        let _raw = lde::terminal::RawMode::enable(libc::STDIN_FILENO);
         vm.run()
     })?;
     match &report.outcome {
@@ -89,6 +93,7 @@ pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode, Error> {
             eprintln!("lde: timeout: the guest was still running after {} s; stopped it: {held_by}", t.as_secs_f64())
         }
         Outcome::Interrupted(signal) => eprintln!("lde: interrupted by signal {signal}; stopped the guest"),
+        Outcome::OutputClosed => {}
     }
     if watch_terminal {
         let text = captured.0.lock().expect("buffer lock poisoned");
@@ -161,4 +166,21 @@ fn command_line() -> String {
         words.push(if plain { arg } else { format!("'{}'", arg.replace('\'', "'\\''")) });
     }
     words.join(" ")
+}
+
+/// Refuses one file for two uses (an output twice, or an output that is also an input) before
+/// anything is read or created.
+fn check_paths(args: &RunArgs) -> Result<(), Error> {
+    let outputs: Vec<(&'static str, &std::path::Path)> =
+        [("--report", &args.report), ("--timeline", &args.timeline), ("--api-sock", &args.api_sock)]
+            .into_iter()
+            .filter_map(|(flag, path)| Some((flag, path.as_deref()?)))
+            .collect();
+    let mut inputs: Vec<(&'static str, &std::path::Path)> =
+        args.kernel.iter().map(|k| ("--kernel", k.as_path())).collect();
+    inputs.extend(args.programs.own.iter().map(|p| ("--program", p.as_path())));
+    match lde::files::first_clash(&outputs, &inputs) {
+        Some((first, second, path)) => Err(Error::SamePath(first, second, path.to_owned())),
+        None => Ok(()),
+    }
 }

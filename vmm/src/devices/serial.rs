@@ -246,16 +246,22 @@ impl Console {
 impl Write for Console {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         buf.iter().for_each(|&b| self.note(b));
-        // A closed stdout (`lde run | head`) must not stop the guest: the bytes are dropped.
+        // A closed stdout (`lde run | head`) stops the run (see `output`); the bytes are dropped.
         match self.out.write_all(buf) {
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(buf.len()),
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                crate::stdio::note(&e);
+                Ok(buf.len())
+            }
             r => r.map(|()| buf.len()),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
         match self.out.flush() {
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                crate::stdio::note(&e);
+                Ok(())
+            }
             r => r,
         }
     }

@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -119,8 +119,10 @@ impl MutEventSubscriber for Poller {
 /// Why the API socket could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("{0} already exists: remove it or choose another --api-sock path")]
+    #[error("{0} already exists and is not a socket: remove it or choose another --api-sock path")]
     Exists(PathBuf),
+    #[error("{0} is served by another running process: choose another --api-sock path")]
+    InUse(PathBuf),
     #[error("cannot listen on {0}")]
     Bind(PathBuf, #[source] std::io::Error),
 }
@@ -133,9 +135,21 @@ pub struct ApiServer {
 }
 
 impl ApiServer {
+    /// Listens on `path`. A socket left there by a run that ended without removing it (killed
+    /// with SIGKILL, say) is replaced when nobody answers on it; anything else is kept.
     pub fn bind(path: &Path, shared: Shared) -> Result<ApiServer, ApiError> {
-        if path.exists() {
-            return Err(ApiError::Exists(path.to_owned()));
+        use std::os::unix::fs::FileTypeExt;
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_socket() => match UnixStream::connect(path) {
+                Ok(_) => return Err(ApiError::InUse(path.to_owned())),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    log::debug!("replacing the stale socket {}", path.display());
+                    std::fs::remove_file(path).map_err(|e| ApiError::Bind(path.to_owned(), e))?;
+                }
+                Err(e) => return Err(ApiError::Bind(path.to_owned(), e)),
+            },
+            Ok(_) => return Err(ApiError::Exists(path.to_owned())),
+            Err(_) => {}
         }
         let listener = UnixListener::bind(path).map_err(|e| ApiError::Bind(path.to_owned(), e))?;
         listener.set_nonblocking(true).map_err(|e| ApiError::Bind(path.to_owned(), e))?;

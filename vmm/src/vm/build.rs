@@ -16,6 +16,7 @@ use lde_abi::cmdline::{TEST_HOST_NMI, TEST_KEY, TSC_KHZ_KEY, ZEROED_RAM_KEY};
 use lde_abi::ports::SERIAL_IRQ;
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
+use super::signals::{self, SignalFd};
 use super::{Error, RunConfig};
 use crate::boot;
 use crate::devices::{new_serial, SerialDevice};
@@ -26,6 +27,7 @@ use crate::observe::kvm_stats::KvmStats;
 use crate::observe::monitor::{ApiServer, Observer, Shared};
 use crate::observe::recorder::Recorder;
 use crate::observe::stats::StatsReader;
+use crate::seccomp::{self, Thread};
 use crate::vcpu::{self, ExitHook};
 
 /// Address KVM needs for its three-page TSS on Intel hosts (unused by the guest).
@@ -95,6 +97,10 @@ pub struct Vm {
     pub(super) input: Option<RawFd>,
     pub(super) started: Instant,
     pub(super) host: HostInfo,
+    pub(super) signals: SignalFd,
+    /// The filters of the vCPU and the event-loop threads, unless seccomp is off.
+    pub(super) filters: Option<(Vec<seccompiler::BpfProgram>, Vec<seccompiler::BpfProgram>)>,
+    pub(super) seccomp_check: Option<Thread>,
 }
 
 /// Checks the configuration, opens KVM, builds the VM and loads the kernel.
@@ -102,14 +108,24 @@ pub struct Vm {
 /// Every mistake a user can make (memory size, kernel file, KVM access) is reported here,
 /// before the guest runs.
 pub fn prepare(config: RunConfig) -> Result<Vm, Error> {
+    // From here on the signals that would end lde are read by the run (see signals.rs): one
+    // that arrives while the VM is built stops the run as soon as it starts.
+    let signals = SignalFd::new(&signals::terminating()).map_err(|e| Error::Host("signalfd", e))?;
     let mem_size = check_mem(config.mem_mib)?;
+    let filters = match config.seccomp {
+        true => Some((seccomp::filter(Thread::Vcpu)?, seccomp::filter(Thread::EventLoop)?)),
+        false => None,
+    };
     let (kernel_name, kernel_image) = match &config.kernel {
-        Some(path) => {
-            (path.display().to_string(), std::fs::read(path).map_err(|e| Error::KernelRead(path.clone(), e))?)
-        }
+        Some(path) => (
+            path.display().to_string(),
+            crate::files::read_limited(path, crate::files::KERNEL_MAX_SIZE)
+                .map_err(|e| Error::KernelRead(path.clone(), e))?,
+        ),
         None => ("(embedded)".to_string(), crate::guest::KERNEL.to_vec()),
     };
-    boot::check_elf(&kernel_image).map_err(|e| Error::Kernel(kernel_name.clone(), e))?;
+    boot::check_kernel(&kernel_image, mem_size).map_err(|e| Error::boot(&kernel_name, e))?;
+    boot::check_cmdline(&config.cmdline).map_err(|e| Error::boot(&kernel_name, e))?;
 
     let kvm = open_kvm(&config.kvm_device)?;
     let vm = kvm.create_vm().map_err(|e| Error::Setup("create the VM", e))?;
@@ -129,7 +145,7 @@ pub fn prepare(config: RunConfig) -> Result<Vm, Error> {
         cmdline = format!("{cmdline} {ZEROED_RAM_KEY}=1").trim().to_string();
     }
     let boot_entry = boot::load(&mem, mem_size, &kernel_image, &cmdline, config.initrd.as_deref())
-        .map_err(|e| Error::Kernel(kernel_name, e))?;
+        .map_err(|e| Error::boot(&kernel_name, e))?;
     vcpu::setup_pvh(&kvm, &vcpu_fd, boot_entry).map_err(|e| Error::Setup("vCPU registers", e))?;
 
     let serial = new_serial(config.console).map_err(|e| Error::Host("serial eventfds", e))?;
@@ -181,6 +197,9 @@ pub fn prepare(config: RunConfig) -> Result<Vm, Error> {
         input: config.input,
         started: config.started,
         host: config.host,
+        signals,
+        filters,
+        seccomp_check: config.seccomp_check,
     })
 }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::host::HostInfo;
 use crate::layout;
 use crate::observe::monitor::Observer;
+use crate::seccomp::Thread;
 use crate::vcpu::ExitHook;
 
 /// What to run and how.
@@ -39,6 +40,10 @@ pub struct RunConfig {
     pub observer: Option<Observer>,
     /// Called by the vCPU thread after every VM exit (`lde bench` times port writes with it).
     pub exit_hook: Option<Box<dyn ExitHook>>,
+    /// Confine the vCPU and event-loop threads with seccomp filters (see [`crate::seccomp`]).
+    pub seccomp: bool,
+    /// Test hook: this thread attempts a call its filter forbids once the run is under way.
+    pub seccomp_check: Option<Thread>,
 }
 
 impl RunConfig {
@@ -66,6 +71,8 @@ impl RunConfig {
             api_sock: None,
             observer: None,
             exit_hook: None,
+            seccomp: true,
+            seccomp_check: None,
         }
     }
 }

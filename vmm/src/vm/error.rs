@@ -23,9 +23,11 @@ pub enum Error {
     #[error("KVM lacks {0}, which lde needs")]
     KvmCapability(&'static str),
     #[error("cannot read the kernel {0}")]
-    KernelRead(PathBuf, #[source] io::Error),
+    KernelRead(PathBuf, #[source] crate::files::Error),
     #[error("cannot boot the kernel {0}")]
     Kernel(String, #[source] boot::Error),
+    #[error(transparent)]
+    Limit(boot::Error),
     #[error("--mem {0} MiB is out of range: give {min} to {max}", min = layout::MEM_MIN_MIB, max = layout::MEM_MAX_MIB)]
     MemSize(u64),
     #[error("cannot allocate {0} MiB of guest memory")]
@@ -38,9 +40,20 @@ pub enum Error {
     VcpuRun(#[source] kvm_ioctls::Error),
     #[error("cannot serve the API socket")]
     Api(#[source] ApiError),
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::Error),
 }
 
 impl Error {
+    /// A boot error as the user should see it: a limit of the command line or of guest memory
+    /// they can change ([`Error::Limit`], a usage error), or a problem of the kernel file.
+    pub(super) fn boot(kernel: &str, e: boot::Error) -> Error {
+        match e {
+            boot::Error::CmdlineTooLong(_) | boot::Error::CmdlineNul | boot::Error::InitrdTooBig(_) => Error::Limit(e),
+            e => Error::Kernel(kernel.to_string(), e),
+        }
+    }
+
     /// The exit status of the lde process for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
@@ -50,10 +63,13 @@ impl Error {
             | Error::NotKvm(..)
             | Error::KvmCapability(_) => code::KVM_UNAVAILABLE,
             Error::KernelRead(..) | Error::Kernel(..) => code::BAD_IMAGE,
-            Error::MemSize(_) => code::USAGE,
-            Error::Memory(..) | Error::Setup(..) | Error::Host(..) | Error::VcpuRun(_) | Error::Api(_) => {
-                code::VMM_FAILED
-            }
+            Error::MemSize(_) | Error::Limit(_) => code::USAGE,
+            Error::Memory(..)
+            | Error::Setup(..)
+            | Error::Host(..)
+            | Error::VcpuRun(_)
+            | Error::Api(_)
+            | Error::Seccomp(_) => code::VMM_FAILED,
         }
     }
 }

@@ -3,8 +3,9 @@
 //! its end and returns a [`RunReport`] whose [`Outcome`] says how it ended.
 //!
 //! `config.rs` the configuration, `error.rs` why a run could not happen, `build.rs` the
-//! builder, `run.rs` the vCPU thread and the event loop, `signals.rs` the signalfd that loop
-//! waits on, `nmi.rs` the NMI sender of the `host-nmi` test hook, `outcome.rs` the outcome, the report and the timeout diagnosis.
+//! builder, `run.rs` the vCPU thread and the event loop, `signals.rs` the signals that stop a run
+//! and the signalfd that loop waits on, `nmi.rs` the NMI sender of the `host-nmi` test hook,
+//! `outcome.rs` the outcome, the report and the timeout diagnosis.
 
 mod build;
 mod config;
@@ -18,6 +19,7 @@ pub use build::{open_kvm, prepare, Vm};
 pub use config::RunConfig;
 pub use error::Error;
 pub use outcome::{Outcome, RunReport};
+pub use signals::name as signal_name;
 
 /// Runs the guest to its end: [`prepare`], then [`Vm::run`].
 pub fn run(config: RunConfig) -> Result<RunReport, Error> {

@@ -20,8 +20,10 @@ pub enum Outcome {
     Crashed { crash: Crash, registers: String },
     /// `--timeout` expired; `held_by` says who had the CPU.
     Timeout { after: Duration, held_by: String },
-    /// SIGINT or SIGTERM arrived.
+    /// A signal that stops lde arrived (SIGINT, SIGTERM, SIGHUP, SIGQUIT, …).
     Interrupted(i32),
+    /// The reader of lde's stdout or stderr went away.
+    OutputClosed,
 }
 
 impl Outcome {
@@ -32,6 +34,7 @@ impl Outcome {
             Outcome::Crashed { .. } => code::GUEST_CRASHED,
             Outcome::Timeout { .. } => code::TIMEOUT,
             Outcome::Interrupted(_) => code::INTERRUPTED,
+            Outcome::OutputClosed => code::OUTPUT_CLOSED,
         }
     }
 }
@@ -68,7 +71,8 @@ impl RunReport {
             Outcome::Timeout { after, held_by } => {
                 ("timeout", format!("still running after {} s: {held_by}", after.as_secs_f64()))
             }
-            Outcome::Interrupted(signal) => ("interrupted", format!("stopped by signal {signal}")),
+            Outcome::Interrupted(signal) => ("interrupted", format!("stopped by {}", super::signals::name(*signal))),
+            Outcome::OutputClosed => ("output-closed", "the reader of lde's output went away".to_string()),
         };
         report::Report {
             schema: report::SCHEMA,
@@ -121,6 +125,7 @@ mod tests {
         let timeout = Outcome::Timeout { after: Duration::from_secs(1), held_by: String::new() };
         assert_eq!(timeout.exit_code(), 124);
         assert_eq!(Outcome::Interrupted(libc::SIGINT).exit_code(), 130);
+        assert_eq!(Outcome::OutputClosed.exit_code(), 141);
         let crash = Outcome::Crashed { crash: Crash::TripleFault, registers: String::new() };
         assert_eq!(crash.exit_code(), 70);
     }

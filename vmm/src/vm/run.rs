@@ -1,12 +1,14 @@
-//! Running a built [`Vm`]: the vCPU on its own thread, and on the main thread an event loop
-//! that forwards stdin, polls the stats page, serves the API socket, and stops the run on the
-//! vCPU's end, the timeout, or SIGINT/SIGTERM (read from a signalfd).
+//! Running a built [`Vm`]: the vCPU on its own thread, and on another an event loop that
+//! forwards stdin, polls the stats page, serves the API socket, and stops the run on the vCPU's
+//! end, the timeout, a signal (read from a signalfd) or lde's output closed. Each of the two
+//! threads confines itself with its seccomp filter before it starts; the calling thread builds,
+//! waits and cleans up.
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
 use vmm_sys_util::epoll::EventSet;
@@ -20,11 +22,12 @@ use super::signals::SignalFd;
 use super::{Error, Outcome, RunReport, Vm};
 use crate::devices::{Devices, ExitPort, InputStatus, SerialInput};
 use crate::observe::monitor::Poller;
+use crate::seccomp::Thread;
 use crate::vcpu::{self, ExitHook, VcpuEnd};
 
 impl Vm {
-    /// Runs the vCPU on its own thread until the guest ends, the timeout expires or a signal
-    /// arrives.
+    /// Runs the vCPU on its own thread and the event loop on another until the guest ends, the
+    /// timeout expires, a signal arrives or lde's output is closed.
     pub fn run(self) -> Result<RunReport, Error> {
         let Vm {
             mut vcpu_fd,
@@ -43,13 +46,20 @@ impl Vm {
             input,
             started,
             host,
+            signals,
+            filters,
+            seccomp_check,
         } = self;
 
-        // SIGINT and SIGTERM are read from a signalfd by the event loop; block them before the vCPU
-        // thread exists so that it inherits the mask and never takes them.
-        let signals = SignalFd::new(&[libc::SIGINT, libc::SIGTERM]).map_err(|e| Error::Host("signalfd", e))?;
         register_signal_handler(SIGRTMIN(), kick_handler)
             .map_err(|e| Error::Host("vCPU kick signal", io::Error::from_raw_os_error(e.errno())))?;
+        // Keystrokes reach the guest one at a time. Restored when this guard drops, before the
+        // run returns; the stop signals stay blocked until the process ends (signals.rs).
+        let _raw = input.and_then(crate::terminal::RawMode::enable);
+        let (vcpu_filter, events_filter) = match filters {
+            Some((vcpu, events)) => (Some(vcpu), Some(events)),
+            None => (None, None),
+        };
 
         let input_status = InputStatus::default();
         let stop = Arc::new(AtomicBool::new(false));
@@ -63,8 +73,13 @@ impl Vm {
             std::thread::Builder::new()
                 .name("vcpu0".into())
                 .spawn(move || {
-                    let hook = exit_hook.as_deref_mut().map(|h| h as &mut dyn ExitHook);
-                    let end = vcpu::run(&mut vcpu_fd, &mut devices, &stop, &counts, hook);
+                    let end = match confine(vcpu_filter.as_ref(), seccomp_check == Some(Thread::Vcpu)) {
+                        Ok(()) => {
+                            let hook = exit_hook.as_deref_mut().map(|h| h as &mut dyn ExitHook);
+                            vcpu::run(&mut vcpu_fd, &mut devices, &stop, &counts, hook)
+                        }
+                        Err(e) => VcpuEnd::Confined(e),
+                    };
                     let _ = done.write(1);
                     (end, vcpu_fd)
                 })
@@ -75,30 +90,25 @@ impl Vm {
             true => Some(NmiSender::start(_vm.clone()).map_err(|e| Error::Host("NMI thread", e))?),
             false => None,
         };
-        let control = Arc::new(Mutex::new(Control::new(signals, vcpu_done, timeout)?));
-        let mut events = EventManager::<Arc<Mutex<dyn MutEventSubscriber + Send>>>::new()
-            .map_err(|e| Error::Host("event loop", io::Error::other(format!("{e:?}"))))?;
-        events.add_subscriber(control.clone());
+        let control = Control::new(signals, vcpu_done, timeout, started)?;
+        let mut subscribers: Vec<Arc<Mutex<dyn MutEventSubscriber + Send>>> = Vec::new();
         if let Some(fd) = input {
-            events.add_subscriber(Arc::new(Mutex::new(SerialInput::new(serial.clone(), fd, input_status.clone()))));
+            subscribers.push(Arc::new(Mutex::new(SerialInput::new(serial.clone(), fd, input_status.clone()))));
         }
         if let Some(shared) = &shared {
             let poller = Poller::new(shared.clone(), observer).map_err(|e| Error::Host("stats poller", e))?;
-            events.add_subscriber(Arc::new(Mutex::new(poller)));
+            subscribers.push(Arc::new(Mutex::new(poller)));
         }
-        let api = api.map(|api| {
-            let api = Arc::new(Mutex::new(api));
-            events.add_subscriber(api.clone());
-            api
-        });
-        let host_stop = loop {
-            if let Err(e) = events.run() {
-                log::warn!("event loop: {e:?}");
-            }
-            if let Some(reason) = control.lock().expect("control lock poisoned").stop {
-                break reason;
-            }
-        };
+        // The server stays referenced here, so that it is dropped (and its socket removed) on
+        // this thread, whose system calls are not filtered.
+        let api = api.map(|api| Arc::new(Mutex::new(api)));
+        subscribers.extend(api.clone().map(|api| api as Arc<Mutex<dyn MutEventSubscriber + Send>>));
+        let events_thread = std::thread::Builder::new()
+            .name("lde-events".into())
+            .spawn(move || event_loop(control, subscribers, events_filter, seccomp_check == Some(Thread::EventLoop)))
+            .map_err(|e| Error::Host("event-loop thread", e))?;
+        let host_stop =
+            events_thread.join().unwrap_or(Err(Error::Host("event-loop thread", io::Error::other("it panicked"))));
 
         stop.store(true, Ordering::Release);
         while !vcpu_thread.is_finished() {
@@ -113,8 +123,8 @@ impl Vm {
             log::info!("test hook: sent the guest {sent} NMIs");
         }
         let ended_after = started.elapsed();
-        drop(events);
         drop(api);
+        let host_stop = host_stop?;
         let recorder = shared.and_then(|shared| {
             let mut recorder = Arc::try_unwrap(shared.recorder).ok()?.into_inner().ok()?;
             match recorder.poll_stopped() {
@@ -131,10 +141,12 @@ impl Vm {
             (_, VcpuEnd::GuestExit(c)) => Outcome::GuestExit(c),
             (_, VcpuEnd::Crash(crash, registers)) => Outcome::Crashed { crash, registers },
             (_, VcpuEnd::Error(e)) => return Err(Error::VcpuRun(e)),
+            (_, VcpuEnd::Confined(e)) => return Err(Error::Seccomp(e)),
             (StopReason::Timeout(after), VcpuEnd::Stopped) => {
                 Outcome::Timeout { after, held_by: who_held_the_cpu(&vcpu_fd, stats) }
             }
             (StopReason::Signal(s), VcpuEnd::Stopped) => Outcome::Interrupted(s),
+            (StopReason::OutputClosed, VcpuEnd::Stopped) => Outcome::OutputClosed,
             (StopReason::VcpuDone, VcpuEnd::Stopped) => unreachable!("the vCPU stops on its own only with an end"),
         };
         let console = serial.lock().expect("serial lock poisoned");
@@ -153,6 +165,42 @@ impl Vm {
     }
 }
 
+/// Installs a thread's seccomp filter, if any, and runs the `--seccomp-check` test hook.
+fn confine(filter: Option<&Vec<seccompiler::BpfProgram>>, check: bool) -> Result<(), crate::seccomp::Error> {
+    if let Some(filter) = filter {
+        crate::seccomp::install(filter)?;
+    }
+    if check && crate::seccomp::attempt_forbidden_call() {
+        log::warn!("seccomp check: a forbidden system call went through (no filter in this thread)");
+    }
+    Ok(())
+}
+
+/// The event-loop thread: waits on the run's fds until something stops the run.
+fn event_loop(
+    control: Control,
+    subscribers: Vec<Arc<Mutex<dyn MutEventSubscriber + Send>>>,
+    filter: Option<Vec<seccompiler::BpfProgram>>,
+    check: bool,
+) -> Result<StopReason, Error> {
+    let control = Arc::new(Mutex::new(control));
+    let mut events = EventManager::<Arc<Mutex<dyn MutEventSubscriber + Send>>>::new()
+        .map_err(|e| Error::Host("event loop", io::Error::other(format!("{e:?}"))))?;
+    events.add_subscriber(control.clone());
+    for subscriber in subscribers {
+        events.add_subscriber(subscriber);
+    }
+    confine(filter.as_ref(), check)?;
+    loop {
+        if let Err(e) = events.run() {
+            log::warn!("event loop: {e:?}");
+        }
+        if let Some(reason) = control.lock().expect("control lock poisoned").stop {
+            return Ok(reason);
+        }
+    }
+}
+
 extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
 
 /// Why the event loop stopped.
@@ -161,28 +209,33 @@ enum StopReason {
     VcpuDone,
     Timeout(Duration),
     Signal(i32),
+    OutputClosed,
 }
 
-/// Watches the vCPU's end, the timeout and the stop signals.
+/// Watches the vCPU's end, the timeout, the stop signals and lde's output.
 struct Control {
     signals: SignalFd,
     vcpu_done: EventFd,
     timer: Option<(TimerFd, Duration)>,
+    output_closed: Option<RawFd>,
     stop: Option<StopReason>,
 }
 
 impl Control {
-    fn new(signals: SignalFd, vcpu_done: EventFd, timeout: Option<Duration>) -> Result<Self, Error> {
+    /// The timeout counts from `started` (lde's start): it covers building the VM too.
+    fn new(signals: SignalFd, vcpu_done: EventFd, timeout: Option<Duration>, started: Instant) -> Result<Self, Error> {
         let timer = match timeout {
             Some(t) => {
                 let mut timer =
                     TimerFd::new().map_err(|e| Error::Host("timerfd", io::Error::from_raw_os_error(e.errno())))?;
-                timer.reset(t, None).map_err(|e| Error::Host("timerfd", io::Error::from_raw_os_error(e.errno())))?;
+                // Zero would disarm the timer: a timeout already past fires at once instead.
+                let left = t.saturating_sub(started.elapsed()).max(Duration::from_nanos(1));
+                timer.reset(left, None).map_err(|e| Error::Host("timerfd", io::Error::from_raw_os_error(e.errno())))?;
                 Some((timer, t))
             }
             None => None,
         };
-        Ok(Self { signals, vcpu_done, timer, stop: None })
+        Ok(Self { signals, vcpu_done, timer, output_closed: crate::stdio::closed_event(), stop: None })
     }
 }
 
@@ -190,6 +243,7 @@ impl MutEventSubscriber for Control {
     fn init(&mut self, ops: &mut EventOps) {
         let mut fds = vec![self.signals.as_raw_fd(), self.vcpu_done.as_raw_fd()];
         fds.extend(self.timer.as_ref().map(|(t, _)| t.as_raw_fd()));
+        fds.extend(self.output_closed);
         for fd in fds {
             ops.add(Events::new_raw(fd, EventSet::IN)).expect("a fresh fd can be added to the event loop");
         }
@@ -200,6 +254,9 @@ impl MutEventSubscriber for Control {
         if fd == self.vcpu_done.as_raw_fd() {
             let _ = self.vcpu_done.read();
             self.stop.get_or_insert(StopReason::VcpuDone);
+        } else if Some(fd) == self.output_closed {
+            // Left readable: nothing else is waited for once the output is gone.
+            self.stop.get_or_insert(StopReason::OutputClosed);
         } else if fd == self.signals.as_raw_fd() {
             if let Some(signal) = self.signals.read() {
                 self.stop.get_or_insert(StopReason::Signal(signal));
