@@ -246,7 +246,7 @@ impl Console {
 impl Write for Console {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         buf.iter().for_each(|&b| self.note(b));
-        // A closed stdout (`lde run | head`) stops the run (see `output`); the bytes are dropped.
+        // A closed stdout (`lde run | head`) stops the run (see `stdio`); the bytes are dropped.
         match self.out.write_all(buf) {
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
                 crate::stdio::note(&e);
