@@ -43,6 +43,10 @@ mod request {
     pub const TCSETS: u64 = libc::TCSETS;
     /// FIONBIO: an API client's socket made blocking (with a write timeout).
     pub const FIONBIO: u64 = libc::FIONBIO;
+    /// TIOCGWINSZ: `--watch` fits its table to the terminal's size.
+    pub const TIOCGWINSZ: u64 = libc::TIOCGWINSZ;
+    /// TCGETS: reading the terminal's mode (tcgetattr, before a tcsetattr).
+    pub const TCGETS: u64 = libc::TCGETS;
 }
 
 /// System calls both threads make: memory, locks, time, thread exit, and the SIGSYS handler's
@@ -70,7 +74,7 @@ fn specific(thread: Thread) -> (&'static [libc::c_long], &'static [u64]) {
         Thread::Vcpu => (
             // rt_sigreturn: the return from the kick handler that interrupts KVM_RUN.
             &[libc::SYS_rt_sigreturn],
-            &[request::KVM_RUN, request::KVM_GET_REGS, request::KVM_GET_SREGS, request::TCSETS],
+            &[request::KVM_RUN, request::KVM_GET_REGS, request::KVM_GET_SREGS, request::TCSETS, request::TCGETS],
         ),
         Thread::EventLoop => (
             // pread64: KVM's binary statistics; the rest: epoll and the API socket.
@@ -82,7 +86,7 @@ fn specific(thread: Thread) -> (&'static [libc::c_long], &'static [u64]) {
                 libc::SYS_sendto,
                 libc::SYS_pread64,
             ],
-            &[request::FIONBIO, request::TCSETS],
+            &[request::FIONBIO, request::TCSETS, request::TCGETS, request::TIOCGWINSZ],
         ),
     }
 }
