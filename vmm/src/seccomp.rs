@@ -77,13 +77,15 @@ fn specific(thread: Thread) -> (&'static [libc::c_long], &'static [u64]) {
             &[request::KVM_RUN, request::KVM_GET_REGS, request::KVM_GET_SREGS, request::TCSETS, request::TCGETS],
         ),
         Thread::EventLoop => (
-            // pread64: KVM's binary statistics; the rest: epoll and the API socket.
+            // pread64: KVM's binary statistics; the rest: epoll and the API socket (recvfrom: a
+            // client's HTTP request).
             &[
                 libc::SYS_epoll_wait,
                 libc::SYS_epoll_ctl,
                 libc::SYS_accept4,
                 libc::SYS_setsockopt,
                 libc::SYS_sendto,
+                libc::SYS_recvfrom,
                 libc::SYS_pread64,
             ],
             &[request::FIONBIO, request::TCSETS, request::TCGETS, request::TIOCGWINSZ],
