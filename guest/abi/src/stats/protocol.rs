@@ -415,7 +415,6 @@ mod tests {
         let mut copy = Box::new(StatsPage::new());
         assert_eq!(snapshot_stopped(&shared, &mut copy), Ok(true));
         assert_eq!(copy.switches, 7);
-        drop(shared);
         page.seq = 4;
         let shared = Shared(&mut *page);
         assert_eq!(snapshot_stopped(&shared, &mut copy), Ok(false));
