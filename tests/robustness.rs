@@ -15,10 +15,25 @@ use std::time::{Duration, Instant};
 
 use common::{kvm_available, lde, lde_bin, run_with_deadline, Output};
 
-fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("lde-robust-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+/// A directory of one test's files, removed with everything in it when the test ends.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(test: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("lde-robust-{}-{test}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.0).ok();
+    }
 }
 
 /// The one error line of a refused command: exactly one line on stderr, starting with `lde:`.
@@ -134,6 +149,7 @@ impl Pty {
 
 #[test]
 fn every_stop_signal_restores_the_terminal_and_removes_the_socket() {
+    let scratch = Scratch::new("signals");
     if !kvm_available("every_stop_signal_restores_the_terminal_and_removes_the_socket") {
         return;
     }
@@ -148,7 +164,7 @@ fn every_stop_signal_restores_the_terminal_and_removes_the_socket() {
     for (signal, name) in signals {
         let pty = Pty::open();
         let before = pty.stty();
-        let (sock, report) = (temp(&format!("{name}.sock")), temp(&format!("{name}.json")));
+        let (sock, report) = (scratch.path(&format!("{name}.sock")), scratch.path(&format!("{name}.json")));
         let mut cmd = Command::new(lde_bin());
         cmd.args(["run", "-q", "--timeout", "120", "--api-sock", sock.to_str().unwrap()])
             .args(["--report", report.to_str().unwrap(), "spin 0"])
@@ -180,9 +196,10 @@ fn every_stop_signal_restores_the_terminal_and_removes_the_socket() {
 
 #[test]
 fn special_and_oversized_input_files_are_refused_unread() {
-    let sparse = temp("sparse.elf");
+    let scratch = Scratch::new("files");
+    let sparse = scratch.path("sparse.elf");
     std::fs::File::create(&sparse).unwrap().set_len(2 << 30).unwrap();
-    let fifo = temp("fifo.elf");
+    let fifo = scratch.path("fifo.elf");
     let c_fifo = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
     // SAFETY: mkfifo reads a NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o600) }, 0);
@@ -203,8 +220,6 @@ fn special_and_oversized_input_files_are_refused_unread() {
         let line = one_line(&out, 72);
         assert!(line.ends_with(reason), "{flag} {path:?}: {line}");
     }
-    std::fs::remove_file(&sparse).ok();
-    std::fs::remove_file(&fifo).ok();
 }
 
 fn u16_at(b: &[u8], at: usize) -> usize {
@@ -257,16 +272,17 @@ fn symtab_bomb(kernel: &[u8], count: usize, run: usize) -> Vec<u8> {
 
 #[test]
 fn a_symbol_table_bomb_boots_in_bounded_time() {
+    let scratch = Scratch::new("bomb");
     if !kvm_available("a_symbol_table_bomb_boots_in_bounded_time") {
         return;
     }
-    let dir = temp("export");
+    let dir = scratch.path("export");
     let out = lde(&["export", "--dir", dir.to_str().unwrap()]);
     assert_eq!(out.status, Some(0), "{out:?}");
     let kernel = std::fs::read(dir.join("kernel.elf")).unwrap();
     // 400,000 names of 2 MiB each: 800 GB to read for a lookup that scans every name.
     let bomb = symtab_bomb(&kernel, 400_000, 2 << 20);
-    let path = temp("bomb.elf");
+    let path = scratch.path("bomb.elf");
     std::fs::write(&path, &bomb).unwrap();
     let mut cmd = Command::new(lde_bin());
     cmd.args(["run", "--timeout", "60", "--kernel", path.to_str().unwrap(), "hello"]);
@@ -275,11 +291,11 @@ fn a_symbol_table_bomb_boots_in_bounded_time() {
     assert!(!out.stderr.contains("panicked"), "{out:?}");
     // The stats page was found behind the bombs: the summary comes from it.
     assert!(out.stderr.contains("lde: processes: 1 started, 0 killed: hello 1 exit 0"), "{out:?}");
-    std::fs::remove_file(&path).ok();
 }
 
 #[test]
 fn limits_are_usage_errors_that_name_the_limit() {
+    let scratch = Scratch::new("limits");
     let long = format!("lde.note={}", "x".repeat(10_000));
     let line = one_line(&lde(&["run", "--cmdline", &long]), 2).to_string();
     assert!(line.contains("more than the limit of 4095"), "{line}");
@@ -290,20 +306,20 @@ fn limits_are_usage_errors_that_name_the_limit() {
         let line = one_line(&lde(&["run", "--timeout", tiny]), 2).to_string();
         assert!(line.contains("--timeout"), "{tiny}: {line}");
     }
-    let kernel = temp("truncated.elf");
+    let kernel = scratch.path("truncated.elf");
     std::fs::write(&kernel, &lde::guest::KERNEL[..lde::guest::KERNEL.len() / 3]).unwrap();
     let line = one_line(&lde(&["run", "--kernel", kernel.to_str().unwrap()]), 72).to_string();
     assert!(line.contains(": the file is truncated: a segment needs its bytes up to offset"), "{line}");
-    std::fs::remove_file(&kernel).ok();
 }
 
 #[test]
 fn one_file_for_two_uses_is_refused_before_anything_runs() {
-    let kept = temp("kept");
+    let scratch = Scratch::new("paths");
+    let kept = scratch.path("kept");
     std::fs::write(&kept, b"keep me").unwrap();
-    let (k, x) = (kept.to_str().unwrap(), temp("new.json"));
+    let (k, x) = (kept.to_str().unwrap(), scratch.path("new.json"));
     let x = x.to_str().unwrap();
-    let dotted = format!("{}/./{}", temp("").display(), "new.json");
+    let dotted = format!("{}/./new.json", scratch.0.display());
     for (args, first, second) in [
         (vec!["--report", x, "--timeline", &dotted], "--report", "--timeline"),
         (vec!["--report", k, "--api-sock", k], "--report", "--api-sock"),
@@ -319,27 +335,27 @@ fn one_file_for_two_uses_is_refused_before_anything_runs() {
     }
     let out = lde(&["bench", "--json", k, "--histogram", k]);
     assert!(one_line(&out, 2).contains("--json and --histogram name the same file"), "{out:?}");
-    std::fs::remove_file(&kept).ok();
 }
 
 #[test]
 fn lde_stats_gives_up_on_a_server_that_never_answers() {
-    let path = temp("silent.sock");
+    let scratch = Scratch::new("silent");
+    let path = scratch.path("silent.sock");
     let _server = std::os::unix::net::UnixListener::bind(&path).unwrap(); // never accepts
     let mut cmd = Command::new(lde_bin());
     cmd.args(["stats", "--timeout", "1", path.to_str().unwrap()]);
     let out = run_with_deadline(cmd, Duration::from_secs(30));
     let line = one_line(&out, 74);
     assert!(line.ends_with("silent.sock did not answer within 1 s"), "{line}");
-    std::fs::remove_file(&path).ok();
 }
 
 #[test]
 fn a_stale_socket_is_replaced_and_a_served_one_kept() {
+    let scratch = Scratch::new("stale");
     if !kvm_available("a_stale_socket_is_replaced_and_a_served_one_kept") {
         return;
     }
-    let path = temp("stale.sock");
+    let path = scratch.path("stale.sock");
     drop(std::os::unix::net::UnixListener::bind(&path).unwrap()); // the file stays, nobody serves it
     let out = lde(&["run", "-q", "--api-sock", path.to_str().unwrap(), "hello"]);
     assert_eq!(out.status, Some(0), "{out:?}");
@@ -349,7 +365,6 @@ fn a_stale_socket_is_replaced_and_a_served_one_kept() {
     assert!(one_line(&out, 74).contains("is served by another running process"), "{out:?}");
     assert!(path.exists(), "another's socket is left alone");
     drop(server);
-    std::fs::remove_file(&path).ok();
 }
 
 #[test]
