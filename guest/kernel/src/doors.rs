@@ -9,17 +9,18 @@
 //! to a TrapFrame that `iretq`s to the test page; the first trap advances it to the
 //! `int 0x80`; the second switches back to the boot code and abandons that stack.
 
-use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
-use lde_abi::stats::{DOOR_ARCHITECTURAL, DOOR_OTHER, DOOR_RECOVERED, DOOR_UNTESTED};
+use lde_abi::stats::{DOOR_ARCHITECTURAL, DOOR_OTHER, DOOR_RECOVERED};
 use lde_abi::syscall::INT80_VECTOR;
 use lde_abi::user::USER_BASE;
 
 use crate::arch::entry::{syscall_entry_address, TrapFrame, SYSCALL_VECTOR};
 use crate::arch::gdt::{self, USER_CODE_SELECTOR, USER_DATA_SELECTOR};
-use crate::arch::paging::{self, AddressSpace, PageFlags};
+use crate::arch::paging;
 use crate::arch::switch::{new_process_stack, switch};
 use crate::arch::{cpu, entry};
+use crate::exec;
 use crate::process::{kstack_top, KERNEL};
 use crate::trap::{PF_VECTOR, UD_VECTOR};
 
@@ -28,88 +29,34 @@ const TEST_CODE: [u8; 6] = [0x0f, 0x05, 0xcd, 0x80, 0x0f, 0x0b];
 const SYSCALL_AT: u64 = USER_BASE;
 const INT80_AT: u64 = USER_BASE + 2;
 
-/// How one door arrived in the self-test.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Arrival {
-    /// Not tested (yet).
-    Untested,
-    /// As the manuals say.
-    Architectural,
-    /// The PVM way; the kernel completes such calls.
-    Recovered,
-    /// As another trap (its vector): the door does not work on this host.
-    Other(u8),
-}
-
-/// The results of the self-test.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Doors {
-    pub syscall: Arrival,
-    pub int80: Arrival,
-}
-
-// Encoding of an `Arrival` in a byte: 0 untested, 1 architectural, 2 recovered, 0x100 + v is
-// not representable, so other vectors are stored as 3 and the vector in OTHER_VECTOR.
-static SYSCALL: AtomicU8 = AtomicU8::new(0);
-static INT80: AtomicU8 = AtomicU8::new(0);
-static SYSCALL_OTHER: AtomicU8 = AtomicU8::new(0);
-static INT80_OTHER: AtomicU8 = AtomicU8::new(0);
+/// What the self-test found, in `StatsPage::doors`'s encoding (`DOOR_*` codes: `syscall` in
+/// bits 0-7, `int 0x80` in bits 8-15, the vector of a `DOOR_OTHER` arrival in bits 16-23 and
+/// 24-31). 0 until the test has run.
+static DOORS: AtomicU32 = AtomicU32::new(0);
 /// The test's step while it runs: 0 not running, 1 waiting for `syscall`, 2 for `int 0x80`.
 static STEP: AtomicU8 = AtomicU8::new(0);
 /// The boot code's RSP while the test page runs.
 static BOOT_RSP: AtomicU64 = AtomicU64::new(0);
 
-fn encode(a: Arrival, other: &AtomicU8) -> u8 {
-    match a {
-        Arrival::Untested => 0,
-        Arrival::Architectural => 1,
-        Arrival::Recovered => 2,
-        Arrival::Other(v) => {
-            other.store(v, Ordering::Relaxed);
-            3
-        }
-    }
-}
-
-fn decode(b: u8, other: &AtomicU8) -> Arrival {
-    match b {
-        1 => Arrival::Architectural,
-        2 => Arrival::Recovered,
-        3 => Arrival::Other(other.load(Ordering::Relaxed)),
-        _ => Arrival::Untested,
-    }
-}
-
-/// What the self-test found.
-pub fn doors() -> Doors {
-    Doors {
-        syscall: decode(SYSCALL.load(Ordering::Relaxed), &SYSCALL_OTHER),
-        int80: decode(INT80.load(Ordering::Relaxed), &INT80_OTHER),
-    }
+/// Records how one door arrived: `shift` 0 for `syscall`, 8 for `int 0x80`.
+fn record(shift: u32, code: u32, vector: u64) {
+    let other = if code == DOOR_OTHER { (vector as u32 & 0xff) << (16 + shift) } else { 0 };
+    DOORS.fetch_or((code << shift) | other, Ordering::Relaxed);
 }
 
 /// The self-test's results as the stats page holds them (`StatsPage::doors`).
 pub fn encoded() -> u32 {
-    let code = |a: Arrival| match a {
-        Arrival::Untested => (DOOR_UNTESTED, 0),
-        Arrival::Architectural => (DOOR_ARCHITECTURAL, 0),
-        Arrival::Recovered => (DOOR_RECOVERED, 0),
-        Arrival::Other(v) => (DOOR_OTHER, u32::from(v)),
-    };
-    let d = doors();
-    let (s, sv) = code(d.syscall);
-    let (i, iv) = code(d.int80);
-    s | i << 8 | sv << 16 | iv << 24
+    DOORS.load(Ordering::Relaxed)
 }
 
 /// Whether `syscall` from ring 3 must be completed from its #PF at LSTAR on this host.
 pub fn syscall_recovered() -> bool {
-    SYSCALL.load(Ordering::Relaxed) == 2
+    encoded() & 0xff == DOOR_RECOVERED
 }
 
 /// Whether `int 0x80` from ring 3 must be completed from its #UD on this host.
 pub fn int80_recovered() -> bool {
-    INT80.load(Ordering::Relaxed) == 2
+    (encoded() >> 8) & 0xff == DOOR_RECOVERED
 }
 
 /// Whether the self-test is running (its traps are not a process's).
@@ -121,21 +68,7 @@ pub fn testing() -> bool {
 /// exists, with interrupts off. Returns false if memory for the test page ran out (nothing is
 /// then tested and both doors are served architecturally only).
 pub fn self_test() -> bool {
-    let Some(space) = KERNEL.with(|k| {
-        let frame = k.frames.alloc_zeroed()?;
-        // SAFETY: a fresh identity-mapped frame; the code is far smaller than a page.
-        unsafe { core::ptr::copy_nonoverlapping(TEST_CODE.as_ptr(), frame as *mut u8, TEST_CODE.len()) };
-        let mut space = AddressSpace::new(&mut k.frames).ok()?;
-        let flags = PageFlags { writable: false, executable: true };
-        match space.map(&mut k.frames, USER_BASE, frame, flags) {
-            Ok(()) => Some(space),
-            Err(_) => {
-                k.frames.free(frame);
-                space.destroy(&mut k.frames);
-                None
-            }
-        }
-    }) else {
+    let Ok(space) = KERNEL.with(|k| exec::code_page(k, &TEST_CODE)) else {
         return false;
     };
     space.activate();
@@ -169,14 +102,13 @@ pub fn self_test() -> bool {
 pub fn arrived(frame: &mut TrapFrame) {
     let v = frame.vector;
     let lstar = syscall_entry_address();
-    let other = |v: u64| Arrival::Other(v as u8);
     if STEP.load(Ordering::Relaxed) == 1 {
-        let a = match v {
-            SYSCALL_VECTOR => Arrival::Architectural,
-            PF_VECTOR if frame.rip == lstar && cpu::cr2() == lstar && frame.rcx == INT80_AT => Arrival::Recovered,
-            v => other(v),
+        let code = match v {
+            SYSCALL_VECTOR => DOOR_ARCHITECTURAL,
+            PF_VECTOR if frame.rip == lstar && cpu::cr2() == lstar && frame.rcx == INT80_AT => DOOR_RECOVERED,
+            _ => DOOR_OTHER,
         };
-        SYSCALL.store(encode(a, &SYSCALL_OTHER), Ordering::Relaxed);
+        record(0, code, v);
         STEP.store(2, Ordering::Relaxed);
         *frame = TrapFrame {
             rip: INT80_AT,
@@ -188,12 +120,12 @@ pub fn arrived(frame: &mut TrapFrame) {
         };
         return;
     }
-    let a = match v {
-        v if v == u64::from(INT80_VECTOR) => Arrival::Architectural,
-        UD_VECTOR if frame.rip == INT80_AT => Arrival::Recovered,
-        v => other(v),
+    let code = match v {
+        v if v == u64::from(INT80_VECTOR) => DOOR_ARCHITECTURAL,
+        UD_VECTOR if frame.rip == INT80_AT => DOOR_RECOVERED,
+        _ => DOOR_OTHER,
     };
-    INT80.store(encode(a, &INT80_OTHER), Ordering::Relaxed);
+    record(8, code, v);
     STEP.store(0, Ordering::Relaxed);
     let mut abandoned = 0;
     // SAFETY: BOOT_RSP was saved by `self_test`'s switch and its stack (the boot stack) is

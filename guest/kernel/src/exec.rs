@@ -3,7 +3,7 @@
 //! into ring 3 at its entry point (xv6's `allocproc` + `forkret`).
 
 use lde_abi::stats::EV_SPAWN;
-use lde_abi::user::{AT_LDE_TSC_HZ, USER_STACK_SIZE, USER_STACK_TOP};
+use lde_abi::user::{AT_LDE_TSC_HZ, USER_BASE, USER_STACK_SIZE, USER_STACK_TOP};
 use lde_kcore::args::{build_start_frame, Spec, FRAME_PAGE_SIZE, RUN_KEY};
 use lde_kcore::elf::{self, ElfError, MAX_SEGMENTS};
 use lde_kcore::proc::MAX_PROCS;
@@ -200,6 +200,29 @@ unsafe fn prepare_kernel_stack(top: u64, entry: u64, user_rsp: u64) -> u64 {
         (frame_addr as *mut TrapFrame).write(frame);
         new_process_stack(frame_addr)
     }
+}
+
+/// An address space holding only `code` at the bottom of user space, in one read-only,
+/// executable page: what the kernel's own ring-3 excursions run (the doors self-test, the SMEP
+/// test hook).
+pub fn code_page(k: &mut Kernel, code: &[u8]) -> Result<AddressSpace, OutOfMemory> {
+    debug_assert!(code.len() <= PAGE as usize);
+    let frame = k.frames.alloc_zeroed().ok_or(OutOfMemory)?;
+    // SAFETY: a fresh identity-mapped frame; `code` fits in it.
+    unsafe { mem::copy(frame as *mut u8, code.as_ptr(), code.len()) };
+    let mapped = AddressSpace::new(&mut k.frames).and_then(|mut space| {
+        match space.map(&mut k.frames, USER_BASE, frame, PageFlags { writable: false, executable: true }) {
+            Ok(()) => Ok(space),
+            Err(e) => {
+                space.destroy(&mut k.frames);
+                Err(e)
+            }
+        }
+    });
+    if mapped.is_err() {
+        k.frames.free(frame);
+    }
+    mapped
 }
 
 /// Maps a zeroed frame at the page holding `addr` if it lies in one of the running process's

@@ -5,10 +5,10 @@ use lde_abi::user::USER_BASE;
 use lde_abi::{cmdline as keys, exit};
 use lde_kcore::cmdline;
 
-use crate::arch::paging::{self, AddressSpace, PageFlags};
+use crate::arch::paging;
 use crate::arch::{boot, cpu, idt, lapic};
 use crate::process::KERNEL;
-use crate::{println, stats};
+use crate::{exec, println, stats};
 
 /// Runs the hook the command line names, if any. Called at boot, before any program starts,
 /// with the kernel's protections in place.
@@ -77,18 +77,9 @@ fn recurse(n: u64) -> u64 {
     recurse(core::hint::black_box(n - 1)) + u64::from(pad[0])
 }
 
-/// Maps a page holding `ret` at the bottom of user space and calls it from ring 0.
+/// Maps a page holding `ret` (0xc3) at the bottom of user space and calls it from ring 0.
 fn execute_user() {
-    let space = KERNEL.with(|k| {
-        let frame = k.frames.alloc_zeroed().expect("a frame for the test hook");
-        // SAFETY: a fresh identity-mapped frame.
-        unsafe { (frame as *mut u8).write(0xc3) };
-        let mut space = AddressSpace::new(&mut k.frames).expect("a frame for the test hook");
-        space
-            .map(&mut k.frames, USER_BASE, frame, PageFlags { writable: false, executable: true })
-            .expect("a frame for the test hook");
-        space
-    });
+    let space = KERNEL.with(|k| exec::code_page(k, &[0xc3])).expect("a frame for the test hook");
     space.activate();
     // SAFETY: deliberately calls user memory from ring 0: SMEP makes it a #PF (reported as a
     // fatal kernel fault); without SMEP the byte is a `ret` and the call returns.
