@@ -67,3 +67,6 @@ pub const ZEROED_RAM_KEY: &str = "lde.zeroed_ram";
 pub const DEFAULT_TIMER_HZ: u32 = 50;
 /// Default time slice in ticks.
 pub const DEFAULT_SLICE: u32 = 1;
+/// `lde.milestones=1`: the kernel reports its boot milestones on
+/// [`crate::ports::MILESTONE_PORT`] (for `lde bench`; one VM exit each).
+pub const MILESTONES_KEY: &str = "lde.milestones";

@@ -29,3 +29,13 @@ pub const INPUT_ENDED: u8 = 1;
 /// ring 3 use it (TSS I/O bitmap) so `lde bench` can measure a VM exit to the VMM from a
 /// process.
 pub const BENCH_PORT: u16 = 0xf9;
+
+/// The milestone port (lde only): with `lde.milestones=1` on the command line the kernel writes
+/// one byte here at each boot milestone ([`MILESTONE_BANNER`], [`MILESTONE_FIRST_USER`]), so
+/// that the VMM can read KVM's counters at that moment (`lde bench`'s boot rows). Without the
+/// key the kernel never touches it.
+pub const MILESTONE_PORT: u16 = 0xfa;
+/// Milestone: the kernel's banner line has been written.
+pub const MILESTONE_BANNER: u8 = 1;
+/// Milestone: the scheduler is about to enter ring 3 for the first time.
+pub const MILESTONE_FIRST_USER: u8 = 2;

@@ -48,6 +48,9 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
             cpu::shutdown(exit::BAD_BOOT);
         }
     };
+    if cmdline::value(boot.cmdline(), keys::MILESTONES_KEY) == Some("1") {
+        cpu::MILESTONES.store(true, core::sync::atomic::Ordering::Relaxed);
+    }
 
     // SAFETY: the boot data has been copied; nothing else lives in page 0.
     unsafe { arch::boot::unmap_page0() };
@@ -70,6 +73,7 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
         None => print!("none"),
     }
     println!(", lapic id {} v{:#x}, cmdline \"{}\"", lapic.id, lapic.version, boot.cmdline());
+    cpu::milestone(lde_abi::ports::MILESTONE_BANNER);
 
     let initrd = initrd(boot.modules());
     let reserved = (initrd.as_ptr() as u64, initrd.as_ptr() as u64 + initrd.len() as u64);

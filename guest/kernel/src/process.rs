@@ -62,6 +62,8 @@ pub struct Kernel {
     pub cmdline: &'static str,
     /// How many of those words have been started (or failed to).
     pub started: usize,
+    /// Whether any process has been entered yet (for the first-user milestone).
+    pub entered_user: bool,
     /// The scheduler's RSP while a process runs.
     pub sched_rsp: u64,
     /// TSC when the kernel last returned to ring 3 (for user-time accounting).
@@ -103,6 +105,7 @@ pub static KERNEL: Global<Kernel> = Global::new(Kernel {
     process_failures: 0,
     cmdline: "",
     started: 0,
+    entered_user: false,
     sched_rsp: 0,
     user_entry_tsc: 0,
     cpu_bases: SegmentBases { fs: 0, gs: 0 },

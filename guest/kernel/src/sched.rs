@@ -97,6 +97,10 @@ fn pick(k: &mut Kernel) -> Next {
         page.procs[slot].scheduled = k.procs.get(slot).acct.scheduled;
         stats::event(page, now, ev::EV_SWITCH_IN, pid, 0);
     });
+    if !k.entered_user {
+        k.entered_user = true;
+        crate::arch::cpu::milestone(lde_abi::ports::MILESTONE_FIRST_USER);
+    }
     Next::Run { slot, rsp }
 }
 

@@ -15,6 +15,18 @@ pub fn shutdown(code: u32) -> ! {
     halt_forever()
 }
 
+/// Whether [`milestone`] reports (`lde.milestones=1`).
+pub static MILESTONES: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Reports a boot milestone to the VMM (one VM exit) where the command line asked for it.
+pub fn milestone(which: u8) {
+    if MILESTONES.load(core::sync::atomic::Ordering::Relaxed) {
+        // SAFETY: the milestone port belongs to lde (nothing answers under QEMU); a write there
+        // has no effect on guest memory.
+        unsafe { Port::<u8>::new(lde_abi::ports::MILESTONE_PORT).write(which) };
+    }
+}
+
 /// Reads the TSC (in ring 0 on PVM this costs ~6,500 cycles: use sparingly).
 #[inline(always)]
 pub fn rdtsc() -> u64 {
