@@ -114,12 +114,13 @@ pub struct BenchArgs {
           value_parser = clap::value_parser!(u32).range(1..=101))]
     pub boots: u32,
     /// Check the instruction counts against a baseline written by --write-insn-baseline for
-    /// this kind of host: exits 1 when one grew by more than 2 % (per operation: or 3
-    /// instructions) or fell more than 10 % below it.
+    /// this kind of host: exits 1 when one grew by more than 2 % (or twice the spread of its
+    /// boots; per operation: or 3 instructions) or, where it is exact, fell more than 10 %
+    /// below it (a stale baseline).
     #[arg(long, value_name = "FILE.json")]
     pub insn_baseline: Option<PathBuf>,
     /// Write the instruction counts measured as a baseline for this kind of host (refused
-    /// where KVM does not count the kernel's instructions).
+    /// where KVM does not count the kernel's instructions); on an idle machine.
     #[arg(long, value_name = "FILE.json")]
     pub write_insn_baseline: Option<PathBuf>,
     /// The KVM device to open.
@@ -357,6 +358,21 @@ mod tests {
         }
         let export = command.find_subcommand_mut("export").expect("export exists").render_long_help().to_string();
         assert!(!export.contains("See --list") && export.contains("`lde run --list`"), "{export}");
+    }
+
+    #[test]
+    fn bench_help_states_the_instruction_margins() {
+        use lde::bench::insn_baseline::{GROWTH_PERCENT, PER_OP_SLACK, STALE_PERCENT};
+        let mut command = Cli::command();
+        let help = command.find_subcommand_mut("bench").expect("bench exists").render_long_help().to_string();
+        let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        for margin in [
+            format!("grew by more than {GROWTH_PERCENT} %"),
+            format!("or {PER_OP_SLACK} instructions"),
+            format!("fell more than {STALE_PERCENT} % below"),
+        ] {
+            assert!(help.contains(&margin), "{margin} in:\n{help}");
+        }
     }
 
     #[test]

@@ -123,7 +123,8 @@ pub fn per_op(method: &PerOpMethod, config: &BenchConfig) -> Result<PerOpInsns, 
     for n in [method.n.0, method.n.1] {
         let programs = crate::initrd::prepare(&[(method.program)(n)], Vec::new())?;
         let (run, marks) = boot_with_milestones(programs, method.hz, config)?;
-        let ops = run.stats().map(method.ops).ok_or_else(|| Error::Guest("the kernel's counters are unreadable".into()))?;
+        let ops =
+            run.stats().map(method.ops).ok_or_else(|| Error::Guest("the kernel's counters are unreadable".into()))?;
         counts.push((user_to_shutdown(&marks)?, ops));
     }
     let (insns, ops) = (counts[1].0 as f64 - counts[0].0 as f64, counts[1].1.saturating_sub(counts[0].1));

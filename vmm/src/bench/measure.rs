@@ -144,7 +144,8 @@ impl Boot<'_> {
 
     /// Runs it; the guest must shut down with code 0. Returns the run and its transcript.
     pub(super) fn run(self, config: &BenchConfig) -> Result<(RunReport, String), Error> {
-        let cmdline = format!("{} lde.hz={} lde.timer=periodic lde.slice=1 {}", self.programs.cmdline, self.hz, self.extra);
+        let cmdline =
+            format!("{} lde.hz={} lde.timer=periodic lde.slice=1 {}", self.programs.cmdline, self.hz, self.extra);
         let mut run_config = RunConfig::unattended(
             cmdline.trim().to_string(),
             self.programs.initrd,

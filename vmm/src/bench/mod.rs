@@ -233,21 +233,13 @@ fn cycles(config: &BenchConfig, selection: &[&'static str]) -> Result<BenchRepor
         });
     }
     let host = report::host(&config.host, tsc_khz);
-    Ok(BenchReport {
-        schema: SCHEMA.to_string(),
-        lde_version: env!("CARGO_PKG_VERSION").to_string(),
-        host: BenchHost {
-            kvm: host.kvm.to_string(),
-            kvm_description: host.kvm_description,
-            cpu_model: host.cpu_model,
-            tsc_khz,
-        },
-        tsc_hz,
-        results,
-        insns_counted: false,
-        insns_per_op: Vec::new(),
-        boot: Vec::new(),
-    })
+    let host = BenchHost {
+        kvm: host.kvm.to_string(),
+        kvm_description: host.kvm_description,
+        cpu_model: host.cpu_model,
+        tsc_khz,
+    };
+    Ok(BenchReport::new(host, tsc_hz, results))
 }
 
 /// The path an operation took, from the guest's counters.

@@ -92,6 +92,22 @@ pub struct BenchReport {
     pub boot: Vec<BootRow>,
 }
 
+impl BenchReport {
+    /// A report of `results` on `host`, without instruction counts or boot rows yet.
+    pub fn new(host: BenchHost, tsc_hz: u64, results: Vec<Measurement>) -> BenchReport {
+        BenchReport {
+            schema: super::SCHEMA.to_string(),
+            lde_version: env!("CARGO_PKG_VERSION").to_string(),
+            host,
+            tsc_hz,
+            results,
+            insns_counted: false,
+            insns_per_op: Vec::new(),
+            boot: Vec::new(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BenchHost {
     pub kvm: String,

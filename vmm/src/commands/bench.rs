@@ -145,7 +145,7 @@ fn check_insns(report: &BenchReport, baseline: &InsnBaseline, path: &Path) -> bo
     }
     let failed = verdicts.iter().filter(|v| v.failed()).count();
     println!(
-        "compared {} instruction count(s) with the baseline: {failed} failed (growth allowed: {}%, per operation at least {} instructions; stale below -{}%)",
+        "compared {} instruction count(s) with the baseline: {failed} failed (growth allowed: {}%, per operation at least {} instructions; stale below -{}% where the boots agreed)",
         verdicts.len(),
         insn_baseline::GROWTH_PERCENT,
         insn_baseline::PER_OP_SLACK,
