@@ -22,20 +22,14 @@ case "$rounds" in
     ''|*[!0-9]*|0) echo "bench-boot.sh: --rounds takes a whole number from 1 up" >&2; exit 2 ;;
 esac
 
-qemu=$(command -v qemu-system-x86_64) || {
-    echo "bench-boot.sh: qemu-system-x86_64 not found: install it (apt-get install qemu-system-x86)" >&2
-    exit 71
-}
-[ -x /usr/bin/time ] || { echo "bench-boot.sh: /usr/bin/time not found: install it (apt-get install time)" >&2; exit 71; }
 root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+. "$root/scripts/lib.sh"
+need_qemu bench-boot.sh
+[ -x /usr/bin/time ] || { echo "bench-boot.sh: /usr/bin/time not found: install it (apt-get install time)" >&2; exit 71; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-
-lde="${LDE:-}"
-if [ -z "$lde" ]; then
-    (cd "$root" && cargo build --release --quiet --bin lde) || exit 74
-    lde="${CARGO_TARGET_DIR:-$root/target}/release/lde"
-fi
+need_lde "$root"
 "$lde" export --dir "$work/run" "$program"
 "$lde" export --dir "$work/panic" --none --cmdline lde.test=panic
 

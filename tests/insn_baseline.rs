@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use common::{kvm_available, lde, repo_root, skip};
 use serde_json::Value;
@@ -33,6 +33,11 @@ fn temp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("lde-insn-baseline-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(name)
+}
+
+/// `lde bench --insns -q --boots 1 --filter FILTER FLAG FILE`.
+fn bench_insns(filter: &str, flag: &str, file: &Path) -> common::Output {
+    lde(&["bench", "--insns", "-q", "--boots", "1", "--filter", filter, flag, file.to_str().unwrap()])
 }
 
 #[test]
@@ -78,17 +83,7 @@ fn a_grown_or_fallen_count_fails_and_names_its_row() {
     }
     let shifted = temp("shifted.json");
     std::fs::write(&shifted, file.to_string()).unwrap();
-    let out = lde(&[
-        "bench",
-        "--insns",
-        "-q",
-        "--boots",
-        "1",
-        "--filter",
-        "boot-empty",
-        "--insn-baseline",
-        shifted.to_str().unwrap(),
-    ]);
+    let out = bench_insns("boot-empty", "--insn-baseline", &shifted);
     assert_eq!(out.status, Some(1), "{out:?}");
     let line = |prefix: &str| {
         out.stdout
@@ -105,18 +100,11 @@ fn a_grown_or_fallen_count_fails_and_names_its_row() {
 
     // What --write-insn-baseline writes is what --insn-baseline reads, and the run holds it.
     let written = temp("written.json");
-    let out = lde(&[
-        "bench",
-        "--insns",
-        "-q",
-        "--boots",
-        "1",
-        "--filter",
-        "syscall",
-        "--write-insn-baseline",
-        written.to_str().unwrap(),
-    ]);
+    let out = bench_insns("syscall", "--write-insn-baseline", &written);
     assert_eq!(out.status, Some(0), "{out:?}");
+    let out = bench_insns("syscall", "--insn-baseline", &written);
+    assert_eq!(out.status, Some(0), "{out:?}");
+    assert!(out.stdout.contains("held: syscall-null "), "{}", out.stdout);
     let file: Value = serde_json::from_str(&std::fs::read_to_string(&written).unwrap()).unwrap();
     assert_eq!(file["schema"], "lde-insn-baseline/1");
     assert_eq!(file["counts"].as_array().unwrap().len(), 1, "{file}");

@@ -42,24 +42,22 @@ pub struct PerOpMethod {
     unit: &'static str,
 }
 
+/// A null-call row: `program` makes n null calls through one door, timer off.
+const fn null_calls(name: &'static str, program: fn(u64) -> String) -> PerOpMethod {
+    PerOpMethod {
+        name,
+        program,
+        n: (1000, 2000),
+        hz: 0,
+        ops: |p| p.calls[lde_abi::syscall::NULL as usize],
+        unit: "null calls",
+    }
+}
+
 /// The rows with an instruction count per operation.
 pub const PER_OP: [PerOpMethod; 4] = [
-    PerOpMethod {
-        name: "syscall-null",
-        program: |n| format!("calls {n} syscall null"),
-        n: (1000, 2000),
-        hz: 0,
-        ops: |p| p.calls[lde_abi::syscall::NULL as usize],
-        unit: "null calls",
-    },
-    PerOpMethod {
-        name: "int80-null",
-        program: |n| format!("calls {n} int80 null"),
-        n: (1000, 2000),
-        hz: 0,
-        ops: |p| p.calls[lde_abi::syscall::NULL as usize],
-        unit: "null calls",
-    },
+    null_calls("syscall-null", |n| format!("calls {n} syscall null")),
+    null_calls("int80-null", |n| format!("calls {n} int80 null")),
     PerOpMethod {
         name: "timer-tick",
         program: |ms| format!("spin {ms}"),
