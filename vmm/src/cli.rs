@@ -105,8 +105,8 @@ pub struct BenchArgs {
     /// boot-empty and boot-hello.
     #[arg(long, value_name = "NAME")]
     pub filter: Vec<String>,
-    /// Only the instruction counts (per operation and the boot rows), no cycle measurement:
-    /// deterministic where KVM emulates ring 0, a few seconds.
+    /// Only the instruction counts (per operation and the boot rows), no cycle measurement: a
+    /// few seconds.
     #[arg(long)]
     pub insns: bool,
     /// Boots of each boot row, in turn (the wall times are their medians), 1 to 101.

@@ -105,7 +105,7 @@ impl Verdict {
                 format!("held: {row} {now} emulated instructions, baseline {baseline} ({:+.2}%)", pct(*now, *baseline))
             }
             Verdict::Grew { row, baseline, now, allowed } => format!(
-                "REGRESSION: {row} {now} emulated instructions, baseline {baseline} ({:+.2}%, at most {allowed} \
+                "REGRESSION: {row} {now} emulated instructions, baseline {baseline} ({:+.2}%, at most {allowed:.1} \
                  passes): make the kernel path shorter, or if the growth is intended, refresh the baseline with \
                  `{refresh}` and commit it",
                 pct(*now, *baseline)
