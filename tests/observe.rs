@@ -30,7 +30,17 @@ fn the_report_agrees_with_the_kernel_and_its_schema() {
     let path = temp("report.json");
     let calls = format!("calls {N}");
     let pingpong = format!("pingpong {K}");
-    let out = lde(&["run", "--report", path.to_str().unwrap(), &calls, "bad-ud2", "bad-kread", &pingpong, "bad-cli"]);
+    let out = lde(&[
+        "run",
+        "--kernel-stats",
+        "--report",
+        path.to_str().unwrap(),
+        &calls,
+        "bad-ud2",
+        "bad-kread",
+        &pingpong,
+        "bad-cli",
+    ]);
     assert_eq!(out.status, Some(1), "three processes were killed: {out:?}");
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     validate(&report);

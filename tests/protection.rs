@@ -120,6 +120,7 @@ fn host_nmis_are_counted_and_blame_no_process() {
     let out = common::lde(&[
         "run",
         "-q",
+        "--kernel-stats",
         "--timer-hz",
         "200",
         "--cmdline",

@@ -4,10 +4,10 @@
 
 use lde_abi::stats::EV_SPAWN;
 use lde_abi::user::{AT_LDE_TSC_HZ, USER_BASE, USER_STACK_SIZE, USER_STACK_TOP};
-use lde_kcore::args::{build_start_frame, Spec, FRAME_PAGE_SIZE, RUN_KEY};
+use lde_kcore::args::{build_start_frame, Spec, FRAME_PAGE_SIZE};
+use lde_kcore::cpio;
 use lde_kcore::elf::{self, ElfError, MAX_SEGMENTS};
 use lde_kcore::proc::MAX_PROCS;
-use lde_kcore::{cmdline, cpio};
 
 use crate::arch::cpu::{rdtsc, SegmentBases};
 use crate::arch::entry::TrapFrame;
@@ -52,22 +52,11 @@ impl From<OutOfMemory> for SpawnError {
     }
 }
 
-/// The programs the command line names (`lde.run=<spec>` words), in order.
-fn run_words(cmdline: &'static str) -> impl Iterator<Item = &'static str> {
-    cmdline::words(cmdline).filter(|(key, _)| *key == RUN_KEY).map(|(_, value)| value)
-}
-
-/// Number of programs the command line names.
-pub fn program_count(k: &Kernel) -> usize {
-    run_words(k.cmdline).count()
-}
-
 /// Starts the next programs of the command line while the process table has room. A program
 /// that cannot start gets one line, `failed name=… reason=…`, and counts as failed.
 pub fn spawn_pending(k: &mut Kernel) {
     while k.procs.live_count() < MAX_PROCS {
-        let Some(value) = run_words(k.cmdline).nth(k.started) else { return };
-        k.started += 1;
+        let Some(value) = crate::config::next_run(&mut k.runs) else { return };
         match Spec::decode(value) {
             Ok(spec) => {
                 if let Err(e) = spawn(k, &spec, 0) {

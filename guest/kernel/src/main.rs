@@ -7,6 +7,7 @@
 
 mod arch;
 mod bootinfo;
+mod config;
 mod console;
 mod doors;
 mod exec;
@@ -24,8 +25,8 @@ mod trap;
 
 use core::panic::PanicInfo;
 
-use lde_abi::{cmdline as keys, exit};
-use lde_kcore::{cmdline, memmap};
+use lde_abi::exit;
+use lde_kcore::memmap;
 
 use arch::{cpu, entry, gdt, idt, lapic, pic, serial};
 use console::Ascii;
@@ -48,9 +49,9 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
             cpu::shutdown(exit::BAD_BOOT);
         }
     };
-    if cmdline::value(boot.cmdline(), keys::MILESTONES_KEY) == Some("1") {
-        cpu::MILESTONES.store(true, core::sync::atomic::Ordering::Relaxed);
-    }
+    let config = config::parse(boot.cmdline());
+    cpu::MILESTONES.store(config.milestones, core::sync::atomic::Ordering::Relaxed);
+    stats::VERBOSE.store(config.verbose, core::sync::atomic::Ordering::Relaxed);
 
     // SAFETY: the boot data has been copied; nothing else lives in page 0.
     unsafe { arch::boot::unmap_page0() };
@@ -77,12 +78,10 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
 
     let initrd = initrd(boot.modules());
     let reserved = (initrd.as_ptr() as u64, initrd.as_ptr() as u64 + initrd.len() as u64);
-    let programs = KERNEL.with(|k| {
+    KERNEL.with(|k| {
         k.initrd = initrd;
-        let ram_zeroed = cmdline::value(boot.cmdline(), keys::ZEROED_RAM_KEY) == Some("1");
-        k.frames.init(boot.memmap(), kernel_end(), reserved, ram_zeroed);
-        k.cmdline = boot.cmdline();
-        exec::program_count(k)
+        k.frames.init(boot.memmap(), kernel_end(), reserved, config.zeroed_ram);
+        k.runs = config.runs;
     });
     entry::init_syscall();
     let protection = cpu::enable_protection();
@@ -91,14 +90,14 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
         page.protection = protection.bits();
         page.doors = doors::encoded();
     });
-    hooks::run(boot.cmdline());
-    time::init(boot.cmdline());
-    input::init(boot.cmdline());
+    hooks::run(config.test);
+    time::init(&config);
+    input::init(config.input_none);
     trap::enable_serial_input();
 
     KERNEL.with(exec::spawn_pending);
     time::start();
-    if programs == 0 {
+    if config.programs == 0 {
         println!("kernel: nothing to run, shutting down with code {}", exit::SUCCESS);
         cpu::shutdown(exit::SUCCESS);
     }
@@ -115,8 +114,10 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
         page.traps[trap::NMI_VECTOR as usize] += trap::NMIS.load(core::sync::atomic::Ordering::Relaxed);
     });
     serial::start_line();
-    stats::print();
-    println!("stats: frames in_use={in_use} available={available}");
+    if stats::verbose() {
+        stats::print();
+        println!("stats: frames in_use={in_use} available={available}");
+    }
     println!("kernel: all processes ended, shutting down with code {code}");
     cpu::shutdown(code)
 }

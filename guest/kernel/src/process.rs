@@ -58,10 +58,9 @@ pub struct Kernel {
     /// Processes that ended with a status other than 0 or were killed (counted when they end:
     /// their slot, and with it their end, is reused).
     pub process_failures: u32,
-    /// The kernel command line, whose `lde.run` words name the programs to run.
-    pub cmdline: &'static str,
-    /// How many of those words have been started (or failed to).
-    pub started: usize,
+    /// The rest of the command line from the next `lde.run` word to start (see
+    /// [`crate::config::next_run`]).
+    pub runs: &'static str,
     /// Whether any process has been entered yet (for the first-user milestone).
     pub entered_user: bool,
     /// The scheduler's RSP while a process runs.
@@ -103,8 +102,7 @@ pub static KERNEL: Global<Kernel> = Global::new(Kernel {
     initrd: &[],
     spawn_failures: 0,
     process_failures: 0,
-    cmdline: "",
-    started: 0,
+    runs: "",
     entered_user: false,
     sched_rsp: 0,
     user_entry_tsc: 0,
