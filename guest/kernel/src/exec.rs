@@ -13,9 +13,9 @@ use crate::arch::cpu::{rdtsc, SegmentBases};
 use crate::arch::entry::TrapFrame;
 use crate::arch::fpu::FxArea;
 use crate::arch::gdt::{USER_CODE_SELECTOR, USER_DATA_SELECTOR};
+use crate::arch::mem;
 use crate::arch::paging::{AddressSpace, OutOfMemory, PageFlags};
 use crate::arch::switch::new_process_stack;
-use crate::arch::{mem, serial};
 use crate::mm::Frames;
 use crate::process::{kstack_top, DemandZero, Kernel};
 use crate::stats::{self, publish};
@@ -61,13 +61,13 @@ pub fn spawn_pending(k: &mut Kernel) {
             Ok(spec) => {
                 if let Err(e) = spawn(k, &spec, 0) {
                     k.spawn_failures += 1;
-                    serial::start_line();
+                    crate::console::start_line();
                     println!("failed name={} reason={e}", spec.name());
                 }
             }
             Err(e) => {
                 k.spawn_failures += 1;
-                serial::start_line();
+                crate::console::start_line();
                 println!("failed name=? reason=bad program spec: {e}");
             }
         }

@@ -35,7 +35,11 @@ use process::KERNEL;
 /// The kernel's Rust entry, called by `pvh_start` in 64-bit mode on the boot stack.
 #[no_mangle]
 extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
-    serial::init();
+    // The UART (reset state: 8N1, interrupts off) serves input, and output where lde's
+    // console port does not answer (QEMU); only then is it programmed.
+    if !console::init() {
+        serial::init();
+    }
     gdt::init();
     idt::init();
     pic::disable();
@@ -113,7 +117,7 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
         page.exit_code = code;
         page.traps[trap::NMI_VECTOR as usize] += trap::NMIS.load(core::sync::atomic::Ordering::Relaxed);
     });
-    serial::start_line();
+    console::start_line();
     if stats::verbose() {
         stats::print();
         println!("stats: frames in_use={in_use} available={available}");

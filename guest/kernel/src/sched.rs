@@ -13,7 +13,7 @@ use lde_kcore::trap::mnemonic;
 
 use crate::arch::cpu::{rdtsc, SegmentBases};
 use crate::arch::switch::switch;
-use crate::arch::{entry, gdt, paging, serial};
+use crate::arch::{entry, gdt, paging};
 use crate::exec::spawn_pending;
 use crate::process::{kstack_top, Kernel, KERNEL};
 use crate::stats::{self, print_acct, publish};
@@ -223,7 +223,7 @@ pub unsafe fn end_current(end: End) -> ! {
         let now = rdtsc();
         stats::update(|page| stats::record_end(page, p));
         // The fixed-form line starts on a line of its own, whatever the process left unfinished.
-        serial::start_line();
+        crate::console::start_line();
         match end {
             End::Exited(status) => {
                 println!("exit pid={} name={} status={status}", p.pid, p.name());

@@ -12,7 +12,7 @@ use lde_kcore::usercopy::user_range;
 
 use crate::arch::cpu::rdtsc;
 use crate::arch::entry::TrapFrame;
-use crate::arch::serial;
+use crate::console;
 use crate::exec::{self, SpawnError};
 use crate::input::{self, Available};
 use crate::process::KERNEL;
@@ -104,7 +104,8 @@ fn write(fd: u64, ptr: u64, len: u64) -> i64 {
     // SAFETY: every page of the range is mapped user-readable in the current address space,
     // which is active, and the kernel does not use SMAP.
     let bytes = unsafe { core::slice::from_raw_parts(ptr as *const u8, len as usize) };
-    serial::write_bytes(bytes);
+    console::write(bytes);
+    console::flush();
     len as i64
 }
 
