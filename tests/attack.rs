@@ -183,6 +183,20 @@ fn an_unexpected_interrupt_is_acknowledged_and_the_timer_goes_on() {
 }
 
 #[test]
+fn an_int80_across_a_page_boundary_is_served() {
+    // Where `int 0x80` arrives as #UD (PVM), the kernel reads the instruction's two bytes to know
+    // it; here they lie on two pages, the second of which the #UD does not vouch for.
+    for host in hosts("an_int80_across_a_page_boundary_is_served") {
+        let out = host.run(&["straddle"]);
+        assert_eq!(out.status, Some(0), "{host:?}: {out:?}");
+        assert!(out.stdout.contains("(page offset 0xfff) returned 1, getpid 1"), "{host:?}: {out:?}");
+        let doors = common::stats(&out, "doors");
+        let int80 = if host.recovers_doors() { "int80.recovered" } else { "int80.arch" };
+        assert_eq!(doors[int80], 1, "{host:?}: {doors:?}");
+    }
+}
+
+#[test]
 fn int_on_a_vector_ring3_may_not_use_kills_and_is_no_interrupt() {
     // Vectors with a DPL-0 gate (timer 32, UART 36, spurious 255) and without any gate (33, 80,
     // 129, 254): `int n` is the process's fault, never mistaken for a device's interrupt on a
