@@ -29,7 +29,7 @@ use lde_abi::exit;
 use lde_kcore::memmap;
 
 use arch::{cpu, entry, gdt, idt, lapic, pic, serial};
-use console::Ascii;
+use console::Line;
 use process::KERNEL;
 
 /// The kernel's Rust entry, called by `pvh_start` in 64-bit mode on the boot stack.
@@ -65,19 +65,30 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
     let vendor = cpu::vendor();
     let hypervisor = cpu::hypervisor_signature();
     let ram_mib = memmap::ram_bytes(boot.memmap()) >> 20;
-    print!(
-        "lde kernel {}: {} MiB RAM in {} ranges, {} module(s), cpu {}, hypervisor ",
-        env!("CARGO_PKG_VERSION"),
-        ram_mib,
-        boot.memmap().len(),
-        boot.modules().len(),
-        Ascii(&vendor),
-    );
+    let mut banner = Line::new();
+    banner
+        .str(concat!("lde kernel ", env!("CARGO_PKG_VERSION"), ": "))
+        .dec(ram_mib)
+        .str(" MiB RAM in ")
+        .dec(boot.memmap().len() as u64)
+        .str(" ranges, ")
+        .dec(boot.modules().len() as u64)
+        .str(" module(s), cpu ")
+        .ascii(&vendor)
+        .str(", hypervisor ");
     match hypervisor {
-        Some(sig) => print!("{}", Ascii(trim_nul(&sig))),
-        None => print!("none"),
-    }
-    println!(", lapic id {} v{:#x}, cmdline \"{}\"", lapic.id, lapic.version, boot.cmdline());
+        Some(sig) => banner.ascii(trim_nul(&sig)),
+        None => banner.str("none"),
+    };
+    banner
+        .str(", lapic id ")
+        .dec(u64::from(lapic.id))
+        .str(" v")
+        .hex(u64::from(lapic.version))
+        .str(", cmdline \"")
+        .str(boot.cmdline())
+        .str("\"")
+        .end();
     cpu::milestone(lde_abi::ports::MILESTONE_BANNER);
 
     let initrd = initrd(boot.modules());
@@ -122,7 +133,7 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
         stats::print();
         println!("stats: frames in_use={in_use} available={available}");
     }
-    println!("kernel: all processes ended, shutting down with code {code}");
+    Line::new().str("kernel: all processes ended, shutting down with code ").dec(u64::from(code)).end();
     cpu::shutdown(code)
 }
 

@@ -10,6 +10,7 @@ use lde_abi::cmdline as keys;
 use lde_abi::stats::{TIMER_DEADLINE, TIMER_NONE, TIMER_PERIODIC};
 
 use crate::config::Config;
+use crate::console::Line;
 
 use crate::arch::cpu::{self, rdtsc};
 use crate::arch::lapic;
@@ -205,16 +206,31 @@ fn init_clock(c: &mut Clock, config: &Config) {
         TimerMode::Periodic => "periodic",
         TimerMode::Deadline => "TSC deadline",
     };
-    println!(
-        "kernel: timer {mode_name}, {} Hz, slice {} tick(s); TSC {}.{:03} MHz ({}), LAPIC timer {}.{:03} MHz",
-        c.hz,
-        c.slice,
-        c.tsc_hz / 1_000_000,
-        c.tsc_hz / 1000 % 1000,
-        if tsc_khz != 0 { "from the VMM" } else { "measured" },
-        c.lapic_hz / 1_000_000,
-        c.lapic_hz / 1000 % 1000,
-    );
+    let thousandths = |line: &mut Line, n: u64| {
+        let frac = n % 1000;
+        line.str(if frac < 10 {
+            ".00"
+        } else if frac < 100 {
+            ".0"
+        } else {
+            "."
+        })
+        .dec(frac);
+    };
+    let mut line = Line::new();
+    line.str("kernel: timer ")
+        .str(mode_name)
+        .str(", ")
+        .dec(u64::from(c.hz))
+        .str(" Hz, slice ")
+        .dec(u64::from(c.slice))
+        .str(" tick(s); TSC ")
+        .dec(c.tsc_hz / 1_000_000);
+    thousandths(&mut line, c.tsc_hz / 1000);
+    line.str(if tsc_khz != 0 { " MHz (from the VMM), LAPIC timer " } else { " MHz (measured), LAPIC timer " })
+        .dec(c.lapic_hz / 1_000_000);
+    thousandths(&mut line, c.lapic_hz / 1000);
+    line.str(" MHz").end();
     stats::update(|page| {
         page.tsc_hz = c.tsc_hz;
         page.boot_tsc = c.boot_tsc;
