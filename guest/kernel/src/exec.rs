@@ -17,7 +17,7 @@ use crate::arch::mem;
 use crate::arch::paging::{AddressSpace, OutOfMemory, PageFlags};
 use crate::arch::switch::new_process_stack;
 use crate::mm::Frames;
-use crate::process::{kstack_top, DemandZero, Kernel};
+use crate::process::{kstack_top, DemandZero, Kernel, DEMAND_ZERO_REGIONS};
 use crate::stats::{self, publish};
 use crate::{println, time};
 
@@ -87,7 +87,7 @@ pub fn spawn(k: &mut Kernel, spec: &Spec, parent: u32) -> Result<u32, SpawnError
             return Err(e.into());
         }
     };
-    let mut demand_zero = [None; MAX_SEGMENTS];
+    let mut demand_zero = [None; DEMAND_ZERO_REGIONS];
     match load(&mut k.frames, &mut space, &image, file, spec, &mut demand_zero) {
         Ok(user_rsp) => {
             let top = kstack_top(slot);
@@ -128,7 +128,7 @@ fn load(
     image: &elf::UserImage,
     file: &[u8],
     spec: &Spec,
-    demand_zero: &mut [Option<DemandZero>; MAX_SEGMENTS],
+    demand_zero: &mut [Option<DemandZero>; DEMAND_ZERO_REGIONS],
 ) -> Result<u64, SpawnError> {
     for (seg, lazy) in image.segments().iter().zip(demand_zero.iter_mut()) {
         let flags = PageFlags { writable: seg.writable, executable: seg.executable };
@@ -153,15 +153,12 @@ fn load(
             page += PAGE;
         }
     }
+    // The stack's top page holds the start frame; the rest is mapped as it is touched.
     let stack_flags = PageFlags { writable: true, executable: false };
-    let mut top_frame = 0;
-    let mut page = USER_STACK_TOP - USER_STACK_SIZE;
-    while page < USER_STACK_TOP {
-        let frame = frames.alloc_zeroed().ok_or(OutOfMemory)?;
-        space.map(frames, page, frame, stack_flags)?;
-        top_frame = frame;
-        page += PAGE;
-    }
+    let top_frame = frames.alloc_zeroed().ok_or(OutOfMemory)?;
+    space.map(frames, USER_STACK_TOP - PAGE, top_frame, stack_flags)?;
+    demand_zero[MAX_SEGMENTS] =
+        Some(DemandZero { start: USER_STACK_TOP - USER_STACK_SIZE, end: USER_STACK_TOP - PAGE, flags: stack_flags });
     // SAFETY: top_frame is the stack's top page, fresh and identity-mapped, owned by this space.
     let top_page = unsafe { &mut *(top_frame as *mut [u8; FRAME_PAGE_SIZE]) };
     let auxv = [(AT_LDE_TSC_HZ, time::tsc_hz())];

@@ -34,8 +34,12 @@ pub struct Hw {
     /// An exception at `.0` resumes at `.1` (the `fixup` system call).
     pub fixup: Option<(u64, u64)>,
     /// Zero-filled parts of the program (BSS) mapped only when first touched.
-    pub demand_zero: [Option<DemandZero>; MAX_SEGMENTS],
+    pub demand_zero: [Option<DemandZero>; DEMAND_ZERO_REGIONS],
 }
+
+/// Demand-zero regions a process may have: one per ELF segment, and its stack below the top
+/// page.
+pub const DEMAND_ZERO_REGIONS: usize = MAX_SEGMENTS + 1;
 
 /// Pages `[start, end)` that read as zero: each gets a zeroed frame when the process first
 /// touches it (a #PF on a page that is not present), so that loading a program with a large
@@ -95,7 +99,7 @@ pub static KERNEL: Global<Kernel> = Global::new(Kernel {
             slice_left: 0,
             user_cycles_at_call: 0,
             fixup: None,
-            demand_zero: [None; MAX_SEGMENTS],
+            demand_zero: [None; DEMAND_ZERO_REGIONS],
         }
     }; MAX_PROCS],
     frames: Frames::empty(),
