@@ -172,8 +172,11 @@ fn cat_blocks_on_input_while_a_counter_runs() {
         return;
     }
     // "two" comes 500 ms after "one": in between, cat must block in `read`.
-    let out =
-        lde_with_slow_input(&["run", "-q", "cat", "counter 2000"], &[b"one\n", b"two\n"], Duration::from_millis(500));
+    let out = lde_with_slow_input(
+        &["run", "-q", "--kernel-stats", "cat", "counter 2000"],
+        &[b"one\n", b"two\n"],
+        Duration::from_millis(500),
+    );
     assert_eq!(out.status, Some(0), "{out:?}");
     let lines = out.lines();
     let one = lines.iter().position(|l| *l == "one").unwrap_or_else(|| panic!("{out:?}"));
