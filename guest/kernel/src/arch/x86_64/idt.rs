@@ -74,15 +74,15 @@ pub fn init() {
     // SAFETY: interrupts are off and the IDT is not loaded yet: nothing else accesses it.
     let gates = unsafe { &mut *IDT.0.get() };
     for vector in (0..32).chain(INTERRUPT_VECTORS) {
-        let ist = match vector {
-            2 => gdt::NMI_IST,
-            8 => gdt::DOUBLE_FAULT_IST,
-            18 => gdt::MACHINE_CHECK_IST,
-            _ => 0,
-        };
-        let dpl = if USER_VECTORS.contains(&vector) { 3 } else { 0 };
-        gates[usize::from(vector)] = Gate::interrupt(entry::stub_address(usize::from(vector)), dpl, ist);
+        gates[usize::from(vector)] = Gate::interrupt(entry::stub_address(usize::from(vector)), 0, 0);
     }
+    // The exceptions to the rule above, patched rather than tested for in the loop.
+    for vector in USER_VECTORS {
+        gates[usize::from(vector)].options |= 3 << 13;
+    }
+    gates[2].options |= gdt::NMI_IST;
+    gates[8].options |= gdt::DOUBLE_FAULT_IST;
+    gates[18].options |= gdt::MACHINE_CHECK_IST;
     let pointer =
         DescriptorTablePointer { limit: (size_of::<[Gate; 256]>() - 1) as u16, base: VirtAddr::from_ptr(IDT.0.get()) };
     // SAFETY: the IDT is a static whose gates are valid entry stubs or all zero (see above).
