@@ -2,7 +2,7 @@
 # Boots the lde kernel under QEMU with TCG (exact x86 behaviour, no KVM) and exits with the
 # guest's exit code, like `lde run`.
 usage="usage: scripts/qemu.sh [--mem MIB] [--timeout SECS] [--kernel PATH] [--cmdline WORDS] [--program PATH]...
-       [--timer-hz N] [--timer-mode MODE] [--slice TICKS] [-q] [--probe | PROGRAM...]
+       [--timer-hz N] [--timer-mode MODE] [--slice TICKS] [--kernel-stats] [-q] [--probe | PROGRAM...]
 (extra QEMU arguments may be given in LDE_QEMU_ARGS, e.g. '-d int -D /tmp/qemu.log')"
 set -uo pipefail
 
@@ -20,6 +20,7 @@ while [ $# -gt 0 ]; do
         --kernel) kernel="${2:?$usage}"; shift 2 ;;
         --cmdline) cmdline="${2?$usage}"; shift 2 ;;
         --program|--timer-hz|--timer-mode|--slice) export_args+=("$1" "${2:?$usage}"); shift 2 ;;
+        --kernel-stats) export_args+=("$1"); shift ;;
         -q|--quiet) quiet=1; shift ;;
         --probe) probe=1; shift ;;
         -h|--help) echo "$usage"; exit 0 ;;
@@ -40,6 +41,7 @@ need_lde "$root"
 if [ "$probe" = 1 ]; then
     # The same programs `lde probe` runs; the transcript is read by `lde probe --transcript`.
     mapfile -t export_args < <("$lde" probe --programs)
+    export_args+=(--kernel-stats) # the findings are read from the kernel's `stats:` lines
     quiet=1
 fi
 "$lde" export --dir "$work" --cmdline "$cmdline" "${export_args[@]}"

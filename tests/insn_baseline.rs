@@ -69,9 +69,9 @@ fn a_grown_or_fallen_count_fails_and_names_its_row() {
     let Some((_, path)) = baseline("a_grown_or_fallen_count_fails_and_names_its_row") else {
         return;
     };
-    // The empty boot's counts, shifted: its shutdown must now look twice too big (a count that
-    // waits on the clock, so by far more than load could move it), its banner (exact) 20 %
-    // below a stale baseline.
+    // The empty boot's counts, shifted: its shutdown must now look twice too big (by far more
+    // than load could move a count that waits on the clock, should the kernel have such work),
+    // its banner (exact) 20 % below a stale baseline.
     let mut file: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     for count in file["counts"].as_array_mut().unwrap() {
         let insns = count["insns"].as_f64().unwrap();

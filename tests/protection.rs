@@ -102,7 +102,7 @@ fn without_smep_and_umip_the_same_checks_see_the_difference() {
     // The same kernel on a CPU that offers neither: it must say so, and the hook and program
     // that fault above now run (so the checks above can tell the two apart).
     let cpu = "-cpu max,-smep,-umip";
-    let out = qemu_with_args(cpu, &["-q", "--cmdline", "lde.test=execute-user", "bad-sgdt"]);
+    let out = qemu_with_args(cpu, &["-q", "--kernel-stats", "--cmdline", "lde.test=execute-user", "bad-sgdt"]);
     assert!(out.lines().contains(&RAN_IN_RING0), "{out:?}");
     assert!(out.lines().contains(&"bad-sgdt: sgdt was NOT stopped"), "{out:?}");
     let p = protection(&out);
@@ -120,6 +120,7 @@ fn host_nmis_are_counted_and_blame_no_process() {
     let out = common::lde(&[
         "run",
         "-q",
+        "--kernel-stats",
         "--timer-hz",
         "200",
         "--cmdline",

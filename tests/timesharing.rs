@@ -96,7 +96,7 @@ fn three_counters_share_the_cpu_fairly() {
     if !kvm_available("three_counters_share_the_cpu_fairly") {
         return;
     }
-    let out = lde(&["run", "-q", "counter 3000", "counter 3000", "counter 3000"]);
+    let out = lde(&["run", "-q", "--kernel-stats", "counter 3000", "counter 3000", "counter 3000"]);
     assert_eq!(out.status, Some(0), "{out:?}");
     let ticks: Vec<u64> = acct_all(&out, "counter").iter().map(|a| num(a, "ticks")).collect();
     assert_eq!(ticks.len(), 3, "{out:?}");
@@ -148,7 +148,7 @@ fn ticks_match_guest_time_and_timer_hz() {
     }
     for (hz, mode) in [("100", "periodic"), ("50", "periodic"), ("100", "deadline")] {
         let start = std::time::Instant::now();
-        let out = lde(&["run", "-q", "--timer-hz", hz, "--timer-mode", mode, "spin 2000"]);
+        let out = lde(&["run", "-q", "--kernel-stats", "--timer-hz", hz, "--timer-mode", mode, "spin 2000"]);
         let wall = start.elapsed();
         assert_eq!(out.status, Some(0), "{out:?}");
         let sched = stats(&out, "sched");
@@ -172,8 +172,11 @@ fn cat_blocks_on_input_while_a_counter_runs() {
         return;
     }
     // "two" comes 500 ms after "one": in between, cat must block in `read`.
-    let out =
-        lde_with_slow_input(&["run", "-q", "cat", "counter 2000"], &[b"one\n", b"two\n"], Duration::from_millis(500));
+    let out = lde_with_slow_input(
+        &["run", "-q", "--kernel-stats", "cat", "counter 2000"],
+        &[b"one\n", b"two\n"],
+        Duration::from_millis(500),
+    );
     assert_eq!(out.status, Some(0), "{out:?}");
     let lines = out.lines();
     let one = lines.iter().position(|l| *l == "one").unwrap_or_else(|| panic!("{out:?}"));

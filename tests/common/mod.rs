@@ -157,15 +157,17 @@ pub enum Host {
 }
 
 impl Host {
+    /// Runs `args` with the kernel's `acct` and `stats:` lines on (`--kernel-stats`), which the
+    /// tests read.
     pub fn run(self, args: &[&str]) -> Output {
         match self {
             Host::Kvm => {
-                let mut all = vec!["run", "-q"];
+                let mut all = vec!["run", "-q", "--kernel-stats"];
                 all.extend_from_slice(args);
                 lde(&all)
             }
             Host::Qemu => {
-                let mut all = vec!["-q"];
+                let mut all = vec!["-q", "--kernel-stats"];
                 all.extend_from_slice(args);
                 qemu(&all)
             }

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use kvm_ioctls::VcpuExit;
 use lde_abi::ports::{
-    BENCH_PORT, INPUT_ENDED, INPUT_OPEN, INPUT_STATUS_PORT, MILESTONE_PORT, SERIAL_PORT, SERIAL_PORT_SIZE,
+    BENCH_PORT, CONSOLE_PORT, INPUT_ENDED, INPUT_OPEN, INPUT_STATUS_PORT, MILESTONE_PORT, SERIAL_PORT, SERIAL_PORT_SIZE,
 };
 
 use crate::devices::exit_port::ExitRequest;
@@ -114,6 +114,11 @@ pub fn handle_exit(exit: VcpuExit, devices: &mut Devices, counts: &ExitCounts) -
                 }
                 return Action::Continue;
             }
+            if port == CONSOLE_PORT {
+                let mut serial = devices.serial.lock().expect("serial lock poisoned");
+                devices.console.write(data, &mut serial);
+                return Action::Continue;
+            }
             if port == BENCH_PORT {
                 counts.bench.fetch_add(1, Relaxed);
                 return Action::Continue;
@@ -138,6 +143,8 @@ pub fn handle_exit(exit: VcpuExit, devices: &mut Devices, counts: &ExitCounts) -
                 data.iter_mut().for_each(|b| *b = serial.read(offset));
             } else if port == BENCH_PORT {
                 data.fill(0);
+            } else if port == CONSOLE_PORT {
+                devices.console.read(data);
             } else if port == INPUT_STATUS_PORT {
                 data.fill(0);
                 data[0] = if devices.input_status.ended() { INPUT_ENDED } else { INPUT_OPEN };
@@ -194,8 +201,13 @@ mod tests {
     fn devices() -> (Devices, SharedBuffer) {
         let out = SharedBuffer::default();
         let serial = new_serial(Box::new(out.clone())).unwrap();
-        let devices =
-            Devices { serial: Arc::new(Mutex::new(serial)), exit_port: ExitPort, input_status: Default::default() };
+        let mem = vm_memory::GuestMemoryMmap::from_ranges(&[(vm_memory::GuestAddress(0), 0x10_0000)]).unwrap();
+        let devices = Devices {
+            serial: Arc::new(Mutex::new(serial)),
+            exit_port: ExitPort,
+            input_status: Default::default(),
+            console: crate::devices::ConsolePort::new(mem),
+        };
         (devices, out)
     }
 

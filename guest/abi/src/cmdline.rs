@@ -70,3 +70,10 @@ pub const DEFAULT_SLICE: u32 = 1;
 /// `lde.milestones=1`: the kernel reports its boot milestones on
 /// [`crate::ports::MILESTONE_PORT`] (for `lde bench`; one VM exit each).
 pub const MILESTONES_KEY: &str = "lde.milestones";
+/// `lde.lapic_khz=N`: the LAPIC timer's rate as the VMM knows it (KVM's in-kernel LAPIC counts
+/// at 1 GHz); without it the kernel measures the LAPIC timer against the TSC.
+pub const LAPIC_KHZ_KEY: &str = "lde.lapic_khz";
+/// `lde.verbose=1`: the kernel also prints what the host reads from its stats page: an `acct`
+/// line per process and the `stats:` lines at shutdown (`lde run --kernel-stats`; under QEMU
+/// these lines are the only view of the counters).
+pub const VERBOSE_KEY: &str = "lde.verbose";

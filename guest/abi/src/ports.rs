@@ -39,3 +39,28 @@ pub const MILESTONE_PORT: u16 = 0xfa;
 pub const MILESTONE_BANNER: u8 = 1;
 /// Milestone: the scheduler is about to enter ring 3 for the first time.
 pub const MILESTONE_FIRST_USER: u8 = 2;
+
+/// The console port (lde only): the kernel's output path that costs one VM exit a line (or a
+/// `write`) instead of one a byte through the UART.
+///
+/// A 32-bit `in` returns [`CONSOLE_MAGIC`] where lde serves it (QEMU's floating bus reads all
+/// ones: the kernel then keeps to the UART). A 32-bit `out` of [`console_doorbell`]`(page, len)`
+/// hands lde the `len` bytes (1 to 4096) at the start of the 4 KiB-aligned guest-physical
+/// `page`; lde writes them to its console as the UART would have received them from the
+/// kernel, each `\n` as `\r\n`.
+pub const CONSOLE_PORT: u16 = 0xfb;
+/// What a read of [`CONSOLE_PORT`] returns under lde.
+pub const CONSOLE_MAGIC: u32 = u32::from_le_bytes(*b"LDEc");
+/// Most bytes one doorbell hands over: one page.
+pub const CONSOLE_CHUNK: usize = 4096;
+
+/// The doorbell value for `len` bytes (1 to [`CONSOLE_CHUNK`]) at the 4 KiB-aligned `page`
+/// below 4 GiB: the page's address with `len - 1` in its low 12 bits.
+pub const fn console_doorbell(page: u32, len: usize) -> u32 {
+    page | (len as u32 - 1)
+}
+
+/// The page and length a doorbell value names (the inverse of [`console_doorbell`]).
+pub const fn console_chunk(doorbell: u32) -> (u32, usize) {
+    (doorbell & !0xfff, (doorbell & 0xfff) as usize + 1)
+}

@@ -4,20 +4,20 @@
 
 use lde_abi::stats::EV_SPAWN;
 use lde_abi::user::{AT_LDE_TSC_HZ, USER_BASE, USER_STACK_SIZE, USER_STACK_TOP};
-use lde_kcore::args::{build_start_frame, Spec, FRAME_PAGE_SIZE, RUN_KEY};
+use lde_kcore::args::{build_start_frame, Spec, FRAME_PAGE_SIZE};
+use lde_kcore::cpio;
 use lde_kcore::elf::{self, ElfError, MAX_SEGMENTS};
 use lde_kcore::proc::MAX_PROCS;
-use lde_kcore::{cmdline, cpio};
 
 use crate::arch::cpu::{rdtsc, SegmentBases};
 use crate::arch::entry::TrapFrame;
 use crate::arch::fpu::FxArea;
 use crate::arch::gdt::{USER_CODE_SELECTOR, USER_DATA_SELECTOR};
+use crate::arch::mem;
 use crate::arch::paging::{AddressSpace, OutOfMemory, PageFlags};
 use crate::arch::switch::new_process_stack;
-use crate::arch::{mem, serial};
 use crate::mm::Frames;
-use crate::process::{kstack_top, DemandZero, Kernel};
+use crate::process::{kstack_top, DemandZero, Kernel, DEMAND_ZERO_REGIONS};
 use crate::stats::{self, publish};
 use crate::{println, time};
 
@@ -52,33 +52,22 @@ impl From<OutOfMemory> for SpawnError {
     }
 }
 
-/// The programs the command line names (`lde.run=<spec>` words), in order.
-fn run_words(cmdline: &'static str) -> impl Iterator<Item = &'static str> {
-    cmdline::words(cmdline).filter(|(key, _)| *key == RUN_KEY).map(|(_, value)| value)
-}
-
-/// Number of programs the command line names.
-pub fn program_count(k: &Kernel) -> usize {
-    run_words(k.cmdline).count()
-}
-
 /// Starts the next programs of the command line while the process table has room. A program
 /// that cannot start gets one line, `failed name=… reason=…`, and counts as failed.
 pub fn spawn_pending(k: &mut Kernel) {
     while k.procs.live_count() < MAX_PROCS {
-        let Some(value) = run_words(k.cmdline).nth(k.started) else { return };
-        k.started += 1;
+        let Some(value) = crate::config::next_run(&mut k.runs) else { return };
         match Spec::decode(value) {
             Ok(spec) => {
                 if let Err(e) = spawn(k, &spec, 0) {
                     k.spawn_failures += 1;
-                    serial::start_line();
+                    crate::console::start_line();
                     println!("failed name={} reason={e}", spec.name());
                 }
             }
             Err(e) => {
                 k.spawn_failures += 1;
-                serial::start_line();
+                crate::console::start_line();
                 println!("failed name=? reason=bad program spec: {e}");
             }
         }
@@ -98,7 +87,7 @@ pub fn spawn(k: &mut Kernel, spec: &Spec, parent: u32) -> Result<u32, SpawnError
             return Err(e.into());
         }
     };
-    let mut demand_zero = [None; MAX_SEGMENTS];
+    let mut demand_zero = [None; DEMAND_ZERO_REGIONS];
     match load(&mut k.frames, &mut space, &image, file, spec, &mut demand_zero) {
         Ok(user_rsp) => {
             let top = kstack_top(slot);
@@ -139,7 +128,7 @@ fn load(
     image: &elf::UserImage,
     file: &[u8],
     spec: &Spec,
-    demand_zero: &mut [Option<DemandZero>; MAX_SEGMENTS],
+    demand_zero: &mut [Option<DemandZero>; DEMAND_ZERO_REGIONS],
 ) -> Result<u64, SpawnError> {
     for (seg, lazy) in image.segments().iter().zip(demand_zero.iter_mut()) {
         let flags = PageFlags { writable: seg.writable, executable: seg.executable };
@@ -164,15 +153,12 @@ fn load(
             page += PAGE;
         }
     }
+    // The stack's top page holds the start frame; the rest is mapped as it is touched.
     let stack_flags = PageFlags { writable: true, executable: false };
-    let mut top_frame = 0;
-    let mut page = USER_STACK_TOP - USER_STACK_SIZE;
-    while page < USER_STACK_TOP {
-        let frame = frames.alloc_zeroed().ok_or(OutOfMemory)?;
-        space.map(frames, page, frame, stack_flags)?;
-        top_frame = frame;
-        page += PAGE;
-    }
+    let top_frame = frames.alloc_zeroed().ok_or(OutOfMemory)?;
+    space.map(frames, USER_STACK_TOP - PAGE, top_frame, stack_flags)?;
+    demand_zero[MAX_SEGMENTS] =
+        Some(DemandZero { start: USER_STACK_TOP - USER_STACK_SIZE, end: USER_STACK_TOP - PAGE, flags: stack_flags });
     // SAFETY: top_frame is the stack's top page, fresh and identity-mapped, owned by this space.
     let top_page = unsafe { &mut *(top_frame as *mut [u8; FRAME_PAGE_SIZE]) };
     let auxv = [(AT_LDE_TSC_HZ, time::tsc_hz())];

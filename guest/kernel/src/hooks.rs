@@ -3,7 +3,6 @@
 
 use lde_abi::user::USER_BASE;
 use lde_abi::{cmdline as keys, exit};
-use lde_kcore::cmdline;
 
 use crate::arch::paging;
 use crate::arch::{boot, cpu, idt, lapic};
@@ -12,8 +11,8 @@ use crate::{exec, println, stats};
 
 /// Runs the hook the command line names, if any. Called at boot, before any program starts,
 /// with the kernel's protections in place.
-pub fn run(cmdline: &str) {
-    match cmdline::value(cmdline, keys::TEST_KEY) {
+pub fn run(hook: Option<&str>) {
+    match hook {
         None => {}
         Some(keys::TEST_PANIC) => panic!("test hook {}={}", keys::TEST_KEY, keys::TEST_PANIC),
         Some(keys::TEST_KERNEL_FAULT) => {

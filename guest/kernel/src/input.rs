@@ -18,9 +18,9 @@ struct Input {
 
 static INPUT: Global<Input> = Global::new(Input { buf: [0; CAPACITY], head: 0, len: 0, ended: false });
 
-/// Takes `lde.input=none` from the command line: input has ended before it began.
-pub fn init(cmdline: &str) {
-    if lde_kcore::cmdline::value(cmdline, lde_abi::cmdline::INPUT_KEY) == Some(lde_abi::cmdline::INPUT_NONE) {
+/// Takes `lde.input=none` from the command line (`none`): input has ended before it began.
+pub fn init(none: bool) {
+    if none {
         INPUT.with(|inp| inp.ended = true);
     }
 }

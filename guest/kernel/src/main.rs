@@ -7,6 +7,7 @@
 
 mod arch;
 mod bootinfo;
+mod config;
 mod console;
 mod doors;
 mod exec;
@@ -24,17 +25,21 @@ mod trap;
 
 use core::panic::PanicInfo;
 
-use lde_abi::{cmdline as keys, exit};
-use lde_kcore::{cmdline, memmap};
+use lde_abi::exit;
+use lde_kcore::memmap;
 
 use arch::{cpu, entry, gdt, idt, lapic, pic, serial};
-use console::Ascii;
+use console::Line;
 use process::KERNEL;
 
 /// The kernel's Rust entry, called by `pvh_start` in 64-bit mode on the boot stack.
 #[no_mangle]
 extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
-    serial::init();
+    // The UART (reset state: 8N1, interrupts off) serves input, and output where lde's
+    // console port does not answer (QEMU); only then is it programmed.
+    if !console::init() {
+        serial::init();
+    }
     gdt::init();
     idt::init();
     pic::disable();
@@ -48,9 +53,9 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
             cpu::shutdown(exit::BAD_BOOT);
         }
     };
-    if cmdline::value(boot.cmdline(), keys::MILESTONES_KEY) == Some("1") {
-        cpu::MILESTONES.store(true, core::sync::atomic::Ordering::Relaxed);
-    }
+    let config = config::parse(boot.cmdline());
+    cpu::MILESTONES.store(config.milestones, core::sync::atomic::Ordering::Relaxed);
+    stats::VERBOSE.store(config.verbose, core::sync::atomic::Ordering::Relaxed);
 
     // SAFETY: the boot data has been copied; nothing else lives in page 0.
     unsafe { arch::boot::unmap_page0() };
@@ -60,29 +65,38 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
     let vendor = cpu::vendor();
     let hypervisor = cpu::hypervisor_signature();
     let ram_mib = memmap::ram_bytes(boot.memmap()) >> 20;
-    print!(
-        "lde kernel {}: {} MiB RAM in {} ranges, {} module(s), cpu {}, hypervisor ",
-        env!("CARGO_PKG_VERSION"),
-        ram_mib,
-        boot.memmap().len(),
-        boot.modules().len(),
-        Ascii(&vendor),
-    );
+    let mut banner = Line::new();
+    banner
+        .str(concat!("lde kernel ", env!("CARGO_PKG_VERSION"), ": "))
+        .dec(ram_mib)
+        .str(" MiB RAM in ")
+        .dec(boot.memmap().len() as u64)
+        .str(" ranges, ")
+        .dec(boot.modules().len() as u64)
+        .str(" module(s), cpu ")
+        .ascii(&vendor)
+        .str(", hypervisor ");
     match hypervisor {
-        Some(sig) => print!("{}", Ascii(trim_nul(&sig))),
-        None => print!("none"),
-    }
-    println!(", lapic id {} v{:#x}, cmdline \"{}\"", lapic.id, lapic.version, boot.cmdline());
+        Some(sig) => banner.ascii(trim_nul(&sig)),
+        None => banner.str("none"),
+    };
+    banner
+        .str(", lapic id ")
+        .dec(u64::from(lapic.id))
+        .str(" v")
+        .hex(u64::from(lapic.version))
+        .str(", cmdline \"")
+        .str(boot.cmdline())
+        .str("\"")
+        .end();
     cpu::milestone(lde_abi::ports::MILESTONE_BANNER);
 
     let initrd = initrd(boot.modules());
     let reserved = (initrd.as_ptr() as u64, initrd.as_ptr() as u64 + initrd.len() as u64);
-    let programs = KERNEL.with(|k| {
+    KERNEL.with(|k| {
         k.initrd = initrd;
-        let ram_zeroed = cmdline::value(boot.cmdline(), keys::ZEROED_RAM_KEY) == Some("1");
-        k.frames.init(boot.memmap(), kernel_end(), reserved, ram_zeroed);
-        k.cmdline = boot.cmdline();
-        exec::program_count(k)
+        k.frames.init(boot.memmap(), kernel_end(), reserved, config.zeroed_ram);
+        k.runs = config.runs;
     });
     entry::init_syscall();
     let protection = cpu::enable_protection();
@@ -91,14 +105,14 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
         page.protection = protection.bits();
         page.doors = doors::encoded();
     });
-    hooks::run(boot.cmdline());
-    time::init(boot.cmdline());
-    input::init(boot.cmdline());
+    hooks::run(config.test);
+    time::init(&config);
+    input::init(config.input_none);
     trap::enable_serial_input();
 
     KERNEL.with(exec::spawn_pending);
     time::start();
-    if programs == 0 {
+    if config.programs == 0 {
         println!("kernel: nothing to run, shutting down with code {}", exit::SUCCESS);
         cpu::shutdown(exit::SUCCESS);
     }
@@ -114,10 +128,12 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
         page.exit_code = code;
         page.traps[trap::NMI_VECTOR as usize] += trap::NMIS.load(core::sync::atomic::Ordering::Relaxed);
     });
-    serial::start_line();
-    stats::print();
-    println!("stats: frames in_use={in_use} available={available}");
-    println!("kernel: all processes ended, shutting down with code {code}");
+    console::start_line();
+    if stats::verbose() {
+        stats::print();
+        println!("stats: frames in_use={in_use} available={available}");
+    }
+    Line::new().str("kernel: all processes ended, shutting down with code ").dec(u64::from(code)).end();
     cpu::shutdown(code)
 }
 

@@ -34,8 +34,12 @@ pub struct Hw {
     /// An exception at `.0` resumes at `.1` (the `fixup` system call).
     pub fixup: Option<(u64, u64)>,
     /// Zero-filled parts of the program (BSS) mapped only when first touched.
-    pub demand_zero: [Option<DemandZero>; MAX_SEGMENTS],
+    pub demand_zero: [Option<DemandZero>; DEMAND_ZERO_REGIONS],
 }
+
+/// Demand-zero regions a process may have: one per ELF segment, and its stack below the top
+/// page.
+pub const DEMAND_ZERO_REGIONS: usize = MAX_SEGMENTS + 1;
 
 /// Pages `[start, end)` that read as zero: each gets a zeroed frame when the process first
 /// touches it (a #PF on a page that is not present), so that loading a program with a large
@@ -58,10 +62,9 @@ pub struct Kernel {
     /// Processes that ended with a status other than 0 or were killed (counted when they end:
     /// their slot, and with it their end, is reused).
     pub process_failures: u32,
-    /// The kernel command line, whose `lde.run` words name the programs to run.
-    pub cmdline: &'static str,
-    /// How many of those words have been started (or failed to).
-    pub started: usize,
+    /// The rest of the command line from the next `lde.run` word to start (see
+    /// [`crate::config::next_run`]).
+    pub runs: &'static str,
     /// Whether any process has been entered yet (for the first-user milestone).
     pub entered_user: bool,
     /// The scheduler's RSP while a process runs.
@@ -96,15 +99,14 @@ pub static KERNEL: Global<Kernel> = Global::new(Kernel {
             slice_left: 0,
             user_cycles_at_call: 0,
             fixup: None,
-            demand_zero: [None; MAX_SEGMENTS],
+            demand_zero: [None; DEMAND_ZERO_REGIONS],
         }
     }; MAX_PROCS],
     frames: Frames::empty(),
     initrd: &[],
     spawn_failures: 0,
     process_failures: 0,
-    cmdline: "",
-    started: 0,
+    runs: "",
     entered_user: false,
     sched_rsp: 0,
     user_entry_tsc: 0,

@@ -13,11 +13,12 @@ use lde_kcore::trap::mnemonic;
 
 use crate::arch::cpu::{rdtsc, SegmentBases};
 use crate::arch::switch::switch;
-use crate::arch::{entry, gdt, paging, serial};
+use crate::arch::{entry, gdt, paging};
+use crate::console::Line;
 use crate::exec::spawn_pending;
 use crate::process::{kstack_top, Kernel, KERNEL};
 use crate::stats::{self, print_acct, publish};
-use crate::{idle, println, time};
+use crate::{idle, time};
 
 /// Where `switch_context` saves the RSP of slot `slot` while it is not running.
 fn saved_rsp_slot(slot: usize) -> *mut u64 {
@@ -223,14 +224,30 @@ pub unsafe fn end_current(end: End) -> ! {
         let now = rdtsc();
         stats::update(|page| stats::record_end(page, p));
         // The fixed-form line starts on a line of its own, whatever the process left unfinished.
-        serial::start_line();
+        crate::console::start_line();
         match end {
             End::Exited(status) => {
-                println!("exit pid={} name={} status={status}", p.pid, p.name());
+                Line::new()
+                    .str("exit pid=")
+                    .dec(u64::from(p.pid))
+                    .str(" name=")
+                    .str(p.name())
+                    .str(" status=")
+                    .dec(u64::from(status))
+                    .end();
                 stats::update(|page| stats::event(page, now, ev::EV_EXIT, p.pid, u32::from(status)));
             }
             End::Killed { vector, rip } => {
-                println!("killed pid={} name={} trap={} rip={rip:#x}", p.pid, p.name(), mnemonic(u64::from(vector)));
+                Line::new()
+                    .str("killed pid=")
+                    .dec(u64::from(p.pid))
+                    .str(" name=")
+                    .str(p.name())
+                    .str(" trap=")
+                    .str(mnemonic(u64::from(vector)))
+                    .str(" rip=")
+                    .hex(rip)
+                    .end();
                 stats::update(|page| {
                     page.kills += 1;
                     stats::event(page, now, ev::EV_FAULT, p.pid, u32::from(vector));

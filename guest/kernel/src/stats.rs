@@ -11,6 +11,8 @@ use lde_abi::syscall::NAMES;
 use lde_kcore::proc::{End, Proc, State};
 use lde_kcore::trap::mnemonic;
 
+use core::sync::atomic::{AtomicBool, Ordering};
+
 use crate::sync::Global;
 use crate::{print, println};
 
@@ -117,7 +119,19 @@ pub fn record_end(page: &mut StatsPage, p: &Proc) {
 }
 
 /// Prints a process's accounting as one `acct` line.
+/// Whether the kernel prints what the host reads from the stats page (`lde.verbose=1`).
+pub static VERBOSE: AtomicBool = AtomicBool::new(false);
+
+/// Whether `acct` and `stats:` lines are printed.
+pub fn verbose() -> bool {
+    VERBOSE.load(Ordering::Relaxed)
+}
+
+/// Prints a process's `acct` line where [`verbose`] asks for it.
 pub fn print_acct(p: &Proc) {
+    if !verbose() {
+        return;
+    }
     let a = &p.acct;
     print!(
         "acct pid={} name={} ticks={} scheduled={} voluntary={} involuntary={} faults={} user_cycles={} syscalls=",

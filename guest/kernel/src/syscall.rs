@@ -12,7 +12,7 @@ use lde_kcore::usercopy::user_range;
 
 use crate::arch::cpu::rdtsc;
 use crate::arch::entry::TrapFrame;
-use crate::arch::serial;
+use crate::console;
 use crate::exec::{self, SpawnError};
 use crate::input::{self, Available};
 use crate::process::KERNEL;
@@ -21,18 +21,27 @@ use crate::stats::{self, Arrival};
 use crate::time;
 
 /// Performs the call described by `frame` (number in rax, arguments in rdi, rsi, rdx, r10, r8,
-/// r9) and puts the result in rax. `now` is the TSC at entry.
-pub fn dispatch(frame: &mut TrapFrame, arrival: Arrival, now: u64) {
+/// r9) and puts the result in rax. `vector` is the trap it came through, `now` the TSC at entry:
+/// the time since the process entered ring 3 is charged to it, and the trap, the door and the
+/// call are counted, all in one pass over the kernel's state and one stats-page update.
+pub fn dispatch(frame: &mut TrapFrame, arrival: Arrival, vector: u64, now: u64) {
     let number = frame.rax;
     let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9];
     let pid = KERNEL.with(|k| {
         let slot = k.current();
-        k.hw[slot].user_cycles_at_call = k.procs.get(slot).acct.user_cycles;
+        let entered = k.user_entry_tsc;
+        let acct = &mut k.procs.get_mut(slot).acct;
+        acct.user_cycles += now.saturating_sub(entered);
+        let user_cycles = acct.user_cycles;
         if number < nr::COUNT {
-            k.procs.get_mut(slot).acct.syscalls[number as usize] += 1;
+            acct.syscalls[number as usize] += 1;
         }
+        k.hw[slot].user_cycles_at_call = user_cycles;
         let pid = k.procs.get(slot).pid;
         stats::update(|page| {
+            if vector < 256 {
+                page.traps[vector as usize] += 1;
+            }
             stats::count_arrival(page, arrival);
             if number < nr::COUNT {
                 page.calls[number as usize] += 1;
@@ -104,7 +113,8 @@ fn write(fd: u64, ptr: u64, len: u64) -> i64 {
     // SAFETY: every page of the range is mapped user-readable in the current address space,
     // which is active, and the kernel does not use SMAP.
     let bytes = unsafe { core::slice::from_raw_parts(ptr as *const u8, len as usize) };
-    serial::write_bytes(bytes);
+    console::write(bytes);
+    console::flush();
     len as i64
 }
 

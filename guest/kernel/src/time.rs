@@ -1,12 +1,16 @@
 //! Time: the TSC as the clock, and the LAPIC timer as the tick.
 //!
-//! The TSC frequency comes from the VMM (`lde.tsc_khz`, KVM_GET_TSC_KHZ) when it is given; the
-//! LAPIC timer is then measured against the TSC. Without it (QEMU), the LAPIC timer is taken to
-//! count at 1 GHz (KVM's and QEMU's APIC bus clock) and the TSC is measured against it.
+//! The TSC frequency comes from the VMM (`lde.tsc_khz`, KVM_GET_TSC_KHZ) and so does the LAPIC
+//! timer's (`lde.lapic_khz`: KVM's in-kernel LAPIC counts at 1 GHz, Documentation/virt/kvm);
+//! given both, nothing is measured. With only the TSC rate the LAPIC timer is measured against
+//! the TSC; with neither (QEMU), the LAPIC timer is taken to count at 1 GHz (QEMU's APIC bus
+//! clock) and the TSC is measured against it. A measurement spins for 2 ms.
 
 use lde_abi::cmdline as keys;
 use lde_abi::stats::{TIMER_DEADLINE, TIMER_NONE, TIMER_PERIODIC};
-use lde_kcore::cmdline;
+
+use crate::config::Config;
+use crate::console::Line;
 
 use crate::arch::cpu::{self, rdtsc};
 use crate::arch::lapic;
@@ -26,6 +30,10 @@ const TICK_AND_SWITCH_INSNS: u64 = 600;
 /// A tick and a switch may take at most this fraction (1/N) of the timer period: above it the
 /// rate is lowered, so that the timer cannot livelock the guest where ring 0 is slow.
 const TICK_SHARE_DIVISOR: u64 = 3;
+/// TSC cycles of the slowest ring-0 instruction the kernel expects of a host (PVM's emulated
+/// instructions take ~1,500–3,000): a rate that keeps the tick share even at this cost is not
+/// checked further, which spares the measurement (~260 emulated instructions).
+const SLOWEST_INSN_CYCLES: u64 = 20_000;
 
 /// The timer's configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,8 +96,8 @@ fn tsc_to_lapic(c: &Clock, tsc: u64) -> u32 {
 /// The highest timer rate the kernel accepts (`lde run --timer-hz` checks the same).
 const TIMER_HZ_MAX: u32 = 10_000;
 
-fn parse<T: core::str::FromStr>(line: &str, key: &str, default: T) -> T {
-    match cmdline::value(line, key) {
+fn parse<T: core::str::FromStr>(value: Option<&str>, key: &str, default: T) -> T {
+    match value {
         Some(v) => v.parse().unwrap_or_else(|_| {
             println!("kernel: ignoring {key}={v}: not a number");
             default
@@ -99,17 +107,23 @@ fn parse<T: core::str::FromStr>(line: &str, key: &str, default: T) -> T {
 }
 
 /// Measures the clocks and starts the timer as the command line asks.
-pub fn init(line: &str) {
-    CLOCK.with(|c| init_clock(c, line));
+pub fn init(config: &Config) {
+    CLOCK.with(|c| init_clock(c, config));
 }
 
-fn init_clock(c: &mut Clock, line: &str) {
-    c.boot_tsc = rdtsc();
-    let mut tsc_khz: u64 = parse(line, keys::TSC_KHZ_KEY, 0);
-    if tsc_khz != 0 && !keys::TSC_KHZ_RANGE.contains(&tsc_khz) {
-        println!("kernel: ignoring {}={tsc_khz}: out of range; measuring the TSC", keys::TSC_KHZ_KEY);
-        tsc_khz = 0;
+/// A rate in kHz from the command line, 0 if absent or out of range (said so).
+fn khz(value: Option<&str>, key: &str) -> u64 {
+    let khz: u64 = parse(value, key, 0);
+    if khz != 0 && !keys::TSC_KHZ_RANGE.contains(&khz) {
+        println!("kernel: ignoring {key}={khz}: out of range; measuring instead");
+        return 0;
     }
+    khz
+}
+
+/// Measures whichever of the two clocks the VMM did not give against the other (the LAPIC at
+/// `lapic_khz`, or 1 GHz, when the TSC rate is not given).
+fn measure_clocks(c: &mut Clock, tsc_khz: u64, lapic_khz: u64) {
     lapic::start_free_running();
     let (t0, l0) = (rdtsc(), lapic::current_count());
     if tsc_khz != 0 {
@@ -119,21 +133,34 @@ fn init_clock(c: &mut Clock, line: &str) {
         let (t1, l1) = (rdtsc(), lapic::current_count());
         c.lapic_hz = (u128::from(l0 - l1) * u128::from(c.tsc_hz) / u128::from(t1 - t0)) as u64;
     } else {
-        c.lapic_hz = DEFAULT_LAPIC_HZ;
-        let target = (DEFAULT_LAPIC_HZ / CALIBRATION_FRACTION) as u32;
+        c.lapic_hz = if lapic_khz != 0 { lapic_khz * 1000 } else { DEFAULT_LAPIC_HZ };
+        let target = (c.lapic_hz / CALIBRATION_FRACTION) as u32;
         while l0 - lapic::current_count() < target {}
         let (t1, l1) = (rdtsc(), lapic::current_count());
-        c.tsc_hz = (u128::from(t1 - t0) * u128::from(DEFAULT_LAPIC_HZ) / u128::from(l0 - l1)) as u64;
+        c.tsc_hz = (u128::from(t1 - t0) * u128::from(c.lapic_hz) / u128::from(l0 - l1)) as u64;
     }
     lapic::stop();
+}
 
-    c.hz = parse(line, keys::TIMER_HZ_KEY, keys::DEFAULT_TIMER_HZ);
+fn init_clock(c: &mut Clock, config: &Config) {
+    c.boot_tsc = rdtsc();
+    let tsc_khz = khz(config.tsc_khz, keys::TSC_KHZ_KEY);
+    let lapic_khz = khz(config.lapic_khz, keys::LAPIC_KHZ_KEY);
+    if tsc_khz != 0 && lapic_khz != 0 {
+        c.tsc_hz = tsc_khz * 1000;
+        c.lapic_hz = lapic_khz * 1000;
+    } else {
+        measure_clocks(c, tsc_khz, lapic_khz);
+    }
+
+    c.hz = parse(config.hz, keys::TIMER_HZ_KEY, keys::DEFAULT_TIMER_HZ);
     if c.hz > TIMER_HZ_MAX {
         println!("kernel: timer lowered from {} to {TIMER_HZ_MAX} Hz, the most lde accepts", c.hz);
         c.hz = TIMER_HZ_MAX;
     }
-    // Timed only when there is a timer to bound (the loop costs ~256 emulated instructions).
-    let insn_cycles = if c.hz != 0 { cpu::measure_insn_cycles().max(1) } else { 1 };
+    let safe = u64::from(c.hz) * TICK_SHARE_DIVISOR * TICK_AND_SWITCH_INSNS * SLOWEST_INSN_CYCLES <= c.tsc_hz;
+    // Timed only when there is a rate to bound.
+    let insn_cycles = if c.hz != 0 && !safe { cpu::measure_insn_cycles().max(1) } else { 1 };
     let hz_max = (c.tsc_hz / (TICK_SHARE_DIVISOR * TICK_AND_SWITCH_INSNS * insn_cycles)).max(1) as u32;
     if c.hz > hz_max {
         println!(
@@ -143,12 +170,12 @@ fn init_clock(c: &mut Clock, line: &str) {
         );
         c.hz = hz_max;
     }
-    c.slice = parse(line, keys::SLICE_KEY, keys::DEFAULT_SLICE);
+    c.slice = parse(config.slice, keys::SLICE_KEY, keys::DEFAULT_SLICE);
     if c.slice == 0 {
         println!("kernel: a slice of 0 ticks means 1");
         c.slice = 1;
     }
-    let wanted = cmdline::value(line, keys::TIMER_MODE_KEY).unwrap_or("periodic");
+    let wanted = config.timer_mode.unwrap_or("periodic");
     c.mode = match (c.hz, wanted) {
         (0, _) => TimerMode::None,
         (_, "deadline") if lapic::tsc_deadline_supported() => TimerMode::Deadline,
@@ -165,7 +192,7 @@ fn init_clock(c: &mut Clock, line: &str) {
     if c.hz != 0 {
         c.tick_tsc = c.tsc_hz / u64::from(c.hz);
     }
-    let runaway_ms: u64 = parse(line, keys::RUNAWAY_KEY, 0);
+    let runaway_ms: u64 = parse(config.runaway_ms, keys::RUNAWAY_KEY, 0);
     if runaway_ms > keys::RUNAWAY_MAX_MS {
         println!("kernel: ignoring {}={runaway_ms}: more than {} ms", keys::RUNAWAY_KEY, keys::RUNAWAY_MAX_MS);
     } else if runaway_ms != 0 && c.mode == TimerMode::None {
@@ -179,16 +206,31 @@ fn init_clock(c: &mut Clock, line: &str) {
         TimerMode::Periodic => "periodic",
         TimerMode::Deadline => "TSC deadline",
     };
-    println!(
-        "kernel: timer {mode_name}, {} Hz, slice {} tick(s); TSC {}.{:03} MHz ({}), LAPIC timer {}.{:03} MHz",
-        c.hz,
-        c.slice,
-        c.tsc_hz / 1_000_000,
-        c.tsc_hz / 1000 % 1000,
-        if tsc_khz != 0 { "from the VMM" } else { "measured" },
-        c.lapic_hz / 1_000_000,
-        c.lapic_hz / 1000 % 1000,
-    );
+    let thousandths = |line: &mut Line, n: u64| {
+        let frac = n % 1000;
+        line.str(if frac < 10 {
+            ".00"
+        } else if frac < 100 {
+            ".0"
+        } else {
+            "."
+        })
+        .dec(frac);
+    };
+    let mut line = Line::new();
+    line.str("kernel: timer ")
+        .str(mode_name)
+        .str(", ")
+        .dec(u64::from(c.hz))
+        .str(" Hz, slice ")
+        .dec(u64::from(c.slice))
+        .str(" tick(s); TSC ")
+        .dec(c.tsc_hz / 1_000_000);
+    thousandths(&mut line, c.tsc_hz / 1000);
+    line.str(if tsc_khz != 0 { " MHz (from the VMM), LAPIC timer " } else { " MHz (measured), LAPIC timer " })
+        .dec(c.lapic_hz / 1_000_000);
+    thousandths(&mut line, c.lapic_hz / 1000);
+    line.str(" MHz").end();
     stats::update(|page| {
         page.tsc_hz = c.tsc_hz;
         page.boot_tsc = c.boot_tsc;

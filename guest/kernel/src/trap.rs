@@ -23,6 +23,10 @@ use crate::{doors, exec, input, println, syscall};
 use lde_kcore::proc::MAX_PROCS;
 
 pub const NMI_VECTOR: u64 = 2;
+const NP_VECTOR: u64 = 11;
+const GP_VECTOR: u64 = 13;
+/// Error-code bit of a fault in delivering through an IDT gate (the vector is in bits 3-10).
+const ERROR_IDT: u64 = 0b10;
 pub const UD_VECTOR: u64 = 6;
 const MC_VECTOR: u64 = 18;
 pub const PF_VECTOR: u64 = 14;
@@ -54,36 +58,48 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         return;
     }
     let now = rdtsc();
-    if from_user {
-        KERNEL.with(|k| {
-            if let Some(slot) = k.procs.current() {
-                k.procs.get_mut(slot).acct.user_cycles += now.saturating_sub(k.user_entry_tsc);
-            }
-        });
-    }
-    if vector < 256 {
-        stats::update(|page| page.traps[vector as usize] += 1);
-    }
-    match vector {
-        SYSCALL_VECTOR => syscall::dispatch(frame, Arrival::SyscallArchitectural, now),
-        v if v == u64::from(INT80_VECTOR) && from_user => syscall::dispatch(frame, Arrival::Int80Architectural, now),
-        UD_VECTOR if from_user && doors::int80_recovered() && user_bytes_at(frame.rip, INT80_BYTES) => {
+    // A system call, through whichever door: its accounting is done in one go by `syscall`.
+    let arrival = match vector {
+        SYSCALL_VECTOR => Some(Arrival::SyscallArchitectural),
+        v if v == u64::from(INT80_VECTOR) && from_user => Some(Arrival::Int80Architectural),
+        UD_VECTOR if from_user && doors::int80_recovered() && int80_at(frame.rip) => {
             // PVM (found by the doors self-test): `int 0x80` from ring 3 arrives as #UD at the
             // instruction. Complete it.
             frame.rip += 2;
-            syscall::dispatch(frame, Arrival::Int80Recovered, now);
+            Some(Arrival::Int80Recovered)
         }
         PF_VECTOR if from_user && doors::syscall_recovered() && is_syscall_at_lstar(frame) => {
             // PVM (found by the doors self-test): `syscall` stays in ring 3 and faults fetching
             // LSTAR; RCX and R11 hold the return RIP and RFLAGS as `syscall` left them. Complete
             // it as the CPU would have. (A jump to LSTAR is not this: it is killed with its #PF.)
             if !(USER_BASE..USER_END).contains(&frame.rcx) {
+                charge_user_time(now);
+                count_trap(vector);
                 kill(frame);
             }
             frame.rip = frame.rcx;
             frame.rflags = (frame.r11 & USER_RFLAGS_MASK) | RFLAGS_IF | 0x2;
-            syscall::dispatch(frame, Arrival::SyscallRecovered, now);
+            Some(Arrival::SyscallRecovered)
         }
+        _ => None,
+    };
+    if let Some(arrival) = arrival {
+        syscall::dispatch(frame, arrival, vector, now);
+        return_to(frame);
+        return;
+    }
+    if from_user {
+        charge_user_time(now);
+    }
+    // An interrupt on a vector without a gate (idt.rs) counts as that vector.
+    let stray = match vector {
+        NP_VECTOR | GP_VECTOR => stray_interrupt(frame.error),
+        _ => None,
+    };
+    let counted = stray.unwrap_or(vector);
+    count_trap(counted);
+    match vector {
+        _ if stray.is_some() => unexpected_interrupt(counted, frame.rip),
         // A first touch of a BSS page (not present): map a zeroed frame and retry.
         PF_VECTOR
             if from_user && frame.error & PF_PRESENT == 0 && KERNEL.with(|k| exec::demand_zero(k, cpu::cr2())) => {}
@@ -98,6 +114,27 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         v if v < 32 => fatal(frame),
         v => unexpected_interrupt(v, frame.rip),
     }
+    return_to(frame);
+}
+
+/// Charges the TSC cycles since the running process last entered ring 3 to it.
+fn charge_user_time(now: u64) {
+    KERNEL.with(|k| {
+        if let Some(slot) = k.procs.current() {
+            k.procs.get_mut(slot).acct.user_cycles += now.saturating_sub(k.user_entry_tsc);
+        }
+    });
+}
+
+/// Counts a trap by its vector (system calls are counted with their call).
+fn count_trap(vector: u64) {
+    if vector < 256 {
+        stats::update(|page| page.traps[vector as usize] += 1);
+    }
+}
+
+/// Prepares the way back: the exit instruction, and the time ring 3 is entered.
+fn return_to(frame: &mut TrapFrame) {
     if frame.vector == SYSCALL_VECTOR && frame.rip >= USER_END {
         // sysretq to a non-user RIP would fault in ring 0; return with iretq instead.
         frame.vector = u64::from(INT80_VECTOR);
@@ -173,9 +210,23 @@ fn timer(frame: &TrapFrame, now: u64) {
 /// NMIs taken (folded into the stats page's trap counts at the end of the run).
 pub static NMIS: AtomicU64 = AtomicU64::new(0);
 
+/// The vector of an external interrupt on a vector without a gate (idt.rs), if that is what a
+/// #GP or #NP with this error code is. Not told by the error code's EXT bit, which neither PVM
+/// nor QEMU sets (both as for `int n` from ring 3), but by the LAPIC: it put the vector in
+/// service when it delivered the interrupt; `int n` puts nothing there. PVM gives
+/// `vector * 8 + 2` as the SDM says; QEMU's TCG gives `vector * 16 + 2` for a gate of the wrong
+/// type (docs/platform.md), so both readings are tried.
+fn stray_interrupt(error: u64) -> Option<u64> {
+    if error & ERROR_IDT == 0 {
+        return None;
+    }
+    [error >> 3, error >> 4].into_iter().find(|v| (32..256).contains(v) && lapic::in_service(*v as u8))
+}
+
 /// An interrupt vector nothing was set up to raise (only devices can: ring 3 may raise only
-/// the DPL-3 gates). Acknowledged, so that it does not block lower-priority vectors in the
-/// LAPIC, and reported once.
+/// the DPL-3 gates), delivered as a #GP or #NP (idt.rs), which is no fault of whatever it
+/// interrupted. Acknowledged, so that it does not block lower-priority vectors in
+/// the LAPIC, and reported once.
 fn unexpected_interrupt(vector: u64, rip: u64) {
     lapic::eoi();
     static REPORTED: AtomicBool = AtomicBool::new(false);
@@ -193,6 +244,29 @@ fn serial_input() {
 }
 
 const INT80_BYTES: [u8; 2] = [0xcd, INT80_VECTOR];
+
+/// Whether a #UD from ring 3 at `rip` is an `int 0x80` (`CD 80`).
+///
+/// The bytes are read where they are, in the active address space: the CPU fetched the opcode
+/// at `rip` to find it invalid, so that page is mapped for ring 3 (and the kernel does not use
+/// SMAP); an `int` whose immediate lies on the next page was fetched whole too, or it would
+/// have been a #PF. Only that page-crossing case, which a #UD from some other one-byte opcode
+/// at a page's last byte could also present, walks the page tables for the second byte.
+fn int80_at(rip: u64) -> bool {
+    if !(USER_BASE..USER_END).contains(&rip) {
+        return false;
+    }
+    // SAFETY: see above: the page holding `rip` is mapped user-readable and active.
+    let first = unsafe { (rip as *const u8).read_volatile() };
+    if first != INT80_BYTES[0] {
+        return false;
+    }
+    if rip & 0xfff == 0xfff {
+        return user_bytes_at(rip, INT80_BYTES);
+    }
+    // SAFETY: `rip + 1` lies on the same page as `rip`.
+    unsafe { ((rip + 1) as *const u8).read_volatile() == INT80_BYTES[1] }
+}
 
 /// Whether the two bytes at user address `addr` of the running process are `bytes`.
 fn user_bytes_at(addr: u64, bytes: [u8; 2]) -> bool {

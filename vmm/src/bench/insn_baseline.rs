@@ -8,11 +8,12 @@
 //! baseline left far above the counts would let a regression back in unseen.
 //!
 //! The stale check applies to the counts that are exact (per-operation rows, and milestones
-//! whose boots agreed when the baseline was written). The others include the kernel's timer
-//! calibration, which spins on the clock: on a loaded machine the vCPU gets less time, those
-//! loops run fewer rounds and the count falls (by 12 % of the empty boot with two CPU hogs on
-//! two cores), so a fall says nothing there. Load never makes such a count grow, so growth is
-//! checked everywhere. Write the baseline on an idle machine.
+//! whose boots agreed when the baseline was written). The others come from kernel work that
+//! waits on the clock, such as a timer calibration spinning on the TSC: on a loaded machine the
+//! vCPU gets less time, such loops run fewer rounds and the count falls (12 % of the empty boot,
+//! with two CPU hogs on two cores, when the kernel still calibrated its timer that way), so a
+//! fall says nothing there. Load never makes such a count grow, so growth is checked everywhere.
+//! Write the baseline on an idle machine.
 
 use serde::{Deserialize, Serialize};
 

@@ -5,8 +5,8 @@
 //! - per operation: the same program booted with N and with 2N operations; the difference in
 //!   the emulated instructions from the first entry to ring 3 to shutdown (the kernel's
 //!   milestones) divided by the difference in operations (counted by the kernel's stats page):
-//!   program start and end cancel out, and the boot, whose timer calibration waits on the
-//!   clock and so varies by a few hundred instructions, is left out;
+//!   program start and end cancel out, and the boot, where kernel work that waits on the clock
+//!   (a timer calibration) would make the count vary, is left out;
 //! - boot: the empty kernel (`--none`) and `hello`, booted several times in turn with the
 //!   kernel's milestones on: emulated instructions, VM exits to lde and wall time at the
 //!   banner, at the first entry to ring 3 and at shutdown.

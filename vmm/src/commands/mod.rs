@@ -91,7 +91,13 @@ fn prepare_programs(programs: &ProgramArgs, extra: &str) -> Result<(Vec<u8>, Str
         keys::SLICE_KEY,
         programs.slice
     );
-    let cmdline = [prepared.cmdline.as_str(), &timer, extra.trim()].join(" ").trim().to_string();
+    let verbose = if programs.kernel_stats { format!("{}=1", keys::VERBOSE_KEY) } else { String::new() };
+    let cmdline = [prepared.cmdline.as_str(), &timer, &verbose, extra.trim()]
+        .iter()
+        .filter(|w| !w.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" ");
     lde::boot::check_cmdline(&cmdline).map_err(Error::Limit)?;
     Ok((prepared.initrd, cmdline))
 }

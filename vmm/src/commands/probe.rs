@@ -28,8 +28,10 @@ pub fn probe(args: ProbeArgs, started: Instant) -> Result<ExitCode, Error> {
     let host = host::detect();
     let host_line = format!("{} on {}", host.kvm, host.cpu_model);
     let kvm = host.kvm.slug();
+    // The findings are read from the kernel's `stats:` lines.
+    let cmdline = format!("{} {}=1", programs.cmdline, lde_abi::cmdline::VERBOSE_KEY);
     let mut config = RunConfig::unattended(
-        programs.cmdline,
+        cmdline,
         programs.initrd,
         Box::new(transcript.clone()),
         args.timeout,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, VmFd};
-use lde_abi::cmdline::{TEST_HOST_NMI, TEST_KEY, TSC_KHZ_KEY, ZEROED_RAM_KEY};
+use lde_abi::cmdline::{LAPIC_KHZ_KEY, TEST_HOST_NMI, TEST_KEY, TSC_KHZ_KEY, ZEROED_RAM_KEY};
 use lde_abi::ports::SERIAL_IRQ;
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
@@ -76,6 +76,9 @@ fn create_memory(vm: &VmFd, mem_size: u64) -> Result<GuestMemoryMmap, Error> {
     }
     Ok(mem)
 }
+
+/// The rate of KVM's in-kernel LAPIC timer, in kHz.
+const KVM_LAPIC_KHZ: u32 = 1_000_000;
 
 /// A VM built and loaded, its vCPU ready at the PVH entry.
 pub struct Vm {
@@ -143,6 +146,11 @@ pub fn prepare(config: RunConfig) -> Result<Vm, Error> {
     // below 1 MiB, the kernel, the initrd) reads as zero, so the kernel need not zero frames.
     if !cmdline.contains(ZEROED_RAM_KEY) {
         cmdline = format!("{cmdline} {ZEROED_RAM_KEY}=1").trim().to_string();
+    }
+    // KVM's in-kernel LAPIC timer counts at 1 GHz (APIC_BUS_CYCLE_NS = 1, Documentation/virt/kvm
+    // api.rst, KVM_CAP_X86_APIC_BUS_CYCLES_NS), so the kernel need not measure it.
+    if !cmdline.contains(LAPIC_KHZ_KEY) {
+        cmdline = format!("{cmdline} {LAPIC_KHZ_KEY}={KVM_LAPIC_KHZ}").trim().to_string();
     }
     let boot_entry = boot::load(&mem, mem_size, &kernel_image, &cmdline, config.initrd.as_deref())
         .map_err(|e| Error::boot(&kernel_name, e))?;

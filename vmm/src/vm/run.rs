@@ -20,7 +20,7 @@ use super::nmi::NmiSender;
 use super::outcome::who_held_the_cpu;
 use super::signals::SignalFd;
 use super::{Error, Outcome, RunReport, Vm};
-use crate::devices::{Devices, ExitPort, InputStatus, SerialInput};
+use crate::devices::{ConsolePort, Devices, ExitPort, InputStatus, SerialInput};
 use crate::observe::monitor::Poller;
 use crate::seccomp::Thread;
 use crate::vcpu::{self, ExitHook, VcpuEnd};
@@ -70,8 +70,12 @@ impl Vm {
         let vcpu_thread = {
             let stop = stop.clone();
             let done = vcpu_done.try_clone().map_err(|e| Error::Host("eventfd", e))?;
-            let mut devices =
-                Devices { serial: serial.clone(), exit_port: ExitPort, input_status: input_status.clone() };
+            let mut devices = Devices {
+                serial: serial.clone(),
+                exit_port: ExitPort,
+                input_status: input_status.clone(),
+                console: ConsolePort::new(_mem.clone()),
+            };
             let counts = exits.clone();
             std::thread::Builder::new()
                 .name("vcpu0".into())

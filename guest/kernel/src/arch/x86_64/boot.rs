@@ -127,9 +127,10 @@ boot_pt0:
     .quad 0x3 | (1 << 63)       /* page 0: mapped until boot data is copied, see unmap_page0 */
     .set i, 1
     .rept 511
-    /* Below the kernel (1 MiB): boot data, no-execute. The kernel's own pages are executable
-     * until protect_kernel gives each its final flags. */
-    .if i < 256
+    /* Below the kernel (1 MiB): boot data, no-execute. The first {exec_pages} pages of the
+     * kernel (its text, and what follows it there) are executable until protect_kernel gives
+     * them their final flags; the rest is already as it stays: read/write, no-execute. */
+    .if i < 256 || i >= 256 + {exec_pages}
     .quad (i << 12) | 0x3 | (1 << 63)
     .else
     .quad (i << 12) | 0x3
@@ -152,8 +153,14 @@ boot_stack_top:
     kernel_cs = const super::gdt::KERNEL_CODE_SELECTOR,
     kernel_ds = const super::gdt::KERNEL_DATA_SELECTOR,
     boot_stack_size = const BOOT_STACK_SIZE,
+    exec_pages = const BOOT_EXEC_PAGES,
     options(att_syntax)
 );
+
+/// Pages from 1 MiB that the boot page tables map executable: room for the kernel's text
+/// (linker.ld fails the link if the text outgrows it), so that [`protect_kernel`] need not
+/// visit the other ~230 pages of the kernel image.
+pub const BOOT_EXEC_PAGES: usize = 32;
 
 /// Size of the boot stack, which stays the stack of `kernel_main` and the scheduler.
 pub const BOOT_STACK_SIZE: usize = 64 * 1024;
@@ -189,7 +196,9 @@ pub unsafe fn protect_kernel(guards: &[u64]) {
         core::ptr::addr_of!(__rodata_end) as u64,
     );
     let pt = core::ptr::addr_of_mut!(boot_pt0) as *mut u64;
-    for i in (text / PAGE) as usize..512 {
+    // Pages past these two ranges are read/write and no-execute from the boot tables on.
+    let last = (text / PAGE) as usize + BOOT_EXEC_PAGES.max(((rodata_end - text) / PAGE) as usize);
+    for i in (text / PAGE) as usize..last {
         let addr = i as u64 * PAGE;
         let flags = if addr < text_end {
             0

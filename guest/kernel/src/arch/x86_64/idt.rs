@@ -1,5 +1,12 @@
-//! The IDT: all 256 vectors point at their entry stub (`entry.rs`); the gates ring 3 may raise
-//! with `int n` have DPL 3, and NMI, #DF and #MC run on IST stacks.
+//! The IDT: the 32 exception vectors and the interrupt vectors the kernel uses point at their
+//! entry stubs (`entry.rs`); the gates ring 3 may raise with `int n` have DPL 3, and NMI, #DF
+//! and #MC run on IST stacks.
+//!
+//! Every other gate stays all zero, as the static starts (filling all 256 would cost ~5,600
+//! emulated instructions at every boot). A zero gate is not a valid interrupt gate: an external
+//! interrupt on its vector arrives as #GP (or #NP) whose error code names the vector with the
+//! IDT and EXT bits set (SDM Vol. 3, 6.13 "Error Code"), which `trap.rs` acknowledges and counts
+//! as that vector; `int n` from ring 3 on it is a #GP without EXT, as for any DPL-0 gate.
 
 use core::cell::UnsafeCell;
 use core::mem::size_of;
@@ -8,12 +15,15 @@ use x86_64::instructions::tables::lidt;
 use x86_64::structures::DescriptorTablePointer;
 use x86_64::VirtAddr;
 
-use super::{entry, gdt};
+use lde_abi::syscall::INT80_VECTOR;
+
+use super::{entry, gdt, lapic};
+use crate::trap::SERIAL_VECTOR;
 
 /// One IDT gate (a 64-bit interrupt gate).
 ///
 /// Hand-written rather than the `x86_64` crate's `InterruptDescriptorTable`, whose typed fields
-/// keep the reserved vectors (15, 22–27, 31) out of reach; lde points all 256 at a stub.
+/// keep the reserved vectors (15, 22–27, 31) out of reach and whose `new` fills all 256.
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct Gate {
@@ -55,23 +65,27 @@ unsafe impl Sync for Idt {}
 
 static IDT: Idt = Idt(UnsafeCell::new([Gate::MISSING; 256]));
 
-/// Fills all 256 IDT gates and loads the IDT.
+/// The interrupt vectors with a gate besides the 32 exceptions: the LAPIC timer, the UART,
+/// the `int 0x80` door and the LAPIC's spurious vector.
+const INTERRUPT_VECTORS: [u8; 4] = [lapic::TIMER_VECTOR, SERIAL_VECTOR, INT80_VECTOR, lapic::SPURIOUS_VECTOR];
+
+/// Fills the gates of the exceptions and of [`INTERRUPT_VECTORS`] and loads the IDT.
 pub fn init() {
     // SAFETY: interrupts are off and the IDT is not loaded yet: nothing else accesses it.
     let gates = unsafe { &mut *IDT.0.get() };
-    for (vector, gate) in gates.iter_mut().enumerate() {
-        let ist = match vector {
-            2 => gdt::NMI_IST,
-            8 => gdt::DOUBLE_FAULT_IST,
-            18 => gdt::MACHINE_CHECK_IST,
-            _ => 0,
-        };
-        let dpl = if USER_VECTORS.contains(&(vector as u8)) { 3 } else { 0 };
-        *gate = Gate::interrupt(entry::stub_address(vector), dpl, ist);
+    for vector in (0..32).chain(INTERRUPT_VECTORS) {
+        gates[usize::from(vector)] = Gate::interrupt(entry::stub_address(usize::from(vector)), 0, 0);
     }
+    // The exceptions to the rule above, patched rather than tested for in the loop.
+    for vector in USER_VECTORS {
+        gates[usize::from(vector)].options |= 3 << 13;
+    }
+    gates[2].options |= gdt::NMI_IST;
+    gates[8].options |= gdt::DOUBLE_FAULT_IST;
+    gates[18].options |= gdt::MACHINE_CHECK_IST;
     let pointer =
         DescriptorTablePointer { limit: (size_of::<[Gate; 256]>() - 1) as u16, base: VirtAddr::from_ptr(IDT.0.get()) };
-    // SAFETY: the IDT is a static whose 256 gates all point at valid entry stubs.
+    // SAFETY: the IDT is a static whose gates are valid entry stubs or all zero (see above).
     unsafe { lidt(&pointer) };
 }
 

@@ -16,6 +16,8 @@ const REG_ID: usize = 0x20;
 const REG_VERSION: usize = 0x30;
 const REG_EOI: usize = 0xb0;
 const REG_SPURIOUS: usize = 0xf0;
+/// The in-service register: 8 registers of 32 vectors each, 16 bytes apart.
+const REG_ISR: usize = 0x100;
 const REG_ICR_LOW: usize = 0x300;
 const REG_LVT_TIMER: usize = 0x320;
 const REG_TIMER_INITIAL: usize = 0x380;
@@ -41,6 +43,13 @@ fn read(reg: usize) -> u32 {
 fn write(reg: usize, value: u32) {
     // SAFETY: as in `read`; xAPIC registers are written with aligned 32-bit stores.
     unsafe { write_volatile((LAPIC_ADDR as usize + reg) as *mut u32, value) }
+}
+
+/// Whether the LAPIC has vector `vector` in service: it accepted an interrupt on it that no EOI
+/// has ended yet.
+pub fn in_service(vector: u8) -> bool {
+    let v = usize::from(vector);
+    read(REG_ISR + 0x10 * (v / 32)) & (1 << (v % 32)) != 0
 }
 
 /// What `init` found.

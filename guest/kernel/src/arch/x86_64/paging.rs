@@ -151,6 +151,12 @@ impl AddressSpace {
                 *count += 1;
                 return;
             }
+            // A stack's pages come downwards, one fault at a time.
+            if vaddr + 4096 == *first {
+                *first = vaddr;
+                *count += 1;
+                return;
+            }
         }
         match self.runs.get_mut(self.run_count) {
             Some(run) => {

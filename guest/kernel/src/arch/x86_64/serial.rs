@@ -4,7 +4,7 @@
 //! the 16-byte transmit FIFO may be full: when LSR says "transmitter holding register empty",
 //! the FIFO is empty and 16 bytes may follow without another look.
 
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use lde_abi::ports::SERIAL_PORT;
 use x86_64::instructions::port::Port;
@@ -24,8 +24,6 @@ const FIFO_SIZE: u32 = 16;
 
 /// Bytes that may still be written before LSR must be read again.
 static FIFO_BUDGET: AtomicU32 = AtomicU32::new(0);
-/// Whether the last byte written was a newline (or nothing was written yet).
-static AT_LINE_START: AtomicBool = AtomicBool::new(true);
 
 fn outb(offset: u16, value: u8) {
     // SAFETY: COM1's registers; writes there only affect the UART.
@@ -68,17 +66,6 @@ pub fn write_bytes(bytes: &[u8]) {
             put(b'\r');
         }
         put(b);
-    }
-    if let Some(&last) = bytes.last() {
-        AT_LINE_START.store(last == b'\n', Ordering::Relaxed);
-    }
-}
-
-/// Ends a line that a process (or the kernel) left unfinished, so that what follows starts on
-/// a line of its own.
-pub fn start_line() {
-    if !AT_LINE_START.load(Ordering::Relaxed) {
-        write_bytes(b"\n");
     }
 }
 

@@ -1,0 +1,74 @@
+//! The kernel command line, read once at boot into a table of the words the kernel knows.
+//!
+//! Every later question ("which timer rate?", "which test hook?") is answered from the table,
+//! not by scanning the line again: on hosts where every kernel instruction is emulated a scan
+//! costs ~10 instructions a byte. The `lde.run` words are not copied: [`Config::runs`] is the
+//! rest of the line from the first of them, and the kernel walks it once, program by program.
+
+use lde_abi::cmdline as keys;
+use lde_kcore::args::RUN_KEY;
+use lde_kcore::cmdline;
+
+/// The values of the known keys (the last word wins, as with [`cmdline::value`]).
+#[derive(Clone, Copy, Default)]
+pub struct Config {
+    pub test: Option<&'static str>,
+    pub hz: Option<&'static str>,
+    pub timer_mode: Option<&'static str>,
+    pub slice: Option<&'static str>,
+    pub tsc_khz: Option<&'static str>,
+    pub lapic_khz: Option<&'static str>,
+    pub runaway_ms: Option<&'static str>,
+    pub input_none: bool,
+    pub zeroed_ram: bool,
+    pub milestones: bool,
+    pub verbose: bool,
+    /// Number of `lde.run` words.
+    pub programs: usize,
+    /// The line from the first `lde.run` word on (empty if there is none).
+    pub runs: &'static str,
+}
+
+/// Reads `line` once.
+pub fn parse(line: &'static str) -> Config {
+    let mut c = Config::default();
+    for (key, value) in cmdline::words(line) {
+        match key {
+            RUN_KEY => {
+                if c.programs == 0 {
+                    // `key` is a slice of `line`, at a character boundary.
+                    c.runs = &line[key.as_ptr() as usize - line.as_ptr() as usize..];
+                }
+                c.programs += 1;
+            }
+            keys::TEST_KEY => c.test = Some(value),
+            keys::TIMER_HZ_KEY => c.hz = Some(value),
+            keys::TIMER_MODE_KEY => c.timer_mode = Some(value),
+            keys::SLICE_KEY => c.slice = Some(value),
+            keys::TSC_KHZ_KEY => c.tsc_khz = Some(value),
+            keys::LAPIC_KHZ_KEY => c.lapic_khz = Some(value),
+            keys::RUNAWAY_KEY => c.runaway_ms = Some(value),
+            keys::INPUT_KEY => c.input_none = value == keys::INPUT_NONE,
+            keys::ZEROED_RAM_KEY => c.zeroed_ram = value == "1",
+            keys::MILESTONES_KEY => c.milestones = value == "1",
+            keys::VERBOSE_KEY => c.verbose = value == "1",
+            _ => {}
+        }
+    }
+    c
+}
+
+/// The next `lde.run` value in `*runs`, which moves past it.
+pub fn next_run(runs: &mut &'static str) -> Option<&'static str> {
+    let rest = *runs;
+    for word in rest.split_ascii_whitespace() {
+        let (key, value) = word.split_once('=').unwrap_or((word, ""));
+        if key == RUN_KEY {
+            // `word` is a slice of `rest`, ending at a character boundary.
+            *runs = &rest[word.as_ptr() as usize - rest.as_ptr() as usize + word.len()..];
+            return Some(value);
+        }
+    }
+    *runs = "";
+    None
+}
