@@ -44,7 +44,9 @@ pub enum Command {
     Run(RunArgs),
     /// Write the kernel, the initrd and the command line `lde run` would boot to DIR.
     ///
-    /// Writes DIR/kernel.elf, DIR/initrd.cpio and DIR/cmdline: what scripts/qemu.sh boots.
+    /// Writes DIR/kernel.elf, DIR/initrd.cpio and DIR/cmdline: what scripts/qemu.sh boots; and
+    /// for GDB the same kernel with its debug information, DIR/kernel.debug, and each built-in
+    /// program's, DIR/programs/NAME.debug.
     Export(ExportArgs),
     /// Check how this host delivers each system-call door and trap; run this first on a new
     /// machine or CI runner.
