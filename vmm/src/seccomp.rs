@@ -51,6 +51,8 @@ mod request {
     }
     /// KVM_SET_REGS: GDB writes registers.
     pub const KVM_SET_REGS: u64 = iow(0x82, size_of::<kvm_regs>());
+    /// KVM_SET_SREGS: a stepped `iretq` to ring 3 carried out by lde (PVM).
+    pub const KVM_SET_SREGS: u64 = iow(0x84, size_of::<kvm_bindings::kvm_sregs>());
     /// KVM_GET_FPU, KVM_SET_FPU: GDB reads and writes the x87/SSE registers.
     pub const KVM_GET_FPU: u64 = ior(0x8c, size_of::<kvm_fpu>());
     pub const KVM_SET_FPU: u64 = iow(0x8d, size_of::<kvm_fpu>());
@@ -112,6 +114,7 @@ fn specific(thread: Thread) -> (&'static [libc::c_long], &'static [u64]) {
                 request::TCSETS,
                 request::TCGETS,
                 request::KVM_SET_REGS,
+                request::KVM_SET_SREGS,
                 request::KVM_GET_FPU,
                 request::KVM_SET_FPU,
                 request::KVM_SET_GUEST_DEBUG,

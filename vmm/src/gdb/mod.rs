@@ -50,12 +50,14 @@ pub struct Session<'a> {
     pub stop: Arc<AtomicBool>,
     /// KVM can keep interrupts off during a single step (`KVM_CAP_SET_GUEST_DEBUG2`).
     pub block_irq: bool,
+    /// The host reports no single step or breakpoint in ring 3 (PVM).
+    pub ring3_blind: bool,
 }
 
 /// Waits for GDB, confines the thread with `confine` once it is connected (accepting happens
 /// before the filter), and runs the guest under GDB to its end.
 pub fn serve(session: Session<'_>, confine: impl FnOnce() -> Result<(), crate::seccomp::Error>) -> VcpuEnd {
-    let Session { listener, vcpu, mem, devices, counts, stop, block_irq } = session;
+    let Session { listener, vcpu, mem, devices, counts, stop, block_irq, ring3_blind } = session;
     let conn = match listener.accept(&stop) {
         Ok(Some(conn)) => conn,
         Ok(None) => return VcpuEnd::Stopped,
@@ -66,7 +68,7 @@ pub fn serve(session: Session<'_>, confine: impl FnOnce() -> Result<(), crate::s
         Err(e) => return VcpuEnd::GdbFailed(format!("cannot start the vCPU's kick timer: {e}")),
     };
     // Probes the TSC-offset attribute (KVM_HAS_DEVICE_ATTR) before the filter forbids it.
-    let mut target = VcpuTarget::new(vcpu, mem, devices, counts, stop.clone(), block_irq);
+    let mut target = VcpuTarget::new(vcpu, mem, devices, counts, stop.clone(), block_irq, ring3_blind);
     if let Err(e) = confine() {
         return VcpuEnd::Confined(e);
     }

@@ -64,6 +64,9 @@ pub struct VcpuTarget<'a> {
     pub clock: StopClock,
     /// KVM can hold off interrupts during a single step (KVM_GUESTDBG_BLOCKIRQ).
     pub block_irq: bool,
+    /// The host reports no single step and no breakpoint in ring 3 (PVM): lde carries out a
+    /// stepped `iretq` to ring 3 itself (see [`VcpuTarget::step_iretq_to_user`]).
+    pub ring3_blind: bool,
     slots: Slots,
     mode: Mode,
     /// The debug registers KVM was last given, to set them again only when they change.
@@ -80,6 +83,7 @@ impl<'a> VcpuTarget<'a> {
         counts: &'a ExitCounts,
         stop: Arc<AtomicBool>,
         block_irq: bool,
+        ring3_blind: bool,
     ) -> Self {
         let clock = StopClock::new(vcpu);
         VcpuTarget {
@@ -91,6 +95,7 @@ impl<'a> VcpuTarget<'a> {
             end: None,
             clock,
             block_irq,
+            ring3_blind,
             slots: Slots::default(),
             mode: Mode::Continue,
             armed: None,
@@ -106,13 +111,25 @@ impl<'a> VcpuTarget<'a> {
 
     /// Gives KVM the debug control this run needs: single step (also to step over a breakpoint
     /// at the current instruction) and the armed slots.
+    ///
+    /// On a host blind to ring 3 (PVM) the vCPU is never single-stepped in ring 3: the trap
+    /// flag KVM sets would reach the process as a #DB, which the kernel kills it for (measured,
+    /// docs/platform.md). A step there runs on, like a continue, and says so.
     fn arm(&mut self) -> Result<(), kvm_ioctls::Error> {
         let rip = self.vcpu.get_regs()?.rip;
-        let skip = self.slots.executes_at(rip).then_some(rip);
+        let in_user = self.vcpu.get_sregs()?.cs.dpl == 3;
+        let no_step = self.ring3_blind && in_user;
+        if no_step && self.mode == Mode::Step {
+            eprintln!(
+                "lde: gdb: this host (PVM) cannot single-step ring 3: the step runs on until the next \
+                 next stops (in the kernel, at a breakpoint, or on Ctrl-C)"
+            );
+        }
+        let skip = self.slots.executes_at(rip).then_some(rip).filter(|_| !no_step);
         self.stepping_over = if self.mode == Mode::Continue { skip } else { None };
         let (addrs, dr7) = self.slots.registers(skip);
         let mut control = KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP;
-        if self.mode == Mode::Step || skip.is_some() {
+        if (self.mode == Mode::Step && !no_step) || skip.is_some() {
             control |= KVM_GUESTDBG_SINGLESTEP;
             if self.block_irq {
                 control |= KVM_GUESTDBG_BLOCKIRQ;
@@ -134,6 +151,9 @@ impl<'a> VcpuTarget<'a> {
     fn run_once(&mut self) -> Result<Option<SingleThreadStopReason<u64>>, TargetFault> {
         if self.stop.load(Ordering::Acquire) {
             return Err(TargetFault::Stopping);
+        }
+        if self.mode == Mode::Step && self.ring3_blind && self.step_iretq_to_user().map_err(TargetFault::Kvm)? {
+            return Ok(Some(SingleThreadStopReason::DoneStep));
         }
         self.arm().map_err(TargetFault::Kvm)?;
         self.clock.resume(self.vcpu);
@@ -187,6 +207,52 @@ impl<'a> VcpuTarget<'a> {
             None if self.mode == Mode::Step || dr6 & DR6_BS != 0 => Some(SingleThreadStopReason::DoneStep),
             None => Some(SingleThreadStopReason::Signal(Signal::SIGTRAP)),
         }
+    }
+
+    /// On a host blind to ring 3 (PVM runs ring 3 natively and reports neither a single step
+    /// nor a breakpoint there), a single step of an `iretq` from ring 0 to ring 3 would run
+    /// the process on to its next kernel entry. lde carries that one instruction out itself, as
+    /// the SDM describes it for a return to a 64-bit ring-3 context: RIP, CS, RFLAGS, RSP and
+    /// SS from the frame at RSP, the segments loaded as flat ring-3 code and data (what KVM
+    /// reports when the guest is stopped in ring 3 there). Returns whether it did.
+    fn step_iretq_to_user(&mut self) -> Result<bool, kvm_ioctls::Error> {
+        const IRETQ: [u8; 2] = [0x48, 0xcf];
+        let mut regs = self.vcpu.get_regs()?;
+        let mut sregs = self.vcpu.get_sregs()?;
+        let mut code = [0u8; 2];
+        let mut frame = [0u8; 40];
+        if sregs.cs.dpl != 0
+            || self.read_addrs(regs.rip, &mut code).ok() != Some(2)
+            || code != IRETQ
+            || self.read_addrs(regs.rsp, &mut frame).ok() != Some(40)
+        {
+            return Ok(false);
+        }
+        let word = |i: usize| u64::from_le_bytes(frame[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+        let (rip, cs, rflags, rsp, ss) = (word(0), word(1), word(2), word(3), word(4));
+        if cs & 3 != 3 || ss & 3 != 3 {
+            return Ok(false);
+        }
+        /// RFLAGS bits iretq never sets from the frame here: RF, VM; bit 1 always reads one.
+        const RFLAGS_CLEAR: u64 = (1 << 16) | (1 << 17);
+        regs.rip = rip;
+        regs.rsp = rsp;
+        regs.rflags = (rflags & !RFLAGS_CLEAR) | 0x2;
+        let flat = kvm_bindings::kvm_segment {
+            base: 0,
+            limit: 0xffff_ffff,
+            present: 1,
+            dpl: 3,
+            s: 1,
+            g: 1,
+            ..Default::default()
+        };
+        sregs.cs = kvm_bindings::kvm_segment { selector: cs as u16, type_: 0xb, l: 1, db: 0, ..flat };
+        sregs.ss = kvm_bindings::kvm_segment { selector: ss as u16, type_: 0x3, l: 0, db: 1, ..flat };
+        self.vcpu.set_sregs(&sregs)?;
+        self.vcpu.set_regs(&regs)?;
+        log::debug!("gdb: carried out the iretq to ring 3 at {rip:#x} (this host reports no step in ring 3)");
+        Ok(true)
     }
 
     fn paging(&self) -> Result<Paging, kvm_ioctls::Error> {

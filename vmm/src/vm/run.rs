@@ -76,6 +76,7 @@ impl Vm {
         };
         let gdb_memory = _mem.clone();
         let block_irq = block_irq_in_steps(&_vm);
+        let ring3_blind = host.kvm == crate::host::KvmKind::Pvm;
 
         let input_status = InputStatus::default();
         let stop = Arc::new(AtomicBool::new(false));
@@ -100,6 +101,7 @@ impl Vm {
                                 counts: &counts,
                                 stop: stop.clone(),
                                 block_irq,
+                                ring3_blind,
                             };
                             crate::gdb::serve(session, || confine(vcpu_filter.as_ref(), check))
                         }
