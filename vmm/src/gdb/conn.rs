@@ -74,7 +74,9 @@ impl Listener {
             Addr::Tcp(a) => {
                 let listener = TcpListener::bind(a).map_err(|e| {
                     fail(match e.kind() {
-                        io::ErrorKind::AddrInUse => "the address is in use (choose another port: --gdb HOST:PORT)".into(),
+                        io::ErrorKind::AddrInUse => {
+                            "the address is in use (choose another port: --gdb HOST:PORT)".into()
+                        }
                         _ => e.to_string(),
                     })
                 })?;

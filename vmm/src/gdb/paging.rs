@@ -49,8 +49,7 @@ impl Paging {
         for level in (1..=4u8).rev() {
             let shift = 12 + 9 * u32::from(level - 1);
             let index = (vaddr >> shift) & 0x1ff;
-            let entry: u64 =
-                mem.read_obj(GuestAddress(table + index * 8)).map_err(|_| Fault::TableOutsideMemory)?;
+            let entry: u64 = mem.read_obj(GuestAddress(table + index * 8)).map_err(|_| Fault::TableOutsideMemory)?;
             if entry & PTE_PRESENT == 0 {
                 return Err(Fault::NotPresent(level));
             }

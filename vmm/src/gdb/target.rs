@@ -121,7 +121,7 @@ impl<'a> VcpuTarget<'a> {
         let no_step = self.ring3_blind && in_user;
         if no_step && self.mode == Mode::Step {
             eprintln!(
-                "lde: gdb: this host (PVM) cannot single-step ring 3: the step runs on until the next \
+                "lde: gdb: this host (PVM) cannot single-step ring 3: the step runs on and ends where the vCPU \
                  next stops (in the kernel, at a breakpoint, or on Ctrl-C)"
             );
         }
@@ -262,7 +262,12 @@ impl<'a> VcpuTarget<'a> {
 
     /// Copies between `data` and guest memory at `start` (virtual), page by page; how many
     /// bytes could be reached.
-    fn access(&mut self, start: u64, len: usize, mut copy: impl FnMut(&GuestMemoryMmap, vm_memory::GuestAddress, std::ops::Range<usize>) -> bool) -> TargetResult<usize, Self> {
+    fn access(
+        &mut self,
+        start: u64,
+        len: usize,
+        mut copy: impl FnMut(&GuestMemoryMmap, vm_memory::GuestAddress, std::ops::Range<usize>) -> bool,
+    ) -> TargetResult<usize, Self> {
         let paging = self.paging().map_err(|_| TargetError::NonFatal)?;
         let mut done = 0;
         while done < len {
@@ -325,7 +330,8 @@ impl SingleThreadBase for VcpuTarget<'_> {
         let r = self.vcpu.get_regs().map_err(|_| TargetError::NonFatal)?;
         let s = self.vcpu.get_sregs().map_err(|_| TargetError::NonFatal)?;
         regs.regs = [
-            r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15,
+            r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14,
+            r.r15,
         ];
         regs.rip = r.rip;
         regs.eflags = r.rflags as u32;
@@ -446,7 +452,17 @@ impl HwBreakpoint for VcpuTarget<'_> {
 }
 
 impl HwWatchpoint for VcpuTarget<'_> {
+    /// Refused on PVM: its ring 0 is KVM's instruction emulator, which checks execute
+    /// breakpoints but never data breakpoints, and ring 3 never reports one (measured,
+    /// docs/platform.md); a watchpoint there would be silently deaf.
     fn add_hw_watchpoint(&mut self, addr: u64, len: u64, kind: WatchKind) -> TargetResult<bool, Self> {
+        if self.ring3_blind {
+            eprintln!(
+                "lde: gdb: this host (PVM) reports no data breakpoints: hardware watchpoints cannot be set \
+                 (GDB's software watchpoints, `set can-use-hw-watchpoints 0`, work in ring 0)"
+            );
+            return Ok(false);
+        }
         let len = u8::try_from(len).unwrap_or(0);
         self.add_slot(Slot { addr, what: Use::Watch { kind, len } })
     }
@@ -476,7 +492,10 @@ impl MonitorCmd for VcpuTarget<'_> {
             b"clock" => outputln!(out, "{}", self.clock.describe()),
             _ => {
                 outputln!(out, "lde monitor commands:");
-                outputln!(out, "  monitor regs   general, control (cr0 cr2 cr3 cr4 efer) and segment registers, gdt, idt");
+                outputln!(
+                    out,
+                    "  monitor regs   general, control (cr0 cr2 cr3 cr4 efer) and segment registers, gdt, idt"
+                );
                 outputln!(out, "  monitor slots  which debug registers (DR0-DR3) hold which breakpoint or watchpoint");
                 outputln!(out, "  monitor clock  how the guest's TSC is kept from counting while GDB holds the vCPU");
             }
