@@ -90,7 +90,11 @@ fn start_stub(host: Host, programs: &[&str]) -> (Child, u16, mpsc::Receiver<Stri
     });
     let mut seen = Vec::new();
     loop {
-        let line = rx.recv_timeout(Duration::from_secs(120)).unwrap_or_else(|_| panic!("no port line: {seen:?}"));
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(120)) else {
+            child.kill().ok();
+            child.wait().ok();
+            panic!("no port line: {seen:?}");
+        };
         if let Some(rest) = line.split("target remote 127.0.0.1:").nth(1) {
             let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
             let port = digits.parse().unwrap_or_else(|e| panic!("{line}: {e}"));
