@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # usage: scripts/ci.sh
-# Installs what the tests need (the x86_64-unknown-none Rust target, QEMU, binutils), checks
+# Installs what the tests need (the x86_64-unknown-none Rust target, QEMU, binutils, GDB), checks
 # formatting and lints of the host and guest crates, and runs every test. Set LDE_REQUIRE_KVM=1
 # and LDE_REQUIRE_QEMU=1 to make tests fail, not skip, when KVM or QEMU is missing.
 set -euo pipefail
@@ -24,6 +24,7 @@ need_package qemu-system-x86_64 qemu-system-x86
 need_package objdump binutils
 need_package setpriv util-linux
 need_package shellcheck shellcheck
+need_package gdb gdb
 
 echo "ci.sh: shell scripts"
 shellcheck scripts/*.sh .ci/run

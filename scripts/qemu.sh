@@ -2,7 +2,8 @@
 # Boots the lde kernel under QEMU with TCG (exact x86 behaviour, no KVM) and exits with the
 # guest's exit code, like `lde run`.
 usage="usage: scripts/qemu.sh [--mem MIB] [--timeout SECS] [--kernel PATH] [--cmdline WORDS] [--program PATH]...
-       [--timer-hz N] [--timer-mode MODE] [--slice TICKS] [--kernel-stats] [-q] [--probe | PROGRAM...]
+       [--timer-hz N] [--timer-mode MODE] [--slice TICKS] [--kernel-stats] [-q] [--gdb[=PORT]] [--probe | PROGRAM...]
+--gdb: QEMU's GDB stub on 127.0.0.1:PORT (default 1234), the CPU stopped before the first instruction
 (extra QEMU arguments may be given in LDE_QEMU_ARGS, e.g. '-d int -D /tmp/qemu.log')"
 set -uo pipefail
 
@@ -12,6 +13,7 @@ kernel=""
 cmdline=""
 quiet=0
 probe=0
+gdb_port=""
 export_args=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -23,6 +25,8 @@ while [ $# -gt 0 ]; do
         --kernel-stats) export_args+=("$1"); shift ;;
         -q|--quiet) quiet=1; shift ;;
         --probe) probe=1; shift ;;
+        --gdb) gdb_port=1234; shift ;;
+        --gdb=*) gdb_port="${1#--gdb=}"; shift ;;
         -h|--help) echo "$usage"; exit 0 ;;
         -*) echo "qemu.sh: unknown argument '$1'" >&2; echo "$usage" >&2; exit 2 ;;
         *) export_args+=("$1"); shift ;;
@@ -54,6 +58,10 @@ status=$?
 args=(-accel tcg -machine q35 -cpu max -m "$mem" -display none -monitor none -no-reboot
       -serial stdio -device isa-debug-exit,iobase=0xf4,iosize=0x04
       -kernel "$kernel" -initrd "$work/initrd.cpio" -append "$(cat "$work/cmdline")")
+if [ -n "$gdb_port" ]; then
+    args+=(-gdb "tcp:127.0.0.1:$gdb_port" -S)
+    echo "qemu.sh: gdb: waiting for GDB on 127.0.0.1:$gdb_port (in GDB: target remote 127.0.0.1:$gdb_port)" >&2
+fi
 # shellcheck disable=SC2206 # word splitting of the extra arguments is intended
 args+=(${LDE_QEMU_ARGS:-})
 [ "$quiet" = 1 ] || echo "qemu.sh: host: QEMU $("$qemu" --version | head -n1 | awk '{print $4}') with TCG (software emulation; timings mean nothing)" >&2

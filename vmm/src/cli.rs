@@ -21,6 +21,7 @@ Exit status:
   74    the VMM itself failed
   124   --timeout expired
   130   stopped by a signal (SIGINT, SIGTERM, SIGHUP, SIGQUIT, ...)
+  137   GDB's kill command stopped the guest (run --gdb)
   141   the reader of lde's output went away (a closed pipe)
 
 Input files are read only if they are regular files: a --kernel of at most 64 MiB, each
@@ -44,7 +45,9 @@ pub enum Command {
     Run(RunArgs),
     /// Write the kernel, the initrd and the command line `lde run` would boot to DIR.
     ///
-    /// Writes DIR/kernel.elf, DIR/initrd.cpio and DIR/cmdline: what scripts/qemu.sh boots.
+    /// Writes DIR/kernel.elf, DIR/initrd.cpio and DIR/cmdline: what scripts/qemu.sh boots; and
+    /// for GDB the same kernel with its debug information, DIR/kernel.debug, and each built-in
+    /// program's, DIR/programs/NAME.debug.
     Export(ExportArgs),
     /// Check how this host delivers each system-call door and trap; run this first on a new
     /// machine or CI runner.
@@ -275,6 +278,16 @@ pub struct RunArgs {
     /// system calls they need (for debugging lde itself).
     #[arg(long)]
     pub no_seccomp: bool,
+    /// Wait for GDB on ADDR (IP:PORT, default 127.0.0.1:1234, port 0 = any free port; or a Unix
+    /// socket path, with a '/') before the kernel's first instruction, and serve it: registers,
+    /// memory through the guest's page tables, continue, step, Ctrl-C, breakpoints and
+    /// watchpoints (at most four together: all live in DR0-DR3). `detach` lets the guest run
+    /// on; GDB's `kill` stops it (exit 137). Time stopped in GDB is hidden from the guest where
+    /// KVM can move the vCPU's TSC offset (lde says which when GDB attaches), but counts
+    /// towards --timeout. The vCPU thread's seccomp filter then also allows the GDB socket and
+    /// the KVM debugging requests. Give ADDR as --gdb=ADDR when a PROGRAM follows.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = lde::gdb::DEFAULT_ADDR)]
+    pub gdb: Option<lde::gdb::Addr>,
     /// Test hook: the named thread attempts a system call its filter forbids.
     #[arg(long, value_name = "THREAD", value_enum, hide = true)]
     pub seccomp_check: Option<SeccompCheck>,

@@ -1,8 +1,11 @@
 //! The guest images built with lde (see build.rs) and embedded in the binary: the kernel and
 //! the built-in user programs.
 
-/// The lde kernel ELF, built for `x86_64-unknown-none`.
+/// The lde kernel ELF, built for `x86_64-unknown-none`: what lde boots (no debug information).
 pub const KERNEL: &[u8] = include_bytes!(env!("LDE_KERNEL_PATH"));
+/// The same kernel with its debug information (line tables and functions), for GDB: `lde
+/// export` writes it as `kernel.debug`. Its loaded bytes are those of [`KERNEL`].
+pub const KERNEL_DEBUG: &[u8] = include_bytes!(env!("LDE_KERNEL_DEBUG_PATH"));
 
 /// A built-in user program.
 #[derive(Clone, Copy, Debug)]
@@ -11,8 +14,10 @@ pub struct Program {
     pub name: &'static str,
     /// One line saying what it does (the first `//!` line of its source).
     pub about: &'static str,
-    /// The ELF file.
+    /// The ELF file (what the kernel loads: no debug information).
     pub elf: &'static [u8],
+    /// The same file with full debug information, for GDB (`lde export` writes `NAME.debug`).
+    pub debug: &'static [u8],
 }
 
 include!(concat!(env!("OUT_DIR"), "/programs.rs"));

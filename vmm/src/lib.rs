@@ -9,7 +9,8 @@
 //! stdin in raw mode; [`vm`] builds a VM and runs it for one run; [`observe`] reads and reports
 //! the kernel's counters and KVM's; [`bench`] and [`probe`] are `lde bench` and `lde probe`.
 //! [`output`] writes output files whole or not at all; [`stdio`] is lde's own stdout and stderr;
-//! [`files`] reads input files within limits; [`seccomp`] confines the run's threads.
+//! [`files`] reads input files within limits; [`seccomp`] confines the run's threads; [`gdb`]
+//! serves GDB (`lde run --gdb`).
 //! The `lde` binary itself (main.rs, cli.rs, commands/) is the command line over this library.
 
 // std's printing macros panic when the reader of a pipe went away; these replace them in every
@@ -29,6 +30,7 @@ pub mod devices;
 pub mod elf;
 pub mod exit;
 pub mod files;
+pub mod gdb;
 pub mod guest;
 pub mod host;
 pub mod initrd;

@@ -9,6 +9,11 @@
 //! its handler restores the terminal, says which call it was in one line and exits
 //! [`lde_abi::exit::VMM_FAILED`]. `lde run --no-seccomp` runs without the filters, for
 //! debugging.
+//!
+//! Under `lde run --gdb` the vCPU thread serves GDB too and gets [`Thread::GdbVcpu`]'s list:
+//! the vCPU's, plus the socket reads and writes of the GDB connection and the KVM requests of
+//! guest debugging (set registers, FPU, debug control, the TSC offset). It accepts GDB's
+//! connection before the filter is installed.
 
 use std::collections::BTreeMap;
 
@@ -24,6 +29,8 @@ pub enum Thread {
     Vcpu,
     /// Waits on signals, the timeout, stdin, the stats-page poller and the API socket.
     EventLoop,
+    /// The vCPU thread of `lde run --gdb`, which also talks to GDB.
+    GdbVcpu,
 }
 
 /// Why a filter could not be built or installed.
@@ -33,6 +40,27 @@ pub struct Error(#[source] seccompiler::Error);
 
 /// `ioctl` requests (the second argument).
 mod request {
+    use kvm_bindings::{kvm_device_attr, kvm_fpu, kvm_guest_debug, kvm_regs};
+
+    /// `_IOW(KVMIO, nr, size)`, `_IOR`, as the kernel's ioctl.h encodes them.
+    const fn iow(nr: u64, size: usize) -> u64 {
+        (1 << 30) | ((size as u64) << 16) | (0xae << 8) | nr
+    }
+    const fn ior(nr: u64, size: usize) -> u64 {
+        (2 << 30) | ((size as u64) << 16) | (0xae << 8) | nr
+    }
+    /// KVM_SET_REGS: GDB writes registers.
+    pub const KVM_SET_REGS: u64 = iow(0x82, size_of::<kvm_regs>());
+    /// KVM_SET_SREGS: a stepped `iretq` to ring 3 carried out by lde (PVM).
+    pub const KVM_SET_SREGS: u64 = iow(0x84, size_of::<kvm_bindings::kvm_sregs>());
+    /// KVM_GET_FPU, KVM_SET_FPU: GDB reads and writes the x87/SSE registers.
+    pub const KVM_GET_FPU: u64 = ior(0x8c, size_of::<kvm_fpu>());
+    pub const KVM_SET_FPU: u64 = iow(0x8d, size_of::<kvm_fpu>());
+    /// KVM_SET_GUEST_DEBUG: single step and the debug registers.
+    pub const KVM_SET_GUEST_DEBUG: u64 = iow(0x9b, size_of::<kvm_guest_debug>());
+    /// KVM_SET_DEVICE_ATTR, KVM_GET_DEVICE_ATTR: the vCPU's TSC offset (time stopped in GDB).
+    pub const KVM_SET_DEVICE_ATTR: u64 = iow(0xe1, size_of::<kvm_device_attr>());
+    pub const KVM_GET_DEVICE_ATTR: u64 = iow(0xe2, size_of::<kvm_device_attr>());
     /// KVM_RUN: `_IO(KVMIO, 0x80)`.
     pub const KVM_RUN: u64 = 0xae80;
     /// KVM_GET_REGS: `_IOR(KVMIO, 0x81, struct kvm_regs)` (144 bytes): the crash dump.
@@ -76,6 +104,24 @@ fn specific(thread: Thread) -> (&'static [libc::c_long], &'static [u64]) {
             // KVM's binary statistics, read by an exit hook at a boot milestone.
             &[libc::SYS_rt_sigreturn, libc::SYS_pread64],
             &[request::KVM_RUN, request::KVM_GET_REGS, request::KVM_GET_SREGS, request::TCSETS, request::TCGETS],
+        ),
+        Thread::GdbVcpu => (
+            // The vCPU's, the GDB connection (recvfrom, sendto) and the kick timer's end.
+            &[libc::SYS_rt_sigreturn, libc::SYS_recvfrom, libc::SYS_sendto, libc::SYS_timer_delete],
+            &[
+                request::KVM_RUN,
+                request::KVM_GET_REGS,
+                request::KVM_GET_SREGS,
+                request::TCSETS,
+                request::TCGETS,
+                request::KVM_SET_REGS,
+                request::KVM_SET_SREGS,
+                request::KVM_GET_FPU,
+                request::KVM_SET_FPU,
+                request::KVM_SET_GUEST_DEBUG,
+                request::KVM_SET_DEVICE_ATTR,
+                request::KVM_GET_DEVICE_ATTR,
+            ],
         ),
         Thread::EventLoop => (
             // pread64: KVM's binary statistics; the rest: epoll and the API socket (recvfrom: a
@@ -201,7 +247,7 @@ mod tests {
 
     #[test]
     fn both_filters_compile() {
-        for thread in [Thread::Vcpu, Thread::EventLoop] {
+        for thread in [Thread::Vcpu, Thread::EventLoop, Thread::GdbVcpu] {
             let programs = filter(thread).unwrap();
             assert_eq!(programs.len(), 2);
             assert!(programs[1].len() > COMMON.len(), "{thread:?}: {} instructions", programs[0].len());
@@ -212,5 +258,10 @@ mod tests {
     fn the_ioctl_numbers_are_kvms() {
         assert_eq!(request::KVM_GET_REGS >> 16 & 0x3fff, std::mem::size_of::<kvm_bindings::kvm_regs>() as u64);
         assert_eq!(request::KVM_GET_SREGS >> 16 & 0x3fff, std::mem::size_of::<kvm_bindings::kvm_sregs>() as u64);
+        // The encodings the kernel's headers give (size 72, 144, 416, 24).
+        assert_eq!(request::KVM_SET_GUEST_DEBUG, 0x4048_ae9b);
+        assert_eq!(request::KVM_SET_REGS, 0x4090_ae82);
+        assert_eq!(request::KVM_GET_FPU, 0x81a0_ae8c);
+        assert_eq!(request::KVM_SET_DEVICE_ATTR, 0x4018_aee1);
     }
 }

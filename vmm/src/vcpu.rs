@@ -34,6 +34,10 @@ pub enum VcpuEnd {
     Error(kvm_ioctls::Error),
     /// The thread's seccomp filter could not be installed; the guest never ran.
     Confined(crate::seccomp::Error),
+    /// GDB's `kill` command stopped the guest (`lde run --gdb`).
+    GdbKilled,
+    /// Serving GDB failed before the guest ran (the connection could not be accepted).
+    GdbFailed(String),
 }
 
 /// Sets CPUID and the PVH entry state: 32-bit protected mode, paging off, flat 4 GiB segments,

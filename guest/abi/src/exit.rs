@@ -26,6 +26,9 @@ pub const BAD_IMAGE: u8 = 72;
 pub const VMM_FAILED: u8 = 74;
 /// VMM: `--timeout` expired before the guest shut down.
 pub const TIMEOUT: u8 = 124;
+/// VMM: GDB's `kill` command stopped the guest (`lde run --gdb`); 128 + SIGKILL, as a shell
+/// reports a killed process.
+pub const GDB_KILLED: u8 = 137;
 /// VMM: stopped by a signal (SIGINT, SIGTERM, SIGHUP, SIGQUIT, or any other whose default
 /// would end the process).
 pub const INTERRUPTED: u8 = 130;

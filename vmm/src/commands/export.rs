@@ -1,5 +1,6 @@
 //! `lde export`: writes the kernel, the initrd and the command line `lde run` would boot to a
-//! directory (what scripts/qemu.sh boots).
+//! directory (what scripts/qemu.sh boots), and the same kernel and built-in programs with their
+//! debug information (what GDB reads: scripts/gdb.sh).
 
 use std::process::ExitCode;
 
@@ -16,5 +17,11 @@ pub fn export(args: ExportArgs) -> Result<ExitCode, Error> {
     write("kernel.elf", lde::guest::KERNEL)?;
     write("initrd.cpio", &initrd)?;
     write("cmdline", cmdline.as_bytes())?;
+    write("kernel.debug", lde::guest::KERNEL_DEBUG)?;
+    let programs = args.dir.join("programs");
+    std::fs::create_dir_all(&programs).map_err(|e| Error::CreateDir(programs.clone(), e))?;
+    for program in lde::guest::PROGRAMS {
+        write(&format!("programs/{}.debug", program.name), program.debug)?;
+    }
     Ok(ExitCode::SUCCESS)
 }

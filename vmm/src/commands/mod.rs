@@ -49,6 +49,8 @@ pub enum Error {
     ApiTimeout(PathBuf, std::time::Duration),
     #[error(transparent)]
     Limit(lde::boot::Error),
+    #[error(transparent)]
+    Gdb(lde::gdb::ListenError),
 }
 
 impl Error {
@@ -60,7 +62,9 @@ impl Error {
             Error::Programs(_) => code::USAGE,
             Error::Bench(e) => e.exit_code(),
             Error::Transcript(..) => code::BAD_IMAGE,
-            Error::Baseline(..) | Error::Incomparable(..) | Error::SamePath(..) | Error::Limit(_) => code::USAGE,
+            Error::Baseline(..) | Error::Incomparable(..) | Error::SamePath(..) | Error::Limit(_) | Error::Gdb(_) => {
+                code::USAGE
+            }
             Error::CreateDir(..)
             | Error::Write(..)
             | Error::WriteOutput(..)

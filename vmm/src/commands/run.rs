@@ -39,6 +39,11 @@ pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode, Error> {
     };
     let (report_file, timeline_file) = (create(&args.report, "report"), create(&args.timeline, "timeline"));
     let (report_file, timeline_file) = (report_file?, timeline_file?);
+    // Bound before the VM is built, so that a port in use is said at once.
+    let gdb = match &args.gdb {
+        Some(addr) => Some(lde::gdb::Listener::bind(addr).map_err(Error::Gdb)?),
+        None => None,
+    };
     let host = host::detect();
     let host_line = format!("lde: host: {} on {}", host.kvm, host.cpu_model);
     // With --watch on a terminal, the guest's output is shown under the table and printed in
@@ -81,7 +86,16 @@ pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode, Error> {
         if !args.quiet {
             eprintln!("{host_line}");
         }
-        vm.run()
+        match gdb {
+            Some(listener) => {
+                eprintln!(
+                    "lde: gdb: waiting for GDB on {} (in GDB: target remote {}); the vCPU is stopped before the kernel's first instruction",
+                    listener.addr, listener.addr
+                );
+                vm.debug(listener)
+            }
+            None => vm.run(),
+        }
     })?;
     match &report.outcome {
         Outcome::GuestExit(_) => {}
@@ -93,7 +107,7 @@ pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode, Error> {
             eprintln!("lde: timeout: the guest was still running after {} s; stopped it: {held_by}", t.as_secs_f64())
         }
         Outcome::Interrupted(signal) => eprintln!("lde: interrupted by signal {signal}; stopped the guest"),
-        Outcome::OutputClosed => {}
+        Outcome::OutputClosed | Outcome::GdbKilled => {}
     }
     if watch_terminal {
         let text = captured.0.lock().expect("buffer lock poisoned");

@@ -24,6 +24,8 @@ pub enum Outcome {
     Interrupted(i32),
     /// The reader of lde's stdout or stderr went away.
     OutputClosed,
+    /// GDB's `kill` command stopped the guest.
+    GdbKilled,
 }
 
 impl Outcome {
@@ -35,6 +37,7 @@ impl Outcome {
             Outcome::Timeout { .. } => code::TIMEOUT,
             Outcome::Interrupted(_) => code::INTERRUPTED,
             Outcome::OutputClosed => code::OUTPUT_CLOSED,
+            Outcome::GdbKilled => code::GDB_KILLED,
         }
     }
 }
@@ -73,6 +76,7 @@ impl RunReport {
             }
             Outcome::Interrupted(signal) => ("interrupted", format!("stopped by {}", super::signals::name(*signal))),
             Outcome::OutputClosed => ("output-closed", "the reader of lde's output went away".to_string()),
+            Outcome::GdbKilled => ("gdb-killed", "GDB's kill command stopped the guest".to_string()),
         };
         report::Report {
             schema: report::SCHEMA,
@@ -126,6 +130,7 @@ mod tests {
         assert_eq!(timeout.exit_code(), 124);
         assert_eq!(Outcome::Interrupted(libc::SIGINT).exit_code(), 130);
         assert_eq!(Outcome::OutputClosed.exit_code(), 141);
+        assert_eq!(Outcome::GdbKilled.exit_code(), 137);
         let crash = Outcome::Crashed { crash: Crash::TripleFault, registers: String::new() };
         assert_eq!(crash.exit_code(), 70);
     }

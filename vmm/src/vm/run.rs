@@ -29,6 +29,19 @@ impl Vm {
     /// Runs the vCPU on its own thread and the event loop on another until the guest ends, the
     /// timeout expires, a signal arrives or lde's output is closed.
     pub fn run(self) -> Result<RunReport, Error> {
+        self.run_with(None)
+    }
+
+    /// [`Vm::run`] under GDB: the vCPU thread waits for GDB on `gdb` before the guest's first
+    /// instruction and serves it (see [`crate::gdb`]).
+    pub fn debug(self, gdb: crate::gdb::Listener) -> Result<RunReport, Error> {
+        if self._vm.check_extension_raw(u64::from(kvm_bindings::KVM_CAP_SET_GUEST_DEBUG)) <= 0 {
+            return Err(Error::KvmCapability("guest debugging (KVM_CAP_SET_GUEST_DEBUG), which --gdb needs"));
+        }
+        self.run_with(Some(gdb))
+    }
+
+    fn run_with(self, gdb: Option<crate::gdb::Listener>) -> Result<RunReport, Error> {
         let Vm {
             mut vcpu_fd,
             _vm,
@@ -57,9 +70,13 @@ impl Vm {
         // run returns; the stop signals stay blocked until the process ends (signals.rs).
         let _raw = input.and_then(crate::terminal::RawMode::enable);
         let (vcpu_filter, events_filter) = match filters {
+            Some((_, events)) if gdb.is_some() => (Some(crate::seccomp::filter(Thread::GdbVcpu)?), Some(events)),
             Some((vcpu, events)) => (Some(vcpu), Some(events)),
             None => (None, None),
         };
+        let gdb_memory = _mem.clone();
+        let block_irq = block_irq_in_steps(&_vm);
+        let ring3_blind = host.kvm == crate::host::KvmKind::Pvm;
 
         if let (Some(hook), Some(stats)) = (exit_hook.as_deref_mut(), &kvm_stats) {
             hook.attach_kvm_stats(stats.clone());
@@ -80,12 +97,28 @@ impl Vm {
             std::thread::Builder::new()
                 .name("vcpu0".into())
                 .spawn(move || {
-                    let end = match confine(vcpu_filter.as_ref(), seccomp_check == Some(Thread::Vcpu)) {
-                        Ok(()) => {
-                            let hook = exit_hook.as_deref_mut().map(|h| h as &mut dyn ExitHook);
-                            vcpu::run(&mut vcpu_fd, &mut devices, &stop, &counts, hook)
+                    let check = seccomp_check == Some(Thread::Vcpu);
+                    let end = match &gdb {
+                        Some(listener) => {
+                            let session = crate::gdb::Session {
+                                listener,
+                                vcpu: &mut vcpu_fd,
+                                mem: gdb_memory,
+                                devices: &mut devices,
+                                counts: &counts,
+                                stop: stop.clone(),
+                                block_irq,
+                                ring3_blind,
+                            };
+                            crate::gdb::serve(session, || confine(vcpu_filter.as_ref(), check))
                         }
-                        Err(e) => VcpuEnd::Confined(e),
+                        None => match confine(vcpu_filter.as_ref(), check) {
+                            Ok(()) => {
+                                let hook = exit_hook.as_deref_mut().map(|h| h as &mut dyn ExitHook);
+                                vcpu::run(&mut vcpu_fd, &mut devices, &stop, &counts, hook)
+                            }
+                            Err(e) => VcpuEnd::Confined(e),
+                        },
                     };
                     let _ = done.write(1);
                     (end, vcpu_fd)
@@ -149,6 +182,8 @@ impl Vm {
             (_, VcpuEnd::Crash(crash, registers)) => Outcome::Crashed { crash, registers },
             (_, VcpuEnd::Error(e)) => return Err(Error::VcpuRun(e)),
             (_, VcpuEnd::Confined(e)) => return Err(Error::Seccomp(e)),
+            (_, VcpuEnd::GdbKilled) => Outcome::GdbKilled,
+            (_, VcpuEnd::GdbFailed(e)) => return Err(Error::Host("GDB connection", io::Error::other(e))),
             (StopReason::Timeout(after), VcpuEnd::Stopped) => {
                 Outcome::Timeout { after, held_by: who_held_the_cpu(&vcpu_fd, stats) }
             }
@@ -170,6 +205,13 @@ impl Vm {
             recorder,
         })
     }
+}
+
+/// Whether KVM can keep interrupts off during a single step (`KVM_GUESTDBG_BLOCKIRQ`, offered
+/// through `KVM_CAP_SET_GUEST_DEBUG2`), so that `stepi` does not land in the timer's handler.
+fn block_irq_in_steps(vm: &kvm_ioctls::VmFd) -> bool {
+    let flags = vm.check_extension_raw(u64::from(kvm_bindings::KVM_CAP_SET_GUEST_DEBUG2));
+    flags > 0 && flags as u32 & kvm_bindings::KVM_GUESTDBG_BLOCKIRQ != 0
 }
 
 /// Installs a thread's seccomp filter, if any, and runs the `--seccomp-check` test hook.

@@ -1,0 +1,359 @@
+//! `lde run --gdb` and `scripts/qemu.sh --gdb` driven by GDB in batch mode, with lde's GDB
+//! commands (scripts/lde.gdb) and the exported debug files: a breakpoint in the system-call
+//! dispatcher, the backtrace, the trap frame's RAX, a hardware watchpoint on a kernel counter, a
+//! single step of the return to ring 3 (`sysretq` or `iretq`), detach, and the run's normal end.
+//! The same session runs under KVM and under QEMU's own stub.
+//!
+//! GDB is needed wherever the host is: a missing `gdb` fails the test when LDE_REQUIRE_KVM=1 or
+//! LDE_REQUIRE_QEMU=1 (CI, which installs it), and is a SKIP otherwise.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::mem::offset_of;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{lde, lde_bin, repo_root, Host, Output};
+use lde_abi::stats::StatsPage;
+use lde_abi::syscall as nr;
+
+fn gdb_available(test: &str) -> bool {
+    let found = Command::new("gdb").arg("--version").stdout(Stdio::null()).status().is_ok_and(|s| s.success());
+    let required = ["LDE_REQUIRE_KVM", "LDE_REQUIRE_QEMU"].iter().any(|v| std::env::var(v).is_ok_and(|v| v == "1"));
+    if !found && required {
+        panic!("{test}: gdb is not installed (apt-get install gdb), and CI requires it");
+    }
+    if !found {
+        common::skip(test, "gdb is not installed");
+    }
+    found
+}
+
+/// `lde export` of `programs` into a fresh directory.
+fn export(programs: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec!["export", "--dir", dir.path().to_str().unwrap()];
+    args.extend_from_slice(programs);
+    let out = lde(&args);
+    assert_eq!(out.status, Some(0), "{out:?}");
+    dir
+}
+
+/// The addresses of `sysretq` and `iretq` in the kernel's `trap_return`.
+fn kernel_returns(kernel: &Path) -> (u64, u64) {
+    let out = Command::new("objdump").args(["-d", "--no-show-raw-insn"]).arg(kernel).output().expect("objdump runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let body = text.split("<trap_return>:").nth(1).expect("trap_return in the kernel");
+    let find = |mnemonic: &str| {
+        let line = body.lines().find(|l| l.split_whitespace().nth(1) == Some(mnemonic)).expect(mnemonic);
+        u64::from_str_radix(line.trim().split(':').next().unwrap(), 16).unwrap()
+    };
+    (find("sysretq"), find("iretq"))
+}
+
+/// Starts the stub (lde, or QEMU through scripts/qemu.sh) with `programs`; its port once it waits.
+fn start_stub(host: Host, programs: &[&str]) -> (Child, u16, mpsc::Receiver<String>) {
+    let mut cmd = match host {
+        Host::Kvm => {
+            let mut cmd = Command::new(lde_bin());
+            cmd.args(["run", "--timeout", "240", "--gdb=127.0.0.1:0"]);
+            cmd
+        }
+        Host::Qemu => {
+            // QEMU takes a port number: find a free one (nothing else here takes it meanwhile).
+            let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let mut cmd = Command::new(repo_root().join("scripts/qemu.sh"));
+            cmd.env("LDE", lde_bin()).args(["--timeout", "240", &format!("--gdb={port}")]);
+            cmd
+        }
+    };
+    let mut child = cmd
+        .args(programs)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the stub starts");
+    // The stderr lines go to a channel: the first with the port, then the rest for the checks.
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    loop {
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(120)) else {
+            child.kill().ok();
+            child.wait().ok();
+            panic!("no port line: {seen:?}");
+        };
+        if let Some(rest) = line.split("target remote 127.0.0.1:").nth(1) {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            let port = digits.parse().unwrap_or_else(|e| panic!("{line}: {e}"));
+            return (child, port, rx);
+        }
+        seen.push(line);
+    }
+}
+
+/// Runs GDB in batch mode on `kernel.debug` with lde's commands and `script` against the stub
+/// on `port`; GDB's output.
+fn gdb(dir: &Path, port: u16, script: &str) -> Output {
+    let file = dir.join("session.gdb");
+    std::fs::write(&file, format!("set tcp connect-timeout 60\ntarget remote 127.0.0.1:{port}\n{script}")).unwrap();
+    let mut cmd = Command::new("gdb");
+    cmd.args(["-q", "-batch", "-nx", "-x"])
+        .arg(repo_root().join("scripts/lde.gdb"))
+        .arg("-x")
+        .arg(&file)
+        .arg(dir.join("kernel.debug"));
+    common::run_with_deadline(cmd, Duration::from_secs(240))
+}
+
+/// The stub's end: its exit code, stdout, and stderr (from the channel).
+fn finish(mut child: Child, rx: mpsc::Receiver<String>) -> Output {
+    let stdout = child.stdout.take();
+    let status = common::wait_with_deadline(&mut child, "the stub", Duration::from_secs(240));
+    let mut text = String::new();
+    if let Some(mut out) = stdout {
+        std::io::Read::read_to_string(&mut out, &mut text).ok();
+    }
+    Output { status, stdout: text, stderr: rx.try_iter().collect::<Vec<_>>().join("\n") }
+}
+
+/// A hex number after `key` in `text`.
+fn hex_after(text: &str, key: &str) -> u64 {
+    let rest = text.split(key).nth(1).unwrap_or_else(|| panic!("no {key:?} in:\n{text}"));
+    let word = rest.split_whitespace().next().unwrap().trim_end_matches(',');
+    u64::from_str_radix(word.trim_start_matches("0x"), 16).unwrap_or_else(|e| panic!("{word}: {e}"))
+}
+
+/// Whether this KVM is PVM, which reports no data breakpoints (lde refuses watchpoints there).
+fn pvm(host: Host) -> bool {
+    host.recovers_doors()
+}
+
+fn the_session(host: Host) {
+    let dir = export(&["hello"]);
+    let (sysretq, iretq) = kernel_returns(&dir.path().join("kernel.elf"));
+    let watched = offset_of!(StatsPage, calls) + 8 * nr::WRITE as usize;
+    // On PVM lde refuses watchpoints (GDB's batch mode would stop at the error): that refusal
+    // is checked by kvm_gdb_watchpoints_fire_or_are_refused_on_pvm.
+    let watch = match pvm(host) {
+        true => String::new(),
+        false => format!(
+            "watch -l *(unsigned long *)((char *)&LDE_STATS + {watched})
+continue
+printf \"WATCHED %lu\\n\", *(unsigned long *)((char *)&LDE_STATS + {watched})
+delete
+"
+        ),
+    };
+    let script = format!(
+        "break lde_kernel::syscall::dispatch
+continue
+bt
+lde-trapframe
+lde-pid
+delete
+{watch}hbreak *{sysretq:#x}
+hbreak *{iretq:#x}
+continue
+printf \"RETURN\\n\"
+lde-trapframe
+stepi
+printf \"LANDED pc=%#lx cs=%#lx\\n\", $pc, $cs
+x/2xb $pc-2
+delete
+detach
+"
+    );
+    let (child, port, rx) = start_stub(host, &["hello"]);
+    let session = gdb(dir.path(), port, &script);
+    let stub = finish(child, rx);
+    let text = format!("{}{}", session.stdout, session.stderr);
+    let context = format!("GDB:\n{text}\nstub: {stub:?}");
+
+    // The breakpoint in the dispatcher, reached from the trap path.
+    assert!(text.contains("Breakpoint 1, lde_kernel::syscall::dispatch"), "{context}");
+    assert!(text.contains("src/syscall.rs"), "a Rust source line: {context}");
+    let bt: Vec<&str> = text.lines().filter(|l| l.starts_with('#')).collect();
+    assert!(bt.first().is_some_and(|l| l.contains("lde_kernel::syscall::dispatch")), "{context}");
+    assert!(bt.iter().any(|l| l.contains("lde_kernel::trap::trap_dispatch")), "{context}");
+    // hello's first call is getpid (for its greeting): RAX in the trap frame holds its number,
+    // and the frame came from ring 3.
+    assert_eq!(hex_after(&text, "  rax "), nr::GETPID, "{context}");
+    assert_eq!(hex_after(&text, " cs ") & 3, 3, "{context}");
+    assert!(text.contains("pid 1"), "{context}");
+
+    // The hardware watchpoint on the kernel's write counter fires as the call is counted.
+    if !pvm(host) {
+        assert!(text.contains("Hardware watchpoint 2"), "{context}");
+        assert!(text.contains("Old value = 0") && text.contains("New value = 1"), "{context}");
+        assert!(text.contains("WATCHED 1"), "{context}");
+    }
+
+    // One step from the return instruction lands in ring 3 right after the `syscall`, where the
+    // frame says the call returns.
+    let returning = text.split("RETURN").nth(1).unwrap_or_else(|| panic!("{context}"));
+    let return_rip = hex_after(returning, "  rip ");
+    let landed = text.lines().find(|l| l.starts_with("LANDED")).unwrap_or_else(|| panic!("{context}"));
+    assert_eq!(hex_after(landed, "pc="), return_rip, "{context}");
+    assert_eq!(hex_after(landed, "cs=") & 3, 3, "CPL 3: {context}");
+    let before =
+        text.lines().find(|l| l.starts_with(&format!("{:#x}", return_rip - 2))).unwrap_or_else(|| panic!("{context}"));
+    assert!(before.contains("0x0f\t0x05"), "the instruction before is `syscall`: {context}");
+
+    // Detached, the run ends as it would have.
+    assert!(text.contains("detached"), "{context}");
+    assert_eq!(stub.status, Some(0), "{context}");
+    assert!(stub.stdout.contains("exit pid=1 name=hello status=0"), "{context}");
+}
+
+#[test]
+fn kvm_gdb_session_syscall_trapframe_watchpoint_step_to_ring3_detach() {
+    let test = "kvm_gdb_session";
+    if common::kvm_available(test) && gdb_available(test) {
+        the_session(Host::Kvm);
+    }
+}
+
+#[test]
+fn qemu_gdb_session_syscall_trapframe_watchpoint_step_to_ring3_detach() {
+    let test = "qemu_gdb_session";
+    if common::qemu_available(test) && gdb_available(test) {
+        the_session(Host::Qemu);
+    }
+}
+
+#[test]
+fn kvm_gdb_a_fifth_breakpoint_is_refused() {
+    let test = "kvm_gdb_fifth_breakpoint";
+    if !(common::kvm_available(test) && gdb_available(test)) {
+        return;
+    }
+    let dir = export(&["hello"]);
+    // None at the current instruction, which GDB would step over without inserting it.
+    let script = "hbreak *0x100001\nhbreak *0x100002\nhbreak *0x100003\nhbreak *0x100004\nhbreak *0x100005\n\
+                  monitor slots\ncontinue\n";
+    let (child, port, rx) = start_stub(Host::Kvm, &["hello"]);
+    let session = gdb(dir.path(), port, script);
+    let stub = finish(child, rx);
+    let text = format!("{}{}", session.stdout, session.stderr);
+    let context = format!("GDB:\n{text}\nstub: {stub:?}");
+    assert!(text.contains("Cannot insert hardware breakpoint 5"), "{context}");
+    assert!(stub.stderr.contains("all 4 debug registers are taken"), "{context}");
+    assert!(text.contains("dr3 free"), "monitor slots answers: {context}");
+    // GDB's batch mode ends at the error and detaches: the run finishes as it would have.
+    assert_eq!(stub.status, Some(0), "{context}");
+}
+
+/// Runs `script` against lde's stub with `hello`; GDB's output and the stub's end.
+fn kvm_script(script: &str) -> (String, Output) {
+    let dir = export(&["hello"]);
+    let (child, port, rx) = start_stub(Host::Kvm, &["hello"]);
+    let session = gdb(dir.path(), port, script);
+    let stub = finish(child, rx);
+    (format!("{}{}", session.stdout, session.stderr), stub)
+}
+
+#[test]
+fn kvm_gdb_kill_stops_the_guest_with_137() {
+    let test = "kvm_gdb_kill";
+    if !(common::kvm_available(test) && gdb_available(test)) {
+        return;
+    }
+    let (text, stub) = kvm_script("kill\n");
+    assert_eq!(stub.status, Some(137), "{text}\n{stub:?}");
+    assert!(stub.stderr.contains("GDB killed the guest"), "{stub:?}");
+    assert!(!stub.stdout.contains("exit pid=1"), "the guest never ran: {stub:?}");
+}
+
+#[test]
+fn kvm_gdb_watchpoints_fire_or_are_refused_on_pvm() {
+    let test = "kvm_gdb_watchpoints";
+    if !(common::kvm_available(test) && gdb_available(test)) {
+        return;
+    }
+    let watched = offset_of!(StatsPage, calls) + 8 * nr::WRITE as usize;
+    let (text, stub) = kvm_script(&format!(
+        "watch -l *(unsigned long *)((char *)&LDE_STATS + {watched})\ncontinue\n\
+         printf \"WATCHED %lu\\n\", *(unsigned long *)((char *)&LDE_STATS + {watched})\ndetach\n"
+    ));
+    let context = format!("GDB:\n{text}\nstub: {stub:?}");
+    if pvm(Host::Kvm) {
+        assert!(text.contains("Could not insert hardware watchpoint 1"), "{context}");
+        assert!(stub.stderr.contains("this host (PVM) reports no data breakpoints"), "{context}");
+    } else {
+        assert!(text.contains("Old value = 0") && text.contains("New value = 1"), "{context}");
+        assert!(text.contains("WATCHED 1"), "{context}");
+    }
+    assert_eq!(stub.status, Some(0), "{context}");
+}
+
+#[test]
+fn kvm_gdb_lost_connection_lets_the_run_finish() {
+    let test = "kvm_gdb_lost_connection";
+    if !common::kvm_available(test) {
+        return;
+    }
+    let (child, port, rx) = start_stub(Host::Kvm, &["hello"]);
+    drop(TcpStream::connect(("127.0.0.1", port)).unwrap());
+    let stub = finish(child, rx);
+    assert_eq!(stub.status, Some(0), "{stub:?}");
+    assert!(stub.stderr.contains("the connection to GDB was lost; the guest runs on without it"), "{stub:?}");
+    assert!(stub.stdout.contains("exit pid=1 name=hello status=0"), "{stub:?}");
+}
+
+#[test]
+fn bad_gdb_addresses_are_usage_errors() {
+    let bad = lde(&["run", "--gdb=localhost:1234", "hello"]);
+    assert_eq!(bad.status, Some(2), "{bad:?}");
+    assert!(bad.stderr.contains("neither IP:PORT"), "{bad:?}");
+    assert_eq!(bad.stderr.lines().count(), 1, "{bad:?}");
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("--gdb={}", taken.local_addr().unwrap());
+    let busy = lde(&["run", &addr, "hello"]);
+    assert_eq!(busy.status, Some(2), "{busy:?}");
+    assert!(busy.stderr.contains("the address is in use"), "{busy:?}");
+    assert_eq!(busy.stderr.lines().count(), 1, "{busy:?}");
+}
+
+#[test]
+fn export_writes_debug_files_whose_code_is_what_boots() {
+    let dir = export(&["hello"]);
+    let path = |name: &str| -> PathBuf { dir.path().join(name) };
+    let boot = std::fs::read(path("kernel.elf")).unwrap();
+    let debug = std::fs::read(path("kernel.debug")).unwrap();
+    assert!(debug.len() > boot.len());
+    // Every loaded segment of the debug kernel is byte for byte the booted one's.
+    let segments = |elf: &[u8]| -> Vec<(u64, Vec<u8>)> {
+        use object::read::elf::{ElfFile64, ProgramHeader};
+        let file = ElfFile64::<object::Endianness>::parse(elf).unwrap();
+        let endian = file.endian();
+        file.elf_program_headers()
+            .iter()
+            .filter(|p| p.p_type(endian) == object::elf::PT_LOAD)
+            .map(|p| (p.p_vaddr(endian), p.data(endian, elf).unwrap().to_vec()))
+            .collect()
+    };
+    assert_eq!(segments(&boot), segments(&debug));
+    let has_section = |elf: &[u8], name: &str| {
+        use object::{Object, ObjectSection};
+        object::File::parse(elf).unwrap().sections().any(|s| s.name() == Ok(name))
+    };
+    assert!(has_section(&debug, ".debug_line") && !has_section(&boot, ".debug_line"));
+    assert!(has_section(&std::fs::read(path("programs/hello.debug")).unwrap(), ".debug_info"));
+    // The offsets scripts/lde.gdb reads at are the kernel's.
+    let script = std::fs::read_to_string(repo_root().join("scripts/lde.gdb")).unwrap();
+    assert!(script.contains(&format!("$lde_current_pid_offset = {}", offset_of!(StatsPage, current_pid))));
+    assert!(script.contains("$lde_trapframe_size = 176"));
+}

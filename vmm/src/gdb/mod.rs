@@ -1,0 +1,139 @@
+//! `lde run --gdb`: a GDB remote stub on KVM guest debugging (`KVM_SET_GUEST_DEBUG`), built on
+//! the `gdbstub` crate with `gdbstub_arch`'s x86-64 registers, as uhyve and Cloud Hypervisor do.
+//!
+//! The vCPU thread serves GDB itself: it waits for GDB before the guest's first instruction,
+//! then runs gdbstub's blocking event loop, in which the guest runs between GDB's commands
+//! (`run_once` in `target.rs`). While GDB is attached a per-thread timer kicks the thread out of
+//! `KVM_RUN` 20 times a second so that it sees GDB's Ctrl-C even when the guest makes no exit.
+//!
+//! Breakpoints of both kinds live in the debug registers DR0–DR3 (`debugregs.rs`): on PVM an
+//! `int3` in ring-0 code kills the VM (`KVM_EXIT_INTERNAL_ERROR`), and lde does the same on
+//! every host so that guest memory is never patched. So at most four breakpoints and
+//! watchpoints at once; a fifth is refused with a warning line. Memory is read through the
+//! guest's current page tables (`paging.rs`); time stopped is hidden from the guest where KVM
+//! lets lde move the TSC offset (`clock.rs`).
+//!
+//! How a session ends: the guest's exit or crash ends the run as without GDB (GDB is told);
+//! `detach` and a lost connection let the guest run on without the debugger (a lost connection
+//! with a warning line); GDB's `kill` stops the guest (exit status [`code::GDB_KILLED`]).
+
+mod clock;
+mod conn;
+mod debugregs;
+mod paging;
+mod target;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use gdbstub::stub::{DisconnectReason, GdbStub};
+use kvm_ioctls::VcpuFd;
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::signal::SIGRTMIN;
+
+pub use conn::{Addr, ListenError, Listener, DEFAULT_ADDR};
+#[allow(unused_imports)] // named in the docs above
+use lde_abi::exit as code;
+
+use crate::devices::Devices;
+use crate::exit::ExitCounts;
+use crate::vcpu::{self, VcpuEnd};
+use target::{EventLoop, TargetFault, VcpuTarget};
+
+/// What the vCPU thread needs to serve GDB.
+pub struct Session<'a> {
+    pub listener: &'a Listener,
+    pub vcpu: &'a mut VcpuFd,
+    pub mem: GuestMemoryMmap,
+    pub devices: &'a mut Devices,
+    pub counts: &'a ExitCounts,
+    pub stop: Arc<AtomicBool>,
+    /// KVM can keep interrupts off during a single step (`KVM_CAP_SET_GUEST_DEBUG2`).
+    pub block_irq: bool,
+    /// The host reports no single step or breakpoint in ring 3 (PVM).
+    pub ring3_blind: bool,
+}
+
+/// Waits for GDB, confines the thread with `confine` once it is connected (accepting happens
+/// before the filter), and runs the guest under GDB to its end.
+pub fn serve(session: Session<'_>, confine: impl FnOnce() -> Result<(), crate::seccomp::Error>) -> VcpuEnd {
+    let Session { listener, vcpu, mem, devices, counts, stop, block_irq, ring3_blind } = session;
+    let conn = match listener.accept(&stop) {
+        Ok(Some(conn)) => conn,
+        Ok(None) => return VcpuEnd::Stopped,
+        Err(e) => return VcpuEnd::GdbFailed(format!("cannot accept GDB's connection on {}: {e}", listener.addr)),
+    };
+    let kicker = match Kicker::start() {
+        Ok(kicker) => kicker,
+        Err(e) => return VcpuEnd::GdbFailed(format!("cannot start the vCPU's kick timer: {e}")),
+    };
+    // Probes the TSC-offset attribute (KVM_HAS_DEVICE_ATTR) before the filter forbids it.
+    let mut target = VcpuTarget::new(vcpu, mem, devices, counts, stop.clone(), block_irq, ring3_blind);
+    if let Err(e) = confine() {
+        return VcpuEnd::Confined(e);
+    }
+    eprintln!("lde: gdb: GDB attached; {}", target.clock.describe());
+    let result = GdbStub::new(conn).run_blocking::<EventLoop<'_>>(&mut target);
+    drop(kicker);
+    if let Some(end) = target.end.take() {
+        return end;
+    }
+    if stop.load(Ordering::Acquire) {
+        return VcpuEnd::Stopped;
+    }
+    match result {
+        Ok(DisconnectReason::Kill) => {
+            eprintln!("lde: gdb: GDB killed the guest");
+            return VcpuEnd::GdbKilled;
+        }
+        Ok(DisconnectReason::Disconnect) => eprintln!("lde: gdb: GDB detached; the guest runs on"),
+        Ok(DisconnectReason::TargetExited(_) | DisconnectReason::TargetTerminated(_)) => {}
+        Err(e) => match e.into_target_error() {
+            Some(TargetFault::Kvm(e)) => return VcpuEnd::Error(e),
+            Some(TargetFault::Stopping) => return VcpuEnd::Stopped,
+            None => eprintln!("lde: warning: the connection to GDB was lost; the guest runs on without it"),
+        },
+    }
+    if let Err(e) = target.release() {
+        return VcpuEnd::Error(e);
+    }
+    let VcpuTarget { vcpu, devices, counts, .. } = target;
+    vcpu::run(vcpu, devices, &stop, counts, None)
+}
+
+/// A POSIX timer that sends the vCPU thread the kick signal every 50 ms (the signal's handler
+/// does nothing: it only makes `KVM_RUN` return with EINTR).
+struct Kicker(libc::timer_t);
+
+impl Kicker {
+    fn start() -> std::io::Result<Kicker> {
+        // SAFETY: sigevent is plain data; all-zero is a valid start.
+        let mut event: libc::sigevent = unsafe { std::mem::zeroed() };
+        event.sigev_notify = libc::SIGEV_THREAD_ID;
+        event.sigev_signo = SIGRTMIN();
+        // SAFETY: gettid has no preconditions.
+        event.sigev_notify_thread_id = unsafe { libc::gettid() };
+        let mut timer: libc::timer_t = std::ptr::null_mut();
+        // SAFETY: valid pointers to a sigevent and a timer_t for the call.
+        if unsafe { libc::timer_create(libc::CLOCK_MONOTONIC, &mut event, &mut timer) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let period = libc::timespec { tv_sec: 0, tv_nsec: 50_000_000 };
+        let spec = libc::itimerspec { it_interval: period, it_value: period };
+        // SAFETY: `timer` was just created; `spec` is a valid itimerspec.
+        if unsafe { libc::timer_settime(timer, 0, &spec, std::ptr::null_mut()) } != 0 {
+            let e = std::io::Error::last_os_error();
+            // SAFETY: deleting the timer created above.
+            unsafe { libc::timer_delete(timer) };
+            return Err(e);
+        }
+        Ok(Kicker(timer))
+    }
+}
+
+impl Drop for Kicker {
+    fn drop(&mut self) {
+        // SAFETY: the timer was created by `start` and is deleted once.
+        unsafe { libc::timer_delete(self.0) };
+    }
+}
