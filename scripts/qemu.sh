@@ -33,20 +33,15 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-qemu=$(command -v qemu-system-x86_64) || {
-    echo "qemu.sh: qemu-system-x86_64 not found: install it (apt-get install qemu-system-x86)" >&2
-    exit 71
-}
 root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+. "$root/scripts/lib.sh"
+need_qemu qemu.sh
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 # The exact kernel and command line `lde run` would boot.
-lde="${LDE:-}"
-if [ -z "$lde" ]; then
-    (cd "$root" && cargo build --release --quiet --bin lde) || exit 74
-    lde="${CARGO_TARGET_DIR:-$root/target}/release/lde"
-fi
+need_lde "$root"
 if [ "$probe" = 1 ]; then
     # The same programs `lde probe` runs; the transcript is read by `lde probe --transcript`.
     mapfile -t export_args < <("$lde" probe --programs)

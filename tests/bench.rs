@@ -40,7 +40,7 @@ fn every_measurement_has_a_median_and_a_path() {
     let out = lde(&["bench", "--json", json.to_str().unwrap(), "--histogram", svg.to_str().unwrap()]);
     assert_eq!(out.status, Some(0), "{out:?}");
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    assert_eq!(report["schema"], "lde-bench/2");
+    assert_eq!(report["schema"], "lde-bench/3");
     assert!(report["host"]["kvm"].is_string() && report["host"]["cpu_model"].is_string());
     let results = report["results"].as_array().unwrap();
     let names: Vec<&str> = results.iter().map(|r| r["name"].as_str().unwrap()).collect();
@@ -80,6 +80,7 @@ fn every_measurement_has_a_median_and_a_path() {
         out.stderr
     );
     assert!(out.stderr.lines().all(|l| l.starts_with("lde: ")), "lde speaks as lde: {}", out.stderr);
+    check_insns(&report, &out, pvm);
     let svg = std::fs::read_to_string(&svg).unwrap();
     let doc = roxmltree::Document::parse(&svg).unwrap();
     let rows: Vec<_> = doc.descendants().filter(|n| n.attribute("class") == Some("histogram")).collect();
@@ -90,6 +91,62 @@ fn every_measurement_has_a_median_and_a_path() {
         assert!(row.descendants().filter(|n| n.attribute("class") == Some("bin")).count() >= 1, "bins");
         assert!(row.descendants().filter_map(|n| n.text()).any(|t| t.contains(" cyc / ")), "cycles and ns on the axis");
     }
+}
+
+/// The instruction counts and the boot rows of a full run: counted on PVM, n/a elsewhere.
+fn check_insns(report: &Value, out: &common::Output, pvm: bool) {
+    assert_eq!(report["insns_counted"], pvm, "{report}");
+    let per_op = report["insns_per_op"].as_array().unwrap();
+    let names: Vec<&str> = per_op.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["syscall-null", "int80-null", "timer-tick", "switch-cr3"]);
+    let insns = |name: &str| per_op.iter().find(|r| r["name"] == name).unwrap()["insns_per_op"].as_f64();
+    if pvm {
+        // A system call is more than a handful of kernel instructions, a switch more than a call.
+        assert!(insns("syscall-null").unwrap() > 10.0, "{per_op:?}");
+        assert!(insns("switch-cr3").unwrap() > insns("syscall-null").unwrap(), "{per_op:?}");
+        assert!(insns("timer-tick").unwrap() > 10.0, "{per_op:?}");
+    } else {
+        assert!(names.iter().all(|n| insns(n).is_none()), "n/a where ring 0 is not emulated: {per_op:?}");
+        assert!(out.stdout.contains("syscall-null       n/a"), "{}", out.stdout);
+    }
+    assert!(out.stderr.contains("lde: bench insns [4/4] switch-cr3\n") || !pvm, "{}", out.stderr);
+    let boot = report["boot"].as_array().unwrap();
+    assert_eq!(boot.len(), 2, "{boot:?}");
+    let boots = boot[0]["boots"].as_u64().unwrap();
+    assert!(out.stderr.contains(&format!(
+        "lde: bench boot [{0}/{0}] boot-hello (boot {1} of {1})\n",
+        2 * boots,
+        boots
+    )));
+    let milestones = |row: usize| -> Vec<&str> {
+        boot[row]["milestones"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect()
+    };
+    assert_eq!((boot[0]["name"].as_str(), boot[0]["run"].as_str()), (Some("boot-empty"), Some("--none")));
+    assert_eq!(milestones(0), ["banner", "shutdown"], "nothing to run: never in ring 3");
+    assert_eq!(milestones(1), ["banner", "first-user", "shutdown"]);
+    for row in boot {
+        let ms = row["milestones"].as_array().unwrap();
+        for pair in ms.windows(2) {
+            // Each milestone comes later than the one before, by every measure.
+            assert!(pair[0]["exits"].as_u64() <= pair[1]["exits"].as_u64(), "{pair:?}");
+            assert!(pair[0]["wall_ms"].as_f64() < pair[1]["wall_ms"].as_f64(), "{pair:?}");
+            if pvm {
+                assert!(pair[0]["insns"].as_u64() < pair[1]["insns"].as_u64(), "{pair:?}");
+            }
+        }
+        for m in ms {
+            assert_eq!(m["reached"], row["boots"], "{m}");
+            assert_eq!(m["insns"].is_u64(), pvm, "{m}");
+            assert!(
+                m["wall_ms_min"].as_f64() <= m["wall_ms"].as_f64()
+                    && m["wall_ms"].as_f64() <= m["wall_ms_max"].as_f64()
+            );
+        }
+    }
+    // hello writes more to the console than the empty kernel: more exits to lde at shutdown.
+    let at_end = |row: usize| boot[row]["milestones"].as_array().unwrap().last().unwrap()["exits"].as_u64().unwrap();
+    assert!(at_end(1) > at_end(0), "{boot:?}");
+    assert!(out.stdout.lines().any(|l| l.starts_with("boot-hello  first-user ")), "{}", out.stdout);
 }
 
 #[test]
@@ -161,6 +218,16 @@ fn bad_bench_input_is_one_line() {
     assert_eq!(out.status, Some(2), "{out:?}");
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
     assert!(out.stderr.starts_with("lde: error: no measurement matches"), "{}", out.stderr);
+    assert!(out.stderr.contains("kvm-run, boot-empty, boot-hello"), "the boot rows are named: {}", out.stderr);
+    let out = lde(&["bench", "--insns", "--filter", "cpuid"]);
+    assert_eq!(out.status, Some(2), "{out:?}");
+    assert!(
+        out.stderr.starts_with("lde: error: no instruction count among cpuid; counted: syscall-null"),
+        "{}",
+        out.stderr
+    );
+    let out = lde(&["bench", "--boots", "0"]);
+    assert_eq!(out.status, Some(2), "{out:?}");
     let out = lde(&["bench", "--baseline", "/nonexistent.json"]);
     assert_eq!(out.status, Some(2), "{out:?}");
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);

@@ -104,3 +104,16 @@ fn sigterm_stops_the_guest_cleanly() {
     let stderr = out.stderr;
     assert!(stderr.contains("lde: interrupted by signal 15; stopped the guest"), "{stderr}");
 }
+
+#[test]
+fn nothing_to_run_boots_and_shuts_down() {
+    if !kvm_available("nothing_to_run_boots_and_shuts_down") {
+        return;
+    }
+    let out = lde(&["run", "--none"]);
+    assert_eq!(out.status, Some(0), "{out:?}");
+    let banner = out.line_starting("lde kernel ").unwrap_or_else(|| panic!("no banner: {out:?}"));
+    assert!(!banner.contains("lde.run="), "no program word: {banner}");
+    assert!(out.lines().contains(&"kernel: nothing to run, shutting down with code 0"), "{out:?}");
+    assert!(out.stderr.contains("lde: processes: 0 started"), "{}", out.stderr);
+}

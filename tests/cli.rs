@@ -168,3 +168,25 @@ fn the_probe_is_json_on_request() {
     assert_eq!(whats[..2], ["syscall", "int 0x80"], "{probe}");
     assert!(rows.iter().all(|r| ["architectural", "recovered"].contains(&r["delivery"].as_str().unwrap())), "{probe}");
 }
+
+#[test]
+fn none_runs_no_program_and_takes_none() {
+    for args in [
+        &["run", "--none", "hello"][..],
+        &["run", "--none", "--program", "/bin/true"],
+        &["export", "--none", "hello", "--dir", "/tmp"],
+    ] {
+        let out = lde(args);
+        assert_eq!(out.status, Some(2), "{args:?}: {out:?}");
+        assert!(one_line(&out.stderr).contains("'--none' cannot be used with"), "{args:?}: {}", out.stderr);
+    }
+    let dir = std::env::temp_dir().join(format!("lde-cli-none-{}", std::process::id()));
+    let out = lde(&["export", "--none", "--timer-hz", "0", "--dir", dir.to_str().unwrap()]);
+    assert_eq!(out.status, Some(0), "{out:?}");
+    let cmdline = std::fs::read_to_string(dir.join("cmdline")).unwrap();
+    let initrd = std::fs::read(dir.join("initrd.cpio")).unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(cmdline, "lde.hz=0 lde.timer=periodic lde.slice=1");
+    assert!(initrd.starts_with(b"070701") && initrd.windows(10).any(|w| w == b"TRAILER!!!"), "an empty archive");
+    assert!(initrd.len() < 512, "no program in it: {} bytes", initrd.len());
+}

@@ -172,9 +172,16 @@ fn arguments_reach_the_program() {
     for host in hosts("arguments_reach_the_program") {
         let out = host.run(&["calls 7"]);
         assert!(out.stdout.contains("calls: 7 getpid via syscall and 7 via int 0x80"), "{host:?}: {out:?}");
-        let out = host.run(&["calls seven"]);
-        assert!(out.lines().contains(&"usage: calls [N]"), "{host:?}: {out:?}");
-        assert_eq!(out.status, Some(1), "{host:?}");
+        let out = host.run(&["calls 5 int80 null"]);
+        assert!(out.lines().contains(&"calls: 5 null via int 0x80 (pid 1), 0 wrong"), "{host:?}: {out:?}");
+        let calls = stats(&out, "calls");
+        assert_eq!((calls["null"], calls["getpid"]), (5, 1), "{host:?}: {out:?}");
+        for bad in ["calls seven", "calls 5 sysenter", "calls 5 syscall open"] {
+            let out = host.run(&[bad]);
+            let usage = "usage: calls [N [syscall|int80|both [getpid|null]]]";
+            assert!(out.lines().contains(&usage), "{host:?} {bad}: {out:?}");
+            assert_eq!(out.status, Some(1), "{host:?}");
+        }
     }
 }
 

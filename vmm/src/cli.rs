@@ -61,11 +61,17 @@ pub enum Command {
     Stats(StatsArgs),
     /// Measure what each crossing costs on this host: system calls through both doors,
     /// exceptions, timer ticks, context switches, VM exits (ring-3 microbenchmarks in the guest,
-    /// and two host references).
+    /// and two host references), and what booting costs.
     ///
     /// Prints a table of min, median and p99 in TSC cycles and ns, with the path each operation
-    /// took (architectural or recovered) and the host's facts. Exits 1 when --baseline is given
-    /// and a median got worse than --max-regression allows.
+    /// took (architectural or recovered) and the host's facts. Where KVM emulates guest ring 0
+    /// (PVM) it also counts the kernel's emulated instructions (KVM's insn_emulation) per
+    /// operation for syscall-null, int80-null, timer-tick and switch-cr3 (elsewhere: n/a). The
+    /// boot rows (boot-empty: nothing to run; boot-hello) boot several times in turn and give
+    /// emulated instructions, VM exits to lde and wall time at the kernel's banner, its first
+    /// entry to ring 3 and shutdown. Exits 1 when --baseline is given and a median got worse
+    /// than --max-regression allows, or when --insn-baseline is given and an instruction count
+    /// grew beyond its margin or fell far below it (a stale baseline).
     Bench(BenchArgs),
     /// Print a shell completion script for lde.
     ///
@@ -98,9 +104,28 @@ pub struct BenchArgs {
     /// With --baseline: the largest slowdown of a median, in percent, that still passes.
     #[arg(long, value_name = "PCT", default_value_t = 10.0, requires = "baseline")]
     pub max_regression: f64,
-    /// Run only the measurements whose name contains NAME (repeatable).
+    /// Run only the measurements whose name contains NAME (repeatable); the boot rows are
+    /// boot-empty and boot-hello.
     #[arg(long, value_name = "NAME")]
     pub filter: Vec<String>,
+    /// Only the instruction counts (per operation and the boot rows), no cycle measurement: a
+    /// few seconds.
+    #[arg(long)]
+    pub insns: bool,
+    /// Boots of each boot row, in turn (the wall times are their medians), 1 to 101.
+    #[arg(long, value_name = "N", default_value_t = lde::bench::DEFAULT_BOOTS,
+          value_parser = clap::value_parser!(u32).range(1..=101))]
+    pub boots: u32,
+    /// Check the instruction counts against a baseline written by --write-insn-baseline for
+    /// this kind of host: exits 1 when one grew by more than 2 % (or twice the spread of its
+    /// boots; per operation: or 3 instructions) or, where it is exact, fell more than 10 %
+    /// below it (a stale baseline).
+    #[arg(long, value_name = "FILE.json")]
+    pub insn_baseline: Option<PathBuf>,
+    /// Write the instruction counts measured as a baseline for this kind of host (refused
+    /// where KVM does not count the kernel's instructions); on an idle machine.
+    #[arg(long, value_name = "FILE.json")]
+    pub write_insn_baseline: Option<PathBuf>,
     /// The KVM device to open.
     #[arg(long, value_name = "PATH", default_value = "/dev/kvm")]
     pub kvm_device: PathBuf,
@@ -110,7 +135,7 @@ pub struct BenchArgs {
     /// Measure nothing: print the --json files of several hosts side by side (each row's
     /// median in cycles and ns per host, labelled by kind of KVM and CPU).
     #[arg(long, value_name = "FILE.json", num_args = 2..,
-          conflicts_with_all = ["json", "histogram", "baseline", "filter"])]
+          conflicts_with_all = ["json", "histogram", "baseline", "filter", "insns", "insn_baseline", "write_insn_baseline"])]
     pub compare: Vec<PathBuf>,
     /// With --compare: also draw the comparison as SVG.
     #[arg(long, value_name = "FILE.svg", requires = "compare")]
@@ -166,9 +191,13 @@ pub struct ExportArgs {
 #[derive(Args)]
 pub struct ProgramArgs {
     /// Programs to run, each a built-in name with its arguments as one word ('counter 5000');
-    /// none: a short demo (hello). `lde run --list` lists the built-in programs.
+    /// none: a short demo (hello), unless --none. `lde run --list` lists the built-in programs.
     #[arg(value_name = "PROGRAM")]
     pub programs: Vec<String>,
+    /// Run no program at all: the kernel boots, says it has nothing to run and shuts down with
+    /// code 0 (an empty initrd, no `lde.run=` word). Not with PROGRAM or --program.
+    #[arg(long, conflicts_with_all = ["programs", "own"])]
+    pub none: bool,
     /// Also run this ELF file of your own: static, not position-independent, linked at
     /// 0x8000000000 (examples/ in the source has a C and a Rust recipe). Named after its file
     /// name; repeatable.
@@ -347,6 +376,21 @@ mod tests {
         }
         let export = command.find_subcommand_mut("export").expect("export exists").render_long_help().to_string();
         assert!(!export.contains("See --list") && export.contains("`lde run --list`"), "{export}");
+    }
+
+    #[test]
+    fn bench_help_states_the_instruction_margins() {
+        use lde::bench::insn_baseline::{GROWTH_PERCENT, PER_OP_SLACK, STALE_PERCENT};
+        let mut command = Cli::command();
+        let help = command.find_subcommand_mut("bench").expect("bench exists").render_long_help().to_string();
+        let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        for margin in [
+            format!("grew by more than {GROWTH_PERCENT} %"),
+            format!("or {PER_OP_SLACK} instructions"),
+            format!("fell more than {STALE_PERCENT} % below"),
+        ] {
+            assert!(help.contains(&margin), "{margin} in:\n{help}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use kvm_ioctls::VcpuExit;
 use lde_abi::ports::{
-    BENCH_PORT, CONSOLE_PORT, INPUT_ENDED, INPUT_OPEN, INPUT_STATUS_PORT, SERIAL_PORT, SERIAL_PORT_SIZE,
+    BENCH_PORT, CONSOLE_PORT, INPUT_ENDED, INPUT_OPEN, INPUT_STATUS_PORT, MILESTONE_PORT, SERIAL_PORT, SERIAL_PORT_SIZE,
 };
 
 use crate::devices::exit_port::ExitRequest;
@@ -63,6 +63,9 @@ pub struct ExitCounts {
     pub other: AtomicU64,
     /// Writes to the bench port (counted in `io_out` too).
     pub bench: AtomicU64,
+    /// Writes to the milestone port, whatever their value (counted in `io_out` too; an exit
+    /// hook such as `observe::milestones` reads what they mean).
+    pub milestones: AtomicU64,
 }
 
 /// A copy of [`ExitCounts`] at one moment.
@@ -118,6 +121,10 @@ pub fn handle_exit(exit: VcpuExit, devices: &mut Devices, counts: &ExitCounts) -
             }
             if port == BENCH_PORT {
                 counts.bench.fetch_add(1, Relaxed);
+                return Action::Continue;
+            }
+            if port == MILESTONE_PORT {
+                counts.milestones.fetch_add(1, Relaxed);
                 return Action::Continue;
             }
             if ExitPort::claims(port) {
@@ -244,6 +251,17 @@ mod tests {
         assert_eq!(handle_exit(VcpuExit::MmioRead(0xd000_0000, &mut word), &mut dev, &counts), Action::Continue);
         assert_eq!(word, [0xff; 4]);
         assert_eq!(handle_exit(VcpuExit::IoOut(0x80, &[1]), &mut dev, &counts), Action::Continue);
+    }
+
+    #[test]
+    fn milestone_writes_are_counted_whatever_their_value() {
+        let (mut dev, _) = devices();
+        let counts = ExitCounts::default();
+        for data in [&[1u8][..], &[2], &[0xff], &[7, 7, 7, 7], &[]] {
+            assert_eq!(handle_exit(VcpuExit::IoOut(MILESTONE_PORT, data), &mut dev, &counts), Action::Continue);
+        }
+        assert_eq!(counts.milestones.load(Relaxed), 5);
+        assert_eq!(counts.totals().io_out, 5);
     }
 
     #[test]

@@ -94,6 +94,14 @@ pub struct Programs {
     pub cmdline: String,
 }
 
+impl Programs {
+    /// Nothing to run (`lde run --none`): an archive with no file and no `lde.run=` word; the
+    /// kernel boots and shuts down with code 0.
+    pub fn none() -> Programs {
+        Programs { initrd: archive(&[]), cmdline: String::new() }
+    }
+}
+
 /// Puts together the programs for `specs` (`name arg…`, built-in or one of `own`); each of
 /// `own` that no spec names runs too, without arguments. No specs and no `own`: the demo set.
 pub fn prepare(specs: &[String], own: Vec<File>) -> Result<Programs, Error> {
@@ -169,6 +177,8 @@ mod tests {
         assert!(matches!(prepare(&["nope".into()], vec![]), Err(Error::UnknownProgram(n)) if n == "nope"));
         let demo = prepare(&[], vec![]).unwrap();
         assert_eq!(demo.cmdline, "lde.run=hello");
+        let none = Programs::none();
+        assert_eq!((none.cmdline.as_str(), cpio::entries(&none.initrd).count()), ("", 0));
     }
 
     #[test]

@@ -100,8 +100,9 @@ const COMMON: &[libc::c_long] = &[
 fn specific(thread: Thread) -> (&'static [libc::c_long], &'static [u64]) {
     match thread {
         Thread::Vcpu => (
-            // rt_sigreturn: the return from the kick handler that interrupts KVM_RUN.
-            &[libc::SYS_rt_sigreturn],
+            // rt_sigreturn: the return from the kick handler that interrupts KVM_RUN; pread64:
+            // KVM's binary statistics, read by an exit hook at a boot milestone.
+            &[libc::SYS_rt_sigreturn, libc::SYS_pread64],
             &[request::KVM_RUN, request::KVM_GET_REGS, request::KVM_GET_SREGS, request::TCSETS, request::TCGETS],
         ),
         Thread::GdbVcpu => (

@@ -79,9 +79,13 @@ pub fn setup_pvh(kvm: &Kvm, vcpu: &VcpuFd, boot: BootEntry) -> Result<(), kvm_io
 
 /// Sees every VM exit before it is handled, with the host TSC cycles of the `KVM_RUN` call that
 /// ended in it (guest entry, guest work, exit back to lde). `lde bench` times port writes with
-/// one; a run without a hook pays nothing for it.
+/// one and notes boot milestones with another; a run without a hook pays nothing for it.
 pub trait ExitHook: Send {
     fn after_exit(&mut self, exit: &VcpuExit<'_>, cycles: u64);
+
+    /// Called once before the vCPU first runs, where KVM offers the vCPU's statistics: a hook
+    /// may read them at an exit, while the vCPU is stopped.
+    fn attach_kvm_stats(&mut self, _stats: std::sync::Arc<crate::observe::kvm_stats::KvmStats>) {}
 }
 
 /// Runs the vCPU until the guest exits, crashes, or `stop` is set.

@@ -144,36 +144,32 @@ mod tests {
     use crate::bench::output::{BenchHost, Measurement};
 
     fn report(kvm: &str, rows: &[(&str, u64)]) -> BenchReport {
-        BenchReport {
-            schema: crate::bench::SCHEMA.into(),
-            lde_version: "0.1.0".into(),
-            host: BenchHost {
-                kvm: kvm.into(),
-                kvm_description: String::new(),
-                cpu_model: "CPU".into(),
-                tsc_khz: Some(1_000_000),
-            },
-            tsc_hz: 1_000_000_000,
-            results: rows
-                .iter()
-                .map(|&(name, median)| Measurement {
-                    name: name.into(),
-                    description: String::new(),
-                    path: String::new(),
-                    samples: 1,
-                    per_sample: 1,
-                    min_cycles: median,
-                    median_cycles: median,
-                    p99_cycles: median,
-                    mean_cycles: median,
-                    min_ns: median as f64,
-                    median_ns: median as f64,
-                    p99_ns: median as f64,
-                    timer_hz: None,
-                    histogram: vec![(median, 1)],
-                })
-                .collect(),
-        }
+        let host = BenchHost {
+            kvm: kvm.into(),
+            kvm_description: String::new(),
+            cpu_model: "CPU".into(),
+            tsc_khz: Some(1_000_000),
+        };
+        let results = rows
+            .iter()
+            .map(|&(name, median)| Measurement {
+                name: name.into(),
+                description: String::new(),
+                path: String::new(),
+                samples: 1,
+                per_sample: 1,
+                min_cycles: median,
+                median_cycles: median,
+                p99_cycles: median,
+                mean_cycles: median,
+                min_ns: median as f64,
+                median_ns: median as f64,
+                p99_ns: median as f64,
+                timer_hz: None,
+                histogram: vec![(median, 1)],
+            })
+            .collect();
+        BenchReport::new(host, 1_000_000_000, results)
     }
 
     #[test]

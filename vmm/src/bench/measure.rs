@@ -7,10 +7,13 @@ use std::sync::{Arc, Mutex};
 
 use lde_abi::ports::BENCH_PORT;
 
+use std::time::Instant;
+
 use super::{BenchConfig, Doors, Error};
 use crate::devices::serial::SharedBuffer;
+use crate::initrd::Programs;
 use crate::vcpu::ExitHook;
-use crate::{Outcome, RunConfig};
+use crate::{Outcome, RunConfig, RunReport};
 
 fn host_rdtsc() -> u64 {
     // SAFETY: lfence and rdtsc only order and read.
@@ -116,6 +119,58 @@ pub(super) struct GuestRun {
     pub(super) tsc_khz: Option<u32>,
 }
 
+/// One boot of the built-in kernel for `lde bench`.
+pub(super) struct Boot<'a> {
+    pub(super) programs: Programs,
+    /// The timer rate (0: no timer).
+    pub(super) hz: u32,
+    /// More kernel command-line words.
+    pub(super) extra: &'a str,
+    /// Where the serial output goes; it must also reach `transcript`.
+    pub(super) console: Box<dyn Write + Send>,
+    pub(super) transcript: SharedBuffer,
+    pub(super) hook: Option<Box<dyn ExitHook>>,
+    /// When the run starts (what an exit hook measures from).
+    pub(super) started: Instant,
+}
+
+impl Boot<'_> {
+    /// A boot whose serial output is only kept.
+    pub(super) fn quiet(programs: Programs, hz: u32) -> Boot<'static> {
+        let transcript = SharedBuffer::default();
+        let console = Box::new(transcript.clone());
+        Boot { programs, hz, extra: "", console, transcript, hook: None, started: Instant::now() }
+    }
+
+    /// Runs it; the guest must shut down with code 0. Returns the run and its transcript.
+    pub(super) fn run(self, config: &BenchConfig) -> Result<(RunReport, String), Error> {
+        let cmdline =
+            format!("{} lde.hz={} lde.timer=periodic lde.slice=1 {}", self.programs.cmdline, self.hz, self.extra);
+        let mut run_config = RunConfig::unattended(
+            cmdline.trim().to_string(),
+            self.programs.initrd,
+            self.console,
+            config.timeout,
+            config.kvm_device.clone(),
+            config.host.clone(),
+        );
+        run_config.started = self.started;
+        run_config.exit_hook = self.hook;
+        let run = crate::run(run_config)?;
+        let transcript = String::from_utf8_lossy(&self.transcript.0.lock().expect("buffer lock poisoned")).into_owned();
+        match &run.outcome {
+            Outcome::GuestExit(0) => Ok((run, transcript)),
+            other => {
+                let tail: Vec<&str> = transcript.lines().rev().take(5).collect();
+                Err(Error::Guest(format!(
+                    "{other:?}; last output: {}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                )))
+            }
+        }
+    }
+}
+
 /// Boots the guest once with `bench NAMES…` at `hz`.
 pub(super) fn guest_run(
     names: &[&str],
@@ -126,37 +181,22 @@ pub(super) fn guest_run(
 ) -> Result<GuestRun, Error> {
     let spec = std::iter::once("bench").chain(names.iter().copied()).collect::<Vec<_>>().join(" ");
     let programs = crate::initrd::prepare(&[spec], Vec::new())?;
-    let buffer = SharedBuffer::default();
+    let transcript = SharedBuffer::default();
     let progress = Progress {
-        buffer: buffer.clone(),
+        buffer: transcript.clone(),
         line: Vec::new(),
         rows: rows.to_vec(),
         done: done.clone(),
         quiet: config.quiet,
     };
     let samples = BenchPortRoundTrips::default();
-    let cmdline = format!("{} lde.hz={hz} lde.timer=periodic lde.slice=1", programs.cmdline);
-    let mut run_config = RunConfig::unattended(
-        cmdline,
-        programs.initrd,
-        Box::new(progress),
-        config.timeout,
-        config.kvm_device.clone(),
-        config.host.clone(),
-    );
-    run_config.exit_hook = Some(Box::new(samples.clone()));
-    let run = crate::run(run_config)?;
-    let transcript = String::from_utf8_lossy(&buffer.0.lock().expect("buffer lock poisoned")).into_owned();
-    match &run.outcome {
-        Outcome::GuestExit(0) => {}
-        other => {
-            let tail: Vec<&str> = transcript.lines().rev().take(5).collect();
-            return Err(Error::Guest(format!(
-                "{other:?}; last output: {}",
-                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-            )));
-        }
-    }
+    let boot = Boot {
+        console: Box::new(progress),
+        transcript,
+        hook: Some(Box::new(samples.clone())),
+        ..Boot::quiet(programs, hz)
+    };
+    let (run, transcript) = boot.run(config)?;
     let doors = run.stats().map(|p| (p.syscall_arch, p.syscall_recovered, p.int80_arch, p.int80_recovered));
     Ok(GuestRun { transcript, doors, kvm_run: samples.take(), tsc_khz: run.tsc_khz })
 }

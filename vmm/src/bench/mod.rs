@@ -2,14 +2,20 @@
 //! program, in the manner of kvm-unit-tests' x86/vmexit.c), plus two host references measured
 //! by lde itself, reported with the path each operation actually took and the host's facts.
 //!
+//! Where KVM counts the kernel's instructions (PVM), it also counts them: per operation for
+//! some rows, and from power-on to the boot milestones for the empty kernel and `hello`.
+//!
 //! This file is the catalogue of measurements and the sequence of a bench run;
-//! `measure.rs` boots the guest and takes the host samples, `stats.rs` turns samples into
-//! statistics and compares runs, `output.rs` is the report (JSON types, table),
-//! `histogram.rs` draws the SVG histograms, `compare.rs` puts several hosts' results side by
-//! side.
+//! `measure.rs` boots the guest and takes the host samples, `insns.rs` counts instructions and
+//! boots the boot rows, `stats.rs` turns samples into statistics and compares runs,
+//! `output.rs` is the report (JSON types, tables), `histogram.rs` draws the SVG histograms,
+//! `compare.rs` puts several hosts' results side by side, `insn_baseline.rs` keeps instruction
+//! counts in a file and checks a run against it.
 
 mod compare;
 mod histogram;
+pub mod insn_baseline;
+mod insns;
 mod measure;
 mod output;
 mod stats;
@@ -18,7 +24,8 @@ use std::sync::{Arc, Mutex};
 
 pub use compare::{compare_svg, compare_table};
 pub use histogram::histogram_svg;
-pub use output::{table, BenchHost, BenchReport, Measurement};
+pub use insns::{counted as insns_counted, BOOT_ROWS, PER_OP};
+pub use output::{table, BenchHost, BenchReport, BootMilestone, BootRow, Measurement, PerOpInsns};
 pub use stats::{compare, host_mismatch, parse_results, Change, Comparison, GuestResult};
 
 use crate::host::HostInfo;
@@ -27,7 +34,9 @@ use measure::{guest_run, host_syscall_samples};
 use stats::summarize;
 
 /// The value of the JSON's `schema` field.
-pub const SCHEMA: &str = "lde-bench/2";
+pub const SCHEMA: &str = "lde-bench/3";
+/// Boots of each boot row unless told.
+pub const DEFAULT_BOOTS: u32 = 7;
 /// Timer rate while measuring everything but the tick (low, to disturb little).
 pub const QUIET_TIMER_HZ: u32 = 10;
 /// Timer rate while measuring the tick by the gap method (high, so ticks dominate the gaps).
@@ -58,15 +67,17 @@ pub enum Error {
     Programs(#[from] crate::initrd::Error),
     #[error("the benchmark guest did not finish: {0}")]
     Guest(String),
-    #[error("no measurement matches {0:?}; names: {names}", names = MEASUREMENTS.iter().map(|m| m.0).collect::<Vec<_>>().join(", "))]
+    #[error("no measurement matches {0:?}; names: {names}", names = all_names().join(", "))]
     NoMatch(Vec<String>),
+    #[error("no instruction count among {rows}; counted: {names}", rows = .0.join(", "), names = insn_names().join(", "))]
+    NoInsns(Vec<&'static str>),
 }
 
 impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Run(e) => e.exit_code(),
-            Error::Programs(_) | Error::NoMatch(_) => lde_abi::exit::USAGE,
+            Error::Programs(_) | Error::NoMatch(_) | Error::NoInsns(_) => lde_abi::exit::USAGE,
             Error::Guest(_) => lde_abi::exit::GUEST_CRASHED,
         }
     }
@@ -79,28 +90,80 @@ pub struct BenchConfig {
     pub host: HostInfo,
     pub quiet: bool,
     pub timeout: std::time::Duration,
+    /// Only the instruction counts and the boot rows, no cycle measurement.
+    pub insns_only: bool,
+    /// Boots of each boot row.
+    pub boots: u32,
 }
 
 fn selected(filters: &[String], name: &str) -> bool {
     filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
 }
 
+/// Every row's name: the cycle measurements, then the boot rows.
+fn all_names() -> Vec<&'static str> {
+    MEASUREMENTS.iter().map(|m| m.0).chain(BOOT_ROWS.iter().map(|r| r.0)).collect()
+}
+
+/// The rows with instruction counts (`--insns`).
+fn insn_names() -> Vec<&'static str> {
+    PER_OP.iter().map(|m| m.name).chain(BOOT_ROWS.iter().map(|r| r.0)).collect()
+}
+
 /// How a run's system calls arrived: (syscall arch, syscall recovered, int80 arch, int80
 /// recovered).
 pub(crate) type Doors = (u64, u64, u64, u64);
 
-/// The measurements `filters` select (all without filters); an error if none.
-pub fn select(filters: &[String]) -> Result<Vec<&'static str>, Error> {
-    let names: Vec<&str> = MEASUREMENTS.iter().map(|m| m.0).filter(|n| selected(filters, n)).collect();
+/// The rows `filters` select (all without filters), cycle measurements and boot rows, or with
+/// `insns_only` the rows with instruction counts; an error if none.
+pub fn select(filters: &[String], insns_only: bool) -> Result<Vec<&'static str>, Error> {
+    let names: Vec<&str> = all_names().into_iter().filter(|n| selected(filters, n)).collect();
     if names.is_empty() {
         return Err(Error::NoMatch(filters.to_vec()));
+    }
+    if insns_only && !names.iter().any(|n| insn_names().contains(n)) {
+        return Err(Error::NoInsns(names));
     }
     Ok(names)
 }
 
-/// Runs the selected measurements.
+/// Runs the selected measurements: the cycle measurements (unless `insns_only`), the
+/// instruction counts per operation, the boot rows.
 pub fn run(config: BenchConfig) -> Result<BenchReport, Error> {
-    let names = select(&config.filters)?;
+    let selection = select(&config.filters, config.insns_only)?;
+    let mut report = cycles(&config, &selection)?;
+    let counted = insns::counted(config.host.kvm);
+    report.insns_counted = counted.is_ok();
+    let methods: Vec<&insns::PerOpMethod> = PER_OP.iter().filter(|m| selection.contains(&m.name)).collect();
+    for (i, method) in methods.iter().enumerate() {
+        let row = match counted {
+            Ok(()) => {
+                if !config.quiet {
+                    eprintln!("lde: bench insns [{}/{}] {}", i + 1, methods.len(), method.name);
+                }
+                insns::per_op(method, &config)?
+            }
+            Err(why) => insns::per_op_not_counted(method, why),
+        };
+        report.insns_per_op.push(row);
+    }
+    let boot_rows: Vec<&str> = BOOT_ROWS.iter().map(|r| r.0).filter(|n| selection.contains(n)).collect();
+    let total = boot_rows.len() as u32 * config.boots;
+    let mut done = 0;
+    let progress = |name: &str, round: u32| {
+        done += 1;
+        if !config.quiet {
+            eprintln!("lde: bench boot [{done}/{total}] {name} (boot {} of {})", round + 1, config.boots);
+        }
+    };
+    report.boot = insns::boot_rows(&boot_rows, config.boots, &config, progress)?;
+    Ok(report)
+}
+
+/// The cycle measurements among `selection` (none with `insns_only`).
+fn cycles(config: &BenchConfig, selection: &[&'static str]) -> Result<BenchReport, Error> {
+    let cycle_rows = MEASUREMENTS.iter().map(|m| m.0).filter(|n| selection.contains(n) && !config.insns_only);
+    let names: Vec<&'static str> = cycle_rows.collect();
     let in_guest = |n: &&str| !n.starts_with("host-") && *n != "kvm-run";
     let quiet_names: Vec<&str> = names.iter().copied().filter(in_guest).filter(|n| *n != "timer-tick").collect();
     let want_kvm_run = names.contains(&"kvm-run");
@@ -115,14 +178,14 @@ pub fn run(config: BenchConfig) -> Result<BenchReport, Error> {
     let mut kvm_run = Vec::new();
     let mut tsc_khz = None;
     if !first_run.is_empty() {
-        let run = guest_run(&first_run, QUIET_TIMER_HZ, &config, &names, &done)?;
+        let run = guest_run(&first_run, QUIET_TIMER_HZ, config, &names, &done)?;
         guest.extend(parse_results(&run.transcript).into_iter().map(|r| (r, QUIET_TIMER_HZ)));
         doors = run.doors;
         kvm_run = run.kvm_run;
         tsc_khz = run.tsc_khz;
     }
     if names.contains(&"timer-tick") {
-        let run = guest_run(&["timer-tick"], TICK_TIMER_HZ, &config, &names, &done)?;
+        let run = guest_run(&["timer-tick"], TICK_TIMER_HZ, config, &names, &done)?;
         guest.extend(parse_results(&run.transcript).into_iter().map(|r| (r, TICK_TIMER_HZ)));
         tsc_khz = tsc_khz.or(run.tsc_khz);
     }
@@ -170,18 +233,13 @@ pub fn run(config: BenchConfig) -> Result<BenchReport, Error> {
         });
     }
     let host = report::host(&config.host, tsc_khz);
-    Ok(BenchReport {
-        schema: SCHEMA.to_string(),
-        lde_version: env!("CARGO_PKG_VERSION").to_string(),
-        host: BenchHost {
-            kvm: host.kvm.to_string(),
-            kvm_description: host.kvm_description,
-            cpu_model: host.cpu_model,
-            tsc_khz,
-        },
-        tsc_hz,
-        results,
-    })
+    let host = BenchHost {
+        kvm: host.kvm.to_string(),
+        kvm_description: host.kvm_description,
+        cpu_model: host.cpu_model,
+        tsc_khz,
+    };
+    Ok(BenchReport::new(host, tsc_hz, results))
 }
 
 /// The path an operation took, from the guest's counters.

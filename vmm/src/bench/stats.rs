@@ -128,7 +128,6 @@ pub fn host_mismatch(baseline: &BenchReport, kvm: &str, cpu_model: &str) -> Opti
 mod tests {
     use super::*;
     use crate::bench::output::{BenchHost, Measurement};
-    use crate::bench::SCHEMA;
 
     #[test]
     fn parses_result_lines() {
@@ -151,33 +150,25 @@ mod tests {
     }
 
     fn report_with(median: u64) -> BenchReport {
-        BenchReport {
-            schema: SCHEMA.into(),
-            lde_version: "0".into(),
-            host: BenchHost {
-                kvm: "pvm".into(),
-                kvm_description: String::new(),
-                cpu_model: String::new(),
-                tsc_khz: None,
-            },
-            tsc_hz: 0,
-            results: vec![Measurement {
-                name: "cpuid".into(),
-                description: String::new(),
-                path: String::new(),
-                samples: 1,
-                per_sample: 1,
-                min_cycles: 1,
-                median_cycles: median,
-                p99_cycles: 1,
-                mean_cycles: 1,
-                min_ns: 0.0,
-                median_ns: 0.0,
-                p99_ns: 0.0,
-                timer_hz: None,
-                histogram: vec![],
-            }],
-        }
+        let host =
+            BenchHost { kvm: "pvm".into(), kvm_description: String::new(), cpu_model: String::new(), tsc_khz: None };
+        let results = vec![Measurement {
+            name: "cpuid".into(),
+            description: String::new(),
+            path: String::new(),
+            samples: 1,
+            per_sample: 1,
+            min_cycles: 1,
+            median_cycles: median,
+            p99_cycles: 1,
+            mean_cycles: 1,
+            min_ns: 0.0,
+            median_ns: 0.0,
+            p99_ns: 0.0,
+            timer_hz: None,
+            histogram: vec![],
+        }];
+        BenchReport::new(host, 0, results)
     }
 
     #[test]

@@ -1,10 +1,12 @@
-//! `lde bench`: runs the measurements, prints the table, writes --json and --histogram, and
-//! compares the medians with a --baseline.
+//! `lde bench`: runs the measurements, prints the table, writes --json and --histogram,
+//! compares the medians with a --baseline and the instruction counts with an --insn-baseline,
+//! and writes a --write-insn-baseline.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use lde::bench::insn_baseline::{self, InsnBaseline};
 use lde::bench::{BenchConfig, BenchReport};
 use lde::host;
 use lde::output::OutputFile;
@@ -12,12 +14,27 @@ use lde::output::OutputFile;
 use super::Error;
 use crate::cli::BenchArgs;
 
-/// A `--json` file of `lde bench`.
-fn read_report(path: &Path) -> Result<BenchReport, Error> {
+/// A JSON file lde wrote: a `--json` report or an instruction baseline.
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Error> {
     lde::files::read_limited(path, lde::files::TEXT_MAX_SIZE)
         .map_err(|e| e.to_string())
-        .and_then(|text| serde_json::from_slice::<BenchReport>(&text).map_err(|e| e.to_string()))
+        .and_then(|text| serde_json::from_slice::<T>(&text).map_err(|e| e.to_string()))
         .map_err(|e| Error::Baseline(path.to_owned(), e))
+}
+
+/// A `--json` file of `lde bench`.
+fn read_report(path: &Path) -> Result<BenchReport, Error> {
+    read_json(path)
+}
+
+/// An `--insn-baseline` file, of the schema this lde writes.
+fn read_insn_baseline(path: &Path) -> Result<InsnBaseline, Error> {
+    let baseline: InsnBaseline = read_json(path)?;
+    if baseline.schema != insn_baseline::SCHEMA {
+        let why = format!("its schema is {:?}, not {:?}", baseline.schema, insn_baseline::SCHEMA);
+        return Err(Error::Baseline(path.to_owned(), why));
+    }
+    Ok(baseline)
 }
 
 /// `--compare`: the hosts side by side, measuring nothing.
@@ -43,7 +60,8 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode, Error> {
         return compare(&args.compare, args.compare_svg.as_deref());
     }
     let baseline = args.baseline.as_deref().map(read_report).transpose()?;
-    let names = lde::bench::select(&args.filter)?;
+    let insn_baseline = args.insn_baseline.as_deref().map(read_insn_baseline).transpose()?;
+    let names = lde::bench::select(&args.filter, args.insns)?;
     if let (Some(path), Some(baseline)) = (&args.baseline, &baseline) {
         if !baseline.results.iter().any(|b| names.contains(&b.name.as_str())) {
             let why = format!("it has none of the measurements to run ({})", names.join(", "));
@@ -57,7 +75,17 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode, Error> {
     };
     let (json_file, histogram_file) = (create(&args.json), create(&args.histogram));
     let (json_file, histogram_file) = (json_file?, histogram_file?);
+    let insn_baseline_file = create(&args.write_insn_baseline)?;
     let host = host::detect();
+    if let (Some(path), Some(baseline)) = (&args.insn_baseline, &insn_baseline) {
+        if baseline.host_kind != host.kvm.slug() {
+            let why = format!("it holds for {}, this host is {}", baseline.host_kind, host.kvm.slug());
+            return Err(Error::Incomparable(path.clone(), why));
+        }
+    }
+    if let (Some(path), Err(why)) = (&args.write_insn_baseline, lde::bench::insns_counted(host.kvm)) {
+        return Err(Error::Incomparable(path.clone(), format!("no instruction counts to keep: {why}")));
+    }
     // Cycles of another kind of host or another CPU say nothing about this one: refused before
     // measuring (`--compare` puts hosts side by side instead).
     if let (Some(path), Some(baseline)) = (&args.baseline, &baseline) {
@@ -77,6 +105,8 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode, Error> {
         host,
         quiet: args.quiet,
         timeout: Duration::from_secs(300),
+        insns_only: args.insns,
+        boots: args.boots,
     };
     let report = lde::bench::run(config)?;
     print!("{}", lde::bench::table(&report));
@@ -89,10 +119,39 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode, Error> {
         let path = file.path().to_owned();
         file.commit(|out| svg::write(out, &lde::bench::histogram_svg(&report))).map_err(|e| Error::Write(path, e))?;
     }
-    match (&args.baseline, &baseline) {
-        (Some(path), Some(baseline)) => check_baseline(&report, baseline, path, args.max_regression),
-        _ => Ok(ExitCode::SUCCESS),
+    if let (Some(file), Some(path)) = (insn_baseline_file, &args.write_insn_baseline) {
+        let refresh = format!("lde bench --insns --write-insn-baseline {}", path.display());
+        let text = serde_json::to_string_pretty(&insn_baseline::from_report(&report, &refresh))
+            .expect("an instruction baseline serializes");
+        file.commit(|out| out.write_all((text + "\n").as_bytes())).map_err(|e| Error::Write(path.clone(), e))?;
     }
+    let cycles = match (&args.baseline, &baseline) {
+        (Some(path), Some(baseline)) => check_baseline(&report, baseline, path, args.max_regression)?,
+        _ => ExitCode::SUCCESS,
+    };
+    match (&args.insn_baseline, &insn_baseline) {
+        (Some(path), Some(baseline)) if check_insns(&report, baseline, path) => Ok(ExitCode::from(1)),
+        _ => Ok(cycles),
+    }
+}
+
+/// Prints every instruction count compared with the baseline's (stdout: they are results);
+/// true when one failed.
+fn check_insns(report: &BenchReport, baseline: &InsnBaseline, path: &Path) -> bool {
+    let verdicts = insn_baseline::check(baseline, &insn_baseline::counts(report));
+    println!("instruction baseline {}: {} on {}", path.display(), baseline.host_kind, baseline.cpu_model);
+    for v in &verdicts {
+        println!("{}", v.line(&baseline.refresh));
+    }
+    let failed = verdicts.iter().filter(|v| v.failed()).count();
+    println!(
+        "compared {} instruction count(s) with the baseline: {failed} failed (growth allowed: {}%, per operation at least {} instructions; stale below -{}% where the boots agreed)",
+        verdicts.len(),
+        insn_baseline::GROWTH_PERCENT,
+        insn_baseline::PER_OP_SLACK,
+        insn_baseline::STALE_PERCENT
+    );
+    failed > 0
 }
 
 /// Prints every median compared with the baseline's (stdout: they are results) and fails when

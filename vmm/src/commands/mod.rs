@@ -79,7 +79,10 @@ impl Error {
 /// within the command line's limit.
 fn prepare_programs(programs: &ProgramArgs, extra: &str) -> Result<(Vec<u8>, String), Error> {
     let own = programs.own.iter().map(|p| lde::initrd::read_program(p)).collect::<Result<Vec<_>, _>>()?;
-    let prepared = lde::initrd::prepare(&programs.programs, own)?;
+    let prepared = match programs.none {
+        true => lde::initrd::Programs::none(),
+        false => lde::initrd::prepare(&programs.programs, own)?,
+    };
     let mode = match programs.timer_mode {
         TimerMode::Periodic => "periodic",
         TimerMode::Deadline => "deadline",

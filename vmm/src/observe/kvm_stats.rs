@@ -65,14 +65,17 @@ impl KvmStats {
 
     /// Every statistic's current value (a histogram's buckets summed).
     pub fn read(&self) -> BTreeMap<String, u64> {
-        let mut out = BTreeMap::new();
-        for (name, offset, size) in &self.descs {
-            let mut buf = vec![0u8; usize::from(*size) * 8];
-            if self.file.read_exact_at(&mut buf, self.data_offset + u64::from(*offset)).is_ok() {
-                let sum = buf.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).sum();
-                out.insert(name.clone(), sum);
-            }
-        }
-        out
+        self.descs.iter().filter_map(|d| Some((d.0.clone(), self.value_of(d)?))).collect()
+    }
+
+    /// One statistic's current value (one `pread`), if this KVM offers it.
+    pub fn value(&self, name: &str) -> Option<u64> {
+        self.descs.iter().find(|d| d.0 == name).and_then(|d| self.value_of(d))
+    }
+
+    fn value_of(&self, (_, offset, size): &(String, u32, u16)) -> Option<u64> {
+        let mut buf = vec![0u8; usize::from(*size) * 8];
+        self.file.read_exact_at(&mut buf, self.data_offset + u64::from(*offset)).ok()?;
+        Some(buf.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).sum())
     }
 }

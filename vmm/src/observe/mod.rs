@@ -3,11 +3,12 @@
 //! the live table, the JSON report, the timeline and the end-of-run summary.
 //!
 //! Reading: [`stats`] (the stats page, over the protocol in `lde_abi::stats::protocol`),
-//! [`kvm_stats`] (KVM_GET_STATS_FD). Following: [`recorder`] (every event and ended process of a
+//! [`kvm_stats`] (KVM_GET_STATS_FD), [`milestones`] (boot milestones, an exit hook). Following: [`recorder`] (every event and ended process of a
 //! run), [`monitor`] (the poller and the `--api-sock` server). Saying: [`report`] (JSON),
 //! [`watch`] (`--watch`), [`timeline`] (SVG), [`summary`] (the closing lines).
 
 pub mod kvm_stats;
+pub mod milestones;
 pub mod monitor;
 pub mod recorder;
 pub mod report;

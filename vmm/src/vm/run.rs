@@ -78,6 +78,9 @@ impl Vm {
         let block_irq = block_irq_in_steps(&_vm);
         let ring3_blind = host.kvm == crate::host::KvmKind::Pvm;
 
+        if let (Some(hook), Some(stats)) = (exit_hook.as_deref_mut(), &kvm_stats) {
+            hook.attach_kvm_stats(stats.clone());
+        }
         let input_status = InputStatus::default();
         let stop = Arc::new(AtomicBool::new(false));
         let vcpu_done = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| Error::Host("eventfd", e))?;
