@@ -140,6 +140,42 @@ impl Door {
         }
         ret
     }
+
+    /// As [`Door::call`], with `flags` set in RFLAGS across the door (for the tests of what a
+    /// hostile RFLAGS does to the kernel); returns the result and RFLAGS right after the door.
+    pub fn call_with_rflags(self, flags: u64, number: u64, a: [u64; 6]) -> (i64, u64) {
+        let (ret, after): (i64, u64);
+        match self {
+            // SAFETY: sets `flags`, makes the system call (number in rax, arguments in rdi, rsi,
+            // rdx, r10, r8, r9; `syscall` changes rcx and r11), reads RFLAGS, then clears the
+            // flags before any compiled code runs. The pushes and pops balance.
+            Door::Syscall => unsafe {
+                asm!(
+                    "pushfq", "or qword ptr [rsp], {flags}", "popfq",
+                    "syscall",
+                    "pushfq", "pop {after}",
+                    "push {after}", "and qword ptr [rsp], {keep}", "popfq",
+                    flags = in(reg) flags, keep = in(reg) !flags, after = out(reg) after,
+                    inlateout("rax") number as i64 => ret,
+                    in("rdi") a[0], in("rsi") a[1], in("rdx") a[2], in("r10") a[3], in("r8") a[4], in("r9") a[5],
+                    lateout("rcx") _, lateout("r11") _,
+                );
+            },
+            // SAFETY: as above; `int 0x80` preserves every register but rax.
+            Door::Int80 => unsafe {
+                asm!(
+                    "pushfq", "or qword ptr [rsp], {flags}", "popfq",
+                    "int 0x80",
+                    "pushfq", "pop {after}",
+                    "push {after}", "and qword ptr [rsp], {keep}", "popfq",
+                    flags = in(reg) flags, keep = in(reg) !flags, after = out(reg) after,
+                    inlateout("rax") number as i64 => ret,
+                    in("rdi") a[0], in("rsi") a[1], in("rdx") a[2], in("r10") a[3], in("r8") a[4], in("r9") a[5],
+                );
+            },
+        }
+        (ret, after)
+    }
 }
 
 /// `write(fd, buf)` through `syscall`.

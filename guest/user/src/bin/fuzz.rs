@@ -13,8 +13,6 @@
 #![no_std]
 #![no_main]
 
-use core::arch::asm;
-
 use lde_abi::syscall::{EAGAIN, EBADF, EFAULT, EINVAL, ENOENT, ENOEXEC, ENOMEM, ENOSYS, SLEEP_MAX_MS, WRITE_MAX};
 use lde_abi::user::{USER_BASE, USER_END};
 use lde_user::{getpid, nr, println, Args, Door, Rng};
@@ -59,42 +57,6 @@ fn value(rng: &mut Rng) -> u64 {
 /// Specs `spawn` may get besides random memory: one that runs, and ones it must refuse.
 const SPECS: [&[u8]; 6] =
     [b"hello", b"", b"   ", b"no-such-program", b"hello \xff\xfe", b"a b c d e f g h i j k l m n o p q"];
-
-/// Makes call `number` with `args` through `door` with `flags` set in RFLAGS; returns the
-/// result and RFLAGS right after the door.
-fn call(door: Door, flags: u64, number: u64, a: [u64; 6]) -> (i64, u64) {
-    let (ret, after): (i64, u64);
-    match door {
-        // SAFETY: sets `flags`, makes the system call (number in rax, arguments in rdi, rsi,
-        // rdx, r10, r8, r9; `syscall` changes rcx and r11), reads RFLAGS, then clears the flags
-        // before any compiled code runs. The pushes and pops balance.
-        Door::Syscall => unsafe {
-            asm!(
-                "pushfq", "or qword ptr [rsp], {flags}", "popfq",
-                "syscall",
-                "pushfq", "pop {after}",
-                "push {after}", "and qword ptr [rsp], {keep}", "popfq",
-                flags = in(reg) flags, keep = in(reg) !flags, after = out(reg) after,
-                inlateout("rax") number as i64 => ret,
-                in("rdi") a[0], in("rsi") a[1], in("rdx") a[2], in("r10") a[3], in("r8") a[4], in("r9") a[5],
-                lateout("rcx") _, lateout("r11") _,
-            );
-        },
-        // SAFETY: as above; `int 0x80` preserves every register but rax.
-        Door::Int80 => unsafe {
-            asm!(
-                "pushfq", "or qword ptr [rsp], {flags}", "popfq",
-                "int 0x80",
-                "pushfq", "pop {after}",
-                "push {after}", "and qword ptr [rsp], {keep}", "popfq",
-                flags = in(reg) flags, keep = in(reg) !flags, after = out(reg) after,
-                inlateout("rax") number as i64 => ret,
-                in("rdi") a[0], in("rsi") a[1], in("rdx") a[2], in("r10") a[3], in("r8") a[4], in("r9") a[5],
-            );
-        },
-    }
-    (ret, after)
-}
 
 /// Changes the arguments of calls that would end, stall, block or flood the fuzzer.
 fn tame(rng: &mut Rng, number: u64, a: &mut [u64; 6]) {
@@ -147,7 +109,7 @@ fn main(args: Args) -> i32 {
         tame(&mut rng, number, &mut a);
         let door = if rng.next_u64().is_multiple_of(2) { Door::Syscall } else { Door::Int80 };
         let flags = rng.next_u64() & (DF | AC | NT);
-        let (r, after) = call(door, flags, number, a);
+        let (r, after) = door.call_with_rflags(flags, number, a);
         if r < 0 {
             errors += 1;
         } else if number == nr::SPAWN {

@@ -14,7 +14,7 @@
 
 use core::arch::asm;
 
-use lde_user::{nr, println, Args};
+use lde_user::{nr, println, Args, Door};
 
 const DF: u64 = 1 << 10;
 const AC: u64 = 1 << 18;
@@ -23,55 +23,18 @@ const NT: u64 = 1 << 14;
 
 const SPEC: &[u8] = b"hello";
 
-/// `spawn("hello")` through `syscall` with `flag` set in RFLAGS; returns (result, RFLAGS seen
-/// right after the call).
-fn spawn_via_syscall(flag: u64) -> (i64, u64) {
-    let (ret, after): (i64, u64);
-    // SAFETY: sets `flag`, makes the system call (number in rax, arguments in rdi and rsi; rcx
-    // and r11 are changed by `syscall`), reads RFLAGS, then clears the flag again before any
-    // compiled code runs. The stack is used only by the pushes and pops, balanced.
-    unsafe {
-        asm!(
-            "pushfq", "or qword ptr [rsp], {flag}", "popfq",
-            "syscall",
-            "pushfq", "pop {after}",
-            "push {after}", "and qword ptr [rsp], {keep}", "popfq",
-            flag = in(reg) flag,
-            keep = in(reg) !flag,
-            after = out(reg) after,
-            inlateout("rax") nr::SPAWN as i64 => ret,
-            in("rdi") SPEC.as_ptr(), in("rsi") SPEC.len(),
-            lateout("rcx") _, lateout("r11") _,
-        );
-    }
-    (ret, after)
-}
-
-/// As [`spawn_via_syscall`], through `int 0x80`.
-fn spawn_via_int80(flag: u64) -> (i64, u64) {
-    let (ret, after): (i64, u64);
-    // SAFETY: as in spawn_via_syscall; `int 0x80` preserves every register but rax.
-    unsafe {
-        asm!(
-            "pushfq", "or qword ptr [rsp], {flag}", "popfq",
-            "int 0x80",
-            "pushfq", "pop {after}",
-            "push {after}", "and qword ptr [rsp], {keep}", "popfq",
-            flag = in(reg) flag,
-            keep = in(reg) !flag,
-            after = out(reg) after,
-            inlateout("rax") nr::SPAWN as i64 => ret,
-            in("rdi") SPEC.as_ptr(), in("rsi") SPEC.len(),
-        );
-    }
-    (ret, after)
+/// `spawn("hello")` through `door` with `flag` set in RFLAGS; returns (result, RFLAGS seen right
+/// after the call).
+fn spawn_via(door: Door, flag: u64) -> (i64, u64) {
+    door.call_with_rflags(flag, nr::SPAWN, [SPEC.as_ptr() as u64, SPEC.len() as u64, 0, 0, 0, 0])
 }
 
 /// Sets `flag` and reads RFLAGS back without entering the kernel: whether ring 3 can set it
 /// at all on this host (the control for the doors).
 fn set_only(flag: u64) -> (i64, u64) {
     let after: u64;
-    // SAFETY: as in spawn_via_syscall, without the system call.
+    // SAFETY: sets `flag`, reads RFLAGS back and clears the flag again before any compiled code
+    // runs; the pushes and pops balance.
     unsafe {
         asm!(
             "pushfq", "or qword ptr [rsp], {flag}", "popfq",
@@ -133,8 +96,8 @@ fn main(args: Args) -> i32 {
     };
     let (ret, after) = match entry {
         "none" => set_only(flag),
-        "syscall" => spawn_via_syscall(flag),
-        "int80" => spawn_via_int80(flag),
+        "syscall" => spawn_via(Door::Syscall, flag),
+        "int80" => spawn_via(Door::Int80, flag),
         "fault" => fault(flag),
         "timer" => {
             spin(flag, lde_user::tsc_hz() / 20);
