@@ -85,6 +85,14 @@ impl Kernel {
     pub fn current(&self) -> usize {
         self.procs.current().expect("a process is running")
     }
+
+    /// Charges the TSC cycles from the last entry to ring 3 to `now` to the process in `slot`;
+    /// returns its ring-3 cycles so far.
+    pub fn charge_user_time(&mut self, slot: usize, now: u64) -> u64 {
+        let acct = &mut self.procs.get_mut(slot).acct;
+        acct.user_cycles += now.saturating_sub(self.user_entry_tsc);
+        acct.user_cycles
+    }
 }
 
 /// The kernel's state (see [`Global::with`]).

@@ -44,6 +44,13 @@ pub fn event(page: &mut StatsPage, tsc: u64, kind: u16, pid: u32, arg: u32) {
     page.push_event(tsc, kind, pid as u16, arg);
 }
 
+/// Counts a trap by its vector (the `syscall` pseudo-vector 0x100 has no counter).
+pub fn count_trap(page: &mut StatsPage, vector: u64) {
+    if let Some(n) = page.traps.get_mut(vector as usize) {
+        *n += 1;
+    }
+}
+
 /// Counts a system call by its door.
 pub fn count_arrival(page: &mut StatsPage, arrival: Arrival) {
     match arrival {

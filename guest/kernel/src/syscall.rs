@@ -29,19 +29,13 @@ pub fn dispatch(frame: &mut TrapFrame, arrival: Arrival, vector: u64, now: u64) 
     let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9];
     let pid = KERNEL.with(|k| {
         let slot = k.current();
-        let entered = k.user_entry_tsc;
-        let acct = &mut k.procs.get_mut(slot).acct;
-        acct.user_cycles += now.saturating_sub(entered);
-        let user_cycles = acct.user_cycles;
+        k.hw[slot].user_cycles_at_call = k.charge_user_time(slot, now);
         if number < nr::COUNT {
-            acct.syscalls[number as usize] += 1;
+            k.procs.get_mut(slot).acct.syscalls[number as usize] += 1;
         }
-        k.hw[slot].user_cycles_at_call = user_cycles;
         let pid = k.procs.get(slot).pid;
         stats::update(|page| {
-            if vector < 256 {
-                page.traps[vector as usize] += 1;
-            }
+            stats::count_trap(page, vector);
             stats::count_arrival(page, arrival);
             if number < nr::COUNT {
                 page.calls[number as usize] += 1;

@@ -121,16 +121,14 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
 fn charge_user_time(now: u64) {
     KERNEL.with(|k| {
         if let Some(slot) = k.procs.current() {
-            k.procs.get_mut(slot).acct.user_cycles += now.saturating_sub(k.user_entry_tsc);
+            k.charge_user_time(slot, now);
         }
     });
 }
 
 /// Counts a trap by its vector (system calls are counted with their call).
 fn count_trap(vector: u64) {
-    if vector < 256 {
-        stats::update(|page| page.traps[vector as usize] += 1);
-    }
+    stats::update(|page| stats::count_trap(page, vector));
 }
 
 /// Prepares the way back: the exit instruction, and the time ring 3 is entered.
