@@ -31,7 +31,7 @@ fn fpu_and_sse_registers_survive_hundreds_of_preemptions() {
 
 /// (port, access, allowed): the TSS I/O bitmap opens the bench port (0xf9) to ring 3, one byte
 /// wide, and nothing else.
-const PORTS: [(&str, &str, bool); 12] = [
+const PORTS: [(&str, &str, bool); 15] = [
     ("3f8", "in", false),
     ("3f8", "out", false),
     ("f8", "in", false),
@@ -42,6 +42,11 @@ const PORTS: [(&str, &str, bool); 12] = [
     ("cf8", "out", false),
     ("f9", "in", true),
     ("f9", "out", true),
+    // lde's milestone port, and its console port, whose doorbell would have lde print any guest
+    // memory, the kernel's included.
+    ("fa", "out", false),
+    ("fb", "inl", false),
+    ("fb", "outl", false),
     // Four bytes from 0xf9 include 0xfa–0xfc, which the bitmap denies.
     ("f9", "inl", false),
     ("f9", "outl", false),
