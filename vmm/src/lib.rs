@@ -26,6 +26,7 @@ macro_rules! eprint { ($($t:tt)*) => { $crate::lde_eprint!($($t)*) } }
 
 pub mod bench;
 pub mod boot;
+pub mod cpuid;
 pub mod devices;
 pub mod elf;
 pub mod exit;

@@ -40,10 +40,13 @@ pub enum VcpuEnd {
     GdbFailed(String),
 }
 
-/// Sets CPUID and the PVH entry state: 32-bit protected mode, paging off, flat 4 GiB segments,
+/// Sets CPUID (KVM's, completed by [`crate::cpuid::complete`]) and the PVH entry state: 32-bit protected mode, paging off, flat 4 GiB segments,
 /// `rip` = the PVH entry, `rbx` = the start info (PVH spec, "x86/HVM direct boot ABI").
 pub fn setup_pvh(kvm: &Kvm, vcpu: &VcpuFd, boot: BootEntry) -> Result<(), kvm_ioctls::Error> {
-    let cpuid = kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)?;
+    let mut cpuid = kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)?;
+    let tsc_deadline = kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer);
+    // The table is KVM_MAX_CPUID_ENTRIES long; a full one has no room for the two leaves.
+    crate::cpuid::complete(&mut cpuid, tsc_deadline).map_err(|_| kvm_ioctls::Error::new(libc::E2BIG))?;
     vcpu.set_cpuid2(&cpuid)?;
 
     let mut sregs = vcpu.get_sregs()?;
