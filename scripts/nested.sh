@@ -180,6 +180,7 @@ cat >"$tree/init" <<EOF
 /bin/busybox --install -s /bin
 export PATH=/usr/bin:/bin HOME=/root LDE_HOST=nested
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; mount -t tmpfs tmp /tmp
+mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
 ip link set lo up
 say() { echo "@@$nonce \$*" >/dev/ttyS0; }
 for m in irqbypass kvm kvm-amd; do
@@ -199,7 +200,8 @@ chmod +x "$tree/init"
 
 # --- Boot, and follow the console --------------------------------------------------------------
 mkfifo "$work/stderr.in" "$work/stderr.out"
-cat "$work/stderr.out" >&2 &
+# The work's stderr, a line at a time (a whole line per write, without the tty's \r).
+while IFS= read -r line; do printf '%s\n' "${line//$'\r'/}" >&2; done <"$work/stderr.out" &
 start=$SECONDS
 timeout --kill-after=10 "$time_limit" qemu-system-x86_64 -accel tcg -cpu max -m "$mem" -smp 1 \
     -kernel "$cache/vmlinuz" -initrd "$work/initrd.cpio" \

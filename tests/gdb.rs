@@ -58,7 +58,7 @@ fn kernel_returns(kernel: &Path) -> (u64, u64) {
 /// Starts the stub (lde, or QEMU through scripts/qemu.sh) with `programs`; its port once it waits.
 fn start_stub(host: Host, programs: &[&str]) -> (Child, u16, mpsc::Receiver<String>) {
     let mut cmd = match host {
-        Host::Kvm => {
+        Host::Kvm | Host::Nested => {
             let mut cmd = Command::new(lde_bin());
             cmd.args(["run", "--timeout", "240", "--gdb=127.0.0.1:0"]);
             cmd

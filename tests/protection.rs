@@ -73,7 +73,7 @@ fn smep_and_umip_are_on_where_the_cpu_offers_them_and_hold() {
         // QEMU's `-cpu max` offers both; under KVM the guest sees the host CPU's.
         let (smep, umip) = match host {
             Host::Qemu => (true, true),
-            Host::Kvm => (host_cpu_has("smep"), host_cpu_has("umip")),
+            Host::Kvm | Host::Nested => (host_cpu_has("smep"), host_cpu_has("umip")),
         };
         let out = host.run(&["--cmdline", "lde.test=execute-user"]);
         if smep {

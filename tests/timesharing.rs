@@ -204,7 +204,7 @@ fn a_deadline_timer_preempts_too() {
         // KVM's in-kernel LAPIC offers the TSC deadline (PVM passes the host's CPUID, which has
         // it where /proc/cpuinfo says so); QEMU's TCG does not implement it.
         let offered = match host {
-            Host::Kvm => !host.recovers_doors() || cpu_flag("tsc_deadline_timer"),
+            Host::Kvm | Host::Nested => !host.recovers_doors() || cpu_flag("tsc_deadline_timer"),
             Host::Qemu => false,
         };
         let fallback = out.lines().contains(&"kernel: this CPU offers no TSC-deadline timer; using periodic mode");

@@ -59,6 +59,10 @@ pub fn kvm_available(test: &str) -> bool {
 
 /// Whether QEMU is installed; prints SKIP (or fails under LDE_REQUIRE_QEMU=1) when it is not.
 pub fn qemu_available(test: &str) -> bool {
+    if inside_nested() {
+        skip(test, "QEMU runs outside the nested host");
+        return false;
+    }
     let found = Command::new("qemu-system-x86_64")
         .arg("--version")
         .stdout(Stdio::null())
@@ -149,11 +153,21 @@ pub fn qemu_with_args(extra: &str, args: &[&str]) -> Output {
     run_with_deadline(cmd, Duration::from_secs(300))
 }
 
-/// The two ways to boot the same kernel and programs.
-#[derive(Clone, Copy, Debug)]
+/// The ways to boot the same kernel and programs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Host {
+    /// lde on this machine's /dev/kvm (PVM here, hardware KVM elsewhere).
     Kvm,
+    /// scripts/qemu.sh: QEMU with TCG, the reference for exact x86 behaviour.
     Qemu,
+    /// lde on architectural KVM inside the nested host of scripts/nested.sh (nested SVM under
+    /// QEMU TCG), where the test binaries themselves run (LDE_HOST=nested).
+    Nested,
+}
+
+/// Whether these tests run inside the nested host (scripts/nested.sh sets LDE_HOST=nested).
+pub fn inside_nested() -> bool {
+    std::env::var("LDE_HOST").is_ok_and(|v| v == "nested")
 }
 
 impl Host {
@@ -161,7 +175,7 @@ impl Host {
     /// tests read.
     pub fn run(self, args: &[&str]) -> Output {
         match self {
-            Host::Kvm => {
+            Host::Kvm | Host::Nested => {
                 let mut all = vec!["run", "-q", "--kernel-stats"];
                 all.extend_from_slice(args);
                 lde(&all)
@@ -184,6 +198,13 @@ impl Host {
 /// The hosts available here (each prints SKIP or fails under LDE_REQUIRE_* when missing).
 pub fn hosts(test: &str) -> Vec<Host> {
     let mut hosts = Vec::new();
+    if inside_nested() {
+        // QEMU runs outside, on the machine that runs the nested host.
+        if kvm_available(test) {
+            hosts.push(Host::Nested);
+        }
+        return hosts;
+    }
     if kvm_available(test) {
         hosts.push(Host::Kvm);
     }
