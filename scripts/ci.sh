@@ -2,7 +2,9 @@
 # usage: scripts/ci.sh
 # Installs what the tests need (the x86_64-unknown-none Rust target, QEMU, binutils, GDB), checks
 # formatting and lints of the host and guest crates, and runs every test. Set LDE_REQUIRE_KVM=1
-# and LDE_REQUIRE_QEMU=1 to make tests fail, not skip, when KVM or QEMU is missing.
+# and LDE_REQUIRE_QEMU=1 to make tests fail, not skip, when KVM or QEMU is missing. Then runs the
+# tests of tests/nested.txt on architectural KVM inside the nested host (scripts/nested.sh);
+# LDE_REQUIRE_NESTED=1 makes a nested host that cannot be had a failure instead of a skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +27,7 @@ need_package objdump binutils
 need_package setpriv util-linux
 need_package shellcheck shellcheck
 need_package gdb gdb
+need_package cpio cpio
 
 echo "ci.sh: shell scripts"
 shellcheck scripts/*.sh .ci/run
@@ -41,3 +44,13 @@ cargo clippy --locked --all-targets -- -D warnings
 
 echo "ci.sh: tests"
 cargo test --locked
+
+echo "ci.sh: tests on the nested host (architectural KVM: nested SVM under QEMU TCG)"
+status=0
+scripts/nested.sh --time-limit 600 --tests tests/nested.txt || status=$?
+if [ "$status" = 80 ] && [ "${LDE_REQUIRE_NESTED:-}" != 1 ]; then
+    echo "SKIP nested host: scripts/nested.sh could not prepare it (exit 80)"
+elif [ "$status" != 0 ]; then
+    echo "ci.sh: the tests on the nested host failed (scripts/nested.sh exit $status)" >&2
+    exit "$status"
+fi

@@ -35,7 +35,7 @@ while [ $# -gt 0 ]; do
         --verbose) verbose=1; shift ;;
         --script) mode=script; job_file="${2:?$usage}"; shift 2 ;;
         --tests) mode=tests; job_file="${2:?$usage}"; shift 2 ;;
-        --) mode=command; shift; command_args=("$@"); break ;;
+        --) mode="command"; shift; command_args=("$@"); break ;;
         -h|--help) echo "$usage"; exit 0 ;;
         *) echo "nested.sh: unknown argument '$1'" >&2; echo "$usage" >&2; exit 2 ;;
     esac
@@ -49,6 +49,8 @@ if [ -n "$job_file" ] && [ ! -r "$job_file" ]; then
 fi
 
 root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+. "$root/scripts/lib.sh"
 unavailable() { echo "nested.sh: $*" >&2; exit 80; }
 command -v qemu-system-x86_64 >/dev/null ||
     unavailable "qemu-system-x86_64 not found: install it (apt-get install qemu-system-x86)"
@@ -70,20 +72,21 @@ fetch_packages() {
     [ -n "$image" ] || unavailable "no linux-image-6.1.0-*-cloud-amd64-unsigned package in apt's lists"
     echo "nested.sh: fetching $image, busybox-static, gdb-minimal into $cache (once)" >&2
     local debs="$cache/debs" tree="$cache/tree"
-    rm -rf "$debs" "$tree" && mkdir -p "$debs" "$tree" || unavailable "cannot write $cache"
+    rm -rf "$debs" "$tree"
+    mkdir -p "$debs" "$tree" || unavailable "cannot write $cache"
     (cd "$debs" && apt-get download -q "$image" busybox-static gdb-minimal >/dev/null 2>"$debs/apt.log") ||
         unavailable "apt-get download failed: $(tail -n 1 "$debs/apt.log")"
     for deb in "$debs"/*.deb; do dpkg-deb -x "$deb" "$tree" || unavailable "cannot unpack $deb"; done
     local kdir vmlinuz
     kdir=$(find "$tree/lib/modules" -mindepth 1 -maxdepth 1 -type d | head -n 1)
     vmlinuz=$(find "$tree/boot" -name 'vmlinuz-*' | head -n 1)
-    [ -n "$kdir" ] && [ -n "$vmlinuz" ] || unavailable "$image holds no kernel or modules"
+    if [ -z "$kdir" ] || [ -z "$vmlinuz" ]; then unavailable "$image holds no kernel or modules"; fi
     cp "$vmlinuz" "$cache/vmlinuz" || unavailable "cannot write $cache"
     for m in virt/lib/irqbypass arch/x86/kvm/kvm arch/x86/kvm/kvm-amd; do
         cp "$kdir/kernel/$m.ko" "$cache/" || unavailable "$image has no $m.ko"
     done
-    cp "$tree/bin/busybox" "$cache/busybox" && cp "$tree/usr/bin/gdb" "$cache/gdb" ||
-        unavailable "busybox-static or gdb-minimal holds no binary"
+    cp "$tree/bin/busybox" "$cache/busybox" || unavailable "busybox-static holds no busybox"
+    cp "$tree/usr/bin/gdb" "$cache/gdb" || unavailable "gdb-minimal holds no gdb"
     echo "$image" >"$cache/ready"
     rm -rf "$debs" "$tree"
 }
@@ -95,8 +98,9 @@ flock -u 9
 
 work=$(mktemp -d)
 qemu_pid=""
+# shellcheck disable=SC2317 # run by the EXIT trap
 cleanup() {
-    [ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null
+    if [ -n "$qemu_pid" ]; then kill "$qemu_pid" 2>/dev/null; fi
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -129,14 +133,11 @@ add_libraries() {
 job="$tree/job.sh"
 case "$mode" in
     command)
-        # shellcheck source=scripts/lib.sh
-        . "$root/scripts/lib.sh"
         need_lde "$root"
         add_binary "$lde" /usr/bin/lde
         { echo '#!/bin/sh'; printf '%q ' "${command_args[@]}"; echo; } >"$job"
         ;;
     script)
-        . "$root/scripts/lib.sh"
         need_lde "$root"
         add_binary "$lde" /usr/bin/lde
         cp "$job_file" "$job"
@@ -161,7 +162,7 @@ case "$mode" in
                 echo "echo '## $name $args'; $exe --test-threads=1 $args || failed=1"
             done >>"$job"
         done
-        echo 'exit $failed' >>"$job"
+        echo "exit \$failed" >>"$job"
         [ -x "$lde_debug" ] || unavailable "no lde binary at $lde_debug (cargo build first)"
         add_binary "$lde_debug" "$lde_debug"
         ln -s "$lde_debug" "$tree/usr/bin/lde"
@@ -189,6 +190,15 @@ done
 [ -c /dev/kvm ] || { say "down kvm_amd gave no /dev/kvm"; poweroff -f; }
 # Heartbeats tell, after a time limit, whether this Linux was still alive.
 (n=0; while sleep 10; do n=\$((n + 10)); say "alive \$n"; done) &
+# Past three quarters of the time limit, where every user thread waits says which layer hangs:
+# a vCPU thread inside KVM_RUN (kvm_vcpu_block, svm_vcpu_run) or lde's own loop.
+(sleep $((time_limit * 3 / 4))
+ say "diag still running after $((time_limit * 3 / 4)) s of guest time; where each user thread is:"
+ for t in /proc/[0-9]*/task/[0-9]*; do
+     [ -s "\${t%/task/*}/cmdline" ] || continue
+     say "diag \$t \$(cat \$t/comm) state=\$(cut -d' ' -f3 \$t/stat) wchan=\$(cat \$t/wchan)"
+     head -n 6 \$t/stack 2>/dev/null | while read -r frame; do say "diag     \$frame"; done
+ done) &
 say begin
 set -o pipefail
 { sh /job.sh </dev/null 2>&1 1>&3 3>&- | cat >/dev/ttyS1; } 3>&1 | cat
@@ -212,6 +222,8 @@ qemu_pid=$!
 
 state=boot
 code=""
+passed=0
+failed=0
 alive=""
 : >"$work/console.log"
 while IFS= read -r line; do
@@ -219,12 +231,23 @@ while IFS= read -r line; do
     line=$(printf '%s' "$line" | sed 's/\x1b\[[0-9;?]*[A-Za-z]//g')
     case "$line" in
         *"@@$nonce begin"*) state=work; alive="begin"; echo "nested.sh: nested host up after $((SECONDS - start)) s" >&2; continue ;;
-        *"@@$nonce end "*) code=${line##*end }; state=done; continue ;;
+        *"@@$nonce end "*) code=${line##*end }; state="ended"; continue ;;
         *"@@$nonce alive "*) alive="${line##*alive } s after boot"; [ "$verbose" = 1 ] && echo "$line" >&2; continue ;;
         *"@@$nonce down "*) echo "nested.sh: ${line##*down }" >&2; continue ;;
+        *"@@$nonce diag "*) echo "nested.sh: ${line#*@@"$nonce" }" >&2; continue ;;
     esac
     echo "$line" >>"$work/console.log"
-    if [ "$state" = work ]; then echo "$line"; elif [ "$verbose" = 1 ]; then echo "$line" >&2; fi
+    if [ "$state" != work ]; then
+        if [ "$verbose" = 1 ]; then echo "$line" >&2; fi
+        continue
+    fi
+    # libtest's verdicts, named with the host they ran on.
+    case "$mode $line" in
+        "tests test "*" ... ok") line="PASS (nested) ${line:5:-7}"; passed=$((passed + 1)) ;;
+        "tests test "*" ... FAILED") line="FAIL (nested) ${line:5:-11}"; failed=$((failed + 1)) ;;
+        "tests test "*" ... ignored") line="SKIP (nested) ${line:5:-12}: ignored" ;;
+    esac
+    echo "$line"
 done < <(tail -f --pid="$qemu_pid" -n +1 "$work/console.out" 2>/dev/null)
 wait "$qemu_pid"
 qemu_status=$?
@@ -232,6 +255,7 @@ qemu_pid=""
 wait
 
 if [ -n "$code" ]; then
+    if [ "$mode" = tests ]; then echo "nested: $passed passed, $failed failed"; fi
     exit "$code"
 fi
 if [ "$qemu_status" = 124 ] || [ "$qemu_status" = 137 ]; then

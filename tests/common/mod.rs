@@ -38,7 +38,8 @@ fn required(var: &str) -> bool {
 /// Says a test was skipped, where the person running the tests sees it.
 pub fn skip(test: &str, reason: &str) {
     // Straight to the stderr stream: the test harness captures print! output of passing tests.
-    let _ = writeln!(std::io::stderr(), "SKIP {test}: {reason}");
+    let host = if inside_nested() { " (nested)" } else { "" };
+    let _ = writeln!(std::io::stderr(), "SKIP{host} {test}: {reason}");
 }
 
 fn skip_or_fail(test: &str, var: &str, reason: &str) -> bool {
