@@ -124,7 +124,7 @@ add_libraries() {
     local lib missing
     missing=$(ldd "${binaries[@]}" 2>/dev/null | grep 'not found' | sort -u)
     [ -z "$missing" ] || unavailable "libraries missing on this machine: $missing"
-    for lib in $(ldd "${binaries[@]}" 2>/dev/null | grep -o '/[^ ]*' | sort -u); do
+    for lib in $(ldd "${binaries[@]}" 2>/dev/null | grep -v ':$' | grep -o '/[^ ]*' | sort -u); do
         mkdir -p "$tree$(dirname "$lib")"
         cp -L "$lib" "$tree$lib"
     done

@@ -38,11 +38,13 @@ fn the_doors_self_test_finds_how_this_host_delivers_system_calls() {
         let short = if expect == "recovered" { "recovered" } else { "arch" };
         assert_eq!(doors[&format!("syscall.{short}")], 3, "{host:?}: {out:?}");
         assert_eq!(doors[&format!("int80.{short}")], 1, "{host:?}: {out:?}");
+        // Timer ticks may come on a slow or loaded host (hello outlives a 50 Hz period there).
         let traps = out.line_starting("stats: traps").unwrap();
+        let traps: Vec<&str> = traps.split_whitespace().skip(2).filter(|t| !t.starts_with("32:TIMER=")).collect();
         if expect == "recovered" {
-            assert_eq!(traps, "stats: traps 6:#UD=1 14:#PF=3", "{host:?}: {out:?}");
+            assert_eq!(traps, ["6:#UD=1", "14:#PF=3"], "{host:?}: {out:?}");
         } else {
-            assert_eq!(traps, "stats: traps 128:INT80=1", "{host:?}: {out:?}");
+            assert_eq!(traps, ["128:INT80=1"], "{host:?}: {out:?}");
         }
     }
 }

@@ -98,7 +98,7 @@ pub fn spawn(k: &mut Kernel, spec: &Spec, parent: u32) -> Result<u32, SpawnError
             hw.fx = FxArea::INITIAL;
             hw.bases = SegmentBases::default();
             hw.slice_left = time::slice();
-            hw.user_cycles_at_call = 0;
+            hw.ticks_at_call = 0;
             hw.fixup = None;
             hw.demand_zero = demand_zero;
             k.procs.make_ready(slot);

@@ -29,8 +29,8 @@ pub struct Hw {
     pub bases: SegmentBases,
     /// Ticks left in the current time slice.
     pub slice_left: u32,
-    /// Its `acct.user_cycles` at its last system call (for the runaway watchdog).
-    pub user_cycles_at_call: u64,
+    /// Its `acct.ticks` at its last system call (for the runaway watchdog).
+    pub ticks_at_call: u64,
     /// An exception at `.0` resumes at `.1` (the `fixup` system call).
     pub fixup: Option<(u64, u64)>,
     /// Zero-filled parts of the program (BSS) mapped only when first touched.
@@ -86,12 +86,10 @@ impl Kernel {
         self.procs.current().expect("a process is running")
     }
 
-    /// Charges the TSC cycles from the last entry to ring 3 to `now` to the process in `slot`;
-    /// returns its ring-3 cycles so far.
-    pub fn charge_user_time(&mut self, slot: usize, now: u64) -> u64 {
+    /// Charges the TSC cycles from the last entry to ring 3 to `now` to the process in `slot`.
+    pub fn charge_user_time(&mut self, slot: usize, now: u64) {
         let acct = &mut self.procs.get_mut(slot).acct;
         acct.user_cycles += now.saturating_sub(self.user_entry_tsc);
-        acct.user_cycles
     }
 }
 
@@ -105,7 +103,7 @@ pub static KERNEL: Global<Kernel> = Global::new(Kernel {
             fx: FxArea::INITIAL,
             bases: SegmentBases { fs: 0, gs: 0 },
             slice_left: 0,
-            user_cycles_at_call: 0,
+            ticks_at_call: 0,
             fixup: None,
             demand_zero: [None; DEMAND_ZERO_REGIONS],
         }

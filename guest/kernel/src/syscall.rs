@@ -29,7 +29,8 @@ pub fn dispatch(frame: &mut TrapFrame, arrival: Arrival, vector: u64, now: u64) 
     let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9];
     let pid = KERNEL.with(|k| {
         let slot = k.current();
-        k.hw[slot].user_cycles_at_call = k.charge_user_time(slot, now);
+        k.charge_user_time(slot, now);
+        k.hw[slot].ticks_at_call = k.procs.get(slot).acct.ticks;
         if number < nr::COUNT {
             k.procs.get_mut(slot).acct.syscalls[number as usize] += 1;
         }

@@ -55,8 +55,11 @@ struct Clock {
     pub tick_tsc: u64,
     /// The next TSC deadline (deadline mode).
     pub next_deadline: u64,
-    /// TSC cycles in ring 3 without a system call after which a process is killed (0 = never).
-    pub runaway_tsc: u64,
+    /// Ticks taken in ring 3 without a system call after which a process is killed (0 = never).
+    /// Counted in ticks, not TSC time: a host that deschedules the vCPU for a while lets one
+    /// tick through for the whole pause (KVM coalesces a periodic LAPIC timer's missed
+    /// periods), so a process is never blamed for time it did not run.
+    pub runaway_ticks: u64,
 }
 
 static CLOCK: Global<Clock> = Global::new(Clock {
@@ -68,7 +71,7 @@ static CLOCK: Global<Clock> = Global::new(Clock {
     slice: 1,
     tick_tsc: 0,
     next_deadline: 0,
-    runaway_tsc: 0,
+    runaway_ticks: 0,
 });
 
 /// TSC cycles per second.
@@ -198,8 +201,11 @@ fn init_clock(c: &mut Clock, config: &Config) {
     } else if runaway_ms != 0 && c.mode == TimerMode::None {
         println!("kernel: ignoring {}={runaway_ms}: the watchdog needs the timer", keys::RUNAWAY_KEY);
     } else if runaway_ms != 0 {
-        c.runaway_tsc = runaway_ms * (c.tsc_hz / 1000);
-        println!("kernel: a process that runs {runaway_ms} ms in ring 3 without a system call is killed");
+        c.runaway_ticks = (runaway_ms * u64::from(c.hz)).div_ceil(1000).max(1);
+        println!(
+            "kernel: a process that runs {runaway_ms} ms in ring 3 without a system call is killed ({} ticks)",
+            c.runaway_ticks
+        );
     }
     let mode_name = match c.mode {
         TimerMode::None => "none (cooperative: only system calls and faults return the CPU to the kernel)",
@@ -283,9 +289,9 @@ pub fn mode() -> TimerMode {
     CLOCK.with(|c| c.mode)
 }
 
-/// TSC cycles in ring 3 without a system call after which a process is killed (0 = never).
-pub fn runaway_tsc() -> u64 {
-    CLOCK.with(|c| c.runaway_tsc)
+/// Ticks in ring 3 without a system call after which a process is killed (0 = never).
+pub fn runaway_ticks() -> u64 {
+    CLOCK.with(|c| c.runaway_ticks)
 }
 
 /// Ticks per time slice.

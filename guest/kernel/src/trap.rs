@@ -158,7 +158,7 @@ enum Tick {
 fn timer(frame: &TrapFrame, now: u64) {
     time::on_tick(now);
     lapic::eoi();
-    let runaway = time::runaway_tsc();
+    let runaway = time::runaway_ticks();
     let tick = KERNEL.with(|k| {
         sched::wake_due_sleepers(k, now);
         if time::mode() == TimerMode::None {
@@ -178,7 +178,7 @@ fn timer(frame: &TrapFrame, now: u64) {
                 let hw = &mut k.hw[slot];
                 hw.slice_left = hw.slice_left.saturating_sub(1);
                 let left = hw.slice_left;
-                if runaway != 0 && acct.user_cycles - hw.user_cycles_at_call >= runaway {
+                if runaway != 0 && acct.ticks - hw.ticks_at_call >= runaway {
                     Tick::Runaway
                 } else if left == 0 && k.procs.ready_count() > 0 {
                     Tick::Preempt
