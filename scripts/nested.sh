@@ -179,7 +179,7 @@ nonce="lde-nested-$$-$RANDOM"
 cat >"$tree/init" <<EOF
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
-export PATH=/usr/bin:/bin HOME=/root LDE_HOST=nested
+export PATH=/usr/bin:/bin HOME=/root LDE_HOST=nested LC_ALL=C.UTF-8
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; mount -t tmpfs tmp /tmp
 mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
 ip link set lo up
