@@ -21,6 +21,7 @@
 //! `detach` and a lost connection let the guest run on without the debugger (a lost connection
 //! with a warning line); GDB's `kill` stops the guest (exit status [`code::GDB_KILLED`]).
 
+mod breakpoints;
 mod clock;
 mod conn;
 mod debugregs;
