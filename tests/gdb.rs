@@ -198,7 +198,7 @@ fn the_session(host: Host) {
     let (sysretq, iretq) = kernel_returns(&dir.path().join("kernel.elf"));
     let watched = offset_of!(StatsPage, calls) + 8 * nr::WRITE as usize;
     // On PVM lde refuses watchpoints (GDB's batch mode would stop at the error): that refusal
-    // is checked by kvm_gdb_watchpoints_fire_or_are_refused_on_pvm.
+    // is checked by kvm_gdb_watchpoints_fire_or_are_refused_where_kvm_reports_none.
     let watch = match serves(host).watch {
         false => String::new(),
         true => format!(
