@@ -4,7 +4,7 @@
 # it, loads kvm_amd, and lde runs inside on that /dev/kvm (the kind of KVM users have: nested, as
 # on CI runners). One boot serves all the work given.
 usage="usage: scripts/nested.sh [OPTIONS] -- COMMAND [ARG]...   run one command (e.g. lde probe) inside
-       scripts/nested.sh [OPTIONS] --script FILE           run a busybox sh script inside
+       scripts/nested.sh [OPTIONS] --script FILE           run a busybox sh script inside (lde and gdb there)
        scripts/nested.sh [OPTIONS] --tests FILE            run the integration tests FILE lists inside
 options:
   --time-limit SECS   outer limit on the whole boot and work (default 600)
@@ -140,6 +140,7 @@ case "$mode" in
     script)
         need_lde "$root"
         add_binary "$lde" /usr/bin/lde
+        add_binary "$cache/gdb" /usr/bin/gdb
         cp "$job_file" "$job"
         ;;
     tests)
@@ -155,6 +156,9 @@ case "$mode" in
         echo "cd $root/vmm || exit 1; failed=0" >>"$job"
         lde_debug=""
         for exe in $(echo "$artifacts" | grep -o '"executable":"[^"]*"' | cut -d'"' -f4); do
+            # Test binaries only (target/debug/deps/NAME-HASH): the list also names lde itself
+            # when cargo built it in this same call.
+            case "$exe" in */deps/*) ;; *) continue ;; esac
             base=$(basename "$exe"); name=${base%-*}
             add_binary "$exe" "$exe"
             lde_debug="$(dirname "$(dirname "$exe")")/lde"

@@ -4,6 +4,12 @@
 //! single step of the return to ring 3 (`sysretq` or `iretq`), detach, and the run's normal end.
 //! The same session runs under KVM and under QEMU's own stub.
 //!
+//! What lde's stub serves depends on the host's KVM, which lde measures when GDB attaches
+//! ([`serves`] holds what each host kind does, docs/platform.md): `break` is an `int3` in guest
+//! memory on hardware KVM and a debug register on PVM; the nested SVM host under QEMU 7.2 TCG
+//! stops at no breakpoint and no watchpoint, and there the tests check lde refuses them and says
+//! why, and that single steps still work.
+//!
 //! GDB is needed wherever the host is: a missing `gdb` fails the test when LDE_REQUIRE_KVM=1 or
 //! LDE_REQUIRE_QEMU=1 (CI, which installs it), and is a SKIP otherwise.
 
@@ -132,7 +138,7 @@ fn finish(mut child: Child, rx: mpsc::Receiver<String>) -> Output {
 /// A hex number after `key` in `text`.
 fn hex_after(text: &str, key: &str) -> u64 {
     let rest = text.split(key).nth(1).unwrap_or_else(|| panic!("no {key:?} in:\n{text}"));
-    let word = rest.split_whitespace().next().unwrap().trim_end_matches(',');
+    let word = rest.split_whitespace().next().unwrap().trim_end_matches([',', ':']);
     u64::from_str_radix(word.trim_start_matches("0x"), 16).unwrap_or_else(|e| panic!("{word}: {e}"))
 }
 
@@ -141,15 +147,61 @@ fn pvm(host: Host) -> bool {
     host.recovers_doors()
 }
 
+/// lde on this machine's /dev/kvm: the nested host's architectural KVM inside scripts/nested.sh.
+fn kvm_host() -> Host {
+    match common::inside_nested() {
+        true => Host::Nested,
+        false => Host::Kvm,
+    }
+}
+
+/// How a stub serves GDB's `break`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Break {
+    /// An `int3` lde writes into guest memory (hardware KVM).
+    Int3,
+    /// A debug register (PVM, where `int3` in ring 0 kills the guest).
+    DebugRegister,
+    /// QEMU's own stub (TCG checks breakpoints as it translates).
+    Qemu,
+    /// Not at all: this KVM stops at no breakpoint (the nested host under QEMU 7.2 TCG).
+    Refused,
+}
+
+/// What a host's stub does with GDB's kinds, as measured (docs/platform.md).
+#[derive(Clone, Copy, Debug)]
+struct Serves {
+    brk: Break,
+    hbreak: bool,
+    watch: bool,
+}
+
+fn serves(host: Host) -> Serves {
+    match host {
+        Host::Qemu => Serves { brk: Break::Qemu, hbreak: true, watch: true },
+        Host::Kvm if pvm(host) => Serves { brk: Break::DebugRegister, hbreak: true, watch: false },
+        Host::Kvm => Serves { brk: Break::Int3, hbreak: true, watch: true },
+        Host::Nested => Serves { brk: Break::Refused, hbreak: false, watch: false },
+    }
+}
+
+/// lde's line when `break` is refused, and GDB's.
+const BREAK_REFUSED: &str = "this KVM stops at no breakpoint";
+const HBREAK_REFUSED: &str = "this KVM does not stop at a breakpoint in a debug register";
+const WATCH_REFUSED: &str = "this KVM does not stop at a data breakpoint";
+
 fn the_session(host: Host) {
+    if serves(host).brk == Break::Refused {
+        return the_session_without_breakpoints(host);
+    }
     let dir = export(&["hello"]);
     let (sysretq, iretq) = kernel_returns(&dir.path().join("kernel.elf"));
     let watched = offset_of!(StatsPage, calls) + 8 * nr::WRITE as usize;
     // On PVM lde refuses watchpoints (GDB's batch mode would stop at the error): that refusal
-    // is checked by kvm_gdb_watchpoints_fire_or_are_refused_on_pvm.
-    let watch = match pvm(host) {
-        true => String::new(),
-        false => format!(
+    // is checked by kvm_gdb_watchpoints_fire_or_are_refused_where_kvm_reports_none.
+    let watch = match serves(host).watch {
+        false => String::new(),
+        true => format!(
             "watch -l *(unsigned long *)((char *)&LDE_STATS + {watched})
 continue
 printf \"WATCHED %lu\\n\", *(unsigned long *)((char *)&LDE_STATS + {watched})
@@ -195,7 +247,7 @@ detach
     assert!(text.contains("pid 1"), "{context}");
 
     // The hardware watchpoint on the kernel's write counter fires as the call is counted.
-    if !pvm(host) {
+    if serves(host).watch {
         assert!(text.contains("Hardware watchpoint 2"), "{context}");
         assert!(text.contains("Old value = 0") && text.contains("New value = 1"), "{context}");
         assert!(text.contains("WATCHED 1"), "{context}");
@@ -218,11 +270,33 @@ detach
     assert!(stub.stdout.contains("exit pid=1 name=hello status=0"), "{context}");
 }
 
+/// The session where this KVM stops at no breakpoint (the nested host): single steps work,
+/// `break` is refused with lde's line saying why, and the run ends as it would have.
+fn the_session_without_breakpoints(host: Host) {
+    let dir = export(&["hello"]);
+    let script = "printf \"START pc=%#lx\\n\", $pc\nstepi\nstepi\nprintf \"STEPPED pc=%#lx\\n\", $pc\n\
+                  break lde_kernel::syscall::dispatch\ncontinue\nprintf \"NOT REACHED\\n\"\n";
+    let (child, port, rx) = start_stub(host, &["hello"]);
+    let session = gdb(dir.path(), port, script);
+    let stub = finish(child, rx);
+    let text = format!("{}{}", session.stdout, session.stderr);
+    let context = format!("GDB:\n{text}\nstub: {stub:?}");
+    let start = text.lines().find(|l| l.starts_with("START")).unwrap_or_else(|| panic!("{context}"));
+    let stepped = text.lines().find(|l| l.starts_with("STEPPED")).unwrap_or_else(|| panic!("{context}"));
+    assert_ne!(hex_after(start, "pc="), hex_after(stepped, "pc="), "two steps moved the pc: {context}");
+    assert!(stub.stderr.contains("`break` is refused, `hbreak` is refused, `watch` is refused"), "{context}");
+    assert!(text.contains("Cannot insert breakpoint 1"), "{context}");
+    assert!(stub.stderr.contains(BREAK_REFUSED), "{context}");
+    assert!(!text.contains("NOT REACHED"), "GDB's batch mode stops at the error: {context}");
+    assert_eq!(stub.status, Some(0), "{context}");
+    assert!(stub.stdout.contains("exit pid=1 name=hello status=0"), "{context}");
+}
+
 #[test]
 fn kvm_gdb_session_syscall_trapframe_watchpoint_step_to_ring3_detach() {
     let test = "kvm_gdb_session";
     if common::kvm_available(test) && gdb_available(test) {
-        the_session(Host::Kvm);
+        the_session(kvm_host());
     }
 }
 
@@ -244,14 +318,20 @@ fn kvm_gdb_a_fifth_breakpoint_is_refused() {
     // None at the current instruction, which GDB would step over without inserting it.
     let script = "hbreak *0x100001\nhbreak *0x100002\nhbreak *0x100003\nhbreak *0x100004\nhbreak *0x100005\n\
                   monitor slots\ncontinue\n";
-    let (child, port, rx) = start_stub(Host::Kvm, &["hello"]);
+    let (child, port, rx) = start_stub(kvm_host(), &["hello"]);
     let session = gdb(dir.path(), port, script);
     let stub = finish(child, rx);
     let text = format!("{}{}", session.stdout, session.stderr);
     let context = format!("GDB:\n{text}\nstub: {stub:?}");
-    assert!(text.contains("Cannot insert hardware breakpoint 5"), "{context}");
-    assert!(stub.stderr.contains("all 4 debug registers are taken"), "{context}");
     assert!(text.contains("dr3 free"), "monitor slots answers: {context}");
+    if serves(kvm_host()).hbreak {
+        assert!(text.contains("Cannot insert hardware breakpoint 5"), "{context}");
+        assert!(stub.stderr.contains("all 4 debug registers are taken"), "{context}");
+    } else {
+        // This KVM stops at no debug register: the first is refused already.
+        assert!(text.contains("Cannot insert hardware breakpoint 1"), "{context}");
+        assert!(stub.stderr.contains(HBREAK_REFUSED), "{context}");
+    }
     // GDB's batch mode ends at the error and detaches: the run finishes as it would have.
     assert_eq!(stub.status, Some(0), "{context}");
 }
@@ -259,7 +339,7 @@ fn kvm_gdb_a_fifth_breakpoint_is_refused() {
 /// Runs `script` against lde's stub with `hello`; GDB's output and the stub's end.
 fn kvm_script(script: &str) -> (String, Output) {
     let dir = export(&["hello"]);
-    let (child, port, rx) = start_stub(Host::Kvm, &["hello"]);
+    let (child, port, rx) = start_stub(kvm_host(), &["hello"]);
     let session = gdb(dir.path(), port, script);
     let stub = finish(child, rx);
     (format!("{}{}", session.stdout, session.stderr), stub)
@@ -278,7 +358,7 @@ fn kvm_gdb_kill_stops_the_guest_with_137() {
 }
 
 #[test]
-fn kvm_gdb_watchpoints_fire_or_are_refused_on_pvm() {
+fn kvm_gdb_watchpoints_fire_or_are_refused_where_kvm_reports_none() {
     let test = "kvm_gdb_watchpoints";
     if !(common::kvm_available(test) && gdb_available(test)) {
         return;
@@ -289,14 +369,101 @@ fn kvm_gdb_watchpoints_fire_or_are_refused_on_pvm() {
          printf \"WATCHED %lu\\n\", *(unsigned long *)((char *)&LDE_STATS + {watched})\ndetach\n"
     ));
     let context = format!("GDB:\n{text}\nstub: {stub:?}");
-    if pvm(Host::Kvm) {
+    if pvm(kvm_host()) {
         assert!(text.contains("Could not insert hardware watchpoint 1"), "{context}");
         assert!(stub.stderr.contains("this host (PVM) reports no data breakpoints"), "{context}");
+    } else if !serves(kvm_host()).watch {
+        assert!(text.contains("Could not insert hardware watchpoint 1"), "{context}");
+        assert!(stub.stderr.contains(WATCH_REFUSED), "{context}");
+        assert!(!text.contains("WATCHED"), "GDB's batch mode stops at the error: {context}");
     } else {
         assert!(text.contains("Old value = 0") && text.contains("New value = 1"), "{context}");
         assert!(text.contains("WATCHED 1"), "{context}");
     }
     assert_eq!(stub.status, Some(0), "{context}");
+}
+
+/// `break` and `hbreak` side by side, kept inserted while stopped (`always-inserted`) so that
+/// `monitor slots` shows where each one lives and GDB reads the code under an `int3`.
+#[test]
+fn kvm_gdb_break_and_hbreak_each_served_as_this_kvm_allows() {
+    let test = "kvm_gdb_break_and_hbreak";
+    if !(common::kvm_available(test) && gdb_available(test)) {
+        return;
+    }
+    let host = kvm_host();
+    let expect = serves(host);
+    if expect.brk == Break::Refused {
+        // Each refusal ends GDB's batch session: one session per kind.
+        let (text, stub) = kvm_script("hbreak lde_kernel::trap::trap_dispatch\ncontinue\n");
+        let context = format!("GDB:\n{text}\nstub: {stub:?}");
+        assert!(text.contains("Cannot insert hardware breakpoint 1"), "{context}");
+        assert!(stub.stderr.contains(HBREAK_REFUSED), "{context}");
+        assert!(stub.stderr.contains("a DR0 breakpoint did not"), "lde says what it measured: {context}");
+        assert!(stub.stderr.contains("an int3 reached the guest's own handler"), "{context}");
+        assert_eq!(stub.status, Some(0), "{context}");
+        let (text, stub) =
+            kvm_script("set breakpoint always-inserted on\nbreak lde_kernel::syscall::dispatch\ncontinue\n");
+        let context = format!("GDB:\n{text}\nstub: {stub:?}");
+        assert!(text.contains("Cannot insert breakpoint 1"), "{context}");
+        assert!(stub.stderr.contains(BREAK_REFUSED), "{context}");
+        assert_eq!(stub.status, Some(0), "{context}");
+        return;
+    }
+    let (text, stub) = kvm_script(
+        "set breakpoint always-inserted on
+break lde_kernel::syscall::dispatch
+hbreak lde_kernel::trap::trap_dispatch
+monitor slots
+info breakpoints 1
+x/1xb $_
+continue
+printf \"STOP1 pc=%#lx\\n\", $pc
+delete 2
+continue
+printf \"STOP2 pc=%#lx\\n\", $pc
+delete
+detach
+",
+    );
+    let context = format!("GDB:\n{text}\nstub: {stub:?}");
+    let dispatch = hex_after(&text, "Breakpoint 1 at ");
+    let trap_dispatch = hex_after(&text, "Hardware assisted breakpoint 2 at ");
+    // Every way into the kernel reaches trap_dispatch (hbreak) first; the first system call
+    // then reaches the dispatcher (break).
+    assert!(text.contains("Breakpoint 2, lde_kernel::trap::trap_dispatch"), "{context}");
+    assert!(
+        text.lines().any(|l| l.starts_with("Breakpoint 1, ") && l.contains("lde_kernel::syscall::dispatch")),
+        "{context}"
+    );
+    let stop =
+        |key: &str| hex_after(text.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("{context}")), "pc=");
+    assert_eq!(stop("STOP1"), trap_dispatch, "{context}");
+    assert_eq!(stop("STOP2"), dispatch, "{context}");
+    // Where each one lives: the hbreak in a debug register; the break in guest memory or in one.
+    assert!(
+        text.contains(&format!("dr0 {trap_dispatch:#x} Execute {{ software: false }}"))
+            || text.contains(&format!("dr1 {trap_dispatch:#x} Execute {{ software: false }}")),
+        "{context}"
+    );
+    match expect.brk {
+        Break::Int3 => {
+            assert!(text.contains(&format!("int3 {dispatch:#x}")), "{context}");
+            assert!(stub.stderr.contains("`break` writes int3 into guest memory"), "{context}");
+        }
+        _ => {
+            assert!(text.contains(&format!("dr0 {dispatch:#x} Execute {{ software: true }}")), "{context}");
+            assert!(
+                stub.stderr.contains("`break` takes a debug register (int3 in ring 0 is fatal on PVM)"),
+                "{context}"
+            );
+        }
+    }
+    // GDB reads the code, never lde's int3.
+    let code = text.lines().find(|l| l.starts_with(&format!("{dispatch:#x} <"))).unwrap_or_else(|| panic!("{context}"));
+    assert!(!code.ends_with("0xcc"), "{context}");
+    assert_eq!(stub.status, Some(0), "{context}");
+    assert!(stub.stdout.contains("exit pid=1 name=hello status=0"), "{context}");
 }
 
 #[test]
@@ -305,7 +472,7 @@ fn kvm_gdb_lost_connection_lets_the_run_finish() {
     if !common::kvm_available(test) {
         return;
     }
-    let (child, port, rx) = start_stub(Host::Kvm, &["hello"]);
+    let (child, port, rx) = start_stub(kvm_host(), &["hello"]);
     drop(TcpStream::connect(("127.0.0.1", port)).unwrap());
     let stub = finish(child, rx);
     assert_eq!(stub.status, Some(0), "{stub:?}");

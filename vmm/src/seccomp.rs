@@ -58,6 +58,10 @@ mod request {
     pub const KVM_SET_FPU: u64 = iow(0x8d, size_of::<kvm_fpu>());
     /// KVM_SET_GUEST_DEBUG: single step and the debug registers.
     pub const KVM_SET_GUEST_DEBUG: u64 = iow(0x9b, size_of::<kvm_guest_debug>());
+    /// KVM_GET_VCPU_EVENTS, KVM_SET_VCPU_EVENTS: a guest's own `int3` handed back to it as #BP
+    /// while lde's software breakpoints make KVM intercept them.
+    pub const KVM_GET_VCPU_EVENTS: u64 = ior(0x9f, size_of::<kvm_bindings::kvm_vcpu_events>());
+    pub const KVM_SET_VCPU_EVENTS: u64 = iow(0xa0, size_of::<kvm_bindings::kvm_vcpu_events>());
     /// KVM_SET_DEVICE_ATTR, KVM_GET_DEVICE_ATTR: the vCPU's TSC offset (time stopped in GDB).
     pub const KVM_SET_DEVICE_ATTR: u64 = iow(0xe1, size_of::<kvm_device_attr>());
     pub const KVM_GET_DEVICE_ATTR: u64 = iow(0xe2, size_of::<kvm_device_attr>());
@@ -119,6 +123,8 @@ fn specific(thread: Thread) -> (&'static [libc::c_long], &'static [u64]) {
                 request::KVM_GET_FPU,
                 request::KVM_SET_FPU,
                 request::KVM_SET_GUEST_DEBUG,
+                request::KVM_GET_VCPU_EVENTS,
+                request::KVM_SET_VCPU_EVENTS,
                 request::KVM_SET_DEVICE_ATTR,
                 request::KVM_GET_DEVICE_ATTR,
             ],
@@ -263,5 +269,7 @@ mod tests {
         assert_eq!(request::KVM_SET_REGS, 0x4090_ae82);
         assert_eq!(request::KVM_GET_FPU, 0x81a0_ae8c);
         assert_eq!(request::KVM_SET_DEVICE_ATTR, 0x4018_aee1);
+        assert_eq!(request::KVM_GET_VCPU_EVENTS, 0x8040_ae9f);
+        assert_eq!(request::KVM_SET_VCPU_EVENTS, 0x4040_aea0);
     }
 }

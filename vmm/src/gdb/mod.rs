@@ -6,20 +6,27 @@
 //! (`run_once` in `target.rs`). While GDB is attached a per-thread timer kicks the thread out of
 //! `KVM_RUN` 20 times a second so that it sees GDB's Ctrl-C even when the guest makes no exit.
 //!
-//! Breakpoints of both kinds live in the debug registers DR0–DR3 (`debugregs.rs`): on PVM an
-//! `int3` in ring-0 code kills the VM (`KVM_EXIT_INTERNAL_ERROR`), and lde does the same on
-//! every host so that guest memory is never patched. So at most four breakpoints and
-//! watchpoints at once; a fifth is refused with a warning line. Memory is read through the
-//! guest's current page tables (`paging.rs`); time stopped is hidden from the guest where KVM
-//! lets lde move the TSC offset (`clock.rs`).
+//! Before GDB attaches lde measures what this KVM's guest debugging delivers (`measure.rs`: a
+//! probe VM with a DR0 breakpoint, a DR0 watchpoint and an `int3`), and serves GDB's kinds with
+//! that: `break` as an `int3` written into guest memory where KVM reports it (`int3.rs`, as on
+//! hardware KVM), in a debug register on PVM (an `int3` in ring-0 code kills the VM there,
+//! `KVM_EXIT_INTERNAL_ERROR`); `hbreak` and `watch` in DR0–DR3 (`debugregs.rs`: four at once, a
+//! fifth is refused with a warning line). A kind this KVM does not stop at is refused with a
+//! line that says so (PVM reports no data breakpoints; the nested SVM host under QEMU 7.2 TCG
+//! stops at no breakpoint at all). Memory is read through the guest's current page tables
+//! (`paging.rs`); time stopped is hidden from the guest where KVM lets lde move the TSC offset
+//! (`clock.rs`).
 //!
 //! How a session ends: the guest's exit or crash ends the run as without GDB (GDB is told);
 //! `detach` and a lost connection let the guest run on without the debugger (a lost connection
 //! with a warning line); GDB's `kill` stops the guest (exit status [`code::GDB_KILLED`]).
 
+mod breakpoints;
 mod clock;
 mod conn;
 mod debugregs;
+mod int3;
+mod measure;
 mod paging;
 mod target;
 
@@ -34,11 +41,12 @@ use vmm_sys_util::signal::SIGRTMIN;
 pub use conn::{Addr, ListenError, Listener, DEFAULT_ADDR};
 #[allow(unused_imports)] // named in the docs above
 use lde_abi::exit as code;
+pub use measure::{measure, Measured};
 
 use crate::devices::Devices;
 use crate::exit::ExitCounts;
 use crate::vcpu::{self, VcpuEnd};
-use target::{EventLoop, TargetFault, VcpuTarget};
+use target::{DebugHost, EventLoop, TargetFault, VcpuTarget};
 
 /// What the vCPU thread needs to serve GDB.
 pub struct Session<'a> {
@@ -52,12 +60,14 @@ pub struct Session<'a> {
     pub block_irq: bool,
     /// The host reports no single step or breakpoint in ring 3 (PVM).
     pub ring3_blind: bool,
+    /// What this KVM's guest debugging delivered when lde probed it.
+    pub measured: Measured,
 }
 
 /// Waits for GDB, confines the thread with `confine` once it is connected (accepting happens
 /// before the filter), and runs the guest under GDB to its end.
 pub fn serve(session: Session<'_>, confine: impl FnOnce() -> Result<(), crate::seccomp::Error>) -> VcpuEnd {
-    let Session { listener, vcpu, mem, devices, counts, stop, block_irq, ring3_blind } = session;
+    let Session { listener, vcpu, mem, devices, counts, stop, block_irq, ring3_blind, measured } = session;
     let conn = match listener.accept(&stop) {
         Ok(Some(conn)) => conn,
         Ok(None) => return VcpuEnd::Stopped,
@@ -68,11 +78,13 @@ pub fn serve(session: Session<'_>, confine: impl FnOnce() -> Result<(), crate::s
         Err(e) => return VcpuEnd::GdbFailed(format!("cannot start the vCPU's kick timer: {e}")),
     };
     // Probes the TSC-offset attribute (KVM_HAS_DEVICE_ATTR) before the filter forbids it.
-    let mut target = VcpuTarget::new(vcpu, mem, devices, counts, stop.clone(), block_irq, ring3_blind);
+    let host = DebugHost { block_irq, ring3_blind, measured };
+    let mut target = VcpuTarget::new(vcpu, mem, devices, counts, stop.clone(), host);
     if let Err(e) = confine() {
         return VcpuEnd::Confined(e);
     }
     eprintln!("lde: gdb: GDB attached; {}", target.clock.describe());
+    eprintln!("lde: gdb: {}", measured.serving(ring3_blind));
     let result = GdbStub::new(conn).run_blocking::<EventLoop<'_>>(&mut target);
     drop(kicker);
     if let Some(end) = target.end.take() {

@@ -1,6 +1,7 @@
 //! The vCPU as gdbstub's target: registers, memory through the guest's page tables, resume and
-//! single step with KVM guest debugging, breakpoints and watchpoints in DR0–DR3, and the
-//! blocking event loop that runs the guest between GDB's commands.
+//! single step with KVM guest debugging, breakpoints (`int3` in guest memory or DR0–DR3, as
+//! this host allows) and watchpoints in DR0–DR3, and the blocking event loop that runs the guest
+//! between GDB's commands.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,10 +13,7 @@ use gdbstub::target::ext::base::singlethread::{
     SingleThreadBase, SingleThreadResume, SingleThreadResumeOps, SingleThreadSingleStep, SingleThreadSingleStepOps,
 };
 use gdbstub::target::ext::base::BaseOps;
-use gdbstub::target::ext::breakpoints::{
-    Breakpoints, BreakpointsOps, HwBreakpoint, HwBreakpointOps, HwWatchpoint, HwWatchpointOps, SwBreakpoint,
-    SwBreakpointOps, WatchKind,
-};
+use gdbstub::target::ext::breakpoints::BreakpointsOps;
 use gdbstub::target::ext::monitor_cmd::{ConsoleOutput, MonitorCmd, MonitorCmdOps};
 use gdbstub::target::{Target, TargetError, TargetResult};
 use gdbstub::{conn::ConnectionExt, outputln};
@@ -23,18 +21,23 @@ use gdbstub_arch::x86::reg::X86_64CoreRegs;
 use gdbstub_arch::x86::X86_64_SSE;
 use kvm_bindings::{
     kvm_guest_debug, kvm_guest_debug_arch, KVM_GUESTDBG_BLOCKIRQ, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP,
-    KVM_GUESTDBG_USE_HW_BP,
+    KVM_GUESTDBG_USE_HW_BP, KVM_GUESTDBG_USE_SW_BP,
 };
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use vm_memory::{Bytes, GuestMemoryMmap};
 
 use super::clock::StopClock;
 use super::conn::Conn;
-use super::debugregs::{Refused, Slot, Slots, Use, DR6_BS, SLOTS};
+use super::debugregs::{Slot, Slots, Use, DR6_BS, SLOTS};
+use super::int3::Int3s;
+use super::measure::Measured;
 use super::paging::Paging;
 use crate::devices::Devices;
 use crate::exit::{handle_exit, Action, ExitCounts};
 use crate::vcpu::{self, VcpuEnd};
+
+/// The #BP vector, as `KVM_EXIT_DEBUG` names an `int3`.
+const BP_VECTOR: u32 = 3;
 
 /// Why the target cannot go on (gdbstub ends the session with it).
 #[derive(Debug)]
@@ -52,6 +55,17 @@ enum Mode {
     Step,
 }
 
+/// What this host's KVM offers a debugger.
+#[derive(Clone, Copy, Debug)]
+pub struct DebugHost {
+    /// KVM can hold off interrupts during a single step (KVM_GUESTDBG_BLOCKIRQ).
+    pub block_irq: bool,
+    /// The host reports no single step and no breakpoint in ring 3 (PVM).
+    pub ring3_blind: bool,
+    /// What its guest debugging delivered when lde probed it (`measure.rs`).
+    pub measured: Measured,
+}
+
 /// The guest's one vCPU, its memory and devices, as GDB sees them.
 pub struct VcpuTarget<'a> {
     pub vcpu: &'a mut VcpuFd,
@@ -67,7 +81,11 @@ pub struct VcpuTarget<'a> {
     /// The host reports no single step and no breakpoint in ring 3 (PVM): lde carries out a
     /// stepped `iretq` to ring 3 itself (see [`VcpuTarget::step_iretq_to_user`]).
     pub ring3_blind: bool,
-    slots: Slots,
+    /// What this KVM's guest debugging delivered when lde probed it (`measure.rs`).
+    pub(super) measured: Measured,
+    pub(super) slots: Slots,
+    /// Software breakpoints written into guest memory (hosts whose KVM reports `int3`).
+    pub(super) int3s: Int3s,
     mode: Mode,
     /// The debug registers KVM was last given, to set them again only when they change.
     armed: Option<kvm_guest_debug>,
@@ -82,9 +100,9 @@ impl<'a> VcpuTarget<'a> {
         devices: &'a mut Devices,
         counts: &'a ExitCounts,
         stop: Arc<AtomicBool>,
-        block_irq: bool,
-        ring3_blind: bool,
+        host: DebugHost,
     ) -> Self {
+        let DebugHost { block_irq, ring3_blind, measured } = host;
         let clock = StopClock::new(vcpu);
         VcpuTarget {
             vcpu,
@@ -96,7 +114,9 @@ impl<'a> VcpuTarget<'a> {
             clock,
             block_irq,
             ring3_blind,
+            measured,
             slots: Slots::default(),
+            int3s: Int3s::default(),
             mode: Mode::Continue,
             armed: None,
             stepping_over: None,
@@ -105,6 +125,7 @@ impl<'a> VcpuTarget<'a> {
 
     /// Turns guest debugging off (GDB detached or went away): the guest runs on as without it.
     pub fn release(&mut self) -> Result<(), kvm_ioctls::Error> {
+        self.int3s.clear(&self.mem);
         self.clock.resume(self.vcpu);
         self.vcpu.set_guest_debug(&kvm_guest_debug::default())
     }
@@ -129,6 +150,9 @@ impl<'a> VcpuTarget<'a> {
         self.stepping_over = if self.mode == Mode::Continue { skip } else { None };
         let (addrs, dr7) = self.slots.registers(skip);
         let mut control = KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP;
+        if !self.int3s.is_empty() {
+            control |= KVM_GUESTDBG_USE_SW_BP;
+        }
         if (self.mode == Mode::Step && !no_step) || skip.is_some() {
             control |= KVM_GUESTDBG_SINGLESTEP;
             if self.block_irq {
@@ -167,6 +191,9 @@ impl<'a> VcpuTarget<'a> {
                     debug.dr6,
                     debug.dr7
                 );
+                if debug.exception == BP_VECTOR {
+                    return self.int3_exit(debug.pc).map_err(TargetFault::Kvm);
+                }
                 return Ok(self.debug_exit(debug.dr6));
             }
             Ok(exit) => handle_exit(exit, self.devices, self.counts),
@@ -185,6 +212,31 @@ impl<'a> VcpuTarget<'a> {
                 Ok(Some(SingleThreadStopReason::Terminated(Signal::SIGSEGV)))
             }
         }
+    }
+
+    /// A KVM_EXIT_DEBUG for an `int3` (KVM_GUESTDBG_USE_SW_BP): lde's breakpoint at `pc`, or
+    /// the guest's own `int3` (a program's, in ring 3), which goes back to the guest as the #BP
+    /// it was (KVM left RIP at the `int3` and takes the instruction's length from the exit).
+    fn int3_exit(&mut self, pc: u64) -> Result<Option<SingleThreadStopReason<u64>>, kvm_ioctls::Error> {
+        let mut regs = self.vcpu.get_regs()?;
+        if self.int3s.at(pc) {
+            // KVM reports RIP at the int3 (VMX and SVM alike); a host that left it after the
+            // instruction would have GDB see the wrong pc.
+            if regs.rip != pc {
+                log::debug!("gdb: int3 exit with rip {:#x}: rewound to the breakpoint at {pc:#x}", regs.rip);
+                regs.rip = pc;
+                self.vcpu.set_regs(&regs)?;
+            }
+            return Ok(Some(SingleThreadStopReason::SwBreak(())));
+        }
+        log::debug!("gdb: the guest's own int3 at {pc:#x}: delivered to it as #BP");
+        let mut events = self.vcpu.get_vcpu_events()?;
+        events.exception.injected = 1;
+        events.exception.nr = BP_VECTOR as u8;
+        events.exception.has_error_code = 0;
+        events.exception.error_code = 0;
+        self.vcpu.set_vcpu_events(&events)?;
+        Ok(None)
     }
 
     /// What a KVM_EXIT_DEBUG means to GDB.
@@ -255,7 +307,7 @@ impl<'a> VcpuTarget<'a> {
         Ok(true)
     }
 
-    fn paging(&self) -> Result<Paging, kvm_ioctls::Error> {
+    pub(super) fn paging(&self) -> Result<Paging, kvm_ioctls::Error> {
         let s = self.vcpu.get_sregs()?;
         Ok(Paging { cr0: s.cr0, cr3: s.cr3, efer: s.efer })
     }
@@ -283,23 +335,6 @@ impl<'a> VcpuTarget<'a> {
             n => Ok(n),
         }
     }
-
-    fn add_slot(&mut self, slot: Slot) -> TargetResult<bool, Self> {
-        match self.slots.add(slot) {
-            Ok(()) => Ok(true),
-            Err(Refused::Full) => {
-                log::warn!(
-                    "gdb: all {SLOTS} debug registers are taken: lde serves breakpoints and watchpoints with \
-                     DR0-DR3, so at most {SLOTS} at once (delete one, or disable it)"
-                );
-                Ok(false)
-            }
-            Err(Refused::BadLength) => {
-                log::warn!("gdb: a watchpoint covers 1, 2, 4 or 8 bytes at an address aligned to its length");
-                Ok(false)
-            }
-        }
-    }
 }
 
 impl Target for VcpuTarget<'_> {
@@ -318,8 +353,8 @@ impl Target for VcpuTarget<'_> {
         Some(self)
     }
 
-    /// Software breakpoints are served in the debug registers: GDB must never write `int3`
-    /// into guest memory itself.
+    /// lde serves software breakpoints itself (an `int3` it tracks, or a debug register): GDB
+    /// must never write `int3` into guest memory on its own.
     fn guard_rail_implicit_sw_breakpoints(&self) -> bool {
         true
     }
@@ -380,13 +415,31 @@ impl SingleThreadBase for VcpuTarget<'_> {
         self.vcpu.set_fpu(&fpu).map_err(|_| TargetError::NonFatal)
     }
 
+    /// Reads memory as the guest sees it, lde's `int3`s shown as the bytes they replaced.
     fn read_addrs(&mut self, start: u64, data: &mut [u8]) -> TargetResult<usize, Self> {
         let len = data.len();
-        self.access(start, len, |mem, phys, range| mem.read_slice(&mut data[range], phys).is_ok())
+        let int3s = std::mem::take(&mut self.int3s);
+        let read = self.access(start, len, |mem, phys, range| {
+            let chunk = &mut data[range];
+            let ok = mem.read_slice(chunk, phys).is_ok();
+            int3s.hide(phys, chunk);
+            ok
+        });
+        self.int3s = int3s;
+        read
     }
 
+    /// Writes memory; a byte written over one of lde's `int3`s is kept under it.
     fn write_addrs(&mut self, start: u64, data: &[u8]) -> TargetResult<(), Self> {
-        let written = self.access(start, data.len(), |mem, phys, range| mem.write_slice(&data[range], phys).is_ok())?;
+        let mut int3s = std::mem::take(&mut self.int3s);
+        let written = self.access(start, data.len(), |mem, phys, range| {
+            let chunk = &data[range];
+            let ok = mem.write_slice(chunk, phys).is_ok();
+            int3s.rewrite(mem, phys, chunk);
+            ok
+        });
+        self.int3s = int3s;
+        let written = written?;
         match written == data.len() {
             true => Ok(()),
             false => Err(TargetError::Errno(libc::EFAULT as u8)),
@@ -417,62 +470,6 @@ impl SingleThreadSingleStep for VcpuTarget<'_> {
     }
 }
 
-impl Breakpoints for VcpuTarget<'_> {
-    fn support_sw_breakpoint(&mut self) -> Option<SwBreakpointOps<'_, Self>> {
-        Some(self)
-    }
-
-    fn support_hw_breakpoint(&mut self) -> Option<HwBreakpointOps<'_, Self>> {
-        Some(self)
-    }
-
-    fn support_hw_watchpoint(&mut self) -> Option<HwWatchpointOps<'_, Self>> {
-        Some(self)
-    }
-}
-
-impl SwBreakpoint for VcpuTarget<'_> {
-    fn add_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
-        self.add_slot(Slot { addr, what: Use::Execute { software: true } })
-    }
-
-    fn remove_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
-        Ok(self.slots.remove(Slot { addr, what: Use::Execute { software: true } }))
-    }
-}
-
-impl HwBreakpoint for VcpuTarget<'_> {
-    fn add_hw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
-        self.add_slot(Slot { addr, what: Use::Execute { software: false } })
-    }
-
-    fn remove_hw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
-        Ok(self.slots.remove(Slot { addr, what: Use::Execute { software: false } }))
-    }
-}
-
-impl HwWatchpoint for VcpuTarget<'_> {
-    /// Refused on PVM: its ring 0 is KVM's instruction emulator, which checks execute
-    /// breakpoints but never data breakpoints, and ring 3 never reports one (measured,
-    /// docs/platform.md); a watchpoint there would be silently deaf.
-    fn add_hw_watchpoint(&mut self, addr: u64, len: u64, kind: WatchKind) -> TargetResult<bool, Self> {
-        if self.ring3_blind {
-            eprintln!(
-                "lde: gdb: this host (PVM) reports no data breakpoints: hardware watchpoints cannot be set \
-                 (GDB's software watchpoints, `set can-use-hw-watchpoints 0`, work in ring 0)"
-            );
-            return Ok(false);
-        }
-        let len = u8::try_from(len).unwrap_or(0);
-        self.add_slot(Slot { addr, what: Use::Watch { kind, len } })
-    }
-
-    fn remove_hw_watchpoint(&mut self, addr: u64, len: u64, kind: WatchKind) -> TargetResult<bool, Self> {
-        let len = u8::try_from(len).unwrap_or(0);
-        Ok(self.slots.remove(Slot { addr, what: Use::Watch { kind, len } }))
-    }
-}
-
 impl MonitorCmd for VcpuTarget<'_> {
     fn handle_monitor_cmd(&mut self, cmd: &[u8], mut out: ConsoleOutput<'_>) -> Result<(), Self::Error> {
         match cmd.trim_ascii() {
@@ -488,6 +485,9 @@ impl MonitorCmd for VcpuTarget<'_> {
                         None => outputln!(out, "dr{i} free"),
                     }
                 }
+                for addr in self.int3s.addrs() {
+                    outputln!(out, "int3 {addr:#x}");
+                }
             }
             b"clock" => outputln!(out, "{}", self.clock.describe()),
             _ => {
@@ -496,7 +496,10 @@ impl MonitorCmd for VcpuTarget<'_> {
                     out,
                     "  monitor regs   general, control (cr0 cr2 cr3 cr4 efer) and segment registers, gdt, idt"
                 );
-                outputln!(out, "  monitor slots  which debug registers (DR0-DR3) hold which breakpoint or watchpoint");
+                outputln!(
+                    out,
+                    "  monitor slots  which debug registers (DR0-DR3) hold which breakpoint or watchpoint, and the int3s"
+                );
                 outputln!(out, "  monitor clock  how the guest's TSC is kept from counting while GDB holds the vCPU");
             }
         }

@@ -38,10 +38,19 @@ impl Vm {
         if self._vm.check_extension_raw(u64::from(kvm_bindings::KVM_CAP_SET_GUEST_DEBUG)) <= 0 {
             return Err(Error::KvmCapability("guest debugging (KVM_CAP_SET_GUEST_DEBUG), which --gdb needs"));
         }
-        self.run_with(Some(gdb))
+        // Measured before the vCPU thread starts (it needs a VM of its own, which no seccomp
+        // filter allows later).
+        let measured = crate::gdb::measure().unwrap_or_else(|e| {
+            eprintln!(
+                "lde: warning: gdb: cannot measure this KVM's guest debugging ({e}); breakpoints are served as \
+                 the manuals describe them"
+            );
+            crate::gdb::Measured::ARCHITECTURAL
+        });
+        self.run_with(Some((gdb, measured)))
     }
 
-    fn run_with(self, gdb: Option<crate::gdb::Listener>) -> Result<RunReport, Error> {
+    fn run_with(self, gdb: Option<(crate::gdb::Listener, crate::gdb::Measured)>) -> Result<RunReport, Error> {
         let Vm {
             mut vcpu_fd,
             _vm,
@@ -99,7 +108,7 @@ impl Vm {
                 .spawn(move || {
                     let check = seccomp_check == Some(Thread::Vcpu);
                     let end = match &gdb {
-                        Some(listener) => {
+                        Some((listener, measured)) => {
                             let session = crate::gdb::Session {
                                 listener,
                                 vcpu: &mut vcpu_fd,
@@ -109,6 +118,7 @@ impl Vm {
                                 stop: stop.clone(),
                                 block_irq,
                                 ring3_blind,
+                                measured: *measured,
                             };
                             crate::gdb::serve(session, || confine(vcpu_filter.as_ref(), check))
                         }
