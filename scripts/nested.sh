@@ -112,6 +112,8 @@ mkdir -p "$tree"/{bin,usr/bin,lib/modules,proc,sys,dev,tmp,etc,root}
 cp "$cache/busybox" "$tree/bin/busybox"
 cp "$cache"/*.ko "$tree/lib/modules/"
 printf '127.0.0.1 localhost\n::1 localhost\n' >"$tree/etc/hosts"
+printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$tree/etc/passwd"
+printf 'root:x:0:\nnogroup:x:65534:\n' >"$tree/etc/group"
 binaries=()
 
 # add_binary SOURCE DEST: a stripped copy of an ELF file at DEST inside, its libraries with it.
@@ -172,6 +174,8 @@ case "$mode" in
         ln -s "$lde_debug" "$tree/usr/bin/lde"
         add_binary "$cache/gdb" /usr/bin/gdb
         add_binary "$(command -v objdump)" /usr/bin/objdump
+        # util-linux's setpriv (busybox's lacks --reuid), for the tests that drop privileges.
+        add_binary "$(command -v setpriv)" /usr/bin/setpriv
         for d in docs scripts; do mkdir -p "$tree$root" && cp -r "$root/$d" "$tree$root/"; done
         mkdir -p "$tree$root/vmm"
         ;;

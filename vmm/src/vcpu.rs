@@ -122,6 +122,9 @@ pub fn run(
                 if crash == Crash::InternalError {
                     dump.insert_str(0, &internal_error_detail(vcpu));
                 }
+                if crash == Crash::TripleFault && vcpu.get_sregs().is_ok_and(|s| is_reset_state(&s)) {
+                    dump.insert_str(0, RESET_AFTER_SHUTDOWN);
+                }
                 return VcpuEnd::Crash(crash, dump);
             }
         }
@@ -137,6 +140,18 @@ fn internal_error_detail(vcpu: &mut VcpuFd) -> String {
     let n = (internal.ndata as usize).min(internal.data.len());
     let data: Vec<String> = internal.data[..n].iter().map(|d| format!("{d:#x}")).collect();
     format!("  internal error suberror {} data [{}]\n", internal.suberror, data.join(", "))
+}
+
+/// Said before the dump when KVM reset the vCPU on the triple fault.
+pub const RESET_AFTER_SHUTDOWN: &str =
+    "  (these are the vCPU's reset state, not the state at the fault: KVM on AMD SVM INITs the \
+     vCPU on a shutdown intercept, whose VMCB is undefined; the state that caused it is lost)\n";
+
+/// Whether `s` is the state after INIT or reset (CS F000 based at FFFF_0000, real mode): what
+/// KVM on SVM leaves after a triple fault (Linux `shutdown_interception`), where Intel's VMX and
+/// PVM keep the state that caused it. lde's kernel never runs there.
+pub fn is_reset_state(s: &kvm_sregs) -> bool {
+    s.cs.selector == 0xf000 && s.cs.base == 0xffff_0000 && s.cr0 & 1 == 0
 }
 
 /// The general, control and segment registers, as lines of text.
@@ -196,5 +211,19 @@ mod tests {
         assert!(text.contains("cs  selector 0010 base 0000000000000000 limit 00000000 type 0 dpl 0 l 1"));
         assert!(text.contains("idt base 0000000000000000 limit 0000"));
         assert_eq!(text.lines().count(), 15);
+    }
+
+    #[test]
+    fn the_reset_state_is_told_from_a_kernels_state() {
+        let mut reset = kvm_sregs::default();
+        reset.cs.selector = 0xf000;
+        reset.cs.base = 0xffff_0000;
+        reset.cr0 = 0x10;
+        assert!(is_reset_state(&reset));
+        // lde's kernel: protected mode, its own code selector.
+        let kernel = kvm_sregs { cr0: 0x8001_0011, cs: kvm_segment { selector: 0x10, ..Default::default() }, ..reset };
+        assert!(!is_reset_state(&kernel));
+        // A real-mode CS F000 that protected mode already left is not the reset state either.
+        assert!(!is_reset_state(&kvm_sregs { cr0: 0x11, ..reset }));
     }
 }
