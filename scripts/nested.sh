@@ -18,6 +18,9 @@ exit codes: the work's own (lde's, the script's, or 1 if a test failed); 80 the 
 be prepared (no QEMU, no apt, a package or tool missing); 81 it did not come up (Linux did not
 boot, or kvm_amd did not give a /dev/kvm); 82 the time limit expired (the last lines say which
 layer was alive last); 2 usage error"
+# The whole script is one block, read before any of it runs: editing or checking out this file
+# while a run goes on cannot change that run.
+{
 set -uo pipefail
 
 time_limit=600
@@ -192,20 +195,23 @@ mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; m
 mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
 ip link set lo up
 say() { echo "@@$nonce \$*" >/dev/ttyS0; }
+# Heartbeats and the diagnosis go to a serial line of their own (ttyS2), never into the work's
+# output lines.
+note() { echo "\$*" >/dev/ttyS2; }
 for m in irqbypass kvm kvm-amd; do
     insmod /lib/modules/\$m.ko || { say "down insmod \$m failed"; poweroff -f; }
 done
 [ -c /dev/kvm ] || { say "down kvm_amd gave no /dev/kvm"; poweroff -f; }
 # Heartbeats tell, after a time limit, whether this Linux was still alive.
-(n=0; while sleep 10; do n=\$((n + 10)); say "alive \$n"; done) &
+(n=0; while sleep 10; do n=\$((n + 10)); note "alive \$n"; done) &
 # Past three quarters of the time limit, where every user thread waits says which layer hangs:
 # a vCPU thread inside KVM_RUN (kvm_vcpu_block, svm_vcpu_run) or lde's own loop.
 (sleep $((time_limit * 3 / 4))
- say "diag still running after $((time_limit * 3 / 4)) s of guest time; where each user thread is:"
+ note "diag still running after $((time_limit * 3 / 4)) s of guest time; where each user thread is:"
  for t in /proc/[0-9]*/task/[0-9]*; do
-     [ -s "\${t%/task/*}/cmdline" ] || continue
-     say "diag \$t \$(cat \$t/comm) state=\$(cut -d' ' -f3 \$t/stat) wchan=\$(cat \$t/wchan)"
-     head -n 6 \$t/stack 2>/dev/null | while read -r frame; do say "diag     \$frame"; done
+     [ -e "\${t%/task/*}/exe" ] || continue # a kernel thread
+     note "diag \$t \$(cat \$t/comm) state=\$(cut -d' ' -f3 \$t/stat) wchan=\$(cat \$t/wchan)"
+     head -n 6 \$t/stack 2>/dev/null | while read -r frame; do note "diag     \$frame"; done
  done) &
 say begin
 set -o pipefail
@@ -225,24 +231,21 @@ timeout --kill-after=10 "$time_limit" qemu-system-x86_64 -accel tcg -cpu max -m 
     -kernel "$cache/vmlinuz" -initrd "$work/initrd.cpio" \
     -append "console=ttyS0 panic=-1 loglevel=3 quiet" \
     -display none -monitor none -no-reboot -nodefaults \
-    -serial stdio -serial "pipe:$work/stderr" </dev/null >"$work/console.out" 2>"$work/qemu.log" &
+    -serial stdio -serial "pipe:$work/stderr" -serial "file:$work/notes.log" </dev/null >"$work/console.out" 2>"$work/qemu.log" &
 qemu_pid=$!
 
 state=boot
 code=""
 passed=0
 failed=0
-alive=""
 : >"$work/console.log"
 while IFS= read -r line; do
     line=${line//$'\r'/}
     line=$(printf '%s' "$line" | sed 's/\x1b\[[0-9;?]*[A-Za-z]//g')
     case "$line" in
-        *"@@$nonce begin"*) state=work; alive="begin"; echo "nested.sh: nested host up after $((SECONDS - start)) s" >&2; continue ;;
+        *"@@$nonce begin"*) state=work; echo "nested.sh: nested host up after $((SECONDS - start)) s" >&2; continue ;;
         *"@@$nonce end "*) code=${line##*end }; state="ended"; continue ;;
-        *"@@$nonce alive "*) alive="${line##*alive } s after boot"; [ "$verbose" = 1 ] && echo "$line" >&2; continue ;;
         *"@@$nonce down "*) echo "nested.sh: ${line##*down }" >&2; continue ;;
-        *"@@$nonce diag "*) echo "nested.sh: ${line#*@@"$nonce" }" >&2; continue ;;
     esac
     echo "$line" >>"$work/console.log"
     if [ "$state" != work ]; then
@@ -267,7 +270,11 @@ if [ -n "$code" ]; then
     exit "$code"
 fi
 if [ "$qemu_status" = 124 ] || [ "$qemu_status" = 137 ]; then
-    echo "nested.sh: time limit of $time_limit s expired (state: $state; last heartbeat of the nested Linux: ${alive:-none})" >&2
+    alive=$(grep -a '^alive ' "$work/notes.log" | tail -n 1 | tr -d '\r')
+    alive=${alive#alive }
+    if [ -n "$alive" ]; then alive="$alive s after its start"; else alive="none"; fi
+    echo "nested.sh: time limit of $time_limit s expired (state: $state; last heartbeat of the nested Linux: $alive)" >&2
+    grep -a '^diag ' "$work/notes.log" | tr -d '\r' | sed 's/^diag /nested.sh: /' >&2
     tail -n 5 "$work/console.log" | sed 's/^/nested.sh: console: /' >&2
     exit 82
 fi
@@ -275,3 +282,4 @@ echo "nested.sh: the nested host did not come up (QEMU exit $qemu_status, state:
 tail -n 20 "$work/console.log" | sed 's/^/nested.sh: console: /' >&2
 tail -n 5 "$work/qemu.log" | sed 's/^/nested.sh: qemu: /' >&2
 exit 81
+}
