@@ -32,7 +32,8 @@ fn host_label(r: &BenchReport) -> String {
     format!("{} on {}{tsc}", r.host.kvm, r.host.cpu_model)
 }
 
-/// The table: the hosts, then a row per measurement with each host's median in cycles and ns.
+/// The table: the hosts, then a row per measurement with each host's median in cycles and ns
+/// (`unresolved` where a host has none, `-` where it lacks the row).
 pub fn compare_table(reports: &[(String, BenchReport)]) -> String {
     let mut out = String::from("hosts:\n");
     for (i, (label, r)) in reports.iter().enumerate() {
@@ -47,6 +48,7 @@ pub fn compare_table(reports: &[(String, BenchReport)]) -> String {
         out.push_str(&format!("{name:<13}"));
         for (_, r) in reports {
             match r.results.iter().find(|m| m.name == name) {
+                Some(m) if m.unresolved.is_some() => out.push_str(&format!(" {:>14} {:>12}", "unresolved", "-")),
                 Some(m) => out.push_str(&format!(" {:>14} {:>12.1}", m.median_cycles, m.median_ns)),
                 None => out.push_str(&format!(" {:>14} {:>12}", "-", "-")),
             }
@@ -59,7 +61,7 @@ pub fn compare_table(reports: &[(String, BenchReport)]) -> String {
 const COLORS: [&str; 6] = ["#4a90d9", "#e07b00", "#2e7d32", "#8e44ad", "#d32f2f", "#555555"];
 
 /// The chart: per measurement, one bar per host, its length the median in ns on a logarithmic
-/// axis (cycles where a report has no TSC rate).
+/// axis (cycles where a report has no TSC rate); no bar where a host's row is unresolved.
 pub fn compare_svg(reports: &[(String, BenchReport)]) -> Document {
     const WIDTH: f64 = 1000.0;
     const LEFT: f64 = 150.0;
@@ -69,7 +71,7 @@ pub fn compare_svg(reports: &[(String, BenchReport)]) -> Document {
     let top = 40.0 + 20.0 * reports.len() as f64;
     let height = top + group * names.len() as f64 + 20.0;
     let value = |r: &BenchReport, name: &str| {
-        r.results.iter().find(|m| m.name == name).map(|m| {
+        r.results.iter().find(|m| m.name == name && m.unresolved.is_none()).map(|m| {
             if m.median_ns > 0.0 {
                 m.median_ns
             } else {
@@ -167,6 +169,7 @@ mod tests {
                 p99_ns: median as f64,
                 timer_hz: None,
                 histogram: vec![(median, 1)],
+                unresolved: None,
             })
             .collect();
         BenchReport::new(host, 1_000_000_000, results)
@@ -187,5 +190,16 @@ mod tests {
         assert!(row.ends_with(" - ") || row.trim_end().ends_with('-'), "{row}");
         let svg = compare_svg(&reports).to_string();
         assert_eq!(svg.matches("class=\"measurement\"").count(), 2);
+        assert_eq!(svg.matches("<rect").count(), 1 + 2 + 3, "background, a key per host, a bar per median");
+
+        let mut reports = reports;
+        reports[1].1.results[0].unresolved = Some("below the empty loop".into());
+        let table = compare_table(&reports);
+        let row = table.lines().find(|l| l.starts_with("syscall-null")).unwrap();
+        assert_eq!(
+            row.split_whitespace().collect::<Vec<_>>(),
+            ["syscall-null", "335902", "335902.0", "unresolved", "-"]
+        );
+        assert_eq!(compare_svg(&reports).to_string().matches("<rect").count(), 1 + 2 + 2, "no bar for it");
     }
 }

@@ -44,6 +44,10 @@ fn row(m: &Measurement, y: f64, tsc_hz: u64) -> Group {
     let mut g = Group::new().set("class", "histogram").set("data-name", m.name.as_str());
     g = g.add(Text::new(m.name.as_str()).set("x", 10).set("y", y + 30.0).set("font-weight", "bold"));
     g = g.add(Text::new(format!("n = {}", m.samples)).set("x", 10).set("y", y + 50.0).set("fill", "#555"));
+    if let Some(why) = &m.unresolved {
+        let text = Text::new(format!("unresolved: {why}")).set("class", "unresolved");
+        return g.add(text.set("x", LEFT).set("y", y + 50.0).set("fill", "#d32f2f"));
+    }
     let Some(&(first, _)) = m.histogram.first() else { return g };
     let last = m.histogram.last().map_or(first, |h| h.0);
     let (lo, hi) = ((first.max(1)) as f64, bin_ceiling(last).max(first + 1) as f64);

@@ -34,7 +34,8 @@ use measure::{guest_run, host_syscall_samples};
 use stats::summarize;
 
 /// The value of the JSON's `schema` field.
-pub const SCHEMA: &str = "lde-bench/3";
+/// `lde-bench/4` added `unresolved` to each result (a row without figures says why).
+pub const SCHEMA: &str = "lde-bench/4";
 /// Boots of each boot row unless told.
 pub const DEFAULT_BOOTS: u32 = 7;
 /// Timer rate while measuring everything but the tick (low, to disturb little).
@@ -202,18 +203,30 @@ fn cycles(config: &BenchConfig, selection: &[&'static str]) -> Result<BenchRepor
                 eprintln!("lde: bench [{}/{}] host-syscall (on the host)", *done, names.len());
             }
             let mut s = host_syscall_samples();
-            Some((s.len() as u64, 1, summarize(&mut s), "host Linux".to_string(), None))
+            Some((s.len() as u64, 1, summarize(&mut s), "host Linux".to_string(), None, None))
         } else if *name == "kvm-run" {
             let mut s = kvm_run.clone();
-            Some((s.len() as u64, 1, summarize(&mut s), "KVM_RUN ioctl, exit to lde".to_string(), Some(QUIET_TIMER_HZ)))
+            let path = "KVM_RUN ioctl, exit to lde".to_string();
+            Some((s.len() as u64, 1, summarize(&mut s), path, Some(QUIET_TIMER_HZ), None))
         } else {
             guest.iter().find(|(r, _)| r.name == *name).map(|(r, hz)| {
                 let path = path_of(r, doors, *hz);
-                (r.n, r.k, (r.min, r.median, r.p99, r.mean, r.hist.clone()), path, Some(*hz))
+                let stats = (r.min, r.median, r.p99, r.mean, r.hist.clone());
+                (r.n, r.k, stats, path, Some(*hz), r.unresolved_reason())
             })
         };
-        let Some((samples, per_sample, (min, median, p99, mean, histogram), path, timer_hz)) = measurement else {
+        let Some((samples, per_sample, stats, path, timer_hz, unresolved)) = measurement else {
             return Err(Error::Guest(format!("no result for {name}")));
+        };
+        // Never a cost of 0: whatever gave no positive median says why instead.
+        let unresolved = unresolved.or_else(|| match (samples, stats.1) {
+            (0, _) => Some("no samples were taken".to_string()),
+            (_, 0) => Some("the median is 0 cycles: below what the TSC resolves here".to_string()),
+            _ => None,
+        });
+        let (min, median, p99, mean, histogram) = match unresolved {
+            None => stats,
+            Some(_) => (0, 0, 0, 0, Vec::new()),
         };
         results.push(Measurement {
             name: name.to_string(),
@@ -230,6 +243,7 @@ fn cycles(config: &BenchConfig, selection: &[&'static str]) -> Result<BenchRepor
             p99_ns: ns(p99),
             timer_hz,
             histogram,
+            unresolved,
         });
     }
     let host = report::host(&config.host, tsc_khz);

@@ -1,6 +1,6 @@
-//! What `lde bench` reports: the report's types (the `--json` form, schema `lde-bench/3`, which
-//! `--baseline` and `--compare` read back; files of `lde-bench/2` still read) and the tables
-//! it prints.
+//! What `lde bench` reports: the report's types (the `--json` form, schema `lde-bench/4`, which
+//! `--baseline` and `--compare` read back; files of `lde-bench/2` and `/3` still read) and the
+//! tables it prints.
 
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +26,11 @@ pub struct Measurement {
     /// Samples per bin: `[floor, count]`, a bin holding from its floor (cycles) up to the next
     /// bin's; eight log-linear bins per power of two (`lde_abi::histogram`).
     pub histogram: Vec<(u64, u64)>,
+    /// Why this row has no figures, if it has none (`lde-bench/4`): the operation could not be
+    /// told from the empty loop, or nothing was sampled. Its cycle and ns fields are then 0 and
+    /// its histogram is empty: they are no measurement.
+    #[serde(default)]
+    pub unresolved: Option<String>,
 }
 
 /// Emulated instructions per operation of one row (see `insns.rs`).
@@ -145,10 +150,16 @@ fn cycle_table(report: &BenchReport) -> String {
         "measurement", "min cyc", "median cyc", "p99 cyc", "median ns", "n", "path"
     ));
     for m in &report.results {
-        out.push_str(&format!(
-            "{:<13} {:>12} {:>12} {:>12} {:>11.1} {:>7}  {}\n",
-            m.name, m.min_cycles, m.median_cycles, m.p99_cycles, m.median_ns, m.samples, m.path
-        ));
+        match &m.unresolved {
+            None => out.push_str(&format!(
+                "{:<13} {:>12} {:>12} {:>12} {:>11.1} {:>7}  {}\n",
+                m.name, m.min_cycles, m.median_cycles, m.p99_cycles, m.median_ns, m.samples, m.path
+            )),
+            Some(why) => out.push_str(&format!(
+                "{:<13} {:>12} {:>12} {:>12} {:>11} {:>7}  {}\n{:<13} unresolved: {why}\n",
+                m.name, "-", "unresolved", "-", "-", m.samples, m.path, ""
+            )),
+        }
     }
     out
 }
@@ -208,4 +219,51 @@ fn boot_table(report: &BenchReport) -> String {
     }
     notes.iter().for_each(|n| out.push_str(n));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unresolved_row_has_no_figures_but_a_reason() {
+        let host = BenchHost {
+            kvm: "nested-svm".into(),
+            kvm_description: "nested".into(),
+            cpu_model: "CPU".into(),
+            tsc_khz: None,
+        };
+        let row = |name: &str, median: u64, unresolved: Option<&str>| Measurement {
+            name: name.into(),
+            description: String::new(),
+            path: "architectural".into(),
+            samples: 1000,
+            per_sample: 8,
+            min_cycles: median,
+            median_cycles: median,
+            p99_cycles: median,
+            mean_cycles: median,
+            min_ns: 0.0,
+            median_ns: 0.0,
+            p99_ns: 0.0,
+            timer_hz: Some(10),
+            histogram: vec![],
+            unresolved: unresolved.map(String::from),
+        };
+        let report = BenchReport::new(host, 0, vec![row("int80-null", 796, None), row("syscall-null", 0, Some("why"))]);
+        let text = table(&report);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[2].starts_with("int80-null") && lines[2].contains(" 796 "), "{text}");
+        assert_eq!(
+            lines[3].split_whitespace().collect::<Vec<_>>(),
+            ["syscall-null", "-", "unresolved", "-", "-", "1000", "architectural"]
+        );
+        assert_eq!(lines[4].trim(), "unresolved: why", "{text}");
+        let json = serde_json::to_value(&report).unwrap();
+        assert!(json["results"][0]["unresolved"].is_null() && json["results"][1]["unresolved"] == "why");
+        let mut old = json.clone();
+        old["results"][0].as_object_mut().unwrap().remove("unresolved");
+        let old: BenchReport = serde_json::from_value(old).unwrap();
+        assert!(old.results[0].unresolved.is_none(), "an lde-bench/3 row reads as resolved");
+    }
 }

@@ -17,8 +17,37 @@ pub struct GuestResult {
     pub p99: u64,
     pub mean: u64,
     pub fixups: u64,
+    /// The empty loop's fastest run and its spread (median less fastest), cycles per sample.
+    pub empty: u64,
+    pub spread: u64,
+    /// Samples not above the empty loop.
+    pub below: u64,
+    /// Set when the guest could not tell the operation from the empty loop: `below` (samples
+    /// not above it) or `noise` (the difference within twice the empty loop's spread).
+    pub unresolved: Option<String>,
     /// `(bin floor in cycles, samples)`.
     pub hist: Vec<(u64, u64)>,
+}
+
+impl GuestResult {
+    /// Why this result is no cost, in words, if it is none.
+    pub fn unresolved_reason(&self) -> Option<String> {
+        let largest = format!("with {} operations per sample, the largest loop tried", self.k);
+        match self.unresolved.as_deref()? {
+            _ if self.n == 0 => Some("no samples were taken".to_string()),
+            "below" => Some(format!(
+                "{} of {} samples were not above the empty loop ({} cycles), {largest}",
+                self.below, self.n, self.empty
+            )),
+            "noise" => Some(format!(
+                "the median is {} cycles per operation above the empty loop ({} per sample), within twice the empty loop's own spread ({} cycles), {largest}",
+                self.median,
+                self.median.saturating_mul(self.k),
+                self.spread
+            )),
+            other => Some(format!("the guest says {other:?}")),
+        }
+    }
 }
 
 /// Parses `bench result name=… n=… …` lines.
@@ -47,6 +76,10 @@ pub fn parse_results(transcript: &str) -> Vec<GuestResult> {
                 p99: num("p99").unwrap_or(0),
                 mean: num("mean").unwrap_or(0),
                 fixups: num("fixups").unwrap_or(0),
+                empty: num("empty").unwrap_or(0),
+                spread: num("spread").unwrap_or(0),
+                below: num("below").unwrap_or(0),
+                unresolved: kv.get("unresolved").map(|w| w.to_string()),
                 hist,
             })
         })
@@ -90,19 +123,25 @@ impl Change {
     }
 }
 
-/// A run compared with a baseline: the medians of the measurements both have, and those only
-/// this run has.
+/// A run compared with a baseline: the medians of the measurements both have, those only
+/// this run has, and those without a median in one of the two (unresolved).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Comparison {
     pub changes: Vec<Change>,
     pub not_in_baseline: Vec<String>,
+    pub unresolved: Vec<String>,
 }
 
 /// Compares the medians of `report` with those of `baseline`.
 pub fn compare(report: &BenchReport, baseline: &BenchReport) -> Comparison {
     let mut comparison = Comparison::default();
     for m in &report.results {
-        match baseline.results.iter().find(|b| b.name == m.name && b.median_cycles > 0) {
+        let base = baseline.results.iter().find(|b| b.name == m.name);
+        if m.unresolved.is_some() || base.is_some_and(|b| b.unresolved.is_some() || b.median_cycles == 0) {
+            comparison.unresolved.push(m.name.clone());
+            continue;
+        }
+        match base {
             Some(base) => comparison.changes.push(Change {
                 name: m.name.clone(),
                 baseline: base.median_cycles,
@@ -137,6 +176,21 @@ mod tests {
         assert_eq!(r[0].name, "syscall-null");
         assert_eq!((r[0].n, r[0].k, r[0].min, r[0].median, r[0].p99, r[0].mean), (1000, 4, 10, 12, 30, 13));
         assert_eq!(r[0].hist, vec![(3, 900), (4, 100)]);
+        assert_eq!(r[0].unresolved_reason(), None);
+    }
+
+    #[test]
+    fn an_unresolved_result_says_why() {
+        let t = "bench result name=syscall-null n=1000 k=4096 min=0 median=0 p99=3 mean=0 empty=26000 spread=400 below=945 fixups=0 unresolved=below hist=0:945,2:55\n\
+                 bench result name=int80-null n=1000 k=64 min=1 median=2 p99=3 mean=2 empty=700 spread=200 below=0 fixups=0 unresolved=noise hist=1:1000\n";
+        let r = parse_results(t);
+        assert_eq!((r[0].empty, r[0].spread, r[0].below), (26000, 400, 945));
+        let why = r[0].unresolved_reason().unwrap();
+        assert!(why.starts_with("945 of 1000 samples were not above the empty loop (26000 cycles)"), "{why}");
+        assert!(why.ends_with("with 4096 operations per sample, the largest loop tried"), "{why}");
+        let why = r[1].unresolved_reason().unwrap();
+        assert!(why.contains("2 cycles per operation above the empty loop (128 per sample)"), "{why}");
+        assert!(why.contains("spread (200 cycles)"), "{why}");
     }
 
     #[test]
@@ -167,6 +221,7 @@ mod tests {
             p99_ns: 0.0,
             timer_hz: None,
             histogram: vec![],
+            unresolved: None,
         }];
         BenchReport::new(host, 0, results)
     }
@@ -186,6 +241,12 @@ mod tests {
         let c = compare(&other, &base);
         assert!(c.changes.is_empty());
         assert_eq!(c.not_in_baseline, vec!["kvm-run".to_string()]);
+        let mut unresolved = report_with(0);
+        unresolved.results[0].unresolved = Some("why".into());
+        let c = compare(&unresolved, &base);
+        assert!(c.changes.is_empty() && c.not_in_baseline.is_empty(), "{c:?}");
+        assert_eq!(c.unresolved, vec!["cpuid".to_string()]);
+        assert_eq!(compare(&base, &unresolved).unresolved, vec!["cpuid".to_string()], "nor against one");
         assert!(host_mismatch(&base, "pvm", "").is_none());
         assert!(host_mismatch(&base, "nested-vmx", "").unwrap().contains("not comparable"));
     }

@@ -159,10 +159,10 @@ fn check_insns(report: &BenchReport, baseline: &InsnBaseline, path: &Path) -> bo
 fn check_baseline(report: &BenchReport, baseline: &BenchReport, path: &Path, max: f64) -> Result<ExitCode, Error> {
     let comparison = lde::bench::compare(report, baseline);
     if comparison.changes.is_empty() {
-        let names = comparison.not_in_baseline.join(", ");
+        let names = [comparison.not_in_baseline.as_slice(), comparison.unresolved.as_slice()].concat().join(", ");
         return Err(Error::Incomparable(
             path.to_owned(),
-            format!("none of this run's measurements is in it ({names})"),
+            format!("no measurement of this run has a median to compare with one in it ({names})"),
         ));
     }
     if let (Some(then), Some(now)) = (baseline.host.tsc_khz, report.host.tsc_khz) {
@@ -189,6 +189,9 @@ fn check_baseline(report: &BenchReport, baseline: &BenchReport, path: &Path, max
     }
     if !comparison.not_in_baseline.is_empty() {
         println!("not in the baseline: {}", comparison.not_in_baseline.join(", "));
+    }
+    if !comparison.unresolved.is_empty() {
+        println!("unresolved here or in the baseline, not compared: {}", comparison.unresolved.join(", "));
     }
     println!(
         "compared {} median(s) with the baseline: {worse} more than {max}% worse, {better} more than {max}% better",

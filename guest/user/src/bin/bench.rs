@@ -1,11 +1,17 @@
 //! Trap-cost microbenchmarks for `lde bench` (run that instead): system calls, exceptions, timer ticks, context switches, VM exits.
 //!
 //! Each measurement, in the manner of kvm-unit-tests' x86/vmexit.c: an asm loop of K operations
-//! timed with lfence-fenced rdtsc, K doubled until one sample spans SAMPLE_CYCLES, warm-up,
-//! the empty loop's cost per iteration subtracted, then up to MAX_SAMPLES samples within a time
-//! budget. The timer is measured by the gap method: a tight rdtsc loop notes every gap far above
+//! timed with lfence-fenced rdtsc, K doubled until the median of a few timings spans
+//! SAMPLE_CYCLES, warm-up, the empty loop of K iterations timed in a block of its own after its
+//! own warm-up, then up to MAX_SAMPLES samples within a time budget, each less the empty loop's
+//! fastest run. A measurement is resolved when every sample is above the empty loop and the
+//! median's difference exceeds twice the empty loop's spread; otherwise it is tried again with
+//! 4 times K, and after ATTEMPTS it is reported unresolved (never as a cost of 0).
+//! The timer is measured by the gap method: a tight rdtsc loop notes every gap far above
 //! its usual iteration. Results are one line each: `bench result name=… n=… k=… min=… median=…
-//! p99=… mean=… fixups=… hist=bucket:count,…` with log2 buckets of cycles.
+//! p99=… mean=… empty=… spread=… below=… fixups=… [unresolved=below|noise] hist=floor:count,…`
+//! (`empty`, `spread`: the empty loop's fastest run and its median less that, cycles per sample
+//! of K; `below`: samples not above the empty loop) with the bins of `lde_abi::histogram`.
 #![no_std]
 #![no_main]
 
@@ -126,13 +132,21 @@ extern "C" {
     static bench_out_resume: u8;
 }
 
-/// One sample should span at least this many cycles.
+/// One sample should span at least this many cycles (the median of SIZING_RUNS timings: on
+/// QEMU TCG the first run after other code costs ~20,000 cycles more and stalls of 200,000 and
+/// more are common, so a single timing sized the loop at random).
 const SAMPLE_CYCLES: u64 = 200_000;
+/// Timings whose median sizes the loop.
+const SIZING_RUNS: usize = 5;
+/// Timings of the empty loop per attempt, after its warm-up.
+const EMPTY_RUNS: usize = 16;
+/// Attempts at resolving a measurement, each with 4 times the operations per sample.
+const ATTEMPTS: u32 = 3;
 /// Most samples per measurement.
 const MAX_SAMPLES: usize = 1000;
 /// Most operations per sample.
 const MAX_K: u64 = 1 << 16;
-/// Time budget of one measurement, in milliseconds.
+/// Time budget of a measurement's first attempt, in milliseconds (each later attempt: half).
 const BUDGET_MS: u64 = 1500;
 /// An unmapped user address, for the #PF loop.
 const UNMAPPED: u64 = USER_BASE + 0x4000_0000;
@@ -164,16 +178,49 @@ fn time(op: &mut dyn FnMut(u64), k: u64) -> u64 {
     tsc() - t0
 }
 
-/// The empty loop's cost per iteration with `k` iterations (the minimum of a few runs).
-fn empty_cost(k: u64) -> u64 {
-    (0..8).map(|_| time(&mut |n| run_loop(bench_empty_loop, n), k)).min().unwrap_or(0) / k
+/// The median of `runs` (at most 16) timings of `op(k)`, and their minimum.
+fn timings(op: &mut dyn FnMut(u64), k: u64, runs: usize) -> (u64, u64) {
+    let mut t = [0u64; 16];
+    let t = &mut t[..runs.clamp(1, 16)];
+    t.iter_mut().for_each(|v| *v = time(op, k));
+    t.sort_unstable();
+    (t[t.len() / 2], t[0])
 }
 
-fn report(name: &str, k: u64, n: usize, fixups: i64) {
+/// What one attempt at a measurement found (cycles per sample of `k` operations).
+struct Attempt {
+    k: u64,
+    n: usize,
+    /// The empty loop's fastest run, and its median less that.
+    empty: u64,
+    spread: u64,
+    /// Samples not above the empty loop by at least a cycle per operation.
+    below: usize,
+    /// The median sample before the empty loop was taken off.
+    raw_median: u64,
+}
+
+impl Attempt {
+    /// Why the difference from the empty loop is not a cost, if it is not: `below`, some samples
+    /// were not above the empty loop; `noise`, the median is not above it by more than twice its
+    /// spread.
+    fn unresolved(&self) -> Option<&'static str> {
+        if self.n == 0 || self.below > 0 {
+            Some("below")
+        } else if self.raw_median.saturating_sub(self.empty) <= 2 * self.spread {
+            Some("noise")
+        } else {
+            None
+        }
+    }
+}
+
+fn report(name: &str, a: &Attempt, fixups: i64) {
+    let n = a.n;
     let s = &mut samples()[..n];
     s.sort_unstable();
     if n == 0 {
-        println!("bench result name={name} n=0");
+        println!("bench result name={name} n=0 unresolved=below");
         return;
     }
     let mean = s.iter().sum::<u64>() / n as u64;
@@ -182,11 +229,19 @@ fn report(name: &str, k: u64, n: usize, fixups: i64) {
     use core::fmt::Write;
     let _ = write!(
         line,
-        "bench result name={name} n={n} k={k} min={} median={} p99={} mean={mean} fixups={fixups} hist=",
+        "bench result name={name} n={n} k={} min={} median={} p99={} mean={mean} empty={} spread={} below={} fixups={fixups} ",
+        a.k,
         s[0],
         p(50),
-        p(99)
+        p(99),
+        a.empty,
+        a.spread,
+        a.below
     );
+    if let Some(why) = a.unresolved() {
+        let _ = write!(line, "unresolved={why} ");
+    }
+    let _ = write!(line, "hist=");
     // The samples are sorted: each bin's samples are next to each other.
     let mut i = 0;
     while i < n {
@@ -200,23 +255,52 @@ fn report(name: &str, k: u64, n: usize, fixups: i64) {
 }
 
 /// Measures `op` (which runs its operation k times) as described above.
-fn measure(name: &str, op: &mut dyn FnMut(u64)) -> (u64, usize) {
+fn measure(name: &str, op: &mut dyn FnMut(u64)) -> Attempt {
     println!("bench: measuring {name}");
     let mut k = 1;
-    while k < MAX_K && time(op, k) < SAMPLE_CYCLES {
+    while k < MAX_K && timings(op, k, SIZING_RUNS).0 < SAMPLE_CYCLES {
         k *= 2;
     }
+    let mut budget_ms = BUDGET_MS;
+    let mut attempt = 1;
+    loop {
+        let a = sample(op, k, budget_ms);
+        if a.unresolved().is_none() || attempt == ATTEMPTS || k == MAX_K {
+            return a;
+        }
+        (k, budget_ms, attempt) = ((k * 4).min(MAX_K), BUDGET_MS / 2, attempt + 1);
+    }
+}
+
+/// One attempt: the empty loop, then the samples of `op(k)` within `budget_ms`, each less the
+/// empty loop's fastest run, per operation.
+fn sample(op: &mut dyn FnMut(u64), k: u64, budget_ms: u64) -> Attempt {
+    // The empty loop in a block of its own after its warm-up: the first runs after other code
+    // cost far more (~20,000 cycles on QEMU TCG, against ~100 for 8 iterations after), and
+    // that cost taken off every sample once made a null system call come out at 0.
+    let empty_loop = &mut |n| run_loop(bench_empty_loop, n);
+    for _ in 0..3 {
+        empty_loop(k);
+    }
+    let (empty_median, empty) = timings(empty_loop, k, EMPTY_RUNS);
     for _ in 0..3 {
         op(k);
     }
-    let empty = empty_cost(k);
-    let deadline = tsc() + tsc_hz() / 1000 * BUDGET_MS;
+    let deadline = tsc() + tsc_hz() / 1000 * budget_ms;
     let mut n = 0;
     while n < MAX_SAMPLES && tsc() < deadline {
-        samples()[n] = (time(op, k) / k).saturating_sub(empty);
+        samples()[n] = time(op, k);
         n += 1;
     }
-    (k, n)
+    let raw = &mut samples()[..n];
+    raw.sort_unstable();
+    let raw_median = raw.get(n / 2).copied().unwrap_or(0);
+    let mut below = 0;
+    for s in raw.iter_mut() {
+        *s = s.saturating_sub(empty) / k;
+        below += usize::from(*s == 0);
+    }
+    Attempt { k, n, empty, spread: empty_median - empty, below, raw_median }
 }
 
 fn fixup(fault: u64, resume: u64) -> i64 {
@@ -288,12 +372,12 @@ fn main(args: Args) -> i32 {
         return 1;
     }
     if wanted(&args, "syscall-null") {
-        let (k, n) = measure("syscall-null", &mut |n| run_loop(bench_syscall_loop, n));
-        report("syscall-null", k, n, 0);
+        let a = measure("syscall-null", &mut |n| run_loop(bench_syscall_loop, n));
+        report("syscall-null", &a, 0);
     }
     if wanted(&args, "int80-null") {
-        let (k, n) = measure("int80-null", &mut |n| run_loop(bench_int80_loop, n));
-        report("int80-null", k, n, 0);
+        let a = measure("int80-null", &mut |n| run_loop(bench_int80_loop, n));
+        report("int80-null", &a, 0);
     }
     // SAFETY: taking the addresses of asm labels.
     let (ud, ud_r, bp_r, pf, pf_r, out, out_r) = unsafe {
@@ -313,21 +397,26 @@ fn main(args: Args) -> i32 {
             continue;
         }
         let before = fixup(fault, resume);
-        let (k, n) = match name {
+        let a = match name {
             "exception-ud" => measure(name, &mut |n| run_loop(bench_ud_loop, n)),
             "exception-bp" => measure(name, &mut |n| run_loop(bench_bp_loop, n)),
             _ => measure(name, &mut |n| run_pf_loop(n, UNMAPPED)),
         };
         let after = fixup(0, 0);
-        report(name, k, n, after - before);
+        report(name, &a, after - before);
     }
     if wanted(&args, "timer-tick") {
         let n = timer_gaps(2000);
-        report("timer-tick", 1, n, 0);
+        // Each gap already has the loop's own iteration taken off: no empty loop here.
+        let gaps = &mut samples()[..n];
+        gaps.sort_unstable();
+        let below = gaps.iter().filter(|&&g| g == 0).count();
+        let raw_median = gaps.get(n / 2).copied().unwrap_or(0);
+        report("timer-tick", &Attempt { k: 1, n, empty: 0, spread: 0, below, raw_median }, 0);
     }
     if wanted(&args, "yield-self") {
-        let (k, n) = measure("yield-self", &mut |n| run_loop(bench_yield_loop, n));
-        report("yield-self", k, n, 0);
+        let a = measure("yield-self", &mut |n| run_loop(bench_yield_loop, n));
+        report("yield-self", &a, 0);
     }
     if wanted(&args, "switch-cr3") {
         // A partner that yields back until a little after this measurement's budget.
@@ -337,25 +426,25 @@ fn main(args: Args) -> i32 {
         if spawn(text) < 0 {
             println!("bench: cannot start the partner");
         } else {
-            let (k, n) = measure("switch-cr3", &mut |n| run_loop(bench_yield_loop, n));
+            let a = measure("switch-cr3", &mut |n| run_loop(bench_yield_loop, n));
             // One yield here is a round trip: two switches (and two yield calls).
-            samples()[..n].iter_mut().for_each(|s| *s /= 2);
-            report("switch-cr3", k, n, 0);
+            samples()[..a.n].iter_mut().for_each(|s| *s /= 2);
+            report("switch-cr3", &a, 0);
             while lde_user::rdtsc() < end {
                 yield_now();
             }
         }
     }
     if wanted(&args, "cpuid") {
-        let (k, n) = measure("cpuid", &mut |n| run_loop(bench_cpuid_loop, n));
-        report("cpuid", k, n, 0);
+        let a = measure("cpuid", &mut |n| run_loop(bench_cpuid_loop, n));
+        report("cpuid", &a, 0);
     }
     if wanted(&args, "port-write") {
         // If ring 3 may not use the port, each out faults: fixed up and reported as such.
         let before = fixup(out, out_r);
-        let (k, n) = measure("port-write", &mut |n| run_loop(bench_out_loop, n));
+        let a = measure("port-write", &mut |n| run_loop(bench_out_loop, n));
         let after = fixup(0, 0);
-        report("port-write", k, n, after - before);
+        report("port-write", &a, after - before);
     }
     println!("bench: done");
     0
