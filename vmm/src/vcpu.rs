@@ -107,7 +107,7 @@ pub fn run(
         let action = match vcpu.run() {
             Ok(exit) => {
                 if let (Some(hook), Some(t0)) = (hook.as_deref_mut(), t0) {
-                    hook.after_exit(&exit, rdtsc() - t0);
+                    hook.after_exit(&exit, rdtsc().saturating_sub(t0));
                 }
                 handle_exit(exit, devices, counts)
             }

@@ -14,13 +14,14 @@ pub const fn bin_floor(cycles: u64) -> u64 {
     (cycles >> shift) << shift
 }
 
-/// The lower bound of the bin after the one whose lower bound is `floor`.
+/// The lower bound of the bin after the one whose lower bound is `floor` (`u64::MAX` for the
+/// last bin: a floor read from a guest's line may be anything).
 pub const fn bin_ceiling(floor: u64) -> u64 {
     if floor < (1 << SUB_BITS) {
         return floor + 1;
     }
     let shift = 63 - floor.leading_zeros() - SUB_BITS;
-    floor + (1 << shift)
+    floor.saturating_add(1 << shift)
 }
 
 #[cfg(test)]
@@ -40,5 +41,7 @@ mod tests {
             assert!(floor <= v && v < bin_ceiling(floor), "{v}");
             assert!((bin_ceiling(floor) - floor) as f64 / floor as f64 <= 0.125, "{v}");
         }
+        assert_eq!(bin_ceiling(bin_floor(u64::MAX)), u64::MAX);
+        assert_eq!(bin_ceiling(u64::MAX), u64::MAX);
     }
 }

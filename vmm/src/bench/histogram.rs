@@ -50,7 +50,8 @@ fn row(m: &Measurement, y: f64, tsc_hz: u64) -> Group {
     }
     let Some(&(first, _)) = m.histogram.first() else { return g };
     let last = m.histogram.last().map_or(first, |h| h.0);
-    let (lo, hi) = ((first.max(1)) as f64, bin_ceiling(last).max(first + 1) as f64);
+    // The bins come from the guest's `bench result` line: any value, even u64::MAX.
+    let (lo, hi) = ((first.max(1)) as f64, bin_ceiling(last).max(first.saturating_add(1)) as f64);
     let (lo, hi) = (lo / 1.05, hi * 1.05);
     let plot = WIDTH - LEFT - RIGHT;
     let x = |cycles: f64| round(LEFT + (cycles.max(lo).ln() - lo.ln()) / (hi.ln() - lo.ln()) * plot);

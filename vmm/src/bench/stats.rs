@@ -97,7 +97,7 @@ pub(super) fn summarize(samples: &mut [u64]) -> (u64, u64, u64, u64, Vec<(u64, u
     for &v in samples.iter() {
         *hist.entry(lde_abi::histogram::bin_floor(v)).or_default() += 1;
     }
-    let mean = samples.iter().sum::<u64>() / n as u64;
+    let mean = (samples.iter().map(|&v| u128::from(v)).sum::<u128>() / n as u128) as u64;
     (samples[0], samples[(n - 1) / 2], samples[(n - 1) * 99 / 100], mean, hist.into_iter().collect())
 }
 

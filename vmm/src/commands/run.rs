@@ -138,7 +138,8 @@ pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode, Error> {
                 );
             }
             let ran = report.banner_after.map(|b| report.ended_after.saturating_sub(b).as_secs_f64());
-            for line in summary::lines(page, &recorder.processes(), report.host.kvm, ran) {
+            let lines = summary::lines(page, &recorder.processes(), report.host.kvm, ran);
+            for line in summary::warnings(recorder).into_iter().chain(lines) {
                 eprintln!("lde: {line}");
             }
         }

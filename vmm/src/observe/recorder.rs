@@ -9,6 +9,9 @@ use crate::observe::stats::{Error, StatsReader};
 
 /// Most events kept for one run (about 24 MiB); later ones are counted as dropped.
 pub const MAX_EVENTS: usize = 1_000_000;
+/// Most ended processes kept for one run (the kernel names their pids: a hostile one could
+/// name a new one at every poll); later ones are counted in [`Recorder::ended_lost`].
+pub const MAX_ENDED: usize = 100_000;
 
 /// What has been read so far.
 pub struct Recorder {
@@ -27,6 +30,9 @@ pub struct Recorder {
     pub last: Option<Box<StatsPage>>,
     /// The guest stopped in the middle of an update, so `last` may be torn.
     pub torn: bool,
+    /// The kernel's count of events or of ended processes went backwards at some poll (or
+    /// wrapped past `u64::MAX`): no honest kernel does that, so its rings are not to be trusted.
+    pub rings_went_back: bool,
 }
 
 impl Recorder {
@@ -41,7 +47,16 @@ impl Recorder {
             ended_lost: 0,
             last: None,
             torn: false,
+            rings_went_back: false,
         }
+    }
+
+    /// A recorder over a blank guest memory holding the built-in kernel's page (unit tests).
+    #[cfg(test)]
+    pub(crate) fn new_for_tests() -> Recorder {
+        use vm_memory::{GuestAddress, GuestMemoryMmap};
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 16 << 20)]).expect("16 MiB of test memory");
+        Recorder::new(StatsReader::new(mem, crate::guest::KERNEL).expect("the built-in kernel has a stats page"))
     }
 
     /// Reads what is new while the guest runs.
@@ -61,18 +76,25 @@ impl Recorder {
         Ok(())
     }
 
+    /// Every count here comes from the kernel's page, the guest's to write: added with
+    /// saturation, so that a hostile page gives large figures, never wrapped ones.
     fn poll_rings(&mut self) -> Result<(), Error> {
-        let (events, next, lost) = self.reader.events_since(self.events_from)?;
-        self.events_from = next;
-        self.events_lost += lost;
+        let (events, read) = self.reader.events_since(self.events_from)?;
+        self.events_from = read.next;
+        self.events_lost = self.events_lost.saturating_add(read.lost);
         let room = MAX_EVENTS.saturating_sub(self.events.len());
-        self.events_lost += events.len().saturating_sub(room) as u64;
+        self.events_lost = self.events_lost.saturating_add(events.len().saturating_sub(room) as u64);
         self.events.extend(events.into_iter().take(room));
-        let (ended, next, lost) = self.reader.ended_since(self.ended_from)?;
-        self.ended_from = next;
-        self.ended_lost += lost;
+        let (ended, ended_read) = self.reader.ended_since(self.ended_from)?;
+        self.ended_from = ended_read.next;
+        self.ended_lost = self.ended_lost.saturating_add(ended_read.lost);
+        self.rings_went_back |= read.went_back || ended_read.went_back;
         for p in ended {
-            self.ended.insert(p.pid, p);
+            if self.ended.len() < MAX_ENDED || self.ended.contains_key(&p.pid) {
+                self.ended.insert(p.pid, p);
+            } else {
+                self.ended_lost = self.ended_lost.saturating_add(1);
+            }
         }
         Ok(())
     }
@@ -91,5 +113,33 @@ impl Recorder {
             }
         }
         all.into_values().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::offset_of;
+    use vm_memory::{Bytes, GuestAddress};
+
+    #[test]
+    fn ring_counts_from_a_hostile_page_saturate_and_going_back_is_flagged() {
+        let mut recorder = Recorder::new_for_tests();
+        let addr = crate::observe::stats::find_symbol(crate::guest::KERNEL, lde_abi::stats::STATS_SYMBOL).unwrap();
+        let mem = recorder.reader.memory().clone();
+        let events_written = GuestAddress(addr + offset_of!(StatsPage, events_written) as u64);
+        // Two polls that each find nearly 2^63 events overwritten: more lost than a u64 holds.
+        for written in [1 << 63, u64::MAX] {
+            mem.write_obj(written, events_written).unwrap();
+            recorder.poll_rings().unwrap();
+        }
+        assert_eq!(recorder.events_lost, u64::MAX);
+        assert_eq!(recorder.events_written(), u64::MAX);
+        assert!(!recorder.rings_went_back);
+        // The count wraps past u64::MAX to 3.
+        mem.write_obj(3u64, events_written).unwrap();
+        recorder.poll_rings().unwrap();
+        assert!(recorder.rings_went_back);
+        assert_eq!((recorder.events_written(), recorder.events_lost), (u64::MAX, u64::MAX));
     }
 }

@@ -4,7 +4,7 @@
 //! copy is kept from mixing two updates is the protocol's reader half,
 //! `lde_abi::stats::protocol`; this file gives it guest memory to read.
 
-use lde_abi::stats::protocol::{self, PageBytes, ReadError};
+use lde_abi::stats::protocol::{self, PageBytes, ReadError, RingRead};
 use lde_abi::stats::{Event, ProcStats, StatsPage, STATS_MAGIC, STATS_SYMBOL, STATS_VERSION};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
@@ -75,6 +75,12 @@ impl StatsReader {
         Ok(StatsReader { mem, addr: GuestAddress(addr) })
     }
 
+    /// The guest memory the page is read from (unit tests write hostile pages there).
+    #[cfg(test)]
+    pub(crate) fn memory(&self) -> &GuestMemoryMmap {
+        &self.mem
+    }
+
     /// A consistent copy of the page's counters and process slots (everything before the two
     /// rings, which stay zero in the copy: read them with [`StatsReader::events_since`] and
     /// [`StatsReader::ended_since`]).
@@ -92,21 +98,66 @@ impl StatsReader {
         Ok((check(page)?, torn))
     }
 
-    /// Scheduling events written after index `from`: the events read whole, the index to
-    /// continue from, and how many were overwritten before they could be read.
-    pub fn events_since(&self, from: u64) -> Result<(Vec<Event>, u64, u64), Error> {
+    /// Scheduling events written after index `from`: the events read whole, and how far the
+    /// ring was read (the index to continue from, how many were overwritten before they could
+    /// be read, whether the kernel's count went backwards).
+    pub fn events_since(&self, from: u64) -> Result<(Vec<Event>, RingRead), Error> {
         let mut events = Vec::new();
         let read = protocol::events_since(&GuestPage(self), from, |e| events.push(e))?;
-        Ok((events, read.next, read.lost))
+        Ok((events, read))
     }
 
     /// Final accounting of processes that ended after index `from` (as
     /// [`StatsReader::events_since`]).
-    pub fn ended_since(&self, from: u64) -> Result<(Vec<ProcStats>, u64, u64), Error> {
+    pub fn ended_since(&self, from: u64) -> Result<(Vec<ProcStats>, RingRead), Error> {
         let mut ended = Vec::new();
         let read = protocol::ended_since(&GuestPage(self), from, |p| ended.push(p))?;
-        Ok((ended, read.next, read.lost))
+        Ok((ended, read))
     }
+}
+
+/// A count (or a total of cycles) that no kernel reaches honestly: 2^62 events at one a
+/// nanosecond take 146 years, and as many TSC cycles 56 years at 2.6 GHz.
+pub const IMPLAUSIBLE: u64 = 1 << 62;
+
+/// The names of the counters in `page` at or beyond [`IMPLAUSIBLE`]: the page is the kernel's to
+/// write, and a figure there may be anything. (The TSC stamps are left out: a TSC need not
+/// start at 0.)
+pub fn implausible(page: &StatsPage) -> Vec<&'static str> {
+    let named = [
+        ("ticks", page.ticks),
+        ("syscall_arch", page.syscall_arch),
+        ("syscall_recovered", page.syscall_recovered),
+        ("int80_arch", page.int80_arch),
+        ("int80_recovered", page.int80_recovered),
+        ("switches", page.switches),
+        ("kills", page.kills),
+        ("spawned", page.spawned),
+        ("idle_cycles", page.idle_cycles),
+        ("tick_cycles", page.tick_cycles),
+        ("tick_count", page.tick_count),
+        ("switch_cycles", page.switch_cycles),
+        ("switch_count", page.switch_count),
+        ("frames_in_use", page.frames_in_use),
+        ("events_written", page.events_written),
+        ("ended_written", page.ended_written),
+    ];
+    let mut names: Vec<&'static str> = named.iter().filter(|(_, v)| *v >= IMPLAUSIBLE).map(|(n, _)| *n).collect();
+    let too_big = |values: &[u64]| values.iter().any(|&v| v >= IMPLAUSIBLE);
+    if too_big(&page.traps) {
+        names.push("traps");
+    }
+    if too_big(&page.calls) {
+        names.push("calls");
+    }
+    let proc_counts = |p: &ProcStats| {
+        let counts = [p.ticks, p.scheduled, p.voluntary, p.involuntary, p.faults, p.user_cycles];
+        too_big(&counts) || too_big(&p.syscalls)
+    };
+    if page.procs.iter().any(proc_counts) {
+        names.push("procs");
+    }
+    names
 }
 
 fn check(page: Box<StatsPage>) -> Result<Box<StatsPage>, Error> {
@@ -160,6 +211,19 @@ mod tests {
     }
 
     #[test]
+    fn counters_no_kernel_reaches_are_named() {
+        let mut page = StatsPage::new();
+        assert!(implausible(&page).is_empty());
+        page.ticks = IMPLAUSIBLE - 1;
+        page.now_tsc = u64::MAX;
+        assert!(implausible(&page).is_empty(), "a TSC stamp may be anything");
+        page.syscall_arch = u64::MAX;
+        page.traps[200] = IMPLAUSIBLE;
+        page.procs[3].syscalls[1] = u64::MAX;
+        assert_eq!(implausible(&page), ["syscall_arch", "traps", "procs"]);
+    }
+
+    #[test]
     fn rings_are_read_from_where_the_reader_left_off() {
         let kernel = crate::guest::KERNEL;
         let addr = find_symbol(kernel, STATS_SYMBOL).unwrap();
@@ -178,18 +242,18 @@ mod tests {
             write_event(i, i + 1);
         }
         mem.write_obj(5u64, GuestAddress(written_at)).unwrap();
-        let (events, next, lost) = reader.events_since(0).unwrap();
+        let (events, RingRead { next, lost, .. }) = reader.events_since(0).unwrap();
         assert_eq!((events.len(), next, lost), (5, 5, 0));
         assert_eq!(events[4].tsc, 104);
         // Two more, one of them caught mid-rewrite (seq 0): it counts as lost.
         write_event(5, 6);
         write_event(6, 0);
         mem.write_obj(7u64, GuestAddress(written_at)).unwrap();
-        let (events, next, lost) = reader.events_since(next).unwrap();
+        let (events, RingRead { next, lost, .. }) = reader.events_since(next).unwrap();
         assert_eq!((events.len(), next, lost), (1, 7, 1));
         // The ring wrapped past the reader: everything older than one ring is lost.
         mem.write_obj(7 + EVENTS as u64 + 3, GuestAddress(written_at)).unwrap();
-        let (_, next, lost) = reader.events_since(7).unwrap();
+        let (_, RingRead { next, lost, .. }) = reader.events_since(7).unwrap();
         assert_eq!(next, 7 + EVENTS as u64 + 3);
         assert!(lost >= 3, "{lost}");
     }

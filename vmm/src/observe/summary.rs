@@ -4,6 +4,8 @@ use lde_abi::stats::{ProcStats, StatsPage, END_EXITED, END_KILLED};
 use lde_kcore::trap::mnemonic;
 
 use crate::host::KvmKind;
+use crate::observe::recorder::Recorder;
+use crate::observe::stats::{implausible, IMPLAUSIBLE};
 
 /// Cycles as text with thousands separators.
 fn cycles(n: u64) -> String {
@@ -56,13 +58,39 @@ fn count(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
+/// Warnings that go before the summary (without the `lde: ` prefix): the page is the kernel's
+/// to write, and a kernel lde did not build may write anything there. Figures are shown as the
+/// kernel wrote them; sums of them saturate at `u64::MAX` rather than wrap.
+pub fn warnings(recorder: &Recorder) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(page) = recorder.last.as_deref() {
+        let names = implausible(page);
+        if !names.is_empty() {
+            out.push(format!(
+                "warning: the kernel's counters are implausible ({} at {IMPLAUSIBLE} or more, which no kernel reaches): \
+                 the figures below are as it wrote them, sums saturated",
+                names.join(", ")
+            ));
+        }
+    }
+    if recorder.rings_went_back {
+        out.push(
+            "warning: the kernel's count of events or of ended processes went backwards: its event log is not to be \
+             trusted"
+                .to_string(),
+        );
+    }
+    out
+}
+
 /// The summary lines (without the `lde: ` prefix). `ran` is how long the guest ran as the host
 /// saw it, from the kernel's banner to the end: the kernel's own clock in the page stops
 /// where the kernel last ran (a process that never enters it holds the clock too).
 pub fn lines(page: &StatsPage, processes: &[ProcStats], kvm: KvmKind, ran: Option<f64>) -> Vec<String> {
     let mut traps: Vec<String> = Vec::new();
-    let syscalls = page.syscall_arch + page.syscall_recovered;
-    let int80 = page.int80_arch + page.int80_recovered;
+    // The kernel's figures: summed with saturation (a hostile page must not wrap them).
+    let syscalls = page.syscall_arch.saturating_add(page.syscall_recovered);
+    let int80 = page.int80_arch.saturating_add(page.int80_recovered);
     let how = |arch: u64, recovered: u64| match (arch, recovered) {
         (_, 0) => "architectural",
         (0, _) => "recovered",
@@ -164,5 +192,36 @@ mod tests {
             "scheduler: no timer (cooperative), 1 context switch, idle 25.0% of 1.000 s guest time (the kernel's \
              clock stopped there, when it last ran; the guest ran 5.0 s)"
         );
+    }
+
+    #[test]
+    fn a_page_of_maximal_counters_saturates_and_is_flagged() {
+        let mut page = StatsPage::new();
+        for field in [
+            &mut page.syscall_arch,
+            &mut page.syscall_recovered,
+            &mut page.int80_arch,
+            &mut page.int80_recovered,
+            &mut page.ticks,
+            &mut page.tsc_hz,
+            &mut page.now_tsc,
+            &mut page.idle_cycles,
+            &mut page.tick_cycles,
+            &mut page.tick_count,
+        ] {
+            *field = u64::MAX;
+        }
+        page.traps = [u64::MAX; 256];
+        let max = u64::MAX.to_string();
+        let lines = lines(&page, &[], KvmKind::Pvm, Some(1.0));
+        assert!(lines[1].contains(&format!("syscall {max} (mixed)")), "{}", lines[1]);
+        assert!(lines[1].contains(&format!("int 0x80 {max} (mixed)")), "{}", lines[1]);
+        assert!(lines[3].contains("timer tick 1 cycles"), "{}", lines[3]);
+        let mut recorder = Recorder::new_for_tests();
+        recorder.last = Some(Box::new(page));
+        recorder.rings_went_back = true;
+        let warnings = warnings(&recorder);
+        assert!(warnings[0].contains("implausible (ticks, syscall_arch,"), "{warnings:?}");
+        assert!(warnings[1].contains("went backwards"), "{warnings:?}");
     }
 }

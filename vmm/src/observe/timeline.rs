@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use lde_abi::stats::{EV_EXIT, EV_FAULT, EV_IDLE, EV_SWITCH_IN, EV_SWITCH_OUT, EV_SYSCALL, EV_TICK};
+use lde_abi::stats::{Event, EV_EXIT, EV_FAULT, EV_IDLE, EV_SWITCH_IN, EV_SWITCH_OUT, EV_SYSCALL, EV_TICK};
 use lde_abi::syscall::NAMES;
 use svg::node::element::{Group, Line, Rectangle, Text, Title};
 use svg::Document;
@@ -30,60 +30,102 @@ struct Span {
     to: u64,
 }
 
+impl Span {
+    /// Its length (0 for a span the kernel's stamps put backwards).
+    fn cycles(&self) -> u64 {
+        self.to.saturating_sub(self.from)
+    }
+}
+
+/// Where TSC stamps land on the time axis. The stamps are the kernel's to write, in any order
+/// and of any value: the axis runs from the smallest to the largest, and nothing is computed
+/// that could overflow.
+struct Scale {
+    start: u64,
+    end: u64,
+    plot: f64,
+}
+
+impl Scale {
+    fn new(events: &[Event]) -> Scale {
+        let start = events.iter().map(|e| e.tsc).min().unwrap_or(0);
+        let end = events.iter().map(|e| e.tsc).max().unwrap_or(start);
+        Scale { start, end, plot: WIDTH - LEFT - RIGHT }
+    }
+
+    /// Cycles from the first stamp to the last (at least 1).
+    fn span(&self) -> u64 {
+        self.end.saturating_sub(self.start).max(1)
+    }
+
+    fn x(&self, tsc: u64) -> f64 {
+        let cycles = tsc.clamp(self.start, self.end) - self.start;
+        round(LEFT + cycles as f64 * self.plot / self.span() as f64)
+    }
+}
+
+/// Running slices per pid, kernel time (from a switch out to the next switch in), idle time.
+struct Lanes {
+    slices: BTreeMap<u32, Vec<Span>>,
+    kernel: Vec<Span>,
+    idle: Vec<Span>,
+}
+
+impl Lanes {
+    fn new(events: &[Event], pids: impl Iterator<Item = u32>, end: u64) -> Lanes {
+        let mut lanes =
+            Lanes { slices: pids.map(|pid| (pid, Vec::new())).collect(), kernel: Vec::new(), idle: Vec::new() };
+        let mut running: Option<(u32, u64)> = None;
+        let mut out_at: Option<u64> = None;
+        let mut idle_at: Option<u64> = None;
+        for e in events {
+            let pid = u32::from(e.pid);
+            match e.kind {
+                EV_SWITCH_IN => {
+                    if let Some(from) = idle_at.take() {
+                        lanes.idle.push(Span { from, to: e.tsc });
+                    } else if let Some(from) = out_at.take() {
+                        lanes.kernel.push(Span { from, to: e.tsc });
+                    }
+                    if let Some((p, from)) = running.take() {
+                        lanes.slices.entry(p).or_default().push(Span { from, to: e.tsc });
+                    }
+                    running = Some((pid, e.tsc));
+                }
+                // A process stops running where it exits or is killed; what follows until the
+                // switch (its last lines, freeing its memory) is the kernel's.
+                EV_SWITCH_OUT | EV_EXIT | EV_FAULT => {
+                    if let Some((p, from)) = running.take_if(|(p, _)| *p == pid) {
+                        lanes.slices.entry(p).or_default().push(Span { from, to: e.tsc });
+                    }
+                    out_at.get_or_insert(e.tsc);
+                }
+                EV_IDLE => {
+                    if let Some(from) = out_at.take() {
+                        lanes.kernel.push(Span { from, to: e.tsc });
+                    }
+                    idle_at.get_or_insert(e.tsc);
+                }
+                _ => {}
+            }
+        }
+        if let Some((p, from)) = running {
+            lanes.slices.entry(p).or_default().push(Span { from, to: end });
+        }
+        lanes
+    }
+}
+
 /// Builds the SVG document.
 pub fn render(recorder: &Recorder, title: &str) -> Document {
     let events = &recorder.events;
     let tsc_hz = recorder.last.as_ref().map_or(1, |p| p.tsc_hz.max(1));
     let names: BTreeMap<u32, String> = recorder.processes().iter().map(|p| (p.pid, p.name().to_string())).collect();
-    let start = events.first().map_or(0, |e| e.tsc);
-    let end = events.last().map_or(start + 1, |e| e.tsc.max(start + 1));
-    let plot = WIDTH - LEFT - RIGHT;
-    let x = |tsc: u64| round(LEFT + (tsc.saturating_sub(start)) as f64 * plot / (end - start) as f64);
+    let scale = Scale::new(events);
+    let lanes = Lanes::new(events, names.keys().copied(), scale.end);
 
-    // Running slices per pid; kernel time between a switch out and the next switch in; idle.
-    let mut slices: BTreeMap<u32, Vec<Span>> = names.keys().map(|&pid| (pid, Vec::new())).collect();
-    let mut kernel: Vec<Span> = Vec::new();
-    let mut idle: Vec<Span> = Vec::new();
-    let mut running: Option<(u32, u64)> = None;
-    let mut out_at: Option<u64> = None;
-    let mut idle_at: Option<u64> = None;
-    for e in events {
-        let pid = u32::from(e.pid);
-        match e.kind {
-            EV_SWITCH_IN => {
-                if let Some(from) = idle_at.take() {
-                    idle.push(Span { from, to: e.tsc });
-                } else if let Some(from) = out_at.take() {
-                    kernel.push(Span { from, to: e.tsc });
-                }
-                if let Some((p, from)) = running.take() {
-                    slices.entry(p).or_default().push(Span { from, to: e.tsc });
-                }
-                running = Some((pid, e.tsc));
-            }
-            // A process stops running where it exits or is killed; what follows until the
-            // switch (its last lines, freeing its memory) is the kernel's.
-            EV_SWITCH_OUT | EV_EXIT | EV_FAULT => {
-                if let Some((p, from)) = running.take_if(|(p, _)| *p == pid) {
-                    slices.entry(p).or_default().push(Span { from, to: e.tsc });
-                }
-                out_at.get_or_insert(e.tsc);
-            }
-            EV_IDLE => {
-                if let Some(from) = out_at.take() {
-                    kernel.push(Span { from, to: e.tsc });
-                }
-                idle_at.get_or_insert(e.tsc);
-            }
-            _ => {}
-        }
-    }
-    if let Some((p, from)) = running {
-        slices.entry(p).or_default().push(Span { from, to: end });
-    }
-
-    let lanes = slices.len() + 1;
-    let height = TOP + lanes as f64 * LANE + 150.0;
+    let rows = lanes.slices.len() + 1;
+    let height = TOP + rows as f64 * LANE + 150.0;
     let mut doc = Document::new()
         .set("width", WIDTH)
         .set("height", height)
@@ -94,33 +136,13 @@ pub fn render(recorder: &Recorder, title: &str) -> Document {
     // A long command line gets smaller type rather than running off the edge.
     let title_size = ((WIDTH - 20.0) / (title.chars().count() as f64 * 0.6)).clamp(10.0, FONT + 2.0).floor();
     doc = doc.add(Text::new(title).set("x", 10).set("y", 24).set("font-size", title_size).set("font-weight", "bold"));
-
-    // Time axis with round steps.
-    let seconds = (end - start) as f64 / tsc_hz as f64;
-    let step = nice_step(seconds / 10.0);
-    let axis_y = TOP + lanes as f64 * LANE + 10.0;
-    let mut axis = Group::new().set("class", "axis");
-    let mut t = 0.0;
-    while t <= seconds + 1e-9 {
-        let px = round(LEFT + t / seconds.max(1e-12) * plot);
-        axis = axis
-            .add(Line::new().set("x1", px).set("x2", px).set("y1", TOP - 6.0).set("y2", axis_y).set("stroke", "#ddd"))
-            .add(Text::new(format_seconds(t, step)).set("x", px).set("y", axis_y + 18.0).set("text-anchor", "middle"));
-        t += step;
-    }
-    axis = axis.add(
-        Text::new("guest time (TSC), from the first event")
-            .set("x", round(LEFT + plot / 2.0))
-            .set("y", axis_y + 40.0)
-            .set("text-anchor", "middle")
-            .set("fill", "#555"),
-    );
-    doc = doc.add(axis);
+    let axis_y = TOP + rows as f64 * LANE + 10.0;
+    doc = doc.add(axis(&scale, tsc_hz, axis_y));
 
     // Timer ticks along the top.
     let mut ticks = Group::new().set("class", "ticks");
     for e in events.iter().filter(|e| e.kind == EV_TICK) {
-        let px = x(e.tsc);
+        let px = scale.x(e.tsc);
         ticks = ticks.add(
             Line::new().set("x1", px).set("x2", px).set("y1", TOP - 14.0).set("y2", TOP - 4.0).set("stroke", "#e07b00"),
         );
@@ -129,75 +151,113 @@ pub fn render(recorder: &Recorder, title: &str) -> Document {
 
     let syscall_count = events.iter().filter(|e| e.kind == EV_SYSCALL).count();
     let every = syscall_count.div_ceil(MAX_SYSCALL_MARKS).max(1);
-    for (i, (pid, spans)) in slices.iter().enumerate() {
+    for (i, (pid, spans)) in lanes.slices.iter().enumerate() {
         let y = TOP + i as f64 * LANE;
         let name = names.get(pid).map_or("?", String::as_str);
-        let mut lane = Group::new().set("class", "lane").set("data-pid", *pid);
-        lane = lane.add(Text::new(format!("pid {pid} {name}")).set("x", 10).set("y", y + BAR * 0.72));
-        lane = lane.add(
-            Rectangle::new().set("x", LEFT).set("y", y).set("width", plot).set("height", BAR).set("fill", "#f4f6f8"),
-        );
-        for s in spans {
-            let (x0, x1) = (x(s.from), x(s.to));
-            lane = lane.add(
-                Rectangle::new()
-                    .set("class", "slice")
-                    .set("x", x0)
-                    .set("y", y)
-                    .set("width", round((x1 - x0).max(0.6)))
-                    .set("height", BAR)
-                    .set("fill", "#4a90d9")
-                    .add(Title::new(format!("pid {pid} ran {}", duration(s.to - s.from, tsc_hz)))),
-            );
-        }
-        for (n, e) in events.iter().filter(|e| e.kind == EV_SYSCALL && u32::from(e.pid) == *pid).enumerate() {
-            if n % every != 0 {
-                continue;
-            }
-            let px = x(e.tsc);
-            let name = NAMES.get(e.arg as usize).copied().unwrap_or("?");
-            lane = lane.add(
-                Line::new()
-                    .set("class", "syscall")
-                    .set("x1", px)
-                    .set("x2", px)
-                    .set("y1", y + BAR * 0.5)
-                    .set("y2", y + BAR + 6.0)
-                    .set("stroke", "#1b5e20")
-                    .set("stroke-width", 2)
-                    .add(Title::new(format!("syscall {name}"))),
-            );
-        }
-        for e in events.iter().filter(|e| u32::from(e.pid) == *pid && (e.kind == EV_FAULT || e.kind == EV_EXIT)) {
-            let px = x(e.tsc);
-            let (color, label) = if e.kind == EV_FAULT {
-                ("#d32f2f", format!("killed by {}", lde_kcore::trap::mnemonic(u64::from(e.arg))))
-            } else {
-                ("#333", format!("exit {}", e.arg))
-            };
-            lane = lane.add(
-                Rectangle::new()
-                    .set("class", if e.kind == EV_FAULT { "fault" } else { "exit" })
-                    .set("x", round(px - 3.0))
-                    .set("y", y - 3.0)
-                    .set("width", 6)
-                    .set("height", BAR + 6.0)
-                    .set("fill", color)
-                    .add(Title::new(label)),
-            );
-        }
-        doc = doc.add(lane);
+        doc = doc.add(process_lane(events, &scale, tsc_hz, (*pid, name, spans), y, every));
     }
+    let y = TOP + lanes.slices.len() as f64 * LANE;
+    doc = doc.add(kernel_lane(&lanes, &scale, tsc_hz, y));
+    doc.add(legend(recorder, axis_y + 72.0, every))
+}
 
-    // The kernel's own time.
-    let y = TOP + slices.len() as f64 * LANE;
+/// The time axis with round steps (at most a dozen labels, whatever the stamps say).
+fn axis(scale: &Scale, tsc_hz: u64, axis_y: f64) -> Group {
+    let seconds = scale.span() as f64 / tsc_hz as f64;
+    let step = nice_step(seconds / 10.0);
+    let mut axis = Group::new().set("class", "axis");
+    let labels = (seconds / step + 1e-9).floor().clamp(0.0, 12.0) as u32;
+    for i in 0..=labels {
+        let t = f64::from(i) * step;
+        let px = round(LEFT + t / seconds.max(1e-12) * scale.plot);
+        axis = axis
+            .add(Line::new().set("x1", px).set("x2", px).set("y1", TOP - 6.0).set("y2", axis_y).set("stroke", "#ddd"))
+            .add(Text::new(format_seconds(t, step)).set("x", px).set("y", axis_y + 18.0).set("text-anchor", "middle"));
+    }
+    axis.add(
+        Text::new("guest time (TSC), from the first event")
+            .set("x", round(LEFT + scale.plot / 2.0))
+            .set("y", axis_y + 40.0)
+            .set("text-anchor", "middle")
+            .set("fill", "#555"),
+    )
+}
+
+/// One process's lane at `y`: when it ran, its system calls (one in `every`), its end.
+fn process_lane(
+    events: &[Event],
+    scale: &Scale,
+    tsc_hz: u64,
+    (pid, name, spans): (u32, &str, &[Span]),
+    y: f64,
+    every: usize,
+) -> Group {
+    let mut lane = Group::new().set("class", "lane").set("data-pid", pid);
+    lane = lane.add(Text::new(format!("pid {pid} {name}")).set("x", 10).set("y", y + BAR * 0.72));
+    lane = lane.add(
+        Rectangle::new().set("x", LEFT).set("y", y).set("width", scale.plot).set("height", BAR).set("fill", "#f4f6f8"),
+    );
+    for s in spans {
+        let (x0, x1) = (scale.x(s.from), scale.x(s.to));
+        lane = lane.add(
+            Rectangle::new()
+                .set("class", "slice")
+                .set("x", x0)
+                .set("y", y)
+                .set("width", round((x1 - x0).max(0.6)))
+                .set("height", BAR)
+                .set("fill", "#4a90d9")
+                .add(Title::new(format!("pid {pid} ran {}", duration(s.cycles(), tsc_hz)))),
+        );
+    }
+    for (n, e) in events.iter().filter(|e| e.kind == EV_SYSCALL && u32::from(e.pid) == pid).enumerate() {
+        if n % every != 0 {
+            continue;
+        }
+        let px = scale.x(e.tsc);
+        let name = NAMES.get(e.arg as usize).copied().unwrap_or("?");
+        lane = lane.add(
+            Line::new()
+                .set("class", "syscall")
+                .set("x1", px)
+                .set("x2", px)
+                .set("y1", y + BAR * 0.5)
+                .set("y2", y + BAR + 6.0)
+                .set("stroke", "#1b5e20")
+                .set("stroke-width", 2)
+                .add(Title::new(format!("syscall {name}"))),
+        );
+    }
+    for e in events.iter().filter(|e| u32::from(e.pid) == pid && (e.kind == EV_FAULT || e.kind == EV_EXIT)) {
+        let (color, label) = if e.kind == EV_FAULT {
+            ("#d32f2f", format!("killed by {}", lde_kcore::trap::mnemonic(u64::from(e.arg))))
+        } else {
+            ("#333", format!("exit {}", e.arg))
+        };
+        lane = lane.add(
+            Rectangle::new()
+                .set("class", if e.kind == EV_FAULT { "fault" } else { "exit" })
+                .set("x", round(scale.x(e.tsc) - 3.0))
+                .set("y", y - 3.0)
+                .set("width", 6)
+                .set("height", BAR + 6.0)
+                .set("fill", color)
+                .add(Title::new(label)),
+        );
+    }
+    lane
+}
+
+/// The kernel's own time: switching and ending, and idle.
+fn kernel_lane(lanes: &Lanes, scale: &Scale, tsc_hz: u64, y: f64) -> Group {
     let mut lane = Group::new().set("class", "kernel");
     lane = lane.add(Text::new("kernel / idle").set("x", 10).set("y", y + BAR * 0.72));
-    lane = lane
-        .add(Rectangle::new().set("x", LEFT).set("y", y).set("width", plot).set("height", BAR).set("fill", "#f4f6f8"));
-    for (spans, color, what) in [(&kernel, "#8e44ad", "kernel"), (&idle, IDLE_COLOR, "idle")] {
+    lane = lane.add(
+        Rectangle::new().set("x", LEFT).set("y", y).set("width", scale.plot).set("height", BAR).set("fill", "#f4f6f8"),
+    );
+    for (spans, color, what) in [(&lanes.kernel, "#8e44ad", "kernel"), (&lanes.idle, IDLE_COLOR, "idle")] {
         for s in spans {
-            let (x0, x1) = (x(s.from), x(s.to));
+            let (x0, x1) = (scale.x(s.from), scale.x(s.to));
             lane = lane.add(
                 Rectangle::new()
                     .set("x", x0)
@@ -205,13 +265,15 @@ pub fn render(recorder: &Recorder, title: &str) -> Document {
                     .set("width", round((x1 - x0).max(0.6)))
                     .set("height", BAR)
                     .set("fill", color)
-                    .add(Title::new(format!("{what} {}", duration(s.to - s.from, tsc_hz)))),
+                    .add(Title::new(format!("{what} {}", duration(s.cycles(), tsc_hz)))),
             );
         }
     }
-    doc = doc.add(lane);
+    lane
+}
 
-    let mut legend_y = axis_y + 72.0;
+/// The colour key and a note on what was drawn, from `legend_y` down.
+fn legend(recorder: &Recorder, mut legend_y: f64, every: usize) -> Group {
     let mut legend = Group::new().set("class", "legend");
     let mut lx = 10.0;
     for (color, label) in [
@@ -240,15 +302,17 @@ pub fn render(recorder: &Recorder, title: &str) -> Document {
             .add(Text::new(label).set("x", lx + 20.0).set("y", legend_y));
         lx += width;
     }
-    let mut notes = format!("{} events", events.len());
+    let mut notes = format!("{} events", recorder.events.len());
     if recorder.events_lost > 0 {
         notes.push_str(&format!(", {} lost (the ring overflowed before lde read it)", recorder.events_lost));
+    }
+    if recorder.rings_went_back {
+        notes.push_str(", the kernel's event count went backwards (its log is not to be trusted)");
     }
     if every > 1 {
         notes.push_str(&format!(", one system call in {every} drawn"));
     }
-    legend = legend.add(Text::new(notes).set("x", 10).set("y", legend_y + FONT + 10.0).set("fill", "#555"));
-    doc.add(legend)
+    legend.add(Text::new(notes).set("x", 10).set("y", legend_y + FONT + 10.0).set("fill", "#555"))
 }
 
 /// Writes the timeline to `out`.
@@ -292,5 +356,39 @@ fn format_seconds(t: f64, step: f64) -> String {
         format!("{t:.0} s")
     } else {
         format!("{:.0} ms", t * 1000.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(tsc: u64, kind: u16, pid: u16) -> Event {
+        Event { seq: 0, tsc, kind, pid, arg: u32::MAX }
+    }
+
+    #[test]
+    fn stamps_out_of_order_and_at_the_ends_of_u64_draw_without_overflow() {
+        let mut recorder = Recorder::new_for_tests();
+        let mut page = lde_abi::stats::StatsPage::new();
+        page.tsc_hz = 1;
+        recorder.last = Some(Box::new(page));
+        recorder.events = vec![
+            event(u64::MAX, EV_SWITCH_IN, 1),
+            event(0, EV_SYSCALL, 1),
+            event(5, EV_SWITCH_OUT, 1),
+            event(u64::MAX, EV_IDLE, 0),
+            event(3, EV_SWITCH_IN, 2),
+            event(u64::MAX - 1, EV_TICK, 0),
+            event(1, EV_FAULT, 2),
+        ];
+        recorder.events_lost = u64::MAX;
+        let svg = render(&recorder, "hostile").to_string();
+        assert!(svg.contains(&format!("{} lost", u64::MAX)), "{svg}");
+        assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");
+        // Every stamp at one value: a span of 0 cycles still draws.
+        recorder.events = vec![event(u64::MAX, EV_SWITCH_IN, 1), event(u64::MAX, EV_EXIT, 1)];
+        let svg = render(&recorder, "flat").to_string();
+        assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");
     }
 }

@@ -24,6 +24,11 @@ const REDRAW: Duration = Duration::from_millis(250);
 /// Time between two status lines when piped.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
 
+/// The sum of counts from the kernel's page (the guest's to write): saturated, never wrapped.
+fn saturating_sum(counts: &[u64]) -> u64 {
+    counts.iter().fold(0, |sum, &n| sum.saturating_add(n))
+}
+
 /// The table as text.
 pub fn table(live: &Live, kvm: &str) -> String {
     let mut out = String::new();
@@ -79,7 +84,7 @@ pub fn table(live: &Live, kvm: &str) -> String {
             p.scheduled,
             p.voluntary,
             p.involuntary,
-            p.syscalls.iter().sum::<u64>(),
+            saturating_sum(&p.syscalls),
             p.faults
         );
     }
@@ -94,7 +99,7 @@ pub fn status_line(live: &Live) -> String {
             live.elapsed.as_secs_f64(),
             p.ticks,
             p.switches,
-            p.calls.iter().sum::<u64>(),
+            saturating_sum(&p.calls),
             p.kills,
             live.exits.total()
         ),
@@ -238,6 +243,7 @@ mod tests {
         assert!(lines[5].starts_with("  PID NAME"));
         assert!(lines.iter().any(|l| l.starts_with("... ") && l.ends_with(" more processes")), "{lines:#?}");
         assert!(lines[23].starts_with("line 29 [31mxxx"), "{}", lines[23]);
+        assert_eq!(saturating_sum(&[u64::MAX, 2, u64::MAX]), u64::MAX);
         // Few processes, short output: everything, in order.
         let lines = screen("a\nb\nc\nd\ne\nPID\n1 p", "hi\r\n", 80, 24);
         assert_eq!(lines, ["a", "b", "c", "d", "e", "PID", "1 p", "--- guest output ---", "hi"]);

@@ -109,6 +109,10 @@ pub struct RingRead {
     pub next: u64,
     /// Entries written since the last read that were overwritten before they could be read.
     pub lost: u64,
+    /// The ring's `*_written` count was below where the last read ended: it went backwards,
+    /// which the writer never does (2^64 entries cannot be written). The reader keeps its place
+    /// (`next` never goes backwards) and reads nothing until the count passes it again.
+    pub went_back: bool,
 }
 
 /// Tries a snapshot makes before it gives up with [`ReadError::Busy`].
@@ -215,7 +219,7 @@ fn ring_since<T: Plain, M: PageBytes>(
             lost += 1;
         }
     }
-    Ok(RingRead { next: written.max(from), lost })
+    Ok(RingRead { next: written.max(from), lost, went_back: written < from })
 }
 
 /// Scheduling events written after index `from`, handed to `accept` oldest first.
@@ -389,13 +393,23 @@ mod tests {
         let shared = Shared(&mut *page);
         let mut seen = std::vec::Vec::new();
         let read = events_since(&shared, 0, |e| seen.push(e.seq)).unwrap();
-        assert_eq!((seen, read), (std::vec![1, 3], RingRead { next: 3, lost: 1 }));
+        assert_eq!((seen, read), (std::vec![1, 3], RingRead { next: 3, lost: 1, went_back: false }));
         // Everything older than one ring is gone.
         page.events_written = 5 + EVENTS as u64;
         let shared = Shared(&mut *page);
         let read = events_since(&shared, 3, |_| {}).unwrap();
         assert_eq!(read.next, 5 + EVENTS as u64);
         assert!(read.lost >= 5, "{read:?}");
+        // A count that went backwards (or wrapped past u64::MAX) reads nothing and says so.
+        page.events_written = 2;
+        let shared = Shared(&mut *page);
+        let read = events_since(&shared, 5 + EVENTS as u64, |_| panic!("nothing to accept")).unwrap();
+        assert_eq!(read, RingRead { next: 5 + EVENTS as u64, lost: 0, went_back: true });
+        // A count at u64::MAX: at most one ring's worth is looked at, and nothing overflows.
+        page.events_written = u64::MAX;
+        let shared = Shared(&mut *page);
+        let read = events_since(&shared, 0, |_| {}).unwrap();
+        assert_eq!((read.next, read.lost), (u64::MAX, u64::MAX));
     }
 
     #[test]
