@@ -10,7 +10,7 @@ use lde_abi::ports::{
 };
 
 use crate::devices::exit_port::ExitRequest;
-use crate::devices::{Devices, ExitPort};
+use crate::devices::{lock_serial, Devices, ExitPort};
 
 /// What the run loop does after an exit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,7 +105,7 @@ pub fn handle_exit(exit: VcpuExit, devices: &mut Devices, counts: &ExitCounts) -
         VcpuExit::IoOut(port, data) => {
             counts.io_out.fetch_add(1, Relaxed);
             if let Some(offset) = serial_offset(port) {
-                let mut serial = devices.serial.lock().expect("serial lock poisoned");
+                let mut serial = lock_serial(&devices.serial);
                 for &b in data {
                     // The write reaches our Console, which cannot fail; an irqfd error would
                     // only lose an interrupt the guest has not asked for.
@@ -116,7 +116,7 @@ pub fn handle_exit(exit: VcpuExit, devices: &mut Devices, counts: &ExitCounts) -
                 return Action::Continue;
             }
             if port == CONSOLE_PORT {
-                let mut serial = devices.serial.lock().expect("serial lock poisoned");
+                let mut serial = lock_serial(&devices.serial);
                 devices.console.write(data, &mut serial);
                 return Action::Continue;
             }
@@ -140,7 +140,7 @@ pub fn handle_exit(exit: VcpuExit, devices: &mut Devices, counts: &ExitCounts) -
         VcpuExit::IoIn(port, data) => {
             counts.io_in.fetch_add(1, Relaxed);
             if let Some(offset) = serial_offset(port) {
-                let mut serial = devices.serial.lock().expect("serial lock poisoned");
+                let mut serial = lock_serial(&devices.serial);
                 data.iter_mut().for_each(|b| *b = serial.read(offset));
             } else if port == BENCH_PORT {
                 data.fill(0);
@@ -226,6 +226,23 @@ mod tests {
         handle_exit(VcpuExit::IoIn(SERIAL_PORT + 5, &mut lsr), &mut dev, &counts);
         assert_eq!(lsr[0] & 0x20, 0x20);
         assert_eq!(counts.totals(), ExitTotals { io_in: 1, io_out: 3, mmio: 0, other: 0 });
+    }
+
+    #[test]
+    fn a_poisoned_serial_lock_does_not_spread_the_panic() {
+        let (mut dev, out) = devices();
+        let serial = dev.serial.clone();
+        let _ = std::thread::spawn(move || {
+            let _held = serial.lock().unwrap();
+            panic!("a thread dies holding the UART");
+        })
+        .join();
+        assert!(dev.serial.is_poisoned());
+        let counts = ExitCounts::default();
+        assert_eq!(handle_exit(VcpuExit::IoOut(SERIAL_PORT, b"k"), &mut dev, &counts), Action::Continue);
+        let mut lsr = [0u8];
+        assert_eq!(handle_exit(VcpuExit::IoIn(SERIAL_PORT + 5, &mut lsr), &mut dev, &counts), Action::Continue);
+        assert_eq!(&*out.0.lock().unwrap(), b"k");
     }
 
     #[test]

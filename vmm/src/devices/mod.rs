@@ -5,7 +5,7 @@ pub mod exit_port;
 pub mod newlines;
 pub mod serial;
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 pub use console_port::ConsolePort;
 pub use exit_port::ExitPort;
@@ -17,4 +17,13 @@ pub struct Devices {
     pub exit_port: ExitPort,
     pub input_status: InputStatus,
     pub console: ConsolePort,
+}
+
+/// Locks the UART, shared by the vCPU thread (the guest's port I/O), the event loop (stdin,
+/// the API socket) and the main thread (the end of a run). If a thread panicked while holding
+/// it, the others go on with the UART as that thread left it (registers and a FIFO, between
+/// two byte accesses) rather than panic in turn: one thread's panic is reported once, as that
+/// thread's failure, instead of cascading through every thread that writes or reads a byte.
+pub fn lock_serial(serial: &Mutex<SerialDevice>) -> MutexGuard<'_, SerialDevice> {
+    serial.lock().unwrap_or_else(PoisonError::into_inner)
 }

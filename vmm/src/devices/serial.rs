@@ -13,6 +13,8 @@ use vm_superio::{Serial, Trigger};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 
+use super::lock_serial;
+
 /// The start of the line the kernel prints once booted.
 pub const BANNER_PREFIX: &[u8] = b"lde kernel ";
 
@@ -94,7 +96,7 @@ impl InputStatus {
 impl SerialInput {
     /// Reads from `input` (normally fd 0), which must stay open while the event loop runs.
     pub fn new(serial: Arc<Mutex<SerialDevice>>, input: RawFd, status: InputStatus) -> Self {
-        let drained = serial.lock().expect("serial lock poisoned").events().drained.as_raw_fd();
+        let drained = lock_serial(&serial).events().drained.as_raw_fd();
         Self { serial, input, drained, pending: Vec::new(), watching_input: false, direct: false, eof: false, status }
     }
 
@@ -102,7 +104,7 @@ impl SerialInput {
     fn signal_end(&mut self) {
         if self.eof && self.pending.is_empty() && !self.status.ended() {
             self.status.set_ended();
-            let serial = self.serial.lock().expect("serial lock poisoned");
+            let serial = lock_serial(&self.serial);
             if let Err(e) = serial.interrupt_evt().trigger() {
                 log::warn!("cannot raise the serial interrupt: {e}");
             }
@@ -111,7 +113,7 @@ impl SerialInput {
 
     /// Moves pending bytes into the FIFO; returns whether all of them fit.
     fn push_pending(&mut self) -> bool {
-        let mut serial = self.serial.lock().expect("serial lock poisoned");
+        let mut serial = lock_serial(&self.serial);
         match serial.enqueue_raw_bytes(&self.pending) {
             Ok(n) => {
                 self.pending.drain(..n);
@@ -122,7 +124,7 @@ impl SerialInput {
     }
 
     fn read_input(&mut self) {
-        let room = self.serial.lock().expect("serial lock poisoned").fifo_capacity();
+        let room = lock_serial(&self.serial).fifo_capacity();
         if room == 0 {
             return;
         }

@@ -47,7 +47,7 @@ pub struct Shared {
 impl Shared {
     /// When the kernel's banner appeared, if it has.
     fn banner_at(&self) -> Option<Instant> {
-        self.serial.lock().expect("serial lock poisoned").writer().banner_at()
+        crate::devices::lock_serial(&self.serial).writer().banner_at()
     }
 
     /// The live report (no outcome yet).

@@ -167,13 +167,17 @@ impl Vm {
             let _ = vcpu_thread.kill(SIGRTMIN());
             std::thread::sleep(Duration::from_millis(1));
         }
-        let (end, vcpu_fd) = vcpu_thread.join().expect("the vCPU thread does not panic");
-        if let Some(nmis) = nmis {
-            let sent = nmis.stop().map_err(|e| Error::Host("KVM_SIGNAL_MSI (NMI)", e))?;
-            log::info!("test hook: sent the guest {sent} NMIs");
-        }
+        // A vCPU thread that panicked (its message is already on stderr) is this run's error,
+        // reported once; the NMI sender is stopped and the API socket removed all the same.
+        let joined = vcpu_thread.join();
+        let sent_nmis = nmis.map(NmiSender::stop);
         let ended_after = started.elapsed();
         drop(api);
+        let (end, vcpu_fd) = joined.map_err(|_| Error::Host("vCPU thread", io::Error::other("it panicked")))?;
+        if let Some(sent) = sent_nmis {
+            let sent = sent.map_err(|e| Error::Host("KVM_SIGNAL_MSI (NMI)", e))?;
+            log::info!("test hook: sent the guest {sent} NMIs");
+        }
         let host_stop = host_stop?;
         let recorder = shared.and_then(|shared| {
             let mut recorder = Arc::try_unwrap(shared.recorder).ok()?.into_inner().ok()?;
@@ -201,7 +205,7 @@ impl Vm {
             (StopReason::OutputClosed, VcpuEnd::Stopped) => Outcome::OutputClosed,
             (StopReason::VcpuDone, VcpuEnd::Stopped) => unreachable!("the vCPU stops on its own only with an end"),
         };
-        let console = serial.lock().expect("serial lock poisoned");
+        let console = crate::devices::lock_serial(&serial);
         let banner_after = console.writer().banner_at().map(|t| t.duration_since(started));
         Ok(RunReport {
             outcome,
