@@ -73,7 +73,7 @@ mod request {
     pub const KVM_GET_SREGS: u64 = 0x8138_ae83;
     /// TCSETS: restoring the terminal (the SIGSYS handler).
     pub const TCSETS: u64 = libc::TCSETS;
-    /// FIONBIO: an API client's socket made blocking (with a write timeout).
+    /// FIONBIO: an API client's socket made non-blocking.
     pub const FIONBIO: u64 = libc::FIONBIO;
     /// TIOCGWINSZ: `--watch` fits its table to the terminal's size.
     pub const TIOCGWINSZ: u64 = libc::TIOCGWINSZ;
@@ -131,8 +131,9 @@ fn specific(thread: Thread) -> (&'static [libc::c_long], &'static [u64]) {
         ),
         Thread::EventLoop => (
             // pread64: KVM's binary statistics; the rest: epoll and the API socket (recvfrom: a
-            // client's HTTP request).
+            // client's HTTP request; timerfd_settime: its clients' deadlines).
             &[
+                libc::SYS_timerfd_settime,
                 libc::SYS_epoll_wait,
                 libc::SYS_epoll_ctl,
                 libc::SYS_accept4,

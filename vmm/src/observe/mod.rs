@@ -4,9 +4,10 @@
 //!
 //! Reading: [`stats`] (the stats page, over the protocol in `lde_abi::stats::protocol`),
 //! [`kvm_stats`] (KVM_GET_STATS_FD), [`milestones`] (boot milestones, an exit hook). Following: [`recorder`] (every event and ended process of a
-//! run), [`monitor`] (the poller and the `--api-sock` server). Saying: [`report`] (JSON),
+//! run), [`monitor`] (the poller), [`api`] (the `--api-sock` server). Saying: [`report`] (JSON),
 //! [`watch`] (`--watch`), [`timeline`] (SVG), [`summary`] (the closing lines).
 
+pub mod api;
 pub mod kvm_stats;
 pub mod milestones;
 pub mod monitor;

@@ -1,11 +1,9 @@
 //! Watching a run from the host while the guest runs: a poller that follows the kernel's stats
-//! page every few milliseconds (and hands each update to an observer, e.g. `--watch`), and the
-//! `--api-sock` server that answers every connection with the current report as JSON.
+//! page every few milliseconds (and hands each update to an observer, e.g. `--watch`), and what
+//! it shares with the `--api-sock` server ([`crate::observe::api`]), which answers every
+//! connection with the current report as JSON.
 
-use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,6 +15,8 @@ use crate::exit::{ExitCounts, ExitTotals};
 use crate::host::HostInfo;
 use crate::observe::recorder::Recorder;
 use crate::observe::report;
+
+pub use crate::observe::api::{ApiError, ApiServer};
 
 /// How often the stats page is read while the guest runs.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
@@ -113,143 +113,5 @@ impl MutEventSubscriber for Poller {
                 elapsed: self.shared.started.elapsed(),
             });
         }
-    }
-}
-
-/// Why the API socket could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    #[error("{0} already exists and is not a socket: remove it or choose another --api-sock path")]
-    Exists(PathBuf),
-    #[error("{0} is served by another running process: choose another --api-sock path")]
-    InUse(PathBuf),
-    #[error("cannot listen on {0}")]
-    Bind(PathBuf, #[source] std::io::Error),
-}
-
-/// Serves the live report as JSON: one document per connection, then the server closes it.
-pub struct ApiServer {
-    listener: UnixListener,
-    path: PathBuf,
-    shared: Shared,
-}
-
-impl ApiServer {
-    /// Listens on `path`. A socket left there by a run that ended without removing it (killed
-    /// with SIGKILL, say) is replaced when nobody answers on it; anything else is kept.
-    pub fn bind(path: &Path, shared: Shared) -> Result<ApiServer, ApiError> {
-        use std::os::unix::fs::FileTypeExt;
-        match std::fs::symlink_metadata(path) {
-            Ok(meta) if meta.file_type().is_socket() => match UnixStream::connect(path) {
-                Ok(_) => return Err(ApiError::InUse(path.to_owned())),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    log::debug!("replacing the stale socket {}", path.display());
-                    std::fs::remove_file(path).map_err(|e| ApiError::Bind(path.to_owned(), e))?;
-                }
-                Err(e) => return Err(ApiError::Bind(path.to_owned(), e)),
-            },
-            Ok(_) => return Err(ApiError::Exists(path.to_owned())),
-            Err(_) => {}
-        }
-        let listener = UnixListener::bind(path).map_err(|e| ApiError::Bind(path.to_owned(), e))?;
-        listener.set_nonblocking(true).map_err(|e| ApiError::Bind(path.to_owned(), e))?;
-        Ok(ApiServer { listener, path: path.to_owned(), shared })
-    }
-}
-
-impl Drop for ApiServer {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-impl MutEventSubscriber for ApiServer {
-    fn init(&mut self, ops: &mut EventOps) {
-        if let Err(e) = ops.add(Events::new_raw(self.listener.as_raw_fd(), EventSet::IN)) {
-            log::warn!("cannot serve {}: {e:?}", self.path.display());
-        }
-    }
-
-    fn process(&mut self, _events: Events, _ops: &mut EventOps) {
-        while let Ok((mut stream, _)) = self.listener.accept() {
-            let mut body = match serde_json::to_vec(&self.shared.report()) {
-                Ok(body) => body,
-                Err(e) => {
-                    log::warn!("cannot encode the report: {e}");
-                    return;
-                }
-            };
-            body.push(b'\n');
-            // A client that goes away early only loses its own answer.
-            let _ = stream.set_nonblocking(false);
-            let _ = stream.set_read_timeout(Some(REQUEST_WAIT));
-            let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-            let answer = answer(&read_request(&mut stream), body);
-            if let Err(e) = stream.write_all(&answer) {
-                log::debug!("API client: {e}");
-            }
-        }
-    }
-}
-
-/// How long a client may take to send its request (one that sends none gets plain JSON).
-const REQUEST_WAIT: Duration = Duration::from_millis(200);
-/// Most bytes of a request read.
-const REQUEST_MAX: usize = 8192;
-
-/// What the client sent before it stopped, closed its side, or its time ran out: up to the end
-/// of an HTTP request head.
-fn read_request(stream: &mut impl Read) -> Vec<u8> {
-    let mut request = Vec::new();
-    let mut buf = [0u8; 1024];
-    while request.len() < REQUEST_MAX && !request.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => request.extend_from_slice(&buf[..n]),
-        }
-    }
-    request
-}
-
-/// The answer to `request`: the report as an HTTP/1.1 response to an HTTP request (`curl
-/// --unix-socket PATH http://localhost/`), as plain JSON to a client that sent nothing
-/// (`lde stats`).
-fn answer(request: &[u8], body: Vec<u8>) -> Vec<u8> {
-    if request.is_empty() {
-        return body;
-    }
-    let (status, body, kind) = if request.starts_with(b"GET ") || request.starts_with(b"HEAD ") {
-        ("200 OK", body, "application/json")
-    } else if request.windows(5).any(|w| w == b"HTTP/") {
-        ("405 Method Not Allowed", b"only GET is served\n".to_vec(), "text/plain")
-    } else {
-        ("400 Bad Request", b"send an HTTP GET request, or nothing\n".to_vec(), "text/plain")
-    };
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    let mut out = head.into_bytes();
-    if !request.starts_with(b"HEAD ") {
-        out.extend_from_slice(&body);
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn answers_http_and_plain_clients() {
-        assert_eq!(answer(b"", b"{}\n".to_vec()), b"{}\n");
-        let http = answer(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n", b"{}\n".to_vec());
-        let text = String::from_utf8(http).unwrap();
-        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
-        assert!(text.contains("Content-Length: 3\r\n") && text.ends_with("\r\n\r\n{}\n"), "{text}");
-        let post = String::from_utf8(answer(b"POST / HTTP/1.1\r\n\r\n", b"{}".to_vec())).unwrap();
-        assert!(post.starts_with("HTTP/1.1 405 "), "{post}");
-        let request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
-        assert_eq!(read_request(&mut &request[..]), request);
     }
 }
