@@ -32,6 +32,17 @@ pub const TEST_HOST_NMI: &str = "host-nmi";
 /// update of its stats page, after setting `ticks` to [`TORN_TICKS`]: lde must still read the
 /// counters, marked as possibly torn.
 pub const TEST_DIE_MID_UPDATE: &str = "die-mid-update";
+/// Test hook: the kernel writes a stats page no honest kernel could: every counter `u64::MAX`,
+/// a process slot and an ended process with `u64::MAX` counts, event stamps at both ends of
+/// `u64`; its rings' counts near `u64::MAX`, then (after [`HOSTILE_STATS_HOLD_TSC`] cycles,
+/// time for lde to read them) wrapped past it to 3. Then it prints
+/// [`HOSTILE_STATS_DONE`] and halts for good: lde must neither panic nor print a wrapped figure.
+pub const TEST_HOSTILE_STATS: &str = "hostile-stats";
+/// The line [`TEST_HOSTILE_STATS`] prints once the page is written.
+pub const HOSTILE_STATS_DONE: &str = "kernel: test hook: hostile stats page written";
+/// TSC cycles [`TEST_HOSTILE_STATS`] leaves its rings' counts near `u64::MAX` before it wraps
+/// them (about a second at 2 GHz).
+pub const HOSTILE_STATS_HOLD_TSC: u64 = 1 << 31;
 /// The `ticks` value [`TEST_DIE_MID_UPDATE`] leaves.
 pub const TORN_TICKS: u64 = 424_242;
 /// The vector of [`TEST_STRAY_INTERRUPT`]: a higher priority class than the timer's 0x20.

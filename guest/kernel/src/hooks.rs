@@ -59,8 +59,67 @@ pub fn run(hook: Option<&str>) {
                 cpu::shutdown(exit::KERNEL_PANIC)
             })
         }
+        Some(keys::TEST_HOSTILE_STATS) => {
+            println!("kernel: test hook: writing a stats page of u64::MAX counters and wrapping rings");
+            hostile_stats();
+            println!("{}", keys::HOSTILE_STATS_DONE);
+            cpu::halt_forever();
+        }
         Some(other) => println!("kernel: unknown test hook {}={other}, ignored", keys::TEST_KEY),
     }
+}
+
+/// The stats page of [`keys::TEST_HOSTILE_STATS`]: everything a hostile kernel can make the
+/// host read, then its rings' counts wrapped past `u64::MAX`.
+fn hostile_stats() {
+    use lde_abi::stats::{
+        Event, ProcStats, ENDED, END_KILLED, EVENTS, EV_SWITCH_IN, EV_SYSCALL, EV_TICK, STATE_RUNNING,
+    };
+    const MAX: u64 = u64::MAX;
+    let mut proc = ProcStats {
+        pid: 1,
+        state: STATE_RUNNING,
+        end: END_KILLED,
+        end_value: u32::MAX,
+        end_rip: MAX,
+        ..ProcStats::EMPTY
+    };
+    proc.name[..7].copy_from_slice(b"hostile");
+    (proc.ticks, proc.scheduled, proc.voluntary, proc.involuntary, proc.faults, proc.user_cycles) =
+        (MAX, MAX, MAX, MAX, MAX, MAX);
+    proc.syscalls = [MAX; lde_abi::stats::CALLS_MAX];
+    let event = |n: u64, tsc: u64, kind: u16| Event { seq: n.wrapping_add(1), tsc, kind, pid: 1, arg: u32::MAX };
+    stats::update(|page| {
+        (page.tsc_hz, page.boot_tsc, page.now_tsc, page.ticks) = (1, 0, MAX, MAX);
+        (page.syscall_arch, page.syscall_recovered, page.int80_arch, page.int80_recovered) = (MAX, MAX, MAX, MAX);
+        (page.switches, page.kills, page.spawned, page.idle_cycles, page.frames_in_use) = (MAX, MAX, MAX, MAX, MAX);
+        (page.tick_cycles, page.tick_count, page.switch_cycles, page.switch_count) = (MAX, MAX, MAX, MAX);
+        page.traps = [MAX; 256];
+        page.calls = [MAX; lde_abi::stats::CALLS_MAX];
+        page.current_pid = 1;
+        page.procs[0] = proc;
+        // The newest entry of each ring is index u64::MAX - 1 (seq u64::MAX).
+        let mut ended = proc;
+        ended.pid = 2;
+        page.ended[((MAX - 1) as usize) & (ENDED - 1)] = lde_abi::stats::Ended { seq: MAX, proc: ended };
+        page.ended_written = MAX;
+        for (n, tsc, kind) in [(MAX - 3, MAX, EV_SWITCH_IN), (MAX - 2, 0, EV_SYSCALL), (MAX - 1, MAX - 1, EV_TICK)] {
+            page.events[(n as usize) & (EVENTS - 1)] = event(n, tsc, kind);
+        }
+        page.events_written = MAX;
+    });
+    let start = cpu::rdtsc();
+    while cpu::rdtsc().wrapping_sub(start) < keys::HOSTILE_STATS_HOLD_TSC {
+        core::hint::spin_loop();
+    }
+    // The counts wrap: entries 0, 1 and 2 after u64::MAX of them.
+    stats::update(|page| {
+        for (n, tsc, kind) in [(0, MAX, EV_SWITCH_IN), (1, 0, EV_SYSCALL), (2, 5, EV_TICK)] {
+            page.events[n as usize] = event(n, tsc, kind);
+        }
+        page.events_written = 3;
+        page.ended_written = 0;
+    });
 }
 
 /// Recurses `n` levels deep (the stack-overflow test hook asks for far more than the stack
