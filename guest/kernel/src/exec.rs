@@ -17,7 +17,8 @@ use crate::arch::mem;
 use crate::arch::paging::{AddressSpace, OutOfMemory, PageFlags};
 use crate::arch::switch::new_process_stack;
 use crate::mm::Frames;
-use crate::process::{kstack_top, DemandZero, Kernel, DEMAND_ZERO_REGIONS};
+use crate::process::{DemandZero, Kernel, DEMAND_ZERO_REGIONS};
+use crate::stacks::kstack_top;
 use crate::stats::{self, publish};
 use crate::{println, time};
 

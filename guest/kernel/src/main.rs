@@ -11,15 +11,18 @@ mod config;
 mod console;
 mod doors;
 mod exec;
+mod fatal;
 mod hooks;
 mod idle;
 mod input;
 mod mm;
 mod process;
 mod sched;
+mod stacks;
 mod stats;
 mod sync;
 mod syscall;
+mod tick;
 mod time;
 mod trap;
 
@@ -60,7 +63,7 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
     // SAFETY: the boot data has been copied; nothing else lives in page 0.
     unsafe { arch::boot::unmap_page0() };
     // SAFETY: at boot, from kernel text; the guard pages hold nothing.
-    unsafe { arch::boot::protect_kernel(&trap::guard_pages().map(|(_, page)| page)) };
+    unsafe { arch::boot::protect_kernel(&stacks::guard_pages().map(|(_, page)| page)) };
 
     let vendor = cpu::vendor();
     let hypervisor = cpu::hypervisor_signature();
@@ -108,7 +111,7 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
     hooks::run(config.test);
     time::init(&config);
     input::init(config.input_none);
-    trap::enable_serial_input();
+    input::enable_interrupt();
 
     KERNEL.with(exec::spawn_pending);
     time::start();
@@ -126,7 +129,7 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
         page.frames_in_use = in_use;
         page.finished = 1;
         page.exit_code = code;
-        page.traps[trap::NMI_VECTOR as usize] += trap::NMIS.load(core::sync::atomic::Ordering::Relaxed);
+        page.traps[arch::vectors::NMI_VECTOR as usize] += trap::NMIS.load(core::sync::atomic::Ordering::Relaxed);
     });
     console::start_line();
     if stats::verbose() {

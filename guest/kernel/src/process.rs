@@ -1,10 +1,8 @@
 //! The process table: everything the kernel keeps about processes (the host-tested bookkeeping
-//! of `lde_kcore::proc` plus each slot's hardware context) in one global, [`KERNEL`], and the
-//! kernel stacks.
+//! of `lde_kcore::proc` plus each slot's hardware context) in one global, [`KERNEL`]. Their
+//! kernel stacks are `stacks.rs`.
 //!
 //! Loading a program is `exec.rs`; giving up and taking the CPU is `sched.rs`.
-
-use core::cell::UnsafeCell;
 
 use lde_kcore::elf::MAX_SEGMENTS;
 use lde_kcore::proc::{Table, MAX_PROCS};
@@ -14,9 +12,6 @@ use crate::arch::fpu::FxArea;
 use crate::arch::paging::{AddressSpace, PageFlags};
 use crate::mm::Frames;
 use crate::sync::Global;
-
-/// Size of each process's kernel stack.
-pub const KSTACK_SIZE: usize = 16 * 1024;
 
 /// Per-process hardware context.
 pub struct Hw {
@@ -120,28 +115,3 @@ pub static KERNEL: Global<Kernel> = Global::new(Kernel {
     next_wake: None,
     switch_out_tsc: 0,
 });
-
-/// Bytes per slot: an unmapped guard page, then the stack.
-const KSTACK_STRIDE: usize = GUARD_SIZE + KSTACK_SIZE;
-const GUARD_SIZE: usize = 4096;
-
-#[repr(C, align(4096))]
-struct KernelStacks(UnsafeCell<[[u8; KSTACK_STRIDE]; MAX_PROCS]>);
-
-// SAFETY: no Rust reference to the bytes is ever made: the CPU uses them as stacks and
-// `exec::prepare_kernel_stack` writes a slot's stack through raw pointers while it is not running.
-unsafe impl Sync for KernelStacks {}
-
-/// The kernel stacks, one per process slot, each above its own guard page (unmapped at boot by
-/// `arch::boot::protect_kernel`, so an overflow faults instead of corrupting the neighbour).
-static KSTACKS: KernelStacks = KernelStacks(UnsafeCell::new([[0; KSTACK_STRIDE]; MAX_PROCS]));
-
-/// Top (exclusive) of slot `slot`'s kernel stack.
-pub fn kstack_top(slot: usize) -> u64 {
-    KSTACKS.0.get() as u64 + ((slot + 1) * KSTACK_STRIDE) as u64
-}
-
-/// The guard page below slot `slot`'s kernel stack.
-pub fn kstack_guard(slot: usize) -> u64 {
-    KSTACKS.0.get() as u64 + (slot * KSTACK_STRIDE) as u64
-}

@@ -16,7 +16,8 @@ use crate::arch::switch::switch;
 use crate::arch::{entry, gdt, paging};
 use crate::console::Line;
 use crate::exec::spawn_pending;
-use crate::process::{kstack_top, Kernel, KERNEL};
+use crate::process::{Kernel, KERNEL};
+use crate::stacks::kstack_top;
 use crate::stats::{self, print_acct, publish};
 use crate::{idle, time};
 
