@@ -2,6 +2,8 @@
 //! its segments and stack (argv, envp, auxv), and a kernel stack whose first switch "returns"
 //! into ring 3 at its entry point (xv6's `allocproc` + `forkret`).
 
+use core::sync::atomic::Ordering;
+
 use lde_abi::stats::EV_SPAWN;
 use lde_abi::user::{AT_LDE_TSC_HZ, USER_BASE, USER_STACK_SIZE, USER_STACK_TOP};
 use lde_kcore::args::{build_start_frame, Spec, FRAME_PAGE_SIZE};
@@ -18,7 +20,7 @@ use crate::arch::paging::{AddressSpace, OutOfMemory, PageFlags};
 use crate::arch::switch::new_process_stack;
 use crate::mm::Frames;
 use crate::process::{DemandZero, Kernel, DEMAND_ZERO_REGIONS};
-use crate::stacks::kstack_top;
+use crate::stacks::{kstack_top, saved_rsp};
 use crate::stats::{self, publish};
 use crate::{println, time};
 
@@ -93,8 +95,9 @@ pub fn spawn(k: &mut Kernel, spec: &Spec, parent: u32) -> Result<u32, SpawnError
         Ok(user_rsp) => {
             let top = kstack_top(slot);
             let hw = &mut k.hw[slot];
-            // SAFETY: the slot is not running; its kernel stack is unused.
-            hw.saved_rsp = unsafe { prepare_kernel_stack(top, image.entry, user_rsp) };
+            // SAFETY: `alloc` just gave out the slot: no process runs on its kernel stack.
+            let rsp = unsafe { prepare_kernel_stack(top, image.entry, user_rsp) };
+            saved_rsp(slot).store(rsp, Ordering::Relaxed);
             hw.space = Some(space);
             hw.fx = FxArea::INITIAL;
             hw.bases = SegmentBases::default();

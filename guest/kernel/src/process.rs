@@ -15,8 +15,6 @@ use crate::sync::Global;
 
 /// Per-process hardware context.
 pub struct Hw {
-    /// RSP saved by `switch_context` while the process is not running.
-    pub saved_rsp: u64,
     pub space: Option<AddressSpace>,
     /// x87/SSE registers while the process is not running.
     pub fx: FxArea,
@@ -62,8 +60,6 @@ pub struct Kernel {
     pub runs: &'static str,
     /// Whether any process has been entered yet (for the first-user milestone).
     pub entered_user: bool,
-    /// The scheduler's RSP while a process runs.
-    pub sched_rsp: u64,
     /// TSC when the kernel last returned to ring 3 (for user-time accounting).
     pub user_entry_tsc: u64,
     /// The FS and GS bases the CPU holds (the last process's), so that switching in writes
@@ -93,7 +89,6 @@ pub static KERNEL: Global<Kernel> = Global::new(Kernel {
     procs: Table::new(),
     hw: [const {
         Hw {
-            saved_rsp: 0,
             space: None,
             fx: FxArea::INITIAL,
             bases: SegmentBases { fs: 0, gs: 0 },
@@ -109,7 +104,6 @@ pub static KERNEL: Global<Kernel> = Global::new(Kernel {
     process_failures: 0,
     runs: "",
     entered_user: false,
-    sched_rsp: 0,
     user_entry_tsc: 0,
     cpu_bases: SegmentBases { fs: 0, gs: 0 },
     next_wake: None,

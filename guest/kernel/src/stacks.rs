@@ -3,6 +3,7 @@
 //! kernel has (boot stack, IST stacks, process stacks) that boot unmaps and `fatal.rs` names.
 
 use core::cell::UnsafeCell;
+use core::sync::atomic::AtomicU64;
 
 use lde_kcore::proc::MAX_PROCS;
 
@@ -10,6 +11,19 @@ use crate::arch::{boot, gdt};
 
 /// Size of each process's kernel stack.
 pub const KSTACK_SIZE: usize = 16 * 1024;
+
+/// The RSP `switch` saved for each slot while its process does not run (or `exec` built for a
+/// new one). Not in `process::KERNEL`: `switch` writes it through a raw pointer, which a
+/// `Global` does not hand out.
+static SAVED_RSP: [AtomicU64; MAX_PROCS] = [const { AtomicU64::new(0) }; MAX_PROCS];
+
+/// The scheduler's RSP while a process runs (saved by `switch` into the process).
+pub static SCHED_RSP: AtomicU64 = AtomicU64::new(0);
+
+/// Slot `slot`'s saved RSP.
+pub fn saved_rsp(slot: usize) -> &'static AtomicU64 {
+    &SAVED_RSP[slot]
+}
 
 /// Bytes per slot: an unmapped guard page, then the stack.
 const KSTACK_STRIDE: usize = GUARD_SIZE + KSTACK_SIZE;
