@@ -94,11 +94,11 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
         .end();
     cpu::milestone(lde_abi::ports::MILESTONE_BANNER);
 
-    let initrd = initrd(boot.modules());
+    let initrd = initrd(boot.memmap(), boot.modules());
     let reserved = (initrd.as_ptr() as u64, initrd.as_ptr() as u64 + initrd.len() as u64);
     KERNEL.with(|k| {
         k.initrd = initrd;
-        k.frames.init(boot.memmap(), kernel_end(), reserved, config.zeroed_ram);
+        k.frames.init(boot.memmap(), kernel_image().1, reserved, config.zeroed_ram);
         k.runs = config.runs;
     });
     entry::init_syscall();
@@ -140,28 +140,32 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
     cpu::shutdown(code)
 }
 
-/// The initrd (the first PVH module), if it lies in identity-mapped RAM.
-fn initrd(modules: &[lde_abi::boot::ModlistEntry]) -> &'static [u8] {
-    match modules.first() {
-        Some(m) if m.paddr != 0 && m.paddr.checked_add(m.size).is_some_and(|end| end <= 0xc000_0000) => {
-            // SAFETY: the module lies in identity-mapped RAM (checked) that the frame
-            // allocator is told to leave alone, and nothing writes it.
-            unsafe { core::slice::from_raw_parts(m.paddr as *const u8, m.size as usize) }
+/// The initrd (the first PVH module), if the kernel may read it where it lies.
+fn initrd(memmap: &[lde_abi::boot::MemmapEntry], modules: &[lde_abi::boot::ModlistEntry]) -> &'static [u8] {
+    let Some(m) = modules.first() else { return &[] };
+    match memmap::module_range(memmap, m.paddr, m.size, kernel_image()) {
+        Ok((start, end)) if start < end => {
+            // SAFETY: `module_range` checked that [start, end) is identity-mapped RAM of the
+            // memory map, clear of page 0 (unmapped after boot) and of the kernel image (its
+            // tests: guest/kcore/src/memmap.rs); the frame allocator is told to leave it alone
+            // (`Frames::init`'s reserved range) and nothing writes it.
+            unsafe { core::slice::from_raw_parts(start as *const u8, (end - start) as usize) }
         }
-        Some(m) => {
-            println!("kernel: ignoring the initrd at {:#x}: outside usable RAM", m.paddr);
+        Ok(_) => &[],
+        Err(e) => {
+            println!("kernel: ignoring the initrd at {:#x} ({} bytes): {e:?}", m.paddr, m.size);
             &[]
         }
-        None => &[],
     }
 }
 
-/// End of the kernel image (the linker script's `__kernel_end`).
-fn kernel_end() -> u64 {
+/// The kernel image, `[start, end)` (the linker script's `__kernel_start` and `__kernel_end`).
+fn kernel_image() -> (u64, u64) {
     extern "C" {
+        static __kernel_start: u8;
         static __kernel_end: u8;
     }
-    core::ptr::addr_of!(__kernel_end) as u64
+    (core::ptr::addr_of!(__kernel_start) as u64, core::ptr::addr_of!(__kernel_end) as u64)
 }
 
 fn trim_nul(bytes: &[u8]) -> &[u8] {

@@ -10,7 +10,7 @@ use crate::arch::mem::{Frame, FRAME_SIZE as PAGE};
 use crate::arch::paging::FrameAlloc;
 
 /// Frames must be identity-mapped: below the MMIO hole.
-const FRAMES_END: u64 = 0xc000_0000;
+const FRAMES_END: u64 = lde_kcore::memmap::IDENTITY_MAPPED_END;
 
 /// The frame allocator.
 pub struct Frames {
