@@ -167,15 +167,18 @@ fn fixed_up(frame: &mut TrapFrame) -> bool {
     })
 }
 
-/// Kills the running process for the trap in `frame`.
+/// Kills the running process for the trap in `frame`, which came from ring 3.
 fn kill(frame: &TrapFrame) -> ! {
+    debug_assert!(frame.came_from_user(), "only a trap from ring 3 is a process's fault");
     KERNEL.with(|k| {
         if let Some(slot) = k.procs.current() {
             k.procs.get_mut(slot).acct.faults += 1;
         }
     });
     let end = End::Killed { vector: frame.vector as u8, rip: frame.rip };
-    // SAFETY: a trap from ring 3 runs on the process's kernel stack with interrupts off, and no
-    // KERNEL borrow is alive.
+    // SAFETY: every caller checked `from_user` (asserted above): the trap arrived from ring 3,
+    // so the CPU switched to the process's own kernel stack (TSS.RSP0, or the `syscall` stack
+    // for a recovered `syscall`, both set for it by `sched::pick`) through a gate that cleared
+    // IF, and the `with` above has returned. `sched::switch_to_scheduler` asserts all three.
     unsafe { end_current(end) }
 }
