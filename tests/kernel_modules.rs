@@ -130,10 +130,8 @@ fn kernel_graph() -> (Graph, Vec<(String, usize)>) {
     let mut files = Vec::new();
     rust_files(&root, &mut files);
     files.sort();
-    let named: Vec<(String, String)> = files
-        .iter()
-        .map(|f| (module_of(f.strip_prefix(&root).unwrap()), fs::read_to_string(f).unwrap()))
-        .collect();
+    let named: Vec<(String, String)> =
+        files.iter().map(|f| (module_of(f.strip_prefix(&root).unwrap()), fs::read_to_string(f).unwrap())).collect();
     let modules: BTreeSet<String> = named.iter().map(|(m, _)| m.clone()).collect();
     let mut graph = Graph::new();
     let mut lengths = Vec::new();
@@ -191,7 +189,8 @@ fn the_checker_finds_a_circle_and_reads_grouped_imports() {
         ["arch::entry", "arch::cpu", "trap", "doors", "console"].iter().map(|s| s.to_string()).collect();
     let code = "use crate::arch::{cpu, entry::{self, TrapFrame}};\nuse crate::{doors, println};\n";
     let found = imports("trap", code, &modules);
-    let expect: BTreeSet<String> = ["arch::cpu", "arch::entry", "doors", "console"].iter().map(|s| s.to_string()).collect();
+    let expect: BTreeSet<String> =
+        ["arch::cpu", "arch::entry", "doors", "console"].iter().map(|s| s.to_string()).collect();
     assert_eq!(found, expect);
     let mut graph = Graph::new();
     graph.insert("trap".into(), ["doors".to_string()].into());
@@ -216,6 +215,7 @@ fn no_import_circle_between_kernel_modules() {
 #[test]
 fn no_kernel_file_is_longer_than_the_style_allows() {
     let (_, lengths) = kernel_graph();
-    let long: Vec<String> = lengths.iter().filter(|(_, n)| *n > MAX_LINES).map(|(m, n)| format!("{m}: {n} lines")).collect();
+    let long: Vec<String> =
+        lengths.iter().filter(|(_, n)| *n > MAX_LINES).map(|(m, n)| format!("{m}: {n} lines")).collect();
     assert!(long.is_empty(), "kernel files over {MAX_LINES} lines:\n{}", long.join("\n"));
 }

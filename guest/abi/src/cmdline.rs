@@ -32,6 +32,10 @@ pub const TEST_HOST_NMI: &str = "host-nmi";
 /// update of its stats page, after setting `ticks` to [`TORN_TICKS`]: lde must still read the
 /// counters, marked as possibly torn.
 pub const TEST_DIE_MID_UPDATE: &str = "die-mid-update";
+/// Test hook: before the command line's programs, the kernel starts `hello` with no free frame,
+/// then one, two, ... until it starts, and reports how often `spawn` ran out of memory and how
+/// often it kept a frame it had taken (`kernel: test hook: spawn ran out of memory …`).
+pub const TEST_SPAWN_OOM: &str = "spawn-oom";
 /// The `ticks` value [`TEST_DIE_MID_UPDATE`] leaves.
 pub const TORN_TICKS: u64 = 424_242;
 /// The vector of [`TEST_STRAY_INTERRUPT`]: a higher priority class than the timer's 0x20.
