@@ -118,6 +118,26 @@ fn every_page_a_process_gets_is_zero_even_after_memory_ran_out() {
 }
 
 #[test]
+fn spawn_that_runs_out_of_memory_keeps_no_frame() {
+    for host in hosts("spawn_that_runs_out_of_memory_keeps_no_frame") {
+        // The hook starts hello with 0, 1, 2, ... free frames: every point at which loading a
+        // program can run out (its page tables, a segment page, its stack page) fails once.
+        let out = host.run(&["--mem", "16", "--cmdline", "lde.test=spawn-oom", "hello"]);
+        assert_eq!(out.status, Some(0), "{host:?}: {out:?}");
+        let prefix = "kernel: test hook: spawn ran out of memory ";
+        let line = out.line_starting(prefix).unwrap_or_else(|| panic!("{host:?}: {out:?}"));
+        let failures: u64 = line[prefix.len()..].split(' ').next().unwrap().parse().unwrap();
+        assert!(failures >= 6, "{host:?}: {line}");
+        // Each attempt took a pid: the one that started has the next.
+        let started = format!(" times, kept frames 0 times, then started pid {}", failures + 1);
+        assert!(line.ends_with(&started), "{host:?}: {line}");
+        let exits = out.lines().into_iter().filter(|l| l.starts_with("exit ") && l.ends_with(" name=hello status=0"));
+        assert_eq!(exits.count(), 2, "{host:?}: {out:?}");
+        assert_no_leak(&out);
+    }
+}
+
+#[test]
 fn a_full_process_table_refuses_spawn_with_eagain() {
     for host in hosts("a_full_process_table_refuses_spawn_with_eagain") {
         let out = host.run(&["exhaust procs"]);

@@ -43,6 +43,10 @@ pub const HOSTILE_STATS_DONE: &str = "kernel: test hook: hostile stats page writ
 /// TSC cycles [`TEST_HOSTILE_STATS`] leaves its rings' counts near `u64::MAX` before it wraps
 /// them (about a second at 2 GHz).
 pub const HOSTILE_STATS_HOLD_TSC: u64 = 1 << 31;
+/// Test hook: before the command line's programs, the kernel starts `hello` with no free frame,
+/// then one, two, ... until it starts, and reports how often `spawn` ran out of memory and how
+/// often it kept a frame it had taken (`kernel: test hook: spawn ran out of memory …`).
+pub const TEST_SPAWN_OOM: &str = "spawn-oom";
 /// The `ticks` value [`TEST_DIE_MID_UPDATE`] leaves.
 pub const TORN_TICKS: u64 = 424_242;
 /// The vector of [`TEST_STRAY_INTERRUPT`]: a higher priority class than the timer's 0x20.

@@ -1,9 +1,11 @@
-//! The doors self-test: at boot, before any program runs, the kernel executes `syscall` and
+//! The two system-call doors on this host. The self-test: at boot, before any program runs, the kernel executes `syscall` and
 //! `int 0x80` from a page of its own in ring 3 and records how each arrived. Only a host seen to
 //! deliver a door the PVM way (`syscall` as a #PF at LSTAR in ring 3, `int 0x80` as a #UD at
 //! the instruction) gets that path served later; everywhere else those traps are what the
 //! architecture says they are (a process that jumps to LSTAR is killed with its #PF). Nothing
-//! the test does is counted in the stats page.
+//! the test does is counted in the stats page. Where it found the PVM way, `trap.rs` asks
+//! [`int80_at`] and [`is_syscall_at_lstar`] whether a #UD or #PF is a door, and
+//! [`complete_syscall`] finishes a `syscall` the CPU left in ring 3.
 //!
 //! The excursion runs on slot 0's kernel stack (no process exists yet): the boot code switches
 //! to a TrapFrame that `iretq`s to the test page; the first trap advances it to the
@@ -12,22 +14,29 @@
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use lde_abi::stats::{DOOR_ARCHITECTURAL, DOOR_OTHER, DOOR_RECOVERED};
-use lde_abi::syscall::INT80_VECTOR;
-use lde_abi::user::USER_BASE;
+use lde_abi::user::{USER_BASE, USER_END};
 
-use crate::arch::entry::{syscall_entry_address, TrapFrame, SYSCALL_VECTOR};
+use crate::arch::entry::{syscall_entry_address, TrapFrame};
 use crate::arch::gdt::{self, USER_CODE_SELECTOR, USER_DATA_SELECTOR};
 use crate::arch::paging;
 use crate::arch::switch::{new_process_stack, switch};
+use crate::arch::vectors::{INT80_VECTOR, PF_VECTOR, SYSCALL_VECTOR, UD_VECTOR};
 use crate::arch::{cpu, entry};
 use crate::exec;
-use crate::process::{kstack_top, KERNEL};
-use crate::trap::{PF_VECTOR, UD_VECTOR};
+use crate::process::KERNEL;
+use crate::stacks::kstack_top;
 
 /// The test page: `syscall; int $0x80; ud2` (the `ud2` is never reached).
 const TEST_CODE: [u8; 6] = [0x0f, 0x05, 0xcd, 0x80, 0x0f, 0x0b];
 const SYSCALL_AT: u64 = USER_BASE;
 const INT80_AT: u64 = USER_BASE + 2;
+
+/// RFLAGS bits `sysretq` takes from R11, the ones a process may set: CF PF AF ZF SF TF DF OF
+/// NT AC ID (never IOPL, RF, VM).
+const USER_RFLAGS_MASK: u64 = 0x24_4dd5;
+const RFLAGS_IF: u64 = 1 << 9;
+/// RFLAGS.RF, which the CPU sets in the frame of a fault.
+const RFLAGS_RF: u64 = 1 << 16;
 
 /// What the self-test found, in `StatsPage::doors`'s encoding (`DOOR_*` codes: `syscall` in
 /// bits 0-7, `int 0x80` in bits 8-15, the vector of a `DOOR_OTHER` arrival in bits 16-23 and
@@ -132,4 +141,71 @@ pub fn arrived(frame: &mut TrapFrame) {
     // live; this stack is never resumed. Interrupts are off.
     unsafe { switch(&mut abandoned, BOOT_RSP.load(Ordering::Relaxed)) };
     unreachable!("the doors self-test's stack was resumed");
+}
+
+const INT80_BYTES: [u8; 2] = [0xcd, INT80_VECTOR];
+
+/// Whether a #UD from ring 3 at `rip` is an `int 0x80` (`CD 80`).
+///
+/// The bytes are read where they are, in the active address space: the CPU fetched the opcode
+/// at `rip` to find it invalid, so that page is mapped for ring 3 (and the kernel does not use
+/// SMAP); an `int` whose immediate lies on the next page was fetched whole too, or it would
+/// have been a #PF. Only that page-crossing case, which a #UD from some other one-byte opcode
+/// at a page's last byte could also present, walks the page tables for the second byte.
+pub fn int80_at(rip: u64) -> bool {
+    if !(USER_BASE..USER_END).contains(&rip) {
+        return false;
+    }
+    // SAFETY: see above: the page holding `rip` is mapped user-readable and active.
+    let first = unsafe { (rip as *const u8).read_volatile() };
+    if first != INT80_BYTES[0] {
+        return false;
+    }
+    if rip & 0xfff == 0xfff {
+        return user_bytes_at(rip, INT80_BYTES);
+    }
+    // SAFETY: `rip + 1` lies on the same page as `rip`.
+    unsafe { ((rip + 1) as *const u8).read_volatile() == INT80_BYTES[1] }
+}
+
+/// Whether the two bytes at user address `addr` of the running process are `bytes`.
+fn user_bytes_at(addr: u64, bytes: [u8; 2]) -> bool {
+    KERNEL.with(|k| {
+        let Some(space) = k.procs.current().and_then(|slot| k.hw[slot].space.as_ref()) else {
+            return false;
+        };
+        let byte = |addr: u64| {
+            if !(USER_BASE..USER_END).contains(&addr) {
+                return None;
+            }
+            space.translate(addr & !0xfff).map(|(frame, _)| {
+                // SAFETY: the frame is mapped (identity) and belongs to the current process.
+                unsafe { ((frame + (addr & 0xfff)) as *const u8).read() }
+            })
+        };
+        byte(addr) == Some(bytes[0]) && addr.checked_add(1).and_then(byte) == Some(bytes[1])
+    })
+}
+
+/// Whether a #PF from ring 3 is a `syscall` that stayed in ring 3 (PVM): it faulted fetching
+/// LSTAR with RFLAGS as `syscall` leaves them, R11 masked by SFMASK. A jump to LSTAR cannot
+/// look like that: SFMASK clears IF, and ring 3 (IOPL 0) can never run with IF clear.
+pub fn is_syscall_at_lstar(frame: &TrapFrame) -> bool {
+    let lstar = syscall_entry_address();
+    frame.rip == lstar
+        && cpu::cr2() == lstar
+        && frame.rflags & RFLAGS_IF == 0
+        && frame.rflags & !RFLAGS_RF == frame.r11 & !entry::SYSCALL_RFLAGS_MASK
+}
+
+/// Completes a `syscall` that [`is_syscall_at_lstar`] recognised as the CPU would have: RCX
+/// and R11 hold the return RIP and RFLAGS as `syscall` left them. False (the frame untouched)
+/// if the return RIP is outside user space: the process is then killed with its #PF.
+pub fn complete_syscall(frame: &mut TrapFrame) -> bool {
+    if !(USER_BASE..USER_END).contains(&frame.rcx) {
+        return false;
+    }
+    frame.rip = frame.rcx;
+    frame.rflags = (frame.r11 & USER_RFLAGS_MASK) | RFLAGS_IF | 0x2;
+    true
 }

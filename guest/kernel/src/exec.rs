@@ -2,6 +2,8 @@
 //! its segments and stack (argv, envp, auxv), and a kernel stack whose first switch "returns"
 //! into ring 3 at its entry point (xv6's `allocproc` + `forkret`).
 
+use core::sync::atomic::Ordering;
+
 use lde_abi::stats::EV_SPAWN;
 use lde_abi::user::{AT_LDE_TSC_HZ, USER_BASE, USER_STACK_SIZE, USER_STACK_TOP};
 use lde_kcore::args::{build_start_frame, Spec, FRAME_PAGE_SIZE};
@@ -17,7 +19,8 @@ use crate::arch::mem;
 use crate::arch::paging::{AddressSpace, OutOfMemory, PageFlags};
 use crate::arch::switch::new_process_stack;
 use crate::mm::Frames;
-use crate::process::{kstack_top, DemandZero, Kernel, DEMAND_ZERO_REGIONS};
+use crate::process::{DemandZero, Kernel, DEMAND_ZERO_REGIONS};
+use crate::stacks::{kstack_top, saved_rsp};
 use crate::stats::{self, publish};
 use crate::{println, time};
 
@@ -92,8 +95,9 @@ pub fn spawn(k: &mut Kernel, spec: &Spec, parent: u32) -> Result<u32, SpawnError
         Ok(user_rsp) => {
             let top = kstack_top(slot);
             let hw = &mut k.hw[slot];
-            // SAFETY: the slot is not running; its kernel stack is unused.
-            hw.saved_rsp = unsafe { prepare_kernel_stack(top, image.entry, user_rsp) };
+            // SAFETY: `alloc` just gave out the slot: no process runs on its kernel stack.
+            let rsp = unsafe { prepare_kernel_stack(top, image.entry, user_rsp) };
+            saved_rsp(slot).store(rsp, Ordering::Relaxed);
             hw.space = Some(space);
             hw.fx = FxArea::INITIAL;
             hw.bases = SegmentBases::default();
@@ -146,9 +150,12 @@ fn load(
             let to = (page + PAGE).min(file_end);
             if from < to {
                 let src = &file[(seg.file_offset + (from - seg.vaddr)) as usize..][..(to - from) as usize];
-                // SAFETY: frame is a fresh identity-mapped page; the range lies inside it.
-                unsafe { mem::copy((frame + (from - page)) as *mut u8, src.as_ptr(), src.len()) };
+                // SAFETY: `frame` owns its identity-mapped page; [from, to) lies in [page,
+                // page + PAGE), so the copy stays inside it.
+                unsafe { mem::copy((frame.addr() + (from - page)) as *mut u8, src.as_ptr(), src.len()) };
             }
+            // On failure `map` frees the frame: the address space, destroyed by the caller,
+            // holds everything else this function allocated.
             space.map(frames, page, frame, flags)?;
             page += PAGE;
         }
@@ -156,11 +163,13 @@ fn load(
     // The stack's top page holds the start frame; the rest is mapped as it is touched.
     let stack_flags = PageFlags { writable: true, executable: false };
     let top_frame = frames.alloc_zeroed().ok_or(OutOfMemory)?;
+    let top_addr = top_frame.addr();
     space.map(frames, USER_STACK_TOP - PAGE, top_frame, stack_flags)?;
     demand_zero[MAX_SEGMENTS] =
         Some(DemandZero { start: USER_STACK_TOP - USER_STACK_SIZE, end: USER_STACK_TOP - PAGE, flags: stack_flags });
-    // SAFETY: top_frame is the stack's top page, fresh and identity-mapped, owned by this space.
-    let top_page = unsafe { &mut *(top_frame as *mut [u8; FRAME_PAGE_SIZE]) };
+    // SAFETY: the stack's top page, identity-mapped and owned by `space`, which only this
+    // function can reach until the process is made ready: this is the one reference to it.
+    let top_page = unsafe { &mut *(top_addr as *mut [u8; FRAME_PAGE_SIZE]) };
     let auxv = [(AT_LDE_TSC_HZ, time::tsc_hz())];
     build_start_frame(spec.words(), &auxv, USER_STACK_TOP, top_page).map_err(SpawnError::Args)
 }
@@ -194,21 +203,23 @@ unsafe fn prepare_kernel_stack(top: u64, entry: u64, user_rsp: u64) -> u64 {
 pub fn code_page(k: &mut Kernel, code: &[u8]) -> Result<AddressSpace, OutOfMemory> {
     debug_assert!(code.len() <= PAGE as usize);
     let frame = k.frames.alloc_zeroed().ok_or(OutOfMemory)?;
-    // SAFETY: a fresh identity-mapped frame; `code` fits in it.
-    unsafe { mem::copy(frame as *mut u8, code.as_ptr(), code.len()) };
-    let mapped = AddressSpace::new(&mut k.frames).and_then(|mut space| {
-        match space.map(&mut k.frames, USER_BASE, frame, PageFlags { writable: false, executable: true }) {
-            Ok(()) => Ok(space),
-            Err(e) => {
-                space.destroy(&mut k.frames);
-                Err(e)
-            }
+    // SAFETY: `frame` owns its identity-mapped page; `code` fits in it.
+    unsafe { mem::copy(frame.addr() as *mut u8, code.as_ptr(), code.len()) };
+    let mut space = match AddressSpace::new(&mut k.frames) {
+        Ok(space) => space,
+        Err(e) => {
+            k.frames.free(frame);
+            return Err(e);
         }
-    });
-    if mapped.is_err() {
-        k.frames.free(frame);
+    };
+    // On failure `map` has freed the frame.
+    match space.map(&mut k.frames, USER_BASE, frame, PageFlags { writable: false, executable: true }) {
+        Ok(()) => Ok(space),
+        Err(e) => {
+            space.destroy(&mut k.frames);
+            Err(e)
+        }
     }
-    mapped
 }
 
 /// Maps a zeroed frame at the page holding `addr` if it lies in one of the running process's
@@ -226,9 +237,6 @@ pub fn demand_zero(k: &mut Kernel, addr: u64) -> bool {
         return false;
     }
     let Some(frame) = k.frames.alloc_zeroed() else { return false };
-    if space.map(&mut k.frames, page, frame, region.flags).is_err() {
-        k.frames.free(frame);
-        return false;
-    }
-    true
+    // On failure `map` has freed the frame.
+    space.map(&mut k.frames, page, frame, region.flags).is_ok()
 }

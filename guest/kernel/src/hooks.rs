@@ -3,9 +3,13 @@
 
 use lde_abi::user::USER_BASE;
 use lde_abi::{cmdline as keys, exit};
+use lde_kcore::args::Spec;
 
+use crate::arch::mem::Frame;
 use crate::arch::paging;
 use crate::arch::{boot, cpu, idt, lapic};
+use crate::exec::SpawnError;
+use crate::mm::Frames;
 use crate::process::KERNEL;
 use crate::{exec, println, stats};
 
@@ -64,6 +68,10 @@ pub fn run(hook: Option<&str>) {
             hostile_stats();
             println!("{}", keys::HOSTILE_STATS_DONE);
             cpu::halt_forever();
+        }
+        Some(keys::TEST_SPAWN_OOM) => {
+            println!("kernel: test hook: starting hello with 0, 1, 2, ... free frames");
+            spawn_out_of_memory();
         }
         Some(other) => println!("kernel: unknown test hook {}={other}, ignored", keys::TEST_KEY),
     }
@@ -145,4 +153,63 @@ fn execute_user() {
     f();
     paging::activate_kernel();
     KERNEL.with(|k| space.destroy(&mut k.frames));
+}
+
+/// Starts `hello` with no free frame, then one more each time, until it starts: every point at
+/// which `spawn` can run out of memory, each of which must give back every frame it took.
+fn spawn_out_of_memory() {
+    let spec = Spec::from_text(b"hello").expect("a valid spec");
+    KERNEL.with(|k| {
+        let mut held = Held::take_all(&mut k.frames);
+        let (mut failures, mut leaks) = (0u32, 0u32);
+        let started = loop {
+            let in_use = k.frames.in_use();
+            match exec::spawn(k, &spec, 0) {
+                Ok(pid) => break Some(pid),
+                Err(SpawnError::OutOfMemory) => failures += 1,
+                Err(e) => {
+                    println!("kernel: test hook: spawn failed: {e}");
+                    break None;
+                }
+            }
+            leaks += u32::from(k.frames.in_use() != in_use);
+            if !held.give_one(&mut k.frames) {
+                break None;
+            }
+        };
+        while held.give_one(&mut k.frames) {}
+        println!(
+            "kernel: test hook: spawn ran out of memory {failures} times, kept frames {leaks} times, then started pid {}",
+            started.unwrap_or(0)
+        );
+    });
+}
+
+/// Frames taken from the allocator and held, chained through their first qword.
+struct Held(u64);
+
+impl Held {
+    fn take_all(frames: &mut Frames) -> Held {
+        let mut held = Held(0);
+        while let Some(frame) = frames.alloc_zeroed() {
+            let addr = frame.into_addr();
+            // SAFETY: the frame is ours, held as its address until `give_one` frees it.
+            unsafe { (addr as *mut u64).write(held.0) };
+            held.0 = addr;
+        }
+        held
+    }
+
+    /// Frees one held frame; false if none was left.
+    fn give_one(&mut self, frames: &mut Frames) -> bool {
+        if self.0 == 0 {
+            return false;
+        }
+        // SAFETY: `self.0` heads the chain of frames `take_all` took; it leaves the chain here.
+        let frame = unsafe { Frame::from_addr(self.0) };
+        // SAFETY: the frame is ours (above); its first qword links the chain.
+        self.0 = unsafe { (frame.addr() as *const u64).read() };
+        frames.free(frame);
+        true
+    }
 }

@@ -1,10 +1,13 @@
 //! Serial input: bytes the UART received, kept until a process reads them, and whether input
 //! has ended (lde's input-status port).
 
-use lde_abi::ports::{INPUT_ENDED, INPUT_STATUS_PORT};
+use lde_abi::ports::{INPUT_ENDED, INPUT_STATUS_PORT, SERIAL_IRQ};
 use x86_64::instructions::port::Port;
 
-use crate::arch::serial;
+use crate::arch::vectors::SERIAL_VECTOR;
+use crate::arch::{ioapic, lapic, serial};
+use crate::process::KERNEL;
+use crate::sched;
 use crate::sync::Global;
 
 const CAPACITY: usize = 1024;
@@ -78,4 +81,19 @@ pub fn take(out: &mut [u8]) -> Available {
         inp.len -= n;
         Available::Bytes(n)
     })
+}
+
+/// Routes the UART's IRQ 4 through the I/O APIC to [`SERIAL_VECTOR`] and enables its
+/// "data received" interrupt.
+pub fn enable_interrupt() {
+    ioapic::route(SERIAL_IRQ, SERIAL_VECTOR);
+    serial::enable_rx_interrupt();
+}
+
+/// The UART's interrupt: take its bytes and wake readers.
+pub fn serial_interrupt() {
+    if drain_uart() {
+        KERNEL.with(sched::wake_readers);
+    }
+    lapic::eoi();
 }

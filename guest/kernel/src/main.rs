@@ -11,15 +11,18 @@ mod config;
 mod console;
 mod doors;
 mod exec;
+mod fatal;
 mod hooks;
 mod idle;
 mod input;
 mod mm;
 mod process;
 mod sched;
+mod stacks;
 mod stats;
 mod sync;
 mod syscall;
+mod tick;
 mod time;
 mod trap;
 
@@ -60,7 +63,7 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
     // SAFETY: the boot data has been copied; nothing else lives in page 0.
     unsafe { arch::boot::unmap_page0() };
     // SAFETY: at boot, from kernel text; the guard pages hold nothing.
-    unsafe { arch::boot::protect_kernel(&trap::guard_pages().map(|(_, page)| page)) };
+    unsafe { arch::boot::protect_kernel(&stacks::guard_pages().map(|(_, page)| page)) };
 
     let vendor = cpu::vendor();
     let hypervisor = cpu::hypervisor_signature();
@@ -91,11 +94,11 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
         .end();
     cpu::milestone(lde_abi::ports::MILESTONE_BANNER);
 
-    let initrd = initrd(boot.modules());
+    let initrd = initrd(boot.memmap(), boot.modules());
     let reserved = (initrd.as_ptr() as u64, initrd.as_ptr() as u64 + initrd.len() as u64);
     KERNEL.with(|k| {
         k.initrd = initrd;
-        k.frames.init(boot.memmap(), kernel_end(), reserved, config.zeroed_ram);
+        k.frames.init(boot.memmap(), kernel_image().1, reserved, config.zeroed_ram);
         k.runs = config.runs;
     });
     entry::init_syscall();
@@ -108,7 +111,7 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
     hooks::run(config.test);
     time::init(&config);
     input::init(config.input_none);
-    trap::enable_serial_input();
+    input::enable_interrupt();
 
     KERNEL.with(exec::spawn_pending);
     time::start();
@@ -126,7 +129,7 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
         page.frames_in_use = in_use;
         page.finished = 1;
         page.exit_code = code;
-        page.traps[trap::NMI_VECTOR as usize] += trap::NMIS.load(core::sync::atomic::Ordering::Relaxed);
+        page.traps[arch::vectors::NMI_VECTOR as usize] += trap::NMIS.load(core::sync::atomic::Ordering::Relaxed);
     });
     console::start_line();
     if stats::verbose() {
@@ -137,28 +140,32 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
     cpu::shutdown(code)
 }
 
-/// The initrd (the first PVH module), if it lies in identity-mapped RAM.
-fn initrd(modules: &[lde_abi::boot::ModlistEntry]) -> &'static [u8] {
-    match modules.first() {
-        Some(m) if m.paddr != 0 && m.paddr.checked_add(m.size).is_some_and(|end| end <= 0xc000_0000) => {
-            // SAFETY: the module lies in identity-mapped RAM (checked) that the frame
-            // allocator is told to leave alone, and nothing writes it.
-            unsafe { core::slice::from_raw_parts(m.paddr as *const u8, m.size as usize) }
+/// The initrd (the first PVH module), if the kernel may read it where it lies.
+fn initrd(memmap: &[lde_abi::boot::MemmapEntry], modules: &[lde_abi::boot::ModlistEntry]) -> &'static [u8] {
+    let Some(m) = modules.first() else { return &[] };
+    match memmap::module_range(memmap, m.paddr, m.size, kernel_image()) {
+        Ok((start, end)) if start < end => {
+            // SAFETY: `module_range` checked that [start, end) is identity-mapped RAM of the
+            // memory map, clear of page 0 (unmapped after boot) and of the kernel image (its
+            // tests: guest/kcore/src/memmap.rs); the frame allocator is told to leave it alone
+            // (`Frames::init`'s reserved range) and nothing writes it.
+            unsafe { core::slice::from_raw_parts(start as *const u8, (end - start) as usize) }
         }
-        Some(m) => {
-            println!("kernel: ignoring the initrd at {:#x}: outside usable RAM", m.paddr);
+        Ok(_) => &[],
+        Err(e) => {
+            println!("kernel: ignoring the initrd at {:#x} ({} bytes): {e:?}", m.paddr, m.size);
             &[]
         }
-        None => &[],
     }
 }
 
-/// End of the kernel image (the linker script's `__kernel_end`).
-fn kernel_end() -> u64 {
+/// The kernel image, `[start, end)` (the linker script's `__kernel_start` and `__kernel_end`).
+fn kernel_image() -> (u64, u64) {
     extern "C" {
+        static __kernel_start: u8;
         static __kernel_end: u8;
     }
-    core::ptr::addr_of!(__kernel_end) as u64
+    (core::ptr::addr_of!(__kernel_start) as u64, core::ptr::addr_of!(__kernel_end) as u64)
 }
 
 fn trim_nul(bytes: &[u8]) -> &[u8] {

@@ -6,11 +6,11 @@
 
 use lde_abi::boot::{MemmapEntry, MEMMAP_RAM};
 
-use crate::arch::mem::zero_page;
+use crate::arch::mem::{Frame, FRAME_SIZE as PAGE};
+use crate::arch::paging::FrameAlloc;
 
-const PAGE: u64 = 4096;
 /// Frames must be identity-mapped: below the MMIO hole.
-const FRAMES_END: u64 = 0xc000_0000;
+const FRAMES_END: u64 = lde_kcore::memmap::IDENTITY_MAPPED_END;
 
 /// The frame allocator.
 pub struct Frames {
@@ -49,15 +49,17 @@ impl Frames {
     }
 
     /// A zeroed frame.
-    pub fn alloc_zeroed(&mut self) -> Option<u64> {
+    pub fn alloc_zeroed(&mut self) -> Option<Frame> {
         for range in &mut self.fresh {
             if range.0 < range.1 {
-                let frame = range.0;
+                // SAFETY: `init` chose the fresh ranges inside identity-mapped RAM, above the
+                // kernel image and apart from the initrd; `range.0` moves past the page, so it
+                // is never handed out again except through `free`.
+                let mut frame = unsafe { Frame::from_addr(range.0) };
                 range.0 += PAGE;
                 self.in_use += 1;
                 if self.zero_fresh {
-                    // SAFETY: a never-used, identity-mapped RAM frame that now belongs to the caller.
-                    unsafe { zero_page(frame) };
+                    frame.zero();
                 }
                 return Some(frame);
             }
@@ -65,23 +67,23 @@ impl Frames {
         if self.free_head == 0 {
             return None;
         }
-        let frame = self.free_head;
-        // SAFETY: free frames are identity-mapped pages owned by the allocator; their first
-        // qword links the list.
-        unsafe {
-            self.free_head = (frame as *const u64).read();
-            zero_page(frame);
-        }
+        // SAFETY: every page on the free list was given up by the `Frame` that owned it
+        // (`free`) and is unlinked here before it is handed out again.
+        let mut frame = unsafe { Frame::from_addr(self.free_head) };
+        // SAFETY: the page is ours (above); its first qword links the list (`free`).
+        self.free_head = unsafe { (frame.addr() as *const u64).read() };
+        frame.zero();
         self.free_count -= 1;
         self.in_use += 1;
         Some(frame)
     }
 
-    /// Returns a frame. It must not be used afterwards.
-    pub fn free(&mut self, frame: u64) {
-        // SAFETY: the caller hands the (identity-mapped) page over; its first qword links it.
-        unsafe { (frame as *mut u64).write(self.free_head) };
-        self.free_head = frame;
+    /// Takes a frame back; its first qword links the free list.
+    pub fn free(&mut self, frame: Frame) {
+        let addr = frame.into_addr();
+        // SAFETY: `frame` owned the identity-mapped page and has been given up.
+        unsafe { (addr as *mut u64).write(self.free_head) };
+        self.free_head = addr;
         self.free_count += 1;
         self.in_use -= 1;
     }
@@ -94,5 +96,17 @@ impl Frames {
     /// Frames still available.
     pub fn available(&self) -> u64 {
         self.fresh.iter().map(|(a, b)| (b - a) / PAGE).sum::<u64>() + self.free_count
+    }
+}
+
+impl FrameAlloc for Frames {
+    #[inline(always)]
+    fn alloc_zeroed(&mut self) -> Option<Frame> {
+        Frames::alloc_zeroed(self)
+    }
+
+    #[inline(always)]
+    fn free(&mut self, frame: Frame) {
+        Frames::free(self, frame)
     }
 }

@@ -1,10 +1,8 @@
 //! The process table: everything the kernel keeps about processes (the host-tested bookkeeping
-//! of `lde_kcore::proc` plus each slot's hardware context) in one global, [`KERNEL`], and the
-//! kernel stacks.
+//! of `lde_kcore::proc` plus each slot's hardware context) in one global, [`KERNEL`]. Their
+//! kernel stacks are `stacks.rs`.
 //!
 //! Loading a program is `exec.rs`; giving up and taking the CPU is `sched.rs`.
-
-use core::cell::UnsafeCell;
 
 use lde_kcore::elf::MAX_SEGMENTS;
 use lde_kcore::proc::{Table, MAX_PROCS};
@@ -15,13 +13,8 @@ use crate::arch::paging::{AddressSpace, PageFlags};
 use crate::mm::Frames;
 use crate::sync::Global;
 
-/// Size of each process's kernel stack.
-pub const KSTACK_SIZE: usize = 16 * 1024;
-
 /// Per-process hardware context.
 pub struct Hw {
-    /// RSP saved by `switch_context` while the process is not running.
-    pub saved_rsp: u64,
     pub space: Option<AddressSpace>,
     /// x87/SSE registers while the process is not running.
     pub fx: FxArea,
@@ -67,8 +60,6 @@ pub struct Kernel {
     pub runs: &'static str,
     /// Whether any process has been entered yet (for the first-user milestone).
     pub entered_user: bool,
-    /// The scheduler's RSP while a process runs.
-    pub sched_rsp: u64,
     /// TSC when the kernel last returned to ring 3 (for user-time accounting).
     pub user_entry_tsc: u64,
     /// The FS and GS bases the CPU holds (the last process's), so that switching in writes
@@ -98,7 +89,6 @@ pub static KERNEL: Global<Kernel> = Global::new(Kernel {
     procs: Table::new(),
     hw: [const {
         Hw {
-            saved_rsp: 0,
             space: None,
             fx: FxArea::INITIAL,
             bases: SegmentBases { fs: 0, gs: 0 },
@@ -114,34 +104,8 @@ pub static KERNEL: Global<Kernel> = Global::new(Kernel {
     process_failures: 0,
     runs: "",
     entered_user: false,
-    sched_rsp: 0,
     user_entry_tsc: 0,
     cpu_bases: SegmentBases { fs: 0, gs: 0 },
     next_wake: None,
     switch_out_tsc: 0,
 });
-
-/// Bytes per slot: an unmapped guard page, then the stack.
-const KSTACK_STRIDE: usize = GUARD_SIZE + KSTACK_SIZE;
-const GUARD_SIZE: usize = 4096;
-
-#[repr(C, align(4096))]
-struct KernelStacks(UnsafeCell<[[u8; KSTACK_STRIDE]; MAX_PROCS]>);
-
-// SAFETY: no Rust reference to the bytes is ever made: the CPU uses them as stacks and
-// `exec::prepare_kernel_stack` writes a slot's stack through raw pointers while it is not running.
-unsafe impl Sync for KernelStacks {}
-
-/// The kernel stacks, one per process slot, each above its own guard page (unmapped at boot by
-/// `arch::boot::protect_kernel`, so an overflow faults instead of corrupting the neighbour).
-static KSTACKS: KernelStacks = KernelStacks(UnsafeCell::new([[0; KSTACK_STRIDE]; MAX_PROCS]));
-
-/// Top (exclusive) of slot `slot`'s kernel stack.
-pub fn kstack_top(slot: usize) -> u64 {
-    KSTACKS.0.get() as u64 + ((slot + 1) * KSTACK_STRIDE) as u64
-}
-
-/// The guard page below slot `slot`'s kernel stack.
-pub fn kstack_guard(slot: usize) -> u64 {
-    KSTACKS.0.get() as u64 + (slot * KSTACK_STRIDE) as u64
-}

@@ -7,6 +7,8 @@
 //! No [`KERNEL`] borrow is held across a switch: each side computes what it needs inside one
 //! `with` and switches after it.
 
+use core::sync::atomic::Ordering;
+
 use lde_abi::stats::{self as ev, OUT_BLOCK, OUT_END, OUT_PREEMPT, OUT_YIELD};
 use lde_kcore::proc::{End, State, MAX_PROCS};
 use lde_kcore::trap::mnemonic;
@@ -16,21 +18,10 @@ use crate::arch::switch::switch;
 use crate::arch::{entry, gdt, paging};
 use crate::console::Line;
 use crate::exec::spawn_pending;
-use crate::process::{kstack_top, Kernel, KERNEL};
+use crate::process::{Kernel, KERNEL};
+use crate::stacks::{kstack_top, saved_rsp, KSTACK_SIZE, SCHED_RSP};
 use crate::stats::{self, print_acct, publish};
 use crate::{idle, time};
-
-/// Where `switch_context` saves the RSP of slot `slot` while it is not running.
-fn saved_rsp_slot(slot: usize) -> *mut u64 {
-    // SAFETY: only an address inside the static is computed; no reference is made.
-    unsafe { core::ptr::addr_of_mut!((*KERNEL.as_ptr()).hw[slot].saved_rsp) }
-}
-
-/// Where `switch_context` saves the scheduler's RSP while a process runs.
-fn sched_rsp_slot() -> *mut u64 {
-    // SAFETY: as above.
-    unsafe { core::ptr::addr_of_mut!((*KERNEL.as_ptr()).sched_rsp) }
-}
 
 /// What the scheduler does next.
 enum Next {
@@ -53,9 +44,11 @@ pub fn run_scheduler() -> bool {
             }
             Next::Run { slot, rsp } => (slot, rsp),
         };
-        // SAFETY: `rsp` was saved by switch_context or built by exec for this slot; the
-        // process switches back to the scheduler's slot. No KERNEL borrow is alive.
-        unsafe { switch(sched_rsp_slot(), rsp) };
+        // SAFETY: `rsp` is the slot's saved RSP (`pick` read it): saved by `switch` when the
+        // process last gave up the CPU, or built on its kernel stack by `exec::spawn`, and a
+        // ready process's stack is live. Interrupts are off in the scheduler outside
+        // `idle::wait_for_work`, and `pick`'s `with` has returned.
+        unsafe { switch(SCHED_RSP.as_ptr(), rsp) };
         KERNEL.with(|k| switched_back(k, slot));
     }
 }
@@ -80,7 +73,7 @@ fn pick(k: &mut Kernel) -> Next {
     hw.fx.restore();
     hw.bases.load(k.cpu_bases);
     k.cpu_bases = hw.bases;
-    let rsp = hw.saved_rsp;
+    let rsp = saved_rsp(slot).load(Ordering::Relaxed);
     let pid = k.procs.get(slot).pid;
     let now = rdtsc();
     k.user_entry_tsc = now;
@@ -162,18 +155,26 @@ pub fn wake_readers(k: &mut Kernel) {
 /// to the scheduler, logging why; returns when the scheduler runs the process again.
 ///
 /// # Safety
-/// Must run on that process's kernel stack with interrupts off, with no `KERNEL` borrow alive.
+/// Must run on that process's kernel stack with interrupts off, with no `KERNEL` borrow alive:
+/// the scheduler resumes on its own stack and borrows `KERNEL`, and the process's RSP is saved
+/// for its slot. The three are asserted in debug builds.
 unsafe fn switch_to_scheduler(slot: usize, why: u32) {
-    let sched = KERNEL.with(|k| {
+    debug_assert!(!x86_64::instructions::interrupts::are_enabled(), "switch with interrupts on");
+    debug_assert!(!KERNEL.is_lent(), "switch with the kernel's state lent out");
+    debug_assert!(
+        (kstack_top(slot) - KSTACK_SIZE as u64..kstack_top(slot)).contains(&(core::ptr::addr_of!(why) as u64)),
+        "switch off the process's own kernel stack"
+    );
+    KERNEL.with(|k| {
         let pid = k.procs.get(slot).pid;
         let now = rdtsc();
         // An ending process's switch includes freeing its memory: not a plain switch.
         k.switch_out_tsc = if why == OUT_END { 0 } else { now };
         stats::update(|page| stats::event(page, now, ev::EV_SWITCH_OUT, pid, why));
-        k.sched_rsp
     });
-    // SAFETY: sched_rsp was saved by the scheduler's switch into this process.
-    unsafe { switch(saved_rsp_slot(slot), sched) };
+    // SAFETY: SCHED_RSP was saved by the scheduler's switch into this process, on the boot
+    // stack, which stays live; interrupts are off (the caller's contract).
+    unsafe { switch(saved_rsp(slot).as_ptr(), SCHED_RSP.load(Ordering::Relaxed)) };
 }
 
 /// The running process gives up the rest of its slice (`voluntary`) or is preempted.

@@ -3,8 +3,10 @@
 //! [`Global::with`] lends `&mut T` to a closure and marks the global busy while it runs; a
 //! nested `with` of the same global (a trap handler reached while the state was lent, or a
 //! context switch inside the closure that runs code which borrows it again) is a kernel bug and
-//! panics instead of creating a second mutable reference. No function hands out a reference that
-//! outlives its closure, so no safe code can hold two `&mut` to one global.
+//! panics instead of creating a second mutable reference. No function hands out a reference or
+//! a pointer that outlives its closure, so no safe code can hold two `&mut` to one global, nor
+//! reach the value around the busy flag. (What the CPU or the host must reach by address, such
+//! as the RSPs `switch` saves, lives outside any `Global`.)
 
 use core::cell::{Cell, UnsafeCell};
 
@@ -18,10 +20,13 @@ pub struct Global<T> {
     busy: Cell<bool>,
 }
 
-// SAFETY: lde runs one CPU, so `with` is never entered from two CPUs at once; within the CPU,
-// the busy flag turns every overlapping access (an interrupt or trap handler entered while a
-// closure runs, or a nested call) into a panic before a second reference exists.
-unsafe impl<T> Sync for Global<T> {}
+// SAFETY: every access to the value goes through `with` (the type has no other accessor). lde
+// runs one CPU, so `with` is never entered from two CPUs at once; within the CPU, the busy flag
+// turns every overlapping access (an interrupt or trap handler entered while a closure runs,
+// or a nested call) into a panic before a second reference exists. `T: Send`: whatever context
+// runs the closure (boot code, a trap handler, another process's kernel stack) gets the value,
+// so it must be free to move between them.
+unsafe impl<T: Send> Sync for Global<T> {}
 
 impl<T> Global<T> {
     pub const fn new(value: T) -> Self {
@@ -44,9 +49,11 @@ impl<T> Global<T> {
         r
     }
 
-    /// The value's address, for the CPU or the host (which read it without Rust references).
-    pub const fn as_ptr(&self) -> *mut T {
-        self.value.get()
+    /// Whether the value is lent out right now (a `with` closure of it is running): for
+    /// assertions that no borrow is held across a context switch.
+    #[inline(always)]
+    pub fn is_lent(&self) -> bool {
+        self.busy.get()
     }
 }
 

@@ -24,6 +24,13 @@ use crate::time;
 /// r9) and puts the result in rax. `vector` is the trap it came through, `now` the TSC at entry:
 /// the time since the process entered ring 3 is charged to it, and the trap, the door and the
 /// call are counted, all in one pass over the kernel's state and one stats-page update.
+///
+/// Handlers that give up the CPU (`exit`, `yield`, a blocking `read`, `sleep_ms`) may switch
+/// because of where `dispatch` runs: `trap_dispatch` calls it only for a system call from ring
+/// 3, so on the calling process's kernel stack (TSS.RSP0 and the `syscall` stack name it, set
+/// by `sched::pick`), with IF clear (interrupt gates clear it, SFMASK clears it for `syscall`),
+/// and outside every `with` (each handler's borrows end before it switches).
+/// `sched::switch_to_scheduler` asserts the three in debug builds.
 pub fn dispatch(frame: &mut TrapFrame, arrival: Arrival, vector: u64, now: u64) {
     let number = frame.rax;
     let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9];
@@ -53,13 +60,13 @@ pub fn dispatch(frame: &mut TrapFrame, arrival: Arrival, vector: u64, now: u64) 
             if args[0] > 255 {
                 -EINVAL
             } else {
-                // SAFETY: on the process's kernel stack, interrupts off, no KERNEL borrow.
+                // SAFETY: a system call (see above); the `with` that counted it has returned.
                 unsafe { end_current(End::Exited(args[0] as u8)) }
             }
         }
         nr::GETPID => i64::from(pid),
         nr::YIELD => {
-            // SAFETY: on the process's kernel stack, interrupts off, no KERNEL borrow.
+            // SAFETY: a system call (see above); the `with` that counted it has returned.
             unsafe { yield_current(true) };
             0
         }
@@ -132,7 +139,7 @@ fn read(fd: u64, ptr: u64, len: u64) -> i64 {
         match input::take(out) {
             Available::Bytes(n) => return n as i64,
             Available::End => return 0,
-            // SAFETY: on the process's kernel stack, interrupts off, no KERNEL borrow.
+            // SAFETY: a system call (see `dispatch`); `input::take` has returned its borrow.
             Available::Nothing => unsafe { block_current(State::Reading) },
         }
     }
@@ -145,7 +152,7 @@ fn sleep_ms(ms: u64) -> i64 {
     }
     let until = rdtsc() + time::ms_to_tsc(ms);
     while rdtsc() < until {
-        // SAFETY: on the process's kernel stack, interrupts off, no KERNEL borrow.
+        // SAFETY: a system call (see `dispatch`), holding no borrow here.
         unsafe { block_current(State::Sleeping { until }) };
     }
     0

@@ -26,6 +26,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use x86_64::registers::model_specific::{Efer, EferFlags, Msr};
 
 use super::gdt::{KERNEL_CODE_SELECTOR, USER_CODE32_SELECTOR, USER_CODE_SELECTOR, USER_DATA_SELECTOR};
+use super::vectors::SYSCALL_VECTOR;
 
 /// The registers of an interrupted context, as the entry path leaves them on the stack.
 ///
@@ -83,9 +84,6 @@ const RFLAGS_VM: u64 = 1 << 17;
 
 /// RFLAGS while the kernel runs: only the always-one bit 1.
 pub const KERNEL_RFLAGS: u64 = 0x2;
-
-/// The pseudo-vector in the frame of a system call that came through `syscall`.
-pub const SYSCALL_VECTOR: u64 = 0x100;
 
 /// Size of each vector's entry stub; stub `v` is at `trap_stubs + v * TRAP_STUB_SIZE`.
 pub const TRAP_STUB_SIZE: u64 = 16;

@@ -15,10 +15,8 @@ use x86_64::instructions::tables::lidt;
 use x86_64::structures::DescriptorTablePointer;
 use x86_64::VirtAddr;
 
-use lde_abi::syscall::INT80_VECTOR;
-
-use super::{entry, gdt, lapic};
-use crate::trap::SERIAL_VECTOR;
+use super::vectors::{INT80_VECTOR, SERIAL_VECTOR, SPURIOUS_VECTOR, TIMER_VECTOR};
+use super::{entry, gdt};
 
 /// One IDT gate (a 64-bit interrupt gate).
 ///
@@ -56,7 +54,7 @@ impl Gate {
 
 /// Vectors that ring 3 may raise with `int n`: #BP (`int3`), #OF (`into`) and the `int 0x80`
 /// system call door.
-const USER_VECTORS: [u8; 3] = [3, 4, 0x80];
+const USER_VECTORS: [u8; 3] = [3, 4, INT80_VECTOR];
 
 struct Idt(UnsafeCell<[Gate; 256]>);
 
@@ -67,7 +65,7 @@ static IDT: Idt = Idt(UnsafeCell::new([Gate::MISSING; 256]));
 
 /// The interrupt vectors with a gate besides the 32 exceptions: the LAPIC timer, the UART,
 /// the `int 0x80` door and the LAPIC's spurious vector.
-const INTERRUPT_VECTORS: [u8; 4] = [lapic::TIMER_VECTOR, SERIAL_VECTOR, INT80_VECTOR, lapic::SPURIOUS_VECTOR];
+const INTERRUPT_VECTORS: [u8; 4] = [TIMER_VECTOR, SERIAL_VECTOR, INT80_VECTOR, SPURIOUS_VECTOR];
 
 /// Fills the gates of the exceptions and of [`INTERRUPT_VECTORS`] and loads the IDT.
 pub fn init() {

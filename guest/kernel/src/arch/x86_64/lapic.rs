@@ -4,10 +4,10 @@ use core::ptr::{read_volatile, write_volatile};
 
 use x86_64::registers::model_specific::Msr;
 
+use super::vectors::{SPURIOUS_VECTOR, TIMER_VECTOR};
+
 /// Physical (and virtual) base of the xAPIC registers.
 pub const LAPIC_ADDR: u64 = 0xfee0_0000;
-/// Vector of spurious LAPIC interrupts; its handler sends no EOI.
-pub const SPURIOUS_VECTOR: u8 = 0xff;
 
 const IA32_APIC_BASE_MSR: u32 = 0x1b;
 const APIC_BASE_ENABLE: u64 = 1 << 11;
@@ -30,9 +30,6 @@ const LVT_TSC_DEADLINE: u32 = 2 << 17;
 /// Divide configuration value for "divide by 1".
 const DIVIDE_BY_1: u32 = 0b1011;
 const IA32_TSC_DEADLINE_MSR: u32 = 0x6e0;
-
-/// Vector of the LAPIC timer.
-pub const TIMER_VECTOR: u8 = 0x20;
 
 fn read(reg: usize) -> u32 {
     // SAFETY: LAPIC_ADDR is mapped uncached by the boot page tables; `reg` is a valid

@@ -13,3 +13,4 @@ pub mod paging;
 pub mod pic;
 pub mod serial;
 pub mod switch;
+pub mod vectors;

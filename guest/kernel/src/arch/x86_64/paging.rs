@@ -7,7 +7,7 @@ use x86_64::registers::control::{Cr3, Cr3Flags};
 use x86_64::structures::paging::PhysFrame;
 use x86_64::PhysAddr;
 
-use crate::mm::Frames;
+use super::mem::Frame;
 
 /// Page-table entry bits.
 pub const PRESENT: u64 = 1 << 0;
@@ -27,6 +27,15 @@ pub struct PageFlags {
 /// The kernel ran out of physical memory.
 #[derive(Debug)]
 pub struct OutOfMemory;
+
+/// Where an address space's frames come from and go back to: the kernel's frame allocator
+/// (`mm::Frames`), which depends on this module and not the other way round.
+pub trait FrameAlloc {
+    /// A zeroed frame, or `None` when memory ran out.
+    fn alloc_zeroed(&mut self) -> Option<Frame>;
+    /// Takes a frame back.
+    fn free(&mut self, frame: Frame);
+}
 
 extern "C" {
     /// The boot PML4 (boot.rs): slot 0 is the kernel's half of every address space.
@@ -85,8 +94,9 @@ pub struct AddressSpace {
 
 impl AddressSpace {
     /// A new address space with only the kernel mapped.
-    pub fn new(frames: &mut Frames) -> Result<AddressSpace, OutOfMemory> {
-        let pml4 = frames.alloc_zeroed().ok_or(OutOfMemory)?;
+    pub fn new(frames: &mut impl FrameAlloc) -> Result<AddressSpace, OutOfMemory> {
+        // Owned by the address space from here on, as a bare address (`destroy` frees it).
+        let pml4 = frames.alloc_zeroed().ok_or(OutOfMemory)?.into_addr();
         // SAFETY: pml4 is a fresh page; boot_pml4 is the live kernel table (slot 0 is read only).
         unsafe { table(pml4).write(boot_pml4[0]) };
         Ok(AddressSpace {
@@ -104,8 +114,16 @@ impl AddressSpace {
         load_cr3(self.pml4);
     }
 
-    /// Maps the user page at `vaddr` to the frame at `phys`.
-    pub fn map(&mut self, frames: &mut Frames, vaddr: u64, phys: u64, flags: PageFlags) -> Result<(), OutOfMemory> {
+    /// Maps the user page at `vaddr` to `frame`, which the address space then owns (and
+    /// `destroy` frees). If a page table for it cannot be had, `frame` is freed and nothing is
+    /// mapped: a caller that runs out of memory half-way never leaks the frame it brought.
+    pub fn map(
+        &mut self,
+        frames: &mut impl FrameAlloc,
+        vaddr: u64,
+        frame: Frame,
+        flags: PageFlags,
+    ) -> Result<(), OutOfMemory> {
         debug_assert!((USER_BASE..USER_END).contains(&vaddr) && vaddr.is_multiple_of(4096));
         let mut t = self.pml4;
         for level in [4, 3, 2] {
@@ -114,7 +132,11 @@ impl AddressSpace {
             // SAFETY: as above; the entry is inside the table.
             let mut value = unsafe { entry.read() };
             if value & PRESENT == 0 {
-                let next = frames.alloc_zeroed().ok_or(OutOfMemory)?;
+                let Some(next) = frames.alloc_zeroed() else {
+                    frames.free(frame);
+                    return Err(OutOfMemory);
+                };
+                let next = next.into_addr();
                 self.remember_table(next);
                 value = next | PRESENT | WRITABLE | USER;
                 // SAFETY: as above.
@@ -122,7 +144,7 @@ impl AddressSpace {
             }
             t = value & ADDR_MASK;
         }
-        let mut leaf = phys | PRESENT | USER;
+        let mut leaf = frame.into_addr() | PRESENT | USER;
         if flags.writable {
             leaf |= WRITABLE;
         }
@@ -192,7 +214,7 @@ impl AddressSpace {
 
     /// Frees every user page and page table, and the PML4. The address space must not be
     /// current.
-    pub fn destroy(self, frames: &mut Frames) {
+    pub fn destroy(self, frames: &mut impl FrameAlloc) {
         if self.untracked {
             for slot in 1..ENTRIES / 2 {
                 // SAFETY: reading the PML4's own entries.
@@ -205,20 +227,24 @@ impl AddressSpace {
             for &(first, count) in &self.runs[..self.run_count] {
                 for page in (0..count).map(|i| first + i * 4096) {
                     if let Some((frame, _)) = self.translate(page) {
-                        frames.free(frame);
+                        // SAFETY: a leaf entry's frame was given to `map`, which made the
+                        // address space its owner; the space is dying and the entry goes.
+                        frames.free(unsafe { Frame::from_addr(frame) });
                     }
                 }
             }
             for &t in &self.tables[..self.table_count] {
-                frames.free(t);
+                // SAFETY: a table `map` allocated for this dying space, remembered once.
+                frames.free(unsafe { Frame::from_addr(t) });
             }
         }
-        frames.free(self.pml4);
+        // SAFETY: the PML4 `new` allocated for this space, which `self` (moved) owned.
+        frames.free(unsafe { Frame::from_addr(self.pml4) });
     }
 }
 
 /// Frees the table at `phys` of `level` (3 = PDPT) and everything below it.
-fn free_level(frames: &mut Frames, phys: u64, level: u32) {
+fn free_level(frames: &mut impl FrameAlloc, phys: u64, level: u32) {
     for i in 0..ENTRIES {
         // SAFETY: `phys` is a page table of a dying address space; the entry is inside it.
         let value = unsafe { table(phys).add(i).read() };
@@ -226,10 +252,12 @@ fn free_level(frames: &mut Frames, phys: u64, level: u32) {
             continue;
         }
         if level == 1 {
-            frames.free(value & ADDR_MASK);
+            // SAFETY: a leaf frame `map` took over for the dying space; its entry goes.
+            frames.free(unsafe { Frame::from_addr(value & ADDR_MASK) });
         } else {
             free_level(frames, value & ADDR_MASK, level - 1);
         }
     }
-    frames.free(phys);
+    // SAFETY: a table `map` allocated for the dying space; its parent entry goes.
+    frames.free(unsafe { Frame::from_addr(phys) });
 }

@@ -4,8 +4,7 @@
 
 use x86_64::instructions::port::Port;
 
-/// First vector of the primary PIC after remapping (the secondary follows at +8).
-pub const PIC_VECTOR_BASE: u8 = 0x30;
+use super::vectors::PIC_VECTOR_BASE;
 
 fn outb(port: u16, value: u8) {
     // SAFETY: the 8259 command and data ports; writing them affects only the PICs.

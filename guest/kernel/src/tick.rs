@@ -1,0 +1,80 @@
+//! What a timer tick does: re-arm and acknowledge the timer, wake the sleepers whose time
+//! came, charge the tick to the running process and decide whether it continues, is preempted
+//! (its slice used up while another process is ready) or is killed by the runaway watchdog
+//! (`lde.runaway_ms`).
+
+use lde_abi::stats::EV_TICK;
+use lde_kcore::proc::End;
+
+use crate::arch::cpu::rdtsc;
+use crate::arch::entry::TrapFrame;
+use crate::arch::lapic;
+use crate::arch::vectors::TIMER_VECTOR;
+use crate::process::KERNEL;
+use crate::sched::{self, end_current, yield_current};
+use crate::stats;
+use crate::time::{self, TimerMode};
+
+/// What a tick does to the running process.
+enum Tick {
+    Continue,
+    /// Its slice is used up and another process is ready.
+    Preempt,
+    /// It ran longer than the runaway watchdog allows without a system call (`lde.runaway_ms`).
+    Runaway,
+}
+
+/// A timer interrupt: a tick (charged to the running process, which is preempted when its
+/// slice is used up and another is ready, or killed by the runaway watchdog), or in cooperative
+/// mode a sleeper's wake-up.
+pub fn timer(frame: &TrapFrame, now: u64) {
+    time::on_tick(now);
+    lapic::eoi();
+    let runaway = time::runaway_ticks();
+    let tick = KERNEL.with(|k| {
+        sched::wake_due_sleepers(k, now);
+        if time::mode() == TimerMode::None {
+            return None;
+        }
+        let current = k.procs.current();
+        let pid = current.map_or(0, |s| k.procs.get(s).pid);
+        stats::update(|page| {
+            page.ticks += 1;
+            page.now_tsc = now;
+            stats::event(page, now, EV_TICK, pid, 0);
+        });
+        Some(match current {
+            Some(slot) if frame.came_from_user() => {
+                let acct = &mut k.procs.get_mut(slot).acct;
+                acct.ticks += 1;
+                let hw = &mut k.hw[slot];
+                hw.slice_left = hw.slice_left.saturating_sub(1);
+                let left = hw.slice_left;
+                if runaway != 0 && acct.ticks - hw.ticks_at_call >= runaway {
+                    Tick::Runaway
+                } else if left == 0 && k.procs.ready_count() > 0 {
+                    Tick::Preempt
+                } else {
+                    Tick::Continue
+                }
+            }
+            _ => Tick::Continue,
+        })
+    });
+    let Some(tick) = tick else { return };
+    let end = rdtsc();
+    stats::update(|page| {
+        page.tick_cycles += end - now;
+        page.tick_count += 1;
+    });
+    match tick {
+        Tick::Continue => {}
+        // SAFETY: `Preempt` and `Runaway` are decided only for a tick that interrupted ring 3
+        // (`came_from_user` above), so this runs on the interrupted process's own kernel stack
+        // (TSS.RSP0, set for it by `sched::pick`), with IF clear (an interrupt gate), and the
+        // `with` above has returned. `sched::switch_to_scheduler` asserts all three.
+        Tick::Preempt => unsafe { yield_current(false) },
+        // SAFETY: as for `Preempt`.
+        Tick::Runaway => unsafe { end_current(End::Killed { vector: TIMER_VECTOR, rip: frame.rip }) },
+    }
+}
