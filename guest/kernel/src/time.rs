@@ -32,7 +32,7 @@ const TICK_AND_SWITCH_INSNS: u64 = 600;
 const TICK_SHARE_DIVISOR: u64 = 3;
 /// TSC cycles of the slowest ring-0 instruction the kernel expects of a host (PVM's emulated
 /// instructions take ~1,500–3,000): a rate that keeps the tick share even at this cost is not
-/// checked further, which spares the measurement (~260 emulated instructions).
+/// checked further, which spares the measurement (~700 emulated instructions).
 const SLOWEST_INSN_CYCLES: u64 = 20_000;
 
 /// The timer's configuration.
