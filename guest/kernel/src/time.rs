@@ -60,6 +60,10 @@ struct Clock {
     /// tick through for the whole pause (KVM coalesces a periodic LAPIC timer's missed
     /// periods), so a process is never blamed for time it did not run.
     pub runaway_ticks: u64,
+    /// When the timer started.
+    pub started: u64,
+    /// When the last tick arrived.
+    pub last_tick: u64,
 }
 
 static CLOCK: Global<Clock> = Global::new(Clock {
@@ -72,6 +76,8 @@ static CLOCK: Global<Clock> = Global::new(Clock {
     tick_tsc: 0,
     next_deadline: 0,
     runaway_ticks: 0,
+    started: 0,
+    last_tick: 0,
 });
 
 /// TSC cycles per second.
@@ -256,6 +262,7 @@ pub fn start() {
     CLOCK.with(|c| {
         if c.mode != TimerMode::None {
             let now = rdtsc();
+            c.started = now;
             stats::update(|page| page.timer_started_tsc = now);
         }
         match c.mode {
@@ -270,9 +277,10 @@ pub fn start() {
     });
 }
 
-/// Called on every timer interrupt: re-arms a deadline timer.
+/// Called on every timer interrupt: notes when it came and re-arms a deadline timer.
 pub fn on_tick(now: u64) {
     CLOCK.with(|c| {
+        c.last_tick = now;
         if c.mode == TimerMode::Deadline {
             // Skip deadlines already past rather than firing a burst of late ticks.
             c.next_deadline += c.tick_tsc;
@@ -282,6 +290,22 @@ pub fn on_tick(now: u64) {
             lapic::set_deadline(c.next_deadline);
         }
     });
+}
+
+/// Timer periods that passed without a tick of their own up to the last tick, given the
+/// `ticks` that came: the periods from the timer's start to the last tick, less the ticks (the
+/// host did not run the vCPU, or interrupts were off, across a whole period). Counted from the
+/// start rather than from tick to tick, so that a late tick and the punctual one after it count
+/// as the two periods they are.
+pub fn missed_ticks(ticks: u64) -> u64 {
+    CLOCK.with(|c| {
+        if c.mode == TimerMode::None {
+            // Only sleepers' one-shot wake-ups: no period to miss.
+            return 0;
+        }
+        let periods = (c.last_tick.saturating_sub(c.started) + c.tick_tsc / 2) / c.tick_tsc.max(1);
+        periods.saturating_sub(ticks)
+    })
 }
 
 /// The timer mode.
