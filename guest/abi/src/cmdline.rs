@@ -26,8 +26,12 @@ pub const TEST_STRAY_INTERRUPT: &str = "stray-interrupt";
 /// on (`stats: protection smep=on`) and returns where it is not.
 pub const TEST_EXECUTE_USER: &str = "execute-user";
 /// Test hook: lde (not QEMU) sends the guest an NMI every millisecond while it runs; the kernel
-/// counts them (`stats: traps 2:NMI=…`) and no process is blamed.
+/// counts them (`stats: traps 2:NMI=…`) and no process is blamed. Once every process has ended,
+/// the kernel waits until it has counted [`HOST_NMI_COUNT`] before it shuts down, so that the
+/// count it reports does not depend on how fast the host sent them.
 pub const TEST_HOST_NMI: &str = "host-nmi";
+/// The NMIs the kernel waits for under [`TEST_HOST_NMI`].
+pub const HOST_NMI_COUNT: u64 = 100;
 /// Test hook: the kernel shuts the VM down (with the kernel-panic code) in the middle of an
 /// update of its stats page, after setting `ticks` to [`TORN_TICKS`]: lde must still read the
 /// counters, marked as possibly torn.

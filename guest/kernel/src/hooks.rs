@@ -1,13 +1,15 @@
 //! The kernel's test hooks (`lde.test=<name>` on the command line): deliberate crashes, hangs
 //! and protection checks that the tests drive. Each prints one `kernel: test hook:` line first.
 
+use core::sync::atomic::Ordering;
+
 use lde_abi::user::USER_BASE;
 use lde_abi::{cmdline as keys, exit};
 
 use crate::arch::paging;
 use crate::arch::{boot, cpu, idt, lapic};
 use crate::process::KERNEL;
-use crate::{exec, println, stats};
+use crate::{exec, println, stats, trap};
 
 /// Runs the hook the command line names, if any. Called at boot, before any program starts,
 /// with the kernel's protections in place.
@@ -60,6 +62,18 @@ pub fn run(hook: Option<&str>) {
             })
         }
         Some(other) => println!("kernel: unknown test hook {}={other}, ignored", keys::TEST_KEY),
+    }
+}
+
+/// Runs the part of the hook the command line names that comes once every process has ended,
+/// before the kernel reports and shuts down.
+pub fn before_shutdown(hook: Option<&str>) {
+    if hook == Some(keys::TEST_HOST_NMI) {
+        // An NMI wakes the halt; the count is the NMI handler's, which lde cannot fake.
+        while trap::NMIS.load(Ordering::Relaxed) < keys::HOST_NMI_COUNT {
+            cpu::wait_for_interrupt();
+        }
+        println!("kernel: test hook: at least {} NMIs counted", keys::HOST_NMI_COUNT);
     }
 }
 
