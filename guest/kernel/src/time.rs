@@ -64,6 +64,10 @@ struct Clock {
     pub started: u64,
     /// When the last tick arrived.
     pub last_tick: u64,
+    /// A gap between ticks shorter than this (1.5 periods) was one period.
+    pub one_period_tsc: u64,
+    /// Ticks that came less than 1.5 periods after the one before (or the start).
+    pub punctual: u64,
 }
 
 static CLOCK: Global<Clock> = Global::new(Clock {
@@ -78,6 +82,8 @@ static CLOCK: Global<Clock> = Global::new(Clock {
     runaway_ticks: 0,
     started: 0,
     last_tick: 0,
+    one_period_tsc: 0,
+    punctual: 0,
 });
 
 /// TSC cycles per second.
@@ -200,6 +206,7 @@ fn init_clock(c: &mut Clock, config: &Config) {
     };
     if c.hz != 0 {
         c.tick_tsc = c.tsc_hz / u64::from(c.hz);
+        c.one_period_tsc = c.tick_tsc + c.tick_tsc / 2;
     }
     let runaway_ms: u64 = parse(config.runaway_ms, keys::RUNAWAY_KEY, 0);
     if runaway_ms > keys::RUNAWAY_MAX_MS {
@@ -263,6 +270,7 @@ pub fn start() {
         if c.mode != TimerMode::None {
             let now = rdtsc();
             c.started = now;
+            c.last_tick = now;
             stats::update(|page| page.timer_started_tsc = now);
         }
         match c.mode {
@@ -277,9 +285,13 @@ pub fn start() {
     });
 }
 
-/// Called on every timer interrupt: notes when it came and re-arms a deadline timer.
+/// Called on every timer interrupt: notes when it came, whether it came a period after the one
+/// before, and re-arms a deadline timer.
 pub fn on_tick(now: u64) {
     CLOCK.with(|c| {
+        if now.wrapping_sub(c.last_tick) < c.one_period_tsc {
+            c.punctual += 1;
+        }
         c.last_tick = now;
         if c.mode == TimerMode::Deadline {
             // Skip deadlines already past rather than firing a burst of late ticks.
@@ -306,6 +318,13 @@ pub fn missed_ticks(ticks: u64) -> u64 {
         let periods = (c.last_tick.saturating_sub(c.started) + c.tick_tsc / 2) / c.tick_tsc.max(1);
         periods.saturating_sub(ticks)
     })
+}
+
+/// Ticks that came within 1.5 periods of the one before (or of the start): on a host that
+/// delays or drops some, most still do; a timer slower than the rate (say, twice the period,
+/// which `missed` cannot tell from a host dropping every other tick) has almost none.
+pub fn punctual_ticks() -> u64 {
+    CLOCK.with(|c| c.punctual)
 }
 
 /// The timer mode.
