@@ -98,6 +98,24 @@ fn check_segments(kernel: &[u8], mem_size: u64) -> Result<(), Error> {
     Ok(())
 }
 
+/// Zeroes the part of each loadable segment of `kernel` past its file bytes (its BSS), as an ELF
+/// loader must: linux-loader copies the file bytes only, and guest RAM need not be zero (the
+/// dirty-ram test hook fills it). `kernel` has passed [`check_kernel`].
+fn zero_bss(mem: &GuestMemoryMmap, kernel: &[u8]) -> Result<(), Error> {
+    const ZEROS: [u8; 4096] = [0; 4096];
+    for segment in elf::load_segments(kernel).map_err(|_| Error::WrongElfKind)? {
+        let start = segment.phys_addr.saturating_add(segment.file_size);
+        let end = segment.phys_end().unwrap_or(start);
+        let mut at = start;
+        while at < end {
+            let n = (end - at).min(ZEROS.len() as u64);
+            mem.write_slice(&ZEROS[..n as usize], GuestAddress(at)).map_err(Error::Memory)?;
+            at += n;
+        }
+    }
+    Ok(())
+}
+
 /// Loads `kernel` and writes the boot data for `cmdline` and an optional `initrd`.
 pub fn load(
     mem: &GuestMemoryMmap,
@@ -112,6 +130,7 @@ pub fn load(
     if loaded.kernel_end > mem_size {
         return Err(Error::KernelTooBig(loaded.kernel_end));
     }
+    zero_bss(mem, kernel)?;
     let entry = match loaded.pvh_boot_cap {
         PvhBootCapability::PvhEntryPresent(addr) => addr,
         _ => return Err(Error::NoPvhEntry),
@@ -182,6 +201,22 @@ mod tests {
         assert_eq!(size_of::<StartInfo>(), size_of::<hvm_start_info>());
         assert_eq!(size_of::<MemmapEntry>(), size_of::<hvm_memmap_table_entry>());
         assert_eq!(size_of::<ModlistEntry>(), size_of::<hvm_modlist_entry>());
+    }
+
+    #[test]
+    fn the_kernels_bss_is_zeroed_in_dirty_ram() {
+        let mem = memory();
+        mem.write_slice(&vec![0xa5; MEM as usize], GuestAddress(0)).unwrap();
+        load(&mem, MEM, crate::guest::KERNEL, "", None).unwrap();
+        let mut bss_bytes = 0;
+        for segment in elf::load_segments(crate::guest::KERNEL).unwrap() {
+            let bss = (segment.mem_size - segment.file_size) as usize;
+            let mut bytes = vec![0xffu8; bss];
+            mem.read_slice(&mut bytes, GuestAddress(segment.phys_addr + segment.file_size)).unwrap();
+            assert!(bytes.iter().all(|&b| b == 0), "{segment:?}");
+            bss_bytes += bss;
+        }
+        assert!(bss_bytes > 0, "the kernel has a BSS");
     }
 
     #[test]
