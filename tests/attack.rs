@@ -244,10 +244,25 @@ fn int_on_a_vector_ring3_may_not_use_kills_and_is_no_interrupt() {
 fn frames_are_zero_whatever_the_loader_left_in_ram() {
     for host in hosts("frames_are_zero_whatever_the_loader_left_in_ram") {
         // QEMU leaves firmware tables in RAM the kernel takes for frames; page tables built
-        // from them crashed the kernel at once with 16 MiB. Under lde the RAM is fresh.
-        let out = host.run(&["--mem", "16", "--cmdline", "lde.input=none", "chaos 100 3", "hello"]);
-        assert!(out.lines().contains(&"exit pid=2 name=hello status=0"), "{host:?}: {out:?}");
-        assert!(out.lines().contains(&"kernel: all processes ended, shutting down with code 1"), "{host:?}: {out:?}");
+        // from them crashed the kernel at once with 16 MiB. lde's RAM is fresh, so there the
+        // dirty-ram hook fills it with 0xa5 before loading and promises nothing: the kernel
+        // must zero every frame, and `fresh check` finds none of the pattern in its pages.
+        let cmdline = match host {
+            Host::Kvm | Host::Nested => "lde.test=dirty-ram lde.input=none",
+            Host::Qemu => "lde.input=none",
+        };
+        let out = host.run(&["--mem", "16", "--cmdline", cmdline, "fresh check", "chaos 100 3", "hello"]);
+        let lines = out.lines();
+        if matches!(host, Host::Kvm | Host::Nested) {
+            assert!(lines.contains(&"kernel: test hook: RAM was left dirty by the loader"), "{out:?}");
+            let banner = out.line_starting("lde kernel ").unwrap_or_else(|| panic!("{out:?}"));
+            assert!(!banner.contains("lde.zeroed_ram=1"), "nothing promised: {banner}");
+        }
+        let check = out.line_starting("fresh: ").unwrap_or_else(|| panic!("{host:?}: {out:?}"));
+        assert!(check.contains(" bytes checked, 0 not zero "), "{host:?}: {check}");
+        assert!(lines.contains(&"exit pid=1 name=fresh status=0"), "{host:?}: {out:?}");
+        assert!(lines.contains(&"exit pid=3 name=hello status=0"), "{host:?}: {out:?}");
+        assert!(lines.contains(&"kernel: all processes ended, shutting down with code 1"), "{host:?}: {out:?}");
         assert_no_leak(&out);
     }
 }

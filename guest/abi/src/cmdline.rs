@@ -36,6 +36,12 @@ pub const HOST_NMI_COUNT: u64 = 100;
 /// update of its stats page, after setting `ticks` to [`TORN_TICKS`]: lde must still read the
 /// counters, marked as possibly torn.
 pub const TEST_DIE_MID_UPDATE: &str = "die-mid-update";
+/// Test hook: lde (not QEMU) fills the guest's RAM with [`DIRTY_RAM_BYTE`] before it loads the
+/// kernel and does not promise zeroed RAM (no [`ZEROED_RAM_KEY`]`=1`), so that the kernel must
+/// zero every frame before use, as on a loader that leaves RAM dirty.
+pub const TEST_DIRTY_RAM: &str = "dirty-ram";
+/// What [`TEST_DIRTY_RAM`] fills RAM with.
+pub const DIRTY_RAM_BYTE: u8 = 0xa5;
 /// The `ticks` value [`TEST_DIE_MID_UPDATE`] leaves.
 pub const TORN_TICKS: u64 = 424_242;
 /// The vector of [`TEST_STRAY_INTERRUPT`]: a higher priority class than the timer's 0x20.

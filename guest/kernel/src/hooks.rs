@@ -54,6 +54,7 @@ pub fn run(hook: Option<&str>) {
             println!("kernel: test hook: the user page ran in ring 0 (no SMEP)");
         }
         Some(keys::TEST_HOST_NMI) => println!("kernel: test hook: expecting NMIs from the host"),
+        Some(keys::TEST_DIRTY_RAM) => println!("kernel: test hook: RAM was left dirty by the loader"),
         Some(keys::TEST_DIE_MID_UPDATE) => {
             println!("kernel: test hook: shutting down in the middle of a stats update");
             stats::update(|page| {
