@@ -39,9 +39,12 @@ fn the_doors_self_test_finds_how_this_host_delivers_system_calls() {
         let short = if expect == "recovered" { "recovered" } else { "arch" };
         assert_eq!(doors[&format!("syscall.{short}")], 3, "{host:?}: {out:?}");
         assert_eq!(doors[&format!("int80.{short}")], 1, "{host:?}: {out:?}");
-        // Timer ticks may come on a slow or loaded host (hello outlives a 50 Hz period there).
+        // Timer ticks may come on a slow or loaded host (hello outlives a 50 Hz period there),
+        // and so may the one serial interrupt by which lde says that its input (here none) has
+        // ended, when its event loop gets to it only after hello started.
         let traps = out.line_starting("stats: traps").unwrap();
-        let traps: Vec<&str> = traps.split_whitespace().skip(2).filter(|t| !t.starts_with("32:TIMER=")).collect();
+        let traps: Vec<&str> =
+            traps.split_whitespace().skip(2).filter(|t| !t.starts_with("32:TIMER=") && *t != "36:SERIAL=1").collect();
         if expect == "recovered" {
             assert_eq!(traps, ["6:#UD=1", "14:#PF=3"], "{host:?}: {out:?}");
         } else {
