@@ -97,20 +97,46 @@ fn sigterm_stops_the_guest_cleanly() {
     if !kvm_available("sigterm_stops_the_guest_cleanly") {
         return;
     }
-    let child = std::process::Command::new(common::lde_bin())
+    use std::io::{BufRead, Read};
+    use std::time::Duration;
+    let mut child = std::process::Command::new(common::lde_bin())
         .args(["run", "--cmdline", "lde.test=hang"])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait for the guest to be up (its banner), then ask lde to stop.
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Wait for the guest to be up (its banner, then the hook's line), then ask lde to stop.
+    let (up, is_up) = std::sync::mpsc::channel();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        let mut seen = String::new();
+        for line in stdout.lines().map_while(Result::ok) {
+            if line.contains("kernel: test hook: halting with interrupts off") {
+                up.send(()).ok();
+            }
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+        seen
+    });
+    let mut stderr = child.stderr.take().unwrap();
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        stderr.read_to_string(&mut text).ok();
+        text
+    });
+    if is_up.recv_timeout(Duration::from_secs(60)).is_err() {
+        child.kill().ok();
+        child.wait().ok();
+        panic!("no hook line within 60 s: {}", reader.join().unwrap());
+    }
     // SAFETY: sends SIGTERM to the child we spawned and still own.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let out = common::finish_with_deadline(child, "lde run lde.test=hang", std::time::Duration::from_secs(30));
-    assert_eq!(out.status, Some(130), "{out:?}");
-    let stderr = out.stderr;
+    let status = common::wait_with_deadline(&mut child, "lde run lde.test=hang", Duration::from_secs(30));
+    let (stdout, stderr) = (reader.join().unwrap(), errors.join().unwrap());
+    assert_eq!(status, Some(130), "{stdout}{stderr}");
+    assert!(stdout.contains("lde kernel "), "the banner came first: {stdout}");
     assert!(stderr.contains("lde: interrupted by signal 15; stopped the guest"), "{stderr}");
 }
 

@@ -131,15 +131,30 @@ fn lde_stats_reads_counters_that_grow() {
         assert_eq!(out.status, Some(0), "{}", out.stderr);
         serde_json::from_str(&out.stdout).unwrap()
     };
-    let mut waited = Duration::ZERO;
-    while !sock.exists() && waited < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(50));
-        waited += Duration::from_millis(50);
+    let ticks = |v: &Value| count(&v["guest"]["timer"]["ticks"]);
+    let yields = |v: &Value| v["guest"]["syscalls"].get("yield").map_or(0, count);
+    // Wait for the socket, then for counters that moved since a first reading (the guest's
+    // timer has started and pingpong yields): events, whatever the host's speed; the deadline
+    // only keeps a broken lde from hanging the test.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let waiting = |what: &str| {
+        assert!(std::time::Instant::now() < deadline, "{what} within 60 s");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    while !sock.exists() {
+        waiting("the API socket");
     }
-    std::thread::sleep(Duration::from_millis(300));
-    let first = read();
-    std::thread::sleep(Duration::from_millis(700));
-    let second = read();
+    let mut first = read();
+    // The guest's counters are null until lde has read the stats page once.
+    while first["guest"].is_null() || ticks(&first) == 0 || first["timing"]["banner_ms"].is_null() {
+        waiting("a first tick");
+        first = read();
+    }
+    let mut second = read();
+    while ticks(&second) <= ticks(&first) || yields(&second) <= yields(&first) {
+        waiting("more ticks and yields");
+        second = read();
+    }
     // What `curl --unix-socket PATH http://localhost/` sends.
     let http = {
         use std::io::{Read, Write};
@@ -160,8 +175,6 @@ fn lde_stats_reads_counters_that_grow() {
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && head.contains("Content-Type: application/json"), "{head}");
     validate(&serde_json::from_str(body).unwrap());
     assert!(first["timing"]["banner_ms"].as_f64().is_some_and(|ms| ms > 0.0), "the banner time: {first}");
-    let ticks = |v: &Value| count(&v["guest"]["timer"]["ticks"]);
-    let yields = |v: &Value| v["guest"]["syscalls"].get("yield").map_or(0, count);
     assert!(ticks(&second) > ticks(&first), "ticks {} then {}", ticks(&first), ticks(&second));
     assert!(yields(&second) > yields(&first), "yields {} then {}", yields(&first), yields(&second));
     assert!(!sock.exists(), "lde removes its socket when it ends");

@@ -101,10 +101,15 @@ fn three_counters_share_the_cpu_fairly() {
     let ticks: Vec<u64> = acct_all(&out, "counter").iter().map(|a| num(a, "ticks")).collect();
     assert_eq!(ticks.len(), 3, "{out:?}");
     let total: u64 = ticks.iter().sum();
-    assert!(total >= 100, "3 s at 50 Hz: {ticks:?}");
+    // Enough ticks for a share to mean something (however many the host made the guest miss).
+    let (all, missed, periods) = ticks_missed_periods(&out);
+    assert!(all >= 30, "{all} ticks, {missed} missed, {periods} periods: {ticks:?}");
     for t in &ticks {
-        let share = *t as f64 / total as f64;
-        assert!((share - 1.0 / 3.0).abs() <= 0.1 / 3.0, "share {share:.3} of {ticks:?} is not within 10% of a third");
+        // Within 10% of a third; and never off by more than the two ticks of round-robin's
+        // granularity (one round may be cut short at the end, one slice be a tick longer at
+        // the start).
+        let off = t.abs_diff(total / 3);
+        assert!(off <= (total / 30).max(2), "{t} of {ticks:?} is not within 10% of a third");
     }
 }
 
@@ -140,29 +145,64 @@ fn sleepers_never_wake_early() {
     }
 }
 
+/// The `stats: sched` line's (ticks, missed, periods): the ticks that came, the periods up to the
+/// last tick that had none (the host did not run the vCPU), and the periods from the timer's
+/// start to its stop at the rate the kernel reports.
+fn ticks_missed_periods(out: &Output) -> (u64, u64, u64) {
+    let sched = stats(out, "sched");
+    (sched["ticks"], sched["missed"], sched["timer_ms"] * sched["timer_hz"] / 1000)
+}
+
 #[test]
 fn ticks_match_guest_time_and_timer_hz() {
     let _cpu = alone();
     if !kvm_available("ticks_match_guest_time_and_timer_hz") {
         return;
     }
+    let report = std::env::temp_dir().join(format!("lde-ticks-{}.json", std::process::id()));
     for (hz, mode) in [("100", "periodic"), ("50", "periodic"), ("100", "deadline")] {
-        let start = std::time::Instant::now();
-        let out = lde(&["run", "-q", "--kernel-stats", "--timer-hz", hz, "--timer-mode", mode, "spin 2000"]);
-        let wall = start.elapsed();
+        let path = report.to_str().unwrap();
+        let out = lde(&[
+            "run",
+            "-q",
+            "--kernel-stats",
+            "--report",
+            path,
+            "--timer-hz",
+            hz,
+            "--timer-mode",
+            mode,
+            "spin 2000",
+        ]);
         assert_eq!(out.status, Some(0), "{out:?}");
         let sched = stats(&out, "sched");
-        let hz: u64 = hz.parse().unwrap();
-        // Over the time the timer ran (it starts after boot and stops at shutdown).
-        let expected = sched["timer_ms"] * hz / 1000;
-        let ticks = sched["ticks"];
-        let error = (ticks as f64 - expected as f64).abs() / expected as f64;
-        assert!(error <= 0.02, "{mode} {hz} Hz: {ticks} ticks in {} ms of timer time", sched["timer_ms"]);
+        assert_eq!(sched["timer_hz"].to_string(), hz, "a rate the kernel keeps: {out:?}");
+        // Over the time the timer ran (it starts after boot and stops at shutdown), every
+        // period had its tick, or is one the host made the guest miss (it did not run the vCPU
+        // across the period; KVM keeps one tick pending, not one per period). A timer at the
+        // wrong rate fails either way: too fast, more ticks than periods; too slow, gaps under
+        // 1.5 periods count as one.
+        let (ticks, missed, periods) = ticks_missed_periods(&out);
+        assert!(ticks <= periods + 1, "{mode} {hz} Hz: {ticks} ticks in {periods} periods: {sched:?}");
+        let error = (ticks + missed).abs_diff(periods);
+        assert!(error <= 1 + periods / 50, "{mode} {hz} Hz: {ticks} ticks + {missed} missed in {periods} periods");
+        // Gaps of exactly two periods would pass the count (a timer at half the rate, or a
+        // host dropping every other tick): many ticks came a period after the one before on any
+        // host (35-80% with the host's CPUs kept busy, all idle), none at half the rate.
+        let punctual = sched["punctual"];
+        assert!(punctual * 10 >= ticks && punctual <= ticks, "{mode} {hz} Hz: {punctual} of {ticks} ticks punctual");
         assert!(sched["timer_ms"] <= sched["uptime_ms"] && sched["timer_ms"] >= 2000, "{sched:?}");
-        // The guest's clock agrees with the host's.
-        let guest = Duration::from_millis(sched["uptime_ms"]);
-        assert!(guest <= wall && wall < guest + Duration::from_millis(1500), "guest {guest:?}, wall {wall:?}");
+        // The guest's clock agrees with lde's, over the same run: the guest's uptime (from its
+        // boot to its last count, after its banner) fits in lde's time from start to end, and
+        // covers at least 90% of lde's time from the banner to the end (the rest: the kernel's
+        // last lines and the VM's stop).
+        let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+        let banner_ms = report["timing"]["banner_ms"].as_f64().unwrap();
+        let end_ms = report["timing"]["elapsed_ms"].as_f64().unwrap();
+        let guest_ms = sched["uptime_ms"] as f64;
+        assert!(guest_ms <= end_ms && guest_ms >= 0.9 * (end_ms - banner_ms), "guest {guest_ms} ms, lde {report}");
     }
+    std::fs::remove_file(&report).ok();
 }
 
 #[test]
@@ -188,10 +228,12 @@ fn cat_blocks_on_input_while_a_counter_runs() {
     assert!(num(&cat, "voluntary") >= 1, "{cat:?}");
     assert!(num(&cat, "involuntary") <= 2, "a blocked reader does not spin: {cat:?}");
     assert!(cat["syscalls"].contains("read:"), "{cat:?}");
-    // Meanwhile the counter had the CPU: nearly every tick found it running.
-    let ticks = stats(&out, "sched")["ticks"];
+    // Meanwhile the counter had the CPU: nearly every tick found it running, over enough ticks
+    // for 90% to mean something (however many the host made the guest miss).
+    let (ticks, missed, periods) = ticks_missed_periods(&out);
+    assert!(ticks >= 20, "{ticks} ticks, {missed} missed, {periods} periods: {out:?}");
     let counter = num(&acct(&out, "counter"), "ticks");
-    assert!(ticks >= 50 && counter * 10 >= ticks * 9, "counter {counter} of {ticks} ticks: {out:?}");
+    assert!(counter * 10 >= ticks * 9, "counter {counter} of {ticks} ticks: {out:?}");
 }
 
 #[test]

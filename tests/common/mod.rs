@@ -196,21 +196,28 @@ impl Host {
     }
 }
 
-/// The hosts available here (each prints SKIP or fails under LDE_REQUIRE_* when missing).
+/// The hosts available here. Each missing host prints its own `SKIP <test> on <host>: <reason>`
+/// line (or fails under LDE_REQUIRE_*), and a test left with no host at all says so too: an
+/// empty list never passes in silence.
 pub fn hosts(test: &str) -> Vec<Host> {
     let mut hosts = Vec::new();
     if inside_nested() {
         // QEMU runs outside, on the machine that runs the nested host.
-        if kvm_available(test) {
+        if kvm_available(&format!("{test} on {:?}", Host::Nested)) {
             hosts.push(Host::Nested);
+        } else {
+            skip(test, "no host to run it on; it checked nothing");
         }
         return hosts;
     }
-    if kvm_available(test) {
+    if kvm_available(&format!("{test} on {:?}", Host::Kvm)) {
         hosts.push(Host::Kvm);
     }
-    if qemu_available(test) {
+    if qemu_available(&format!("{test} on {:?}", Host::Qemu)) {
         hosts.push(Host::Qemu);
+    }
+    if hosts.is_empty() {
+        skip(test, "no host to run it on; it checked nothing");
     }
     hosts
 }

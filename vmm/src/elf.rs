@@ -122,6 +122,16 @@ pub(crate) mod tests {
 
     /// Broken copies of `elf`: cut at many lengths, and with bytes flipped across its section
     /// headers and the tables they point to. The same fixture feeds every ELF reader here.
+    /// The end of the last loadable segment's bytes in the file.
+    pub(crate) fn segments_end(elf: &[u8]) -> usize {
+        load_segments(elf).unwrap().iter().map(|s| s.file_end().unwrap() as usize).max().unwrap()
+    }
+
+    /// The end of the section header table in the file.
+    pub(crate) fn shdrs_end(elf: &[u8]) -> usize {
+        u64_at(elf, 0x28) + usize::from(u16::from_le_bytes([elf[0x3c], elf[0x3d]])) * 64
+    }
+
     pub(crate) fn corruptions(elf: &[u8]) -> Vec<(String, Vec<u8>)> {
         let mut out = Vec::new();
         let mut cut = 0;
@@ -170,7 +180,11 @@ pub(crate) mod tests {
         let kernel = crate::guest::KERNEL;
         for (what, bad) in corruptions(kernel) {
             let found = find_symbol(&bad, STATS_SYMBOL);
-            let _ = check_executable(&bad);
+            let checked = check_executable(&bad);
+            if bad.len() < 64 {
+                // The header is all the check reads.
+                assert!(checked.is_err(), "{what}");
+            }
             if bad.len() < kernel.len() {
                 // Section headers come last, so every cut loses some: never a wrong answer.
                 assert!(found.is_err(), "{what}: {found:?}");
@@ -195,12 +209,24 @@ pub(crate) mod tests {
     fn broken_programs_give_errors_not_panics_here_and_in_the_kernel() {
         // The same corruptions through the host's reader and the kernel's checker (kcore).
         let program = crate::guest::program("hello").unwrap().elf;
+        let segments_end = segments_end(program);
+        assert_eq!(shdrs_end(program), program.len(), "the section headers end the file");
         for (what, bad) in corruptions(program) {
-            let _ = find_symbol(&bad, "_start");
+            let symbol = find_symbol(&bad, "_start");
             let host = check_executable(&bad);
             let kernel = lde_kcore::elf::parse(&bad);
+            // Every cut is an error where the bytes it took away are read, however much is left:
+            // the header (the host's check), the loadable bytes (the kernel's), the section
+            // headers at the end (the symbol lookup). A flipped byte may still give a valid
+            // program, only never a panic.
             if bad.len() < 64 {
-                assert!(host.is_err() && kernel.is_err(), "{what}");
+                assert!(host.is_err(), "{what}");
+            }
+            if bad.len() < segments_end {
+                assert!(kernel.is_err(), "{what}: {kernel:?}");
+            }
+            if bad.len() < program.len() {
+                assert!(symbol.is_err(), "{what}: {symbol:?}");
             }
         }
     }

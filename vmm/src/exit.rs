@@ -289,6 +289,12 @@ mod tests {
         let mut b = [0xaau8];
         handle_exit(VcpuExit::IoIn(INPUT_STATUS_PORT, &mut b), &mut dev, &counts);
         assert_eq!(b[0], INPUT_OPEN);
+        // Once the serial input has handed over its last byte and seen the end.
+        dev.input_status.set_ended();
+        let mut b = [0xaau8];
+        assert_eq!(handle_exit(VcpuExit::IoIn(INPUT_STATUS_PORT, &mut b), &mut dev, &counts), Action::Continue);
+        assert_eq!(b[0], INPUT_ENDED);
+        assert_eq!(counts.totals().io_in, 2);
     }
 
     #[test]

@@ -26,8 +26,12 @@ pub const TEST_STRAY_INTERRUPT: &str = "stray-interrupt";
 /// on (`stats: protection smep=on`) and returns where it is not.
 pub const TEST_EXECUTE_USER: &str = "execute-user";
 /// Test hook: lde (not QEMU) sends the guest an NMI every millisecond while it runs; the kernel
-/// counts them (`stats: traps 2:NMI=…`) and no process is blamed.
+/// counts them (`stats: traps 2:NMI=…`) and no process is blamed. Once every process has ended,
+/// the kernel waits until it has counted [`HOST_NMI_COUNT`] before it shuts down, so that the
+/// count it reports does not depend on how fast the host sent them.
 pub const TEST_HOST_NMI: &str = "host-nmi";
+/// The NMIs the kernel waits for under [`TEST_HOST_NMI`].
+pub const HOST_NMI_COUNT: u64 = 100;
 /// Test hook: the kernel shuts the VM down (with the kernel-panic code) in the middle of an
 /// update of its stats page, after setting `ticks` to [`TORN_TICKS`]: lde must still read the
 /// counters, marked as possibly torn.
@@ -47,6 +51,12 @@ pub const HOSTILE_STATS_HOLD_TSC: u64 = 1 << 31;
 /// then one, two, ... until it starts, and reports how often `spawn` ran out of memory and how
 /// often it kept a frame it had taken (`kernel: test hook: spawn ran out of memory …`).
 pub const TEST_SPAWN_OOM: &str = "spawn-oom";
+/// Test hook: lde (not QEMU) fills the guest's RAM with [`DIRTY_RAM_BYTE`] before it loads the
+/// kernel and does not promise zeroed RAM (no [`ZEROED_RAM_KEY`]`=1`), so that the kernel must
+/// zero every frame before use, as on a loader that leaves RAM dirty.
+pub const TEST_DIRTY_RAM: &str = "dirty-ram";
+/// What [`TEST_DIRTY_RAM`] fills RAM with.
+pub const DIRTY_RAM_BYTE: u8 = 0xa5;
 /// The `ticks` value [`TEST_DIE_MID_UPDATE`] leaves.
 pub const TORN_TICKS: u64 = 424_242;
 /// The vector of [`TEST_STRAY_INTERRUPT`]: a higher priority class than the timer's 0x20.

@@ -1,6 +1,8 @@
 //! The kernel's test hooks (`lde.test=<name>` on the command line): deliberate crashes, hangs
 //! and protection checks that the tests drive. Each prints one `kernel: test hook:` line first.
 
+use core::sync::atomic::Ordering;
+
 use lde_abi::user::USER_BASE;
 use lde_abi::{cmdline as keys, exit};
 use lde_kcore::args::Spec;
@@ -11,7 +13,7 @@ use crate::arch::{boot, cpu, idt, lapic};
 use crate::exec::SpawnError;
 use crate::mm::Frames;
 use crate::process::KERNEL;
-use crate::{exec, println, stats};
+use crate::{exec, println, stats, trap};
 
 /// Runs the hook the command line names, if any. Called at boot, before any program starts,
 /// with the kernel's protections in place.
@@ -56,6 +58,7 @@ pub fn run(hook: Option<&str>) {
             println!("kernel: test hook: the user page ran in ring 0 (no SMEP)");
         }
         Some(keys::TEST_HOST_NMI) => println!("kernel: test hook: expecting NMIs from the host"),
+        Some(keys::TEST_DIRTY_RAM) => println!("kernel: test hook: RAM was left dirty by the loader"),
         Some(keys::TEST_DIE_MID_UPDATE) => {
             println!("kernel: test hook: shutting down in the middle of a stats update");
             stats::update(|page| {
@@ -128,6 +131,18 @@ fn hostile_stats() {
         page.events_written = 3;
         page.ended_written = 0;
     });
+}
+
+/// Runs the part of the hook the command line names that comes once every process has ended,
+/// before the kernel reports and shuts down.
+pub fn before_shutdown(hook: Option<&str>) {
+    if hook == Some(keys::TEST_HOST_NMI) {
+        // An NMI wakes the halt; the count is the NMI handler's, which lde cannot fake.
+        while trap::NMIS.load(Ordering::Relaxed) < keys::HOST_NMI_COUNT {
+            cpu::wait_for_interrupt();
+        }
+        println!("kernel: test hook: at least {} NMIs counted", keys::HOST_NMI_COUNT);
+    }
 }
 
 /// Recurses `n` levels deep (the stack-overflow test hook asks for far more than the stack

@@ -121,6 +121,7 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
     }
     let failed = sched::run_scheduler();
     time::stop();
+    hooks::before_shutdown(config.test);
     let code = if failed { exit::PROCESS_FAILED } else { exit::SUCCESS };
     let now = cpu::rdtsc();
     let (in_use, available) = KERNEL.with(|k| (k.frames.in_use(), k.frames.available()));

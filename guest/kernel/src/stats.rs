@@ -201,11 +201,13 @@ fn print_page(page: &StatsPage) {
     let uptime_ms = (page.now_tsc - page.boot_tsc) * 1000 / page.tsc_hz.max(1);
     let timer_ms = page.timer_stopped_tsc.saturating_sub(page.timer_started_tsc) * 1000 / page.tsc_hz.max(1);
     println!(
-        "stats: sched kills={} switches={} spawned={} ticks={} timer_hz={} timer_ms={timer_ms} uptime_ms={uptime_ms} idle_ms={}",
+        "stats: sched kills={} switches={} spawned={} ticks={} missed={} punctual={} timer_hz={} timer_ms={timer_ms} uptime_ms={uptime_ms} idle_ms={}",
         page.kills,
         page.switches,
         page.spawned,
         page.ticks,
+        crate::time::missed_ticks(page.ticks),
+        crate::time::punctual_ticks(),
         page.timer_hz,
         page.idle_cycles * 1000 / page.tsc_hz.max(1)
     );

@@ -32,7 +32,7 @@ const TICK_AND_SWITCH_INSNS: u64 = 600;
 const TICK_SHARE_DIVISOR: u64 = 3;
 /// TSC cycles of the slowest ring-0 instruction the kernel expects of a host (PVM's emulated
 /// instructions take ~1,500–3,000): a rate that keeps the tick share even at this cost is not
-/// checked further, which spares the measurement (~260 emulated instructions).
+/// checked further, which spares the measurement (~700 emulated instructions).
 const SLOWEST_INSN_CYCLES: u64 = 20_000;
 
 /// The timer's configuration.
@@ -60,6 +60,14 @@ struct Clock {
     /// tick through for the whole pause (KVM coalesces a periodic LAPIC timer's missed
     /// periods), so a process is never blamed for time it did not run.
     pub runaway_ticks: u64,
+    /// When the timer started.
+    pub started: u64,
+    /// When the last tick arrived.
+    pub last_tick: u64,
+    /// A gap between ticks shorter than this (1.5 periods) was one period.
+    pub one_period_tsc: u64,
+    /// Ticks that came less than 1.5 periods after the one before (or the start).
+    pub punctual: u64,
 }
 
 static CLOCK: Global<Clock> = Global::new(Clock {
@@ -72,6 +80,10 @@ static CLOCK: Global<Clock> = Global::new(Clock {
     tick_tsc: 0,
     next_deadline: 0,
     runaway_ticks: 0,
+    started: 0,
+    last_tick: 0,
+    one_period_tsc: 0,
+    punctual: 0,
 });
 
 /// TSC cycles per second.
@@ -194,6 +206,7 @@ fn init_clock(c: &mut Clock, config: &Config) {
     };
     if c.hz != 0 {
         c.tick_tsc = c.tsc_hz / u64::from(c.hz);
+        c.one_period_tsc = c.tick_tsc + c.tick_tsc / 2;
     }
     let runaway_ms: u64 = parse(config.runaway_ms, keys::RUNAWAY_KEY, 0);
     if runaway_ms > keys::RUNAWAY_MAX_MS {
@@ -256,6 +269,8 @@ pub fn start() {
     CLOCK.with(|c| {
         if c.mode != TimerMode::None {
             let now = rdtsc();
+            c.started = now;
+            c.last_tick = now;
             stats::update(|page| page.timer_started_tsc = now);
         }
         match c.mode {
@@ -270,9 +285,14 @@ pub fn start() {
     });
 }
 
-/// Called on every timer interrupt: re-arms a deadline timer.
+/// Called on every timer interrupt: notes when it came, whether it came a period after the one
+/// before, and re-arms a deadline timer.
 pub fn on_tick(now: u64) {
     CLOCK.with(|c| {
+        if now.wrapping_sub(c.last_tick) < c.one_period_tsc {
+            c.punctual += 1;
+        }
+        c.last_tick = now;
         if c.mode == TimerMode::Deadline {
             // Skip deadlines already past rather than firing a burst of late ticks.
             c.next_deadline += c.tick_tsc;
@@ -282,6 +302,29 @@ pub fn on_tick(now: u64) {
             lapic::set_deadline(c.next_deadline);
         }
     });
+}
+
+/// Timer periods that passed without a tick of their own up to the last tick, given the
+/// `ticks` that came: the periods from the timer's start to the last tick, less the ticks (the
+/// host did not run the vCPU, or interrupts were off, across a whole period). Counted from the
+/// start rather than from tick to tick, so that a late tick and the punctual one after it count
+/// as the two periods they are.
+pub fn missed_ticks(ticks: u64) -> u64 {
+    CLOCK.with(|c| {
+        if c.mode == TimerMode::None {
+            // Only sleepers' one-shot wake-ups: no period to miss.
+            return 0;
+        }
+        let periods = (c.last_tick.saturating_sub(c.started) + c.tick_tsc / 2) / c.tick_tsc.max(1);
+        periods.saturating_sub(ticks)
+    })
+}
+
+/// Ticks that came within 1.5 periods of the one before (or of the start): on a host that
+/// delays or drops some, most still do; a timer slower than the rate (say, twice the period,
+/// which `missed` cannot tell from a host dropping every other tick) has almost none.
+pub fn punctual_ticks() -> u64 {
+    CLOCK.with(|c| c.punctual)
 }
 
 /// The timer mode.

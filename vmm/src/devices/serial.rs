@@ -88,7 +88,8 @@ impl InputStatus {
         self.0.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    fn set_ended(&self) {
+    /// Says that input has ended (the serial input's end; the exit handler's tests).
+    pub(crate) fn set_ended(&self) {
         self.0.store(true, std::sync::atomic::Ordering::Release);
     }
 }
@@ -299,17 +300,22 @@ mod tests {
         // SAFETY: writes 4 bytes from a 4-byte buffer to the pipe we just made.
         assert_eq!(unsafe { libc::write(write_end, b"ab\nc".as_ptr().cast(), 4) }, 4);
         let serial = Arc::new(Mutex::new(new_serial(Box::new(SharedBuffer::default())).unwrap()));
-        let mut input = SerialInput::new(serial.clone(), read_end, InputStatus::default());
+        let status = InputStatus::default();
+        let mut input = SerialInput::new(serial.clone(), read_end, status.clone());
         input.read_input();
         assert!(input.push_pending());
-        let mut s = serial.lock().unwrap();
-        let got: Vec<u8> = (0..4).map(|_| s.read(0)).collect();
+        input.signal_end();
+        assert!(!status.ended(), "the pipe is still open");
+        let got: Vec<u8> = (0..4).map(|_| serial.lock().unwrap().read(0)).collect();
         assert_eq!(got, b"ab\nc");
-        // SAFETY: closing the two descriptors this test opened.
-        unsafe {
-            libc::close(read_end);
-            libc::close(write_end);
-        }
+        // The writer goes away: the next read sees the end, and the input-status port says so.
+        // SAFETY: closing the write end this test opened.
+        unsafe { libc::close(write_end) };
+        input.read_input();
+        input.signal_end();
+        assert!(status.ended(), "every byte handed over, and no more to come");
+        // SAFETY: closing the read end this test opened.
+        unsafe { libc::close(read_end) };
     }
 
     #[test]

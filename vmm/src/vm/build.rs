@@ -12,9 +12,11 @@ use std::time::{Duration, Instant};
 
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, VmFd};
-use lde_abi::cmdline::{LAPIC_KHZ_KEY, TEST_HOST_NMI, TEST_KEY, TSC_KHZ_KEY, ZEROED_RAM_KEY};
+use lde_abi::cmdline::{
+    DIRTY_RAM_BYTE, LAPIC_KHZ_KEY, TEST_DIRTY_RAM, TEST_HOST_NMI, TEST_KEY, TSC_KHZ_KEY, ZEROED_RAM_KEY,
+};
 use lde_abi::ports::SERIAL_IRQ;
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use super::signals::{self, SignalFd};
 use super::{Error, RunConfig};
@@ -32,6 +34,22 @@ use crate::vcpu::{self, ExitHook};
 
 /// Address KVM needs for its three-page TSS on Intel hosts (unused by the guest).
 const KVM_TSS_ADDR: u64 = 0xfffb_d000;
+
+/// Fills every byte of guest RAM with [`DIRTY_RAM_BYTE`] (the dirty-ram test hook).
+fn dirty_ram(mem: &GuestMemoryMmap) -> Result<(), Error> {
+    let chunk = [DIRTY_RAM_BYTE; 64 * 1024];
+    for region in mem.iter() {
+        let mut at = 0;
+        while at < region.len() {
+            let n = (region.len() - at).min(chunk.len() as u64);
+            let addr = GuestAddress(region.start_addr().0 + at);
+            mem.write_slice(&chunk[..n as usize], addr)
+                .map_err(|e| Error::Host("fill guest RAM (dirty-ram hook)", io::Error::other(e)))?;
+            at += n;
+        }
+    }
+    Ok(())
+}
 
 /// Opens the KVM device, naming the fix when that fails.
 pub fn open_kvm(path: &Path) -> Result<Kvm, Error> {
@@ -145,8 +163,12 @@ pub fn prepare(config: RunConfig) -> Result<Vm, Error> {
         cmdline = format!("{cmdline} {TSC_KHZ_KEY}={khz}").trim().to_string();
     }
     // Guest memory is a fresh anonymous mapping: all but what boot::load writes (boot data
-    // below 1 MiB, the kernel, the initrd) reads as zero, so the kernel need not zero frames.
-    if !cmdline.contains(ZEROED_RAM_KEY) {
+    // below 1 MiB, the kernel, the initrd) reads as zero, so the kernel need not zero frames;
+    // unless the dirty-ram test hook fills it, as a loader that leaves RAM dirty would.
+    let dirty = lde_kcore::cmdline::value(&config.cmdline, TEST_KEY) == Some(TEST_DIRTY_RAM);
+    if dirty {
+        dirty_ram(&mem)?;
+    } else if !cmdline.contains(ZEROED_RAM_KEY) {
         cmdline = format!("{cmdline} {ZEROED_RAM_KEY}=1").trim().to_string();
     }
     // KVM's in-kernel LAPIC timer counts at 1 GHz (APIC_BUS_CYCLE_NS = 1, Documentation/virt/kvm

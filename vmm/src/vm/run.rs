@@ -93,6 +93,11 @@ impl Vm {
         let input_status = InputStatus::default();
         let stop = Arc::new(AtomicBool::new(false));
         let vcpu_done = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| Error::Host("eventfd", e))?;
+        // The output-closed eventfd is made on first use: here, before the vCPU thread confines
+        // itself, and not by that thread when its first console write finds the reader gone
+        // (eventfd2 is not on its seccomp allow-list; a loaded host let the guest print before
+        // the event loop had asked for the fd).
+        let _ = crate::stdio::closed_event();
         let vcpu_thread = {
             let stop = stop.clone();
             let done = vcpu_done.try_clone().map_err(|e| Error::Host("eventfd", e))?;

@@ -327,6 +327,10 @@ mod tests {
         }
     }
 
+    /// Snapshots and events the racing reader must accept before it stops (and at least one
+    /// ended entry).
+    const ENOUGH: u64 = 200;
+
     #[test]
     fn a_reader_racing_a_writer_never_accepts_a_torn_copy() {
         let page = Box::into_raw(Box::new(StatsPage::new()));
@@ -348,8 +352,15 @@ mod tests {
             // Stops the writer however the reader leaves, a failed assertion included.
             let _stop = StopOnDrop(&stop);
             let mut copy = Box::new(StatsPage::new());
-            let deadline = Instant::now() + Duration::from_millis(200);
-            while Instant::now() < deadline {
+            // Until the reader has seen enough of each kind, read whole, while the writer ran
+            // on: events, not a time, so that a slow or loaded host runs it as long as it
+            // takes. The deadline only turns a reader that never gets a copy into a failure.
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while snapshots < ENOUGH || events < ENOUGH || ended < 1 {
+                assert!(
+                    Instant::now() < deadline,
+                    "after 120 s: {snapshots} snapshots, {events} events, {ended} ends read"
+                );
                 if snapshot(&shared, &mut copy).is_ok() {
                     let k = copy.ticks;
                     assert_eq!([copy.switches, copy.traps[255], copy.procs[15].user_cycles], [k; 3], "torn snapshot");

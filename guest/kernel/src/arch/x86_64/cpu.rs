@@ -34,16 +34,31 @@ pub fn rdtsc() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
-/// TSC cycles one simple ring-0 instruction takes here, measured over a `dec`/`jnz` loop of
-/// 256 instructions (~30 ns in all on hardware; ~180 µs where ring 0 is emulated).
+/// TSC cycles one simple ring-0 instruction takes here: the fastest of several short
+/// `dec`/`jnz` loops (128 instructions each: ~40 ns on hardware, ~90 µs where ring 0 is
+/// emulated), less the fastest back-to-back `rdtsc` pair (reading the TSC costs as much as
+/// several instructions where it is emulated).
+///
+/// The fastest, because anything that interrupts a sample (the host preempting the vCPU above
+/// all, on a loaded host) only makes it slower: a single sample can be several times the truth,
+/// and the timer ceiling computed from it far too low. Several short samples rather than one
+/// long one, so that at least one fits between two host preemptions.
 pub fn measure_insn_cycles() -> u64 {
-    const LOOPS: u64 = 128;
-    let t0 = rdtsc();
-    // SAFETY: a register-only countdown loop.
-    unsafe {
-        core::arch::asm!("2:", "dec {n}", "jnz 2b", n = inout(reg) LOOPS => _, options(nomem, nostack));
+    const LOOPS: u64 = 64;
+    const SAMPLES: u32 = 5;
+    let (mut empty, mut looped) = (u64::MAX, u64::MAX);
+    for _ in 0..SAMPLES {
+        let t0 = rdtsc();
+        let t1 = rdtsc();
+        // SAFETY: a register-only countdown loop.
+        unsafe {
+            core::arch::asm!("2:", "dec {n}", "jnz 2b", n = inout(reg) LOOPS => _, options(nomem, nostack));
+        }
+        let t2 = rdtsc();
+        empty = empty.min(t1 - t0);
+        looped = looped.min(t2 - t1);
     }
-    (rdtsc() - t0) / (2 * LOOPS)
+    looped.saturating_sub(empty) / (2 * LOOPS)
 }
 
 /// Enables interrupts and halts until one has been handled, then disables them again.
