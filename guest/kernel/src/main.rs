@@ -36,6 +36,7 @@ use console::Line;
 use process::KERNEL;
 
 /// The kernel's Rust entry, called by `pvh_start` in 64-bit mode on the boot stack.
+#[allow(clippy::too_many_lines, reason = "the boot sequence, top to bottom in the order it runs; not yet split")]
 #[no_mangle]
 extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
     // The UART (reset state: 8N1, interrupts off) serves input, and output where lde's

@@ -14,6 +14,10 @@ use lde::{host, Outcome, RunConfig};
 use super::{prepare_programs, Error};
 use crate::cli::{RunArgs, SeccompCheck};
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "`lde run` from its arguments to its exit code, every option in turn; not yet split"
+)]
 pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode, Error> {
     if args.list && args.json {
         let list: Vec<serde_json::Value> =

@@ -50,6 +50,7 @@ impl Vm {
         self.run_with(Some((gdb, measured)))
     }
 
+    #[allow(clippy::too_many_lines, reason = "starts, joins and reads the run's threads in one place; not yet split")]
     fn run_with(self, gdb: Option<(crate::gdb::Listener, crate::gdb::Measured)>) -> Result<RunReport, Error> {
         let Vm {
             mut vcpu_fd,
