@@ -25,9 +25,12 @@ mod breakpoints;
 mod clock;
 mod conn;
 mod debugregs;
+mod eventloop;
 mod int3;
 mod measure;
+mod monitor;
 mod paging;
+mod registers;
 mod target;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,7 +49,8 @@ pub use measure::{measure, Measured};
 use crate::devices::Devices;
 use crate::exit::ExitCounts;
 use crate::vcpu::{self, VcpuEnd};
-use target::{DebugHost, EventLoop, TargetFault, VcpuTarget};
+use eventloop::EventLoop;
+use target::{DebugHost, TargetFault, VcpuTarget};
 
 /// What the vCPU thread needs to serve GDB.
 pub struct Session<'a> {

@@ -7,16 +7,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use gdbstub::common::Signal;
-use gdbstub::stub::run_blocking::{BlockingEventLoop, Event, WaitForStopReasonError};
 use gdbstub::stub::SingleThreadStopReason;
 use gdbstub::target::ext::base::singlethread::{
     SingleThreadBase, SingleThreadResume, SingleThreadResumeOps, SingleThreadSingleStep, SingleThreadSingleStepOps,
 };
 use gdbstub::target::ext::base::BaseOps;
 use gdbstub::target::ext::breakpoints::BreakpointsOps;
-use gdbstub::target::ext::monitor_cmd::{ConsoleOutput, MonitorCmd, MonitorCmdOps};
+use gdbstub::target::ext::monitor_cmd::MonitorCmdOps;
 use gdbstub::target::{Target, TargetError, TargetResult};
-use gdbstub::{conn::ConnectionExt, outputln};
 use gdbstub_arch::x86::reg::X86_64CoreRegs;
 use gdbstub_arch::x86::X86_64_SSE;
 use kvm_bindings::{
@@ -27,7 +25,6 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 use vm_memory::{Bytes, GuestMemoryMmap};
 
 use super::clock::StopClock;
-use super::conn::Conn;
 use super::debugregs::{Slot, Slots, Use, DR6_BS, SLOTS};
 use super::int3::Int3s;
 use super::measure::Measured;
@@ -172,7 +169,7 @@ impl<'a> VcpuTarget<'a> {
 
     /// Runs the vCPU until something GDB must hear of; `None` when it only needs another look
     /// at the connection (a kick, or a VM exit lde handled).
-    fn run_once(&mut self) -> Result<Option<SingleThreadStopReason<u64>>, TargetFault> {
+    pub(super) fn run_once(&mut self) -> Result<Option<SingleThreadStopReason<u64>>, TargetFault> {
         if self.stop.load(Ordering::Acquire) {
             return Err(TargetFault::Stopping);
         }
@@ -362,57 +359,13 @@ impl Target for VcpuTarget<'_> {
 
 impl SingleThreadBase for VcpuTarget<'_> {
     fn read_registers(&mut self, regs: &mut X86_64CoreRegs) -> TargetResult<(), Self> {
-        let r = self.vcpu.get_regs().map_err(|_| TargetError::NonFatal)?;
-        let s = self.vcpu.get_sregs().map_err(|_| TargetError::NonFatal)?;
-        regs.regs = [
-            r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14,
-            r.r15,
-        ];
-        regs.rip = r.rip;
-        regs.eflags = r.rflags as u32;
-        regs.segments.cs = u32::from(s.cs.selector);
-        regs.segments.ss = u32::from(s.ss.selector);
-        regs.segments.ds = u32::from(s.ds.selector);
-        regs.segments.es = u32::from(s.es.selector);
-        regs.segments.fs = u32::from(s.fs.selector);
-        regs.segments.gs = u32::from(s.gs.selector);
-        if let Ok(fpu) = self.vcpu.get_fpu() {
-            for (st, fpr) in regs.st.iter_mut().zip(fpu.fpr.iter()) {
-                st.copy_from_slice(&fpr[..10]);
-            }
-            regs.fpu.fctrl = u32::from(fpu.fcw);
-            regs.fpu.fstat = u32::from(fpu.fsw);
-            regs.fpu.ftag = u32::from(fpu.ftwx);
-            regs.fpu.fop = u32::from(fpu.last_opcode);
-            regs.fpu.fioff = fpu.last_ip as u32;
-            regs.fpu.fooff = fpu.last_dp as u32;
-            for (xmm, bytes) in regs.xmm.iter_mut().zip(fpu.xmm.iter()) {
-                *xmm = u128::from_le_bytes(*bytes);
-            }
-            regs.mxcsr = fpu.mxcsr;
-        }
-        Ok(())
+        super::registers::read(self.vcpu, regs).map_err(|_| TargetError::NonFatal)
     }
 
     /// Writes the general registers, RIP and RFLAGS, and the x87/SSE state; segment selectors
     /// are not written (a selector alone would not load its descriptor).
     fn write_registers(&mut self, regs: &X86_64CoreRegs) -> TargetResult<(), Self> {
-        let mut r = self.vcpu.get_regs().map_err(|_| TargetError::NonFatal)?;
-        let g = &regs.regs;
-        (r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.rsp) = (g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]);
-        (r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15) = (g[8], g[9], g[10], g[11], g[12], g[13], g[14], g[15]);
-        r.rip = regs.rip;
-        r.rflags = (r.rflags & !0xffff_ffff) | u64::from(regs.eflags);
-        self.vcpu.set_regs(&r).map_err(|_| TargetError::NonFatal)?;
-        let mut fpu = self.vcpu.get_fpu().map_err(|_| TargetError::NonFatal)?;
-        for (fpr, st) in fpu.fpr.iter_mut().zip(regs.st.iter()) {
-            fpr[..10].copy_from_slice(st);
-        }
-        for (bytes, xmm) in fpu.xmm.iter_mut().zip(regs.xmm.iter()) {
-            *bytes = xmm.to_le_bytes();
-        }
-        fpu.mxcsr = regs.mxcsr;
-        self.vcpu.set_fpu(&fpu).map_err(|_| TargetError::NonFatal)
+        super::registers::write(self.vcpu, regs).map_err(|_| TargetError::NonFatal)
     }
 
     /// Reads memory as the guest sees it, lde's `int3`s shown as the bytes they replaced.
@@ -467,78 +420,5 @@ impl SingleThreadSingleStep for VcpuTarget<'_> {
     fn step(&mut self, _signal: Option<Signal>) -> Result<(), Self::Error> {
         self.mode = Mode::Step;
         Ok(())
-    }
-}
-
-impl MonitorCmd for VcpuTarget<'_> {
-    fn handle_monitor_cmd(&mut self, cmd: &[u8], mut out: ConsoleOutput<'_>) -> Result<(), Self::Error> {
-        match cmd.trim_ascii() {
-            b"regs" => {
-                for line in vcpu::dump_registers(self.vcpu).lines() {
-                    outputln!(out, "{}", line.trim_start());
-                }
-            }
-            b"slots" => {
-                for (i, slot) in self.slots.0.iter().enumerate() {
-                    match slot {
-                        Some(s) => outputln!(out, "dr{i} {:#x} {:?}", s.addr, s.what),
-                        None => outputln!(out, "dr{i} free"),
-                    }
-                }
-                for addr in self.int3s.addrs() {
-                    outputln!(out, "int3 {addr:#x}");
-                }
-            }
-            b"clock" => outputln!(out, "{}", self.clock.describe()),
-            _ => {
-                outputln!(out, "lde monitor commands:");
-                outputln!(
-                    out,
-                    "  monitor regs   general, control (cr0 cr2 cr3 cr4 efer) and segment registers, gdt, idt"
-                );
-                outputln!(
-                    out,
-                    "  monitor slots  which debug registers (DR0-DR3) hold which breakpoint or watchpoint, and the int3s"
-                );
-                outputln!(out, "  monitor clock  how the guest's TSC is kept from counting while GDB holds the vCPU");
-            }
-        }
-        Ok(())
-    }
-}
-
-/// gdbstub's blocking event loop over [`VcpuTarget`].
-pub enum EventLoop<'a> {
-    #[allow(dead_code)] // only a type: the lifetime of the target it drives
-    Never(std::marker::PhantomData<&'a ()>),
-}
-
-impl<'a> BlockingEventLoop for EventLoop<'a> {
-    type Target = VcpuTarget<'a>;
-    type Connection = Conn;
-    type StopReason = SingleThreadStopReason<u64>;
-
-    /// Runs the guest, looking at the connection after every return from `KVM_RUN` (the vCPU
-    /// thread is kicked out of it 20 times a second while GDB is attached, so that Ctrl-C in
-    /// GDB is seen even when the guest makes no VM exit).
-    fn wait_for_stop_reason(
-        target: &mut VcpuTarget<'a>,
-        conn: &mut Conn,
-    ) -> Result<Event<Self::StopReason>, WaitForStopReasonError<TargetFault, std::io::Error>> {
-        loop {
-            if conn.peek().map_err(WaitForStopReasonError::Connection)?.is_some() {
-                let byte = conn.read().map_err(WaitForStopReasonError::Connection)?;
-                target.clock.stop(target.vcpu);
-                return Ok(Event::IncomingData(byte));
-            }
-            if let Some(reason) = target.run_once().map_err(WaitForStopReasonError::Target)? {
-                return Ok(Event::TargetStopped(reason));
-            }
-        }
-    }
-
-    fn on_interrupt(target: &mut VcpuTarget<'a>) -> Result<Option<Self::StopReason>, TargetFault> {
-        target.clock.stop(target.vcpu);
-        Ok(Some(SingleThreadStopReason::Signal(Signal::SIGINT)))
     }
 }
