@@ -135,7 +135,7 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
     });
     console::start_line();
     if stats::verbose() {
-        stats::print();
+        stats::print(time::missed_ticks, time::punctual_ticks());
         println!("stats: frames in_use={in_use} available={available}");
     }
     Line::new().str("kernel: all processes ended, shutting down with code ").dec(u64::from(code)).end();

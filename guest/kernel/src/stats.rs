@@ -162,11 +162,14 @@ pub fn print_acct(p: &Proc) {
 }
 
 /// Prints the counters as `stats:` lines of `key=value` words (a fixed form tests read).
-pub fn print() {
-    LDE_STATS.with(|page| print_page(page));
+/// `missed_ticks` gives the timer periods without a tick of their own for a count of ticks,
+/// `punctual` the ticks that came on time (both the clock's, passed in so that this module
+/// needs none of `time`'s).
+pub fn print(missed_ticks: impl Fn(u64) -> u64, punctual: u64) {
+    LDE_STATS.with(|page| print_page(page, missed_ticks(page.ticks), punctual));
 }
 
-fn print_page(page: &StatsPage) {
+fn print_page(page: &StatsPage, missed: u64, punctual: u64) {
     let on = |bit: u32| if page.protection & bit != 0 { "on" } else { "off" };
     let door = |code: u32| match code & 0xff {
         DOOR_ARCHITECTURAL => "architectural",
@@ -206,8 +209,8 @@ fn print_page(page: &StatsPage) {
         page.switches,
         page.spawned,
         page.ticks,
-        crate::time::missed_ticks(page.ticks),
-        crate::time::punctual_ticks(),
+        missed,
+        punctual,
         page.timer_hz,
         page.idle_cycles * 1000 / page.tsc_hz.max(1)
     );
