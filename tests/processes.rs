@@ -112,7 +112,9 @@ fn the_fuzzer_never_crashes_the_kernel() {
         let hellos = out.lines().into_iter().filter(|l| l.starts_with("exit ") && l.ends_with(" name=hello status=0"));
         assert_eq!(hellos.count(), spawned + 1, "{host:?}: every hello the fuzzers started ran: {out:?}");
         let calls = stats(&out, "calls");
-        for name in ["null", "write", "exit", "getpid", "yield", "sleep_ms", "read", "uptime_ms", "spawn", "fixup"] {
+        for name in
+            ["null", "write", "exit", "getpid", "yield", "sleep_ms", "read", "uptime_ms", "spawn", "fixup", "wait"]
+        {
             assert!(calls[name] >= 1000, "{host:?}: every call is fuzzed, {name} too: {calls:?}");
         }
         assert!(stats(&out, "doors").values().sum::<u64>() >= 20_000, "{host:?}: {out:?}");
@@ -230,7 +232,7 @@ fn every_bad_argument_gets_its_error_code() {
     for host in hosts("every_bad_argument_gets_its_error_code") {
         let out = host.run(&["bad-args", "hello"]);
         assert_eq!(out.status, Some(0), "{host:?}: {out:?}");
-        assert!(out.lines().contains(&"bad-args: 32 checks, 0 wrong"), "{host:?}: {out:?}");
+        assert!(out.lines().contains(&"bad-args: 34 checks, 0 wrong"), "{host:?}: {out:?}");
         assert!(out.lines().contains(&"exit pid=2 name=hello status=0"), "{host:?}: {out:?}");
     }
 }
