@@ -61,6 +61,8 @@ pub fn count_arrival(page: &mut StatsPage, arrival: Arrival) {
     }
 }
 
+/// The variants of `State` are in the order of the codes: this compiles to no work (it runs on
+/// every switch).
 fn state_code(state: State) -> u32 {
     match state {
         State::Free => STATE_FREE,
@@ -68,8 +70,8 @@ fn state_code(state: State) -> u32 {
         State::Running => STATE_RUNNING,
         State::Sleeping { .. } => STATE_SLEEPING,
         State::Reading => STATE_READING,
-        State::Waiting => STATE_WAITING,
         State::Zombie => STATE_ZOMBIE,
+        State::Waiting => STATE_WAITING,
     }
 }
 
