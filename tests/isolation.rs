@@ -96,9 +96,9 @@ fn every_page_a_process_gets_is_zero_even_after_memory_ran_out() {
     for host in hosts("every_page_a_process_gets_is_zero_even_after_memory_ran_out") {
         // `exhaust frames` starts `fresh dirty` processes (1.5 MiB each) until spawn fails;
         // their zero-filled pages are mapped when touched, so memory runs out while they fill
-        // it and those that find no frame are killed with #PF. Once all have ended, the only
-        // free frames are those they dirtied, and two `fresh check` processes get them. The
-        // third checker runs at the start.
+        // it and those that find no frame are killed with #PF. It `wait`s until all have ended;
+        // then the only free frames are those they dirtied, and two `fresh check` processes
+        // get them. The third checker runs at the start.
         let out = host.run(&["--mem", "16", "--timer-hz", "100", "exhaust frames", "fresh check"]);
         assert_eq!(out.status, Some(1), "{host:?}: {out:?}");
         let prefix = "exhaust: frames: ";
@@ -109,6 +109,9 @@ fn every_page_a_process_gets_is_zero_even_after_memory_ran_out() {
             "{host:?}: {line}"
         );
         assert!(started >= 11, "{host:?}: more than 15 MiB asked for: {line}");
+        // It waited for every one of them (exited or killed) before starting the checkers.
+        let waited = format!("exhaust: frames: {started} ended, then wait returned -10");
+        assert!(out.lines().contains(&waited.as_str()), "{host:?}: {out:?}");
         assert!(out.lines().contains(&"exit pid=1 name=exhaust status=0"), "{host:?}: {out:?}");
         assert!(out.lines().contains(&"exhaust: frames: 2 checkers started"), "{host:?}: {out:?}");
         let killed =

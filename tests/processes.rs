@@ -112,7 +112,9 @@ fn the_fuzzer_never_crashes_the_kernel() {
         let hellos = out.lines().into_iter().filter(|l| l.starts_with("exit ") && l.ends_with(" name=hello status=0"));
         assert_eq!(hellos.count(), spawned + 1, "{host:?}: every hello the fuzzers started ran: {out:?}");
         let calls = stats(&out, "calls");
-        for name in ["null", "write", "exit", "getpid", "yield", "sleep_ms", "read", "uptime_ms", "spawn", "fixup"] {
+        for name in
+            ["null", "write", "exit", "getpid", "yield", "sleep_ms", "read", "uptime_ms", "spawn", "fixup", "wait"]
+        {
             assert!(calls[name] >= 1000, "{host:?}: every call is fuzzed, {name} too: {calls:?}");
         }
         assert!(stats(&out, "doors").values().sum::<u64>() >= 20_000, "{host:?}: {out:?}");
@@ -226,11 +228,42 @@ fn assert_probe(out: &Output, host: Host) {
 }
 
 #[test]
+fn wait_reports_each_child_as_it_ends_then_echild() {
+    for host in hosts("wait_reports_each_child_as_it_ends_then_echild") {
+        // Its children: one sleeping 100 ms (pid 2), one exiting (3), one killed by #UD (4);
+        // the order the kernel ended them in is what `wait` must report.
+        let out = host.run(&["waiter"]);
+        assert_eq!(out.status, Some(1), "one child is killed: {host:?}: {out:?}");
+        let lines = out.lines();
+        assert!(lines.contains(&"waiter: no child yet: wait returned -10"), "{host:?}: {out:?}");
+        for (spec, pid) in [("waiter sleep 100", 2), ("waiter exit", 3), ("waiter ud2", 4)] {
+            assert!(lines.contains(&format!("waiter: spawned {spec}: {pid}").as_str()), "{host:?}: {out:?}");
+        }
+        let pid_after = |l: &str, prefix: &str| l.strip_prefix(prefix)?.split(' ').next()?.parse::<u32>().ok();
+        let ended: Vec<u32> = lines
+            .iter()
+            .filter_map(|l| pid_after(l, "exit pid=").or_else(|| pid_after(l, "killed pid=")))
+            .filter(|&pid| pid != 1)
+            .collect();
+        let reported: Vec<u32> = lines.iter().filter_map(|l| pid_after(l, "waiter: pid ")).collect();
+        assert_eq!(ended.len(), 3, "{host:?}: {out:?}");
+        assert_eq!(reported, ended, "{host:?}: in the order they ended: {out:?}");
+        let last = "waiter: 3 started, 3 reported, then -10, again -10, 0 wrong";
+        assert!(lines.contains(&last), "{host:?}: {out:?}");
+        assert!(lines.contains(&"exit pid=1 name=waiter status=0"), "{host:?}: {out:?}");
+        assert!(out.line_starting("killed pid=4 name=waiter trap=#UD ").is_some(), "{host:?}: {out:?}");
+        // The first, one per child, the -ECHILD that ended the loop, the one through int 0x80.
+        assert_eq!(stats(&out, "calls")["wait"], 6, "{host:?}: {out:?}");
+        assert_no_leak(&out);
+    }
+}
+
+#[test]
 fn every_bad_argument_gets_its_error_code() {
     for host in hosts("every_bad_argument_gets_its_error_code") {
         let out = host.run(&["bad-args", "hello"]);
         assert_eq!(out.status, Some(0), "{host:?}: {out:?}");
-        assert!(out.lines().contains(&"bad-args: 32 checks, 0 wrong"), "{host:?}: {out:?}");
+        assert!(out.lines().contains(&"bad-args: 34 checks, 0 wrong"), "{host:?}: {out:?}");
         assert!(out.lines().contains(&"exit pid=2 name=hello status=0"), "{host:?}: {out:?}");
     }
 }

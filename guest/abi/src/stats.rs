@@ -37,6 +37,8 @@ pub const STATE_RUNNING: u32 = 2;
 pub const STATE_SLEEPING: u32 = 3;
 pub const STATE_READING: u32 = 4;
 pub const STATE_ZOMBIE: u32 = 5;
+/// Blocked in `wait` until a child ends.
+pub const STATE_WAITING: u32 = 6;
 
 /// How a process ended, in [`ProcStats::end`].
 pub const END_NONE: u32 = 0;
@@ -64,7 +66,7 @@ pub const EV_TICK: u16 = 3;
 pub const EV_SYSCALL: u16 = 4;
 /// `arg`: the vector (the process was killed).
 pub const EV_FAULT: u16 = 5;
-/// `arg`: 0 = sleep, 1 = read.
+/// `arg`: 0 = sleep, 1 = read, 2 = wait.
 pub const EV_BLOCK: u16 = 6;
 pub const EV_WAKE: u16 = 7;
 pub const EV_IDLE: u16 = 8;

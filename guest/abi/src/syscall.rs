@@ -29,17 +29,25 @@ pub const SPAWN: u64 = 8;
 /// `fault_rip` resumes at `resume_rip` instead of killing it (for measuring exception round
 /// trips). `fixup(0, 0)` clears it. Returns how many exceptions were fixed up so far.
 pub const FIXUP: u64 = 9;
+/// `wait()`: blocks until one of the caller's children (the processes it spawned) ends, by exit
+/// or kill, and returns its pid, in the order they ended; `-ECHILD` at once if every child has
+/// already been reported (or there never was one). A caller keeps the pids of at most
+/// [`WAIT_PENDING_MAX`] ended children it has not waited for: older ones are forgotten. The
+/// children of a process that ends are waited for by nobody.
+pub const WAIT: u64 = 10;
 /// Number of system calls; numbers at or above it are `-ENOSYS`.
-pub const COUNT: u64 = 10;
+pub const COUNT: u64 = 11;
 
 /// The names of the system calls, indexed by number.
 pub const NAMES: [&str; COUNT as usize] =
-    ["null", "write", "exit", "getpid", "yield", "sleep_ms", "read", "uptime_ms", "spawn", "fixup"];
+    ["null", "write", "exit", "getpid", "yield", "sleep_ms", "read", "uptime_ms", "spawn", "fixup", "wait"];
 
 /// Most bytes one `write` or `read` moves.
 pub const WRITE_MAX: u64 = 4096;
 /// Longest sleep one call accepts (one hour).
 pub const SLEEP_MAX_MS: u64 = 3_600_000;
+/// Most ended children a process keeps for `wait` (as many as the process table has slots).
+pub const WAIT_PENDING_MAX: usize = 16;
 
 /// Interrupt vector of the `int 0x80` door.
 pub const INT80_VECTOR: u8 = 0x80;
@@ -50,6 +58,8 @@ pub const ENOENT: i64 = 2;
 pub const ENOEXEC: i64 = 8;
 /// Bad file descriptor.
 pub const EBADF: i64 = 9;
+/// No child to wait for.
+pub const ECHILD: i64 = 10;
 /// Try again: the process table is full.
 pub const EAGAIN: i64 = 11;
 /// Out of memory.

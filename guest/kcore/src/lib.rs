@@ -5,6 +5,7 @@
 #![no_std]
 
 pub mod args;
+pub mod children;
 pub mod cmdline;
 pub mod cpio;
 pub mod elf;

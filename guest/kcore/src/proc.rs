@@ -5,12 +5,15 @@
 
 use lde_abi::syscall::COUNT as SYSCALL_COUNT;
 
+use crate::children::Ended;
+
 /// Most processes alive at once.
 pub const MAX_PROCS: usize = 16;
 /// Longest process name kept (longer names are cut).
 pub const NAME_MAX: usize = 16;
 
-/// Life cycle: Free → Ready ⇄ Running → Zombie → Free; Running → Sleeping/Reading → Ready.
+/// Life cycle: Free → Ready ⇄ Running → Zombie → Free; Running → Sleeping/Reading/Waiting →
+/// Ready.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
     Free,
@@ -24,6 +27,9 @@ pub enum State {
     Reading,
     /// Ended; waiting for the kernel to free its memory and report it.
     Zombie,
+    /// Blocked in `wait` until one of its children ends. (Last: the variants are in the order
+    /// of the stats page's state codes, so that converting one is no work on every switch.)
+    Waiting,
 }
 
 /// How a process ended.
@@ -69,15 +75,44 @@ pub struct Proc {
     pub state: State,
     pub end: Option<End>,
     pub acct: Accounting,
+    /// The pid of the process that spawned it (0: the kernel). Pids are never reused: once that
+    /// process has ended no process has its pid, and nobody waits for this one.
+    pub parent: u32,
+    /// Its children that ended and that it has not waited for.
+    ended: Ended,
 }
 
 impl Proc {
-    const FREE: Proc =
-        Proc { pid: 0, name: [0; NAME_MAX], name_len: 0, state: State::Free, end: None, acct: ZERO_ACCT };
+    const FREE: Proc = Proc {
+        pid: 0,
+        name: [0; NAME_MAX],
+        name_len: 0,
+        state: State::Free,
+        end: None,
+        acct: ZERO_ACCT,
+        parent: 0,
+        ended: Ended::EMPTY,
+    };
 
     pub fn name(&self) -> &str {
         core::str::from_utf8(&self.name[..self.name_len]).unwrap_or("?")
     }
+
+    /// Whether it is ready, running or blocked (not free, not ended).
+    fn is_live(&self) -> bool {
+        !matches!(self.state, State::Free | State::Zombie)
+    }
+}
+
+/// What `wait` finds for the running process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// This child ended (and is now reported).
+    Ended(u32),
+    /// Children are alive and none has ended unreported: block until one ends.
+    Block,
+    /// No child is alive and every one that ended has been reported.
+    NoChild,
 }
 
 const ZERO_ACCT: Accounting = Accounting {
@@ -125,8 +160,9 @@ impl Table {
         self.current
     }
 
-    /// Takes a free slot for a new process (not yet runnable: call [`Table::make_ready`]).
-    pub fn alloc(&mut self, name: &str) -> Option<usize> {
+    /// Takes a free slot for a new process spawned by `parent` (a pid; 0 = the kernel), not yet
+    /// runnable: call [`Table::make_ready`].
+    pub fn alloc(&mut self, name: &str, parent: u32) -> Option<usize> {
         let slot = self.procs.iter().position(|p| p.state == State::Free)?;
         let len = name.len().min(NAME_MAX);
         let mut p = Proc::FREE;
@@ -135,6 +171,7 @@ impl Table {
         p.name[..len].copy_from_slice(&name.as_bytes()[..len]);
         p.name_len = len;
         p.pid = self.next_pid;
+        p.parent = parent;
         p.state = State::Zombie; // not runnable until make_ready
         self.next_pid += 1;
         self.procs[slot] = p;
@@ -182,22 +219,51 @@ impl Table {
         }
     }
 
-    /// The running process blocks (sleeping or reading).
+    /// The running process blocks (sleeping, reading or waiting).
     pub fn block_current(&mut self, state: State) {
-        debug_assert!(matches!(state, State::Sleeping { .. } | State::Reading));
+        debug_assert!(matches!(state, State::Sleeping { .. } | State::Reading | State::Waiting));
         if let Some(slot) = self.current.take() {
             self.procs[slot].state = state;
             self.procs[slot].acct.voluntary += 1;
         }
     }
 
-    /// The running process ends.
-    pub fn end_current(&mut self, end: End) -> Option<usize> {
+    /// The running process ends. Its parent, if still alive, gets its pid for `wait` (and is
+    /// made ready, with `woken` called with its slot, if it was waiting). Its own children
+    /// need nothing: their parent pid is now nobody's. A process the kernel started costs no
+    /// search.
+    pub fn end_current(&mut self, end: End, mut woken: impl FnMut(usize)) -> Option<usize> {
         let slot = self.current.take()?;
         let p = &mut self.procs[slot];
         p.state = State::Zombie;
         p.end = Some(end);
+        let (pid, parent) = (p.pid, p.parent);
+        if parent == 0 {
+            return Some(slot);
+        }
+        if let Some(s) = self.procs.iter().position(|q| q.pid == parent && q.is_live()) {
+            self.procs[s].ended.push(pid);
+            if self.procs[s].state == State::Waiting {
+                self.make_ready(s);
+                woken(s);
+            }
+        }
         Some(slot)
+    }
+
+    /// `wait` for the running process: the first of its children that ended and has not been
+    /// reported, or whether it has children left to block for.
+    pub fn wait_current(&mut self) -> Wait {
+        let Some(slot) = self.current else { return Wait::NoChild };
+        if let Some(pid) = self.procs[slot].ended.pop() {
+            return Wait::Ended(pid);
+        }
+        let pid = self.procs[slot].pid;
+        if self.procs.iter().any(|q| q.is_live() && q.parent == pid) {
+            Wait::Block
+        } else {
+            Wait::NoChild
+        }
     }
 
     /// Frees a zombie's slot.
@@ -235,7 +301,7 @@ impl Table {
 
     /// Processes not yet ended (ready, running or blocked).
     pub fn live_count(&self) -> usize {
-        self.procs.iter().filter(|p| !matches!(p.state, State::Free | State::Zombie)).count()
+        self.procs.iter().filter(|p| p.is_live()).count()
     }
 
     /// Whether any live process is blocked reading input.
@@ -268,8 +334,8 @@ mod tests {
     #[test]
     fn round_robin_in_spawn_order() {
         let mut t = Table::new();
-        let a = t.alloc("a").unwrap();
-        let b = t.alloc("b").unwrap();
+        let a = t.alloc("a", 0).unwrap();
+        let b = t.alloc("b", 0).unwrap();
         t.make_ready(a);
         t.make_ready(b);
         assert_eq!((t.get(a).pid, t.get(b).pid), (1, 2));
@@ -286,14 +352,14 @@ mod tests {
     #[test]
     fn exit_reap_and_slot_reuse() {
         let mut t = Table::new();
-        let a = t.alloc("first").unwrap();
+        let a = t.alloc("first", 0).unwrap();
         t.make_ready(a);
         assert_eq!(t.pick_next(), Some(a));
-        assert_eq!(t.end_current(End::Killed { vector: 13, rip: 0x10 }), Some(a));
+        assert_eq!(t.end_current(End::Killed { vector: 13, rip: 0x10 }, |_| panic!("no parent")), Some(a));
         assert_eq!(t.live_count(), 0);
         assert!(t.get(a).end.unwrap().failed());
         t.reap(a);
-        let b = t.alloc("second").unwrap();
+        let b = t.alloc("second", 0).unwrap();
         assert_eq!(b, a, "the slot is reused");
         assert_eq!(t.get(b).pid, 2, "pids are not");
         assert_eq!(t.get(b).end, None);
@@ -303,19 +369,19 @@ mod tests {
     fn table_fills_up() {
         let mut t = Table::new();
         for i in 0..MAX_PROCS {
-            let s = t.alloc("p").unwrap();
+            let s = t.alloc("p", 0).unwrap();
             t.make_ready(s);
             assert_eq!(s, i);
         }
-        assert_eq!(t.alloc("one too many"), None);
+        assert_eq!(t.alloc("one too many", 0), None);
         assert_eq!(t.ready_count(), MAX_PROCS);
     }
 
     #[test]
     fn sleepers_wake_at_their_deadline() {
         let mut t = Table::new();
-        let a = t.alloc("a").unwrap();
-        let b = t.alloc("b").unwrap();
+        let a = t.alloc("a", 0).unwrap();
+        let b = t.alloc("b", 0).unwrap();
         t.make_ready(a);
         t.make_ready(b);
         t.pick_next();
@@ -336,7 +402,7 @@ mod tests {
     #[test]
     fn readers_block_and_wake_together() {
         let mut t = Table::new();
-        let a = t.alloc("cat").unwrap();
+        let a = t.alloc("cat", 0).unwrap();
         t.make_ready(a);
         t.pick_next();
         t.block_current(State::Reading);
@@ -352,9 +418,81 @@ mod tests {
     }
 
     #[test]
+    fn wait_reports_children_in_the_order_they_ended_then_no_child() {
+        let mut t = Table::new();
+        let parent = t.alloc("parent", 0).unwrap();
+        t.make_ready(parent);
+        assert_eq!(t.pick_next(), Some(parent));
+        assert_eq!(t.wait_current(), Wait::NoChild, "no child yet");
+        let ppid = t.get(parent).pid;
+        let a = t.alloc("a", ppid).unwrap();
+        t.make_ready(a);
+        let b = t.alloc("b", ppid).unwrap();
+        t.make_ready(b);
+        let (apid, bpid) = (t.get(a).pid, t.get(b).pid);
+        assert_eq!(t.wait_current(), Wait::Block, "both alive");
+        t.block_current(State::Waiting);
+        assert_eq!(t.pick_next(), Some(a));
+        t.preempt_current(false);
+        // b ends first and wakes the parent; a ends before the parent runs: no second wake-up.
+        assert_eq!(t.pick_next(), Some(b));
+        let mut woken = Woken { items: [0; MAX_PROCS], len: 0 };
+        assert_eq!(t.end_current(End::Exited(0), |s| woken.push(s)), Some(b));
+        t.reap(b);
+        assert_eq!(t.pick_next(), Some(a));
+        assert_eq!(t.end_current(End::Killed { vector: 6, rip: 0x1000 }, |s| woken.push(s)), Some(a));
+        t.reap(a);
+        assert_eq!(woken.as_slice(), &[parent]);
+        assert_eq!(t.pick_next(), Some(parent));
+        assert_eq!(t.pick_next(), None, "the parent was queued once");
+        assert_eq!(t.wait_current(), Wait::Ended(bpid));
+        assert_eq!(t.wait_current(), Wait::Ended(apid));
+        assert_eq!(t.wait_current(), Wait::NoChild);
+    }
+
+    #[test]
+    fn orphans_wake_nobody_and_a_reused_slot_has_no_children() {
+        let mut t = Table::new();
+        let parent = t.alloc("parent", 0).unwrap();
+        t.make_ready(parent);
+        t.pick_next();
+        let child = t.alloc("child", t.get(parent).pid).unwrap();
+        t.make_ready(child);
+        // Another process waits for a child of its own, which is still alive.
+        let other = t.alloc("other", 0).unwrap();
+        t.make_ready(other);
+        let own = t.alloc("own", t.get(other).pid).unwrap();
+        let own_pid = t.get(own).pid;
+        t.end_current(End::Exited(0), |_| panic!("the kernel does not wait"));
+        t.reap(parent);
+        assert_eq!(t.pick_next(), Some(child));
+        t.preempt_current(false);
+        assert_eq!(t.pick_next(), Some(other));
+        t.make_ready(own);
+        assert_eq!(t.wait_current(), Wait::Block);
+        t.block_current(State::Waiting);
+        // The parent's slot goes to a new process: the orphan's end reaches neither it nor the
+        // unrelated waiter.
+        let reused = t.alloc("reused", 0).unwrap();
+        assert_eq!(reused, parent);
+        t.make_ready(reused);
+        assert_eq!(t.pick_next(), Some(child));
+        t.end_current(End::Exited(0), |_| panic!("nobody waits for an orphan"));
+        t.reap(child);
+        assert_eq!(t.pick_next(), Some(own));
+        assert_eq!(t.end_current(End::Exited(0), |_| {}), Some(own));
+        t.reap(own);
+        assert_eq!(t.pick_next(), Some(reused));
+        assert_eq!(t.wait_current(), Wait::NoChild, "the orphan was not its child");
+        t.preempt_current(true);
+        assert_eq!(t.pick_next(), Some(other), "woken by its own child");
+        assert_eq!(t.wait_current(), Wait::Ended(own_pid));
+    }
+
+    #[test]
     fn long_names_are_cut_on_a_char_boundary() {
         let mut t = Table::new();
-        let s = t.alloc("abcdefghijklmnoé-long").unwrap();
+        let s = t.alloc("abcdefghijklmnoé-long", 0).unwrap();
         assert_eq!(t.get(s).name(), "abcdefghijklmno");
     }
 }

@@ -82,7 +82,7 @@ pub fn spawn_pending(k: &mut Kernel) {
 pub fn spawn(k: &mut Kernel, spec: &Spec, parent: u32) -> Result<u32, SpawnError> {
     let file = cpio::find(k.initrd, spec.name()).ok_or(SpawnError::NotFound)?;
     let image = elf::parse(file).map_err(SpawnError::Elf)?;
-    let slot = k.procs.alloc(spec.name()).ok_or(SpawnError::TooManyProcesses)?;
+    let slot = k.procs.alloc(spec.name(), parent).ok_or(SpawnError::TooManyProcesses)?;
     let mut space = match AddressSpace::new(&mut k.frames) {
         Ok(space) => space,
         Err(e) => {

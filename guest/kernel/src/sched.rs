@@ -1,5 +1,5 @@
 //! Scheduling: the scheduler loop, and the ways a process gives up the CPU (yield, preemption,
-//! sleep, blocking read, exit, kill) and gets it back (wake-ups).
+//! sleep, blocking read, wait, exit, kill) and gets it back (wake-ups).
 //!
 //! The scheduler runs on the boot stack. A process runs on its own kernel stack in the kernel
 //! (its TrapFrame at the top) and switches to the scheduler with `switch_context` whenever it
@@ -192,7 +192,7 @@ pub unsafe fn yield_current(voluntary: bool) {
     unsafe { switch_to_scheduler(slot, if voluntary { OUT_YIELD } else { OUT_PREEMPT }) };
 }
 
-/// The running process blocks in `state` (sleeping or reading) until woken.
+/// The running process blocks in `state` (sleeping, reading or waiting) until woken.
 ///
 /// # Safety
 /// As for [`switch_to_scheduler`].
@@ -204,7 +204,11 @@ pub unsafe fn block_current(state: State) {
             k.next_wake = Some(k.next_wake.map_or(until, |t| t.min(until)));
         }
         k.procs.block_current(state);
-        let what = if matches!(state, State::Reading) { 1 } else { 0 };
+        let what = match state {
+            State::Reading => 1,
+            State::Waiting => 2,
+            _ => 0,
+        };
         stats::update(|page| stats::event(page, rdtsc(), ev::EV_BLOCK, pid, what));
         slot
     });
@@ -212,18 +216,25 @@ pub unsafe fn block_current(state: State) {
     unsafe { switch_to_scheduler(slot, OUT_BLOCK) };
 }
 
-/// Ends the running process with `end`, printing its line and its accounting, and never
-/// returns to it.
+/// Ends the running process with `end`, printing its line and its accounting, wakes its parent
+/// if it waits, and never returns to it.
 ///
 /// # Safety
 /// As for [`switch_to_scheduler`].
 pub unsafe fn end_current(end: End) -> ! {
     let slot = KERNEL.with(|k| {
-        let slot = k.procs.end_current(end).expect("a process is running");
+        let mut parent = None;
+        let slot = k.procs.end_current(end, |s| parent = Some(s)).expect("a process is running");
         k.process_failures += u32::from(end.failed());
+        let parent_pid = parent.map(|s| k.procs.get(s).pid);
         let p = k.procs.get(slot);
         let now = rdtsc();
-        stats::update(|page| stats::record_end(page, p));
+        stats::update(|page| {
+            stats::record_end(page, p);
+            if let Some(pid) = parent_pid {
+                stats::event(page, now, ev::EV_WAKE, pid, 2);
+            }
+        });
         // The fixed-form line starts on a line of its own, whatever the process left unfinished.
         crate::console::start_line();
         match end {

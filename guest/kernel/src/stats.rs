@@ -5,7 +5,7 @@
 use lde_abi::stats::{
     ProcStats, StatsPage, DOOR_ARCHITECTURAL, DOOR_OTHER, DOOR_RECOVERED, END_EXITED, END_KILLED, END_NONE, NAME_MAX,
     PROT_SMAP_OFFERED, PROT_SMEP, PROT_UMIP, STATE_FREE, STATE_READING, STATE_READY, STATE_RUNNING, STATE_SLEEPING,
-    STATE_ZOMBIE,
+    STATE_WAITING, STATE_ZOMBIE,
 };
 use lde_abi::syscall::NAMES;
 use lde_kcore::proc::{End, Proc, State};
@@ -61,6 +61,8 @@ pub fn count_arrival(page: &mut StatsPage, arrival: Arrival) {
     }
 }
 
+/// The variants of `State` are in the order of the codes: this compiles to no work (it runs on
+/// every switch).
 fn state_code(state: State) -> u32 {
     match state {
         State::Free => STATE_FREE,
@@ -69,6 +71,7 @@ fn state_code(state: State) -> u32 {
         State::Sleeping { .. } => STATE_SLEEPING,
         State::Reading => STATE_READING,
         State::Zombie => STATE_ZOMBIE,
+        State::Waiting => STATE_WAITING,
     }
 }
 

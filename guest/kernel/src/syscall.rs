@@ -3,11 +3,11 @@
 
 use lde_abi::stats::EV_SYSCALL;
 use lde_abi::syscall::{
-    self as nr, EAGAIN, EBADF, EFAULT, EINVAL, ENOENT, ENOEXEC, ENOMEM, ENOSYS, SLEEP_MAX_MS, WRITE_MAX,
+    self as nr, EAGAIN, EBADF, ECHILD, EFAULT, EINVAL, ENOENT, ENOEXEC, ENOMEM, ENOSYS, SLEEP_MAX_MS, WRITE_MAX,
 };
 use lde_abi::user::ARGS_BYTES_MAX;
 use lde_kcore::args::Spec;
-use lde_kcore::proc::{End, State};
+use lde_kcore::proc::{End, State, Wait};
 use lde_kcore::usercopy::user_range;
 
 use crate::arch::cpu::rdtsc;
@@ -25,7 +25,7 @@ use crate::time;
 /// the time since the process entered ring 3 is charged to it, and the trap, the door and the
 /// call are counted, all in one pass over the kernel's state and one stats-page update.
 ///
-/// Handlers that give up the CPU (`exit`, `yield`, a blocking `read`, `sleep_ms`) may switch
+/// Handlers that give up the CPU (`exit`, `yield`, a blocking `read`, `sleep_ms`, `wait`) may switch
 /// because of where `dispatch` runs: `trap_dispatch` calls it only for a system call from ring
 /// 3, so on the calling process's kernel stack (TSS.RSP0 and the `syscall` stack name it, set
 /// by `sched::pick`), with IF clear (interrupt gates clear it, SFMASK clears it for `syscall`),
@@ -75,6 +75,7 @@ pub fn dispatch(frame: &mut TrapFrame, arrival: Arrival, vector: u64, now: u64) 
         nr::UPTIME_MS => time::uptime_ms() as i64,
         nr::SPAWN => spawn(args[0], args[1], pid),
         nr::FIXUP => fixup(args[0], args[1]),
+        nr::WAIT => wait(),
         _ => -ENOSYS,
     };
     frame.rax = result as u64;
@@ -156,6 +157,18 @@ fn sleep_ms(ms: u64) -> i64 {
         unsafe { block_current(State::Sleeping { until }) };
     }
     0
+}
+
+/// `wait()`: blocks until a child ends; returns its pid, or `-ECHILD` if none is left to report.
+fn wait() -> i64 {
+    loop {
+        match KERNEL.with(|k| k.procs.wait_current()) {
+            Wait::Ended(pid) => return i64::from(pid),
+            Wait::NoChild => return -ECHILD,
+            // SAFETY: a system call (see `dispatch`); the `with` above has returned.
+            Wait::Block => unsafe { block_current(State::Waiting) },
+        }
+    }
 }
 
 /// `spawn(spec, len)`: starts a program; returns its pid.

@@ -247,6 +247,12 @@ pub fn spawn(spec: &str) -> i64 {
     Door::Syscall.call(nr::SPAWN, [spec.as_ptr() as u64, spec.len() as u64, 0, 0, 0, 0])
 }
 
+/// `wait()`: blocks until one of this process's children ends; its pid, or `-ECHILD` once every
+/// child has been reported.
+pub fn wait() -> i64 {
+    Door::Syscall.call(nr::WAIT, [0; 6])
+}
+
 /// The time-stamp counter (ring 3 reads it at native speed).
 pub fn rdtsc() -> u64 {
     // SAFETY: rdtsc only reads the TSC (CR4.TSD is clear).

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use lde_abi::stats::{
     ProcStats, StatsPage, END_EXITED, END_KILLED, STATE_READING, STATE_READY, STATE_RUNNING, STATE_SLEEPING,
-    TIMER_DEADLINE, TIMER_PERIODIC,
+    STATE_WAITING, TIMER_DEADLINE, TIMER_PERIODIC,
 };
 use lde_abi::syscall::NAMES;
 use lde_kcore::trap::mnemonic;
@@ -126,7 +126,7 @@ pub struct Scheduler {
 pub struct Process {
     pub pid: u32,
     pub name: String,
-    /// `ready`, `running`, `sleeping`, `reading`, `ended`.
+    /// `ready`, `running`, `sleeping`, `reading`, `waiting`, `ended`.
     pub state: &'static str,
     /// `exited`, `killed`, or `null` while it lives.
     pub end: Option<&'static str>,
@@ -162,6 +162,7 @@ pub fn state_name(state: u32) -> &'static str {
         STATE_RUNNING => "running",
         STATE_SLEEPING => "sleeping",
         STATE_READING => "reading",
+        STATE_WAITING => "waiting",
         _ => "ended",
     }
 }
@@ -269,7 +270,7 @@ mod tests {
     fn the_schema_names_what_the_code_writes() {
         let calls: Vec<String> = NAMES.iter().map(|s| s.to_string()).collect();
         assert_eq!(schema_enum("/$defs/syscalls/propertyNames/enum"), calls);
-        let states = [STATE_READY, STATE_RUNNING, STATE_SLEEPING, STATE_READING, STATE_ZOMBIE];
+        let states = [STATE_READY, STATE_RUNNING, STATE_SLEEPING, STATE_READING, STATE_WAITING, STATE_ZOMBIE];
         let states: Vec<String> = states.iter().map(|&s| state_name(s).to_string()).collect();
         let items = "/properties/guest/properties/processes/items/properties";
         assert_eq!(schema_enum(&format!("{items}/state/enum")), states);

@@ -2,7 +2,7 @@
 #![no_std]
 #![no_main]
 
-use lde_abi::syscall::{EBADF, EFAULT, EINVAL, ENOSYS};
+use lde_abi::syscall::{EBADF, ECHILD, EFAULT, EINVAL, ENOSYS};
 use lde_abi::user::{USER_BASE, USER_END};
 use lde_user::{nr, println, Args, Door};
 
@@ -26,6 +26,7 @@ fn main(_args: Args) -> i32 {
         ("read from a bad fd", nr::READ, [9, ok_ptr, 4, 0, 0, 0], -EBADF),
         ("exit with status 256", nr::EXIT, [256, 0, 0, 0, 0, 0], -EINVAL),
         ("sleep for longer than an hour", nr::SLEEP_MS, [u64::MAX, 0, 0, 0, 0, 0], -EINVAL),
+        ("wait with no child, whatever the other registers hold", nr::WAIT, [u64::MAX; 6], -ECHILD),
         ("unknown number", nr::COUNT, [0; 6], -ENOSYS),
         ("huge number", u64::MAX, [0; 6], -ENOSYS),
         ("negative number", -1i64 as u64 - 5, [0; 6], -ENOSYS),

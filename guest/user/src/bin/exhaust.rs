@@ -5,19 +5,20 @@
 //!   (`-ENOMEM` if memory ran out first, `-EAGAIN` if the table filled first: their zero-filled
 //!   pages are mapped only when touched). Run it with `--mem 16` (and with `fresh check` so that
 //!   the initrd holds `fresh`): the children that touch a page when no frame is left are killed
-//!   with #PF. Once all have ended, it spawns `fresh check` twice: they get the very frames the
-//!   others dirtied and check that every byte is zero.
+//!   with #PF. It `wait`s until every one has ended (exited or killed, however long filling
+//!   its memory took), then spawns `fresh check` twice: they get the very frames the others
+//!   dirtied and check that every byte is zero.
 //! - `stack`: recurses until the stack runs into the unmapped guard page below it; the kernel
 //!   kills it with #PF.
 //!
-//! The children of `procs` and `frames` live until a deadline (uptime + 3 s), so they are all
-//! alive when the table or the memory runs out.
+//! The children of `procs` and `frames` live until a deadline (uptime + 3 s) at least, so they
+//! are all alive when the table or the memory runs out.
 #![no_std]
 #![no_main]
 
-use lde_abi::syscall::{EAGAIN, ENOMEM};
+use lde_abi::syscall::{EAGAIN, ECHILD, ENOMEM};
 use lde_abi::user::USER_STACK_GUARD;
-use lde_user::{format_into, println, sleep_ms, spawn, uptime_ms, Args};
+use lde_user::{format_into, println, sleep_ms, spawn, uptime_ms, wait, Args};
 
 /// How long the children keep their slot and memory.
 const HOLD_MS: u64 = 3000;
@@ -73,10 +74,17 @@ fn main(args: Args) -> i32 {
             println!("exhaust: frames: {started} started, then spawn returned {err}");
             // Every frame was in use; once the dirty processes have ended, theirs are the only
             // free ones.
-            sleep_until(until + 100);
+            let mut ended = 0;
+            let last = loop {
+                match wait() {
+                    pid if pid > 0 => ended += 1,
+                    e => break e,
+                }
+            };
+            println!("exhaust: frames: {ended} ended, then wait returned {last}");
             let checks = (0..2).filter(|_| spawn("fresh check") > 0).count();
             println!("exhaust: frames: {checks} checkers started");
-            i32::from(!(err == -ENOMEM || err == -EAGAIN) || checks != 2)
+            i32::from(!(err == -ENOMEM || err == -EAGAIN) || ended != started || last != -ECHILD || checks != 2)
         }
         Some("stack") => {
             println!("exhaust: stack: recursing towards the guard page at {USER_STACK_GUARD:#x}");

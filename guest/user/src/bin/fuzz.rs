@@ -8,12 +8,15 @@
 //! 255, `sleep_ms` a few ms or more than the maximum, `read` of fd 0 an unmapped buffer; `write`
 //! is never aimed at fd 1 or 2 (it would flood the console). `spawn` gets random specs and now
 //! and then `hello` (which runs, if the initrd holds it); `fixup` random addresses (cleared at
-//! the end). Every answer must be one the call documents: `fuzz: N calls, E errors, S spawned,
+//! the end); `wait` blocks only while a `hello` it started runs, and answers its pid or
+//! `-ECHILD`. Every answer must be one the call documents: `fuzz: N calls, E errors, S spawned,
 //! U unexpected` ends the run, and the program exits 1 if U is not 0.
 #![no_std]
 #![no_main]
 
-use lde_abi::syscall::{EAGAIN, EBADF, EFAULT, EINVAL, ENOENT, ENOEXEC, ENOMEM, ENOSYS, SLEEP_MAX_MS, WRITE_MAX};
+use lde_abi::syscall::{
+    EAGAIN, EBADF, ECHILD, EFAULT, EINVAL, ENOENT, ENOEXEC, ENOMEM, ENOSYS, SLEEP_MAX_MS, WRITE_MAX,
+};
 use lde_abi::user::{USER_BASE, USER_END};
 use lde_user::{getpid, nr, println, Args, Door, Rng};
 
@@ -87,6 +90,7 @@ fn documented(number: u64, a: &[u64; 6], r: i64, pid: i64) -> bool {
         nr::UPTIME_MS => r >= 0,
         nr::SPAWN => r > 0 || [-ENOENT, -ENOEXEC, -EAGAIN, -ENOMEM, -EINVAL, -EFAULT].contains(&r),
         nr::FIXUP => r >= 0 || r == -EFAULT,
+        nr::WAIT => r > pid || r == -ECHILD,
         _ => r == -ENOSYS,
     }
 }
