@@ -191,7 +191,8 @@ cat >"$tree/init" <<EOF
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/usr/bin:/bin HOME=/root LDE_HOST=nested LC_ALL=C.UTF-8
-mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; mount -t tmpfs tmp /tmp
+# No tmpfs on /tmp: the initramfs is writable already, and the checkout may live under /tmp.
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; chmod 1777 /tmp
 mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
 ip link set lo up
 say() { echo "@@$nonce \$*" >/dev/ttyS0; }
