@@ -48,6 +48,13 @@ cargo test --locked
 echo "ci.sh: tests on the nested host (architectural KVM: nested SVM under QEMU TCG)"
 status=0
 scripts/nested.sh --time-limit 600 --tests tests/nested.txt || status=$?
+if [ "$status" = 83 ]; then
+    # The nested Linux itself stopped (QEMU TCG or its kernel, below lde; seen about once in
+    # twenty boots): said here, and the nested tests run once more in a fresh boot.
+    echo "ci.sh: the nested Linux stopped under the tests (scripts/nested.sh exit 83); running them once more"
+    status=0
+    scripts/nested.sh --time-limit 600 --tests tests/nested.txt || status=$?
+fi
 if [ "$status" = 80 ] && [ "${LDE_REQUIRE_NESTED:-}" != 1 ]; then
     echo "SKIP nested host: scripts/nested.sh could not prepare it (exit 80)"
 elif [ "$status" != 0 ]; then

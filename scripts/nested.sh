@@ -17,7 +17,8 @@ LDE_HOST=nested, which makes their host kind Nested.
 exit codes: the work's own (lde's, the script's, or 1 if a test failed); 80 the nested host cannot
 be prepared (no QEMU, no apt, a package or tool missing); 81 it did not come up (Linux did not
 boot, or kvm_amd did not give a /dev/kvm); 82 the time limit expired (the last lines say which
-layer was alive last); 2 usage error"
+layer was alive last); 83 the nested Linux itself stopped (no heartbeat for 120 s: QEMU TCG or
+its kernel hung, below lde); 2 usage error"
 # The whole script is one block, read before any of it runs: editing or checking out this file
 # while a run goes on cannot change that run.
 {
@@ -230,10 +231,27 @@ while IFS= read -r line; do printf '%s\n' "${line//$'\r'/}" >&2; done <"$work/st
 start=$SECONDS
 timeout --kill-after=10 "$time_limit" qemu-system-x86_64 -accel tcg -cpu max -m "$mem" -smp 1 \
     -kernel "$cache/vmlinuz" -initrd "$work/initrd.cpio" \
-    -append "console=ttyS0 panic=-1 loglevel=3 quiet" \
+    -append "console=ttyS0 panic=-1 loglevel=3 quiet nohz=off highres=off" \
     -display none -monitor none -no-reboot -nodefaults \
     -serial stdio -serial "pipe:$work/stderr" -serial "file:$work/notes.log" </dev/null >"$work/console.out" 2>"$work/qemu.log" &
 qemu_pid=$!
+# Heartbeats that stop for $stall_limit s (the host's seconds) mean the nested Linux itself
+# stopped — QEMU TCG or its kernel, below lde: QEMU is ended at once and the exit code says so.
+stall_limit=120
+(
+    seen=""; still=0
+    while sleep 10; do
+        now=$(grep -ac '^alive ' "$work/notes.log" 2>/dev/null)
+        if [ "${now:-0}" = 0 ] || [ "$now" != "$seen" ]; then seen=$now; still=0; continue; fi
+        still=$((still + 10))
+        if [ "$still" -ge "$stall_limit" ]; then
+            echo "$still" >"$work/stalled"
+            kill -TERM "$qemu_pid" 2>/dev/null # timeout passes it on to QEMU
+            break
+        fi
+    done
+) &
+stall_watch=$!
 
 state=boot
 code=""
@@ -264,11 +282,17 @@ done < <(tail -f --pid="$qemu_pid" -n +1 "$work/console.out" 2>/dev/null)
 wait "$qemu_pid"
 qemu_status=$?
 qemu_pid=""
+kill "$stall_watch" 2>/dev/null
 wait
 
 if [ -n "$code" ]; then
     if [ "$mode" = tests ]; then echo "nested: $passed passed, $failed failed"; fi
     exit "$code"
+fi
+if [ -s "$work/stalled" ] && [ -z "$code" ]; then
+    echo "nested.sh: the nested Linux stopped: no heartbeat for $(cat "$work/stalled") s (QEMU TCG or the nested kernel hung, below lde; state: $state)" >&2
+    tail -n 5 "$work/console.log" | sed 's/^/nested.sh: console: /' >&2
+    exit 83
 fi
 if [ "$qemu_status" = 124 ] || [ "$qemu_status" = 137 ]; then
     alive=$(grep -a '^alive ' "$work/notes.log" | tail -n 1 | tr -d '\r')
