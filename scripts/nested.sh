@@ -241,8 +241,10 @@ stall_limit=120
 (
     seen=""; still=0
     while sleep 10; do
+        # Counted from the start of the work (the first heartbeat is due 10 s after it).
+        grep -aq "@@$nonce begin" "$work/console.out" 2>/dev/null || continue
         now=$(grep -ac '^alive ' "$work/notes.log" 2>/dev/null)
-        if [ "${now:-0}" = 0 ] || [ "$now" != "$seen" ]; then seen=$now; still=0; continue; fi
+        if [ "$now" != "$seen" ]; then seen=$now; still=0; continue; fi
         still=$((still + 10))
         if [ "$still" -ge "$stall_limit" ]; then
             echo "$still" >"$work/stalled"
