@@ -5,16 +5,8 @@
 
 mod common;
 
-use std::path::PathBuf;
-
-use common::{inside_nested, kvm_available, lde};
+use common::{inside_nested, kvm_available, lde, temp};
 use serde_json::Value;
-
-fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("lde-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
 
 const ALL: [&str; 12] = [
     "syscall-null",

@@ -3,17 +3,10 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{kvm_available, lde, lde_bin, run_with_stdin};
-
-fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("lde-console-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
+use common::{kvm_available, lde, lde_bin, run_with_stdin, temp};
 
 fn lde_with_stdin(args: &[&str], stdin: Stdio) -> common::Output {
     let mut cmd = Command::new(lde_bin());

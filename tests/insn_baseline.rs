@@ -8,7 +8,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{kvm_available, lde, repo_root, skip};
+use common::{kvm_available, lde, repo_root, skip, temp};
 use serde_json::Value;
 
 /// The baseline of this kind of host, if the repository has one; prints SKIP otherwise.
@@ -27,12 +27,6 @@ fn baseline(test: &str) -> Option<(String, PathBuf)> {
         return None;
     }
     Some((kind.slug().to_string(), path))
-}
-
-fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("lde-insn-baseline-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
 }
 
 /// `lde bench --insns -q --boots 1 --filter FILTER FLAG FILE`.

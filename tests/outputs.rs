@@ -3,16 +3,8 @@
 
 mod common;
 
-use std::path::PathBuf;
-
-use common::{kvm_available, lde, validate_report};
+use common::{kvm_available, lde, temp, validate_report};
 use serde_json::Value;
-
-fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("lde-outputs-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
 
 /// Arguments that keep each program short (the others run with none).
 const ARGS: &[(&str, &str)] = &[

@@ -78,6 +78,15 @@ pub fn lde_bin() -> &'static str {
     env!("CARGO_BIN_EXE_lde")
 }
 
+/// A path named `name` in a temporary folder of this test binary's own (made on first use).
+pub fn temp(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("a test binary knows its own path");
+    let stem = exe.file_stem().and_then(|s| s.to_str()).unwrap_or("test").to_string();
+    let dir = std::env::temp_dir().join(format!("lde-{stem}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
