@@ -67,24 +67,13 @@ fn lde_speaks_on_stderr_and_the_guest_on_stdout() {
 }
 
 /// A pseudo-terminal of `cols` × `rows`: (master, slave).
-fn pty(cols: u16, rows: u16) -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
-    use std::os::fd::FromRawFd;
-    let (mut master, mut slave) = (0, 0);
-    let size = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
-    // SAFETY: openpty writes two descriptors; the name and termios pointers may be null.
-    let rc = unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), &size) };
-    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-    // SAFETY: both descriptors were just opened and are owned by nothing else.
-    unsafe { (std::os::fd::OwnedFd::from_raw_fd(master), std::os::fd::OwnedFd::from_raw_fd(slave)) }
-}
-
 #[test]
 fn watch_on_a_terminal_uses_the_alternate_screen_and_fits_it() {
     use std::io::Read;
     if !kvm_available("watch_on_a_terminal_uses_the_alternate_screen_and_fits_it") {
         return;
     }
-    let (master, slave) = pty(80, 24);
+    let (master, slave) = common::pty(Some((80, 24)));
     // Three hellos print six lines at once, so the guest's tail takes a third of the screen
     // from the first redraw on, and the twelve that go on running cannot all be listed.
     let mut args = vec!["run", "--watch", "hello", "hello", "hello", "spin 1500"];

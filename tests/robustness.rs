@@ -121,13 +121,8 @@ struct Pty {
 
 impl Pty {
     fn open() -> Pty {
-        let (mut master, mut slave) = (0, 0);
-        // SAFETY: openpty writes two fds; the name, termios and winsize pointers may be null.
-        let rc =
-            unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
-        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-        // SAFETY: both fds were just created and are owned by nobody else.
-        unsafe { Pty { master: OwnedFd::from_raw_fd(master), slave: OwnedFd::from_raw_fd(slave) } }
+        let (master, slave) = common::pty(None);
+        Pty { master, slave }
     }
 
     /// `stty -g` of the terminal: every setting, in a form two states compare by.

@@ -290,14 +290,11 @@ fn a_terminal_gets_keystrokes_and_its_settings_back() {
         return;
     }
     use std::io::{Read, Write};
-    use std::os::fd::FromRawFd;
-    let (mut master, mut slave) = (0, 0);
-    // SAFETY: openpty fills the two descriptors; the other arguments may be null.
-    let r = unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
-    assert_eq!(r, 0);
+    use std::os::fd::AsRawFd;
+    let (master, slave_fd) = common::pty(None);
+    let slave = slave_fd.as_raw_fd();
     assert!(canonical(slave));
-    // SAFETY: `slave` is open; the child gets its own duplicate.
-    let stdin = unsafe { std::process::Stdio::from_raw_fd(libc::dup(slave)) };
+    let stdin = std::process::Stdio::from(slave_fd.try_clone().unwrap());
     let mut child = std::process::Command::new(common::lde_bin())
         .args(["run", "-q", "cat"])
         .stdin(stdin)
@@ -311,8 +308,7 @@ fn a_terminal_gets_keystrokes_and_its_settings_back() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(!canonical(slave), "lde turns canonical mode off while it runs");
-    // SAFETY: `master` is open and owned here from now on.
-    let mut master_file = unsafe { std::fs::File::from_raw_fd(master) };
+    let mut master_file = std::fs::File::from(master);
     master_file.write_all(b"typed\n").unwrap();
     // Read on a thread, so that a guest that never echoes fails the test instead of hanging it.
     let mut stdout = child.stdout.take().unwrap();
@@ -340,6 +336,5 @@ fn a_terminal_gets_keystrokes_and_its_settings_back() {
     assert!(String::from_utf8_lossy(&seen).contains("typed"), "cat echoed the keystrokes: {seen:?}");
     assert_eq!(status, Some(130));
     assert!(canonical(slave), "lde restored the terminal's settings");
-    // SAFETY: closing the descriptor this test opened (the master closes with its File).
-    unsafe { libc::close(slave) };
+    drop(slave_fd);
 }

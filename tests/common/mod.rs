@@ -87,6 +87,20 @@ pub fn temp(name: &str) -> PathBuf {
     dir.join(name)
 }
 
+/// A new pseudo-terminal: (master, slave), with a window of `size` (columns, rows) if given.
+pub fn pty(size: Option<(u16, u16)>) -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd;
+    let (mut master, mut slave) = (0, 0);
+    let window = size.map(|(cols, rows)| libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 });
+    let window_ptr = window.as_ref().map_or(std::ptr::null(), |w| w as *const libc::winsize);
+    // SAFETY: openpty writes two descriptors; the name and termios pointers may be null, and
+    // `window_ptr` is null or points at `window`, alive for the call.
+    let rc = unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), window_ptr) };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened and are owned by nothing else.
+    unsafe { (std::os::fd::OwnedFd::from_raw_fd(master), std::os::fd::OwnedFd::from_raw_fd(slave)) }
+}
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
