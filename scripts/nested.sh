@@ -65,13 +65,17 @@ done
 # --- The Debian packages, fetched once and kept in $cache ------------------------------------
 # A Linux with kvm_amd as modules (the cloud flavour boots fast and needs no initramfs of its
 # own), busybox for the userland, gdb-minimal for the GDB tests (gdb without Python).
+# The newest cloud kernel package in apt's lists (empty if the lists have none).
+newest_image() {
+    apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-cloud-amd64-unsigned$' | awk '{print $1}' | sort -V | tail -n 1
+}
 fetch_packages() {
     command -v apt-get >/dev/null || unavailable "apt-get not found: the nested host is built from Debian packages"
     local image
-    image=$(apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-cloud-amd64-unsigned$' | awk '{print $1}' | sort -V | tail -n 1)
+    image=$(newest_image)
     if [ -z "$image" ]; then
         apt-get update -qq >&2 || unavailable "apt-get update failed"
-        image=$(apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-cloud-amd64-unsigned$' | awk '{print $1}' | sort -V | tail -n 1)
+        image=$(newest_image)
     fi
     [ -n "$image" ] || unavailable "no linux-image-6.1.0-*-cloud-amd64-unsigned package in apt's lists"
     echo "nested.sh: fetching $image, busybox-static, gdb-minimal into $cache (once)" >&2
@@ -262,7 +266,8 @@ failed=0
 : >"$work/console.log"
 while IFS= read -r line; do
     line=${line//$'\r'/}
-    line=$(printf '%s' "$line" | sed 's/\x1b\[[0-9;?]*[A-Za-z]//g')
+    # Terminal escape sequences (a few console lines carry them), removed where there are any.
+    case "$line" in *$'\e'*) line=$(printf '%s' "$line" | sed 's/\x1b\[[0-9;?]*[A-Za-z]//g') ;; esac
     case "$line" in
         *"@@$nonce begin"*) state=work; echo "nested.sh: nested host up after $((SECONDS - start)) s" >&2; continue ;;
         *"@@$nonce end "*) code=${line##*end }; state="ended"; continue ;;
@@ -291,7 +296,7 @@ if [ -n "$code" ]; then
     if [ "$mode" = tests ]; then echo "nested: $passed passed, $failed failed"; fi
     exit "$code"
 fi
-if [ -s "$work/stalled" ] && [ -z "$code" ]; then
+if [ -s "$work/stalled" ]; then
     echo "nested.sh: the nested Linux stopped: no heartbeat for $(cat "$work/stalled") s (QEMU TCG or the nested kernel hung, below lde; state: $state)" >&2
     tail -n 5 "$work/console.log" | sed 's/^/nested.sh: console: /' >&2
     exit 83
