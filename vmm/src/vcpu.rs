@@ -40,8 +40,9 @@ pub enum VcpuEnd {
     GdbFailed(String),
 }
 
-/// Sets CPUID (KVM's, completed by [`crate::cpuid::complete`]) and the PVH entry state: 32-bit protected mode, paging off, flat 4 GiB segments,
-/// `rip` = the PVH entry, `rbx` = the start info (PVH spec, "x86/HVM direct boot ABI").
+/// Sets CPUID (KVM's, completed by [`crate::cpuid::complete`]) and the PVH entry state: 32-bit
+/// protected mode, paging off, flat 4 GiB segments, `rip` = the PVH entry, `rbx` = the start
+/// info (PVH spec, "x86/HVM direct boot ABI").
 pub fn setup_pvh(kvm: &Kvm, vcpu: &VcpuFd, boot: BootEntry) -> Result<(), kvm_ioctls::Error> {
     let mut cpuid = kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)?;
     let tsc_deadline = kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer);
