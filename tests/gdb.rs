@@ -15,7 +15,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::mem::offset_of;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -85,15 +84,7 @@ fn start_stub(host: Host, programs: &[&str]) -> (Child, u16, mpsc::Receiver<Stri
         .spawn()
         .expect("the stub starts");
     // The stderr lines go to a channel: the first with the port, then the rest for the checks.
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = common::lines_of(child.stderr.take().unwrap());
     let mut seen = Vec::new();
     loop {
         let Ok(line) = rx.recv_timeout(Duration::from_secs(120)) else {

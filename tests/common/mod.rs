@@ -81,7 +81,7 @@ pub fn lde_bin() -> &'static str {
 /// A path named `name` in a temporary folder of this test binary's own (made on first use).
 pub fn temp(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("a test binary knows its own path");
-    let stem = exe.file_stem().and_then(|s| s.to_str()).unwrap_or("test").to_string();
+    let stem = exe.file_stem().and_then(|s| s.to_str()).unwrap_or("test");
     let dir = std::env::temp_dir().join(format!("lde-{stem}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(name)
@@ -99,6 +99,21 @@ pub fn pty(size: Option<(u16, u16)>) -> (std::os::fd::OwnedFd, std::os::fd::Owne
     assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
     // SAFETY: both descriptors were just opened and are owned by nothing else.
     unsafe { (std::os::fd::OwnedFd::from_raw_fd(master), std::os::fd::OwnedFd::from_raw_fd(slave)) }
+}
+
+/// The lines of `stream` (a child's stdout or stderr), as they come, from a thread of their own:
+/// a test waits for one with a deadline instead of blocking on the pipe.
+pub fn lines_of(stream: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stream).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 /// The repository root.
@@ -224,17 +239,11 @@ impl Host {
 /// empty list never passes in silence.
 pub fn hosts(test: &str) -> Vec<Host> {
     let mut hosts = Vec::new();
-    if inside_nested() {
-        // QEMU runs outside, on the machine that runs the nested host.
-        if kvm_available(&format!("{test} on {:?}", Host::Nested)) {
-            hosts.push(Host::Nested);
-        } else {
-            skip(test, "no host to run it on; it checked nothing");
-        }
-        return hosts;
-    }
-    if kvm_available(&format!("{test} on {:?}", Host::Kvm)) {
-        hosts.push(Host::Kvm);
+    // Inside the nested host its /dev/kvm is the KVM, and QEMU runs outside (qemu_available
+    // says so in its SKIP line).
+    let kvm = if inside_nested() { Host::Nested } else { Host::Kvm };
+    if kvm_available(&format!("{test} on {kvm:?}")) {
+        hosts.push(kvm);
     }
     if qemu_available(&format!("{test} on {:?}", Host::Qemu)) {
         hosts.push(Host::Qemu);
