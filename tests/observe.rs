@@ -96,7 +96,7 @@ fn the_report_agrees_with_the_kernel_and_its_schema() {
     assert_eq!(count(&g["events"]["written"]), count(&g["events"]["recorded"]));
     assert_eq!(count(&g["frames_in_use"]), 0);
     // Console output costs one port write a line (the console port's doorbell), not one a byte;
-    // the two more are the UART's interrupt enable (for input) and the exit port.
+    // the two more are the UART's interrupt enable (for input) and the shutdown port.
     let exits = &report["vm_exits"]["handled_by_lde"];
     let lines = out.stdout.lines().count() as u64;
     assert!(count(&exits["io_out"]) <= lines + 2, "{exits} for {lines} lines");

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use lde::layout;
 use lde_abi::cmdline::{DEFAULT_SLICE, DEFAULT_TIMER_HZ};
-use lde_abi::exit as code;
+use lde_abi::exit_code as code;
 
 const EXIT_CODES: &str = "\
 Exit status:

@@ -4,8 +4,8 @@
 //! Module map: [`layout`] is the guest-physical memory map; [`elf`] is the host's ELF reader
 //! (kernel checks, symbol lookup); [`boot`] loads the kernel and writes the PVH start info;
 //! [`initrd`] packs the programs; [`guest`] holds the embedded kernel and programs; [`vcpu`]
-//! runs the vCPU (with an optional exit hook); [`exit`] decides what each VM exit means;
-//! [`devices`] are the UART and the exit port; [`host`] says what KVM this is; [`terminal`] puts
+//! runs the vCPU (with an optional VM-exit hook); [`vmexit`] decides what each VM exit means;
+//! [`devices`] are the UART and the shutdown port; [`host`] says what KVM this is; [`terminal`] puts
 //! stdin in raw mode; [`vm`] builds a VM and runs it for one run; [`observe`] reads and reports
 //! the kernel's counters and KVM's; [`bench`] and [`probe`] are `lde bench` and `lde probe`.
 //! [`output`] writes output files whole or not at all; [`stdio`] is lde's own stdout and stderr;
@@ -29,7 +29,7 @@ pub mod boot;
 pub mod cpuid;
 pub mod devices;
 pub mod elf;
-pub mod exit;
+pub mod vmexit;
 pub mod files;
 pub mod gdb;
 pub mod guest;

@@ -62,7 +62,7 @@ fn main() -> ExitCode {
     };
     // A reader that went away ends lde quietly, whatever else happened (see lde::output).
     if lde::stdio::closed() {
-        return ExitCode::from(lde_abi::exit::OUTPUT_CLOSED);
+        return ExitCode::from(lde_abi::exit_code::OUTPUT_CLOSED);
     }
     code
 }

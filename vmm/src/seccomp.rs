@@ -7,7 +7,7 @@
 //! crashes, timeouts, signals, piped and terminal input) and are as short as those need.
 //! `ioctl` is allowed only with the requests each thread makes. A forbidden call raises SIGSYS;
 //! its handler restores the terminal, says which call it was in one line and exits
-//! [`lde_abi::exit::VMM_FAILED`]. `lde run --no-seccomp` runs without the filters, for
+//! [`lde_abi::exit_code::VMM_FAILED`]. `lde run --no-seccomp` runs without the filters, for
 //! debugging.
 //!
 //! Under `lde run --gdb` the vCPU thread serves GDB too and gets [`Thread::GdbVcpu`]'s list:
@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 
-use lde_abi::exit as code;
+use lde_abi::exit_code as code;
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule, TargetArch,
 };
@@ -105,7 +105,7 @@ fn specific(thread: Thread) -> (&'static [libc::c_long], &'static [u64]) {
     match thread {
         Thread::Vcpu => (
             // rt_sigreturn: the return from the kick handler that interrupts KVM_RUN; pread64:
-            // KVM's binary statistics, read by an exit hook at a boot milestone.
+            // KVM's binary statistics, read by a VM-exit hook at a boot milestone.
             &[libc::SYS_rt_sigreturn, libc::SYS_pread64],
             &[request::KVM_RUN, request::KVM_GET_REGS, request::KVM_GET_SREGS, request::TCSETS, request::TCGETS],
         ),

@@ -5,7 +5,7 @@
 //! process is not killed by it). lde's crates replace both macros (and `print!`, `eprint!`) with
 //! ones that call [`print`]: a failed write is dropped, and a broken pipe is noted as
 //! [`closed`]. A run stops when its output is closed (the event loop watches [`closed_event`])
-//! and lde then exits [`lde_abi::exit::OUTPUT_CLOSED`] (141, as a shell reports a process killed
+//! and lde then exits [`lde_abi::exit_code::OUTPUT_CLOSED`] (141, as a shell reports a process killed
 //! by SIGPIPE), without a message: a tool whose reader went away stops quietly.
 
 use std::fmt;

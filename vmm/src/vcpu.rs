@@ -3,7 +3,7 @@
 //!
 //! The run loop is a small state machine: `Running` until an exit's [`Action`] or a stop request
 //! ends it. A stop request (Ctrl-C, timeout) sets a flag and kicks the thread out of `KVM_RUN`
-//! with [`KICK_SIGNAL`]. An [`ExitHook`] installed by the caller sees every exit and how long
+//! with [`KICK_SIGNAL`]. An [`VmExitHook`] installed by the caller sees every exit and how long
 //! its `KVM_RUN` took, without the loop knowing what it measures.
 
 use std::fmt::Write as _;
@@ -14,7 +14,7 @@ use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
 
 use crate::boot::BootEntry;
 use crate::devices::Devices;
-use crate::exit::{handle_exit, Action, Crash, ExitCounts};
+use crate::vmexit::{handle_vmexit, Action, Crash, VmExitCounts};
 
 /// CR0.PE: protected mode.
 const CR0_PE: u64 = 1;
@@ -24,8 +24,8 @@ const RFLAGS_RESERVED: u64 = 0x2;
 /// How a vCPU run ended.
 #[derive(Debug)]
 pub enum VcpuEnd {
-    /// The guest wrote this code to the exit port.
-    GuestExit(u32),
+    /// The guest wrote this code to the shutdown port.
+    Shutdown(u32),
     /// The guest crashed; the register dump follows the reason.
     Crash(Crash, String),
     /// The VMM asked the vCPU to stop (signal or timeout).
@@ -84,7 +84,7 @@ pub fn setup_pvh(kvm: &Kvm, vcpu: &VcpuFd, boot: BootEntry) -> Result<(), kvm_io
 /// Sees every VM exit before it is handled, with the host TSC cycles of the `KVM_RUN` call that
 /// ended in it (guest entry, guest work, exit back to lde). `lde bench` times port writes with
 /// one and notes boot milestones with another; a run without a hook pays nothing for it.
-pub trait ExitHook: Send {
+pub trait VmExitHook: Send {
     fn after_exit(&mut self, exit: &VcpuExit<'_>, cycles: u64);
 
     /// Called once before the vCPU first runs, where KVM offers the vCPU's statistics: a hook
@@ -97,8 +97,8 @@ pub fn run(
     vcpu: &mut VcpuFd,
     devices: &mut Devices,
     stop: &AtomicBool,
-    counts: &ExitCounts,
-    mut hook: Option<&mut dyn ExitHook>,
+    counts: &VmExitCounts,
+    mut hook: Option<&mut dyn VmExitHook>,
 ) -> VcpuEnd {
     loop {
         if stop.load(Ordering::Acquire) {
@@ -110,14 +110,14 @@ pub fn run(
                 if let (Some(hook), Some(t0)) = (hook.as_deref_mut(), t0) {
                     hook.after_exit(&exit, rdtsc().saturating_sub(t0));
                 }
-                handle_exit(exit, devices, counts)
+                handle_vmexit(exit, devices, counts)
             }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
             Err(e) => return VcpuEnd::Error(e),
         };
         match action {
             Action::Continue => {}
-            Action::GuestExit(code) => return VcpuEnd::GuestExit(code),
+            Action::Shutdown(code) => return VcpuEnd::Shutdown(code),
             Action::Crash(crash) => {
                 let mut dump = dump_registers(vcpu);
                 if crash == Crash::InternalError {

@@ -7,7 +7,7 @@
 
 pub mod boot;
 pub mod cmdline;
-pub mod exit;
+pub mod exit_code;
 pub mod histogram;
 pub mod ports;
 pub mod stats;

@@ -7,13 +7,13 @@ pub const SERIAL_PORT_SIZE: u16 = 8;
 /// Legacy IRQ line of COM1.
 pub const SERIAL_IRQ: u32 = 4;
 
-/// The exit port: a 32-bit `out` of an exit code here ends the VM with that code.
+/// The shutdown port: a 32-bit `out` of an exit code here ends the VM with that code.
 ///
 /// Under QEMU this is the `isa-debug-exit` device (`iobase=0xf4,iosize=0x04`), which makes QEMU
 /// exit with `(code << 1) | 1`; `scripts/qemu.sh` undoes that.
-pub const EXIT_PORT: u16 = 0xf4;
-/// Width of the exit port in bytes.
-pub const EXIT_PORT_SIZE: u16 = 4;
+pub const SHUTDOWN_PORT: u16 = 0xf4;
+/// Width of the shutdown port in bytes.
+pub const SHUTDOWN_PORT_SIZE: u16 = 4;
 
 /// The input-status port (lde only): an 8-bit read returns [`INPUT_OPEN`] while lde's standard
 /// input may still bring bytes, [`INPUT_ENDED`] once it has closed and every byte has been

@@ -21,7 +21,7 @@ use crate::arch::switch::new_process_stack;
 use crate::mm::Frames;
 use crate::process::{DemandZero, Kernel, DEMAND_ZERO_REGIONS};
 use crate::stacks::{kstack_top, saved_rsp};
-use crate::stats::{self, publish};
+use crate::counters::{self, publish};
 use crate::{println, time};
 
 const PAGE: u64 = 4096;
@@ -108,11 +108,11 @@ pub fn spawn(k: &mut Kernel, spec: &Spec, parent: u32) -> Result<u32, SpawnError
             k.procs.make_ready(slot);
             let pid = k.procs.get(slot).pid;
             let in_use = k.frames.in_use();
-            stats::update(|page| {
+            counters::update(|page| {
                 page.spawned += 1;
                 page.frames_in_use = in_use;
                 publish(page, slot, k.procs.get(slot));
-                stats::event(page, rdtsc(), EV_SPAWN, pid, parent);
+                counters::event(page, rdtsc(), EV_SPAWN, pid, parent);
             });
             Ok(pid)
         }

@@ -1,7 +1,7 @@
 //! A trap the kernel has no answer for (a fault in ring 0, a machine check): say which stack
 //! overflowed if the fault hit a guard page, print the trap and every register, and shut down.
 
-use lde_abi::exit;
+use lde_abi::exit_code as exit;
 use lde_kcore::trap::mnemonic;
 
 use crate::arch::cpu;

@@ -4,7 +4,7 @@
 use core::sync::atomic::Ordering;
 
 use lde_abi::user::USER_BASE;
-use lde_abi::{cmdline as keys, exit};
+use lde_abi::{cmdline as keys, exit_code as exit};
 use lde_kcore::args::Spec;
 
 use crate::arch::mem::Frame;
@@ -13,7 +13,7 @@ use crate::arch::{boot, cpu, idt, lapic};
 use crate::exec::SpawnError;
 use crate::mm::Frames;
 use crate::process::KERNEL;
-use crate::{exec, println, stats, trap};
+use crate::{counters, exec, println, trap};
 
 /// Runs the hook the command line names, if any. Called at boot, before any program starts,
 /// with the kernel's protections in place.
@@ -61,7 +61,7 @@ pub fn run(hook: Option<&str>) {
         Some(keys::TEST_DIRTY_RAM) => println!("kernel: test hook: RAM was left dirty by the loader"),
         Some(keys::TEST_DIE_MID_UPDATE) => {
             println!("kernel: test hook: shutting down in the middle of a stats update");
-            stats::update(|page| {
+            counters::update(|page| {
                 page.ticks = keys::TORN_TICKS;
                 cpu::shutdown(exit::KERNEL_PANIC)
             })
@@ -100,7 +100,7 @@ fn hostile_stats() {
         (MAX, MAX, MAX, MAX, MAX, MAX);
     proc.syscalls = [MAX; lde_abi::stats::CALLS_MAX];
     let event = |n: u64, tsc: u64, kind: u16| Event { seq: n.wrapping_add(1), tsc, kind, pid: 1, arg: u32::MAX };
-    stats::update(|page| {
+    counters::update(|page| {
         (page.tsc_hz, page.boot_tsc, page.now_tsc, page.ticks) = (1, 0, MAX, MAX);
         (page.syscall_arch, page.syscall_recovered, page.int80_arch, page.int80_recovered) = (MAX, MAX, MAX, MAX);
         (page.switches, page.kills, page.spawned, page.idle_cycles, page.frames_in_use) = (MAX, MAX, MAX, MAX, MAX);
@@ -124,7 +124,7 @@ fn hostile_stats() {
         core::hint::spin_loop();
     }
     // The counts wrap: entries 0, 1 and 2 after u64::MAX of them.
-    stats::update(|page| {
+    counters::update(|page| {
         for (n, tsc, kind) in [(0, MAX, EV_SWITCH_IN), (1, 0, EV_SYSCALL), (2, 5, EV_TICK)] {
             page.events[n as usize] = event(n, tsc, kind);
         }

@@ -3,7 +3,7 @@
 use lde_abi::stats::EV_IDLE;
 
 use crate::arch::cpu::{self, rdtsc};
-use crate::stats;
+use crate::counters;
 use crate::time::{self, TimerMode};
 
 /// Halts until an interrupt (timer tick, sleeper's deadline, serial input) has been handled.
@@ -16,8 +16,8 @@ pub fn wait_for_work(next_wake: Option<u64>) {
         }
     }
     let start = rdtsc();
-    stats::update(|page| stats::event(page, start, EV_IDLE, 0, 0));
+    counters::update(|page| counters::event(page, start, EV_IDLE, 0, 0));
     cpu::wait_for_interrupt();
     let end = rdtsc();
-    stats::update(|page| page.idle_cycles += end - start);
+    counters::update(|page| page.idle_cycles += end - start);
 }

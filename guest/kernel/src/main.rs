@@ -1,7 +1,7 @@
 //! The lde kernel.
 //!
 //! Boot order: PVH entry (arch/x86_64/boot.rs) → `kernel_main` → serial, GDT/TSS, IDT, LAPIC →
-//! banner → the work → shutdown through the exit port with a code from `lde_abi::exit`.
+//! banner → the work → shutdown through the shutdown port with a code from `lde_abi::exit_code`.
 #![no_std]
 #![no_main]
 
@@ -19,7 +19,7 @@ mod mm;
 mod process;
 mod sched;
 mod stacks;
-mod stats;
+mod counters;
 mod sync;
 mod syscall;
 mod tick;
@@ -28,7 +28,7 @@ mod trap;
 
 use core::panic::PanicInfo;
 
-use lde_abi::exit;
+use lde_abi::exit_code as exit;
 use lde_kcore::memmap;
 
 use arch::{cpu, entry, gdt, idt, lapic, pic, serial};
@@ -59,7 +59,7 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
     };
     let config = config::parse(boot.cmdline());
     cpu::MILESTONES.store(config.milestones, core::sync::atomic::Ordering::Relaxed);
-    stats::VERBOSE.store(config.verbose, core::sync::atomic::Ordering::Relaxed);
+    counters::VERBOSE.store(config.verbose, core::sync::atomic::Ordering::Relaxed);
 
     // SAFETY: the boot data has been copied; nothing else lives in page 0.
     unsafe { arch::boot::unmap_page0() };
@@ -105,7 +105,7 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
     entry::init_syscall();
     let protection = cpu::enable_protection();
     doors::self_test();
-    stats::update(|page| {
+    counters::update(|page| {
         page.protection = protection.bits();
         page.doors = doors::encoded();
     });
@@ -126,7 +126,7 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
     let code = if failed { exit::PROCESS_FAILED } else { exit::SUCCESS };
     let now = cpu::rdtsc();
     let (in_use, available) = KERNEL.with(|k| (k.frames.in_use(), k.frames.available()));
-    stats::update(|page| {
+    counters::update(|page| {
         page.now_tsc = now;
         page.frames_in_use = in_use;
         page.finished = 1;
@@ -134,8 +134,8 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
         page.traps[arch::vectors::NMI_VECTOR as usize] += trap::NMIS.load(core::sync::atomic::Ordering::Relaxed);
     });
     console::start_line();
-    if stats::verbose() {
-        stats::print(time::missed_ticks, time::punctual_ticks());
+    if counters::verbose() {
+        counters::print(time::missed_ticks, time::punctual_ticks());
         println!("stats: frames in_use={in_use} available={available}");
     }
     Line::new().str("kernel: all processes ended, shutting down with code ").dec(u64::from(code)).end();

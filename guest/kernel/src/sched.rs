@@ -20,7 +20,7 @@ use crate::console::Line;
 use crate::exec::spawn_pending;
 use crate::process::{Kernel, KERNEL};
 use crate::stacks::{kstack_top, saved_rsp, KSTACK_SIZE, SCHED_RSP};
-use crate::stats::{self, print_acct, publish};
+use crate::counters::{self, print_acct, publish};
 use crate::{idle, time};
 
 /// What the scheduler does next.
@@ -78,7 +78,7 @@ fn pick(k: &mut Kernel) -> Next {
     let now = rdtsc();
     k.user_entry_tsc = now;
     let out = core::mem::take(&mut k.switch_out_tsc);
-    stats::update(|page| {
+    counters::update(|page| {
         if out != 0 {
             page.switch_cycles += now - out;
             page.switch_count += 1;
@@ -89,7 +89,7 @@ fn pick(k: &mut Kernel) -> Next {
         // Only what switching in changed; the rest is published when it switches out.
         page.procs[slot].state = ev::STATE_RUNNING;
         page.procs[slot].scheduled = k.procs.get(slot).acct.scheduled;
-        stats::event(page, now, ev::EV_SWITCH_IN, pid, 0);
+        counters::event(page, now, ev::EV_SWITCH_IN, pid, 0);
     });
     if !k.entered_user {
         k.entered_user = true;
@@ -110,7 +110,7 @@ fn switched_back(k: &mut Kernel, slot: usize) {
             space.destroy(&mut k.frames);
         }
         let in_use = k.frames.in_use();
-        stats::update(|page| {
+        counters::update(|page| {
             page.current_pid = 0;
             page.frames_in_use = in_use;
             publish(page, slot, k.procs.get(slot));
@@ -118,9 +118,9 @@ fn switched_back(k: &mut Kernel, slot: usize) {
         k.procs.reap(slot);
         spawn_pending(k);
     } else {
-        stats::update(|page| {
+        counters::update(|page| {
             page.current_pid = 0;
-            stats::publish_counters(page, slot, k.procs.get(slot));
+            counters::publish_counters(page, slot, k.procs.get(slot));
         });
     }
 }
@@ -136,9 +136,9 @@ pub fn wake_due_sleepers(k: &mut Kernel, now: u64) {
             woken[n] = pids[slot];
             n += 1;
         });
-        stats::update(|page| {
+        counters::update(|page| {
             for &pid in &woken[..n] {
-                stats::event(page, now, ev::EV_WAKE, pid, 0);
+                counters::event(page, now, ev::EV_WAKE, pid, 0);
             }
         });
     }
@@ -148,7 +148,7 @@ pub fn wake_due_sleepers(k: &mut Kernel, now: u64) {
 pub fn wake_readers(k: &mut Kernel) {
     let now = rdtsc();
     let pids: [u32; MAX_PROCS] = core::array::from_fn(|s| k.procs.get(s).pid);
-    k.procs.wake_readers(|slot| stats::update(|page| stats::event(page, now, ev::EV_WAKE, pids[slot], 1)));
+    k.procs.wake_readers(|slot| counters::update(|page| counters::event(page, now, ev::EV_WAKE, pids[slot], 1)));
 }
 
 /// Switches from the running process in `slot` (whose state the caller has already changed)
@@ -170,7 +170,7 @@ unsafe fn switch_to_scheduler(slot: usize, why: u32) {
         let now = rdtsc();
         // An ending process's switch includes freeing its memory: not a plain switch.
         k.switch_out_tsc = if why == OUT_END { 0 } else { now };
-        stats::update(|page| stats::event(page, now, ev::EV_SWITCH_OUT, pid, why));
+        counters::update(|page| counters::event(page, now, ev::EV_SWITCH_OUT, pid, why));
     });
     // SAFETY: SCHED_RSP was saved by the scheduler's switch into this process, on the boot
     // stack, which stays live; interrupts are off (the caller's contract).
@@ -209,7 +209,7 @@ pub unsafe fn block_current(state: State) {
             State::Waiting => 2,
             _ => 0,
         };
-        stats::update(|page| stats::event(page, rdtsc(), ev::EV_BLOCK, pid, what));
+        counters::update(|page| counters::event(page, rdtsc(), ev::EV_BLOCK, pid, what));
         slot
     });
     // SAFETY: the caller's contract.
@@ -229,10 +229,10 @@ pub unsafe fn end_current(end: End) -> ! {
         let parent_pid = parent.map(|s| k.procs.get(s).pid);
         let p = k.procs.get(slot);
         let now = rdtsc();
-        stats::update(|page| {
-            stats::record_end(page, p);
+        counters::update(|page| {
+            counters::record_end(page, p);
             if let Some(pid) = parent_pid {
-                stats::event(page, now, ev::EV_WAKE, pid, 2);
+                counters::event(page, now, ev::EV_WAKE, pid, 2);
             }
         });
         // The fixed-form line starts on a line of its own, whatever the process left unfinished.
@@ -247,7 +247,7 @@ pub unsafe fn end_current(end: End) -> ! {
                     .str(" status=")
                     .dec(u64::from(status))
                     .end();
-                stats::update(|page| stats::event(page, now, ev::EV_EXIT, p.pid, u32::from(status)));
+                counters::update(|page| counters::event(page, now, ev::EV_EXIT, p.pid, u32::from(status)));
             }
             End::Killed { vector, rip } => {
                 Line::new()
@@ -260,9 +260,9 @@ pub unsafe fn end_current(end: End) -> ! {
                     .str(" rip=")
                     .hex(rip)
                     .end();
-                stats::update(|page| {
+                counters::update(|page| {
                     page.kills += 1;
-                    stats::event(page, now, ev::EV_FAULT, p.pid, u32::from(vector));
+                    counters::event(page, now, ev::EV_FAULT, p.pid, u32::from(vector));
                 });
             }
         }

@@ -17,7 +17,7 @@ use crate::exec::{self, SpawnError};
 use crate::input::{self, Available};
 use crate::process::KERNEL;
 use crate::sched::{block_current, end_current, yield_current};
-use crate::stats::{self, Arrival};
+use crate::counters::{self, Arrival};
 use crate::time;
 
 /// Performs the call described by `frame` (number in rax, arguments in rdi, rsi, rdx, r10, r8,
@@ -42,14 +42,14 @@ pub fn dispatch(frame: &mut TrapFrame, arrival: Arrival, vector: u64, now: u64) 
             k.procs.get_mut(slot).acct.syscalls[number as usize] += 1;
         }
         let pid = k.procs.get(slot).pid;
-        stats::update(|page| {
-            stats::count_trap(page, vector);
-            stats::count_arrival(page, arrival);
+        counters::update(|page| {
+            counters::count_trap(page, vector);
+            counters::count_arrival(page, arrival);
             if number < nr::COUNT {
                 page.calls[number as usize] += 1;
                 page.procs[slot].syscalls[number as usize] += 1;
             }
-            stats::event(page, now, EV_SYSCALL, pid, number.min(u64::from(u32::MAX)) as u32);
+            counters::event(page, now, EV_SYSCALL, pid, number.min(u64::from(u32::MAX)) as u32);
         });
         pid
     });

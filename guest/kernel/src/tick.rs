@@ -12,7 +12,7 @@ use crate::arch::lapic;
 use crate::arch::vectors::TIMER_VECTOR;
 use crate::process::KERNEL;
 use crate::sched::{self, end_current, yield_current};
-use crate::stats;
+use crate::counters;
 use crate::time::{self, TimerMode};
 
 /// What a tick does to the running process.
@@ -38,10 +38,10 @@ pub fn timer(frame: &TrapFrame, now: u64) {
         }
         let current = k.procs.current();
         let pid = current.map_or(0, |s| k.procs.get(s).pid);
-        stats::update(|page| {
+        counters::update(|page| {
             page.ticks += 1;
             page.now_tsc = now;
-            stats::event(page, now, EV_TICK, pid, 0);
+            counters::event(page, now, EV_TICK, pid, 0);
         });
         Some(match current {
             Some(slot) if frame.came_from_user() => {
@@ -63,7 +63,7 @@ pub fn timer(frame: &TrapFrame, now: u64) {
     });
     let Some(tick) = tick else { return };
     let end = rdtsc();
-    stats::update(|page| {
+    counters::update(|page| {
         page.tick_cycles += end - now;
         page.tick_count += 1;
     });

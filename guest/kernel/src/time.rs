@@ -15,7 +15,7 @@ use crate::console::Line;
 use crate::arch::cpu::{self, rdtsc};
 use crate::arch::lapic;
 use crate::println;
-use crate::stats;
+use crate::counters;
 use crate::sync::Global;
 
 /// The LAPIC timer's assumed rate when the TSC rate is not given.
@@ -251,7 +251,7 @@ fn init_clock(c: &mut Clock, config: &Config) {
         .dec(c.lapic_hz / 1_000_000);
     thousandths(&mut line, c.lapic_hz / 1000);
     line.str(" MHz").end();
-    stats::update(|page| {
+    counters::update(|page| {
         page.tsc_hz = c.tsc_hz;
         page.boot_tsc = c.boot_tsc;
         page.now_tsc = c.boot_tsc;
@@ -272,7 +272,7 @@ pub fn start() {
             let now = rdtsc();
             c.started = now;
             c.last_tick = now;
-            stats::update(|page| page.timer_started_tsc = now);
+            counters::update(|page| page.timer_started_tsc = now);
         }
         match c.mode {
             TimerMode::None => {}
@@ -354,6 +354,6 @@ pub fn stop() {
     lapic::stop();
     if mode() != TimerMode::None {
         let now = rdtsc();
-        stats::update(|page| page.timer_stopped_tsc = now);
+        counters::update(|page| page.timer_stopped_tsc = now);
     }
 }

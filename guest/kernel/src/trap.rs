@@ -17,7 +17,7 @@ use crate::arch::vectors::{
 };
 use crate::process::KERNEL;
 use crate::sched::end_current;
-use crate::stats::{self, Arrival};
+use crate::counters::{self, Arrival};
 use crate::{doors, exec, fatal, input, println, syscall, tick};
 
 /// Error-code bit of a fault in delivering through an IDT gate (the vector is in bits 3-10).
@@ -109,7 +109,7 @@ fn charge_user_time(now: u64) {
 
 /// Counts a trap by its vector (system calls are counted with their call).
 fn count_trap(vector: u64) {
-    stats::update(|page| stats::count_trap(page, vector));
+    counters::update(|page| counters::count_trap(page, vector));
 }
 
 /// Prepares the way back: the exit instruction, and the time ring 3 is entered.

@@ -1,5 +1,5 @@
 //! Taking the samples: boots the benchmark guest (and reads its `bench result` lines and
-//! door counters), times KVM_RUN round trips of bench-port writes with an exit hook, and samples
+//! door counters), times KVM_RUN round trips of bench-port writes with a VM-exit hook, and samples
 //! the host's own null system call.
 
 use std::io::Write;
@@ -12,7 +12,7 @@ use std::time::Instant;
 use super::{BenchConfig, Doors, Error};
 use crate::devices::serial::SharedBuffer;
 use crate::initrd::Programs;
-use crate::vcpu::ExitHook;
+use crate::vcpu::VmExitHook;
 use crate::{Outcome, RunConfig, RunReport};
 
 fn host_rdtsc() -> u64 {
@@ -60,7 +60,7 @@ impl BenchPortRoundTrips {
     }
 }
 
-impl ExitHook for BenchPortRoundTrips {
+impl VmExitHook for BenchPortRoundTrips {
     fn after_exit(&mut self, exit: &kvm_ioctls::VcpuExit<'_>, cycles: u64) {
         if matches!(exit, kvm_ioctls::VcpuExit::IoOut(BENCH_PORT, _)) {
             let mut v = self.0.lock().expect("samples lock poisoned");
@@ -129,8 +129,8 @@ pub(super) struct Boot<'a> {
     /// Where the serial output goes; it must also reach `transcript`.
     pub(super) console: Box<dyn Write + Send>,
     pub(super) transcript: SharedBuffer,
-    pub(super) hook: Option<Box<dyn ExitHook>>,
-    /// When the run starts (what an exit hook measures from).
+    pub(super) hook: Option<Box<dyn VmExitHook>>,
+    /// When the run starts (what a VM-exit hook measures from).
     pub(super) started: Instant,
 }
 
@@ -159,7 +159,7 @@ impl Boot<'_> {
         let run = crate::run(run_config)?;
         let transcript = String::from_utf8_lossy(&self.transcript.0.lock().expect("buffer lock poisoned")).into_owned();
         match &run.outcome {
-            Outcome::GuestExit(0) => Ok((run, transcript)),
+            Outcome::Shutdown(0) => Ok((run, transcript)),
             other => {
                 let tail: Vec<&str> = transcript.lines().rev().take(5).collect();
                 Err(Error::Guest(format!(

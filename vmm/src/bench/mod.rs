@@ -7,7 +7,7 @@
 //!
 //! This file is the catalogue of measurements and the sequence of a bench run;
 //! `measure.rs` boots the guest and takes the host samples, `insns.rs` counts instructions and
-//! boots the boot rows, `stats.rs` turns samples into statistics and compares runs,
+//! boots the boot rows, `percentiles.rs` turns samples into statistics and compares runs,
 //! `output.rs` is the report (JSON types, tables), `histogram.rs` draws the SVG histograms,
 //! `compare.rs` puts several hosts' results side by side, `insn_baseline.rs` keeps instruction
 //! counts in a file and checks a run against it.
@@ -18,7 +18,7 @@ pub mod insn_baseline;
 mod insns;
 mod measure;
 mod output;
-mod stats;
+mod percentiles;
 
 use std::sync::{Arc, Mutex};
 
@@ -26,12 +26,12 @@ pub use compare::{compare_svg, compare_table};
 pub use histogram::histogram_svg;
 pub use insns::{counted as insns_counted, BOOT_ROWS, PER_OP};
 pub use output::{table, BenchHost, BenchReport, BootMilestone, BootRow, Measurement, PerOpInsns};
-pub use stats::{compare, host_mismatch, parse_results, Change, Comparison, GuestResult};
+pub use percentiles::{compare, host_mismatch, parse_results, Change, Comparison, GuestResult};
 
 use crate::host::HostInfo;
 use crate::observe::report;
 use measure::{guest_run, host_syscall_samples};
-use stats::summarize;
+use percentiles::summarize;
 
 /// The value of the JSON's `schema` field.
 /// `lde-bench/4` added `unresolved` to each result (a row without figures says why).
@@ -78,8 +78,8 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Run(e) => e.exit_code(),
-            Error::Programs(_) | Error::NoMatch(_) | Error::NoInsns(_) => lde_abi::exit::USAGE,
-            Error::Guest(_) => lde_abi::exit::GUEST_CRASHED,
+            Error::Programs(_) | Error::NoMatch(_) | Error::NoInsns(_) => lde_abi::exit_code::USAGE,
+            Error::Guest(_) => lde_abi::exit_code::GUEST_CRASHED,
         }
     }
 }

@@ -13,7 +13,7 @@ use std::io;
 use std::path::PathBuf;
 
 use lde_abi::cmdline as keys;
-use lde_abi::exit as code;
+use lde_abi::exit_code as code;
 
 use crate::cli::{ProgramArgs, TimerMode};
 

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use lde::probe::Delivery;
 use lde::{host, Outcome, RunConfig};
-use lde_abi::exit as code;
+use lde_abi::exit_code as code;
 
 use super::Error;
 use crate::cli::ProbeArgs;

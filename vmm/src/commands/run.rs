@@ -102,7 +102,7 @@ pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode, Error> {
         }
     })?;
     match &report.outcome {
-        Outcome::GuestExit(_) => {}
+        Outcome::Shutdown(_) => {}
         Outcome::Crashed { crash, registers } => {
             eprintln!("lde: guest crashed: {crash}");
             registers.lines().for_each(|line| eprintln!("lde: {line}"));

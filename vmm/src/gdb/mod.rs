@@ -43,11 +43,11 @@ use vmm_sys_util::signal::SIGRTMIN;
 
 pub use conn::{Addr, ListenError, Listener, DEFAULT_ADDR};
 #[allow(unused_imports)] // named in the docs above
-use lde_abi::exit as code;
+use lde_abi::exit_code as code;
 pub use measure::{measure, Measured};
 
 use crate::devices::Devices;
-use crate::exit::ExitCounts;
+use crate::vmexit::VmExitCounts;
 use crate::vcpu::{self, VcpuEnd};
 use eventloop::EventLoop;
 use target::{DebugHost, TargetFault, VcpuTarget};
@@ -58,7 +58,7 @@ pub struct Session<'a> {
     pub vcpu: &'a mut VcpuFd,
     pub mem: GuestMemoryMmap,
     pub devices: &'a mut Devices,
-    pub counts: &'a ExitCounts,
+    pub counts: &'a VmExitCounts,
     pub stop: Arc<AtomicBool>,
     /// KVM can keep interrupts off during a single step (`KVM_CAP_SET_GUEST_DEBUG2`).
     pub block_irq: bool,

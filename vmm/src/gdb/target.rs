@@ -30,7 +30,7 @@ use super::int3::Int3s;
 use super::measure::Measured;
 use super::paging::Paging;
 use crate::devices::Devices;
-use crate::exit::{handle_exit, Action, ExitCounts};
+use crate::vmexit::{handle_vmexit, Action, VmExitCounts};
 use crate::vcpu::{self, VcpuEnd};
 
 /// The #BP vector, as `KVM_EXIT_DEBUG` names an `int3`.
@@ -68,7 +68,7 @@ pub struct VcpuTarget<'a> {
     pub vcpu: &'a mut VcpuFd,
     pub mem: GuestMemoryMmap,
     pub devices: &'a mut Devices,
-    pub counts: &'a ExitCounts,
+    pub counts: &'a VmExitCounts,
     pub stop: Arc<AtomicBool>,
     /// How the guest ended while GDB watched, if it did.
     pub end: Option<VcpuEnd>,
@@ -95,7 +95,7 @@ impl<'a> VcpuTarget<'a> {
         vcpu: &'a mut VcpuFd,
         mem: GuestMemoryMmap,
         devices: &'a mut Devices,
-        counts: &'a ExitCounts,
+        counts: &'a VmExitCounts,
         stop: Arc<AtomicBool>,
         host: DebugHost,
     ) -> Self {
@@ -193,14 +193,14 @@ impl<'a> VcpuTarget<'a> {
                 }
                 return Ok(self.debug_exit(debug.dr6));
             }
-            Ok(exit) => handle_exit(exit, self.devices, self.counts),
+            Ok(exit) => handle_vmexit(exit, self.devices, self.counts),
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => return Ok(None),
             Err(e) => return Err(TargetFault::Kvm(e)),
         };
         match action {
             Action::Continue => Ok(None),
-            Action::GuestExit(code) => {
-                self.end = Some(VcpuEnd::GuestExit(code));
+            Action::Shutdown(code) => {
+                self.end = Some(VcpuEnd::Shutdown(code));
                 Ok(Some(SingleThreadStopReason::Exited(code as u8)))
             }
             Action::Crash(crash) => {

@@ -1,6 +1,6 @@
 //! Boot milestones seen from the host. With `lde.milestones=1` on its command line the kernel
 //! writes one byte to `MILESTONE_PORT` right after its banner and just before it first enters
-//! ring 3; [`Milestones`], an exit hook, notes at each of those writes and at the exit-port
+//! ring 3; [`Milestones`], a VM-exit hook, notes at each of those writes and at the shutdown-port
 //! write that ends the run: KVM's count of emulated instructions (`insn_emulation`, where KVM
 //! offers it), the VM exits to lde so far and the wall time since the run started. A run
 //! without the hook pays nothing for it.
@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kvm_ioctls::VcpuExit;
-use lde_abi::ports::{EXIT_PORT, MILESTONE_BANNER, MILESTONE_FIRST_USER, MILESTONE_PORT};
+use lde_abi::ports::{SHUTDOWN_PORT, MILESTONE_BANNER, MILESTONE_FIRST_USER, MILESTONE_PORT};
 
 use super::kvm_stats::KvmStats;
-use crate::vcpu::ExitHook;
+use crate::vcpu::VmExitHook;
 
 /// KVM's statistic that counts emulated guest instructions (on PVM: every ring-0 instruction).
 pub const INSN_EMULATION: &str = "insn_emulation";
@@ -24,7 +24,7 @@ pub enum Milestone {
     Banner,
     /// The scheduler is about to enter ring 3 for the first time.
     FirstUser,
-    /// The kernel wrote its exit code to the exit port.
+    /// The kernel wrote its exit code to the shutdown port.
     Shutdown,
 }
 
@@ -103,13 +103,13 @@ impl Milestones {
                 }
                 fresh
             }
-            VcpuExit::IoOut(EXIT_PORT, _) => Some(Milestone::Shutdown),
+            VcpuExit::IoOut(SHUTDOWN_PORT, _) => Some(Milestone::Shutdown),
             _ => None,
         }
     }
 }
 
-impl ExitHook for Milestones {
+impl VmExitHook for Milestones {
     fn after_exit(&mut self, exit: &VcpuExit<'_>, _cycles: u64) {
         let wall = self.started.elapsed();
         let mut seen = self.seen.lock().expect("milestones lock poisoned");
@@ -143,7 +143,7 @@ mod tests {
             VcpuExit::IoOut(MILESTONE_PORT, &[MILESTONE_FIRST_USER]),
             VcpuExit::IoOut(MILESTONE_PORT, &[MILESTONE_BANNER]),
             VcpuExit::IoOut(MILESTONE_PORT, &[1, 0, 0, 0]),
-            VcpuExit::IoOut(EXIT_PORT, &code),
+            VcpuExit::IoOut(SHUTDOWN_PORT, &code),
         ];
         for exit in &exits {
             hook.after_exit(exit, 0);

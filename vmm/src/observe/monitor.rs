@@ -11,7 +11,7 @@ use event_manager::{EventOps, Events, MutEventSubscriber};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::timerfd::TimerFd;
 
-use crate::exit::{ExitCounts, ExitTotals};
+use crate::vmexit::{VmExitCounts, VmExitTotals};
 use crate::host::HostInfo;
 use crate::observe::recorder::Recorder;
 use crate::observe::report;
@@ -24,7 +24,7 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// What an observer sees at each poll.
 pub struct Live<'a> {
     pub recorder: &'a Recorder,
-    pub exits: ExitTotals,
+    pub exits: VmExitTotals,
     pub elapsed: Duration,
 }
 
@@ -35,7 +35,7 @@ pub type Observer = Box<dyn FnMut(&Live) + Send>;
 #[derive(Clone)]
 pub struct Shared {
     pub recorder: Arc<Mutex<Recorder>>,
-    pub exits: Arc<ExitCounts>,
+    pub exits: Arc<VmExitCounts>,
     pub started: Instant,
     pub host: HostInfo,
     pub tsc_khz: Option<u32>,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use lde_abi::stats::{Event, ProcStats, StatsPage, STATE_FREE};
 
-use crate::observe::stats::{Error, StatsReader};
+use crate::observe::stats_page::{Error, StatsReader};
 
 /// Most events kept for one run (about 24 MiB); later ones are counted as dropped.
 pub const MAX_EVENTS: usize = 1_000_000;
@@ -125,7 +125,7 @@ mod tests {
     #[test]
     fn ring_counts_from_a_hostile_page_saturate_and_going_back_is_flagged() {
         let mut recorder = Recorder::new_for_tests();
-        let addr = crate::observe::stats::find_symbol(crate::guest::KERNEL, lde_abi::stats::STATS_SYMBOL).unwrap();
+        let addr = crate::observe::stats_page::find_symbol(crate::guest::KERNEL, lde_abi::stats::STATS_SYMBOL).unwrap();
         let mem = recorder.reader.memory().clone();
         let events_written = GuestAddress(addr + offset_of!(StatsPage, events_written) as u64);
         // Two polls that each find nearly 2^63 events overwritten: more lost than a u64 holds.

@@ -11,7 +11,7 @@ use lde_abi::syscall::NAMES;
 use lde_kcore::trap::mnemonic;
 use serde::Serialize;
 
-use crate::exit::ExitTotals;
+use crate::vmexit::VmExitTotals;
 use crate::host::HostInfo;
 use crate::observe::recorder::Recorder;
 
@@ -61,7 +61,7 @@ pub struct Timing {
 #[derive(Serialize)]
 pub struct VmExits {
     /// Exits lde handled itself, by reason.
-    pub handled_by_lde: ExitTotals,
+    pub handled_by_lde: VmExitTotals,
     pub total: u64,
     /// KVM's own statistics of the vCPU (KVM_GET_STATS_FD), `null` where the host offers none.
     pub kvm: Option<BTreeMap<String, u64>>,

@@ -5,7 +5,7 @@ use lde_kcore::trap::mnemonic;
 
 use crate::host::KvmKind;
 use crate::observe::recorder::Recorder;
-use crate::observe::stats::{implausible, IMPLAUSIBLE};
+use crate::observe::stats_page::{implausible, IMPLAUSIBLE};
 
 /// Cycles as text with thousands separators.
 fn cycles(n: u64) -> String {

@@ -22,15 +22,15 @@ use super::signals::{self, SignalFd};
 use super::{Error, RunConfig};
 use crate::boot;
 use crate::devices::{new_serial, SerialDevice};
-use crate::exit::ExitCounts;
+use crate::vmexit::VmExitCounts;
 use crate::host::HostInfo;
 use crate::layout;
 use crate::observe::kvm_stats::KvmStats;
 use crate::observe::monitor::{ApiServer, Observer, Shared};
 use crate::observe::recorder::Recorder;
-use crate::observe::stats::StatsReader;
+use crate::observe::stats_page::StatsReader;
 use crate::seccomp::{self, Thread};
-use crate::vcpu::{self, ExitHook};
+use crate::vcpu::{self, VmExitHook};
 
 /// Address KVM needs for its three-page TSS on Intel hosts (unused by the guest).
 const KVM_TSS_ADDR: u64 = 0xfffb_d000;
@@ -110,9 +110,9 @@ pub struct Vm {
     pub(super) api: Option<ApiServer>,
     pub(super) shared: Option<Shared>,
     pub(super) observer: Option<Observer>,
-    pub(super) exit_hook: Option<Box<dyn ExitHook>>,
+    pub(super) exit_hook: Option<Box<dyn VmExitHook>>,
     pub(super) kvm_stats: Option<Arc<KvmStats>>,
-    pub(super) exits: Arc<ExitCounts>,
+    pub(super) exits: Arc<VmExitCounts>,
     pub(super) tsc_khz: Option<u32>,
     pub(super) timeout: Option<Duration>,
     pub(super) input: Option<RawFd>,
@@ -198,7 +198,7 @@ pub fn prepare(config: RunConfig) -> Result<Vm, Error> {
     if kvm_stats.is_none() {
         log::debug!("this KVM offers no binary statistics (KVM_GET_STATS_FD)");
     }
-    let exits = Arc::new(ExitCounts::default());
+    let exits = Arc::new(VmExitCounts::default());
     let shared = stats.map(|reader| Shared {
         recorder: Arc::new(Mutex::new(Recorder::new(reader))),
         exits: exits.clone(),
@@ -248,16 +248,16 @@ mod tests {
         assert!(matches!(check_mem(0), Err(Error::MemSize(0))));
         assert!(matches!(check_mem(layout::MEM_MAX_MIB + 1), Err(Error::MemSize(_))));
         assert_eq!(check_mem(128).unwrap(), 128 << 20);
-        assert_eq!(Error::MemSize(0).exit_code(), lde_abi::exit::USAGE);
+        assert_eq!(Error::MemSize(0).exit_code(), lde_abi::exit_code::USAGE);
     }
 
     #[test]
     fn kvm_errors_name_the_fix() {
         let missing = open_kvm(Path::new("/nonexistent/kvm")).err().unwrap();
         assert!(matches!(missing, Error::KvmMissing(_)));
-        assert_eq!(missing.exit_code(), lde_abi::exit::KVM_UNAVAILABLE);
+        assert_eq!(missing.exit_code(), lde_abi::exit_code::KVM_UNAVAILABLE);
         assert!(missing.to_string().contains("KVM is not available"));
         let not_kvm = open_kvm(Path::new("/dev/null")).err().unwrap();
-        assert_eq!(not_kvm.exit_code(), lde_abi::exit::KVM_UNAVAILABLE);
+        assert_eq!(not_kvm.exit_code(), lde_abi::exit_code::KVM_UNAVAILABLE);
     }
 }

@@ -10,7 +10,7 @@ use crate::host::HostInfo;
 use crate::layout;
 use crate::observe::monitor::Observer;
 use crate::seccomp::Thread;
-use crate::vcpu::ExitHook;
+use crate::vcpu::VmExitHook;
 
 /// What to run and how.
 pub struct RunConfig {
@@ -39,7 +39,7 @@ pub struct RunConfig {
     /// Called after every read of the stats page while the guest runs.
     pub observer: Option<Observer>,
     /// Called by the vCPU thread after every VM exit (`lde bench` times port writes with it).
-    pub exit_hook: Option<Box<dyn ExitHook>>,
+    pub exit_hook: Option<Box<dyn VmExitHook>>,
     /// Confine the vCPU and event-loop threads with seccomp filters (see [`crate::seccomp`]).
     pub seccomp: bool,
     /// Test hook: this thread attempts a call its filter forbids once the run is under way.

@@ -3,7 +3,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use lde_abi::exit as code;
+use lde_abi::exit_code as code;
 
 use crate::boot;
 use crate::layout;

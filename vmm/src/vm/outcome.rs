@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use lde_abi::exit as code;
+use lde_abi::exit_code as code;
 use lde_abi::stats::StatsPage;
 
-use crate::exit::{Crash, ExitTotals};
+use crate::vmexit::{Crash, VmExitTotals};
 use crate::host::HostInfo;
 use crate::observe::recorder::Recorder;
 use crate::observe::report;
@@ -14,8 +14,8 @@ use crate::observe::report;
 /// How a run ended.
 #[derive(Debug)]
 pub enum Outcome {
-    /// The guest shut down through the exit port with this code.
-    GuestExit(u32),
+    /// The guest shut down through the shutdown port with this code.
+    Shutdown(u32),
     /// The guest crashed.
     Crashed { crash: Crash, registers: String },
     /// `--timeout` expired; `held_by` says who had the CPU.
@@ -32,7 +32,7 @@ impl Outcome {
     /// The exit status of the lde process for this outcome.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Outcome::GuestExit(c) => *c as u8,
+            Outcome::Shutdown(c) => *c as u8,
             Outcome::Crashed { .. } => code::GUEST_CRASHED,
             Outcome::Timeout { .. } => code::TIMEOUT,
             Outcome::Interrupted(_) => code::INTERRUPTED,
@@ -51,7 +51,7 @@ pub struct RunReport {
     pub banner_after: Option<Duration>,
     /// From process start to the end of the run.
     pub ended_after: Duration,
-    pub exits: ExitTotals,
+    pub exits: VmExitTotals,
     /// KVM's statistics of the vCPU at the end, where the host offers them.
     pub kvm_stats: Option<std::collections::BTreeMap<String, u64>>,
     pub serial_bytes: u64,
@@ -69,7 +69,7 @@ impl RunReport {
     pub fn report(&self) -> report::Report {
         let run = self;
         let (kind, detail) = match &run.outcome {
-            Outcome::GuestExit(code) => ("exited", format!("the guest shut down with code {code}")),
+            Outcome::Shutdown(code) => ("exited", format!("the guest shut down with code {code}")),
             Outcome::Crashed { crash, .. } => ("crashed", crash.to_string()),
             Outcome::Timeout { after, held_by } => {
                 ("timeout", format!("still running after {} s: {held_by}", after.as_secs_f64()))
@@ -125,7 +125,7 @@ mod tests {
 
     #[test]
     fn outcomes_map_to_documented_codes() {
-        assert_eq!(Outcome::GuestExit(3).exit_code(), 3);
+        assert_eq!(Outcome::Shutdown(3).exit_code(), 3);
         let timeout = Outcome::Timeout { after: Duration::from_secs(1), held_by: String::new() };
         assert_eq!(timeout.exit_code(), 124);
         assert_eq!(Outcome::Interrupted(libc::SIGINT).exit_code(), 130);

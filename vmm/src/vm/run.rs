@@ -20,10 +20,10 @@ use super::nmi::NmiSender;
 use super::outcome::who_held_the_cpu;
 use super::signals::SignalFd;
 use super::{Error, Outcome, RunReport, Vm};
-use crate::devices::{ConsolePort, Devices, ExitPort, InputStatus, SerialInput};
+use crate::devices::{ConsolePort, Devices, ShutdownPort, InputStatus, SerialInput};
 use crate::observe::monitor::Poller;
 use crate::seccomp::Thread;
-use crate::vcpu::{self, ExitHook, VcpuEnd};
+use crate::vcpu::{self, VmExitHook, VcpuEnd};
 
 impl Vm {
     /// Runs the vCPU on its own thread and the event loop on another until the guest ends, the
@@ -104,7 +104,7 @@ impl Vm {
             let done = vcpu_done.try_clone().map_err(|e| Error::Host("eventfd", e))?;
             let mut devices = Devices {
                 serial: serial.clone(),
-                exit_port: ExitPort,
+                shutdown_port: ShutdownPort,
                 input_status: input_status.clone(),
                 console: ConsolePort::new(_mem.clone()),
             };
@@ -130,7 +130,7 @@ impl Vm {
                         }
                         None => match confine(vcpu_filter.as_ref(), check) {
                             Ok(()) => {
-                                let hook = exit_hook.as_deref_mut().map(|h| h as &mut dyn ExitHook);
+                                let hook = exit_hook.as_deref_mut().map(|h| h as &mut dyn VmExitHook);
                                 vcpu::run(&mut vcpu_fd, &mut devices, &stop, &counts, hook)
                             }
                             Err(e) => VcpuEnd::Confined(e),
@@ -198,7 +198,7 @@ impl Vm {
         let stats = recorder.as_ref().and_then(|r| r.last.as_deref());
 
         let outcome = match (host_stop, end) {
-            (_, VcpuEnd::GuestExit(c)) => Outcome::GuestExit(c),
+            (_, VcpuEnd::Shutdown(c)) => Outcome::Shutdown(c),
             (_, VcpuEnd::Crash(crash, registers)) => Outcome::Crashed { crash, registers },
             (_, VcpuEnd::Error(e)) => return Err(Error::VcpuRun(e)),
             (_, VcpuEnd::Confined(e)) => return Err(Error::Seccomp(e)),

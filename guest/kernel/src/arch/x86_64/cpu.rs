@@ -6,10 +6,10 @@ use x86_64::instructions::port::Port;
 use x86_64::registers::control::{Cr2, Cr4, Cr4Flags};
 use x86_64::registers::model_specific::Msr;
 
-/// Ends the VM with `code` through the exit port; halts forever if no exit device answered.
+/// Ends the VM with `code` through the shutdown port; halts forever if no exit device answered.
 pub fn shutdown(code: u32) -> ! {
-    let mut port = Port::<u32>::new(lde_abi::ports::EXIT_PORT);
-    // SAFETY: the exit port belongs to the VMM's (or QEMU's isa-debug-exit) exit device; a
+    let mut port = Port::<u32>::new(lde_abi::ports::SHUTDOWN_PORT);
+    // SAFETY: the shutdown port belongs to the VMM's (or QEMU's isa-debug-exit) exit device; a
     // write there has no effect on guest memory.
     unsafe { port.write(code) };
     halt_forever()

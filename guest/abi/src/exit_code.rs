@@ -1,4 +1,4 @@
-//! Exit codes: what the guest reports through the exit port, and what the VMM adds of its own.
+//! Exit codes: what the guest reports through the shutdown port, and what the VMM adds of its own.
 //!
 //! The guest's codes are passed through as the `lde` process's exit status. The VMM's own
 //! failures use codes the guest never writes, so a script can tell the two apart.

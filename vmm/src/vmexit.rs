@@ -1,4 +1,4 @@
-//! What each VM exit means: a pure `handle_exit(exit, devices) -> Action`, which unit tests
+//! What each VM exit means: a pure `handle_vmexit(exit, devices) -> Action`, which unit tests
 //! feed synthetic exits.
 
 use std::sync::atomic::AtomicU64;
@@ -9,8 +9,8 @@ use lde_abi::ports::{
     BENCH_PORT, CONSOLE_PORT, INPUT_ENDED, INPUT_OPEN, INPUT_STATUS_PORT, MILESTONE_PORT, SERIAL_PORT, SERIAL_PORT_SIZE,
 };
 
-use crate::devices::exit_port::ExitRequest;
-use crate::devices::{lock_serial, Devices, ExitPort};
+use crate::devices::shutdown_port::ShutdownRequest;
+use crate::devices::{lock_serial, Devices, ShutdownPort};
 
 /// What the run loop does after an exit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,7 +18,7 @@ pub enum Action {
     /// Re-enter the guest.
     Continue,
     /// The guest shut down with this exit code.
-    GuestExit(u32),
+    Shutdown(u32),
     /// The guest is dead or did something lde cannot go on from.
     Crash(Crash),
 }
@@ -34,7 +34,7 @@ pub enum Crash {
     FailEntry(u64),
     /// KVM_EXIT_HLT: the vCPU halted for good (in-kernel LAPIC halts never reach us otherwise).
     Halted,
-    /// The guest wrote a value outside 0..=63 to the exit port.
+    /// The guest wrote a value outside 0..=63 to the shutdown port.
     BadExitCode(u32),
     /// An exit lde has no handler for.
     Unexpected(&'static str),
@@ -47,7 +47,7 @@ impl std::fmt::Display for Crash {
             Crash::InternalError => write!(f, "KVM internal error (KVM_EXIT_INTERNAL_ERROR)"),
             Crash::FailEntry(reason) => write!(f, "VM entry failed, hardware reason {reason:#x}"),
             Crash::Halted => write!(f, "the vCPU halted with no way to wake (KVM_EXIT_HLT)"),
-            Crash::BadExitCode(v) => write!(f, "the guest wrote {v:#x} to the exit port, not a code in 0..=63"),
+            Crash::BadExitCode(v) => write!(f, "the guest wrote {v:#x} to the shutdown port, not a code in 0..=63"),
             Crash::Unexpected(what) => write!(f, "unexpected VM exit {what}"),
         }
     }
@@ -56,7 +56,7 @@ impl std::fmt::Display for Crash {
 /// Counts of the exits lde handled, by reason, shared between the vCPU thread (which counts)
 /// and whoever reports them while the guest runs.
 #[derive(Debug, Default)]
-pub struct ExitCounts {
+pub struct VmExitCounts {
     pub io_in: AtomicU64,
     pub io_out: AtomicU64,
     pub mmio: AtomicU64,
@@ -68,18 +68,18 @@ pub struct ExitCounts {
     pub milestones: AtomicU64,
 }
 
-/// A copy of [`ExitCounts`] at one moment.
+/// A copy of [`VmExitCounts`] at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct ExitTotals {
+pub struct VmExitTotals {
     pub io_in: u64,
     pub io_out: u64,
     pub mmio: u64,
     pub other: u64,
 }
 
-impl ExitCounts {
-    pub fn totals(&self) -> ExitTotals {
-        ExitTotals {
+impl VmExitCounts {
+    pub fn totals(&self) -> VmExitTotals {
+        VmExitTotals {
             io_in: self.io_in.load(Relaxed),
             io_out: self.io_out.load(Relaxed),
             mmio: self.mmio.load(Relaxed),
@@ -88,7 +88,7 @@ impl ExitCounts {
     }
 }
 
-impl ExitTotals {
+impl VmExitTotals {
     /// All of them (saturated: a guest decides how many exits it makes).
     pub fn total(&self) -> u64 {
         [self.io_out, self.mmio, self.other].iter().fold(self.io_in, |sum, &n| sum.saturating_add(n))
@@ -100,7 +100,7 @@ fn serial_offset(port: u16) -> Option<u8> {
 }
 
 /// Decides what `exit` means and performs its device access.
-pub fn handle_exit(exit: VcpuExit, devices: &mut Devices, counts: &ExitCounts) -> Action {
+pub fn handle_vmexit(exit: VcpuExit, devices: &mut Devices, counts: &VmExitCounts) -> Action {
     match exit {
         VcpuExit::IoOut(port, data) => {
             counts.io_out.fetch_add(1, Relaxed);
@@ -128,10 +128,10 @@ pub fn handle_exit(exit: VcpuExit, devices: &mut Devices, counts: &ExitCounts) -
                 counts.milestones.fetch_add(1, Relaxed);
                 return Action::Continue;
             }
-            if ExitPort::claims(port) {
-                return match devices.exit_port.write(port, data) {
-                    ExitRequest::Exit(code) => Action::GuestExit(code),
-                    ExitRequest::Invalid(v) => Action::Crash(Crash::BadExitCode(v)),
+            if ShutdownPort::claims(port) {
+                return match devices.shutdown_port.write(port, data) {
+                    ShutdownRequest::Shutdown(code) => Action::Shutdown(code),
+                    ShutdownRequest::Invalid(v) => Action::Crash(Crash::BadExitCode(v)),
                 };
             }
             log::debug!("ignored write to unclaimed port {port:#x}: {data:?}");
@@ -196,7 +196,7 @@ fn exit_name(exit: &VcpuExit) -> &'static str {
 mod tests {
     use super::*;
     use crate::devices::serial::{new_serial, SharedBuffer};
-    use lde_abi::ports::EXIT_PORT;
+    use lde_abi::ports::SHUTDOWN_PORT;
     use std::sync::{Arc, Mutex};
 
     fn devices() -> (Devices, SharedBuffer) {
@@ -205,7 +205,7 @@ mod tests {
         let mem = vm_memory::GuestMemoryMmap::from_ranges(&[(vm_memory::GuestAddress(0), 0x10_0000)]).unwrap();
         let devices = Devices {
             serial: Arc::new(Mutex::new(serial)),
-            exit_port: ExitPort,
+            shutdown_port: ShutdownPort,
             input_status: Default::default(),
             console: crate::devices::ConsolePort::new(mem),
         };
@@ -215,17 +215,17 @@ mod tests {
     #[test]
     fn serial_output_reaches_the_console() {
         let (mut dev, out) = devices();
-        let counts = ExitCounts::default();
+        let counts = VmExitCounts::default();
         for b in b"hi\n" {
-            let action = handle_exit(VcpuExit::IoOut(SERIAL_PORT, &[*b]), &mut dev, &counts);
+            let action = handle_vmexit(VcpuExit::IoOut(SERIAL_PORT, &[*b]), &mut dev, &counts);
             assert_eq!(action, Action::Continue);
         }
         assert_eq!(&*out.0.lock().unwrap(), b"hi\n");
         // LSR (offset 5) says the transmitter is empty.
         let mut lsr = [0u8];
-        handle_exit(VcpuExit::IoIn(SERIAL_PORT + 5, &mut lsr), &mut dev, &counts);
+        handle_vmexit(VcpuExit::IoIn(SERIAL_PORT + 5, &mut lsr), &mut dev, &counts);
         assert_eq!(lsr[0] & 0x20, 0x20);
-        assert_eq!(counts.totals(), ExitTotals { io_in: 1, io_out: 3, mmio: 0, other: 0 });
+        assert_eq!(counts.totals(), VmExitTotals { io_in: 1, io_out: 3, mmio: 0, other: 0 });
     }
 
     #[test]
@@ -238,22 +238,22 @@ mod tests {
         })
         .join();
         assert!(dev.serial.is_poisoned());
-        let counts = ExitCounts::default();
-        assert_eq!(handle_exit(VcpuExit::IoOut(SERIAL_PORT, b"k"), &mut dev, &counts), Action::Continue);
+        let counts = VmExitCounts::default();
+        assert_eq!(handle_vmexit(VcpuExit::IoOut(SERIAL_PORT, b"k"), &mut dev, &counts), Action::Continue);
         let mut lsr = [0u8];
-        assert_eq!(handle_exit(VcpuExit::IoIn(SERIAL_PORT + 5, &mut lsr), &mut dev, &counts), Action::Continue);
+        assert_eq!(handle_vmexit(VcpuExit::IoIn(SERIAL_PORT + 5, &mut lsr), &mut dev, &counts), Action::Continue);
         assert_eq!(&*out.0.lock().unwrap(), b"k");
     }
 
     #[test]
-    fn exit_port_ends_the_run() {
+    fn shutdown_port_ends_the_run() {
         let (mut dev, _) = devices();
-        let counts = ExitCounts::default();
+        let counts = VmExitCounts::default();
         let code = 3u32.to_le_bytes();
-        assert_eq!(handle_exit(VcpuExit::IoOut(EXIT_PORT, &code), &mut dev, &counts), Action::GuestExit(3));
+        assert_eq!(handle_vmexit(VcpuExit::IoOut(SHUTDOWN_PORT, &code), &mut dev, &counts), Action::Shutdown(3));
         let bad = 0x1234u32.to_le_bytes();
         assert_eq!(
-            handle_exit(VcpuExit::IoOut(EXIT_PORT, &bad), &mut dev, &counts),
+            handle_vmexit(VcpuExit::IoOut(SHUTDOWN_PORT, &bad), &mut dev, &counts),
             Action::Crash(Crash::BadExitCode(0x1234))
         );
     }
@@ -261,22 +261,22 @@ mod tests {
     #[test]
     fn unclaimed_ports_and_mmio_float_high() {
         let (mut dev, _) = devices();
-        let counts = ExitCounts::default();
+        let counts = VmExitCounts::default();
         let mut data = [0u8; 2];
-        assert_eq!(handle_exit(VcpuExit::IoIn(0x60, &mut data), &mut dev, &counts), Action::Continue);
+        assert_eq!(handle_vmexit(VcpuExit::IoIn(0x60, &mut data), &mut dev, &counts), Action::Continue);
         assert_eq!(data, [0xff, 0xff]);
         let mut word = [0u8; 4];
-        assert_eq!(handle_exit(VcpuExit::MmioRead(0xd000_0000, &mut word), &mut dev, &counts), Action::Continue);
+        assert_eq!(handle_vmexit(VcpuExit::MmioRead(0xd000_0000, &mut word), &mut dev, &counts), Action::Continue);
         assert_eq!(word, [0xff; 4]);
-        assert_eq!(handle_exit(VcpuExit::IoOut(0x80, &[1]), &mut dev, &counts), Action::Continue);
+        assert_eq!(handle_vmexit(VcpuExit::IoOut(0x80, &[1]), &mut dev, &counts), Action::Continue);
     }
 
     #[test]
     fn milestone_writes_are_counted_whatever_their_value() {
         let (mut dev, _) = devices();
-        let counts = ExitCounts::default();
+        let counts = VmExitCounts::default();
         for data in [&[1u8][..], &[2], &[0xff], &[7, 7, 7, 7], &[]] {
-            assert_eq!(handle_exit(VcpuExit::IoOut(MILESTONE_PORT, data), &mut dev, &counts), Action::Continue);
+            assert_eq!(handle_vmexit(VcpuExit::IoOut(MILESTONE_PORT, data), &mut dev, &counts), Action::Continue);
         }
         assert_eq!(counts.milestones.load(Relaxed), 5);
         assert_eq!(counts.totals().io_out, 5);
@@ -285,14 +285,14 @@ mod tests {
     #[test]
     fn input_status_reads_open_then_ended() {
         let (mut dev, _) = devices();
-        let counts = ExitCounts::default();
+        let counts = VmExitCounts::default();
         let mut b = [0xaau8];
-        handle_exit(VcpuExit::IoIn(INPUT_STATUS_PORT, &mut b), &mut dev, &counts);
+        handle_vmexit(VcpuExit::IoIn(INPUT_STATUS_PORT, &mut b), &mut dev, &counts);
         assert_eq!(b[0], INPUT_OPEN);
         // Once the serial input has handed over its last byte and seen the end.
         dev.input_status.set_ended();
         let mut b = [0xaau8];
-        assert_eq!(handle_exit(VcpuExit::IoIn(INPUT_STATUS_PORT, &mut b), &mut dev, &counts), Action::Continue);
+        assert_eq!(handle_vmexit(VcpuExit::IoIn(INPUT_STATUS_PORT, &mut b), &mut dev, &counts), Action::Continue);
         assert_eq!(b[0], INPUT_ENDED);
         assert_eq!(counts.totals().io_in, 2);
     }
@@ -300,13 +300,13 @@ mod tests {
     #[test]
     fn fatal_exits_crash() {
         let (mut dev, _) = devices();
-        let counts = ExitCounts::default();
-        assert_eq!(handle_exit(VcpuExit::Shutdown, &mut dev, &counts), Action::Crash(Crash::TripleFault));
-        assert_eq!(handle_exit(VcpuExit::InternalError, &mut dev, &counts), Action::Crash(Crash::InternalError));
-        assert_eq!(handle_exit(VcpuExit::FailEntry(0x21, 0), &mut dev, &counts), Action::Crash(Crash::FailEntry(0x21)));
-        assert_eq!(handle_exit(VcpuExit::Hlt, &mut dev, &counts), Action::Crash(Crash::Halted));
+        let counts = VmExitCounts::default();
+        assert_eq!(handle_vmexit(VcpuExit::Shutdown, &mut dev, &counts), Action::Crash(Crash::TripleFault));
+        assert_eq!(handle_vmexit(VcpuExit::InternalError, &mut dev, &counts), Action::Crash(Crash::InternalError));
+        assert_eq!(handle_vmexit(VcpuExit::FailEntry(0x21, 0), &mut dev, &counts), Action::Crash(Crash::FailEntry(0x21)));
+        assert_eq!(handle_vmexit(VcpuExit::Hlt, &mut dev, &counts), Action::Crash(Crash::Halted));
         assert_eq!(
-            handle_exit(VcpuExit::Debug(Default::default()), &mut dev, &counts),
+            handle_vmexit(VcpuExit::Debug(Default::default()), &mut dev, &counts),
             Action::Crash(Crash::Unexpected("KVM_EXIT_DEBUG"))
         );
     }
