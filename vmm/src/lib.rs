@@ -29,7 +29,6 @@ pub mod boot;
 pub mod cpuid;
 pub mod devices;
 pub mod elf;
-pub mod vmexit;
 pub mod files;
 pub mod gdb;
 pub mod guest;
@@ -44,5 +43,6 @@ pub mod stdio;
 pub mod terminal;
 pub mod vcpu;
 pub mod vm;
+pub mod vmexit;
 
 pub use vm::{prepare, run, Error, Outcome, RunConfig, RunReport, Vm};

@@ -303,7 +303,10 @@ mod tests {
         let counts = VmExitCounts::default();
         assert_eq!(handle_vmexit(VcpuExit::Shutdown, &mut dev, &counts), Action::Crash(Crash::TripleFault));
         assert_eq!(handle_vmexit(VcpuExit::InternalError, &mut dev, &counts), Action::Crash(Crash::InternalError));
-        assert_eq!(handle_vmexit(VcpuExit::FailEntry(0x21, 0), &mut dev, &counts), Action::Crash(Crash::FailEntry(0x21)));
+        assert_eq!(
+            handle_vmexit(VcpuExit::FailEntry(0x21, 0), &mut dev, &counts),
+            Action::Crash(Crash::FailEntry(0x21))
+        );
         assert_eq!(handle_vmexit(VcpuExit::Hlt, &mut dev, &counts), Action::Crash(Crash::Halted));
         assert_eq!(
             handle_vmexit(VcpuExit::Debug(Default::default()), &mut dev, &counts),

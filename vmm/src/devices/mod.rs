@@ -1,15 +1,15 @@
 //! The devices the guest reaches through port I/O, one file each.
 
 pub mod console_port;
-pub mod shutdown_port;
 pub mod newlines;
 pub mod serial;
+pub mod shutdown_port;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 pub use console_port::ConsolePort;
-pub use shutdown_port::ShutdownPort;
 pub use serial::{new_serial, Console, InputStatus, SerialDevice, SerialInput};
+pub use shutdown_port::ShutdownPort;
 
 /// Everything a VM exit may be routed to.
 pub struct Devices {

@@ -47,8 +47,8 @@ use lde_abi::exit_code as code;
 pub use measure::{measure, Measured};
 
 use crate::devices::Devices;
-use crate::vmexit::VmExitCounts;
 use crate::vcpu::{self, VcpuEnd};
+use crate::vmexit::VmExitCounts;
 use eventloop::EventLoop;
 use target::{DebugHost, TargetFault, VcpuTarget};
 

@@ -30,8 +30,8 @@ use super::int3::Int3s;
 use super::measure::Measured;
 use super::paging::Paging;
 use crate::devices::Devices;
-use crate::vmexit::{handle_vmexit, Action, VmExitCounts};
 use crate::vcpu::{self, VcpuEnd};
+use crate::vmexit::{handle_vmexit, Action, VmExitCounts};
 
 /// The #BP vector, as `KVM_EXIT_DEBUG` names an `int3`.
 const BP_VECTOR: u32 = 3;

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kvm_ioctls::VcpuExit;
-use lde_abi::ports::{SHUTDOWN_PORT, MILESTONE_BANNER, MILESTONE_FIRST_USER, MILESTONE_PORT};
+use lde_abi::ports::{MILESTONE_BANNER, MILESTONE_FIRST_USER, MILESTONE_PORT, SHUTDOWN_PORT};
 
 use super::kvm_stats::KvmStats;
 use crate::vcpu::VmExitHook;

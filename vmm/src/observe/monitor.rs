@@ -11,10 +11,10 @@ use event_manager::{EventOps, Events, MutEventSubscriber};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::timerfd::TimerFd;
 
-use crate::vmexit::{VmExitCounts, VmExitTotals};
 use crate::host::HostInfo;
 use crate::observe::recorder::Recorder;
 use crate::observe::report;
+use crate::vmexit::{VmExitCounts, VmExitTotals};
 
 pub use crate::observe::api::{ApiError, ApiServer};
 

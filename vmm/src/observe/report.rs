@@ -11,9 +11,9 @@ use lde_abi::syscall::NAMES;
 use lde_kcore::trap::mnemonic;
 use serde::Serialize;
 
-use crate::vmexit::VmExitTotals;
 use crate::host::HostInfo;
 use crate::observe::recorder::Recorder;
+use crate::vmexit::VmExitTotals;
 
 /// The value of the report's `schema` field.
 pub const SCHEMA: &str = "lde-report/1";

@@ -22,7 +22,6 @@ use super::signals::{self, SignalFd};
 use super::{Error, RunConfig};
 use crate::boot;
 use crate::devices::{new_serial, SerialDevice};
-use crate::vmexit::VmExitCounts;
 use crate::host::HostInfo;
 use crate::layout;
 use crate::observe::kvm_stats::KvmStats;
@@ -31,6 +30,7 @@ use crate::observe::recorder::Recorder;
 use crate::observe::stats_page::StatsReader;
 use crate::seccomp::{self, Thread};
 use crate::vcpu::{self, VmExitHook};
+use crate::vmexit::VmExitCounts;
 
 /// Address KVM needs for its three-page TSS on Intel hosts (unused by the guest).
 const KVM_TSS_ADDR: u64 = 0xfffb_d000;

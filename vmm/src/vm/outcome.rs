@@ -6,10 +6,10 @@ use std::time::Duration;
 use lde_abi::exit_code as code;
 use lde_abi::stats::StatsPage;
 
-use crate::vmexit::{Crash, VmExitTotals};
 use crate::host::HostInfo;
 use crate::observe::recorder::Recorder;
 use crate::observe::report;
+use crate::vmexit::{Crash, VmExitTotals};
 
 /// How a run ended.
 #[derive(Debug)]

@@ -20,10 +20,10 @@ use super::nmi::NmiSender;
 use super::outcome::who_held_the_cpu;
 use super::signals::SignalFd;
 use super::{Error, Outcome, RunReport, Vm};
-use crate::devices::{ConsolePort, Devices, ShutdownPort, InputStatus, SerialInput};
+use crate::devices::{ConsolePort, Devices, InputStatus, SerialInput, ShutdownPort};
 use crate::observe::monitor::Poller;
 use crate::seccomp::Thread;
-use crate::vcpu::{self, VmExitHook, VcpuEnd};
+use crate::vcpu::{self, VcpuEnd, VmExitHook};
 
 impl Vm {
     /// Runs the vCPU on its own thread and the event loop on another until the guest ends, the
