@@ -13,3 +13,4 @@ pub mod ports;
 pub mod stats;
 pub mod syscall;
 pub mod user;
+pub mod virtio;

@@ -4,6 +4,7 @@ pub mod console_port;
 pub mod newlines;
 pub mod serial;
 pub mod shutdown_port;
+pub mod virtio;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
