@@ -173,6 +173,15 @@ pub fn wait_with_deadline(child: &mut Child, what: &str, deadline: Duration) -> 
     }
 }
 
+/// The one line a refused command wrote on stderr; fails the test unless there is exactly one
+/// and nothing panicked.
+pub fn one_line(stderr: &str) -> &str {
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {stderr:?}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    lines[0]
+}
+
 /// Runs `lde ARGS…`.
 pub fn lde(args: &[&str]) -> Output {
     let mut cmd = Command::new(lde_bin());
