@@ -56,25 +56,15 @@ fn closed_pipe() -> Stdio {
     Stdio::from(write)
 }
 
-/// Waits for `child` at most `deadline`; its exit code and stderr.
+/// Waits for `child` at most `deadline` (or kills it and fails the test); its exit code and
+/// stderr.
 fn wait(mut child: Child, deadline: Duration) -> (Option<i32>, String) {
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > deadline {
-            child.kill().ok();
-            child.wait().ok();
-            panic!("lde did not end within {deadline:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = common::wait_with_deadline(&mut child, "lde", deadline);
     let mut stderr = String::new();
     if let Some(mut e) = child.stderr.take() {
         e.read_to_string(&mut stderr).ok();
     }
-    (status.code(), stderr)
+    (status, stderr)
 }
 
 #[test]
