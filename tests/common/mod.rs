@@ -1,9 +1,11 @@
 //! Shared helpers for the integration tests: probes for KVM and QEMU, and running `lde` or
-//! `scripts/qemu.sh` with a deadline.
+//! `scripts/qemu.sh` with a deadline; `gdb.rs` drives GDB against a stub.
 //!
 //! A test that needs KVM (or QEMU) and finds it missing prints `SKIP <test>: <reason>` and
 //! passes, unless `LDE_REQUIRE_KVM=1` (or `LDE_REQUIRE_QEMU=1`) turns the skip into a failure.
 #![allow(dead_code)]
+
+pub mod gdb;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
