@@ -2,14 +2,7 @@
 
 mod common;
 
-use common::lde;
-
-fn one_line(stderr: &str) -> &str {
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "expected one line, got: {stderr:?}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    lines[0]
-}
+use common::{lde, one_line};
 
 #[test]
 fn a_file_that_is_not_a_kernel_is_rejected() {

@@ -36,14 +36,13 @@ impl Drop for Scratch {
     }
 }
 
-/// The one error line of a refused command: exactly one line on stderr, starting with `lde:`.
-fn one_line(out: &Output, status: i32) -> &str {
+/// The one error line of a refused command: exit status `status`, exactly one line on stderr
+/// ([`common::one_line`]), starting with `lde:`.
+fn refusal(out: &Output, status: i32) -> &str {
     assert_eq!(out.status, Some(status), "{out:?}");
-    assert!(!out.stderr.contains("panicked"), "{out:?}");
-    let lines: Vec<&str> = out.stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "one line: {out:?}");
-    assert!(lines[0].starts_with("lde: "), "{out:?}");
-    lines[0]
+    let line = common::one_line(&out.stderr);
+    assert!(line.starts_with("lde: "), "{out:?}");
+    line
 }
 
 /// A pipe whose reader is already gone: every write to it fails with EPIPE.
@@ -57,25 +56,15 @@ fn closed_pipe() -> Stdio {
     Stdio::from(write)
 }
 
-/// Waits for `child` at most `deadline`; its exit code and stderr.
+/// Waits for `child` at most `deadline` (or kills it and fails the test); its exit code and
+/// stderr.
 fn wait(mut child: Child, deadline: Duration) -> (Option<i32>, String) {
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > deadline {
-            child.kill().ok();
-            child.wait().ok();
-            panic!("lde did not end within {deadline:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = common::wait_with_deadline(&mut child, "lde", deadline);
     let mut stderr = String::new();
     if let Some(mut e) = child.stderr.take() {
         e.read_to_string(&mut stderr).ok();
     }
-    (status.code(), stderr)
+    (status, stderr)
 }
 
 #[test]
@@ -212,7 +201,7 @@ fn special_and_oversized_input_files_are_refused_unread() {
         cmd.args(["run", flag, path.to_str().unwrap(), "hello"]);
         // Bounded: a FIFO without a writer or /dev/zero read to its end would never finish.
         let out = run_with_deadline(cmd, Duration::from_secs(20));
-        let line = one_line(&out, 72);
+        let line = refusal(&out, 72);
         assert!(line.ends_with(reason), "{flag} {path:?}: {line}");
     }
 }
@@ -292,18 +281,18 @@ fn a_symbol_table_bomb_boots_in_bounded_time() {
 fn limits_are_usage_errors_that_name_the_limit() {
     let scratch = Scratch::new("limits");
     let long = format!("lde.note={}", "x".repeat(10_000));
-    let line = one_line(&lde(&["run", "--cmdline", &long]), 2).to_string();
+    let line = refusal(&lde(&["run", "--cmdline", &long]), 2).to_string();
     assert!(line.contains("more than the limit of 4095"), "{line}");
     let many: Vec<&str> = std::iter::once("run").chain(std::iter::repeat_n("hello", 300)).collect();
-    let line = one_line(&lde(&many), 2).to_string();
+    let line = refusal(&lde(&many), 2).to_string();
     assert!(line.contains("more than the limit of 4095 (fewer or shorter programs"), "{line}");
     for tiny in ["1e-10", "0.0000001", "NaN", "inf"] {
-        let line = one_line(&lde(&["run", "--timeout", tiny]), 2).to_string();
+        let line = refusal(&lde(&["run", "--timeout", tiny]), 2).to_string();
         assert!(line.contains("--timeout"), "{tiny}: {line}");
     }
     let kernel = scratch.path("truncated.elf");
     std::fs::write(&kernel, &lde::guest::KERNEL[..lde::guest::KERNEL.len() / 3]).unwrap();
-    let line = one_line(&lde(&["run", "--kernel", kernel.to_str().unwrap()]), 72).to_string();
+    let line = refusal(&lde(&["run", "--kernel", kernel.to_str().unwrap()]), 72).to_string();
     assert!(line.contains(": the file is truncated: a segment needs its bytes up to offset"), "{line}");
 }
 
@@ -322,14 +311,14 @@ fn one_file_for_two_uses_is_refused_before_anything_runs() {
         (vec!["--api-sock", k, "--program", k], "--api-sock", "--program"),
     ] {
         let out = lde(&[&["run"][..], &args, &["hello"]].concat());
-        let line = one_line(&out, 2);
+        let line = refusal(&out, 2);
         assert!(line.contains(&format!("{first} and {second} name the same file")), "{line}");
         assert!(out.stdout.is_empty(), "nothing ran: {out:?}");
         assert!(!Path::new(x).exists(), "nothing was created");
         assert_eq!(std::fs::read(&kept).unwrap(), b"keep me", "nothing was truncated");
     }
     let out = lde(&["bench", "--json", k, "--histogram", k]);
-    assert!(one_line(&out, 2).contains("--json and --histogram name the same file"), "{out:?}");
+    assert!(refusal(&out, 2).contains("--json and --histogram name the same file"), "{out:?}");
 }
 
 #[test]
@@ -340,7 +329,7 @@ fn lde_stats_gives_up_on_a_server_that_never_answers() {
     let mut cmd = Command::new(lde_bin());
     cmd.args(["stats", "--timeout", "1", path.to_str().unwrap()]);
     let out = run_with_deadline(cmd, Duration::from_secs(30));
-    let line = one_line(&out, 74);
+    let line = refusal(&out, 74);
     assert!(line.ends_with("silent.sock did not answer within 1 s"), "{line}");
 }
 
@@ -357,7 +346,7 @@ fn a_stale_socket_is_replaced_and_a_served_one_kept() {
     assert!(!path.exists(), "removed at the end");
     let server = std::os::unix::net::UnixListener::bind(&path).unwrap();
     let out = lde(&["run", "-q", "--api-sock", path.to_str().unwrap(), "hello"]);
-    assert!(one_line(&out, 74).contains("is served by another running process"), "{out:?}");
+    assert!(refusal(&out, 74).contains("is served by another running process"), "{out:?}");
     assert!(path.exists(), "another's socket is left alone");
     drop(server);
 }
@@ -370,7 +359,7 @@ fn a_forbidden_system_call_is_refused() {
     for thread in ["vcpu", "events"] {
         // The hook makes socket() (41) once the thread's filter is in place.
         let out = lde(&["run", "-q", "--seccomp-check", thread, "hello"]);
-        let line = one_line(&out, 74);
+        let line = refusal(&out, 74);
         assert!(line.starts_with("lde: error: system call 41 is not on lde's seccomp allow-list"), "{thread}: {line}");
         // Without the filter the same call goes through, and the run goes on.
         let out = lde(&["run", "-q", "--no-seccomp", "--seccomp-check", thread, "hello"]);

@@ -1,9 +1,11 @@
 //! Shared helpers for the integration tests: probes for KVM and QEMU, and running `lde` or
-//! `scripts/qemu.sh` with a deadline.
+//! `scripts/qemu.sh` with a deadline; `gdb.rs` drives GDB against a stub.
 //!
 //! A test that needs KVM (or QEMU) and finds it missing prints `SKIP <test>: <reason>` and
 //! passes, unless `LDE_REQUIRE_KVM=1` (or `LDE_REQUIRE_QEMU=1`) turns the skip into a failure.
 #![allow(dead_code)]
+
+pub mod gdb;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -171,6 +173,15 @@ pub fn wait_with_deadline(child: &mut Child, what: &str, deadline: Duration) -> 
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// The one line a refused command wrote on stderr; fails the test unless there is exactly one
+/// and nothing panicked.
+pub fn one_line(stderr: &str) -> &str {
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {stderr:?}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    lines[0]
 }
 
 /// Runs `lde ARGS…`.

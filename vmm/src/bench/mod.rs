@@ -162,99 +162,145 @@ pub fn run(config: BenchConfig) -> Result<BenchReport, Error> {
 }
 
 /// The cycle measurements among `selection` (none with `insns_only`).
-#[allow(clippy::too_many_lines, reason = "one pass over the cycle rows with their progress lines; not yet split")]
 fn cycles(config: &BenchConfig, selection: &[&'static str]) -> Result<BenchReport, Error> {
     let cycle_rows = MEASUREMENTS.iter().map(|m| m.0).filter(|n| selection.contains(n) && !config.insns_only);
     let names: Vec<&'static str> = cycle_rows.collect();
-    let in_guest = |n: &&str| !n.starts_with("host-") && *n != "kvm-run";
-    let quiet_names: Vec<&str> = names.iter().copied().filter(in_guest).filter(|n| *n != "timer-tick").collect();
-    let want_kvm_run = names.contains(&"kvm-run");
-    let mut first_run: Vec<&str> = quiet_names.clone();
-    if want_kvm_run && !first_run.contains(&"port-write") {
-        first_run.push("port-write");
-    }
     let done = Arc::new(Mutex::new(0));
-
-    let mut guest: Vec<(GuestResult, u32)> = Vec::new();
-    let mut doors = None;
-    let mut kvm_run = Vec::new();
-    let mut tsc_khz = None;
-    if !first_run.is_empty() {
-        let run = guest_run(&first_run, QUIET_TIMER_HZ, config, &names, &done)?;
-        guest.extend(parse_results(&run.transcript).into_iter().map(|r| (r, QUIET_TIMER_HZ)));
-        doors = run.doors;
-        kvm_run = run.kvm_run;
-        tsc_khz = run.tsc_khz;
-    }
-    if names.contains(&"timer-tick") {
-        let run = guest_run(&["timer-tick"], TICK_TIMER_HZ, config, &names, &done)?;
-        guest.extend(parse_results(&run.transcript).into_iter().map(|r| (r, TICK_TIMER_HZ)));
-        tsc_khz = tsc_khz.or(run.tsc_khz);
-    }
-    let tsc_hz = u64::from(tsc_khz.unwrap_or(0)) * 1000;
-    let ns = |cycles: u64| if tsc_hz == 0 { 0.0 } else { cycles as f64 * 1e9 / tsc_hz as f64 };
-    let describe = |name: &str| MEASUREMENTS.iter().find(|m| m.0 == name).map_or("", |m| m.1).to_string();
-
+    let runs = guest_runs(config, &names, &done)?;
+    let tsc_hz = u64::from(runs.tsc_khz.unwrap_or(0)) * 1000;
     let mut results = Vec::new();
     for name in &names {
-        let measurement = if *name == "host-syscall" {
-            let mut done = done.lock().expect("progress lock poisoned");
-            *done += 1;
-            if !config.quiet {
-                eprintln!("lde: bench [{}/{}] host-syscall (on the host)", *done, names.len());
-            }
-            let mut s = host_syscall_samples();
-            Some((s.len() as u64, 1, summarize(&mut s), "host Linux".to_string(), None, None))
-        } else if *name == "kvm-run" {
-            let mut s = kvm_run.clone();
-            let path = "KVM_RUN ioctl, exit to lde".to_string();
-            Some((s.len() as u64, 1, summarize(&mut s), path, Some(QUIET_TIMER_HZ), None))
-        } else {
-            guest.iter().find(|(r, _)| r.name == *name).map(|(r, hz)| {
-                let path = path_of(r, doors, *hz);
-                let stats = (r.min, r.median, r.p99, r.mean, r.hist.clone());
-                (r.n, r.k, stats, path, Some(*hz), r.unresolved_reason())
-            })
+        let sampled = match *name {
+            "host-syscall" => Some(host_syscall(config, names.len(), &done)),
+            "kvm-run" => Some(kvm_run(&runs.kvm_run)),
+            _ => runs.sampled(name),
         };
-        let Some((samples, per_sample, stats, path, timer_hz, unresolved)) = measurement else {
+        let Some(sampled) = sampled else {
             return Err(Error::Guest(format!("no result for {name}")));
         };
-        // Never a cost of 0: whatever gave no positive median says why instead.
-        let unresolved = unresolved.or_else(|| match (samples, stats.1) {
-            (0, _) => Some("no samples were taken".to_string()),
-            (_, 0) => Some("the median is 0 cycles: below what the TSC resolves here".to_string()),
-            _ => None,
-        });
-        let (min, median, p99, mean, histogram) = match unresolved {
-            None => stats,
-            Some(_) => (0, 0, 0, 0, Vec::new()),
-        };
-        results.push(Measurement {
-            name: name.to_string(),
-            description: describe(name),
-            path,
-            samples,
-            per_sample,
-            min_cycles: min,
-            median_cycles: median,
-            p99_cycles: p99,
-            mean_cycles: mean,
-            min_ns: ns(min),
-            median_ns: ns(median),
-            p99_ns: ns(p99),
-            timer_hz,
-            histogram,
-            unresolved,
-        });
+        results.push(measurement(name, sampled, tsc_hz));
     }
-    let host = report::host(&config.host, tsc_khz);
+    let host = report::host(&config.host, runs.tsc_khz);
     let host = BenchHost {
         kvm: host.kvm.to_string(),
         kvm_description: host.kvm_description,
         cpu_model: host.cpu_model,
-        tsc_khz,
+        tsc_khz: runs.tsc_khz,
     };
     Ok(BenchReport::new(host, tsc_hz, results))
+}
+
+/// What the bench guest's runs left: each result with the timer rate it ran at, how the
+/// system calls arrived, the KVM_RUN samples, the TSC rate.
+#[derive(Default)]
+struct GuestRuns {
+    results: Vec<(GuestResult, u32)>,
+    doors: Option<Doors>,
+    kvm_run: Vec<u64>,
+    tsc_khz: Option<u32>,
+}
+
+/// Boots the bench guest for the cycle rows `names`: once at the quiet timer rate for the rows
+/// measured in the guest (with `port-write` for `kvm-run`, whose samples lde takes meanwhile),
+/// once at the tick rate for `timer-tick`.
+fn guest_runs(config: &BenchConfig, names: &[&'static str], done: &Arc<Mutex<usize>>) -> Result<GuestRuns, Error> {
+    let in_guest = |n: &&str| !n.starts_with("host-") && *n != "kvm-run";
+    let mut first_run: Vec<&str> = names.iter().copied().filter(in_guest).filter(|n| *n != "timer-tick").collect();
+    if names.contains(&"kvm-run") && !first_run.contains(&"port-write") {
+        first_run.push("port-write");
+    }
+    let mut runs = GuestRuns::default();
+    if !first_run.is_empty() {
+        let run = guest_run(&first_run, QUIET_TIMER_HZ, config, names, done)?;
+        runs.results.extend(parse_results(&run.transcript).into_iter().map(|r| (r, QUIET_TIMER_HZ)));
+        runs.doors = run.doors;
+        runs.kvm_run = run.kvm_run;
+        runs.tsc_khz = run.tsc_khz;
+    }
+    if names.contains(&"timer-tick") {
+        let run = guest_run(&["timer-tick"], TICK_TIMER_HZ, config, names, done)?;
+        runs.results.extend(parse_results(&run.transcript).into_iter().map(|r| (r, TICK_TIMER_HZ)));
+        runs.tsc_khz = runs.tsc_khz.or(run.tsc_khz);
+    }
+    Ok(runs)
+}
+
+/// One row's samples, summarized, before they become a [`Measurement`].
+struct Sampled {
+    samples: u64,
+    per_sample: u64,
+    /// Cycles: min, median, p99, mean, and the histogram.
+    stats: (u64, u64, u64, u64, Vec<(u64, u64)>),
+    path: String,
+    timer_hz: Option<u32>,
+    unresolved: Option<String>,
+}
+
+impl GuestRuns {
+    /// The row `name` as the guest measured it, if it did.
+    fn sampled(&self, name: &str) -> Option<Sampled> {
+        self.results.iter().find(|(r, _)| r.name == name).map(|(r, hz)| Sampled {
+            samples: r.n,
+            per_sample: r.k,
+            stats: (r.min, r.median, r.p99, r.mean, r.hist.clone()),
+            path: path_of(r, self.doors, *hz),
+            timer_hz: Some(*hz),
+            unresolved: r.unresolved_reason(),
+        })
+    }
+}
+
+/// `host-syscall`, measured now on the host, with its progress line (row `done` of `rows`).
+fn host_syscall(config: &BenchConfig, rows: usize, done: &Mutex<usize>) -> Sampled {
+    let mut done = done.lock().expect("progress lock poisoned");
+    *done += 1;
+    if !config.quiet {
+        eprintln!("lde: bench [{}/{}] host-syscall (on the host)", *done, rows);
+    }
+    let mut s = host_syscall_samples();
+    let (samples, stats) = (s.len() as u64, summarize(&mut s));
+    Sampled { samples, per_sample: 1, stats, path: "host Linux".to_string(), timer_hz: None, unresolved: None }
+}
+
+/// `kvm-run`, from the samples lde took during the quiet run.
+fn kvm_run(samples: &[u64]) -> Sampled {
+    let mut s = samples.to_vec();
+    let (samples, stats) = (s.len() as u64, summarize(&mut s));
+    let path = "KVM_RUN ioctl, exit to lde".to_string();
+    Sampled { samples, per_sample: 1, stats, path, timer_hz: Some(QUIET_TIMER_HZ), unresolved: None }
+}
+
+/// The row `name` of the report, its cycles also in ns at `tsc_hz` (0: unknown, no ns).
+fn measurement(name: &str, sampled: Sampled, tsc_hz: u64) -> Measurement {
+    let Sampled { samples, per_sample, stats, path, timer_hz, unresolved } = sampled;
+    let ns = |cycles: u64| if tsc_hz == 0 { 0.0 } else { cycles as f64 * 1e9 / tsc_hz as f64 };
+    // Never a cost of 0: whatever gave no positive median says why instead.
+    let unresolved = unresolved.or_else(|| match (samples, stats.1) {
+        (0, _) => Some("no samples were taken".to_string()),
+        (_, 0) => Some("the median is 0 cycles: below what the TSC resolves here".to_string()),
+        _ => None,
+    });
+    let (min, median, p99, mean, histogram) = match unresolved {
+        None => stats,
+        Some(_) => (0, 0, 0, 0, Vec::new()),
+    };
+    Measurement {
+        name: name.to_string(),
+        description: MEASUREMENTS.iter().find(|m| m.0 == name).map_or("", |m| m.1).to_string(),
+        path,
+        samples,
+        per_sample,
+        min_cycles: min,
+        median_cycles: median,
+        p99_cycles: p99,
+        mean_cycles: mean,
+        min_ns: ns(min),
+        median_ns: ns(median),
+        p99_ns: ns(p99),
+        timer_hz,
+        histogram,
+        unresolved,
+    }
 }
 
 /// The path an operation took, from the guest's counters.

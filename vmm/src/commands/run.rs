@@ -7,29 +7,18 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use lde::devices::newlines::{to_lf, LfOnly};
+use lde::devices::serial::SharedBuffer;
+use lde::observe::monitor::Observer;
 use lde::observe::{summary, timeline, watch};
 use lde::output::OutputFile;
-use lde::{host, Outcome, RunConfig};
+use lde::{host, Outcome, RunConfig, RunReport};
 
 use super::{prepare_programs, Error};
 use crate::cli::{RunArgs, SeccompCheck};
 
-#[allow(
-    clippy::too_many_lines,
-    reason = "`lde run` from its arguments to its exit code, every option in turn; not yet split"
-)]
 pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode, Error> {
-    if args.list && args.json {
-        let list: Vec<serde_json::Value> =
-            lde::guest::PROGRAMS.iter().map(|p| serde_json::json!({ "name": p.name, "about": p.about })).collect();
-        println!("{}", serde_json::to_string_pretty(&list).expect("a list of strings serializes"));
-        return Ok(ExitCode::SUCCESS);
-    }
     if args.list {
-        let width = lde::guest::PROGRAMS.iter().map(|p| p.name.len()).max().unwrap_or(0);
-        for p in lde::guest::PROGRAMS {
-            println!("{:width$}  {}", p.name, p.about);
-        }
+        list_programs(args.json);
         return Ok(ExitCode::SUCCESS);
     }
     check_paths(&args)?;
@@ -37,10 +26,6 @@ pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode, Error> {
     // The output files are created before the guest runs, so that a bad path is said at once
     // rather than after a long run whose results would then be lost.
     // They are written whole at the end, or not at all (see lde::output).
-    let create = |path: &Option<PathBuf>, what: &'static str| match path {
-        None => Ok(None),
-        Some(p) => OutputFile::create(p).map(Some).map_err(|e| Error::WriteOutput(what, p.clone(), e.to_string())),
-    };
     let (report_file, timeline_file) = (create(&args.report, "report"), create(&args.timeline, "timeline"));
     let (report_file, timeline_file) = (report_file?, timeline_file?);
     // Bound before the VM is built, so that a port in use is said at once.
@@ -50,22 +35,8 @@ pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode, Error> {
     };
     let host = host::detect();
     let host_line = format!("lde: host: {} on {}", host.kvm, host.cpu_model);
-    // With --watch on a terminal, the guest's output is shown under the table and printed in
-    // full when the run ends.
-    let watch_terminal = args.watch && std::io::stderr().is_terminal();
-    let captured = lde::devices::serial::SharedBuffer::default();
-    // A terminal gets the guest's `\r\n` line ends; a pipe or a file gets plain `\n`.
-    let stdout_terminal = std::io::stdout().is_terminal();
-    let console: Box<dyn std::io::Write + Send> = match (watch_terminal, stdout_terminal) {
-        (true, _) => Box::new(captured.clone()),
-        (false, true) => Box::new(std::io::stdout()),
-        (false, false) => Box::new(LfOnly::new(std::io::stdout())),
-    };
-    let observer = match (args.watch, watch_terminal) {
-        (false, _) => None,
-        (true, true) => Some(watch::terminal(host.kvm.slug(), captured.clone())),
-        (true, false) => Some(watch::piped()),
-    };
+    let guest_output = GuestOutput::new(args.watch);
+    let observer = guest_output.observer(args.watch, host.kvm.slug());
     let config = RunConfig {
         api_sock: args.api_sock.clone(),
         observer,
@@ -76,7 +47,7 @@ pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode, Error> {
         initrd: Some(initrd),
         timeout: args.timeout,
         kvm_device: args.kvm_device,
-        console,
+        console: guest_output.console(),
         input: Some(libc::STDIN_FILENO),
         started,
         host,
@@ -86,22 +57,110 @@ pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode, Error> {
             SeccompCheck::Events => lde::seccomp::Thread::EventLoop,
         }),
     };
-    let report = lde::prepare(config).and_then(|vm| {
-        if !args.quiet {
-            eprintln!("{host_line}");
+    let report = boot(config, gdb, (!args.quiet).then_some(host_line.as_str()))?;
+    print_outcome(&report.outcome);
+    guest_output.print_captured();
+    if let Some(file) = report_file {
+        write_report(file, &report)?;
+    }
+    if let Some(file) = timeline_file {
+        write_timeline(file, &report)?;
+    }
+    if !args.quiet {
+        print_summary(&report);
+    }
+    Ok(ExitCode::from(report.outcome.exit_code()))
+}
+
+/// `lde run --list`: the built-in programs, as a table or as JSON.
+fn list_programs(json: bool) {
+    if json {
+        let list: Vec<serde_json::Value> =
+            lde::guest::PROGRAMS.iter().map(|p| serde_json::json!({ "name": p.name, "about": p.about })).collect();
+        println!("{}", serde_json::to_string_pretty(&list).expect("a list of strings serializes"));
+        return;
+    }
+    let width = lde::guest::PROGRAMS.iter().map(|p| p.name.len()).max().unwrap_or(0);
+    for p in lde::guest::PROGRAMS {
+        println!("{:width$}  {}", p.name, p.about);
+    }
+}
+
+/// The output file at `path`, if one is asked for, created now and written at the end.
+fn create(path: &Option<PathBuf>, what: &'static str) -> Result<Option<OutputFile>, Error> {
+    match path {
+        None => Ok(None),
+        Some(p) => OutputFile::create(p).map(Some).map_err(|e| Error::WriteOutput(what, p.clone(), e.to_string())),
+    }
+}
+
+/// Where the guest's output goes while it runs. A terminal gets the guest's `\r\n` line ends;
+/// a pipe or a file gets plain `\n`. With --watch on a terminal, the guest's output is shown
+/// under the table and printed in full when the run ends.
+struct GuestOutput {
+    watch_terminal: bool,
+    stdout_terminal: bool,
+    captured: SharedBuffer,
+}
+
+impl GuestOutput {
+    fn new(watch: bool) -> GuestOutput {
+        GuestOutput {
+            watch_terminal: watch && std::io::stderr().is_terminal(),
+            stdout_terminal: std::io::stdout().is_terminal(),
+            captured: SharedBuffer::default(),
         }
-        match gdb {
-            Some(listener) => {
-                eprintln!(
-                    "lde: gdb: waiting for GDB on {} (in GDB: target remote {}); the vCPU is stopped before the kernel's first instruction",
-                    listener.addr, listener.addr
-                );
-                vm.debug(listener)
-            }
-            None => vm.run(),
+    }
+
+    /// The guest's console.
+    fn console(&self) -> Box<dyn std::io::Write + Send> {
+        match (self.watch_terminal, self.stdout_terminal) {
+            (true, _) => Box::new(self.captured.clone()),
+            (false, true) => Box::new(std::io::stdout()),
+            (false, false) => Box::new(LfOnly::new(std::io::stdout())),
         }
-    })?;
-    match &report.outcome {
+    }
+
+    /// The --watch status: a table on a terminal, status lines otherwise.
+    fn observer(&self, watch: bool, kvm: &'static str) -> Option<Observer> {
+        match (watch, self.watch_terminal) {
+            (false, _) => None,
+            (true, true) => Some(watch::terminal(kvm, self.captured.clone())),
+            (true, false) => Some(watch::piped()),
+        }
+    }
+
+    /// With --watch on a terminal, the guest's output in full, once the run has ended.
+    fn print_captured(&self) {
+        if self.watch_terminal {
+            let text = self.captured.0.lock().expect("buffer lock poisoned");
+            let _ = std::io::stdout().write_all(&if self.stdout_terminal { text.clone() } else { to_lf(&text) });
+        }
+    }
+}
+
+/// Builds the VM and runs it, under GDB if `gdb` is bound; says `host_line` once it is built.
+fn boot(config: RunConfig, gdb: Option<lde::gdb::Listener>, host_line: Option<&str>) -> Result<RunReport, Error> {
+    let vm = lde::prepare(config)?;
+    if let Some(line) = host_line {
+        eprintln!("{line}");
+    }
+    let report = match gdb {
+        Some(listener) => {
+            eprintln!(
+                "lde: gdb: waiting for GDB on {} (in GDB: target remote {}); the vCPU is stopped before the kernel's first instruction",
+                listener.addr, listener.addr
+            );
+            vm.debug(listener)?
+        }
+        None => vm.run()?,
+    };
+    Ok(report)
+}
+
+/// Says how the run ended, where the exit code alone does not.
+fn print_outcome(outcome: &Outcome) {
+    match outcome {
         Outcome::Shutdown(_) => {}
         Outcome::Crashed { crash, registers } => {
             eprintln!("lde: guest crashed: {crash}");
@@ -113,59 +172,59 @@ pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode, Error> {
         Outcome::Interrupted(signal) => eprintln!("lde: interrupted by signal {signal}; stopped the guest"),
         Outcome::OutputClosed | Outcome::GdbKilled => {}
     }
-    if watch_terminal {
-        let text = captured.0.lock().expect("buffer lock poisoned");
-        let _ = std::io::stdout().write_all(&if stdout_terminal { text.clone() } else { to_lf(&text) });
-    }
-    if let Some(file) = report_file {
-        let text = serde_json::to_string_pretty(&report.report()).expect("the report serializes");
-        let path = file.path().to_owned();
-        file.commit(|out| out.write_all((text + "\n").as_bytes()))
-            .map_err(|e| Error::WriteOutput("report", path, e.to_string()))?;
-    }
-    if let Some(file) = timeline_file {
-        let path = file.path().to_owned();
-        match &report.recorder {
-            Some(recorder) => {
-                let title = format!("{} on {} ({})", command_line(), report.host.cpu_model, report.host.kvm.slug());
-                file.commit(|out| timeline::write(recorder, &title, out)).map_err(|e| e.to_string())
-            }
-            None => Err("the kernel's counters could not be read".to_string()),
+}
+
+/// Writes --report.
+fn write_report(file: OutputFile, report: &RunReport) -> Result<(), Error> {
+    let text = serde_json::to_string_pretty(&report.report()).expect("the report serializes");
+    let path = file.path().to_owned();
+    file.commit(|out| out.write_all((text + "\n").as_bytes()))
+        .map_err(|e| Error::WriteOutput("report", path, e.to_string()))
+}
+
+/// Writes --timeline, which needs the kernel's counters.
+fn write_timeline(file: OutputFile, report: &RunReport) -> Result<(), Error> {
+    let path = file.path().to_owned();
+    match &report.recorder {
+        Some(recorder) => {
+            let title = format!("{} on {} ({})", command_line(), report.host.cpu_model, report.host.kvm.slug());
+            file.commit(|out| timeline::write(recorder, &title, out)).map_err(|e| e.to_string())
         }
-        .map_err(|e| Error::WriteOutput("timeline", path, e))?;
+        None => Err("the kernel's counters could not be read".to_string()),
     }
-    if !args.quiet {
-        if let (Some(page), Some(recorder)) = (report.stats(), &report.recorder) {
-            if recorder.torn {
-                eprintln!(
-                    "lde: the guest stopped while updating its counters: the figures below may mix before and after"
-                );
-            }
-            let ran = report.banner_after.map(|b| report.ended_after.saturating_sub(b).as_secs_f64());
-            let lines = summary::lines(page, &recorder.processes(), report.host.kvm, ran);
-            for line in summary::warnings(recorder).into_iter().chain(lines) {
-                eprintln!("lde: {line}");
-            }
+    .map_err(|e| Error::WriteOutput("timeline", path, e))
+}
+
+/// The summary on stderr: the kernel's counters, KVM's statistics of the vCPU, the exit code
+/// and the times.
+fn print_summary(report: &RunReport) {
+    if let (Some(page), Some(recorder)) = (report.stats(), &report.recorder) {
+        if recorder.torn {
+            eprintln!("lde: the guest stopped while updating its counters: the figures below may mix before and after");
         }
-        if let Some(kvm) = &report.kvm_stats {
-            let pick: Vec<String> = ["exits", "io_exits", "mmio_exits", "halt_exits", "irq_exits", "insn_emulation"]
-                .iter()
-                .filter_map(|k| kvm.get(*k).map(|v| format!("{k} {v}")))
-                .collect();
-            if !pick.is_empty() {
-                eprintln!("lde: KVM's vCPU statistics: {}", pick.join(", "));
-            }
+        let ran = report.banner_after.map(|b| report.ended_after.saturating_sub(b).as_secs_f64());
+        let lines = summary::lines(page, &recorder.processes(), report.host.kvm, ran);
+        for line in summary::warnings(recorder).into_iter().chain(lines) {
+            eprintln!("lde: {line}");
         }
-        let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        let banner = report.banner_after.map_or("never".to_string(), |d| format!("{:.1} ms", ms(d)));
-        eprintln!(
-            "lde: exit code {}; banner after {banner}, end after {:.1} ms (from process start); {} VM exits to lde",
-            report.outcome.exit_code(),
-            ms(report.ended_after),
-            report.exits.total(),
-        );
     }
-    Ok(ExitCode::from(report.outcome.exit_code()))
+    if let Some(kvm) = &report.kvm_stats {
+        let pick: Vec<String> = ["exits", "io_exits", "mmio_exits", "halt_exits", "irq_exits", "insn_emulation"]
+            .iter()
+            .filter_map(|k| kvm.get(*k).map(|v| format!("{k} {v}")))
+            .collect();
+        if !pick.is_empty() {
+            eprintln!("lde: KVM's vCPU statistics: {}", pick.join(", "));
+        }
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let banner = report.banner_after.map_or("never".to_string(), |d| format!("{:.1} ms", ms(d)));
+    eprintln!(
+        "lde: exit code {}; banner after {banner}, end after {:.1} ms (from process start); {} VM exits to lde",
+        report.outcome.exit_code(),
+        ms(report.ended_after),
+        report.exits.total(),
+    );
 }
 
 /// The command line that made this run, quoted as a shell would need it, without the options

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kvm_bindings::kvm_userspace_memory_region;
-use kvm_ioctls::{Kvm, VmFd};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use lde_abi::cmdline::{
     DIRTY_RAM_BYTE, LAPIC_KHZ_KEY, TEST_DIRTY_RAM, TEST_HOST_NMI, TEST_KEY, TSC_KHZ_KEY, ZEROED_RAM_KEY,
 };
@@ -128,10 +128,6 @@ pub struct Vm {
 ///
 /// Every mistake a user can make (memory size, kernel file, KVM access) is reported here,
 /// before the guest runs.
-#[allow(
-    clippy::too_many_lines,
-    reason = "the VM's set-up in the order KVM needs it (memory before the irqchip, the vCPU last); not yet split"
-)]
 pub fn prepare(config: RunConfig) -> Result<Vm, Error> {
     // From here on the signals that would end lde are read by the run (see signals.rs): one
     // that arrives while the VM is built stops the run as soon as it starts.
@@ -141,45 +137,19 @@ pub fn prepare(config: RunConfig) -> Result<Vm, Error> {
         true => Some((seccomp::filter(Thread::Vcpu)?, seccomp::filter(Thread::EventLoop)?)),
         false => None,
     };
-    let (kernel_name, kernel_image) = match &config.kernel {
-        Some(path) => (
-            path.display().to_string(),
-            crate::files::read_limited(path, crate::files::KERNEL_MAX_SIZE)
-                .map_err(|e| Error::KernelRead(path.clone(), e))?,
-        ),
-        None => ("(embedded)".to_string(), crate::guest::KERNEL.to_vec()),
-    };
+    let (kernel_name, kernel_image) = read_kernel(config.kernel.as_deref())?;
     boot::check_kernel(&kernel_image, mem_size).map_err(|e| Error::boot(&kernel_name, e))?;
     boot::check_cmdline(&config.cmdline).map_err(|e| Error::boot(&kernel_name, e))?;
 
     let kvm = open_kvm(&config.kvm_device)?;
-    let vm = kvm.create_vm().map_err(|e| Error::Setup("create the VM", e))?;
-    vm.set_tss_address(KVM_TSS_ADDR as usize).map_err(|e| Error::Setup("TSS address", e))?;
-    // Memory before the irqchip: the other way round, KVM_SET_USER_MEMORY_REGION waits 4-9 ms
-    // on PVM (docs/platform.md); this way both take ~0.1 ms.
-    let mem = create_memory(&vm, mem_size)?;
-    vm.create_irq_chip().map_err(|e| Error::Setup("in-kernel irqchip", e))?;
-    let vcpu_fd = vm.create_vcpu(0).map_err(|e| Error::Setup("create the vCPU", e))?;
+    let (vm, mem, vcpu_fd) = create_vm(&kvm, mem_size)?;
     let tsc_khz = vcpu_fd.get_tsc_khz().ok();
-    // The kernel takes the TSC rate from KVM rather than measuring it (unless told otherwise).
-    let mut cmdline = config.cmdline.clone();
-    if let Some(khz) = tsc_khz.filter(|_| !cmdline.contains(TSC_KHZ_KEY)) {
-        cmdline = format!("{cmdline} {TSC_KHZ_KEY}={khz}").trim().to_string();
-    }
-    // Guest memory is a fresh anonymous mapping: all but what boot::load writes (boot data
-    // below 1 MiB, the kernel, the initrd) reads as zero, so the kernel need not zero frames;
-    // unless the dirty-ram test hook fills it, as a loader that leaves RAM dirty would.
+    // The dirty-ram test hook hands the kernel RAM as a loader that leaves it dirty would.
     let dirty = lde_kcore::cmdline::value(&config.cmdline, TEST_KEY) == Some(TEST_DIRTY_RAM);
     if dirty {
         dirty_ram(&mem)?;
-    } else if !cmdline.contains(ZEROED_RAM_KEY) {
-        cmdline = format!("{cmdline} {ZEROED_RAM_KEY}=1").trim().to_string();
     }
-    // KVM's in-kernel LAPIC timer counts at 1 GHz (APIC_BUS_CYCLE_NS = 1, Documentation/virt/kvm
-    // api.rst, KVM_CAP_X86_APIC_BUS_CYCLES_NS), so the kernel need not measure it.
-    if !cmdline.contains(LAPIC_KHZ_KEY) {
-        cmdline = format!("{cmdline} {LAPIC_KHZ_KEY}={KVM_LAPIC_KHZ}").trim().to_string();
-    }
+    let cmdline = kernel_cmdline(&config.cmdline, tsc_khz, dirty);
     let boot_entry = boot::load(&mem, mem_size, &kernel_image, &cmdline, config.initrd.as_deref())
         .map_err(|e| Error::boot(&kernel_name, e))?;
     vcpu::setup_pvh(&kvm, &vcpu_fd, boot_entry).map_err(|e| Error::Setup("vCPU registers", e))?;
@@ -187,35 +157,17 @@ pub fn prepare(config: RunConfig) -> Result<Vm, Error> {
     let serial = new_serial(config.console).map_err(|e| Error::Host("serial eventfds", e))?;
     vm.register_irqfd(&serial.interrupt_evt().0, SERIAL_IRQ).map_err(|e| Error::Setup("serial irqfd", e))?;
     let serial = Arc::new(Mutex::new(serial));
-    let stats = match StatsReader::new(mem.clone(), &kernel_image) {
-        Ok(reader) => Some(reader),
-        Err(e) => {
-            log::warn!("no kernel counters for this run: {e}");
-            None
-        }
-    };
     let kvm_stats = KvmStats::open(&vcpu_fd).map(Arc::new);
-    if kvm_stats.is_none() {
-        log::debug!("this KVM offers no binary statistics (KVM_GET_STATS_FD)");
-    }
     let exits = Arc::new(VmExitCounts::default());
-    let shared = stats.map(|reader| Shared {
-        recorder: Arc::new(Mutex::new(Recorder::new(reader))),
-        exits: exits.clone(),
-        started: config.started,
-        host: config.host.clone(),
+    let sources = Sources {
         tsc_khz,
         kvm_stats: kvm_stats.clone(),
+        exits: exits.clone(),
         serial: serial.clone(),
-    });
-    let api = match (&config.api_sock, &shared) {
-        (Some(path), Some(shared)) => Some(ApiServer::bind(path, shared.clone()).map_err(Error::Api)?),
-        (Some(_), None) => {
-            log::warn!("--api-sock: this kernel exports no counters; nothing to serve");
-            None
-        }
-        (None, _) => None,
+        started: config.started,
+        host: config.host.clone(),
     };
+    let (shared, api) = observe(&mem, &kernel_image, config.api_sock.as_deref(), sources)?;
     Ok(Vm {
         vcpu_fd,
         _vm: Arc::new(vm),
@@ -237,6 +189,100 @@ pub fn prepare(config: RunConfig) -> Result<Vm, Error> {
         filters,
         seccomp_check: config.seccomp_check,
     })
+}
+
+/// The kernel to boot and the name its errors give it: the file at `path`, or the embedded one.
+fn read_kernel(path: Option<&Path>) -> Result<(String, Vec<u8>), Error> {
+    Ok(match path {
+        Some(path) => (
+            path.display().to_string(),
+            crate::files::read_limited(path, crate::files::KERNEL_MAX_SIZE)
+                .map_err(|e| Error::KernelRead(path.to_path_buf(), e))?,
+        ),
+        None => ("(embedded)".to_string(), crate::guest::KERNEL.to_vec()),
+    })
+}
+
+/// Creates the VM, its memory, its in-kernel irqchip and its vCPU, in the order KVM needs.
+fn create_vm(kvm: &Kvm, mem_size: u64) -> Result<(VmFd, GuestMemoryMmap, VcpuFd), Error> {
+    let vm = kvm.create_vm().map_err(|e| Error::Setup("create the VM", e))?;
+    vm.set_tss_address(KVM_TSS_ADDR as usize).map_err(|e| Error::Setup("TSS address", e))?;
+    // Memory before the irqchip: the other way round, KVM_SET_USER_MEMORY_REGION waits 4-9 ms
+    // on PVM (docs/platform.md); this way both take ~0.1 ms.
+    let mem = create_memory(&vm, mem_size)?;
+    vm.create_irq_chip().map_err(|e| Error::Setup("in-kernel irqchip", e))?;
+    let vcpu_fd = vm.create_vcpu(0).map_err(|e| Error::Setup("create the vCPU", e))?;
+    Ok((vm, mem, vcpu_fd))
+}
+
+/// The kernel's command line: `cmdline` and, where it does not set them already, what lde
+/// knows for the kernel (the TSC rate, that RAM reads as zero, the LAPIC timer's rate).
+fn kernel_cmdline(cmdline: &str, tsc_khz: Option<u32>, dirty_ram: bool) -> String {
+    // The kernel takes the TSC rate from KVM rather than measuring it (unless told otherwise).
+    let mut cmdline = cmdline.to_string();
+    if let Some(khz) = tsc_khz.filter(|_| !cmdline.contains(TSC_KHZ_KEY)) {
+        cmdline = format!("{cmdline} {TSC_KHZ_KEY}={khz}").trim().to_string();
+    }
+    // Guest memory is a fresh anonymous mapping: all but what boot::load writes (boot data
+    // below 1 MiB, the kernel, the initrd) reads as zero, so the kernel need not zero frames;
+    // unless the dirty-ram test hook fills it, as a loader that leaves RAM dirty would.
+    if !dirty_ram && !cmdline.contains(ZEROED_RAM_KEY) {
+        cmdline = format!("{cmdline} {ZEROED_RAM_KEY}=1").trim().to_string();
+    }
+    // KVM's in-kernel LAPIC timer counts at 1 GHz (APIC_BUS_CYCLE_NS = 1, Documentation/virt/kvm
+    // api.rst, KVM_CAP_X86_APIC_BUS_CYCLES_NS), so the kernel need not measure it.
+    if !cmdline.contains(LAPIC_KHZ_KEY) {
+        cmdline = format!("{cmdline} {LAPIC_KHZ_KEY}={KVM_LAPIC_KHZ}").trim().to_string();
+    }
+    cmdline
+}
+
+/// What the observers read besides the kernel's own counters.
+struct Sources {
+    tsc_khz: Option<u32>,
+    kvm_stats: Option<Arc<KvmStats>>,
+    exits: Arc<VmExitCounts>,
+    serial: Arc<Mutex<SerialDevice>>,
+    started: Instant,
+    host: HostInfo,
+}
+
+/// The state the observers share, where the kernel exports its counters, and the API server
+/// on `api_sock` if asked for.
+fn observe(
+    mem: &GuestMemoryMmap,
+    kernel_image: &[u8],
+    api_sock: Option<&Path>,
+    sources: Sources,
+) -> Result<(Option<Shared>, Option<ApiServer>), Error> {
+    let stats = match StatsReader::new(mem.clone(), kernel_image) {
+        Ok(reader) => Some(reader),
+        Err(e) => {
+            log::warn!("no kernel counters for this run: {e}");
+            None
+        }
+    };
+    if sources.kvm_stats.is_none() {
+        log::debug!("this KVM offers no binary statistics (KVM_GET_STATS_FD)");
+    }
+    let shared = stats.map(|reader| Shared {
+        recorder: Arc::new(Mutex::new(Recorder::new(reader))),
+        exits: sources.exits,
+        started: sources.started,
+        host: sources.host,
+        tsc_khz: sources.tsc_khz,
+        kvm_stats: sources.kvm_stats,
+        serial: sources.serial,
+    });
+    let api = match (api_sock, &shared) {
+        (Some(path), Some(shared)) => Some(ApiServer::bind(path, shared.clone()).map_err(Error::Api)?),
+        (Some(_), None) => {
+            log::warn!("--api-sock: this kernel exports no counters; nothing to serve");
+            None
+        }
+        (None, _) => None,
+    };
+    Ok((shared, api))
 }
 
 #[cfg(test)]

@@ -3,13 +3,15 @@
 //! its end and returns a [`RunReport`] whose [`Outcome`] says how it ended.
 //!
 //! `config.rs` the configuration, `error.rs` why a run could not happen, `build.rs` the
-//! builder, `run.rs` the vCPU thread and the event loop, `signals.rs` the signals that stop a run
-//! and the signalfd that loop waits on, `nmi.rs` the NMI sender of the `host-nmi` test hook,
-//! `outcome.rs` the outcome, the report and the timeout diagnosis.
+//! builder, `run.rs` the run's threads from start to report, `event_loop.rs` the event-loop
+//! thread and what stops a run, `signals.rs` the signals that stop a run and the signalfd that
+//! loop waits on, `nmi.rs` the NMI sender of the `host-nmi` test hook, `outcome.rs` the
+//! outcome, the report and the timeout diagnosis.
 
 mod build;
 mod config;
 mod error;
+mod event_loop;
 mod nmi;
 mod outcome;
 mod run;
