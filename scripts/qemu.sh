@@ -2,8 +2,11 @@
 # Boots the lde kernel under QEMU with TCG (exact x86 behaviour, no KVM) and exits with the
 # guest's exit code, like `lde run`.
 usage="usage: scripts/qemu.sh [--mem MIB] [--timeout SECS] [--kernel PATH] [--cmdline WORDS] [--program PATH]...
-       [--timer-hz N] [--timer-mode MODE] [--slice TICKS] [--kernel-stats] [-q] [--gdb[=PORT]] [--probe | PROGRAM...]
+       [--timer-hz N] [--timer-mode MODE] [--slice TICKS] [--kernel-stats] [-q] [--gdb[=PORT]] [--disk FILE[,ro]]...
+       [--probe | PROGRAM...]
 --gdb: QEMU's GDB stub on 127.0.0.1:PORT (default 1234), the CPU stopped before the first instruction
+--disk: a raw image as a virtio-blk device (modern virtio-mmio); the machine is then microvm (acpi=off),
+        whose virtio-mmio transports QEMU announces on the kernel command line as lde does
 (extra QEMU arguments may be given in LDE_QEMU_ARGS, e.g. '-d int -D /tmp/qemu.log')"
 set -uo pipefail
 
@@ -15,6 +18,7 @@ quiet=0
 probe=0
 gdb_port=""
 export_args=()
+disks=()
 while [ $# -gt 0 ]; do
     case "$1" in
         -m|--mem) mem="${2:?$usage}"; shift 2 ;;
@@ -23,6 +27,7 @@ while [ $# -gt 0 ]; do
         --cmdline) cmdline="${2?$usage}"; shift 2 ;;
         --program|--timer-hz|--timer-mode|--slice) export_args+=("$1" "${2:?$usage}"); shift 2 ;;
         --kernel-stats) export_args+=("$1"); shift ;;
+        --disk) disks+=("${2:?$usage}"); shift 2 ;;
         -q|--quiet) quiet=1; shift ;;
         --probe) probe=1; shift ;;
         --gdb) gdb_port=1234; shift ;;
@@ -58,6 +63,21 @@ status=$?
 args=(-accel tcg -machine q35 -cpu max -m "$mem" -display none -monitor none -no-reboot
       -serial stdio -device isa-debug-exit,iobase=0xf4,iosize=0x04
       -kernel "$kernel" -initrd "$work/initrd.cpio" -append "$(cat "$work/cmdline")")
+if [ "${#disks[@]}" -gt 0 ]; then
+    # microvm: virtio-mmio transports, which QEMU announces with virtio_mmio.device= words on
+    # the command line (auto-kernel-cmdline); one I/O APIC (ioapic2=off), so their interrupts
+    # are inputs of the one the kernel routes.
+    # shellcheck disable=SC2054
+    args[3]=microvm,acpi=off,pit=off,pic=off,rtc=off,ioapic2=off,auto-kernel-cmdline=on
+    args+=(-global virtio-mmio.force-legacy=false)
+    for i in "${!disks[@]}"; do
+        file=${disks[$i]%,ro}
+        ro=""
+        [ "$file" = "${disks[$i]}" ] || ro=",readonly=on"
+        [ -r "$file" ] || { echo "qemu.sh: cannot read the disk image $file" >&2; exit 72; }
+        args+=(-drive "file=$file,format=raw,if=none,id=disk$i$ro" -device "virtio-blk-device,drive=disk$i")
+    done
+fi
 if [ -n "$gdb_port" ]; then
     args+=(-gdb "tcp:127.0.0.1:$gdb_port" -S)
     echo "qemu.sh: gdb: waiting for GDB on 127.0.0.1:$gdb_port (in GDB: target remote 127.0.0.1:$gdb_port)" >&2

@@ -265,6 +265,11 @@ pub struct RunArgs {
     /// Boot this kernel ELF (with a PVH entry note) instead of the built-in one.
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
+    /// A raw disk image (whole 512-byte sectors) as a virtio-blk device: read and written in
+    /// place, locked against a second lde, flushed when the run ends; FILE,ro for a read-only
+    /// disk. Repeatable, up to 4 (disk 0 is the first); a file that cannot be a disk exits 72.
+    #[arg(long = "disk", value_name = "FILE[,ro]")]
+    pub disks: Vec<lde::devices::virtio::DiskSpec>,
     /// Extra words for the kernel command line (e.g. "lde.test=panic").
     #[arg(long, value_name = "WORDS", default_value = "")]
     pub cmdline: String,

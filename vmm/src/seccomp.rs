@@ -130,8 +130,9 @@ fn specific(thread: Thread) -> (&'static [libc::c_long], &'static [u64]) {
             ],
         ),
         Thread::EventLoop => (
-            // pread64: KVM's binary statistics; the rest: epoll and the API socket (recvfrom: a
-            // client's HTTP request; timerfd_settime: its clients' deadlines).
+            // pread64: KVM's binary statistics and disk reads; pwrite64, fdatasync: disk writes
+            // and flushes; the rest: epoll and the API socket (recvfrom: a client's HTTP
+            // request; timerfd_settime: its clients' deadlines).
             &[
                 libc::SYS_timerfd_settime,
                 libc::SYS_epoll_wait,
@@ -141,6 +142,8 @@ fn specific(thread: Thread) -> (&'static [libc::c_long], &'static [u64]) {
                 libc::SYS_sendto,
                 libc::SYS_recvfrom,
                 libc::SYS_pread64,
+                libc::SYS_pwrite64,
+                libc::SYS_fdatasync,
             ],
             &[request::FIONBIO, request::TCSETS, request::TCGETS, request::TIOCGWINSZ],
         ),

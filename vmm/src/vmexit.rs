@@ -10,6 +10,7 @@ use lde_abi::ports::{
 };
 
 use crate::devices::shutdown_port::ShutdownRequest;
+use crate::devices::virtio::{disk_at, lock};
 use crate::devices::{lock_serial, Devices, ShutdownPort};
 
 /// What the run loop does after an exit.
@@ -158,13 +159,12 @@ pub fn handle_vmexit(exit: VcpuExit, devices: &mut Devices, counts: &VmExitCount
         }
         VcpuExit::MmioRead(addr, data) => {
             counts.mmio.fetch_add(1, Relaxed);
-            log::debug!("read from unclaimed MMIO {addr:#x}");
-            data.fill(0xff);
+            mmio_read(addr, data, devices);
             Action::Continue
         }
-        VcpuExit::MmioWrite(addr, _) => {
+        VcpuExit::MmioWrite(addr, data) => {
             counts.mmio.fetch_add(1, Relaxed);
-            log::debug!("ignored write to unclaimed MMIO {addr:#x}");
+            mmio_write(addr, data, devices);
             Action::Continue
         }
         VcpuExit::Shutdown => Action::Crash(Crash::TripleFault),
@@ -174,6 +174,33 @@ pub fn handle_vmexit(exit: VcpuExit, devices: &mut Devices, counts: &VmExitCount
         other => {
             counts.other.fetch_add(1, Relaxed);
             Action::Crash(Crash::Unexpected(exit_name(&other)))
+        }
+    }
+}
+
+/// A read of MMIO: a disk's registers, or nothing (the bus floats high).
+fn mmio_read(addr: u64, data: &mut [u8], devices: &Devices) {
+    match disk_at(addr, devices.disks.len()) {
+        Some((index, offset)) => lock(&devices.disks[index].device).read(offset, data),
+        None => {
+            log::debug!("read from unclaimed MMIO {addr:#x}");
+            data.fill(0xff);
+        }
+    }
+}
+
+/// A write of MMIO: a disk's registers, or nothing.
+fn mmio_write(addr: u64, data: &[u8], devices: &Devices) {
+    let Some((index, offset)) = disk_at(addr, devices.disks.len()) else {
+        log::debug!("ignored write to unclaimed MMIO {addr:#x}");
+        return;
+    };
+    let disk = &devices.disks[index];
+    // A queue notification that reached lde rather than KVM's ioeventfd: hand it to the event
+    // loop all the same, so that the vCPU goes straight back to the guest.
+    if lock(&disk.device).write(offset, data) {
+        if let Err(e) = disk.notify.write(1) {
+            log::warn!("disk {index}: notification lost: {e}");
         }
     }
 }
@@ -208,6 +235,7 @@ mod tests {
             shutdown_port: ShutdownPort,
             input_status: Default::default(),
             console: crate::devices::ConsolePort::new(mem),
+            disks: Vec::new(),
         };
         (devices, out)
     }

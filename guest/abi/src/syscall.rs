@@ -35,12 +35,38 @@ pub const FIXUP: u64 = 9;
 /// [`WAIT_PENDING_MAX`] ended children it has not waited for: older ones are forgotten. The
 /// children of a process that ends are waited for by nobody.
 pub const WAIT: u64 = 10;
+/// `disk_info(disk)`: the number of 512-byte sectors of disk `disk` (0 is the first `--disk`),
+/// or `-ENODEV`.
+pub const DISK_INFO: u64 = 11;
+/// `disk_read(disk, lba, buf, sectors)`: reads `sectors` sectors from sector `lba` on into
+/// `buf`, blocking until the device has written them there; returns `sectors`. `-ENODEV` (no
+/// such disk), `-EINVAL` (the range runs past the end), `-EFAULT` (`buf` is not writable memory
+/// of the caller's), `-EIO` (the device failed the request).
+pub const DISK_READ: u64 = 12;
+/// `disk_write(disk, lba, buf, sectors)`: writes `sectors` sectors from `buf` at sector `lba`,
+/// blocking until the device has them; returns `sectors`. Errors as for [`DISK_READ`], and
+/// `-EROFS` for a read-only disk.
+pub const DISK_WRITE: u64 = 13;
 /// Number of system calls; numbers at or above it are `-ENOSYS`.
-pub const COUNT: u64 = 11;
+pub const COUNT: u64 = 14;
 
 /// The names of the system calls, indexed by number.
-pub const NAMES: [&str; COUNT as usize] =
-    ["null", "write", "exit", "getpid", "yield", "sleep_ms", "read", "uptime_ms", "spawn", "fixup", "wait"];
+pub const NAMES: [&str; COUNT as usize] = [
+    "null",
+    "write",
+    "exit",
+    "getpid",
+    "yield",
+    "sleep_ms",
+    "read",
+    "uptime_ms",
+    "spawn",
+    "fixup",
+    "wait",
+    "disk_info",
+    "disk_read",
+    "disk_write",
+];
 
 /// Most bytes one `write` or `read` moves.
 pub const WRITE_MAX: u64 = 4096;
@@ -56,6 +82,8 @@ pub const INT80_VECTOR: u8 = 0x80;
 pub const ENOENT: i64 = 2;
 /// Not a valid executable.
 pub const ENOEXEC: i64 = 8;
+/// The device failed the request.
+pub const EIO: i64 = 5;
 /// Bad file descriptor.
 pub const EBADF: i64 = 9;
 /// No child to wait for.
@@ -66,7 +94,11 @@ pub const EAGAIN: i64 = 11;
 pub const ENOMEM: i64 = 12;
 /// Bad address: a pointer or length outside the caller's mapped memory.
 pub const EFAULT: i64 = 14;
+/// No such device: no disk with that number.
+pub const ENODEV: i64 = 19;
 /// Invalid argument: a value outside the call's defined range.
 pub const EINVAL: i64 = 22;
+/// Read-only file system: a write to a read-only disk.
+pub const EROFS: i64 = 30;
 /// No such system call.
 pub const ENOSYS: i64 = 38;

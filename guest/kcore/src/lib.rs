@@ -13,3 +13,4 @@ pub mod memmap;
 pub mod proc;
 pub mod trap;
 pub mod usercopy;
+pub mod virtio;

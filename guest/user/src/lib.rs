@@ -253,6 +253,25 @@ pub fn wait() -> i64 {
     Door::Syscall.call(nr::WAIT, [0; 6])
 }
 
+/// `disk_info(disk)`: its sector count, or `-ENODEV`.
+pub fn disk_info(disk: u64) -> i64 {
+    Door::Syscall.call(nr::DISK_INFO, [disk, 0, 0, 0, 0, 0])
+}
+
+/// `disk_read(disk, lba, buf)`: fills `buf` (whole sectors) from sector `lba` on; the sectors
+/// read or -errno.
+pub fn disk_read(disk: u64, lba: u64, buf: &mut [u8]) -> i64 {
+    let sectors = buf.len() as u64 / 512;
+    Door::Syscall.call(nr::DISK_READ, [disk, lba, buf.as_mut_ptr() as u64, sectors, 0, 0])
+}
+
+/// `disk_write(disk, lba, buf)`: writes `buf` (whole sectors) at sector `lba`; the sectors
+/// written or -errno.
+pub fn disk_write(disk: u64, lba: u64, buf: &[u8]) -> i64 {
+    let sectors = buf.len() as u64 / 512;
+    Door::Syscall.call(nr::DISK_WRITE, [disk, lba, buf.as_ptr() as u64, sectors, 0, 0])
+}
+
 /// The time-stamp counter (ring 3 reads it at native speed).
 pub fn rdtsc() -> u64 {
     // SAFETY: rdtsc only reads the TSC (CR4.TSD is clear).

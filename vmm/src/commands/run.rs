@@ -56,6 +56,7 @@ pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode, Error> {
             SeccompCheck::Vcpu => lde::seccomp::Thread::Vcpu,
             SeccompCheck::Events => lde::seccomp::Thread::EventLoop,
         }),
+        disks: args.disks,
     };
     let report = boot(config, gdb, (!args.quiet).then_some(host_line.as_str()))?;
     print_outcome(&report.outcome);

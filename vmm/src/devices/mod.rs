@@ -1,4 +1,5 @@
-//! The devices the guest reaches through port I/O, one file each.
+//! The devices the guest reaches through port I/O, one file each, and the virtio disks it
+//! reaches through MMIO (`virtio/`).
 
 pub mod console_port;
 pub mod newlines;
@@ -18,6 +19,8 @@ pub struct Devices {
     pub shutdown_port: ShutdownPort,
     pub input_status: InputStatus,
     pub console: ConsolePort,
+    /// The `--disk` devices, disk 0 first.
+    pub disks: Vec<virtio::DiskPort>,
 }
 
 /// Locks the UART, shared by the vCPU thread (the guest's port I/O), the event loop (stdin,

@@ -18,6 +18,7 @@ use lde_abi::cmdline::{
 use lde_abi::ports::SERIAL_IRQ;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
+use super::disks::{self, Disk};
 use super::signals::{self, SignalFd};
 use super::{Error, RunConfig};
 use crate::boot;
@@ -122,6 +123,7 @@ pub struct Vm {
     /// The filters of the vCPU and the event-loop threads, unless seccomp is off.
     pub(super) filters: Option<(Vec<seccompiler::BpfProgram>, Vec<seccompiler::BpfProgram>)>,
     pub(super) seccomp_check: Option<Thread>,
+    pub(super) disks: Vec<Disk>,
 }
 
 /// Checks the configuration, opens KVM, builds the VM and loads the kernel.
@@ -133,6 +135,8 @@ pub fn prepare(config: RunConfig) -> Result<Vm, Error> {
     // that arrives while the VM is built stops the run as soon as it starts.
     let signals = SignalFd::new(&signals::terminating()).map_err(|e| Error::Host("signalfd", e))?;
     let mem_size = check_mem(config.mem_mib)?;
+    // Disk images are opened (and locked) before KVM: a file that cannot be a disk is said at once.
+    let images = crate::devices::virtio::image::open_all(&config.disks)?;
     let filters = match config.seccomp {
         true => Some((seccomp::filter(Thread::Vcpu)?, seccomp::filter(Thread::EventLoop)?)),
         false => None,
@@ -149,7 +153,10 @@ pub fn prepare(config: RunConfig) -> Result<Vm, Error> {
     if dirty {
         dirty_ram(&mem)?;
     }
-    let cmdline = kernel_cmdline(&config.cmdline, tsc_khz, dirty);
+    let mut cmdline = kernel_cmdline(&config.cmdline, tsc_khz, dirty);
+    if !images.is_empty() {
+        cmdline = format!("{cmdline} {}", disks::cmdline_words(images.len())?);
+    }
     let boot_entry = boot::load(&mem, mem_size, &kernel_image, &cmdline, config.initrd.as_deref())
         .map_err(|e| Error::boot(&kernel_name, e))?;
     vcpu::setup_pvh(&kvm, &vcpu_fd, boot_entry).map_err(|e| Error::Setup("vCPU registers", e))?;
@@ -157,6 +164,7 @@ pub fn prepare(config: RunConfig) -> Result<Vm, Error> {
     let serial = new_serial(config.console).map_err(|e| Error::Host("serial eventfds", e))?;
     vm.register_irqfd(&serial.interrupt_evt().0, SERIAL_IRQ).map_err(|e| Error::Setup("serial irqfd", e))?;
     let serial = Arc::new(Mutex::new(serial));
+    let disks = disks::attach(&vm, &mem, images)?;
     let kvm_stats = KvmStats::open(&vcpu_fd).map(Arc::new);
     let exits = Arc::new(VmExitCounts::default());
     let sources = Sources {
@@ -188,6 +196,7 @@ pub fn prepare(config: RunConfig) -> Result<Vm, Error> {
         signals,
         filters,
         seccomp_check: config.seccomp_check,
+        disks,
     })
 }
 

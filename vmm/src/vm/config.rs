@@ -6,6 +6,7 @@ use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::devices::virtio::DiskSpec;
 use crate::host::HostInfo;
 use crate::layout;
 use crate::observe::monitor::Observer;
@@ -44,6 +45,8 @@ pub struct RunConfig {
     pub seccomp: bool,
     /// Test hook: this thread attempts a call its filter forbids once the run is under way.
     pub seccomp_check: Option<Thread>,
+    /// Disk images (`--disk`), disk 0 first.
+    pub disks: Vec<DiskSpec>,
 }
 
 impl RunConfig {
@@ -73,6 +76,7 @@ impl RunConfig {
             exit_hook: None,
             seccomp: true,
             seccomp_check: None,
+            disks: Vec::new(),
         }
     }
 }

@@ -42,6 +42,10 @@ pub enum Error {
     Api(#[source] ApiError),
     #[error(transparent)]
     Seccomp(#[from] crate::seccomp::Error),
+    #[error(transparent)]
+    Disk(#[from] crate::devices::virtio::image::Error),
+    #[error("cannot flush the disk image {0}: writes the guest saw complete may not be on disk")]
+    DiskFlush(PathBuf, #[source] io::Error),
 }
 
 impl Error {
@@ -63,13 +67,16 @@ impl Error {
             | Error::NotKvm(..)
             | Error::KvmCapability(_) => code::KVM_UNAVAILABLE,
             Error::KernelRead(..) | Error::Kernel(..) => code::BAD_IMAGE,
+            Error::Disk(crate::devices::virtio::image::Error::TooMany(_)) => code::USAGE,
+            Error::Disk(_) => code::BAD_IMAGE,
             Error::MemSize(_) | Error::Limit(_) => code::USAGE,
             Error::Memory(..)
             | Error::Setup(..)
             | Error::Host(..)
             | Error::VcpuRun(_)
             | Error::Api(_)
-            | Error::Seccomp(_) => code::VMM_FAILED,
+            | Error::Seccomp(_)
+            | Error::DiskFlush(..) => code::VMM_FAILED,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! VM from it (KVM, memory, irqchip, vCPU, the kernel loaded: a [`Vm`]); [`Vm::run`] runs it to
 //! its end and returns a [`RunReport`] whose [`Outcome`] says how it ended.
 //!
-//! `config.rs` the configuration, `error.rs` why a run could not happen, `build.rs` the
+//! `config.rs` the configuration, `disks.rs` the `--disk` devices wired into the VM, `error.rs` why a run could not happen, `build.rs` the
 //! builder, `run.rs` the run's threads from start to report, `event_loop.rs` the event-loop
 //! thread and what stops a run, `signals.rs` the signals that stop a run and the signalfd that
 //! loop waits on, `nmi.rs` the NMI sender of the `host-nmi` test hook, `outcome.rs` the
@@ -10,6 +10,7 @@
 
 mod build;
 mod config;
+mod disks;
 mod error;
 mod event_loop;
 mod nmi;

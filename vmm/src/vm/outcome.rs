@@ -57,6 +57,8 @@ pub struct RunReport {
     pub serial_bytes: u64,
     /// What was read from the kernel's stats page, if it could be read.
     pub recorder: Option<Recorder>,
+    /// What each `--disk` device served, disk 0 first.
+    pub disks: Vec<crate::devices::virtio::DiskCounts>,
 }
 
 impl RunReport {

@@ -16,10 +16,12 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
+use super::disks::{self, Disk, QueueServer};
 use super::event_loop::{self, Control, StopReason};
 use super::nmi::NmiSender;
 use super::outcome::who_held_the_cpu;
 use super::{Error, Outcome, RunReport, Vm};
+use crate::devices::virtio::BlockDevice;
 use crate::devices::{ConsolePort, Devices, InputStatus, SerialDevice, SerialInput, ShutdownPort};
 use crate::host::{HostInfo, KvmKind};
 use crate::observe::kvm_stats::KvmStats;
@@ -92,6 +94,7 @@ impl Vm {
             signals,
             filters,
             seccomp_check,
+            disks,
         } = self;
         let (vcpu_filter, events_filter) = match filters {
             Some((_, events)) if gdb.is_some() => (Some(crate::seccomp::filter(Thread::GdbVcpu)?), Some(events)),
@@ -116,6 +119,7 @@ impl Vm {
                 shutdown_port: ShutdownPort,
                 input_status: input_status.clone(),
                 console: ConsolePort::new(_mem.clone()),
+                disks: disks.iter().map(Disk::port).collect::<Result<_, _>>()?,
             },
             counts: exits.clone(),
             stop: stop.clone(),
@@ -139,10 +143,14 @@ impl Vm {
         let control = Control::new(signals, vcpu_done, timeout, started)?;
         let api = api.map(|api| Arc::new(Mutex::new(api)));
         let serial_input = input.map(|fd| SerialInput::new(serial.clone(), fd, input_status.clone()));
-        let subscribers = event_loop::subscribers(serial_input, shared.as_ref(), observer, api.clone())?;
+        let mut subscribers = event_loop::subscribers(serial_input, shared.as_ref(), observer, api.clone())?;
+        for disk in &disks {
+            subscribers.push(Arc::new(Mutex::new(QueueServer::new(disk)?)));
+        }
+        let disks = disks.into_iter().map(|d| d.device).collect();
         let check_events = seccomp_check == Some(Thread::EventLoop);
         let events = event_loop::spawn(control, subscribers, move || confine(events_filter.as_ref(), check_events))?;
-        let held = Held { _vm, _mem, serial, shared, kvm_stats, exits, tsc_khz, started, host };
+        let held = Held { _vm, _mem, serial, shared, kvm_stats, exits, tsc_khz, started, host, disks };
         Ok((Running { vcpu, events, nmis, stop, api }, held))
     }
 }
@@ -275,12 +283,15 @@ struct Held {
     tsc_khz: Option<u32>,
     started: Instant,
     host: HostInfo,
+    disks: Vec<Arc<Mutex<BlockDevice>>>,
 }
 
 impl Held {
     /// The report of the run that `ended`.
     fn report(self, ended: Ended) -> Result<RunReport, Error> {
         let Ended { vcpu_end, vcpu_fd, stop, ended_after } = ended;
+        // The vCPU has stopped: no request is in flight. Flushed however the run ended.
+        let disks = disks::finish(&self.disks)?;
         let recorder = stopped_recorder(self.shared);
         let stats = recorder.as_ref().and_then(|r| r.last.as_deref());
         let outcome = outcome(stop, vcpu_end, &vcpu_fd, stats)?;
@@ -296,6 +307,7 @@ impl Held {
             kvm_stats: self.kvm_stats.map(|k| k.read()),
             serial_bytes: console.writer().bytes(),
             recorder,
+            disks,
         })
     }
 }

@@ -9,13 +9,15 @@
 //! is never aimed at fd 1 or 2 (it would flood the console). `spawn` gets random specs and now
 //! and then `hello` (which runs, if the initrd holds it); `fixup` random addresses (cleared at
 //! the end); `wait` blocks only while a `hello` it started runs, and answers its pid or
-//! `-ECHILD`. Every answer must be one the call documents: `fuzz: N calls, E errors, S spawned,
+//! `-ECHILD`; the disk calls run on whatever disks the run has (give it a scratch image: it
+//! writes anywhere on it), `disk_read` only into a buffer of its own or memory not its own. Every answer must be one the call documents: `fuzz: N calls, E errors, S spawned,
 //! U unexpected` ends the run, and the program exits 1 if U is not 0.
 #![no_std]
 #![no_main]
 
 use lde_abi::syscall::{
-    EAGAIN, EBADF, ECHILD, EFAULT, EINVAL, ENOENT, ENOEXEC, ENOMEM, ENOSYS, SLEEP_MAX_MS, WRITE_MAX,
+    EAGAIN, EBADF, ECHILD, EFAULT, EINVAL, EIO, ENODEV, ENOENT, ENOEXEC, ENOMEM, ENOSYS, EROFS, SLEEP_MAX_MS,
+    WRITE_MAX,
 };
 use lde_abi::user::{USER_BASE, USER_END};
 use lde_user::{getpid, nr, println, Args, Door, Rng};
@@ -61,9 +63,19 @@ fn value(rng: &mut Rng) -> u64 {
 const SPECS: [&[u8]; 6] =
     [b"hello", b"", b"   ", b"no-such-program", b"hello \xff\xfe", b"a b c d e f g h i j k l m n o p q"];
 
+/// Where `disk_read` may write: its whole buffer, and nothing else of the fuzzer's.
+static mut SCRATCH: [u8; 4096] = [0; 4096];
+
 /// Changes the arguments of calls that would end, stall, block or flood the fuzzer.
 fn tame(rng: &mut Rng, number: u64, a: &mut [u64; 6]) {
     match number {
+        // A read into the fuzzer's own data or stack would overwrite it: aim it at SCRATCH (at
+        // most its length) or at memory that is not the caller's.
+        nr::DISK_READ if rng.next_u64().is_multiple_of(2) => {
+            a[2] = core::ptr::addr_of!(SCRATCH) as u64;
+            a[3] %= 9;
+        }
+        nr::DISK_READ => a[2] = rng.pick(&[0, 0xffff_8000_0000_0000, USER_END, 1 << 47, 0x10_0000]),
         nr::EXIT => a[0] = a[0].max(256),
         nr::SLEEP_MS if a[0] > SLEEP_MAX_MS => {}
         nr::SLEEP_MS => a[0] %= 3,
@@ -91,6 +103,11 @@ fn documented(number: u64, a: &[u64; 6], r: i64, pid: i64) -> bool {
         nr::SPAWN => r > 0 || [-ENOENT, -ENOEXEC, -EAGAIN, -ENOMEM, -EINVAL, -EFAULT].contains(&r),
         nr::FIXUP => r >= 0 || r == -EFAULT,
         nr::WAIT => r > pid || r == -ECHILD,
+        nr::DISK_INFO => r > 0 || r == -ENODEV,
+        // A whole transfer answers its sector count.
+        nr::DISK_READ | nr::DISK_WRITE => {
+            r == a[3] as i64 || [-ENODEV, -EINVAL, -EFAULT, -EROFS, -EIO].contains(&r)
+        }
         _ => r == -ENOSYS,
     }
 }

@@ -14,6 +14,7 @@ pub mod image;
 mod tests;
 
 use std::io;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use lde_abi::virtio::{
     feature, reg, status, DEVICE_ID_BLOCK, INT_USED_BUFFER, MAGIC, MMIO_STRIDE, QUEUE_SIZE, SECTOR_SIZE, VERSION_MODERN,
@@ -40,6 +41,10 @@ pub struct DiskCounts {
     pub errors: u64,
     /// Interrupts raised (one per batch of completed requests).
     pub interrupts: u64,
+    /// Whether KVM took the queue notifications itself (an ioeventfd: no exit to lde).
+    pub ioeventfd: bool,
+    /// Queue notifications that reached lde through an MMIO exit (0 where `ioeventfd` holds).
+    pub notify_exits: u64,
 }
 
 /// One disk: the transport's registers, the request queue, and the image behind them.
@@ -74,6 +79,11 @@ impl BlockDevice {
             interrupt_status: 0,
             counts: DiskCounts::default(),
         }
+    }
+
+    /// Notes whether KVM signals queue notifications itself (see [`DiskCounts::ioeventfd`]).
+    pub fn set_ioeventfd(&mut self, ioeventfd: bool) {
+        self.counts.ioeventfd = ioeventfd;
     }
 
     pub fn counts(&self) -> DiskCounts {
@@ -145,7 +155,10 @@ impl BlockDevice {
                 _ => {}
             },
             reg::QUEUE_SEL => self.queue_sel = value,
-            reg::QUEUE_NOTIFY => return value == 0,
+            reg::QUEUE_NOTIFY => {
+                self.counts.notify_exits = self.counts.notify_exits.saturating_add(1);
+                return value == 0;
+            }
             reg::INTERRUPT_ACK => self.interrupt_status &= !value,
             reg::STATUS => self.write_status(value),
             _ if self.queue_sel == 0 && !self.queue.ready() => self.write_queue(offset, value),
@@ -249,6 +262,26 @@ impl BlockDevice {
     pub fn flush(&self) -> io::Result<()> {
         self.image.flush()
     }
+}
+
+/// A disk as the vCPU thread reaches it: its registers, and the eventfd that hands a queue
+/// notification to the event loop.
+pub struct DiskPort {
+    pub device: Arc<Mutex<BlockDevice>>,
+    pub notify: EventFd,
+}
+
+/// Locks a device: one thread's panic while holding it leaves registers and a queue that the
+/// other threads may still read and flush, rather than a second panic.
+pub fn lock(device: &Mutex<BlockDevice>) -> MutexGuard<'_, BlockDevice> {
+    device.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The disk whose registers hold `addr` among `count` disks, and the offset into them.
+pub fn disk_at(addr: u64, count: usize) -> Option<(usize, u64)> {
+    let from_base = addr.checked_sub(lde_abi::virtio::MMIO_BASE)?;
+    let index = usize::try_from(from_base / MMIO_STRIDE).ok()?;
+    (index < count).then_some((index, from_base % MMIO_STRIDE))
 }
 
 /// Size announced for each device on the command line.

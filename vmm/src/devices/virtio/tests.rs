@@ -219,3 +219,12 @@ fn the_register_map_is_the_specifications() {
     );
     assert_eq!([u32::from(BLK_S_OK), u32::from(BLK_S_IOERR)], [blk::VIRTIO_BLK_S_OK, blk::VIRTIO_BLK_S_IOERR]);
 }
+
+#[test]
+fn finds_the_disk_behind_an_address() {
+    use super::disk_at;
+    assert_eq!(disk_at(0xd000_0050, 1), Some((0, 0x50)));
+    assert_eq!(disk_at(0xd000_1004, 2), Some((1, 4)));
+    assert_eq!(disk_at(0xd000_1004, 1), None);
+    assert_eq!(disk_at(0xcfff_ffff, 4), None);
+}
