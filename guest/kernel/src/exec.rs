@@ -18,10 +18,10 @@ use crate::arch::gdt::{USER_CODE_SELECTOR, USER_DATA_SELECTOR};
 use crate::arch::mem;
 use crate::arch::paging::{AddressSpace, OutOfMemory, PageFlags};
 use crate::arch::switch::new_process_stack;
+use crate::counters::{self, publish};
 use crate::mm::Frames;
 use crate::process::{DemandZero, Kernel, DEMAND_ZERO_REGIONS};
 use crate::stacks::{kstack_top, saved_rsp};
-use crate::counters::{self, publish};
 use crate::{println, time};
 
 const PAGE: u64 = 4096;

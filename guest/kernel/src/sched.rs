@@ -17,10 +17,10 @@ use crate::arch::cpu::{rdtsc, SegmentBases};
 use crate::arch::switch::switch;
 use crate::arch::{entry, gdt, paging};
 use crate::console::Line;
+use crate::counters::{self, print_acct, publish};
 use crate::exec::spawn_pending;
 use crate::process::{Kernel, KERNEL};
 use crate::stacks::{kstack_top, saved_rsp, KSTACK_SIZE, SCHED_RSP};
-use crate::counters::{self, print_acct, publish};
 use crate::{idle, time};
 
 /// What the scheduler does next.

@@ -13,11 +13,11 @@ use lde_kcore::usercopy::user_range;
 use crate::arch::cpu::rdtsc;
 use crate::arch::entry::TrapFrame;
 use crate::console;
+use crate::counters::{self, Arrival};
 use crate::exec::{self, SpawnError};
 use crate::input::{self, Available};
 use crate::process::KERNEL;
 use crate::sched::{block_current, end_current, yield_current};
-use crate::counters::{self, Arrival};
 use crate::time;
 
 /// Performs the call described by `frame` (number in rax, arguments in rdi, rsi, rdx, r10, r8,

@@ -10,9 +10,9 @@ use crate::arch::cpu::rdtsc;
 use crate::arch::entry::TrapFrame;
 use crate::arch::lapic;
 use crate::arch::vectors::TIMER_VECTOR;
+use crate::counters;
 use crate::process::KERNEL;
 use crate::sched::{self, end_current, yield_current};
-use crate::counters;
 use crate::time::{self, TimerMode};
 
 /// What a tick does to the running process.

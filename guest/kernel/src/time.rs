@@ -14,8 +14,8 @@ use crate::console::Line;
 
 use crate::arch::cpu::{self, rdtsc};
 use crate::arch::lapic;
-use crate::println;
 use crate::counters;
+use crate::println;
 use crate::sync::Global;
 
 /// The LAPIC timer's assumed rate when the TSC rate is not given.

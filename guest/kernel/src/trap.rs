@@ -15,9 +15,9 @@ use crate::arch::vectors::{
     GP_VECTOR, INT80_VECTOR, MC_VECTOR, NMI_VECTOR, NP_VECTOR, PF_VECTOR, SERIAL_VECTOR, SPURIOUS_VECTOR,
     SYSCALL_VECTOR, TIMER_VECTOR, UD_VECTOR,
 };
+use crate::counters::{self, Arrival};
 use crate::process::KERNEL;
 use crate::sched::end_current;
-use crate::counters::{self, Arrival};
 use crate::{doors, exec, fatal, input, println, syscall, tick};
 
 /// Error-code bit of a fault in delivering through an IDT gate (the vector is in bits 3-10).
