@@ -1,14 +1,15 @@
-//! The process table and the round-robin run queue. Hardware context (page tables, kernel
-//! stacks, saved registers) stays in the kernel; this is the bookkeeping, testable on the host.
+//! The process table and the round-robin run queue. A slot holds one process whole: its
+//! bookkeeping, which is this crate's and testable on the host, and the kernel's machine state
+//! for it (address space, saved registers), a type parameter this crate never looks inside.
 //!
-//! Every operation is O(1) or O(processes). One process's own bookkeeping is `proc/process.rs`;
-//! the table's unit tests are `proc/tests.rs`.
+//! Every operation is O(1) or O(processes). One process is `proc/process.rs`; the table's unit
+//! tests are `proc/tests.rs`.
 
 mod process;
 #[cfg(test)]
 mod tests;
 
-pub use process::{Accounting, End, Proc, State};
+pub use process::{Accounting, End, MachineState, Proc, State};
 
 /// Most processes alive at once.
 pub const MAX_PROCS: usize = 16;
@@ -26,9 +27,9 @@ pub enum Wait {
     NoChild,
 }
 
-/// All processes and the run queue.
-pub struct Table {
-    procs: [Proc; MAX_PROCS],
+/// All processes, each with its machine state `M`, and the run queue.
+pub struct Table<M> {
+    procs: [Proc<M>; MAX_PROCS],
     queue: [usize; MAX_PROCS],
     head: usize,
     queued: usize,
@@ -36,22 +37,31 @@ pub struct Table {
     current: Option<usize>,
 }
 
-impl Default for Table {
+impl<M: MachineState> Default for Table<M> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl Table {
-    pub const fn new() -> Table {
-        Table { procs: [Proc::FREE; MAX_PROCS], queue: [0; MAX_PROCS], head: 0, queued: 0, next_pid: 1, current: None }
+impl<M: MachineState> Table<M> {
+    pub const fn new() -> Self {
+        Table {
+            procs: [const { Proc::FREE }; MAX_PROCS],
+            queue: [0; MAX_PROCS],
+            head: 0,
+            queued: 0,
+            next_pid: 1,
+            current: None,
+        }
     }
+}
 
-    pub fn get(&self, slot: usize) -> &Proc {
+impl<M> Table<M> {
+    pub fn get(&self, slot: usize) -> &Proc<M> {
         &self.procs[slot]
     }
 
-    pub fn get_mut(&mut self, slot: usize) -> &mut Proc {
+    pub fn get_mut(&mut self, slot: usize) -> &mut Proc<M> {
         &mut self.procs[slot]
     }
 
@@ -64,17 +74,8 @@ impl Table {
     /// runnable: call [`Table::make_ready`].
     pub fn alloc(&mut self, name: &str, parent: u32) -> Option<usize> {
         let slot = self.procs.iter().position(|p| p.state == State::Free)?;
-        let len = name.len().min(NAME_MAX);
-        let mut p = Proc::FREE;
-        // Cut on a character boundary.
-        let len = (0..=len).rev().find(|&l| name.is_char_boundary(l)).unwrap_or(0);
-        p.name[..len].copy_from_slice(&name.as_bytes()[..len]);
-        p.name_len = len;
-        p.pid = self.next_pid;
-        p.parent = parent;
-        p.state = State::Zombie; // not runnable until make_ready
+        self.procs[slot].start(self.next_pid, name, parent);
         self.next_pid += 1;
-        self.procs[slot] = p;
         Some(slot)
     }
 

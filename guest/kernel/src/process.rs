@@ -1,11 +1,12 @@
-//! The process table: everything the kernel keeps about processes (the host-tested bookkeeping
-//! of `lde_kcore::proc` plus each slot's hardware context) in one global, [`KERNEL`]. Their
-//! kernel stacks are `stacks.rs`.
+//! The kernel's state, one global, [`KERNEL`]: the process table (`lde_kcore::proc`'s, whose
+//! every slot holds one process whole: the host-tested bookkeeping and this file's
+//! [`Machine`] state), the page frames, and what the scheduler and accounting keep between
+//! processes. The processes' kernel stacks are `stacks.rs`.
 //!
 //! Loading a program is `exec.rs`; giving up and taking the CPU is `sched.rs`.
 
 use lde_kcore::elf::MAX_SEGMENTS;
-use lde_kcore::proc::{Table, MAX_PROCS};
+use lde_kcore::proc::{MachineState, Table};
 
 use crate::arch::cpu::SegmentBases;
 use crate::arch::fpu::FxArea;
@@ -13,21 +14,26 @@ use crate::arch::paging::{AddressSpace, PageFlags};
 use crate::mm::Frames;
 use crate::sync::Global;
 
-/// Per-process hardware context.
-pub struct Hw {
+/// What the hardware holds for a process while it runs, kept in its slot of the process table
+/// while it does not: its address space (with the parts mapped on first touch) and registers.
+pub struct Machine {
+    /// Its page tables (`None` in a free slot, and once an ended process's memory is freed).
     pub space: Option<AddressSpace>,
     /// x87/SSE registers while the process is not running.
     pub fx: FxArea,
     /// FS and GS bases while the process is not running.
     pub bases: SegmentBases,
-    /// Ticks left in the current time slice.
-    pub slice_left: u32,
-    /// Its `acct.ticks` at its last system call (for the runaway watchdog).
-    pub ticks_at_call: u64,
-    /// An exception at `.0` resumes at `.1` (the `fixup` system call).
-    pub fixup: Option<(u64, u64)>,
     /// Zero-filled parts of the program (BSS) mapped only when first touched.
     pub demand_zero: [Option<DemandZero>; DEMAND_ZERO_REGIONS],
+}
+
+impl MachineState for Machine {
+    const FREE: Self = Machine {
+        space: None,
+        fx: FxArea::INITIAL,
+        bases: SegmentBases { fs: 0, gs: 0 },
+        demand_zero: [None; DEMAND_ZERO_REGIONS],
+    };
 }
 
 /// Demand-zero regions a process may have: one per ELF segment, and its stack below the top
@@ -46,8 +52,7 @@ pub struct DemandZero {
 
 /// Everything the kernel keeps.
 pub struct Kernel {
-    pub procs: Table,
-    pub hw: [Hw; MAX_PROCS],
+    pub procs: Table<Machine>,
     pub frames: Frames,
     pub initrd: &'static [u8],
     /// Programs of the command line that could not be started.
@@ -87,17 +92,6 @@ impl Kernel {
 /// The kernel's state (see [`Global::with`]).
 pub static KERNEL: Global<Kernel> = Global::new(Kernel {
     procs: Table::new(),
-    hw: [const {
-        Hw {
-            space: None,
-            fx: FxArea::INITIAL,
-            bases: SegmentBases { fs: 0, gs: 0 },
-            slice_left: 0,
-            ticks_at_call: 0,
-            fixup: None,
-            demand_zero: [None; DEMAND_ZERO_REGIONS],
-        }
-    }; MAX_PROCS],
     frames: Frames::empty(),
     initrd: &[],
     spawn_failures: 0,

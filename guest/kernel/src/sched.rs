@@ -68,11 +68,11 @@ fn pick(k: &mut Kernel) -> Next {
     // interrupts off.
     unsafe { gdt::set_kernel_stack(x86_64::VirtAddr::new(top)) };
     entry::set_syscall_stack(top);
-    let hw = &k.hw[slot];
-    hw.space.as_ref().expect("a ready process has an address space").activate();
-    hw.fx.restore();
-    hw.bases.load(k.cpu_bases);
-    k.cpu_bases = hw.bases;
+    let machine = &k.procs.get(slot).machine;
+    machine.space.as_ref().expect("a ready process has an address space").activate();
+    machine.fx.restore();
+    machine.bases.load(k.cpu_bases);
+    k.cpu_bases = machine.bases;
     let rsp = saved_rsp(slot).load(Ordering::Relaxed);
     let pid = k.procs.get(slot).pid;
     let now = rdtsc();
@@ -101,12 +101,13 @@ fn pick(k: &mut Kernel) -> Next {
 /// Back on the scheduler stack after `slot` gave up the CPU: save its FPU state and segment
 /// bases, and if it ended, free it and start the programs waiting for a free slot.
 fn switched_back(k: &mut Kernel, slot: usize) {
-    k.hw[slot].fx.save();
+    let p = k.procs.get_mut(slot);
+    p.machine.fx.save();
     k.cpu_bases = SegmentBases::read();
-    k.hw[slot].bases = k.cpu_bases;
-    if k.procs.get(slot).state == State::Zombie {
+    p.machine.bases = k.cpu_bases;
+    if p.state == State::Zombie {
         paging::activate_kernel();
-        if let Some(space) = k.hw[slot].space.take() {
+        if let Some(space) = p.machine.space.take() {
             space.destroy(&mut k.frames);
         }
         let in_use = k.frames.in_use();
@@ -185,7 +186,7 @@ pub unsafe fn yield_current(voluntary: bool) {
     let slot = KERNEL.with(|k| {
         let slot = k.current();
         k.procs.preempt_current(voluntary);
-        k.hw[slot].slice_left = time::slice();
+        k.procs.get_mut(slot).slice_left = time::slice();
         slot
     });
     // SAFETY: the caller's contract.

@@ -1,5 +1,6 @@
-//! One process's bookkeeping: its life-cycle state, how it ended, what it cost and did, and the
-//! children it has not yet waited for. The table that holds them is [`super::Table`].
+//! One process: its life-cycle state, how it ended, what it cost and did, the children it has
+//! not yet waited for, and the machine state the kernel keeps for it ([`MachineState`]). The
+//! table that holds them is [`super::Table`].
 
 use lde_abi::syscall::COUNT as SYSCALL_COUNT;
 
@@ -60,9 +61,22 @@ pub struct Accounting {
     pub fixups: u64,
 }
 
-/// One process's bookkeeping.
+/// What the kernel keeps for a process that only the hardware gives meaning to (its address
+/// space, its registers while it does not run). It lives in the process's slot, beside the
+/// bookkeeping here, which never looks inside it.
+pub trait MachineState {
+    /// The state of a slot that never held a process.
+    const FREE: Self;
+}
+
+/// No machine state (the unit tests' processes).
+impl MachineState for () {
+    const FREE: Self = ();
+}
+
+/// One process: its bookkeeping and its machine state `M`.
 #[derive(Clone, Copy, Debug)]
-pub struct Proc {
+pub struct Proc<M> {
     pub pid: u32,
     pub(super) name: [u8; NAME_MAX],
     pub(super) name_len: usize,
@@ -74,10 +88,19 @@ pub struct Proc {
     pub parent: u32,
     /// Its children that ended and that it has not waited for.
     pub(super) ended: Ended,
+    /// Ticks left in its current time slice.
+    pub slice_left: u32,
+    /// Its `acct.ticks` at its last system call (for the runaway watchdog).
+    pub ticks_at_call: u64,
+    /// An exception at `.0` resumes at `.1` (the `fixup` system call).
+    pub fixup: Option<(u64, u64)>,
+    /// The kernel's machine state for it: set by the kernel when it starts the process, and left
+    /// alone by the table.
+    pub machine: M,
 }
 
-impl Proc {
-    pub(super) const FREE: Proc = Proc {
+impl<M: MachineState> Proc<M> {
+    pub(super) const FREE: Self = Proc {
         pid: 0,
         name: [0; NAME_MAX],
         name_len: 0,
@@ -86,7 +109,48 @@ impl Proc {
         acct: ZERO_ACCT,
         parent: 0,
         ended: Ended::EMPTY,
+        slice_left: 0,
+        ticks_at_call: 0,
+        fixup: None,
+        machine: M::FREE,
     };
+}
+
+impl<M> Proc<M> {
+    /// Starts the bookkeeping of a new process, `pid` named `name` (cut to [`NAME_MAX`] bytes on
+    /// a character boundary) and spawned by `parent`, in this slot: not yet runnable (a zombie
+    /// until the table makes it ready). Its machine state is the kernel's to set.
+    pub(super) fn start(&mut self, pid: u32, name: &str, parent: u32) {
+        // Every field, so that a new one cannot be forgotten here.
+        let Proc {
+            pid: pid_of,
+            name: name_of,
+            name_len,
+            state,
+            end,
+            acct,
+            parent: parent_of,
+            ended,
+            slice_left,
+            ticks_at_call,
+            fixup,
+            machine: _,
+        } = self;
+        let len = name.len().min(NAME_MAX);
+        let len = (0..=len).rev().find(|&l| name.is_char_boundary(l)).unwrap_or(0);
+        *name_of = [0; NAME_MAX];
+        name_of[..len].copy_from_slice(&name.as_bytes()[..len]);
+        *name_len = len;
+        *pid_of = pid;
+        *parent_of = parent;
+        *state = State::Zombie;
+        *end = None;
+        *acct = ZERO_ACCT;
+        *ended = Ended::EMPTY;
+        *slice_left = 0;
+        *ticks_at_call = 0;
+        *fixup = None;
+    }
 
     pub fn name(&self) -> &str {
         core::str::from_utf8(&self.name[..self.name_len]).unwrap_or("?")

@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// The table of processes without machine state.
+type Table = super::Table<()>;
+
 struct Woken {
     items: [usize; MAX_PROCS],
     len: usize,
