@@ -59,17 +59,17 @@ impl From<OutOfMemory> for SpawnError {
 /// that cannot start gets one line, `failed name=… reason=…`, and counts as failed.
 pub fn spawn_pending(k: &mut Kernel) {
     while k.procs.live_count() < MAX_PROCS {
-        let Some(value) = crate::config::next_run(&mut k.runs) else { return };
+        let Some(value) = crate::config::next_run(&mut k.programs.runs) else { return };
         match Spec::decode(value) {
             Ok(spec) => {
                 if let Err(e) = spawn(k, &spec, 0) {
-                    k.spawn_failures += 1;
+                    k.failures.spawns += 1;
                     crate::console::start_line();
                     println!("failed name={} reason={e}", spec.name());
                 }
             }
             Err(e) => {
-                k.spawn_failures += 1;
+                k.failures.spawns += 1;
                 crate::console::start_line();
                 println!("failed name=? reason=bad program spec: {e}");
             }
@@ -80,7 +80,7 @@ pub fn spawn_pending(k: &mut Kernel) {
 /// Starts the program `spec` names; `parent` is the spawning pid (0 = the kernel). Returns the
 /// new process's pid.
 pub fn spawn(k: &mut Kernel, spec: &Spec, parent: u32) -> Result<u32, SpawnError> {
-    let file = cpio::find(k.initrd, spec.name()).ok_or(SpawnError::NotFound)?;
+    let file = cpio::find(k.programs.initrd, spec.name()).ok_or(SpawnError::NotFound)?;
     let image = elf::parse(file).map_err(SpawnError::Elf)?;
     let slot = k.procs.alloc(spec.name(), parent).ok_or(SpawnError::TooManyProcesses)?;
     let mut space = match AddressSpace::new(&mut k.frames) {

@@ -98,9 +98,9 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
     let initrd = initrd(boot.memmap(), boot.modules());
     let reserved = (initrd.as_ptr() as u64, initrd.as_ptr() as u64 + initrd.len() as u64);
     KERNEL.with(|k| {
-        k.initrd = initrd;
+        k.programs.initrd = initrd;
         k.frames.init(boot.memmap(), kernel_image().1, reserved, config.zeroed_ram);
-        k.runs = config.runs;
+        k.programs.runs = config.runs;
     });
     entry::init_syscall();
     let protection = cpu::enable_protection();

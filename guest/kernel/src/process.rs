@@ -52,28 +52,62 @@ pub struct DemandZero {
 
 /// Everything the kernel keeps.
 pub struct Kernel {
+    /// Every process, each with its machine state.
     pub procs: Table<Machine>,
+    /// The RAM the kernel gives out a page at a time.
     pub frames: Frames,
+    /// Where programs come from, and the command line's that are still to start.
+    pub programs: Programs,
+    /// What failed, for the exit code.
+    pub failures: Failures,
+    /// The TSC readings that user time and switches are measured from.
+    pub tsc: TscStamps,
+    /// What the CPU holds between processes.
+    pub cpu: CpuState,
+    /// The earliest deadline of a sleeping process.
+    pub next_wake: Option<u64>,
+}
+
+/// Where programs come from.
+pub struct Programs {
+    /// The initrd (a cpio archive of the programs; empty without one).
     pub initrd: &'static [u8],
-    /// Programs of the command line that could not be started.
-    pub spawn_failures: u32,
-    /// Processes that ended with a status other than 0 or were killed (counted when they end:
-    /// their slot, and with it their end, is reused).
-    pub process_failures: u32,
     /// The rest of the command line from the next `lde.run` word to start (see
     /// [`crate::config::next_run`]).
     pub runs: &'static str,
-    /// Whether any process has been entered yet (for the first-user milestone).
+}
+
+/// What failed, for the exit code.
+pub struct Failures {
+    /// Programs of the command line that could not be started.
+    pub spawns: u32,
+    /// Processes that ended with a status other than 0 or were killed (counted when they end:
+    /// their slot, and with it their end, is reused).
+    pub processes: u32,
+}
+
+impl Failures {
+    pub fn any(&self) -> bool {
+        self.spawns > 0 || self.processes > 0
+    }
+}
+
+/// The TSC readings that user time and switches are measured from.
+pub struct TscStamps {
+    /// When the kernel last returned to ring 3 (user time is charged from there).
+    pub user_entry: u64,
+    /// When the last process gave up the CPU (a switch is timed from there; 0 once the
+    /// scheduler idled since).
+    pub switch_out: u64,
+}
+
+/// What the CPU holds between processes.
+pub struct CpuState {
+    /// The FS and GS bases it holds (the last process's), so that switching in writes only what
+    /// differs.
+    pub bases: SegmentBases,
+    /// Whether it has entered a process yet (for the first-user milestone).
     pub entered_user: bool,
-    /// TSC when the kernel last returned to ring 3 (for user-time accounting).
-    pub user_entry_tsc: u64,
-    /// The FS and GS bases the CPU holds (the last process's), so that switching in writes
-    /// only what differs.
-    pub cpu_bases: SegmentBases,
-    /// The earliest deadline of a sleeping process.
-    pub next_wake: Option<u64>,
-    /// TSC when the last process gave up the CPU (0 once the scheduler idled since).
-    pub switch_out_tsc: u64,
 }
 
 impl Kernel {
@@ -85,7 +119,7 @@ impl Kernel {
     /// Charges the TSC cycles from the last entry to ring 3 to `now` to the process in `slot`.
     pub fn charge_user_time(&mut self, slot: usize, now: u64) {
         let acct = &mut self.procs.get_mut(slot).acct;
-        acct.user_cycles += now.saturating_sub(self.user_entry_tsc);
+        acct.user_cycles += now.saturating_sub(self.tsc.user_entry);
     }
 }
 
@@ -93,13 +127,9 @@ impl Kernel {
 pub static KERNEL: Global<Kernel> = Global::new(Kernel {
     procs: Table::new(),
     frames: Frames::empty(),
-    initrd: &[],
-    spawn_failures: 0,
-    process_failures: 0,
-    runs: "",
-    entered_user: false,
-    user_entry_tsc: 0,
-    cpu_bases: SegmentBases { fs: 0, gs: 0 },
+    programs: Programs { initrd: &[], runs: "" },
+    failures: Failures { spawns: 0, processes: 0 },
+    tsc: TscStamps { user_entry: 0, switch_out: 0 },
+    cpu: CpuState { bases: SegmentBases { fs: 0, gs: 0 }, entered_user: false },
     next_wake: None,
-    switch_out_tsc: 0,
 });

@@ -120,7 +120,7 @@ fn return_to(frame: &mut TrapFrame) {
     }
     if frame.came_from_user() {
         let now = rdtsc();
-        KERNEL.with(|k| k.user_entry_tsc = now);
+        KERNEL.with(|k| k.tsc.user_entry = now);
     }
 }
 
