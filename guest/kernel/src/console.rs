@@ -149,6 +149,19 @@ impl Line {
         self.bytes(&digits[i..])
     }
 
+    /// Appends `n` thousandths as a decimal number with three places (`2596122` as `2596.122`).
+    pub fn thousandths(&mut self, n: u64) -> &mut Line {
+        let frac = n % 1000;
+        self.dec(n / 1000).str(if frac < 10 {
+            ".00"
+        } else if frac < 100 {
+            ".0"
+        } else {
+            "."
+        });
+        self.dec(frac)
+    }
+
     /// Appends `n` in hexadecimal with a `0x` prefix, as `{:#x}` does.
     pub fn hex(&mut self, n: u64) -> &mut Line {
         let mut digits = [0u8; 18];

@@ -76,7 +76,7 @@ fn state_code(state: State) -> u32 {
 }
 
 /// A process's bookkeeping in the page's form.
-fn proc_stats(p: &Proc) -> ProcStats {
+fn proc_stats<M>(p: &Proc<M>) -> ProcStats {
     let mut name = [0u8; NAME_MAX];
     let n = p.name().len().min(NAME_MAX);
     name[..n].copy_from_slice(&p.name().as_bytes()[..n]);
@@ -105,14 +105,14 @@ fn proc_stats(p: &Proc) -> ProcStats {
 }
 
 /// Copies a process's bookkeeping into its slot of the page (at spawn and end).
-pub fn publish(page: &mut StatsPage, slot: usize, p: &Proc) {
+pub fn publish<M>(page: &mut StatsPage, slot: usize, p: &Proc<M>) {
     page.procs[slot] = proc_stats(p);
 }
 
 /// Copies only the counters that change while a process runs (after each switch out). Its
 /// system-call counts are kept up to date in the page by the system-call path itself. Kept
 /// small: on PVM every kernel instruction costs ~0.7 µs, and this runs on every switch.
-pub fn publish_counters(page: &mut StatsPage, slot: usize, p: &Proc) {
+pub fn publish_counters<M>(page: &mut StatsPage, slot: usize, p: &Proc<M>) {
     let out = &mut page.procs[slot];
     out.state = state_code(p.state);
     out.ticks = p.acct.ticks;
@@ -124,7 +124,7 @@ pub fn publish_counters(page: &mut StatsPage, slot: usize, p: &Proc) {
 }
 
 /// Appends an ended process's final accounting to the ring of ended processes.
-pub fn record_end(page: &mut StatsPage, p: &Proc) {
+pub fn record_end<M>(page: &mut StatsPage, p: &Proc<M>) {
     page.push_ended(proc_stats(p));
 }
 
@@ -138,7 +138,7 @@ pub fn verbose() -> bool {
 }
 
 /// Prints a process's `acct` line where [`verbose`] asks for it.
-pub fn print_acct(p: &Proc) {
+pub fn print_acct<M>(p: &Proc<M>) {
     if !verbose() {
         return;
     }

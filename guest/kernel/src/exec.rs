@@ -59,17 +59,17 @@ impl From<OutOfMemory> for SpawnError {
 /// that cannot start gets one line, `failed name=… reason=…`, and counts as failed.
 pub fn spawn_pending(k: &mut Kernel) {
     while k.procs.live_count() < MAX_PROCS {
-        let Some(value) = crate::config::next_run(&mut k.runs) else { return };
+        let Some(value) = crate::config::next_run(&mut k.programs.runs) else { return };
         match Spec::decode(value) {
             Ok(spec) => {
                 if let Err(e) = spawn(k, &spec, 0) {
-                    k.spawn_failures += 1;
+                    k.failures.spawns += 1;
                     crate::console::start_line();
                     println!("failed name={} reason={e}", spec.name());
                 }
             }
             Err(e) => {
-                k.spawn_failures += 1;
+                k.failures.spawns += 1;
                 crate::console::start_line();
                 println!("failed name=? reason=bad program spec: {e}");
             }
@@ -80,7 +80,7 @@ pub fn spawn_pending(k: &mut Kernel) {
 /// Starts the program `spec` names; `parent` is the spawning pid (0 = the kernel). Returns the
 /// new process's pid.
 pub fn spawn(k: &mut Kernel, spec: &Spec, parent: u32) -> Result<u32, SpawnError> {
-    let file = cpio::find(k.initrd, spec.name()).ok_or(SpawnError::NotFound)?;
+    let file = cpio::find(k.programs.initrd, spec.name()).ok_or(SpawnError::NotFound)?;
     let image = elf::parse(file).map_err(SpawnError::Elf)?;
     let slot = k.procs.alloc(spec.name(), parent).ok_or(SpawnError::TooManyProcesses)?;
     let mut space = match AddressSpace::new(&mut k.frames) {
@@ -94,17 +94,15 @@ pub fn spawn(k: &mut Kernel, spec: &Spec, parent: u32) -> Result<u32, SpawnError
     match load(&mut k.frames, &mut space, &image, file, spec, &mut demand_zero) {
         Ok(user_rsp) => {
             let top = kstack_top(slot);
-            let hw = &mut k.hw[slot];
             // SAFETY: `alloc` just gave out the slot: no process runs on its kernel stack.
             let rsp = unsafe { prepare_kernel_stack(top, image.entry, user_rsp) };
             saved_rsp(slot).store(rsp, Ordering::Relaxed);
-            hw.space = Some(space);
-            hw.fx = FxArea::INITIAL;
-            hw.bases = SegmentBases::default();
-            hw.slice_left = time::slice();
-            hw.ticks_at_call = 0;
-            hw.fixup = None;
-            hw.demand_zero = demand_zero;
+            let p = k.procs.get_mut(slot);
+            p.machine.space = Some(space);
+            p.machine.fx = FxArea::INITIAL;
+            p.machine.bases = SegmentBases::default();
+            p.machine.demand_zero = demand_zero;
+            p.slice_left = time::slice();
             k.procs.make_ready(slot);
             let pid = k.procs.get(slot).pid;
             let in_use = k.frames.in_use();
@@ -228,11 +226,11 @@ pub fn code_page(k: &mut Kernel, code: &[u8]) -> Result<AddressSpace, OutOfMemor
 /// its #PF).
 pub fn demand_zero(k: &mut Kernel, addr: u64) -> bool {
     let Some(slot) = k.procs.current() else { return false };
-    let hw = &mut k.hw[slot];
-    let Some(region) = hw.demand_zero.iter().flatten().find(|r| (r.start..r.end).contains(&addr)) else {
+    let machine = &mut k.procs.get_mut(slot).machine;
+    let Some(region) = machine.demand_zero.iter().flatten().find(|r| (r.start..r.end).contains(&addr)) else {
         return false;
     };
-    let (Some(space), page) = (hw.space.as_mut(), addr & !(PAGE - 1)) else { return false };
+    let (Some(space), page) = (machine.space.as_mut(), addr & !(PAGE - 1)) else { return false };
     if space.translate(page).is_some() {
         return false;
     }

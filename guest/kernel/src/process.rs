@@ -1,11 +1,12 @@
-//! The process table: everything the kernel keeps about processes (the host-tested bookkeeping
-//! of `lde_kcore::proc` plus each slot's hardware context) in one global, [`KERNEL`]. Their
-//! kernel stacks are `stacks.rs`.
+//! The kernel's state, one global, [`KERNEL`]: the process table (`lde_kcore::proc`'s, whose
+//! every slot holds one process whole: the host-tested bookkeeping and this file's
+//! [`Machine`] state), the page frames, and what the scheduler and accounting keep between
+//! processes. The processes' kernel stacks are `stacks.rs`.
 //!
 //! Loading a program is `exec.rs`; giving up and taking the CPU is `sched.rs`.
 
 use lde_kcore::elf::MAX_SEGMENTS;
-use lde_kcore::proc::{Table, MAX_PROCS};
+use lde_kcore::proc::{MachineState, Table};
 
 use crate::arch::cpu::SegmentBases;
 use crate::arch::fpu::FxArea;
@@ -13,21 +14,26 @@ use crate::arch::paging::{AddressSpace, PageFlags};
 use crate::mm::Frames;
 use crate::sync::Global;
 
-/// Per-process hardware context.
-pub struct Hw {
+/// What the hardware holds for a process while it runs, kept in its slot of the process table
+/// while it does not: its address space (with the parts mapped on first touch) and registers.
+pub struct Machine {
+    /// Its page tables (`None` in a free slot, and once an ended process's memory is freed).
     pub space: Option<AddressSpace>,
     /// x87/SSE registers while the process is not running.
     pub fx: FxArea,
     /// FS and GS bases while the process is not running.
     pub bases: SegmentBases,
-    /// Ticks left in the current time slice.
-    pub slice_left: u32,
-    /// Its `acct.ticks` at its last system call (for the runaway watchdog).
-    pub ticks_at_call: u64,
-    /// An exception at `.0` resumes at `.1` (the `fixup` system call).
-    pub fixup: Option<(u64, u64)>,
     /// Zero-filled parts of the program (BSS) mapped only when first touched.
     pub demand_zero: [Option<DemandZero>; DEMAND_ZERO_REGIONS],
+}
+
+impl MachineState for Machine {
+    const FREE: Self = Machine {
+        space: None,
+        fx: FxArea::INITIAL,
+        bases: SegmentBases { fs: 0, gs: 0 },
+        demand_zero: [None; DEMAND_ZERO_REGIONS],
+    };
 }
 
 /// Demand-zero regions a process may have: one per ELF segment, and its stack below the top
@@ -46,29 +52,62 @@ pub struct DemandZero {
 
 /// Everything the kernel keeps.
 pub struct Kernel {
-    pub procs: Table,
-    pub hw: [Hw; MAX_PROCS],
+    /// Every process, each with its machine state.
+    pub procs: Table<Machine>,
+    /// The RAM the kernel gives out a page at a time.
     pub frames: Frames,
+    /// Where programs come from, and the command line's that are still to start.
+    pub programs: Programs,
+    /// What failed, for the exit code.
+    pub failures: Failures,
+    /// The TSC readings that user time and switches are measured from.
+    pub tsc: TscStamps,
+    /// What the CPU holds between processes.
+    pub cpu: CpuState,
+    /// The earliest deadline of a sleeping process.
+    pub next_wake: Option<u64>,
+}
+
+/// Where programs come from.
+pub struct Programs {
+    /// The initrd (a cpio archive of the programs; empty without one).
     pub initrd: &'static [u8],
-    /// Programs of the command line that could not be started.
-    pub spawn_failures: u32,
-    /// Processes that ended with a status other than 0 or were killed (counted when they end:
-    /// their slot, and with it their end, is reused).
-    pub process_failures: u32,
     /// The rest of the command line from the next `lde.run` word to start (see
     /// [`crate::config::next_run`]).
     pub runs: &'static str,
-    /// Whether any process has been entered yet (for the first-user milestone).
+}
+
+/// What failed, for the exit code.
+pub struct Failures {
+    /// Programs of the command line that could not be started.
+    pub spawns: u32,
+    /// Processes that ended with a status other than 0 or were killed (counted when they end:
+    /// their slot, and with it their end, is reused).
+    pub processes: u32,
+}
+
+impl Failures {
+    pub fn any(&self) -> bool {
+        self.spawns > 0 || self.processes > 0
+    }
+}
+
+/// The TSC readings that user time and switches are measured from.
+pub struct TscStamps {
+    /// When the kernel last returned to ring 3 (user time is charged from there).
+    pub user_entry: u64,
+    /// When the last process gave up the CPU (a switch is timed from there; 0 once the
+    /// scheduler idled since).
+    pub switch_out: u64,
+}
+
+/// What the CPU holds between processes.
+pub struct CpuState {
+    /// The FS and GS bases it holds (the last process's), so that switching in writes only what
+    /// differs.
+    pub bases: SegmentBases,
+    /// Whether it has entered a process yet (for the first-user milestone).
     pub entered_user: bool,
-    /// TSC when the kernel last returned to ring 3 (for user-time accounting).
-    pub user_entry_tsc: u64,
-    /// The FS and GS bases the CPU holds (the last process's), so that switching in writes
-    /// only what differs.
-    pub cpu_bases: SegmentBases,
-    /// The earliest deadline of a sleeping process.
-    pub next_wake: Option<u64>,
-    /// TSC when the last process gave up the CPU (0 once the scheduler idled since).
-    pub switch_out_tsc: u64,
 }
 
 impl Kernel {
@@ -80,32 +119,17 @@ impl Kernel {
     /// Charges the TSC cycles from the last entry to ring 3 to `now` to the process in `slot`.
     pub fn charge_user_time(&mut self, slot: usize, now: u64) {
         let acct = &mut self.procs.get_mut(slot).acct;
-        acct.user_cycles += now.saturating_sub(self.user_entry_tsc);
+        acct.user_cycles += now.saturating_sub(self.tsc.user_entry);
     }
 }
 
 /// The kernel's state (see [`Global::with`]).
 pub static KERNEL: Global<Kernel> = Global::new(Kernel {
     procs: Table::new(),
-    hw: [const {
-        Hw {
-            space: None,
-            fx: FxArea::INITIAL,
-            bases: SegmentBases { fs: 0, gs: 0 },
-            slice_left: 0,
-            ticks_at_call: 0,
-            fixup: None,
-            demand_zero: [None; DEMAND_ZERO_REGIONS],
-        }
-    }; MAX_PROCS],
     frames: Frames::empty(),
-    initrd: &[],
-    spawn_failures: 0,
-    process_failures: 0,
-    runs: "",
-    entered_user: false,
-    user_entry_tsc: 0,
-    cpu_bases: SegmentBases { fs: 0, gs: 0 },
+    programs: Programs { initrd: &[], runs: "" },
+    failures: Failures { spawns: 0, processes: 0 },
+    tsc: TscStamps { user_entry: 0, switch_out: 0 },
+    cpu: CpuState { bases: SegmentBases { fs: 0, gs: 0 }, entered_user: false },
     next_wake: None,
-    switch_out_tsc: 0,
 });

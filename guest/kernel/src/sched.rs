@@ -58,9 +58,9 @@ fn pick(k: &mut Kernel) -> Next {
     wake_due_sleepers(k, rdtsc());
     let Some(slot) = k.procs.pick_next() else {
         if k.procs.live_count() == 0 {
-            return Next::Done(k.spawn_failures > 0 || k.process_failures > 0);
+            return Next::Done(k.failures.any());
         }
-        k.switch_out_tsc = 0;
+        k.tsc.switch_out = 0;
         return Next::Idle(k.next_wake);
     };
     let top = kstack_top(slot);
@@ -68,16 +68,16 @@ fn pick(k: &mut Kernel) -> Next {
     // interrupts off.
     unsafe { gdt::set_kernel_stack(x86_64::VirtAddr::new(top)) };
     entry::set_syscall_stack(top);
-    let hw = &k.hw[slot];
-    hw.space.as_ref().expect("a ready process has an address space").activate();
-    hw.fx.restore();
-    hw.bases.load(k.cpu_bases);
-    k.cpu_bases = hw.bases;
+    let machine = &k.procs.get(slot).machine;
+    machine.space.as_ref().expect("a ready process has an address space").activate();
+    machine.fx.restore();
+    machine.bases.load(k.cpu.bases);
+    k.cpu.bases = machine.bases;
     let rsp = saved_rsp(slot).load(Ordering::Relaxed);
     let pid = k.procs.get(slot).pid;
     let now = rdtsc();
-    k.user_entry_tsc = now;
-    let out = core::mem::take(&mut k.switch_out_tsc);
+    k.tsc.user_entry = now;
+    let out = core::mem::take(&mut k.tsc.switch_out);
     counters::update(|page| {
         if out != 0 {
             page.switch_cycles += now - out;
@@ -91,8 +91,8 @@ fn pick(k: &mut Kernel) -> Next {
         page.procs[slot].scheduled = k.procs.get(slot).acct.scheduled;
         counters::event(page, now, ev::EV_SWITCH_IN, pid, 0);
     });
-    if !k.entered_user {
-        k.entered_user = true;
+    if !k.cpu.entered_user {
+        k.cpu.entered_user = true;
         crate::arch::cpu::milestone(lde_abi::ports::MILESTONE_FIRST_USER);
     }
     Next::Run { slot, rsp }
@@ -101,12 +101,13 @@ fn pick(k: &mut Kernel) -> Next {
 /// Back on the scheduler stack after `slot` gave up the CPU: save its FPU state and segment
 /// bases, and if it ended, free it and start the programs waiting for a free slot.
 fn switched_back(k: &mut Kernel, slot: usize) {
-    k.hw[slot].fx.save();
-    k.cpu_bases = SegmentBases::read();
-    k.hw[slot].bases = k.cpu_bases;
-    if k.procs.get(slot).state == State::Zombie {
+    let p = k.procs.get_mut(slot);
+    p.machine.fx.save();
+    k.cpu.bases = SegmentBases::read();
+    p.machine.bases = k.cpu.bases;
+    if p.state == State::Zombie {
         paging::activate_kernel();
-        if let Some(space) = k.hw[slot].space.take() {
+        if let Some(space) = p.machine.space.take() {
             space.destroy(&mut k.frames);
         }
         let in_use = k.frames.in_use();
@@ -169,7 +170,7 @@ unsafe fn switch_to_scheduler(slot: usize, why: u32) {
         let pid = k.procs.get(slot).pid;
         let now = rdtsc();
         // An ending process's switch includes freeing its memory: not a plain switch.
-        k.switch_out_tsc = if why == OUT_END { 0 } else { now };
+        k.tsc.switch_out = if why == OUT_END { 0 } else { now };
         counters::update(|page| counters::event(page, now, ev::EV_SWITCH_OUT, pid, why));
     });
     // SAFETY: SCHED_RSP was saved by the scheduler's switch into this process, on the boot
@@ -185,7 +186,7 @@ pub unsafe fn yield_current(voluntary: bool) {
     let slot = KERNEL.with(|k| {
         let slot = k.current();
         k.procs.preempt_current(voluntary);
-        k.hw[slot].slice_left = time::slice();
+        k.procs.get_mut(slot).slice_left = time::slice();
         slot
     });
     // SAFETY: the caller's contract.
@@ -225,7 +226,7 @@ pub unsafe fn end_current(end: End) -> ! {
     let slot = KERNEL.with(|k| {
         let mut parent = None;
         let slot = k.procs.end_current(end, |s| parent = Some(s)).expect("a process is running");
-        k.process_failures += u32::from(end.failed());
+        k.failures.processes += u32::from(end.failed());
         let parent_pid = parent.map(|s| k.procs.get(s).pid);
         let p = k.procs.get(slot);
         let now = rdtsc();

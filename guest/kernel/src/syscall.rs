@@ -37,11 +37,12 @@ pub fn dispatch(frame: &mut TrapFrame, arrival: Arrival, vector: u64, now: u64) 
     let pid = KERNEL.with(|k| {
         let slot = k.current();
         k.charge_user_time(slot, now);
-        k.hw[slot].ticks_at_call = k.procs.get(slot).acct.ticks;
+        let p = k.procs.get_mut(slot);
+        p.ticks_at_call = p.acct.ticks;
         if number < nr::COUNT {
-            k.procs.get_mut(slot).acct.syscalls[number as usize] += 1;
+            p.acct.syscalls[number as usize] += 1;
         }
-        let pid = k.procs.get(slot).pid;
+        let pid = p.pid;
         counters::update(|page| {
             counters::count_trap(page, vector);
             counters::count_arrival(page, arrival);
@@ -89,7 +90,7 @@ fn user_pages_ok(ptr: u64, len: u64, write: bool) -> Result<(), i64> {
         let slot = k.procs.current().ok_or(-EFAULT)?;
         let mut page = first;
         while page < end {
-            let space = k.hw[slot].space.as_ref().ok_or(-EFAULT)?;
+            let space = k.procs.get(slot).machine.space.as_ref().ok_or(-EFAULT)?;
             let flags = match space.translate(page) {
                 Some((_, flags)) => flags,
                 None if exec::demand_zero(k, page) => continue, // now mapped: check again
@@ -206,7 +207,8 @@ fn fixup(fault_rip: u64, resume_rip: u64) -> i64 {
     };
     KERNEL.with(|k| {
         let Some(slot) = k.procs.current() else { return -EFAULT };
-        k.hw[slot].fixup = armed;
-        k.procs.get(slot).acct.fixups as i64
+        let p = k.procs.get_mut(slot);
+        p.fixup = armed;
+        p.acct.fixups as i64
     })
 }

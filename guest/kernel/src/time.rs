@@ -157,9 +157,26 @@ fn measure_clocks(c: &mut Clock, tsc_khz: u64, lapic_khz: u64) {
     lapic::stop();
 }
 
-#[allow(clippy::too_many_lines, reason = "the timer's settings in the order each depends on the last; not yet split")]
+/// The timer's settings, each in the order it depends on the ones before, then the line that
+/// reports them and their copy in the stats page.
 fn init_clock(c: &mut Clock, config: &Config) {
     c.boot_tsc = rdtsc();
+    let tsc_from_vmm = set_rates(c, config);
+    c.hz = timer_hz(config, c.tsc_hz);
+    c.slice = slice_ticks(config);
+    c.mode = timer_mode(c.hz, config.timer_mode);
+    if c.hz != 0 {
+        c.tick_tsc = c.tsc_hz / u64::from(c.hz);
+        c.one_period_tsc = c.tick_tsc + c.tick_tsc / 2;
+    }
+    c.runaway_ticks = watchdog_ticks(config, c.mode, c.hz);
+    print_timer(c, tsc_from_vmm);
+    publish(c);
+}
+
+/// Sets the TSC's and the LAPIC timer's rates: both from the VMM, else measured (see the
+/// module's text). Returns whether the TSC's came from the VMM.
+fn set_rates(c: &mut Clock, config: &Config) -> bool {
     let tsc_khz = khz(config.tsc_khz, keys::TSC_KHZ_KEY);
     let lapic_khz = khz(config.lapic_khz, keys::LAPIC_KHZ_KEY);
     if tsc_khz != 0 && lapic_khz != 0 {
@@ -168,31 +185,45 @@ fn init_clock(c: &mut Clock, config: &Config) {
     } else {
         measure_clocks(c, tsc_khz, lapic_khz);
     }
+    tsc_khz != 0
+}
 
-    c.hz = parse(config.hz, keys::TIMER_HZ_KEY, keys::DEFAULT_TIMER_HZ);
-    if c.hz > TIMER_HZ_MAX {
-        println!("kernel: timer lowered from {} to {TIMER_HZ_MAX} Hz, the most lde accepts", c.hz);
-        c.hz = TIMER_HZ_MAX;
+/// The timer rate the command line asks for, lowered to the most lde accepts and to what a tick
+/// and a switch leave of the CPU at `tsc_hz` (said so when lowered).
+fn timer_hz(config: &Config, tsc_hz: u64) -> u32 {
+    let mut hz = parse(config.hz, keys::TIMER_HZ_KEY, keys::DEFAULT_TIMER_HZ);
+    if hz > TIMER_HZ_MAX {
+        println!("kernel: timer lowered from {hz} to {TIMER_HZ_MAX} Hz, the most lde accepts");
+        hz = TIMER_HZ_MAX;
     }
-    let safe = u64::from(c.hz) * TICK_SHARE_DIVISOR * TICK_AND_SWITCH_INSNS * SLOWEST_INSN_CYCLES <= c.tsc_hz;
+    let safe = u64::from(hz) * TICK_SHARE_DIVISOR * TICK_AND_SWITCH_INSNS * SLOWEST_INSN_CYCLES <= tsc_hz;
     // Timed only when there is a rate to bound.
-    let insn_cycles = if c.hz != 0 && !safe { cpu::measure_insn_cycles().max(1) } else { 1 };
-    let hz_max = (c.tsc_hz / (TICK_SHARE_DIVISOR * TICK_AND_SWITCH_INSNS * insn_cycles)).max(1) as u32;
-    if c.hz > hz_max {
+    let insn_cycles = if hz != 0 && !safe { cpu::measure_insn_cycles().max(1) } else { 1 };
+    let hz_max = (tsc_hz / (TICK_SHARE_DIVISOR * TICK_AND_SWITCH_INSNS * insn_cycles)).max(1) as u32;
+    if hz > hz_max {
         println!(
-            "kernel: timer lowered from {} to {hz_max} Hz: a tick and a switch take about {} us here (a ring-0 instruction {insn_cycles} cycles), more than 1/{TICK_SHARE_DIVISOR} of the period",
-            c.hz,
-            TICK_AND_SWITCH_INSNS * insn_cycles * 1_000_000 / c.tsc_hz.max(1),
+            "kernel: timer lowered from {hz} to {hz_max} Hz: a tick and a switch take about {} us here (a ring-0 instruction {insn_cycles} cycles), more than 1/{TICK_SHARE_DIVISOR} of the period",
+            TICK_AND_SWITCH_INSNS * insn_cycles * 1_000_000 / tsc_hz.max(1),
         );
-        c.hz = hz_max;
+        hz = hz_max;
     }
-    c.slice = parse(config.slice, keys::SLICE_KEY, keys::DEFAULT_SLICE);
-    if c.slice == 0 {
+    hz
+}
+
+/// Ticks per time slice from the command line (at least 1).
+fn slice_ticks(config: &Config) -> u32 {
+    let slice = parse(config.slice, keys::SLICE_KEY, keys::DEFAULT_SLICE);
+    if slice == 0 {
         println!("kernel: a slice of 0 ticks means 1");
-        c.slice = 1;
+        return 1;
     }
-    let wanted = config.timer_mode.unwrap_or("periodic");
-    c.mode = match (c.hz, wanted) {
+    slice
+}
+
+/// The timer mode `wanted` by the command line (periodic if it names none, or one this CPU
+/// lacks), or none at 0 Hz.
+fn timer_mode(hz: u32, wanted: Option<&str>) -> TimerMode {
+    match (hz, wanted.unwrap_or("periodic")) {
         (0, _) => TimerMode::None,
         (_, "deadline") if lapic::tsc_deadline_supported() => TimerMode::Deadline,
         (_, "deadline") => {
@@ -204,53 +235,53 @@ fn init_clock(c: &mut Clock, config: &Config) {
             println!("kernel: unknown timer mode {other}; using periodic mode");
             TimerMode::Periodic
         }
-    };
-    if c.hz != 0 {
-        c.tick_tsc = c.tsc_hz / u64::from(c.hz);
-        c.one_period_tsc = c.tick_tsc + c.tick_tsc / 2;
     }
+}
+
+/// The runaway watchdog's limit in ticks from the command line's milliseconds (0 = none: not
+/// asked for, too long, or no timer to count with).
+fn watchdog_ticks(config: &Config, mode: TimerMode, hz: u32) -> u64 {
     let runaway_ms: u64 = parse(config.runaway_ms, keys::RUNAWAY_KEY, 0);
+    if runaway_ms == 0 {
+        return 0;
+    }
     if runaway_ms > keys::RUNAWAY_MAX_MS {
         println!("kernel: ignoring {}={runaway_ms}: more than {} ms", keys::RUNAWAY_KEY, keys::RUNAWAY_MAX_MS);
-    } else if runaway_ms != 0 && c.mode == TimerMode::None {
-        println!("kernel: ignoring {}={runaway_ms}: the watchdog needs the timer", keys::RUNAWAY_KEY);
-    } else if runaway_ms != 0 {
-        c.runaway_ticks = (runaway_ms * u64::from(c.hz)).div_ceil(1000).max(1);
-        println!(
-            "kernel: a process that runs {runaway_ms} ms in ring 3 without a system call is killed ({} ticks)",
-            c.runaway_ticks
-        );
+        return 0;
     }
+    if mode == TimerMode::None {
+        println!("kernel: ignoring {}={runaway_ms}: the watchdog needs the timer", keys::RUNAWAY_KEY);
+        return 0;
+    }
+    let ticks = (runaway_ms * u64::from(hz)).div_ceil(1000).max(1);
+    println!("kernel: a process that runs {runaway_ms} ms in ring 3 without a system call is killed ({ticks} ticks)");
+    ticks
+}
+
+/// The timer's line: mode, rate, slice, and both clocks' rates in MHz.
+fn print_timer(c: &Clock, tsc_from_vmm: bool) {
     let mode_name = match c.mode {
         TimerMode::None => "none (cooperative: only system calls and faults return the CPU to the kernel)",
         TimerMode::Periodic => "periodic",
         TimerMode::Deadline => "TSC deadline",
     };
-    let thousandths = |line: &mut Line, n: u64| {
-        let frac = n % 1000;
-        line.str(if frac < 10 {
-            ".00"
-        } else if frac < 100 {
-            ".0"
-        } else {
-            "."
-        })
-        .dec(frac);
-    };
-    let mut line = Line::new();
-    line.str("kernel: timer ")
+    Line::new()
+        .str("kernel: timer ")
         .str(mode_name)
         .str(", ")
         .dec(u64::from(c.hz))
         .str(" Hz, slice ")
         .dec(u64::from(c.slice))
         .str(" tick(s); TSC ")
-        .dec(c.tsc_hz / 1_000_000);
-    thousandths(&mut line, c.tsc_hz / 1000);
-    line.str(if tsc_khz != 0 { " MHz (from the VMM), LAPIC timer " } else { " MHz (measured), LAPIC timer " })
-        .dec(c.lapic_hz / 1_000_000);
-    thousandths(&mut line, c.lapic_hz / 1000);
-    line.str(" MHz").end();
+        .thousandths(c.tsc_hz / 1000)
+        .str(if tsc_from_vmm { " MHz (from the VMM), LAPIC timer " } else { " MHz (measured), LAPIC timer " })
+        .thousandths(c.lapic_hz / 1000)
+        .str(" MHz")
+        .end();
+}
+
+/// The clock's settings in the stats page.
+fn publish(c: &Clock) {
     counters::update(|page| {
         page.tsc_hz = c.tsc_hz;
         page.boot_tsc = c.boot_tsc;

@@ -120,7 +120,7 @@ fn return_to(frame: &mut TrapFrame) {
     }
     if frame.came_from_user() {
         let now = rdtsc();
-        KERNEL.with(|k| k.user_entry_tsc = now);
+        KERNEL.with(|k| k.tsc.user_entry = now);
     }
 }
 
@@ -156,10 +156,11 @@ fn unexpected_interrupt(vector: u64, rip: u64) {
 fn fixed_up(frame: &mut TrapFrame) -> bool {
     KERNEL.with(|k| {
         let Some(slot) = k.procs.current() else { return false };
-        match k.hw[slot].fixup {
+        let p = k.procs.get_mut(slot);
+        match p.fixup {
             Some((fault, resume)) if fault == frame.rip => {
                 frame.rip = resume;
-                k.procs.get_mut(slot).acct.fixups += 1;
+                p.acct.fixups += 1;
                 true
             }
             _ => false,
