@@ -102,3 +102,6 @@ pub const LAPIC_KHZ_KEY: &str = "lde.lapic_khz";
 /// line per process and the `stats:` lines at shutdown (`lde run --kernel-stats`; under QEMU
 /// these lines are the only view of the counters).
 pub const VERBOSE_KEY: &str = "lde.verbose";
+/// `virtio_mmio.device=<size>@<base>:<irq>`: a virtio-mmio device (lde's disks), as Linux reads
+/// it; one word per device, in order (at most `virtio::MAX_DISKS` are used).
+pub const VIRTIO_MMIO_KEY: &str = "virtio_mmio.device";

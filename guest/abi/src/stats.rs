@@ -13,7 +13,7 @@ pub const STATS_SYMBOL: &str = "LDE_STATS";
 /// [`StatsPage::magic`]: "LDESTATS".
 pub const STATS_MAGIC: u64 = u64::from_le_bytes(*b"LDESTATS");
 /// [`StatsPage::version`]; bumped on any change of layout or meaning.
-pub const STATS_VERSION: u32 = 2;
+pub const STATS_VERSION: u32 = 3;
 /// Process slots in the page.
 pub const MAX_PROCS: usize = 16;
 /// Longest process name kept.
@@ -39,6 +39,8 @@ pub const STATE_READING: u32 = 4;
 pub const STATE_ZOMBIE: u32 = 5;
 /// Blocked in `wait` until a child ends.
 pub const STATE_WAITING: u32 = 6;
+/// Blocked on a disk (`disk_read`, `disk_write`).
+pub const STATE_DISK: u32 = 7;
 
 /// How a process ended, in [`ProcStats::end`].
 pub const END_NONE: u32 = 0;
@@ -66,7 +68,7 @@ pub const EV_TICK: u16 = 3;
 pub const EV_SYSCALL: u16 = 4;
 /// `arg`: the vector (the process was killed).
 pub const EV_FAULT: u16 = 5;
-/// `arg`: 0 = sleep, 1 = read, 2 = wait.
+/// `arg`: 0 = sleep, 1 = read, 2 = wait, 3 = disk.
 pub const EV_BLOCK: u16 = 6;
 pub const EV_WAKE: u16 = 7;
 pub const EV_IDLE: u16 = 8;
@@ -120,6 +122,12 @@ pub struct ProcStats {
     pub end_value: u32,
     /// The RIP of the killing trap.
     pub end_rip: u64,
+    /// Disk requests it made.
+    pub disk_requests: u64,
+    /// Bytes it read from and wrote to disks.
+    pub disk_bytes: u64,
+    /// TSC cycles blocked on disks: from submitting each request to running again.
+    pub disk_wait_cycles: u64,
 }
 
 impl ProcStats {
@@ -137,6 +145,9 @@ impl ProcStats {
         end: END_NONE,
         end_value: 0,
         end_rip: 0,
+        disk_requests: 0,
+        disk_bytes: 0,
+        disk_wait_cycles: 0,
     };
 
     /// The name as text (up to its first NUL).
@@ -218,6 +229,12 @@ pub struct StatsPage {
     /// `syscall` in bits 0-7, `int 0x80` in bits 8-15; for `DOOR_OTHER` the trap's vector is in
     /// bits 16-23 (`syscall`) and 24-31 (`int 0x80`).
     pub doors: u32,
+    /// Disk requests submitted, and the bytes they read and wrote.
+    pub disk_requests: u64,
+    pub disk_read_bytes: u64,
+    pub disk_write_bytes: u64,
+    /// Disk interrupts taken.
+    pub disk_interrupts: u64,
     pub procs: [ProcStats; MAX_PROCS],
     /// Processes ended since boot; the newest is at `(ended_written - 1) % ENDED`.
     pub ended_written: u64,
@@ -264,6 +281,10 @@ impl StatsPage {
             exit_code: 0,
             protection: 0,
             doors: 0,
+            disk_requests: 0,
+            disk_read_bytes: 0,
+            disk_write_bytes: 0,
+            disk_interrupts: 0,
             procs: [ProcStats::EMPTY; MAX_PROCS],
             ended_written: 0,
             ended: [Ended { seq: 0, proc: ProcStats::EMPTY }; ENDED],

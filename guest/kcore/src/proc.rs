@@ -122,7 +122,7 @@ impl<M> Table<M> {
 
     /// The running process blocks (sleeping, reading or waiting).
     pub fn block_current(&mut self, state: State) {
-        debug_assert!(matches!(state, State::Sleeping { .. } | State::Reading | State::Waiting));
+        debug_assert!(matches!(state, State::Sleeping { .. } | State::Reading | State::Waiting | State::Disk));
         if let Some(slot) = self.current.take() {
             self.procs[slot].state = state;
             self.procs[slot].acct.voluntary += 1;
@@ -194,6 +194,17 @@ impl<M> Table<M> {
     pub fn wake_readers(&mut self, mut woken: impl FnMut(usize)) {
         for slot in 0..MAX_PROCS {
             if self.procs[slot].state == State::Reading {
+                self.make_ready(slot);
+                woken(slot);
+            }
+        }
+    }
+
+    /// Makes every process blocked on a disk ready (each checks again whether what it waits
+    /// for happened), calling `woken` with each slot.
+    pub fn wake_disk_waiters(&mut self, mut woken: impl FnMut(usize)) {
+        for slot in 0..MAX_PROCS {
+            if self.procs[slot].state == State::Disk {
                 self.make_ready(slot);
                 woken(slot);
             }

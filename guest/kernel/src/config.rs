@@ -6,6 +6,7 @@
 //! rest of the line from the first of them, and the kernel walks it once, program by program.
 
 use lde_abi::cmdline as keys;
+use lde_abi::virtio::MAX_DISKS;
 use lde_kcore::args::RUN_KEY;
 use lde_kcore::cmdline;
 
@@ -27,6 +28,16 @@ pub struct Config {
     pub programs: usize,
     /// The line from the first `lde.run` word on (empty if there is none).
     pub runs: &'static str,
+    /// The values of the `virtio_mmio.device` words (the disks), in order.
+    pub disks: [&'static str; MAX_DISKS],
+    pub disk_count: usize,
+}
+
+impl Config {
+    /// The `virtio_mmio.device` values, disk 0 first.
+    pub fn disks(&self) -> &[&'static str] {
+        &self.disks[..self.disk_count]
+    }
 }
 
 /// Reads `line` once.
@@ -52,6 +63,10 @@ pub fn parse(line: &'static str) -> Config {
             keys::ZEROED_RAM_KEY => c.zeroed_ram = value == "1",
             keys::MILESTONES_KEY => c.milestones = value == "1",
             keys::VERBOSE_KEY => c.verbose = value == "1",
+            keys::VIRTIO_MMIO_KEY if c.disk_count < MAX_DISKS => {
+                c.disks[c.disk_count] = value;
+                c.disk_count += 1;
+            }
             _ => {}
         }
     }

@@ -4,8 +4,8 @@
 
 use lde_abi::stats::{
     ProcStats, StatsPage, DOOR_ARCHITECTURAL, DOOR_OTHER, DOOR_RECOVERED, END_EXITED, END_KILLED, END_NONE, NAME_MAX,
-    PROT_SMAP_OFFERED, PROT_SMEP, PROT_UMIP, STATE_FREE, STATE_READING, STATE_READY, STATE_RUNNING, STATE_SLEEPING,
-    STATE_WAITING, STATE_ZOMBIE,
+    PROT_SMAP_OFFERED, PROT_SMEP, PROT_UMIP, STATE_DISK, STATE_FREE, STATE_READING, STATE_READY, STATE_RUNNING,
+    STATE_SLEEPING, STATE_WAITING, STATE_ZOMBIE,
 };
 use lde_abi::syscall::NAMES;
 use lde_kcore::proc::{End, Proc, State};
@@ -72,6 +72,7 @@ fn state_code(state: State) -> u32 {
         State::Reading => STATE_READING,
         State::Zombie => STATE_ZOMBIE,
         State::Waiting => STATE_WAITING,
+        State::Disk => STATE_DISK,
     }
 }
 
@@ -101,6 +102,9 @@ fn proc_stats<M>(p: &Proc<M>) -> ProcStats {
         end,
         end_value,
         end_rip,
+        disk_requests: p.acct.disk_requests,
+        disk_bytes: p.acct.disk_bytes,
+        disk_wait_cycles: p.acct.disk_wait_cycles,
     }
 }
 

@@ -15,15 +15,14 @@ use core::sync::atomic::{compiler_fence, Ordering};
 
 use lde_abi::syscall::{EFAULT, EINVAL, EIO, ENODEV, EROFS};
 use lde_abi::virtio::{
-    feature, reg, status, BLK_S_OK, BLK_T_IN, BLK_T_OUT, DESC_F_NEXT, DESC_F_WRITE, DEVICE_ID_BLOCK, MAGIC,
-    MAX_DISKS, MAX_SECTORS, SECTOR_SIZE, VERSION_MODERN,
+    feature, reg, status, BLK_S_OK, BLK_T_IN, BLK_T_OUT, DESC_F_NEXT, DESC_F_WRITE, DEVICE_ID_BLOCK, MAGIC, MAX_DISKS,
+    MAX_SECTORS, SECTOR_SIZE, VERSION_MODERN,
 };
 use lde_kcore::proc::State;
-use lde_kcore::virtio::layout::{
-    AVAIL_OFFSET, DESC_OFFSET, HEADER_OFFSET, QUEUE_LEN, STATUS_OFFSET, USED_OFFSET,
-};
+use lde_kcore::virtio::layout::{AVAIL_OFFSET, DESC_OFFSET, HEADER_OFFSET, QUEUE_LEN, STATUS_OFFSET, USED_OFFSET};
 use lde_kcore::virtio::{segments, MmioDevice, Segment, MAX_REQUEST_BYTES};
 
+use crate::arch::cpu::rdtsc;
 use crate::arch::vectors::DISK_VECTOR_BASE;
 use crate::arch::{ioapic, lapic};
 use crate::process::KERNEL;
@@ -74,7 +73,10 @@ pub fn probe(words: &[&str]) {
         match init(&dev) {
             Ok(disk) => {
                 let ro = if disk.read_only { ", read-only" } else { "" };
-                println!("kernel: disk {index}: {} sectors{ro} (virtio-mmio at {:#x}, irq {})", disk.sectors, dev.base, dev.irq);
+                println!(
+                    "kernel: disk {index}: {} sectors{ro} (virtio-mmio at {:#x}, irq {})",
+                    disk.sectors, dev.base, dev.irq
+                );
                 ioapic::route(dev.irq, DISK_VECTOR_BASE + index as u8);
                 DISKS.with(|d| d[index] = Some(disk));
             }
@@ -126,7 +128,9 @@ fn init(dev: &MmioDevice) -> Result<Disk, &'static str> {
         return Err("no memory for its queue");
     };
     w(reg::QUEUE_NUM, u32::from(QUEUE_LEN));
-    for (low, addr) in [(reg::QUEUE_DESC_LOW, DESC_OFFSET), (reg::QUEUE_AVAIL_LOW, AVAIL_OFFSET), (reg::QUEUE_USED_LOW, USED_OFFSET)] {
+    for (low, addr) in
+        [(reg::QUEUE_DESC_LOW, DESC_OFFSET), (reg::QUEUE_AVAIL_LOW, AVAIL_OFFSET), (reg::QUEUE_USED_LOW, USED_OFFSET)]
+    {
         w(low, (ring + addr) as u32);
         w(low + 4, ((ring + addr) >> 32) as u32);
     }
@@ -156,10 +160,10 @@ pub fn info(disk: u64) -> i64 {
     })
 }
 
-/// `disk_read`/`disk_write(disk, lba, buf, sectors)` for the running process in `slot`: checks
-/// the call, then moves the data in requests of at most [`MAX_REQUEST_BYTES`], blocking on each.
-/// Returns the sectors moved or a negative errno.
-pub fn transfer(slot: usize, disk: u64, lba: u64, buf: u64, sectors: u64, write: bool) -> i64 {
+/// `disk_read`/`disk_write(disk, lba, buf, sectors)` for the running process: checks the call,
+/// then moves the data in requests of at most [`MAX_REQUEST_BYTES`], blocking on each. Returns
+/// the sectors moved or a negative errno. A system call (see `syscall::dispatch`): it may block.
+pub fn transfer(disk: u64, lba: u64, buf: u64, sectors: u64, write: bool) -> i64 {
     let Some(index) = usize::try_from(disk).ok().filter(|&i| i < MAX_DISKS) else { return -ENODEV };
     let Some((disk_sectors, read_only)) = DISKS.with(|d| d[index].as_ref().map(|d| (d.sectors, d.read_only))) else {
         return -ENODEV;
@@ -175,6 +179,7 @@ pub fn transfer(slot: usize, disk: u64, lba: u64, buf: u64, sectors: u64, write:
     if let Err(e) = crate::syscall::user_pages_ok(buf, bytes, !write) {
         return e;
     }
+    let slot = KERNEL.with(|k| k.current());
     let mut done = 0;
     while done < bytes {
         let len = (bytes - done).min(MAX_REQUEST_BYTES);
@@ -189,7 +194,8 @@ pub fn transfer(slot: usize, disk: u64, lba: u64, buf: u64, sectors: u64, write:
 
 /// One request: waits for the disk to be free, submits, blocks until the interrupt ends it.
 fn request(slot: usize, index: usize, sector: u64, buf: u64, len: u64, write: bool) -> Result<(), i64> {
-    let translate = |page| KERNEL.with(|k| k.translate_user(slot, page));
+    let translate =
+        |page| KERNEL.with(|k| k.procs.get(slot).machine.space.as_ref()?.translate(page).map(|(phys, _)| phys));
     let Some((segs, count)) = segments(buf, len, translate) else { return Err(-EFAULT) };
     loop {
         let started = DISKS.with(|d| {
@@ -205,7 +211,7 @@ fn request(slot: usize, index: usize, sector: u64, buf: u64, len: u64, write: bo
         // SAFETY: a system call on the process's kernel stack, interrupts off, no borrow held.
         unsafe { block_current(State::Disk) };
     }
-    counters::disk_request(slot, len, write);
+    let submitted = rdtsc();
     loop {
         let finished = DISKS.with(|d| {
             let disk = d[index].as_mut().expect("the disk stays");
@@ -216,6 +222,7 @@ fn request(slot: usize, index: usize, sector: u64, buf: u64, len: u64, write: bo
         match finished {
             // The disk is free again: whoever waits for it may try.
             Some(status) => {
+                account(slot, len, write, rdtsc() - submitted);
                 KERNEL.with(sched::wake_disk_waiters);
                 return if status == BLK_S_OK { Ok(()) } else { Err(-EIO) };
             }
@@ -226,13 +233,38 @@ fn request(slot: usize, index: usize, sector: u64, buf: u64, len: u64, write: bo
     }
 }
 
+/// Counts a finished request of `len` bytes for the process in `slot`, which waited `waited`
+/// TSC cycles from submitting it to running again.
+fn account(slot: usize, len: u64, write: bool, waited: u64) {
+    KERNEL.with(|k| {
+        let acct = &mut k.procs.get_mut(slot).acct;
+        acct.disk_requests += 1;
+        acct.disk_bytes += len;
+        acct.disk_wait_cycles += waited;
+        let acct = *acct;
+        counters::update(|page| {
+            page.disk_requests += 1;
+            if write {
+                page.disk_write_bytes += len;
+            } else {
+                page.disk_read_bytes += len;
+            }
+            let out = &mut page.procs[slot];
+            out.disk_requests = acct.disk_requests;
+            out.disk_bytes = acct.disk_bytes;
+            out.disk_wait_cycles = acct.disk_wait_cycles;
+        });
+    });
+}
+
 /// Puts one request in the queue and tells the device: the header, the data segments, the
 /// status byte, chained from descriptor 0.
 fn submit(disk: &mut Disk, slot: usize, sector: u64, segs: &[Segment], write: bool) {
     let ring = disk.ring;
     let kind = if write { BLK_T_OUT } else { BLK_T_IN };
-    // SAFETY (every write below): the ring page belongs to this disk alone, identity-mapped
-    // kernel RAM; the device reads it only after the available index moves, below.
+    // SAFETY: every write in this function goes to the ring page, which belongs to this disk
+    // alone (identity-mapped kernel RAM); the device reads it only after the available index
+    // moves, at the end.
     unsafe {
         write_volatile((ring + HEADER_OFFSET) as *mut u32, kind);
         write_volatile((ring + HEADER_OFFSET + 4) as *mut u32, 0);
@@ -291,14 +323,9 @@ pub fn interrupt(index: usize) {
         disk.done = Some(unsafe { read_volatile((disk.ring + STATUS_OFFSET) as *const u8) });
         true
     });
+    counters::update(|page| page.disk_interrupts += 1);
     if woke {
         KERNEL.with(sched::wake_disk_waiters);
     }
     lapic::eoi();
-}
-
-/// Interrupt vectors of the disks, for the trap table.
-pub fn disk_of_vector(vector: u64) -> Option<usize> {
-    let index = vector.checked_sub(u64::from(DISK_VECTOR_BASE))?;
-    (index < MAX_DISKS as u64).then_some(index as usize)
 }

@@ -83,9 +83,10 @@ pub fn take(out: &mut [u8]) -> Available {
     })
 }
 
-/// Routes the UART's IRQ 4 through the I/O APIC to [`SERIAL_VECTOR`] and enables its
-/// "data received" interrupt.
+/// Masks every I/O APIC input, routes the UART's IRQ 4 to [`SERIAL_VECTOR`] and enables its
+/// "data received" interrupt. (The disks' inputs are routed after it, by `disk::probe`.)
 pub fn enable_interrupt() {
+    ioapic::mask_all();
     ioapic::route(SERIAL_IRQ, SERIAL_VECTOR);
     serial::enable_rx_interrupt();
 }

@@ -10,6 +10,7 @@ mod bootinfo;
 mod config;
 mod console;
 mod counters;
+mod disk;
 mod doors;
 mod exec;
 mod fatal;
@@ -58,6 +59,7 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
     time::init(&config);
     input::init(config.input_none);
     input::enable_interrupt();
+    disk::probe(config.disks());
     start_programs(&config);
     let failed = sched::run_scheduler();
     shut_down(config.test, failed)

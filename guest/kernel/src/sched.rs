@@ -152,6 +152,13 @@ pub fn wake_readers(k: &mut Kernel) {
     k.procs.wake_readers(|slot| counters::update(|page| counters::event(page, now, ev::EV_WAKE, pids[slot], 1)));
 }
 
+/// Makes every process blocked on a disk ready: a request ended, or a disk came free.
+pub fn wake_disk_waiters(k: &mut Kernel) {
+    let now = rdtsc();
+    let pids: [u32; MAX_PROCS] = core::array::from_fn(|s| k.procs.get(s).pid);
+    k.procs.wake_disk_waiters(|slot| counters::update(|page| counters::event(page, now, ev::EV_WAKE, pids[slot], 3)));
+}
+
 /// Switches from the running process in `slot` (whose state the caller has already changed)
 /// to the scheduler, logging why; returns when the scheduler runs the process again.
 ///
@@ -208,6 +215,7 @@ pub unsafe fn block_current(state: State) {
         let what = match state {
             State::Reading => 1,
             State::Waiting => 2,
+            State::Disk => 3,
             _ => 0,
         };
         counters::update(|page| counters::event(page, rdtsc(), ev::EV_BLOCK, pid, what));

@@ -12,13 +12,13 @@ use lde_kcore::usercopy::user_range;
 
 use crate::arch::cpu::rdtsc;
 use crate::arch::entry::TrapFrame;
-use crate::console;
 use crate::counters::{self, Arrival};
 use crate::exec::{self, SpawnError};
 use crate::input::{self, Available};
 use crate::process::KERNEL;
 use crate::sched::{block_current, end_current, yield_current};
 use crate::time;
+use crate::{console, disk};
 
 /// Performs the call described by `frame` (number in rax, arguments in rdi, rsi, rdx, r10, r8,
 /// r9) and puts the result in rax. `vector` is the trap it came through, `now` the TSC at entry:
@@ -77,6 +77,9 @@ pub fn dispatch(frame: &mut TrapFrame, arrival: Arrival, vector: u64, now: u64) 
         nr::SPAWN => spawn(args[0], args[1], pid),
         nr::FIXUP => fixup(args[0], args[1]),
         nr::WAIT => wait(),
+        nr::DISK_INFO => disk::info(args[0]),
+        nr::DISK_READ => disk::transfer(args[0], args[1], args[2], args[3], false),
+        nr::DISK_WRITE => disk::transfer(args[0], args[1], args[2], args[3], true),
         _ => -ENOSYS,
     };
     frame.rax = result as u64;
@@ -84,7 +87,7 @@ pub fn dispatch(frame: &mut TrapFrame, arrival: Arrival, vector: u64, now: u64) 
 
 /// Whether every page of `[ptr, ptr + len)` is mapped for ring 3 (and writable if `write`),
 /// mapping the demand-zero pages among them that were not touched yet.
-fn user_pages_ok(ptr: u64, len: u64, write: bool) -> Result<(), i64> {
+pub fn user_pages_ok(ptr: u64, len: u64, write: bool) -> Result<(), i64> {
     let (first, end) = user_range(ptr, len)?;
     KERNEL.with(|k| {
         let slot = k.procs.current().ok_or(-EFAULT)?;

@@ -1,5 +1,6 @@
 //! What a trap means: a system call (through either door, including the two PVM deviations
-//! `doors.rs` recognises), a timer tick (`tick.rs`), serial input (`input.rs`), a first touch
+//! `doors.rs` recognises), a timer tick (`tick.rs`), serial input (`input.rs`), a disk's
+//! completion (`disk.rs`), a first touch
 //! of a demand-zero page, a fault a process armed a fixup for, a fault that kills the process,
 //! or a fault in the kernel itself (`fatal.rs`).
 
@@ -12,13 +13,13 @@ use crate::arch::cpu::{self, rdtsc};
 use crate::arch::entry::{self, TrapFrame};
 use crate::arch::lapic;
 use crate::arch::vectors::{
-    GP_VECTOR, INT80_VECTOR, MC_VECTOR, NMI_VECTOR, NP_VECTOR, PF_VECTOR, SERIAL_VECTOR, SPURIOUS_VECTOR,
-    SYSCALL_VECTOR, TIMER_VECTOR, UD_VECTOR,
+    DISK_VECTOR_BASE, GP_VECTOR, INT80_VECTOR, MC_VECTOR, NMI_VECTOR, NP_VECTOR, PF_VECTOR, SERIAL_VECTOR,
+    SPURIOUS_VECTOR, SYSCALL_VECTOR, TIMER_VECTOR, UD_VECTOR,
 };
 use crate::counters::{self, Arrival};
 use crate::process::KERNEL;
 use crate::sched::end_current;
-use crate::{doors, exec, fatal, input, println, syscall, tick};
+use crate::{disk, doors, exec, fatal, input, println, syscall, tick};
 
 /// Error-code bit of a fault in delivering through an IDT gate (the vector is in bits 3-10).
 const ERROR_IDT: u64 = 0b10;
@@ -86,6 +87,9 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
             if from_user && frame.error & PF_PRESENT == 0 && KERNEL.with(|k| exec::demand_zero(k, cpu::cr2())) => {}
         v if v == u64::from(TIMER_VECTOR) => tick::timer(frame, now),
         v if v == u64::from(SERIAL_VECTOR) => input::serial_interrupt(),
+        v if (u64::from(DISK_VECTOR_BASE)..u64::from(DISK_VECTOR_BASE) + 4).contains(&v) => {
+            disk::interrupt((v - u64::from(DISK_VECTOR_BASE)) as usize)
+        }
         v if v == u64::from(SPURIOUS_VECTOR) => {}
         // A machine check is the hardware's failure, never the process's: the machine is not
         // to be trusted any more, in whichever ring it struck.

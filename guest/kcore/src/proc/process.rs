@@ -22,9 +22,12 @@ pub enum State {
     Reading,
     /// Ended; waiting for the kernel to free its memory and report it.
     Zombie,
-    /// Blocked in `wait` until one of its children ends. (Last: the variants are in the order
-    /// of the stats page's state codes, so that converting one is no work on every switch.)
+    /// Blocked in `wait` until one of its children ends.
     Waiting,
+    /// Blocked in `disk_read` or `disk_write` until the disk is free or its request is done.
+    /// (Last: the variants are in the order of the stats page's state codes, so that
+    /// converting one is no work on every switch.)
+    Disk,
 }
 
 /// How a process ended.
@@ -59,6 +62,13 @@ pub struct Accounting {
     pub user_cycles: u64,
     /// Exceptions fixed up (see the `fixup` system call) instead of killing the process.
     pub fixups: u64,
+    /// Disk requests it made (a `disk_read` or `disk_write` makes one per piece it moves).
+    pub disk_requests: u64,
+    /// Bytes it read from and wrote to disks.
+    pub disk_bytes: u64,
+    /// TSC cycles from submitting each disk request to running again after its interrupt:
+    /// the time blocked on the disk.
+    pub disk_wait_cycles: u64,
 }
 
 /// What the kernel keeps for a process that only the hardware gives meaning to (its address
@@ -171,4 +181,7 @@ const ZERO_ACCT: Accounting = Accounting {
     faults: 0,
     user_cycles: 0,
     fixups: 0,
+    disk_requests: 0,
+    disk_bytes: 0,
+    disk_wait_cycles: 0,
 };

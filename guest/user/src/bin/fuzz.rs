@@ -16,8 +16,7 @@
 #![no_main]
 
 use lde_abi::syscall::{
-    EAGAIN, EBADF, ECHILD, EFAULT, EINVAL, EIO, ENODEV, ENOENT, ENOEXEC, ENOMEM, ENOSYS, EROFS, SLEEP_MAX_MS,
-    WRITE_MAX,
+    EAGAIN, EBADF, ECHILD, EFAULT, EINVAL, EIO, ENODEV, ENOENT, ENOEXEC, ENOMEM, ENOSYS, EROFS, SLEEP_MAX_MS, WRITE_MAX,
 };
 use lde_abi::user::{USER_BASE, USER_END};
 use lde_user::{getpid, nr, println, Args, Door, Rng};
@@ -105,9 +104,7 @@ fn documented(number: u64, a: &[u64; 6], r: i64, pid: i64) -> bool {
         nr::WAIT => r > pid || r == -ECHILD,
         nr::DISK_INFO => r > 0 || r == -ENODEV,
         // A whole transfer answers its sector count.
-        nr::DISK_READ | nr::DISK_WRITE => {
-            r == a[3] as i64 || [-ENODEV, -EINVAL, -EFAULT, -EROFS, -EIO].contains(&r)
-        }
+        nr::DISK_READ | nr::DISK_WRITE => r == a[3] as i64 || [-ENODEV, -EINVAL, -EFAULT, -EROFS, -EIO].contains(&r),
         _ => r == -ENOSYS,
     }
 }

@@ -15,7 +15,7 @@ use x86_64::instructions::tables::lidt;
 use x86_64::structures::DescriptorTablePointer;
 use x86_64::VirtAddr;
 
-use super::vectors::{INT80_VECTOR, SERIAL_VECTOR, SPURIOUS_VECTOR, TIMER_VECTOR};
+use super::vectors::{DISK_VECTOR_BASE, INT80_VECTOR, SERIAL_VECTOR, SPURIOUS_VECTOR, TIMER_VECTOR};
 use super::{entry, gdt};
 
 /// One IDT gate (a 64-bit interrupt gate).
@@ -63,9 +63,19 @@ unsafe impl Sync for Idt {}
 
 static IDT: Idt = Idt(UnsafeCell::new([Gate::MISSING; 256]));
 
-/// The interrupt vectors with a gate besides the 32 exceptions: the LAPIC timer, the UART,
-/// the `int 0x80` door and the LAPIC's spurious vector.
-const INTERRUPT_VECTORS: [u8; 4] = [TIMER_VECTOR, SERIAL_VECTOR, INT80_VECTOR, SPURIOUS_VECTOR];
+/// The interrupt vectors with a gate besides the 32 exceptions: the LAPIC timer, the UART, the
+/// disks, the `int 0x80` door and the LAPIC's spurious vector.
+const INTERRUPT_VECTORS: [u8; 8] = [
+    TIMER_VECTOR,
+    SERIAL_VECTOR,
+    DISK_VECTOR_BASE,
+    DISK_VECTOR_BASE + 1,
+    DISK_VECTOR_BASE + 2,
+    DISK_VECTOR_BASE + 3,
+    INT80_VECTOR,
+    SPURIOUS_VECTOR,
+];
+const _: () = assert!(lde_abi::virtio::MAX_DISKS == 4);
 
 /// Fills the gates of the exceptions and of [`INTERRUPT_VECTORS`] and loads the IDT.
 pub fn init() {

@@ -20,6 +20,9 @@ pub const MC_VECTOR: u64 = 18;
 pub const TIMER_VECTOR: u8 = 0x20;
 /// The serial port's IRQ 4, as the I/O APIC delivers it.
 pub const SERIAL_VECTOR: u8 = 0x24;
+/// The first disk's interrupt, as the I/O APIC delivers it; disk `i` has `DISK_VECTOR_BASE + i`
+/// (`lde_abi::virtio::MAX_DISKS` of them).
+pub const DISK_VECTOR_BASE: u8 = 0x28;
 /// First vector of the primary 8259 PIC after remapping (the secondary follows at +8).
 pub const PIC_VECTOR_BASE: u8 = 0x30;
 /// The `int 0x80` system-call door (its number is part of the ABI).
