@@ -112,7 +112,9 @@ fn bad_images_get_one_line_and_exit_72() {
     std::fs::create_dir_all(&dir).unwrap();
     let fifo = temp("fifo");
     let _ = std::fs::remove_file(&fifo);
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let name = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
     let big = temp("big.img");
     std::fs::File::create(&big).unwrap().set_len((1 << 41) + 512).unwrap(); // sparse: 2 TiB + 1 sector
     let cases = [
@@ -156,4 +158,115 @@ fn a_second_lde_on_a_writable_image_is_refused() {
     assert_eq!(first.wait().unwrap().code(), Some(0));
     let after = lde(&["run", "-q", "--disk", &img, "hello"]);
     assert_eq!(after.status, Some(0), "the lock went with the first run: {after:?}");
+}
+
+/// The spans `(x, x + width)` of the rectangles of `class` in the SVG group of `group_class`
+/// for `pid`.
+fn spans(svg: &str, group_class: &str, pid: u64, class: &str) -> Vec<(f64, f64)> {
+    let start = format!("<g class=\"{group_class}\" data-pid=\"{pid}\">");
+    let Some(at) = svg.find(&start) else { return Vec::new() };
+    let group = &svg[at..at + svg[at..].find("</g>").unwrap()];
+    let attr = |rect: &str, name: &str| -> f64 {
+        let key = format!(" {name}=\"");
+        let from = rect.find(&key).unwrap() + key.len();
+        rect[from..from + rect[from..].find('"').unwrap()].parse().unwrap()
+    };
+    group
+        .split("<rect")
+        .filter(|r| r.contains(&format!("class=\"{class}\"")))
+        .map(|r| (attr(r, "x"), attr(r, "x") + attr(r, "width")))
+        .collect()
+}
+
+#[test]
+fn a_process_blocked_on_the_disk_lets_another_run() {
+    if !common::kvm_available("a_process_blocked_on_the_disk_lets_another_run") {
+        return;
+    }
+    let img = image("lecture.img", &random_bytes(1 << 20, 5));
+    let (report, timeline) = (temp("lecture.json"), temp("lecture.svg"));
+    let out = lde(&[
+        "run",
+        "-q",
+        "--report",
+        report.to_str().unwrap(),
+        "--timeline",
+        timeline.to_str().unwrap(),
+        "--disk",
+        &img,
+        "disksum",
+        "counter 300",
+    ]);
+    assert_eq!(out.status, Some(0), "{out:?}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    common::validate_report(&report);
+    // 32 calls of 32 KiB, each cut into requests of at most 20 KiB: 64 requests, 1 MiB.
+    let guest_disk = &report["guest"]["disk"];
+    assert_eq!((guest_disk["requests"].as_u64(), guest_disk["read_bytes"].as_u64()), (Some(64), Some(1 << 20)));
+    let device = &report["disks"][0];
+    assert_eq!((device["requests"].as_u64(), device["bytes_read"].as_u64()), (Some(64), Some(1 << 20)));
+    let interrupts = device["interrupts"].as_u64().unwrap();
+    assert!((1..=64).contains(&interrupts), "one interrupt per batch of completions: {device}");
+    let procs = report["guest"]["processes"].as_array().unwrap();
+    let by_name = |name: &str| procs.iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("{name}: {procs:?}"));
+    let (disksum, counter) = (by_name("disksum"), by_name("counter"));
+    assert_eq!(disksum["disk_requests"].as_u64(), Some(64));
+    assert!(disksum["disk_wait_cycles"].as_u64().unwrap() > 0, "{disksum}");
+    assert!(disksum["voluntary_switches"].as_u64().unwrap() >= 64, "it blocked for each request: {disksum}");
+    assert_eq!(counter["disk_requests"].as_u64(), Some(0));
+    // The timeline: counter ran while disksum was blocked on the disk.
+    let svg = std::fs::read_to_string(&timeline).unwrap();
+    let pid = |p: &serde_json::Value| p["pid"].as_u64().unwrap();
+    let waits = spans(&svg, "disk-waits", pid(disksum), "disk-wait");
+    let runs = spans(&svg, "lane", pid(counter), "slice");
+    assert!(!waits.is_empty(), "disksum's blocked spans are drawn");
+    let overlap = waits.iter().any(|w| runs.iter().any(|r| r.0 < w.1 && w.0 < r.1));
+    assert!(overlap, "counter ran while disksum waited: waits {waits:?}, counter ran {runs:?}");
+}
+
+/// Starts `lde run ARGS…` and returns it once its output has shown `line`.
+fn started_until(args: &[&str], line: &str) -> std::process::Child {
+    let mut child = Command::new(common::lde_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    while let Some(Ok(l)) = lines.next() {
+        if l.trim_end_matches('\r') == line {
+            // The rest is read too: a closed pipe would end lde (exit 141) before the test does.
+            std::thread::spawn(move || lines.for_each(drop));
+            return child;
+        }
+        seen.push(l);
+    }
+    let status = child.wait();
+    panic!("lde ended ({status:?}) without printing {line:?}: {seen:?}");
+}
+
+#[test]
+fn a_completed_write_is_in_the_file_however_the_run_ends() {
+    if !common::kvm_available("a_completed_write_is_in_the_file_however_the_run_ends") {
+        return;
+    }
+    for (how, expected) in [("timeout", 124), ("sigterm", 130)] {
+        let img = image(&format!("kept-{how}.img"), &[0; 16 * SECTOR]);
+        let mut args = vec!["run", "-q", "--disk", &img, "diskwrite 2 8 77", "spin 0"];
+        if how == "timeout" {
+            // Long enough for the write on any host; the test waits for its line, not for time.
+            args.splice(2..2, ["--timeout", "10"]);
+        }
+        let mut child = started_until(&args, "diskwrite: wrote 8 sectors at 2");
+        if how == "sigterm" {
+            // SAFETY: a signal to our own child.
+            assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+        }
+        assert_eq!(child.wait().unwrap().code(), Some(expected), "{how}");
+        let after = std::fs::read(&img).unwrap();
+        assert!(after[2 * SECTOR..10 * SECTOR].iter().all(|&b| b == 77), "{how}: the write is in the file");
+        assert!(after[..2 * SECTOR].iter().chain(&after[10 * SECTOR..]).all(|&b| b == 0), "{how}");
+    }
 }

@@ -102,9 +102,10 @@ fn proc_stats<M>(p: &Proc<M>) -> ProcStats {
         end,
         end_value,
         end_rip,
-        disk_requests: p.acct.disk_requests,
-        disk_bytes: p.acct.disk_bytes,
-        disk_wait_cycles: p.acct.disk_wait_cycles,
+        // Kept in the page alone (see `disk_done`): a new process starts with none.
+        disk_requests: 0,
+        disk_bytes: 0,
+        disk_wait_cycles: 0,
     }
 }
 
@@ -127,9 +128,30 @@ pub fn publish_counters<M>(page: &mut StatsPage, slot: usize, p: &Proc<M>) {
     out.user_cycles = p.acct.user_cycles;
 }
 
-/// Appends an ended process's final accounting to the ring of ended processes.
-pub fn record_end<M>(page: &mut StatsPage, p: &Proc<M>) {
-    page.push_ended(proc_stats(p));
+/// Appends an ended process's final accounting (the process in `slot`) to the ring of ended
+/// processes.
+pub fn record_end<M>(page: &mut StatsPage, slot: usize, p: &Proc<M>) {
+    let mut last = proc_stats(p);
+    let disk = &page.procs[slot];
+    (last.disk_requests, last.disk_bytes, last.disk_wait_cycles) =
+        (disk.disk_requests, disk.disk_bytes, disk.disk_wait_cycles);
+    page.push_ended(last);
+}
+
+/// Counts a finished disk request of `len` bytes for the process in `slot`, which waited
+/// `waited` TSC cycles from submitting it to running again. A process's disk counters are kept
+/// in its slot of the page only, not in the process table (see `lde_kcore::proc::Accounting`).
+pub fn disk_done(page: &mut StatsPage, slot: usize, len: u64, write: bool, waited: u64) {
+    page.disk_requests += 1;
+    if write {
+        page.disk_write_bytes += len;
+    } else {
+        page.disk_read_bytes += len;
+    }
+    let out = &mut page.procs[slot];
+    out.disk_requests += 1;
+    out.disk_bytes += len;
+    out.disk_wait_cycles += waited;
 }
 
 /// Prints a process's accounting as one `acct` line.
@@ -141,8 +163,8 @@ pub fn verbose() -> bool {
     VERBOSE.load(Ordering::Relaxed)
 }
 
-/// Prints a process's `acct` line where [`verbose`] asks for it.
-pub fn print_acct<M>(p: &Proc<M>) {
+/// Prints the `acct` line of the process in `slot` where [`verbose`] asks for it.
+pub fn print_acct<M>(slot: usize, p: &Proc<M>) {
     if !verbose() {
         return;
     }
@@ -164,6 +186,13 @@ pub fn print_acct<M>(p: &Proc<M>) {
             print!("{}{name}:{n}", if first { "" } else { "," });
             first = false;
         }
+    }
+    let disk = LDE_STATS.with(|page| {
+        let s = &page.procs[slot];
+        (s.disk_requests, s.disk_bytes, s.disk_wait_cycles)
+    });
+    if disk.0 != 0 {
+        print!(" disk_requests={} disk_bytes={} disk_wait_cycles={}", disk.0, disk.1, disk.2);
     }
     println!();
 }
@@ -221,4 +250,10 @@ fn print_page(page: &StatsPage, missed: u64, punctual: u64) {
         page.timer_hz,
         page.idle_cycles * 1000 / page.tsc_hz.max(1)
     );
+    if page.disk_requests != 0 || page.disk_interrupts != 0 {
+        println!(
+            "stats: disk requests={} read_bytes={} write_bytes={} interrupts={}",
+            page.disk_requests, page.disk_read_bytes, page.disk_write_bytes, page.disk_interrupts
+        );
+    }
 }

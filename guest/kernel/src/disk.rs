@@ -64,6 +64,7 @@ fn write32(addr: u64, value: u32) {
 /// Finds, sets up and routes the interrupt of each disk the command line announces (`words`
 /// are the values of its `virtio_mmio.device` words, in order: disk 0 first). Prints one line
 /// per disk, or why it is not used.
+#[inline(never)] // off the hot paths of every trap and system call
 pub fn probe(words: &[&str]) {
     for (index, word) in words.iter().enumerate().take(MAX_DISKS) {
         let Some(dev) = lde_kcore::virtio::parse_mmio_device(word) else {
@@ -153,6 +154,7 @@ fn capacity(base: u64) -> u64 {
 }
 
 /// `disk_info(disk)`: the sector count.
+#[inline(never)] // off the hot paths of every trap and system call
 pub fn info(disk: u64) -> i64 {
     DISKS.with(|d| match usize::try_from(disk).ok().and_then(|i| d.get(i)).and_then(Option::as_ref) {
         Some(disk) => disk.sectors as i64,
@@ -163,6 +165,7 @@ pub fn info(disk: u64) -> i64 {
 /// `disk_read`/`disk_write(disk, lba, buf, sectors)` for the running process: checks the call,
 /// then moves the data in requests of at most [`MAX_REQUEST_BYTES`], blocking on each. Returns
 /// the sectors moved or a negative errno. A system call (see `syscall::dispatch`): it may block.
+#[inline(never)] // off the hot paths of every trap and system call
 pub fn transfer(disk: u64, lba: u64, buf: u64, sectors: u64, write: bool) -> i64 {
     let Some(index) = usize::try_from(disk).ok().filter(|&i| i < MAX_DISKS) else { return -ENODEV };
     let Some((disk_sectors, read_only)) = DISKS.with(|d| d[index].as_ref().map(|d| (d.sectors, d.read_only))) else {
@@ -222,7 +225,8 @@ fn request(slot: usize, index: usize, sector: u64, buf: u64, len: u64, write: bo
         match finished {
             // The disk is free again: whoever waits for it may try.
             Some(status) => {
-                account(slot, len, write, rdtsc() - submitted);
+                let waited = rdtsc() - submitted;
+                counters::update(|page| counters::disk_done(page, slot, len, write, waited));
                 KERNEL.with(sched::wake_disk_waiters);
                 return if status == BLK_S_OK { Ok(()) } else { Err(-EIO) };
             }
@@ -231,30 +235,6 @@ fn request(slot: usize, index: usize, sector: u64, buf: u64, len: u64, write: bo
             None => unsafe { block_current(State::Disk) },
         }
     }
-}
-
-/// Counts a finished request of `len` bytes for the process in `slot`, which waited `waited`
-/// TSC cycles from submitting it to running again.
-fn account(slot: usize, len: u64, write: bool, waited: u64) {
-    KERNEL.with(|k| {
-        let acct = &mut k.procs.get_mut(slot).acct;
-        acct.disk_requests += 1;
-        acct.disk_bytes += len;
-        acct.disk_wait_cycles += waited;
-        let acct = *acct;
-        counters::update(|page| {
-            page.disk_requests += 1;
-            if write {
-                page.disk_write_bytes += len;
-            } else {
-                page.disk_read_bytes += len;
-            }
-            let out = &mut page.procs[slot];
-            out.disk_requests = acct.disk_requests;
-            out.disk_bytes = acct.disk_bytes;
-            out.disk_wait_cycles = acct.disk_wait_cycles;
-        });
-    });
 }
 
 /// Puts one request in the queue and tells the device: the header, the data segments, the
@@ -305,6 +285,7 @@ fn submit(disk: &mut Disk, slot: usize, sector: u64, segs: &[Segment], write: bo
 
 /// The interrupt of disk `index`: acknowledge it, and if the used ring moved, the request in
 /// flight is done: note its status and make its owner ready.
+#[inline(never)] // off the hot paths of every trap and system call
 pub fn interrupt(index: usize) {
     let woke = DISKS.with(|d| {
         let Some(disk) = d.get_mut(index).and_then(Option::as_mut) else { return false };

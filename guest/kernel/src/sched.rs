@@ -239,7 +239,7 @@ pub unsafe fn end_current(end: End) -> ! {
         let p = k.procs.get(slot);
         let now = rdtsc();
         counters::update(|page| {
-            counters::record_end(page, p);
+            counters::record_end(page, slot, p);
             if let Some(pid) = parent_pid {
                 counters::event(page, now, ev::EV_WAKE, pid, 2);
             }
@@ -275,7 +275,7 @@ pub unsafe fn end_current(end: End) -> ! {
                 });
             }
         }
-        print_acct(p);
+        print_acct(slot, p);
         slot
     });
     // SAFETY: caller's contract; a zombie is never scheduled again.

@@ -69,6 +69,7 @@ impl Shared {
                 kvm: self.kvm_stats.as_ref().map(|k| k.read()),
             },
             guest: report::guest(&recorder),
+            disks: Vec::new(),
         }
     }
 }

@@ -54,6 +54,28 @@ fn processes_line(page: &StatsPage, processes: &[ProcStats]) -> String {
 }
 
 /// `n thing` or `n things`.
+/// The disks' line, when the kernel made any request: what moved, and how long each process that
+/// used a disk was blocked on it (from submitting each request to running again).
+fn disk_line(page: &StatsPage, processes: &[ProcStats]) -> Option<String> {
+    if page.disk_requests == 0 {
+        return None;
+    }
+    let ms = |cycles: u64| cycles as f64 * 1e3 / page.tsc_hz.max(1) as f64;
+    let blocked: Vec<String> = processes
+        .iter()
+        .filter(|p| p.disk_requests > 0)
+        .map(|p| format!("{} {} {:.3} ms", p.name(), p.pid, ms(p.disk_wait_cycles)))
+        .collect();
+    Some(format!(
+        "disk: {}, {} bytes read, {} written, {}; blocked on it: {}",
+        count(page.disk_requests, "request", "requests"),
+        page.disk_read_bytes,
+        page.disk_write_bytes,
+        count(page.disk_interrupts, "interrupt", "interrupts"),
+        blocked.join(", ")
+    ))
+}
+
 fn count(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
@@ -127,7 +149,7 @@ pub fn lines(page: &StatsPage, processes: &[ProcStats], kvm: KvmKind, ran: Optio
         }
         _ => String::new(),
     };
-    vec![
+    let mut lines = vec![
         processes_line(page, processes),
         format!("traps: {}", if traps.is_empty() { "none".to_string() } else { traps.join(", ") }),
         format!(
@@ -140,7 +162,9 @@ pub fn lines(page: &StatsPage, processes: &[ProcStats], kvm: KvmKind, ran: Optio
             cost(page.tick_cycles, page.tick_count, page.tsc_hz),
             cost(page.switch_cycles, page.switch_count, page.tsc_hz)
         ),
-    ]
+    ];
+    lines.extend(disk_line(page, processes));
+    lines
 }
 
 #[cfg(test)]

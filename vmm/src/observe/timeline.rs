@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use lde_abi::stats::{Event, EV_EXIT, EV_FAULT, EV_IDLE, EV_SWITCH_IN, EV_SWITCH_OUT, EV_SYSCALL, EV_TICK};
+use lde_abi::stats::{
+    Event, EV_BLOCK, EV_EXIT, EV_FAULT, EV_IDLE, EV_SWITCH_IN, EV_SWITCH_OUT, EV_SYSCALL, EV_TICK, EV_WAKE,
+};
 use lde_abi::syscall::NAMES;
 use svg::node::element::{Group, Line, Rectangle, Text, Title};
 use svg::Document;
@@ -12,6 +14,8 @@ use svg::Document;
 use crate::observe::recorder::Recorder;
 
 // Sized to be read at the width of a README (about 800 pixels): 1200 units wide, 16-unit text.
+/// Blocked on a disk.
+const DISK_COLOR: &str = "#c2185b";
 const WIDTH: f64 = 1200.0;
 const LEFT: f64 = 190.0;
 const RIGHT: f64 = 20.0;
@@ -64,18 +68,29 @@ impl Scale {
     }
 }
 
-/// Running slices per pid, kernel time (from a switch out to the next switch in), idle time.
+/// [`EV_BLOCK`] and [`EV_WAKE`]'s `arg` for a disk.
+const ON_DISK: u32 = 3;
+
+/// Running slices per pid, kernel time (from a switch out to the next switch in), idle time,
+/// and the spans each pid was blocked on a disk (from blocking to the wake-up its request's
+/// interrupt, or the disk coming free, gave it).
 struct Lanes {
     slices: BTreeMap<u32, Vec<Span>>,
+    disk: BTreeMap<u32, Vec<Span>>,
     kernel: Vec<Span>,
     idle: Vec<Span>,
 }
 
 impl Lanes {
     fn new(events: &[Event], pids: impl Iterator<Item = u32>, end: u64) -> Lanes {
-        let mut lanes =
-            Lanes { slices: pids.map(|pid| (pid, Vec::new())).collect(), kernel: Vec::new(), idle: Vec::new() };
+        let mut lanes = Lanes {
+            slices: pids.map(|pid| (pid, Vec::new())).collect(),
+            disk: BTreeMap::new(),
+            kernel: Vec::new(),
+            idle: Vec::new(),
+        };
         let mut running: Option<(u32, u64)> = None;
+        let mut on_disk: BTreeMap<u32, u64> = BTreeMap::new();
         let mut out_at: Option<u64> = None;
         let mut idle_at: Option<u64> = None;
         for e in events {
@@ -100,6 +115,14 @@ impl Lanes {
                     }
                     out_at.get_or_insert(e.tsc);
                 }
+                EV_BLOCK if e.arg == ON_DISK => {
+                    on_disk.insert(pid, e.tsc);
+                }
+                EV_WAKE if e.arg == ON_DISK => {
+                    if let Some(from) = on_disk.remove(&pid) {
+                        lanes.disk.entry(pid).or_default().push(Span { from, to: e.tsc });
+                    }
+                }
                 EV_IDLE => {
                     if let Some(from) = out_at.take() {
                         lanes.kernel.push(Span { from, to: e.tsc });
@@ -111,6 +134,9 @@ impl Lanes {
         }
         if let Some((p, from)) = running {
             lanes.slices.entry(p).or_default().push(Span { from, to: end });
+        }
+        for (pid, from) in on_disk {
+            lanes.disk.entry(pid).or_default().push(Span { from, to: end });
         }
         lanes
     }
@@ -155,6 +181,9 @@ pub fn render(recorder: &Recorder, title: &str) -> Document {
         let y = TOP + i as f64 * LANE;
         let name = names.get(pid).map_or("?", String::as_str);
         doc = doc.add(process_lane(events, &scale, tsc_hz, (*pid, name, spans), y, every));
+        if let Some(waits) = lanes.disk.get(pid) {
+            doc = doc.add(disk_waits(&scale, tsc_hz, *pid, waits, y));
+        }
     }
     let y = TOP + lanes.slices.len() as f64 * LANE;
     doc = doc.add(kernel_lane(&lanes, &scale, tsc_hz, y));
@@ -248,6 +277,25 @@ fn process_lane(
     lane
 }
 
+/// Where process `pid` (its lane at `y`) was blocked on a disk: a band along the lane's foot.
+fn disk_waits(scale: &Scale, tsc_hz: u64, pid: u32, waits: &[Span], y: f64) -> Group {
+    let mut group = Group::new().set("class", "disk-waits").set("data-pid", pid);
+    for s in waits {
+        let (x0, x1) = (scale.x(s.from), scale.x(s.to));
+        group = group.add(
+            Rectangle::new()
+                .set("class", "disk-wait")
+                .set("x", x0)
+                .set("y", y + BAR - 6.0)
+                .set("width", round((x1 - x0).max(0.6)))
+                .set("height", 6)
+                .set("fill", DISK_COLOR)
+                .add(Title::new(format!("pid {pid} blocked on the disk {}", duration(s.cycles(), tsc_hz)))),
+        );
+    }
+    group
+}
+
 /// The kernel's own time: switching and ending, and idle.
 fn kernel_lane(lanes: &Lanes, scale: &Scale, tsc_hz: u64, y: f64) -> Group {
     let mut lane = Group::new().set("class", "kernel");
@@ -281,6 +329,7 @@ fn legend(recorder: &Recorder, mut legend_y: f64, every: usize) -> Group {
         ("#8e44ad", "kernel: switching, ending"),
         (IDLE_COLOR, "kernel: idle (hlt)"),
         ("#e07b00", "timer tick"),
+        (DISK_COLOR, "blocked on a disk"),
         ("#1b5e20", "system call"),
         ("#d32f2f", "killed by a fault"),
         ("#333", "exit"),

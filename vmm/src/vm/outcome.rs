@@ -95,6 +95,7 @@ impl RunReport {
                 kvm: run.kvm_stats.clone(),
             },
             guest: run.recorder.as_ref().and_then(report::guest),
+            disks: run.disks.clone(),
         }
     }
 }
