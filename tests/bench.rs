@@ -8,7 +8,7 @@ mod common;
 use common::{inside_nested, kvm_available, lde, temp};
 use serde_json::Value;
 
-const ALL: [&str; 12] = [
+const ALL: [&str; 13] = [
     "syscall-null",
     "int80-null",
     "exception-ud",
@@ -19,6 +19,7 @@ const ALL: [&str; 12] = [
     "switch-cr3",
     "cpuid",
     "port-write",
+    "disk-read-4k",
     "host-syscall",
     "kvm-run",
 ];
@@ -47,6 +48,9 @@ fn every_measurement_has_a_median_and_a_path() {
         if name == "syscall-null" || name == "int80-null" {
             assert_eq!(path.starts_with("recovered"), pvm, "{name}: {path}");
         }
+        if name == "disk-read-4k" {
+            assert!(path.contains(" VM exits to lde per read"), "{name}: {path}");
+        }
         // The table shows it too.
         assert!(out.stdout.lines().any(|l| l.starts_with(name)), "{name} in the table");
     }
@@ -60,15 +64,16 @@ fn every_measurement_has_a_median_and_a_path() {
         ("switch-cr3", "syscall-null"), // a system call, then a switch to another process
         ("kvm-run", "host-syscall"),    // a host system call (the ioctl), then the guest
         ("port-write", "cpuid"),        // a VM exit out to lde rather than one KVM handles
+        ("disk-read-4k", "switch-cr3"), // a system call that blocks: switches out and back in
     ] {
         if let (Some(w), Some(p)) = (median(whole), median(part)) {
             assert!(w > p, "{whole} {w} <= {part} {p}");
         }
     }
     assert!(out.stdout.starts_with("host: "), "{}", out.stdout);
-    assert!(out.stderr.contains("lde: bench [1/12] syscall-null\n"), "progress: {}", out.stderr);
+    assert!(out.stderr.contains("lde: bench [1/13] syscall-null\n"), "progress: {}", out.stderr);
     assert!(
-        out.stderr.contains("lde: bench [12/12] host-syscall (on the host)\n"),
+        out.stderr.contains("lde: bench [13/13] host-syscall (on the host)\n"),
         "every row counted: {}",
         out.stderr
     );

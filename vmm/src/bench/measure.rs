@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use super::{BenchConfig, Doors, Error};
 use crate::devices::serial::SharedBuffer;
+use crate::devices::virtio::DiskSpec;
 use crate::initrd::Programs;
 use crate::vcpu::VmExitHook;
 use crate::{Outcome, RunConfig, RunReport};
@@ -117,6 +118,19 @@ pub(super) struct GuestRun {
     pub(super) doors: Option<Doors>,
     pub(super) kvm_run: Vec<u64>,
     pub(super) tsc_khz: Option<u32>,
+    /// The scratch disk's reads and lde's MMIO exits over the run (the `disk-read-4k` row).
+    pub(super) disk: Option<DiskExits>,
+}
+
+/// What a run with the scratch disk did on the host's side.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct DiskExits {
+    /// Requests the device served.
+    pub(super) requests: u64,
+    /// MMIO exits lde handled in the whole run (the device's set-up included).
+    pub(super) mmio_exits: u64,
+    /// Whether KVM took the queue notifications by ioeventfd.
+    pub(super) ioeventfd: bool,
 }
 
 /// One boot of the built-in kernel for `lde bench`.
@@ -132,6 +146,8 @@ pub(super) struct Boot<'a> {
     pub(super) hook: Option<Box<dyn VmExitHook>>,
     /// When the run starts (what a VM-exit hook measures from).
     pub(super) started: Instant,
+    /// Disk images for the guest.
+    pub(super) disks: Vec<crate::devices::virtio::DiskSpec>,
 }
 
 impl Boot<'_> {
@@ -139,7 +155,7 @@ impl Boot<'_> {
     pub(super) fn quiet(programs: Programs, hz: u32) -> Boot<'static> {
         let transcript = SharedBuffer::default();
         let console = Box::new(transcript.clone());
-        Boot { programs, hz, extra: "", console, transcript, hook: None, started: Instant::now() }
+        Boot { programs, hz, extra: "", console, transcript, hook: None, started: Instant::now(), disks: Vec::new() }
     }
 
     /// Runs it; the guest must shut down with code 0. Returns the run and its transcript.
@@ -156,6 +172,7 @@ impl Boot<'_> {
         );
         run_config.started = self.started;
         run_config.exit_hook = self.hook;
+        run_config.disks = self.disks;
         let run = crate::run(run_config)?;
         let transcript = String::from_utf8_lossy(&self.transcript.0.lock().expect("buffer lock poisoned")).into_owned();
         match &run.outcome {
@@ -190,13 +207,31 @@ pub(super) fn guest_run(
         quiet: config.quiet,
     };
     let samples = BenchPortRoundTrips::default();
+    // The disk row reads a scratch image: sparse, never written, gone with the run.
+    let scratch = match names.contains(&"disk-read-4k") {
+        true => Some(scratch_disk().map_err(|e| Error::Guest(format!("cannot make the scratch disk: {e}")))?),
+        false => None,
+    };
     let boot = Boot {
         console: Box::new(progress),
         transcript,
         hook: Some(Box::new(samples.clone())),
+        disks: scratch.iter().map(|f| DiskSpec { path: f.path().to_path_buf(), read_only: true }).collect(),
         ..Boot::quiet(programs, hz)
     };
     let (run, transcript) = boot.run(config)?;
     let doors = run.stats().map(|p| (p.syscall_arch, p.syscall_recovered, p.int80_arch, p.int80_recovered));
-    Ok(GuestRun { transcript, doors, kvm_run: samples.take(), tsc_khz: run.tsc_khz })
+    let disk = run.disks.first().map(|d| DiskExits {
+        requests: d.requests,
+        mmio_exits: run.exits.mmio,
+        ioeventfd: d.ioeventfd,
+    });
+    Ok(GuestRun { transcript, doors, kvm_run: samples.take(), tsc_khz: run.tsc_khz, disk })
+}
+
+/// A 1 MiB sparse image in the temporary folder.
+fn scratch_disk() -> std::io::Result<tempfile::NamedTempFile> {
+    let file = tempfile::Builder::new().prefix("lde-bench-disk").suffix(".img").tempfile()?;
+    file.as_file().set_len(1 << 20)?;
+    Ok(file)
 }

@@ -55,6 +55,10 @@ pub const MEASUREMENTS: &[(&str, &str)] = &[
     ("switch-cr3", "switch between two processes (new CR3): half a yield round trip"),
     ("cpuid", "cpuid from ring 3: a VM exit handled inside KVM"),
     ("port-write", "out to the bench port from ring 3: a VM exit handled by lde"),
+    (
+        "disk-read-4k",
+        "4 KiB virtio-blk read from ring 3: from the call through the block, the DMA and the interrupt to running again",
+    ),
     ("host-syscall", "host reference: a null Linux system call (getppid) made by lde"),
     ("kvm-run", "host reference: KVM_RUN round trip of a port write, as lde sees it"),
 ];
@@ -198,6 +202,7 @@ struct GuestRuns {
     doors: Option<Doors>,
     kvm_run: Vec<u64>,
     tsc_khz: Option<u32>,
+    disk: Option<measure::DiskExits>,
 }
 
 /// Boots the bench guest for the cycle rows `names`: once at the quiet timer rate for the rows
@@ -216,6 +221,7 @@ fn guest_runs(config: &BenchConfig, names: &[&'static str], done: &Arc<Mutex<usi
         runs.doors = run.doors;
         runs.kvm_run = run.kvm_run;
         runs.tsc_khz = run.tsc_khz;
+        runs.disk = run.disk;
     }
     if names.contains(&"timer-tick") {
         let run = guest_run(&["timer-tick"], TICK_TIMER_HZ, config, names, done)?;
@@ -243,7 +249,10 @@ impl GuestRuns {
             samples: r.n,
             per_sample: r.k,
             stats: (r.min, r.median, r.p99, r.mean, r.hist.clone()),
-            path: path_of(r, self.doors, *hz),
+            path: match r.name.as_str() {
+                "disk-read-4k" => disk_path(self.disk),
+                _ => path_of(r, self.doors, *hz),
+            },
             timer_hz: Some(*hz),
             unresolved: r.unresolved_reason(),
         })
@@ -304,6 +313,21 @@ fn measurement(name: &str, sampled: Sampled, tsc_hz: u64) -> Measurement {
 }
 
 /// The path an operation took, from the guest's counters.
+/// The disk row's path: the VM exits to lde each read took (lde's MMIO exits over the run, the
+/// device's set-up among them, over the requests the device served), and how the queue
+/// notification travelled.
+fn disk_path(disk: Option<measure::DiskExits>) -> String {
+    match disk {
+        Some(d) if d.requests > 0 => format!(
+            "virtio-blk, blocked until its interrupt: {:.2} VM exits to lde per read (MMIO: interrupt status and \
+             acknowledge); queue notification {}",
+            d.mmio_exits as f64 / d.requests as f64,
+            if d.ioeventfd { "by ioeventfd, no exit to lde" } else { "by MMIO exit" }
+        ),
+        _ => "virtio-blk (no request reached the device)".to_string(),
+    }
+}
+
 fn path_of(r: &GuestResult, doors: Option<Doors>, hz: u32) -> String {
     let door = |arch: u64, recovered: u64, how: &str| match (arch, recovered) {
         (0, 0) => "unknown".to_string(),
