@@ -270,3 +270,25 @@ fn a_completed_write_is_in_the_file_however_the_run_ends() {
         assert!(after[..2 * SECTOR].iter().chain(&after[10 * SECTOR..]).all(|&b| b == 0), "{how}");
     }
 }
+
+#[test]
+fn a_large_sparse_image_is_used_in_place() {
+    for host in hosts("a_large_sparse_image_is_used_in_place") {
+        let path = temp(&format!("sparse-{host:?}.img"));
+        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+        file.set_len(1 << 40).unwrap(); // 1 TiB, no block allocated
+        let img = path.to_str().unwrap();
+        let lba: u64 = 2_000_000_000;
+        let out = host.run(&["--disk", img, &format!("diskwrite {lba} 2 9")]);
+        assert_eq!(out.status, Some(0), "{host:?}: {out:?}");
+        assert!(out.lines().iter().any(|l| l.starts_with("kernel: disk 0: 2147483648 sectors")), "{host:?}: {out:?}");
+        let mut written = vec![0u8; 2 * SECTOR];
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut written, lba * SECTOR as u64).unwrap();
+        assert!(written.iter().all(|&b| b == 9), "{host:?}");
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.len(), 1 << 40, "{host:?}");
+        // Only what was written takes room: the image was neither read whole nor filled.
+        assert!(std::os::unix::fs::MetadataExt::blocks(&meta) * 512 < 1 << 20, "{host:?}: {meta:?}");
+        std::fs::remove_file(&path).unwrap();
+    }
+}

@@ -12,6 +12,10 @@ use super::image::DiskImage;
 
 /// Largest piece of a transfer held in lde's memory at once.
 const CHUNK: usize = 64 * 1024;
+/// Largest transfer one request may ask for. A guest's descriptors can add up to gigabytes (64
+/// of up to 4 GiB each, over the same guest pages); one such request would hold the event loop,
+/// and with it SIGTERM, `--timeout` and stdin, for seconds. lde's kernel asks for 20 KiB at most.
+pub const MAX_TRANSFER: u64 = 1 << 20;
 
 /// A request header, as the guest lays it out (`struct virtio_blk_outhdr`).
 #[derive(Clone, Copy, Debug, Default)]
@@ -109,10 +113,10 @@ fn run(header: Header, reader: &mut Reader<'_>, writer: &mut Writer<'_>, image: 
 }
 
 /// The byte range `[offset, offset + len)` of a transfer of `len` bytes at `sector`, if it is
-/// whole sectors and lies inside the image.
+/// whole sectors, at most [`MAX_TRANSFER`], and lies inside the image.
 fn range(sector: u64, len: usize, image: &DiskImage) -> Option<(u64, u64)> {
     let len = len as u64;
-    if len % SECTOR_SIZE != 0 {
+    if len % SECTOR_SIZE != 0 || len > MAX_TRANSFER {
         return None;
     }
     let end_sector = sector.checked_add(len / SECTOR_SIZE)?;

@@ -18,7 +18,7 @@ const USED: u64 = 0x3000;
 const HEADER: u64 = 0x4000;
 const STATUS: u64 = 0x5000;
 const DATA: u64 = 0x10000;
-const MEM_SIZE: usize = 0x40000;
+const MEM_SIZE: usize = 0x20_0000;
 
 struct Rig {
     dev: BlockDevice,
@@ -165,6 +165,10 @@ fn bad_requests_get_an_error_status_and_change_nothing() {
     assert_eq!(r.request(BLK_T_IN, u64::MAX / 512, 512).1, BLK_S_IOERR, "byte offset overflow");
     assert_eq!(r.request(BLK_T_IN, 0, 100).1, BLK_S_IOERR, "not whole sectors");
     assert_eq!(r.request(99, 0, 512).1, BLK_S_UNSUPP);
+    // More than a request may move, though the image holds it: refused before any I/O.
+    let mut big = rig(4096, false);
+    assert_eq!(big.request(BLK_T_IN, 0, (super::block::MAX_TRANSFER + 512) as u32).1, BLK_S_IOERR);
+    assert_eq!(big.request(BLK_T_IN, 0, super::block::MAX_TRANSFER as u32).1, BLK_S_OK);
     assert_eq!(r.file_bytes(), before);
     assert_eq!(r.dev.counts().errors, 6);
 }
