@@ -112,10 +112,9 @@ fn the_fuzzer_never_crashes_the_kernel() {
         let hellos = out.lines().into_iter().filter(|l| l.starts_with("exit ") && l.ends_with(" name=hello status=0"));
         assert_eq!(hellos.count(), spawned + 1, "{host:?}: every hello the fuzzers started ran: {out:?}");
         let calls = stats(&out, "calls");
-        for name in
-            ["null", "write", "exit", "getpid", "yield", "sleep_ms", "read", "uptime_ms", "spawn", "fixup", "wait"]
-        {
-            assert!(calls[name] >= 1000, "{host:?}: every call is fuzzed, {name} too: {calls:?}");
+        // 3/4 of the 20,000 calls pick one of the 14 numbers at random: ~1,070 each.
+        for name in lde_abi::syscall::NAMES {
+            assert!(calls[name] >= 700, "{host:?}: every call is fuzzed, {name} too: {calls:?}");
         }
         assert!(stats(&out, "doors").values().sum::<u64>() >= 20_000, "{host:?}: {out:?}");
         assert_no_leak(&out);

@@ -179,7 +179,7 @@ pub fn transfer(disk: u64, lba: u64, buf: u64, sectors: u64, write: bool) -> i64
     }
     let Some(bytes) = sectors.checked_mul(SECTOR_SIZE) else { return -EINVAL };
     // The device writes the process's pages for a read: they must be writable by it.
-    if let Err(e) = crate::syscall::user_pages_ok(buf, bytes, !write) {
+    if let Err(e) = crate::usermem::user_pages_ok(buf, bytes, !write) {
         return e;
     }
     let slot = KERNEL.with(|k| k.current());

@@ -26,6 +26,7 @@ mod syscall;
 mod tick;
 mod time;
 mod trap;
+mod usermem;
 
 use core::panic::PanicInfo;
 use core::sync::atomic::Ordering;

@@ -18,6 +18,7 @@ use crate::input::{self, Available};
 use crate::process::KERNEL;
 use crate::sched::{block_current, end_current, yield_current};
 use crate::time;
+use crate::usermem::user_pages_ok;
 use crate::{console, disk};
 
 /// Performs the call described by `frame` (number in rax, arguments in rdi, rsi, rdx, r10, r8,
@@ -83,29 +84,6 @@ pub fn dispatch(frame: &mut TrapFrame, arrival: Arrival, vector: u64, now: u64) 
         _ => -ENOSYS,
     };
     frame.rax = result as u64;
-}
-
-/// Whether every page of `[ptr, ptr + len)` is mapped for ring 3 (and writable if `write`),
-/// mapping the demand-zero pages among them that were not touched yet.
-pub fn user_pages_ok(ptr: u64, len: u64, write: bool) -> Result<(), i64> {
-    let (first, end) = user_range(ptr, len)?;
-    KERNEL.with(|k| {
-        let slot = k.procs.current().ok_or(-EFAULT)?;
-        let mut page = first;
-        while page < end {
-            let space = k.procs.get(slot).machine.space.as_ref().ok_or(-EFAULT)?;
-            let flags = match space.translate(page) {
-                Some((_, flags)) => flags,
-                None if exec::demand_zero(k, page) => continue, // now mapped: check again
-                None => return Err(-EFAULT),
-            };
-            if write && !flags.writable {
-                return Err(-EFAULT);
-            }
-            page += 4096;
-        }
-        Ok(())
-    })
 }
 
 /// `write(fd, buf, len)`: fd 1 and 2 are the serial console.
