@@ -39,6 +39,7 @@ pub mod observe;
 pub mod output;
 pub mod probe;
 pub mod seccomp;
+pub mod smp_probe;
 pub mod stdio;
 pub mod terminal;
 pub mod vcpu;

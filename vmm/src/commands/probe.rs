@@ -19,7 +19,7 @@ pub fn probe(args: ProbeArgs, started: Instant) -> Result<ExitCode, Error> {
     if let (Some(path), Some(host)) = (&args.transcript, &args.host_name) {
         let bytes = lde::files::read_limited(path, lde::files::TEXT_MAX_SIZE)
             .map_err(|e| Error::Transcript(path.clone(), e))?;
-        print_probe(host, None, &String::from_utf8_lossy(&bytes), args.json);
+        print_probe(host, None, &String::from_utf8_lossy(&bytes), args.json, None);
         return Ok(ExitCode::SUCCESS);
     }
     let specs: Vec<String> = lde::probe::PROGRAMS.iter().map(|s| s.to_string()).collect();
@@ -35,10 +35,19 @@ pub fn probe(args: ProbeArgs, started: Instant) -> Result<ExitCode, Error> {
         programs.initrd,
         Box::new(transcript.clone()),
         args.timeout,
-        args.kvm_device,
+        args.kvm_device.clone(),
         host,
     );
+
     config.started = started;
+    // Several processors, on a probe VM of their own: whether this KVM starts a second vCPU the
+    // way kernels do and delivers an IPI to it.
+    let smp = match lde::vm::open_kvm(&args.kvm_device) {
+        Ok(kvm) => {
+            lde::smp_probe::measure(&kvm, SMP_PATIENCE).map_or_else(|e| format!("not measured: {e}"), |f| f.line())
+        }
+        Err(e) => format!("not measured: {e}"),
+    };
     let report = lde::run(config)?;
     let text = String::from_utf8_lossy(&transcript.0.lock().expect("transcript lock")).into_owned();
     if let Outcome::Crashed { crash, registers } = &report.outcome {
@@ -47,12 +56,15 @@ pub fn probe(args: ProbeArgs, started: Instant) -> Result<ExitCode, Error> {
         registers.lines().for_each(|line| eprintln!("lde: {line}"));
         return Ok(ExitCode::from(code::GUEST_CRASHED));
     }
-    print_probe(&host_line, Some(kvm), &text, args.json);
+    print_probe(&host_line, Some(kvm), &text, args.json, Some(&smp));
     Ok(ExitCode::SUCCESS)
 }
 
+/// How long the SMP probe waits for the second vCPU (PVM emulates its every instruction).
+const SMP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The findings of a probe transcript from `host`: a table, or JSON.
-fn print_probe(host: &str, kvm: Option<&str>, transcript: &str, json: bool) {
+fn print_probe(host: &str, kvm: Option<&str>, transcript: &str, json: bool, smp: Option<&str>) {
     let rows = lde::probe::parse(transcript);
     let isolation = lde::probe::parse_isolation(transcript);
     if json {
@@ -71,7 +83,7 @@ fn print_probe(host: &str, kvm: Option<&str>, transcript: &str, json: bool) {
             .iter()
             .map(|r| serde_json::json!({ "what": r.what, "state": r.state, "deviation": r.deviation }))
             .collect();
-        let doc = serde_json::json!({ "host": host, "kvm": kvm, "rows": rows, "isolation": isolation });
+        let doc = serde_json::json!({ "host": host, "kvm": kvm, "rows": rows, "isolation": isolation, "smp": smp });
         println!("{}", serde_json::to_string_pretty(&doc).expect("the probe's findings serialize"));
         return;
     }
@@ -86,5 +98,9 @@ fn print_probe(host: &str, kvm: Option<&str>, transcript: &str, json: bool) {
     println!("{:width$}  state", "isolation");
     for row in isolation {
         println!("{:width$}  {}", row.what, row.state);
+    }
+    if let Some(smp) = smp {
+        println!();
+        println!("smp: {smp}");
     }
 }
