@@ -3,14 +3,17 @@
 # guest's exit code, like `lde run`.
 usage="usage: scripts/qemu.sh [--mem MIB] [--timeout SECS] [--kernel PATH] [--cmdline WORDS] [--program PATH]...
        [--timer-hz N] [--timer-mode MODE] [--slice TICKS] [--kernel-stats] [-q] [--gdb[=PORT]] [--disk FILE[,ro]]...
+       [--cpus N]
        [--probe | PROGRAM...]
 --gdb: QEMU's GDB stub on 127.0.0.1:PORT (default 1234), the CPU stopped before the first instruction
+--cpus: QEMU's -smp N (the kernel starts one processor; the others wait)
 --disk: a raw image as a virtio-blk device (modern virtio-mmio); the machine is then microvm (acpi=off),
         whose virtio-mmio transports QEMU announces on the kernel command line as lde does
 (extra QEMU arguments may be given in LDE_QEMU_ARGS, e.g. '-d int -D /tmp/qemu.log')"
 set -uo pipefail
 
 mem=128
+cpus=1
 timeout_secs=""
 kernel=""
 cmdline=""
@@ -28,6 +31,7 @@ while [ $# -gt 0 ]; do
         --program|--timer-hz|--timer-mode|--slice) export_args+=("$1" "${2:?$usage}"); shift 2 ;;
         --kernel-stats) export_args+=("$1"); shift ;;
         --disk) disks+=("${2:?$usage}"); shift 2 ;;
+        --cpus) cpus="${2:?$usage}"; shift 2 ;;
         -q|--quiet) quiet=1; shift ;;
         --probe) probe=1; shift ;;
         --gdb) gdb_port=1234; shift ;;
@@ -62,7 +66,7 @@ status=$?
 # shellcheck disable=SC2054 # the commas belong to QEMU's -device option, not to the array
 args=(-accel tcg -machine q35 -cpu max -m "$mem" -display none -monitor none -no-reboot
       -serial stdio -device isa-debug-exit,iobase=0xf4,iosize=0x04
-      -kernel "$kernel" -initrd "$work/initrd.cpio" -append "$(cat "$work/cmdline")")
+      -kernel "$kernel" -initrd "$work/initrd.cpio" -append "$(cat "$work/cmdline")" -smp "$cpus")
 if [ "${#disks[@]}" -gt 0 ]; then
     # microvm: virtio-mmio transports, which QEMU announces with virtio_mmio.device= words on
     # the command line (auto-kernel-cmdline); one I/O APIC (ioapic2=off), so their interrupts

@@ -265,6 +265,11 @@ pub struct RunArgs {
     /// Boot this kernel ELF (with a PVH entry note) instead of the built-in one.
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
+    /// vCPUs, 1 to 8: the first boots the kernel; the others wait, as processors do, until the
+    /// kernel starts them with INIT and SIPI (lde's kernel does not yet: a run says which were
+    /// never started). Not with --gdb.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=8))]
+    pub cpus: u8,
     /// A raw disk image (whole 512-byte sectors) as a virtio-blk device: read and written in
     /// place, locked against a second lde, flushed when the run ends; FILE,ro for a read-only
     /// disk. Repeatable, up to 4 (disk 0 is the first); a file that cannot be a disk exits 72.

@@ -48,6 +48,18 @@ pub fn complete(cpuid: &mut CpuId, tsc_deadline: bool) -> Result<(), vmm_sys_uti
     Ok(())
 }
 
+/// Gives the table vCPU `id`'s APIC id (leaf 1 EBX[31:24], and the x2APIC id of leaf 0xB's
+/// every level), as each vCPU's own CPUID must say which processor it is.
+pub fn set_apic_id(cpuid: &mut CpuId, id: u8) {
+    for entry in cpuid.as_mut_slice() {
+        match entry.function {
+            1 => entry.ebx = (entry.ebx & 0x00ff_ffff) | (u32::from(id) << 24),
+            0xb | 0x1f => entry.edx = u32::from(id),
+            _ => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +96,13 @@ mod tests {
         let len = cpuid.as_slice().len();
         complete(&mut cpuid, false).unwrap();
         assert_eq!(cpuid.as_slice().len(), len);
+    }
+
+    #[test]
+    fn each_vcpu_says_which_processor_it_is() {
+        let mut cpuid = table();
+        cpuid.as_mut_slice()[1].ebx = 0x0008_0800;
+        set_apic_id(&mut cpuid, 3);
+        assert_eq!(leaf(&cpuid, 1).ebx, 0x0308_0800);
     }
 }

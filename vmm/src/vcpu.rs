@@ -44,11 +44,7 @@ pub enum VcpuEnd {
 /// protected mode, paging off, flat 4 GiB segments, `rip` = the PVH entry, `rbx` = the start
 /// info (PVH spec, "x86/HVM direct boot ABI").
 pub fn setup_pvh(kvm: &Kvm, vcpu: &VcpuFd, boot: BootEntry) -> Result<(), kvm_ioctls::Error> {
-    let mut cpuid = kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)?;
-    let tsc_deadline = kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer);
-    // The table is KVM_MAX_CPUID_ENTRIES long; a full one has no room for the two leaves.
-    crate::cpuid::complete(&mut cpuid, tsc_deadline).map_err(|_| kvm_ioctls::Error::new(libc::E2BIG))?;
-    vcpu.set_cpuid2(&cpuid)?;
+    set_cpuid(kvm, vcpu, 0)?;
 
     let mut sregs = vcpu.get_sregs()?;
     let code = kvm_segment {
@@ -79,6 +75,18 @@ pub fn setup_pvh(kvm: &Kvm, vcpu: &VcpuFd, boot: BootEntry) -> Result<(), kvm_io
 
     let regs = kvm_regs { rip: boot.entry.0, rbx: boot.start_info.0, rflags: RFLAGS_RESERVED, ..Default::default() };
     vcpu.set_regs(&regs)
+}
+
+/// Sets vCPU `id`'s CPUID: KVM's, completed by [`crate::cpuid::complete`], with its APIC id.
+pub fn set_cpuid(kvm: &Kvm, vcpu: &VcpuFd, id: u8) -> Result<(), kvm_ioctls::Error> {
+    let mut cpuid = kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)?;
+    let tsc_deadline = kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer);
+    // The table is KVM_MAX_CPUID_ENTRIES long; a full one has no room for the two leaves.
+    crate::cpuid::complete(&mut cpuid, tsc_deadline).map_err(|_| kvm_ioctls::Error::new(libc::E2BIG))?;
+    if id != 0 {
+        crate::cpuid::set_apic_id(&mut cpuid, id);
+    }
+    vcpu.set_cpuid2(&cpuid)
 }
 
 /// Sees every VM exit before it is handled, with the host TSC cycles of the `KVM_RUN` call that

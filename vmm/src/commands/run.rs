@@ -28,6 +28,9 @@ pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode, Error> {
     // They are written whole at the end, or not at all (see lde::output).
     let (report_file, timeline_file) = (create(&args.report, "report"), create(&args.timeline, "timeline"));
     let (report_file, timeline_file) = (report_file?, timeline_file?);
+    if args.cpus > 1 && args.gdb.is_some() {
+        return Err(Error::Usage("--gdb serves one vCPU: give --cpus 1 (the default) with it"));
+    }
     // Bound before the VM is built, so that a port in use is said at once.
     let gdb = match &args.gdb {
         Some(addr) => Some(lde::gdb::Listener::bind(addr).map_err(Error::Gdb)?),
@@ -57,9 +60,13 @@ pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode, Error> {
             SeccompCheck::Events => lde::seccomp::Thread::EventLoop,
         }),
         disks: args.disks,
+        cpus: args.cpus,
     };
     let report = boot(config, gdb, (!args.quiet).then_some(host_line.as_str()))?;
     print_outcome(&report.outcome);
+    for id in &report.never_started {
+        eprintln!("lde: vCPU {id} was never started: the guest sent it no INIT and SIPI");
+    }
     guest_output.print_captured();
     if let Some(file) = report_file {
         write_report(file, &report)?;

@@ -124,6 +124,8 @@ pub struct Vm {
     pub(super) filters: Option<(Vec<seccompiler::BpfProgram>, Vec<seccompiler::BpfProgram>)>,
     pub(super) seccomp_check: Option<Thread>,
     pub(super) disks: Vec<Disk>,
+    /// The other vCPUs (`--cpus`), in KVM's uninitialized state until the guest starts them.
+    pub(super) aps: Vec<kvm_ioctls::VcpuFd>,
 }
 
 /// Checks the configuration, opens KVM, builds the VM and loads the kernel.
@@ -160,6 +162,7 @@ pub fn prepare(config: RunConfig) -> Result<Vm, Error> {
     let boot_entry = boot::load(&mem, mem_size, &kernel_image, &cmdline, config.initrd.as_deref())
         .map_err(|e| Error::boot(&kernel_name, e))?;
     vcpu::setup_pvh(&kvm, &vcpu_fd, boot_entry).map_err(|e| Error::Setup("vCPU registers", e))?;
+    let aps = create_aps(&kvm, &vm, config.cpus)?;
 
     let serial = new_serial(config.console).map_err(|e| Error::Host("serial eventfds", e))?;
     vm.register_irqfd(&serial.interrupt_evt().0, SERIAL_IRQ).map_err(|e| Error::Setup("serial irqfd", e))?;
@@ -197,6 +200,7 @@ pub fn prepare(config: RunConfig) -> Result<Vm, Error> {
         filters,
         seccomp_check: config.seccomp_check,
         disks,
+        aps,
     })
 }
 
@@ -222,6 +226,18 @@ fn create_vm(kvm: &Kvm, mem_size: u64) -> Result<(VmFd, GuestMemoryMmap, VcpuFd)
     vm.create_irq_chip().map_err(|e| Error::Setup("in-kernel irqchip", e))?;
     let vcpu_fd = vm.create_vcpu(0).map_err(|e| Error::Setup("create the vCPU", e))?;
     Ok((vm, mem, vcpu_fd))
+}
+
+/// vCPUs 1 to `cpus - 1`, with their CPUID and nothing else: KVM leaves each in its
+/// uninitialized state until the guest's INIT and SIPI start it (lde sets no AP's registers).
+fn create_aps(kvm: &Kvm, vm: &VmFd, cpus: u8) -> Result<Vec<kvm_ioctls::VcpuFd>, Error> {
+    (1..cpus)
+        .map(|id| {
+            let ap = vm.create_vcpu(u64::from(id)).map_err(|e| Error::Setup("create a vCPU", e))?;
+            vcpu::set_cpuid(kvm, &ap, id).map_err(|e| Error::Setup("vCPU CPUID", e))?;
+            Ok(ap)
+        })
+        .collect()
 }
 
 /// The kernel's command line: `cmdline` and, where it does not set them already, what lde

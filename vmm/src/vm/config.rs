@@ -47,6 +47,8 @@ pub struct RunConfig {
     pub seccomp_check: Option<Thread>,
     /// Disk images (`--disk`), disk 0 first.
     pub disks: Vec<DiskSpec>,
+    /// vCPUs (`--cpus`): the first boots the kernel, the others wait for it to start them.
+    pub cpus: u8,
 }
 
 impl RunConfig {
@@ -77,6 +79,7 @@ impl RunConfig {
             seccomp: true,
             seccomp_check: None,
             disks: Vec::new(),
+            cpus: 1,
         }
     }
 }

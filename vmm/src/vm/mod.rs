@@ -2,12 +2,13 @@
 //! VM from it (KVM, memory, irqchip, vCPU, the kernel loaded: a [`Vm`]); [`Vm::run`] runs it to
 //! its end and returns a [`RunReport`] whose [`Outcome`] says how it ended.
 //!
-//! `config.rs` the configuration, `disks.rs` the `--disk` devices wired into the VM, `error.rs` why a run could not happen, `build.rs` the
+//! `aps.rs` the other vCPUs of `--cpus`, `config.rs` the configuration, `disks.rs` the `--disk` devices wired into the VM, `error.rs` why a run could not happen, `build.rs` the
 //! builder, `run.rs` the run's threads from start to report, `event_loop.rs` the event-loop
 //! thread and what stops a run, `signals.rs` the signals that stop a run and the signalfd that
 //! loop waits on, `nmi.rs` the NMI sender of the `host-nmi` test hook, `outcome.rs` the
 //! outcome, the report and the timeout diagnosis.
 
+mod aps;
 mod build;
 mod config;
 mod disks;

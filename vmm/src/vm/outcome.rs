@@ -59,6 +59,8 @@ pub struct RunReport {
     pub recorder: Option<Recorder>,
     /// What each `--disk` device served, disk 0 first.
     pub disks: Vec<crate::devices::virtio::DiskCounts>,
+    /// The vCPUs of `--cpus` the guest never started (by id).
+    pub never_started: Vec<u8>,
 }
 
 impl RunReport {

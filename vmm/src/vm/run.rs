@@ -16,6 +16,7 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
+use super::aps::{self, ApThread};
 use super::disks::{self, Disk, QueueServer};
 use super::event_loop::{self, Control, StopReason};
 use super::nmi::NmiSender;
@@ -95,6 +96,7 @@ impl Vm {
             filters,
             seccomp_check,
             disks,
+            aps,
         } = self;
         let (vcpu_filter, events_filter) = match filters {
             Some((_, events)) if gdb.is_some() => (Some(crate::seccomp::filter(Thread::GdbVcpu)?), Some(events)),
@@ -112,15 +114,34 @@ impl Vm {
         // (eventfd2 is not on its seccomp allow-list; a loaded host let the guest print before
         // the event loop had asked for the fd).
         let _ = crate::stdio::closed_event();
-        let vcpu = VcpuThread {
-            vcpu_fd,
-            devices: Devices {
+        let devices = || -> Result<Devices, Error> {
+            Ok(Devices {
                 serial: serial.clone(),
                 shutdown_port: ShutdownPort,
                 input_status: input_status.clone(),
                 console: ConsolePort::new(_mem.clone()),
                 disks: disks.iter().map(Disk::port).collect::<Result<_, _>>()?,
-            },
+            })
+        };
+        let mut ap_threads = Vec::with_capacity(aps.len());
+        for (i, vcpu_fd) in aps.into_iter().enumerate() {
+            let filter = vcpu_filter.clone();
+            ap_threads.push(
+                ApThread {
+                    id: i + 1,
+                    vcpu_fd,
+                    devices: devices()?,
+                    counts: exits.clone(),
+                    stop: stop.clone(),
+                    done: vcpu_done.try_clone().map_err(|e| Error::Host("eventfd", e))?,
+                    confine: Box::new(move || confine(filter.as_ref(), false)),
+                }
+                .spawn()?,
+            );
+        }
+        let vcpu = VcpuThread {
+            vcpu_fd,
+            devices: devices()?,
             counts: exits.clone(),
             stop: stop.clone(),
             done: vcpu_done.try_clone().map_err(|e| Error::Host("eventfd", e))?,
@@ -151,7 +172,7 @@ impl Vm {
         let check_events = seccomp_check == Some(Thread::EventLoop);
         let events = event_loop::spawn(control, subscribers, move || confine(events_filter.as_ref(), check_events))?;
         let held = Held { _vm, _mem, serial, shared, kvm_stats, exits, tsc_khz, started, host, disks };
-        Ok((Running { vcpu, events, nmis, stop, api }, held))
+        Ok((Running { vcpu, aps: ap_threads, events, nmis, stop, api }, held))
     }
 }
 
@@ -224,6 +245,8 @@ impl VcpuThread {
 /// The run's threads while it goes on.
 struct Running {
     vcpu: JoinHandle<(VcpuEnd, VcpuFd)>,
+    /// The application processors' threads (`--cpus`).
+    aps: Vec<JoinHandle<(VcpuEnd, VcpuFd)>>,
     events: JoinHandle<Result<StopReason, Error>>,
     /// The sender of the `lde.test=host-nmi` hook.
     nmis: Option<NmiSender>,
@@ -237,6 +260,8 @@ struct Running {
 struct Ended {
     vcpu_end: VcpuEnd,
     vcpu_fd: VcpuFd,
+    /// The application processors the guest never started (their ids).
+    never_started: Vec<u8>,
     stop: StopReason,
     /// From process start to the end of the run.
     ended_after: Duration,
@@ -246,14 +271,16 @@ impl Running {
     /// Waits for the event loop to stop the run, then stops and joins the vCPU thread and the
     /// NMI sender, and removes the API socket.
     fn join(self, started: Instant) -> Result<Ended, Error> {
-        let Running { vcpu, events, nmis, stop, api } = self;
+        let Running { vcpu, aps, events, nmis, stop, api } = self;
         let host_stop = events.join().unwrap_or(Err(Error::Host("event-loop thread", io::Error::other("it panicked"))));
         stop.store(true, Ordering::Release);
-        while !vcpu.is_finished() {
-            // A signal may land just before KVM_RUN starts; kicking again until the thread ends
-            // closes that window.
-            let _ = vcpu.kill(SIGRTMIN());
-            std::thread::sleep(Duration::from_millis(1));
+        for thread in std::iter::once(&vcpu).chain(&aps) {
+            while !thread.is_finished() {
+                // A signal may land just before KVM_RUN starts; kicking again until the thread
+                // ends closes that window.
+                let _ = thread.kill(SIGRTMIN());
+                std::thread::sleep(Duration::from_millis(1));
+            }
         }
         // A vCPU thread that panicked (its message is already on stderr) is this run's error,
         // reported once; the NMI sender is stopped and the API socket removed all the same.
@@ -261,12 +288,17 @@ impl Running {
         let sent_nmis = nmis.map(NmiSender::stop);
         let ended_after = started.elapsed();
         drop(api);
-        let (vcpu_end, vcpu_fd) = joined.map_err(|_| Error::Host("vCPU thread", io::Error::other("it panicked")))?;
+        let first = joined.map_err(|_| Error::Host("vCPU thread", io::Error::other("it panicked")))?;
+        let aps = aps
+            .into_iter()
+            .map(|t| t.join().map_err(|_| Error::Host("vCPU thread", io::Error::other("it panicked"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ((vcpu_end, vcpu_fd), never_started) = aps::deciding_end(first, aps);
         if let Some(sent) = sent_nmis {
             let sent = sent.map_err(|e| Error::Host("KVM_SIGNAL_MSI (NMI)", e))?;
             log::info!("test hook: sent the guest {sent} NMIs");
         }
-        Ok(Ended { vcpu_end, vcpu_fd, stop: host_stop?, ended_after })
+        Ok(Ended { vcpu_end, vcpu_fd, never_started, stop: host_stop?, ended_after })
     }
 }
 
@@ -289,7 +321,7 @@ struct Held {
 impl Held {
     /// The report of the run that `ended`.
     fn report(self, ended: Ended) -> Result<RunReport, Error> {
-        let Ended { vcpu_end, vcpu_fd, stop, ended_after } = ended;
+        let Ended { vcpu_end, vcpu_fd, never_started, stop, ended_after } = ended;
         // The vCPU has stopped: no request is in flight. Flushed however the run ended.
         let disks = disks::finish(&self.disks)?;
         let recorder = stopped_recorder(self.shared);
@@ -308,6 +340,7 @@ impl Held {
             serial_bytes: console.writer().bytes(),
             recorder,
             disks,
+            never_started,
         })
     }
 }

@@ -1,0 +1,66 @@
+//! The application processors of a run (`--cpus N`): vCPUs 1 to N−1, each on a thread of its
+//! own (`vcpuN`) from the start. KVM holds each in its uninitialized state, inside `KVM_RUN`,
+//! until the guest's INIT and SIPI start it; lde never sets their registers. When the run ends
+//! they are stopped as the first vCPU is, and lde says which the guest never started.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use kvm_bindings::KVM_MP_STATE_UNINITIALIZED;
+use kvm_ioctls::VcpuFd;
+use vmm_sys_util::eventfd::EventFd;
+
+use super::Error;
+use crate::devices::Devices;
+use crate::seccomp::Error as SeccompError;
+use crate::vcpu::{self, VcpuEnd};
+use crate::vmexit::VmExitCounts;
+
+/// What an application processor's thread takes with it.
+pub(super) struct ApThread {
+    pub(super) id: usize,
+    pub(super) vcpu_fd: VcpuFd,
+    pub(super) devices: Devices,
+    pub(super) counts: Arc<VmExitCounts>,
+    pub(super) stop: Arc<AtomicBool>,
+    /// Written when the vCPU ends, to wake the event loop (an AP's end ends the run too).
+    pub(super) done: EventFd,
+    pub(super) confine: Box<dyn FnOnce() -> Result<(), SeccompError> + Send>,
+}
+
+impl ApThread {
+    pub(super) fn spawn(self) -> Result<JoinHandle<(VcpuEnd, VcpuFd)>, Error> {
+        std::thread::Builder::new()
+            .name(format!("vcpu{}", self.id))
+            .spawn(move || {
+                let ApThread { mut vcpu_fd, mut devices, counts, stop, done, confine, .. } = self;
+                let end = match confine() {
+                    Ok(()) => vcpu::run(&mut vcpu_fd, &mut devices, &stop, &counts, None),
+                    Err(e) => VcpuEnd::Confined(e),
+                };
+                let _ = done.write(1);
+                (end, vcpu_fd)
+            })
+            .map_err(|e| Error::Host("vCPU thread", e))
+    }
+}
+
+/// The run's end as the vCPUs give it: the first vCPU's, unless it was only stopped and an
+/// application processor ended the run (a shutdown, a crash).
+pub(super) fn deciding_end(first: (VcpuEnd, VcpuFd), aps: Vec<(VcpuEnd, VcpuFd)>) -> ((VcpuEnd, VcpuFd), Vec<u8>) {
+    let never_started = aps
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, fd))| fd.get_mp_state().is_ok_and(|s| s.mp_state == KVM_MP_STATE_UNINITIALIZED))
+        .map(|(i, _)| (i + 1) as u8)
+        .collect();
+    if !matches!(first.0, VcpuEnd::Stopped) {
+        return (first, never_started);
+    }
+    let mut aps = aps;
+    match aps.iter().position(|(end, _)| !matches!(end, VcpuEnd::Stopped)) {
+        Some(i) => (aps.swap_remove(i), never_started),
+        None => (first, never_started),
+    }
+}
