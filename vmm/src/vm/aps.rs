@@ -17,20 +17,50 @@ use crate::seccomp::Error as SeccompError;
 use crate::vcpu::{self, VcpuEnd};
 use crate::vmexit::VmExitCounts;
 
+/// How a thread installs its seccomp filter once it runs.
+pub(super) type Confine = Box<dyn FnOnce() -> Result<(), SeccompError> + Send>;
+
+/// Starts a thread for each application processor: `devices` makes each its own view of the
+/// devices, `shared` are the exit counts, the stop flag and the eventfd that wakes the event
+/// loop, `confine` makes each its seccomp step.
+pub(super) fn spawn_all(
+    aps: Vec<VcpuFd>,
+    devices: &dyn Fn() -> Result<Devices, Error>,
+    shared: (&Arc<VmExitCounts>, &Arc<AtomicBool>, &EventFd),
+    confine: impl Fn() -> Confine,
+) -> Result<Vec<JoinHandle<(VcpuEnd, VcpuFd)>>, Error> {
+    let (counts, stop, done) = shared;
+    aps.into_iter()
+        .enumerate()
+        .map(|(i, vcpu_fd)| {
+            ApThread {
+                id: i + 1,
+                vcpu_fd,
+                devices: devices()?,
+                counts: counts.clone(),
+                stop: stop.clone(),
+                done: done.try_clone().map_err(|e| Error::Host("eventfd", e))?,
+                confine: confine(),
+            }
+            .spawn()
+        })
+        .collect()
+}
+
 /// What an application processor's thread takes with it.
-pub(super) struct ApThread {
-    pub(super) id: usize,
-    pub(super) vcpu_fd: VcpuFd,
-    pub(super) devices: Devices,
-    pub(super) counts: Arc<VmExitCounts>,
-    pub(super) stop: Arc<AtomicBool>,
+struct ApThread {
+    id: usize,
+    vcpu_fd: VcpuFd,
+    devices: Devices,
+    counts: Arc<VmExitCounts>,
+    stop: Arc<AtomicBool>,
     /// Written when the vCPU ends, to wake the event loop (an AP's end ends the run too).
-    pub(super) done: EventFd,
-    pub(super) confine: Box<dyn FnOnce() -> Result<(), SeccompError> + Send>,
+    done: EventFd,
+    confine: Confine,
 }
 
 impl ApThread {
-    pub(super) fn spawn(self) -> Result<JoinHandle<(VcpuEnd, VcpuFd)>, Error> {
+    fn spawn(self) -> Result<JoinHandle<(VcpuEnd, VcpuFd)>, Error> {
         std::thread::Builder::new()
             .name(format!("vcpu{}", self.id))
             .spawn(move || {

@@ -16,7 +16,7 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
-use super::aps::{self, ApThread};
+use super::aps;
 use super::disks::{self, Disk, QueueServer};
 use super::event_loop::{self, Control, StopReason};
 use super::nmi::NmiSender;
@@ -123,22 +123,12 @@ impl Vm {
                 disks: disks.iter().map(Disk::port).collect::<Result<_, _>>()?,
             })
         };
-        let mut ap_threads = Vec::with_capacity(aps.len());
-        for (i, vcpu_fd) in aps.into_iter().enumerate() {
-            let filter = vcpu_filter.clone();
-            ap_threads.push(
-                ApThread {
-                    id: i + 1,
-                    vcpu_fd,
-                    devices: devices()?,
-                    counts: exits.clone(),
-                    stop: stop.clone(),
-                    done: vcpu_done.try_clone().map_err(|e| Error::Host("eventfd", e))?,
-                    confine: Box::new(move || confine(filter.as_ref(), false)),
-                }
-                .spawn()?,
-            );
-        }
+        let ap_filter = vcpu_filter.clone();
+        let ap_confine = move || -> aps::Confine {
+            let filter = ap_filter.clone();
+            Box::new(move || confine(filter.as_ref(), false))
+        };
+        let ap_threads = aps::spawn_all(aps, &devices, (&exits, &stop, &vcpu_done), ap_confine)?;
         let vcpu = VcpuThread {
             vcpu_fd,
             devices: devices()?,
@@ -148,13 +138,7 @@ impl Vm {
             exit_hook,
             filter: vcpu_filter,
             check: seccomp_check == Some(Thread::Vcpu),
-            gdb: gdb.map(|(listener, measured)| GdbSession {
-                listener,
-                measured,
-                memory: _mem.clone(),
-                block_irq: block_irq_in_steps(&_vm),
-                ring3_blind: host.kvm == KvmKind::Pvm,
-            }),
+            gdb: gdb.map(|gdb| GdbSession::new(gdb, &_mem, &_vm, &host)),
         }
         .spawn()?;
         let nmis = match send_nmis {
@@ -199,6 +183,24 @@ struct GdbSession {
     memory: GuestMemoryMmap,
     block_irq: bool,
     ring3_blind: bool,
+}
+
+impl GdbSession {
+    fn new(
+        gdb: (crate::gdb::Listener, crate::gdb::Measured),
+        mem: &GuestMemoryMmap,
+        vm: &VmFd,
+        host: &HostInfo,
+    ) -> Self {
+        let (listener, measured) = gdb;
+        GdbSession {
+            listener,
+            measured,
+            memory: mem.clone(),
+            block_irq: block_irq_in_steps(vm),
+            ring3_blind: host.kvm == KvmKind::Pvm,
+        }
+    }
 }
 
 impl VcpuThread {
