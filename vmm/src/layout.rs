@@ -5,7 +5,8 @@
 //! 0x0000_6000  PVH start info (hvm_start_info), then the module list
 //! 0x0000_7000  PVH memory map
 //! 0x0002_0000  kernel command line (NUL-terminated)
-//! 0x0009_fc00  end of low RAM; 0xa_0000-0x10_0000 reserved (legacy VGA/BIOS hole)
+//! 0x0009_fc00  end of low RAM: the MP table (mptable.rs) in the last KiB of base memory, then
+//!              0xa_0000-0x10_0000 (legacy VGA/BIOS hole); all reserved in the memory map
 //! 0x0010_0000  kernel image (its ELF's physical addresses), then free RAM
 //!   ... top    initrd (the user programs), page-aligned just below the end of RAM
 //! 0xc000_0000  end of RAM at most; MMIO hole up to 4 GiB (LAPIC at 0xfee0_0000)

@@ -35,6 +35,7 @@ pub mod guest;
 pub mod host;
 pub mod initrd;
 pub mod layout;
+pub mod mptable;
 pub mod observe;
 pub mod output;
 pub mod probe;

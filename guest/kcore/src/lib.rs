@@ -10,6 +10,7 @@ pub mod cmdline;
 pub mod cpio;
 pub mod elf;
 pub mod memmap;
+pub mod mptable;
 pub mod proc;
 pub mod trap;
 pub mod usercopy;

@@ -163,6 +163,8 @@ pub fn prepare(config: RunConfig) -> Result<Vm, Error> {
         .map_err(|e| Error::boot(&kernel_name, e))?;
     vcpu::setup_pvh(&kvm, &vcpu_fd, boot_entry).map_err(|e| Error::Setup("vCPU registers", e))?;
     let aps = create_aps(&kvm, &vm, config.cpus)?;
+    crate::mptable::write(&mem, config.cpus)
+        .map_err(|_| Error::Host("MP table", io::Error::other("outside guest memory")))?;
 
     let serial = new_serial(config.console).map_err(|e| Error::Host("serial eventfds", e))?;
     vm.register_irqfd(&serial.interrupt_evt().0, SERIAL_IRQ).map_err(|e| Error::Setup("serial irqfd", e))?;
