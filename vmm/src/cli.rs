@@ -255,6 +255,15 @@ pub struct RunArgs {
     /// Draw the run as an SVG timeline: one lane per process, ticks, system calls, faults.
     #[arg(long, value_name = "FILE.svg")]
     pub timeline: Option<PathBuf>,
+    /// Write the run as Chrome trace-event JSON, for Perfetto (ui.perfetto.dev) or
+    /// chrome://tracing: each process's states (running, ready, blocked and why) with their
+    /// causes, its system calls, and the CPU's track.
+    #[arg(long, value_name = "FILE.json")]
+    pub trace: Option<PathBuf>,
+    /// Print every change of a process's state at the end, one line each on stderr:
+    /// `lde: 12.301 ms  pid 2 counter  running -> ready  (timer-preempt)`.
+    #[arg(long)]
+    pub states: bool,
     /// Guest memory in MiB, 16 to 3072.
     #[arg(long, short = 'm', value_name = "MIB", default_value_t = layout::MEM_DEFAULT_MIB,
           value_parser = clap::value_parser!(u64).range(layout::MEM_MIN_MIB..=layout::MEM_MAX_MIB))]

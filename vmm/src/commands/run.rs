@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use lde::devices::newlines::{to_lf, LfOnly};
 use lde::devices::serial::SharedBuffer;
 use lde::observe::monitor::Observer;
-use lde::observe::{summary, timeline, watch};
+use lde::observe::{states, summary, timeline, trace, watch};
 use lde::output::OutputFile;
 use lde::{host, Outcome, RunConfig, RunReport};
 
@@ -26,8 +26,11 @@ pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode, Error> {
     // The output files are created before the guest runs, so that a bad path is said at once
     // rather than after a long run whose results would then be lost.
     // They are written whole at the end, or not at all (see lde::output).
-    let (report_file, timeline_file) = (create(&args.report, "report"), create(&args.timeline, "timeline"));
-    let (report_file, timeline_file) = (report_file?, timeline_file?);
+    let outputs = Outputs {
+        report: create(&args.report, "report")?,
+        timeline: create(&args.timeline, "timeline")?,
+        trace: create(&args.trace, "trace")?,
+    };
     if args.cpus > 1 && args.gdb.is_some() {
         return Err(Error::Usage("--gdb serves one vCPU: give --cpus 1 (the default) with it"));
     }
@@ -68,12 +71,10 @@ pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode, Error> {
         eprintln!("lde: vCPU {id} was never started: the guest sent it no INIT and SIPI");
     }
     guest_output.print_captured();
-    if let Some(file) = report_file {
-        write_report(file, &report)?;
+    if args.states {
+        print_states(&report);
     }
-    if let Some(file) = timeline_file {
-        write_timeline(file, &report)?;
-    }
+    outputs.write(&report)?;
     if !args.quiet {
         print_summary(&report);
     }
@@ -182,6 +183,70 @@ fn print_outcome(outcome: &Outcome) {
     }
 }
 
+/// The output files of a run, created before it starts.
+struct Outputs {
+    report: Option<OutputFile>,
+    timeline: Option<OutputFile>,
+    trace: Option<OutputFile>,
+}
+
+impl Outputs {
+    /// Writes each file asked for, whole.
+    fn write(self, report: &RunReport) -> Result<(), Error> {
+        if let Some(file) = self.report {
+            write_report(file, report)?;
+        }
+        if let Some(file) = self.timeline {
+            write_timeline(file, report)?;
+        }
+        if let Some(file) = self.trace {
+            write_trace(file, report)?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes --trace, which needs the kernel's event log.
+fn write_trace(file: OutputFile, report: &RunReport) -> Result<(), Error> {
+    let path = file.path().to_owned();
+    match &report.recorder {
+        Some(recorder) => {
+            let text = serde_json::to_string(&trace::build(recorder)).expect("the trace serializes");
+            file.commit(|out| out.write_all((text + "\n").as_bytes())).map_err(|e| e.to_string())
+        }
+        None => Err("the kernel's counters could not be read".to_string()),
+    }
+    .map_err(|e| Error::WriteOutput("trace", path, e))
+}
+
+/// `--states`: every state change, one line each, in guest time since the kernel started.
+fn print_states(report: &RunReport) {
+    let Some(recorder) = &report.recorder else {
+        eprintln!("lde: states: the kernel's counters could not be read");
+        return;
+    };
+    let page = recorder.last.as_deref();
+    let (boot, hz) = page.map_or((0, 1), |p| (p.boot_tsc, p.tsc_hz.max(1)));
+    let names: std::collections::BTreeMap<u32, String> =
+        recorder.processes().iter().map(|p| (p.pid, p.name().to_string())).collect();
+    for t in states::transitions(&recorder.events) {
+        let ms = t.tsc.saturating_sub(boot) as f64 * 1e3 / hz as f64;
+        let name = names.get(&t.pid).map_or("?", String::as_str);
+        let from = t.from.map_or("new", |s| s.name());
+        let to = match t.to {
+            states::State::Blocked(why) => format!("blocked ({})", why.name()),
+            other => other.name().to_string(),
+        };
+        eprintln!("lde: {ms:.3} ms  pid {} {name}  {from} -> {to}  ({})", t.pid, t.cause.name());
+    }
+    if recorder.events_lost > 0 {
+        eprintln!(
+            "lde: states: {} events were lost (the kernel's ring overflowed): changes are missing",
+            recorder.events_lost
+        );
+    }
+}
+
 /// Writes --report.
 fn write_report(file: OutputFile, report: &RunReport) -> Result<(), Error> {
     let text = serde_json::to_string_pretty(&report.report()).expect("the report serializes");
@@ -257,11 +322,15 @@ fn command_line() -> String {
 /// Refuses one file for two uses (an output twice, or an output that is also an input) before
 /// anything is read or created.
 fn check_paths(args: &RunArgs) -> Result<(), Error> {
-    let outputs: Vec<(&'static str, &std::path::Path)> =
-        [("--report", &args.report), ("--timeline", &args.timeline), ("--api-sock", &args.api_sock)]
-            .into_iter()
-            .filter_map(|(flag, path)| Some((flag, path.as_deref()?)))
-            .collect();
+    let outputs: Vec<(&'static str, &std::path::Path)> = [
+        ("--report", &args.report),
+        ("--timeline", &args.timeline),
+        ("--trace", &args.trace),
+        ("--api-sock", &args.api_sock),
+    ]
+    .into_iter()
+    .filter_map(|(flag, path)| Some((flag, path.as_deref()?)))
+    .collect();
     let mut inputs: Vec<(&'static str, &std::path::Path)> =
         args.kernel.iter().map(|k| ("--kernel", k.as_path())).collect();
     inputs.extend(args.programs.own.iter().map(|p| ("--program", p.as_path())));

@@ -1,6 +1,7 @@
 //! The machine-readable report of a run (`lde run --report FILE.json`, and what
 //! `--api-sock` serves while the guest runs). Its schema is `docs/report.schema.json`.
 
+use super::states::{intervals, time_in_states, transitions, Interval};
 use std::collections::BTreeMap;
 
 use lde_abi::stats::{
@@ -150,6 +151,17 @@ pub struct Process {
     pub disk_bytes: u64,
     /// TSC cycles blocked on disks: from submitting each request to running again.
     pub disk_wait_cycles: u64,
+    /// Guest time in each state, from the kernel's event log (`null` if none of its events
+    /// were recorded).
+    pub time_in_states: Option<TimeInStates>,
+}
+
+/// Milliseconds of guest time a process spent running, ready and blocked.
+#[derive(Serialize)]
+pub struct TimeInStates {
+    pub running_ms: f64,
+    pub ready_ms: f64,
+    pub blocked_ms: f64,
 }
 
 /// The kernel's disk counters, all disks together.
@@ -185,7 +197,7 @@ pub fn state_name(state: u32) -> &'static str {
     }
 }
 
-fn process(p: &ProcStats) -> Process {
+fn process(p: &ProcStats, states: &BTreeMap<u32, Vec<Interval>>, tsc_hz: u64) -> Process {
     let state = state_name(p.state);
     let (end, status, trap, rip) = match p.end {
         END_EXITED => (Some("exited"), Some(p.end_value), None, None),
@@ -210,6 +222,11 @@ fn process(p: &ProcStats) -> Process {
         disk_requests: p.disk_requests,
         disk_bytes: p.disk_bytes,
         disk_wait_cycles: p.disk_wait_cycles,
+        time_in_states: states.get(&p.pid).map(|list| {
+            let (running, ready, blocked) = time_in_states(list);
+            let ms = |cycles: u64| cycles as f64 * 1e3 / tsc_hz.max(1) as f64;
+            TimeInStates { running_ms: ms(running), ready_ms: ms(ready), blocked_ms: ms(blocked) }
+        }),
     }
 }
 
@@ -256,7 +273,11 @@ pub fn guest(recorder: &Recorder) -> Option<Guest> {
             tick_cycles_mean: mean(page.tick_cycles, page.tick_count),
             switch_cycles_mean: mean(page.switch_cycles, page.switch_count),
         },
-        processes: recorder.processes().iter().map(process).collect(),
+        processes: {
+            let end = recorder.events.iter().map(|e| e.tsc).max().unwrap_or(page.now_tsc);
+            let states = intervals(&transitions(&recorder.events), end);
+            recorder.processes().iter().map(|p| process(p, &states, page.tsc_hz)).collect()
+        },
         disk: GuestDisk {
             requests: page.disk_requests,
             read_bytes: page.disk_read_bytes,

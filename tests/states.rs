@@ -1,0 +1,105 @@
+//! Process states: every change (running, ready, blocked and why, ended) rebuilt from the
+//! kernel's event log, printed by `--states`, written as a Chrome trace by `--trace`, and timed
+//! per state in the report. The invariants are checked on a real run's trace.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use common::{kvm_available, lde_bin, temp};
+use serde_json::Value;
+
+/// `(start, end)` of the `X` slices of trace process `pid`, and their names and causes.
+fn slices(trace: &Value, pid: u64) -> Vec<(f64, f64, String, String)> {
+    let mut list: Vec<(f64, f64, String, String)> = trace["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["ph"] == "X" && e["pid"].as_u64() == Some(pid))
+        .map(|e| {
+            let ts = e["ts"].as_f64().unwrap();
+            let cause = e["args"]["cause"].as_str().unwrap_or("").to_string();
+            (ts, ts + e["dur"].as_f64().unwrap(), e["name"].as_str().unwrap().to_string(), cause)
+        })
+        .collect();
+    list.sort_by(|a, b| a.0.total_cmp(&b.0));
+    list
+}
+
+/// Whether the spans overlap by more than rounding (timestamps are µs as f64).
+fn overlapping(spans: &[(f64, f64)]) -> Option<((f64, f64), (f64, f64))> {
+    spans.windows(2).find(|w| w[0].1 > w[1].0 + 0.01).map(|w| (w[0], w[1]))
+}
+
+#[test]
+fn the_trace_shows_every_state_and_its_cause() {
+    if !kvm_available("the_trace_shows_every_state_and_its_cause") {
+        return;
+    }
+    let (trace, report) = (temp("t.json"), temp("r.json"));
+    let mut child = Command::new(lde_bin())
+        .args(["run", "-q", "--states", "--trace", trace.to_str().unwrap(), "--report", report.to_str().unwrap()])
+        .args(["hello", "counter 300", "sleeper", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // cat waits on its input until it ends: ended once counter has counted (cat ran long before).
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines.any(|l| l.is_ok_and(|l| l.starts_with("counter: pid "))), "counter finished");
+    drop(child.stdin.take());
+    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let _ = rest.join();
+
+    // --states lines: `lde: 12.301 ms  pid 2 counter  running -> ready  (timer-preempt)`.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let states: Vec<&str> = stderr.lines().filter(|l| l.contains(" -> ")).collect();
+    assert!(states.len() > 10, "{stderr}");
+    for line in &states {
+        let (time, rest) = line.strip_prefix("lde: ").unwrap().split_once(" ms  pid ").unwrap();
+        assert!(time.parse::<f64>().is_ok() && time.split_once('.').unwrap().1.len() == 3, "{line}");
+        let (_, change) = rest.split_once("  ").unwrap();
+        assert!(change.ends_with(')') && change.contains("  ("), "{line}");
+    }
+    assert!(states.iter().any(|l| l.contains("counter  running -> ready  (timer-preempt)")), "{stderr}");
+    assert!(states.iter().any(|l| l.contains("cat  running -> blocked (input)  (read-input)")), "{stderr}");
+    assert!(states.iter().any(|l| l.contains("cat  blocked -> ready  (irq-input)")), "{stderr}");
+
+    let trace: Value = serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
+    let events = trace["traceEvents"].as_array().unwrap();
+    let named = |pid: u64| {
+        events.iter().any(|e| e["ph"] == "M" && e["name"] == "process_name" && e["pid"].as_u64() == Some(pid))
+    };
+    let mut running = Vec::new();
+    for pid in 1..=4 {
+        assert!(named(pid), "process-name metadata for pid {pid}");
+        let list = slices(&trace, pid);
+        assert!(!list.is_empty(), "pid {pid} has state slices");
+        let spans: Vec<(f64, f64)> = list.iter().map(|s| (s.0, s.1)).collect();
+        assert_eq!(overlapping(&spans), None, "pid {pid}'s slices overlap: {list:?}");
+        // They tile its lifetime: each starts where the last ended.
+        assert!(spans.windows(2).all(|w| (w[1].0 - w[0].1).abs() < 0.01), "pid {pid} has gaps: {list:?}");
+        running.extend(list.iter().filter(|s| s.2 == "running").map(|s| (s.0, s.1)));
+        // Every wake has a cause.
+        assert!(list.iter().all(|s| !s.3.is_empty() && s.3 != "unknown"), "pid {pid}: {list:?}");
+    }
+    running.sort_by(|a, b| a.0.total_cmp(&b.0));
+    assert_eq!(overlapping(&running), None, "two processes ran at once on one CPU");
+    let blocked_by =
+        |pid: u64, cause: &str| slices(&trace, pid).iter().any(|s| s.2.starts_with("blocked") && s.3 == cause);
+    assert!(blocked_by(3, "sleep"), "sleeper blocked in sleep_ms");
+    assert!(blocked_by(4, "read-input"), "cat blocked on its input");
+
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    common::validate_report(&report);
+    for p in report["guest"]["processes"].as_array().unwrap() {
+        let t = &p["time_in_states"];
+        assert!(t["running_ms"].as_f64().unwrap() > 0.0, "{p}");
+    }
+    let sleeper = report["guest"]["processes"].as_array().unwrap().iter().find(|p| p["name"] == "sleeper").unwrap();
+    assert!(sleeper["time_in_states"]["blocked_ms"].as_f64().unwrap() > 0.0, "{sleeper}");
+}

@@ -1,0 +1,112 @@
+//! `lde run --trace FILE.json`: the run as Chrome trace-event JSON (`{"traceEvents": [...]}`),
+//! which Perfetto (ui.perfetto.dev) and chrome://tracing open. One track per guest process with
+//! a complete event (`"ph":"X"`) for each state interval, named after the state, its cause in
+//! `args`; instant events (`"ph":"i"`) for its system calls and its end; a track for the CPU
+//! with what ran on it and its timer ticks; metadata events naming every track. Timestamps are
+//! µs of guest time (TSC) since the kernel started.
+
+use lde_abi::stats::{Event, EV_FAULT, EV_IDLE, EV_SWITCH_IN, EV_SYSCALL, EV_TICK};
+use lde_abi::syscall::NAMES;
+use serde_json::{json, Value};
+
+use super::recorder::Recorder;
+use super::states::{intervals, transitions, Interval, State};
+
+/// The trace's process id for the CPU's track (guest pids start at 1).
+const CPU_PID: u32 = 0;
+
+/// The trace of the run the recorder followed.
+pub fn build(recorder: &Recorder) -> Value {
+    let page = recorder.last.as_deref();
+    let tsc_hz = page.map_or(1, |p| p.tsc_hz.max(1));
+    let boot = page.map_or(0, |p| p.boot_tsc);
+    let end = recorder.events.iter().map(|e| e.tsc).max().unwrap_or(boot);
+    let us = |tsc: u64| tsc.saturating_sub(boot) as f64 * 1e6 / tsc_hz as f64;
+    let names: std::collections::BTreeMap<u32, String> =
+        recorder.processes().iter().map(|p| (p.pid, p.name().to_string())).collect();
+    let mut events = vec![meta(CPU_PID, "process_name", "cpu 0"), meta(CPU_PID, "process_sort_index", "0")];
+    for (pid, name) in &names {
+        events.push(meta(*pid, "process_name", &format!("pid {pid} {name}")));
+    }
+    for (pid, list) in intervals(&transitions(&recorder.events), end) {
+        events.extend(list.iter().map(|i| slice(pid, i, &us)));
+    }
+    events.extend(recorder.events.iter().filter_map(|e| instant(e, &us)));
+    events.extend(cpu_track(&recorder.events, &names, end, &us));
+    json!({
+        "traceEvents": events,
+        "displayTimeUnit": "ms",
+        "otherData": {
+            "source": "lde",
+            "events_recorded": recorder.events.len(),
+            "events_lost": recorder.events_lost,
+        },
+    })
+}
+
+fn meta(pid: u32, name: &str, value: &str) -> Value {
+    match name {
+        "process_sort_index" => json!({"ph": "M", "pid": pid, "tid": 0, "name": name, "args": {"sort_index": 0}}),
+        _ => json!({"ph": "M", "pid": pid, "tid": 0, "name": name, "args": {"name": value}}),
+    }
+}
+
+fn slice(pid: u32, i: &Interval, us: &dyn Fn(u64) -> f64) -> Value {
+    let name = match i.state {
+        State::Blocked(why) => format!("blocked ({})", why.name()),
+        state => state.name().to_string(),
+    };
+    let from = us(i.from);
+    json!({
+        "ph": "X", "pid": pid, "tid": pid, "name": name, "cat": "state",
+        "ts": from, "dur": (us(i.to) - from).max(0.0),
+        "args": {"cause": i.cause.name()},
+    })
+}
+
+/// System calls and faults on their process's track.
+fn instant(e: &Event, us: &dyn Fn(u64) -> f64) -> Option<Value> {
+    let pid = u32::from(e.pid);
+    let name = match e.kind {
+        EV_SYSCALL => format!("syscall {}", NAMES.get(e.arg as usize).copied().unwrap_or("unknown")),
+        EV_FAULT => format!("killed by {}", lde_kcore::trap::mnemonic(u64::from(e.arg))),
+        _ => return None,
+    };
+    Some(json!({"ph": "i", "s": "t", "pid": pid, "tid": pid, "name": name, "cat": "trap", "ts": us(e.tsc)}))
+}
+
+/// The CPU's track: which process ran (from each switch in to the next switch in or idle),
+/// the idle loop, and the timer ticks.
+fn cpu_track(
+    events: &[Event],
+    names: &std::collections::BTreeMap<u32, String>,
+    end: u64,
+    us: &dyn Fn(u64) -> f64,
+) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut current: Option<(String, u64)> = None;
+    let close = |current: &mut Option<(String, u64)>, at: u64, out: &mut Vec<Value>| {
+        if let Some((name, from)) = current.take() {
+            let ts = us(from);
+            out.push(json!({"ph": "X", "pid": CPU_PID, "tid": 0, "name": name, "cat": "cpu", "ts": ts, "dur": (us(at.max(from)) - ts).max(0.0)}));
+        }
+    };
+    for e in events {
+        match e.kind {
+            EV_SWITCH_IN => {
+                close(&mut current, e.tsc, &mut out);
+                let pid = u32::from(e.pid);
+                let name = names.get(&pid).map_or_else(|| format!("pid {pid}"), |n| format!("pid {pid} {n}"));
+                current = Some((name, e.tsc));
+            }
+            EV_IDLE => {
+                close(&mut current, e.tsc, &mut out);
+                current = Some(("idle".to_string(), e.tsc));
+            }
+            EV_TICK => out.push(json!({"ph": "i", "s": "t", "pid": CPU_PID, "tid": 0, "name": "timer tick", "cat": "irq", "ts": us(e.tsc)})),
+            _ => {}
+        }
+    }
+    close(&mut current, end, &mut out);
+    out
+}
