@@ -37,9 +37,10 @@ fn the_trace_shows_every_state_and_its_cause() {
     if !kvm_available("the_trace_shows_every_state_and_its_cause") {
         return;
     }
-    let (trace, report) = (temp("t.json"), temp("r.json"));
+    let (trace, report, timeline) = (temp("t.json"), temp("r.json"), temp("t.svg"));
     let mut child = Command::new(lde_bin())
         .args(["run", "-q", "--states", "--trace", trace.to_str().unwrap(), "--report", report.to_str().unwrap()])
+        .args(["--timeline", timeline.to_str().unwrap()])
         .args(["hello", "counter 300", "sleeper", "cat"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -93,6 +94,15 @@ fn the_trace_shows_every_state_and_its_cause() {
         |pid: u64, cause: &str| slices(&trace, pid).iter().any(|s| s.2.starts_with("blocked") && s.3 == cause);
     assert!(blocked_by(3, "sleep"), "sleeper blocked in sleep_ms");
     assert!(blocked_by(4, "read-input"), "cat blocked on its input");
+
+    // The timeline: sleeper's lane has ready and blocked bands and the marks of its wake-ups.
+    let svg = std::fs::read_to_string(&timeline).unwrap();
+    let sleeper_lane = &svg[svg.find("<g class=\"states\" data-pid=\"3\">").expect("sleeper's states")..];
+    let sleeper_lane = &sleeper_lane[..sleeper_lane.find("</g>").unwrap()];
+    for class in ["ready", "blocked", "wake"] {
+        assert!(sleeper_lane.contains(&format!("class=\"{class}\"")), "sleeper's lane has {class} marks");
+    }
+    assert!(sleeper_lane.contains("woken: sleep-done"), "a wake-up says what woke it");
 
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     common::validate_report(&report);

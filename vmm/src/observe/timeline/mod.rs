@@ -2,6 +2,9 @@
 //! with the slices when it ran, timer ticks along the top, system calls and faults marked in
 //! the lanes, and the kernel's own time (scheduling, idle) in a lane apart.
 
+mod states;
+
+use crate::observe::states::{intervals, transitions};
 use std::collections::BTreeMap;
 
 use lde_abi::stats::{
@@ -149,15 +152,17 @@ pub fn render(recorder: &Recorder, title: &str) -> Document {
     let names: BTreeMap<u32, String> = recorder.processes().iter().map(|p| (p.pid, p.name().to_string())).collect();
     let scale = Scale::new(events);
     let lanes = Lanes::new(events, names.keys().copied(), scale.end);
+    let state_intervals = intervals(&transitions(events), scale.end);
 
     let rows = lanes.slices.len() + 1;
-    let height = TOP + rows as f64 * LANE + 150.0;
+    let height = TOP + rows as f64 * LANE + 180.0;
     let mut doc = Document::new()
         .set("width", WIDTH)
         .set("height", height)
         .set("viewBox", (0, 0, WIDTH, height))
         .set("font-family", "sans-serif")
         .set("font-size", FONT);
+    doc = doc.add(states::defs());
     doc = doc.add(Rectangle::new().set("width", WIDTH).set("height", height).set("fill", "white"));
     // A long command line gets smaller type rather than running off the edge.
     let title_size = ((WIDTH - 20.0) / (title.chars().count() as f64 * 0.6)).clamp(10.0, FONT + 2.0).floor();
@@ -181,6 +186,9 @@ pub fn render(recorder: &Recorder, title: &str) -> Document {
         let y = TOP + i as f64 * LANE;
         let name = names.get(pid).map_or("?", String::as_str);
         doc = doc.add(process_lane(events, &scale, tsc_hz, (*pid, name, spans), y, every));
+        if let Some(list) = state_intervals.get(pid) {
+            doc = doc.add(states::bands(&scale, tsc_hz, *pid, list, y));
+        }
         if let Some(waits) = lanes.disk.get(pid) {
             doc = doc.add(disk_waits(&scale, tsc_hz, *pid, waits, y));
         }
@@ -328,6 +336,9 @@ fn legend(recorder: &Recorder, mut legend_y: f64, every: usize) -> Group {
         ("#4a90d9", "running in ring 3 (and its traps)"),
         ("#8e44ad", "kernel: switching, ending"),
         (IDLE_COLOR, "kernel: idle (hlt)"),
+        (states::READY_COLOR, "ready (waiting for the CPU)"),
+        (states::BLOCKED_FILL, "blocked (sleep, input, a child; hover for why)"),
+        (states::WAKE_COLOR, "woken (hover: by what)"),
         ("#e07b00", "timer tick"),
         (DISK_COLOR, "blocked on a disk"),
         ("#1b5e20", "system call"),
