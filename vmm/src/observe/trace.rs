@@ -2,10 +2,10 @@
 //! which Perfetto (ui.perfetto.dev) and chrome://tracing open. One track per guest process with
 //! a complete event (`"ph":"X"`) for each state interval, named after the state, its cause in
 //! `args`; instant events (`"ph":"i"`) for its system calls and its end; a track for the CPU
-//! with what ran on it and its timer ticks; metadata events naming every track. Timestamps are
+//! with what ran on it, its timer ticks and the interrupts that woke a process; metadata events naming every track. Timestamps are
 //! µs of guest time (TSC) since the kernel started.
 
-use lde_abi::stats::{Event, EV_FAULT, EV_IDLE, EV_SWITCH_IN, EV_SYSCALL, EV_TICK};
+use lde_abi::stats::{Event, EV_FAULT, EV_IDLE, EV_SWITCH_IN, EV_SYSCALL, EV_TICK, EV_WAKE};
 use lde_abi::syscall::NAMES;
 use serde_json::{json, Value};
 
@@ -14,6 +14,9 @@ use super::states::{intervals, transitions, Interval, State};
 
 /// The trace's process id for the CPU's track (guest pids start at 1).
 const CPU_PID: u32 = 0;
+/// [`EV_WAKE`]'s `arg` for a wake by the serial line's and by a disk's interrupt.
+const WAKE_INPUT: u32 = 1;
+const WAKE_DISK: u32 = 3;
 
 /// The trace of the run the recorder followed.
 pub fn build(recorder: &Recorder) -> Value {
@@ -104,6 +107,11 @@ fn cpu_track(
                 current = Some(("idle".to_string(), e.tsc));
             }
             EV_TICK => out.push(json!({"ph": "i", "s": "t", "pid": CPU_PID, "tid": 0, "name": "timer tick", "cat": "irq", "ts": us(e.tsc)})),
+            // A wake-up by an interrupt: the serial line's (input) or a disk's.
+            EV_WAKE if e.arg == WAKE_INPUT || e.arg == WAKE_DISK => {
+                let name = if e.arg == WAKE_INPUT { "input interrupt" } else { "disk interrupt" };
+                out.push(json!({"ph": "i", "s": "t", "pid": CPU_PID, "tid": 0, "name": name, "cat": "irq", "ts": us(e.tsc), "args": {"woke": e.pid}}));
+            }
             _ => {}
         }
     }
