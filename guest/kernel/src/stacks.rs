@@ -38,6 +38,7 @@ unsafe impl Sync for KernelStacks {}
 
 /// The kernel stacks, one per process slot, each above its own guard page (unmapped at boot by
 /// `arch::boot::protect_kernel`, so an overflow faults instead of corrupting the neighbour).
+#[link_section = ".bss.stacks"] // linker.ld: guard pages in the first 2 MiB
 static KSTACKS: KernelStacks = KernelStacks(UnsafeCell::new([[0; KSTACK_STRIDE]; MAX_PROCS]));
 
 /// Top (exclusive) of slot `slot`'s kernel stack.

@@ -138,7 +138,7 @@ boot_pt0:
     .set i, i + 1
     .endr
 
-    .section .bss
+    .section .bss.boot_stack, "aw", @nobits
     .p2align 12
     .global boot_stack_guard
 boot_stack_guard:

@@ -59,8 +59,11 @@ impl IstStack {
     }
 }
 
+#[link_section = ".bss.stacks"] // linker.ld: guard pages in the first 2 MiB
 static DOUBLE_FAULT_STACK: IstStack = IstStack::new();
+#[link_section = ".bss.stacks"] // linker.ld: guard pages in the first 2 MiB
 static NMI_STACK: IstStack = IstStack::new();
+#[link_section = ".bss.stacks"] // linker.ld: guard pages in the first 2 MiB
 static MACHINE_CHECK_STACK: IstStack = IstStack::new();
 
 /// Bytes of the I/O permission bitmap: ports 0..IOMAP_PORTS, one bit each (1 = denied).
