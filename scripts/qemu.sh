@@ -6,7 +6,7 @@ usage="usage: scripts/qemu.sh [--mem MIB] [--timeout SECS] [--kernel PATH] [--cm
        [--cpus N]
        [--probe | PROGRAM...]
 --gdb: QEMU's GDB stub on 127.0.0.1:PORT (default 1234), the CPU stopped before the first instruction
---cpus: QEMU's -smp N (the kernel starts one processor; the others wait)
+--cpus: QEMU's -smp N, and lde.cpus=N on the kernel command line when N > 1 (as lde run --cpus does)
 --disk: a raw image as a virtio-blk device (modern virtio-mmio); the machine is then microvm (acpi=off),
         whose virtio-mmio transports QEMU announces on the kernel command line as lde does
 (extra QEMU arguments may be given in LDE_QEMU_ARGS, e.g. '-d int -D /tmp/qemu.log')"
@@ -62,11 +62,14 @@ status=$?
 [ "$status" = 0 ] || exit "$status"
 [ -n "$kernel" ] || kernel="$work/kernel.elf"
 [ -r "$kernel" ] || { echo "qemu.sh: cannot read the kernel $kernel" >&2; exit 72; }
+# As lde does: lde.cpus only with more than one processor.
+kernel_cmdline=$(cat "$work/cmdline")
+[ "$cpus" = 1 ] || kernel_cmdline="$kernel_cmdline lde.cpus=$cpus"
 
 # shellcheck disable=SC2054 # the commas belong to QEMU's -device option, not to the array
 args=(-accel tcg -machine q35 -cpu max -m "$mem" -display none -monitor none -no-reboot
       -serial stdio -device isa-debug-exit,iobase=0xf4,iosize=0x04
-      -kernel "$kernel" -initrd "$work/initrd.cpio" -append "$(cat "$work/cmdline")" -smp "$cpus")
+      -kernel "$kernel" -initrd "$work/initrd.cpio" -append "$kernel_cmdline" -smp "$cpus")
 if [ "${#disks[@]}" -gt 0 ]; then
     # microvm: virtio-mmio transports, which QEMU announces with virtio_mmio.device= words on
     # the command line (auto-kernel-cmdline); one I/O APIC (ioapic2=off), so their interrupts

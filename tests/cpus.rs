@@ -1,6 +1,6 @@
 //! `lde run --cpus N`: the other vCPUs wait in KVM's uninitialized state for the guest to start
-//! them (lde's kernel does not yet), the run is the same otherwise, ends as usual, and says which
-//! vCPUs the guest never started.
+//! them (lde's kernel does, tests/smp.rs; told `lde.cpus=1` it starts none), the run ends as
+//! usual, and lde says which vCPUs the guest never started.
 
 mod common;
 
@@ -11,8 +11,10 @@ fn extra_vcpus_wait_and_are_named_when_never_started() {
     if !kvm_available("extra_vcpus_wait_and_are_named_when_never_started") {
         return;
     }
-    let one = lde(&["run", "-q", "hello"]);
-    let two = lde(&["run", "-q", "--cpus", "3", "hello"]);
+    // `lde.cpus=1` on the command line (which lde then does not override): the kernel starts
+    // no other processor.
+    let one = lde(&["run", "-q", "--cmdline", "lde.cpus=1", "hello"]);
+    let two = lde(&["run", "-q", "--cpus", "3", "--cmdline", "lde.cpus=1", "hello"]);
     assert_eq!((one.status, two.status), (Some(0), Some(0)), "{two:?}");
     assert_eq!(one.stdout, two.stdout, "the guest's output is the same with more vCPUs");
     assert!(!one.stderr.contains("never started"), "{one:?}");

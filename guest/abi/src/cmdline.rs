@@ -102,6 +102,10 @@ pub const LAPIC_KHZ_KEY: &str = "lde.lapic_khz";
 /// line per process and the `stats:` lines at shutdown (`lde run --kernel-stats`; under QEMU
 /// these lines are the only view of the counters).
 pub const VERBOSE_KEY: &str = "lde.verbose";
+/// `lde.cpus=N`: the VM has N processors (lde passes it only when N > 1, `scripts/qemu.sh` the
+/// same); the kernel then reads the MP table and starts the others. Without it the kernel
+/// looks for no other processor.
+pub const CPUS_KEY: &str = "lde.cpus";
 /// `virtio_mmio.device=<size>@<base>:<irq>`: a virtio-mmio device (lde's disks), as Linux reads
 /// it; one word per device, in order (at most `virtio::MAX_DISKS` are used).
 pub const VIRTIO_MMIO_KEY: &str = "virtio_mmio.device";

@@ -58,6 +58,13 @@ static STORE: Store = Store(UnsafeCell::new(BootInfo {
     modules_len: 0,
 }));
 
+/// The copy [`read`] made (all empty before it ran).
+pub fn copied() -> &'static BootInfo {
+    // SAFETY: `read` writes the store once, at boot, before anything calls this; afterwards it
+    // is only read.
+    unsafe { &*STORE.0.get() }
+}
+
 /// Why the boot information is unusable.
 pub enum BootInfoError {
     BadAddress(&'static str, u64),

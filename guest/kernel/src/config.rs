@@ -20,6 +20,8 @@ pub struct Config {
     pub tsc_khz: Option<&'static str>,
     pub lapic_khz: Option<&'static str>,
     pub runaway_ms: Option<&'static str>,
+    /// `lde.cpus`: the processors to start (absent: only the bootstrap processor runs).
+    pub cpus: Option<&'static str>,
     pub input_none: bool,
     pub zeroed_ram: bool,
     pub milestones: bool,
@@ -59,6 +61,7 @@ pub fn parse(line: &'static str) -> Config {
             keys::TSC_KHZ_KEY => c.tsc_khz = Some(value),
             keys::LAPIC_KHZ_KEY => c.lapic_khz = Some(value),
             keys::RUNAWAY_KEY => c.runaway_ms = Some(value),
+            keys::CPUS_KEY => c.cpus = Some(value),
             keys::INPUT_KEY => c.input_none = value == keys::INPUT_NONE,
             keys::ZEROED_RAM_KEY => c.zeroed_ram = value == "1",
             keys::MILESTONES_KEY => c.milestones = value == "1",

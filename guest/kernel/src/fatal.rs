@@ -4,10 +4,10 @@
 use lde_abi::exit_code as exit;
 use lde_kcore::trap::mnemonic;
 
-use crate::arch::cpu;
 use crate::arch::entry::TrapFrame;
+use crate::arch::{cpu, gdt};
 use crate::println;
-use crate::stacks::guard_pages;
+use crate::stacks::{ap_guards, guard_pages};
 
 /// A trap the kernel has no answer for: print everything and shut down.
 pub fn fatal(frame: &TrapFrame) -> ! {
@@ -17,6 +17,9 @@ pub fn fatal(frame: &TrapFrame) -> ! {
             0..=3 => println!("kernel: the {name} overflowed into its guard page"),
             _ => println!("kernel: the {name} {} overflowed into its guard page", i - 4),
         }
+    }
+    if let Some(ap) = (0..gdt::MAX_APS).find(|&ap| ap_guards(ap).contains(&(cr2 & !0xfff))) {
+        println!("kernel: a stack of cpu {} overflowed into its guard page", ap + 1);
     }
     let ring = if frame.came_from_user() { 3 } else { 0 };
     println!(

@@ -1,7 +1,8 @@
 //! The lde kernel.
 //!
 //! Boot order: PVH entry (arch/x86_64/boot.rs) → `kernel_main` → serial, GDT/TSS, IDT, LAPIC →
-//! banner → the work → shutdown through the shutdown port with a code from `lde_abi::exit_code`.
+//! banner → the other processors (with `lde.cpus`) → the work → shutdown through the shutdown
+//! port with a code from `lde_abi::exit_code`.
 #![no_std]
 #![no_main]
 
@@ -20,6 +21,7 @@ mod input;
 mod mm;
 mod process;
 mod sched;
+mod smp;
 mod stacks;
 mod sync;
 mod syscall;
@@ -58,6 +60,7 @@ extern "C" fn kernel_main(start_info_paddr: u64) -> ! {
     open_doors();
     hooks::run(config.test);
     time::init(&config);
+    smp::start_others(config.cpus);
     input::init(config.input_none);
     input::enable_interrupt();
     disk::probe(config.disks());

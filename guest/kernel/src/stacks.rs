@@ -9,6 +9,38 @@ use lde_kcore::proc::MAX_PROCS;
 
 use crate::arch::{boot, gdt};
 
+/// Where the application processors' stacks lie: low RAM that the boot no longer needs (the
+/// boot data and the command line at 0x2_0000 have been copied), mapped with 4 KiB pages so
+/// that each stack can have a guard page, and out of the way of the frame allocator (which
+/// hands out RAM above the kernel image). Per processor: a guard page, its stack, a guard page,
+/// its IST stack (NMI, #DF and #MC share it).
+pub const AP_STACKS_ADDR: u64 = 0x2_1000;
+/// Size of an application processor's stack.
+pub const AP_STACK_SIZE: u64 = 8 * 1024;
+/// Size of an application processor's IST stack.
+pub const AP_IST_SIZE: u64 = 4 * 1024;
+const AP_STRIDE: u64 = GUARD_SIZE as u64 + AP_STACK_SIZE + GUARD_SIZE as u64 + AP_IST_SIZE;
+/// End (exclusive) of the application processors' stacks.
+pub const AP_STACKS_END: u64 = AP_STACKS_ADDR + gdt::MAX_APS as u64 * AP_STRIDE;
+const _: () = assert!(AP_STACKS_END <= lde_kcore::mptable::MP_FLOATING_ADDR);
+const _: () = assert!(AP_STACKS_ADDR >= crate::arch::ap_boot::TRAMPOLINE_ADDR + 4096);
+
+/// Top (exclusive) of application processor `ap`'s stack (`ap` counts from 0).
+pub fn ap_stack_top(ap: usize) -> u64 {
+    AP_STACKS_ADDR + ap as u64 * AP_STRIDE + GUARD_SIZE as u64 + AP_STACK_SIZE
+}
+
+/// Top (exclusive) of application processor `ap`'s IST stack.
+pub fn ap_ist_top(ap: usize) -> u64 {
+    AP_STACKS_ADDR + (ap as u64 + 1) * AP_STRIDE
+}
+
+/// The guard pages below application processor `ap`'s two stacks.
+pub fn ap_guards(ap: usize) -> [u64; 2] {
+    let base = AP_STACKS_ADDR + ap as u64 * AP_STRIDE;
+    [base, base + GUARD_SIZE as u64 + AP_STACK_SIZE]
+}
+
 /// Size of each process's kernel stack.
 pub const KSTACK_SIZE: usize = 16 * 1024;
 
@@ -38,6 +70,7 @@ unsafe impl Sync for KernelStacks {}
 
 /// The kernel stacks, one per process slot, each above its own guard page (unmapped at boot by
 /// `arch::boot::protect_kernel`, so an overflow faults instead of corrupting the neighbour).
+#[link_section = ".bss.stacks"] // linker.ld: guard pages in the first 2 MiB
 static KSTACKS: KernelStacks = KernelStacks(UnsafeCell::new([[0; KSTACK_STRIDE]; MAX_PROCS]));
 
 /// Top (exclusive) of slot `slot`'s kernel stack.

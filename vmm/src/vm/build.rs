@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use lde_abi::cmdline::{
-    DIRTY_RAM_BYTE, LAPIC_KHZ_KEY, TEST_DIRTY_RAM, TEST_HOST_NMI, TEST_KEY, TSC_KHZ_KEY, ZEROED_RAM_KEY,
+    CPUS_KEY, DIRTY_RAM_BYTE, LAPIC_KHZ_KEY, TEST_DIRTY_RAM, TEST_HOST_NMI, TEST_KEY, TSC_KHZ_KEY, ZEROED_RAM_KEY,
 };
 use lde_abi::ports::SERIAL_IRQ;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
@@ -155,7 +155,7 @@ pub fn prepare(config: RunConfig) -> Result<Vm, Error> {
     if dirty {
         dirty_ram(&mem)?;
     }
-    let mut cmdline = kernel_cmdline(&config.cmdline, tsc_khz, dirty);
+    let mut cmdline = kernel_cmdline(&config.cmdline, tsc_khz, dirty, config.cpus);
     if !images.is_empty() {
         cmdline = format!("{cmdline} {}", disks::cmdline_words(images.len())?);
     }
@@ -244,7 +244,7 @@ fn create_aps(kvm: &Kvm, vm: &VmFd, cpus: u8) -> Result<Vec<kvm_ioctls::VcpuFd>,
 
 /// The kernel's command line: `cmdline` and, where it does not set them already, what lde
 /// knows for the kernel (the TSC rate, that RAM reads as zero, the LAPIC timer's rate).
-fn kernel_cmdline(cmdline: &str, tsc_khz: Option<u32>, dirty_ram: bool) -> String {
+fn kernel_cmdline(cmdline: &str, tsc_khz: Option<u32>, dirty_ram: bool, cpus: u8) -> String {
     // The kernel takes the TSC rate from KVM rather than measuring it (unless told otherwise).
     let mut cmdline = cmdline.to_string();
     if let Some(khz) = tsc_khz.filter(|_| !cmdline.contains(TSC_KHZ_KEY)) {
@@ -260,6 +260,10 @@ fn kernel_cmdline(cmdline: &str, tsc_khz: Option<u32>, dirty_ram: bool) -> Strin
     // api.rst, KVM_CAP_X86_APIC_BUS_CYCLES_NS), so the kernel need not measure it.
     if !cmdline.contains(LAPIC_KHZ_KEY) {
         cmdline = format!("{cmdline} {LAPIC_KHZ_KEY}={KVM_LAPIC_KHZ}").trim().to_string();
+    }
+    // Only with more than one vCPU, so that a one-CPU run boots exactly as without `--cpus`.
+    if cpus > 1 && !cmdline.contains(CPUS_KEY) {
+        cmdline = format!("{cmdline} {CPUS_KEY}={cpus}").trim().to_string();
     }
     cmdline
 }
@@ -332,5 +336,14 @@ mod tests {
         assert!(missing.to_string().contains("KVM is not available"));
         let not_kvm = open_kvm(Path::new("/dev/null")).err().unwrap();
         assert_eq!(not_kvm.exit_code(), lde_abi::exit_code::KVM_UNAVAILABLE);
+    }
+
+    #[test]
+    fn cpus_key_only_with_several_cpus() {
+        let one = kernel_cmdline("lde.run=hello", Some(2_000_000), false, 1);
+        assert_eq!(one, "lde.run=hello lde.tsc_khz=2000000 lde.zeroed_ram=1 lde.lapic_khz=1000000");
+        let four = kernel_cmdline("lde.run=hello", Some(2_000_000), false, 4);
+        assert_eq!(four, format!("{one} lde.cpus=4"));
+        assert_eq!(kernel_cmdline("lde.cpus=2", None, false, 4).matches("lde.cpus").count(), 1);
     }
 }

@@ -138,7 +138,7 @@ boot_pt0:
     .set i, i + 1
     .endr
 
-    .section .bss
+    .section .bss.boot_stack, "aw", @nobits
     .p2align 12
     .global boot_stack_guard
 boot_stack_guard:
@@ -217,6 +217,22 @@ pub unsafe fn protect_kernel(guards: &[u64]) {
         unsafe { pt.add((guard / PAGE) as usize).write(0) };
     }
     x86_64::instructions::tlb::flush_all();
+}
+
+/// Unmaps `pages`, each a page of the first 2 MiB (the guard pages of stacks that boot did not
+/// know of), so that an overflow into one faults.
+///
+/// # Safety
+/// Nothing may live in `pages`, and none may belong to the kernel image.
+pub unsafe fn unmap_pages(pages: &[u64]) {
+    let pt = core::ptr::addr_of_mut!(boot_pt0) as *mut u64;
+    for &page in pages {
+        assert!(page != 0 && page < 0x20_0000 && page % PAGE == 0, "a page of the first 2 MiB");
+        // SAFETY: entry page/4096 (< 512, checked above) of the live first-2-MiB table; the
+        // caller promises the page holds nothing; its TLB entry is flushed right after.
+        unsafe { pt.add((page / PAGE) as usize).write_volatile(0) };
+        x86_64::instructions::tlb::flush(x86_64::VirtAddr::new(page));
+    }
 }
 
 /// Test hook: writes to the kernel's own text, which must fault (#PF, error 0x3).

@@ -59,8 +59,11 @@ impl IstStack {
     }
 }
 
+#[link_section = ".bss.stacks"] // linker.ld: guard pages in the first 2 MiB
 static DOUBLE_FAULT_STACK: IstStack = IstStack::new();
+#[link_section = ".bss.stacks"] // linker.ld: guard pages in the first 2 MiB
 static NMI_STACK: IstStack = IstStack::new();
+#[link_section = ".bss.stacks"] // linker.ld: guard pages in the first 2 MiB
 static MACHINE_CHECK_STACK: IstStack = IstStack::new();
 
 /// Bytes of the I/O permission bitmap: ports 0..IOMAP_PORTS, one bit each (1 = denied).
@@ -83,16 +86,31 @@ const fn iomap() -> [u8; IOMAP_PORTS / 8 + 1] {
     map
 }
 
-/// The TSS. The CPU reads it on every trap from ring 3 (and on port I/O from ring 3); the
+/// A TSS. The CPU reads it on every trap from ring 3 (and on port I/O from ring 3); the
 /// kernel writes RSP0 when it switches processes.
 struct Tss(UnsafeCell<TssWithIoMap>);
 
-// SAFETY: there is one CPU; the TSS is written only by `init` (interrupts off) and
-// `set_kernel_stack` (called with interrupts off), and read only by the CPU.
+// SAFETY: each TSS belongs to one processor: the bootstrap processor's is written only by
+// `init` (interrupts off) and `set_kernel_stack` (called with interrupts off), an application
+// processor's only by its own `init_ap` (interrupts off) before it loads it; otherwise only
+// the CPU that loaded it reads it.
 unsafe impl Sync for Tss {}
 
-static TSS: Tss = Tss(UnsafeCell::new(TssWithIoMap { tss: TaskStateSegment::new(), iomap: iomap() }));
+impl Tss {
+    const fn new() -> Self {
+        Tss(UnsafeCell::new(TssWithIoMap { tss: TaskStateSegment::new(), iomap: iomap() }))
+    }
+}
+
+static TSS: Tss = Tss::new();
 static GDT: Once<GlobalDescriptorTable<10>> = Once::new();
+
+/// Most application processors (every processor of the MP table but the bootstrap one).
+pub const MAX_APS: usize = lde_kcore::mptable::MAX_CPUS - 1;
+
+/// Each application processor's TSS and GDT (the same descriptors; its own TSS).
+static AP_TSS: [Tss; MAX_APS] = [const { Tss::new() }; MAX_APS];
+static AP_GDT: [Once<GlobalDescriptorTable<10>>; MAX_APS] = [const { Once::new() }; MAX_APS];
 
 /// Builds and loads the GDT and the TSS and reloads every segment register.
 pub fn init() {
@@ -102,30 +120,54 @@ pub fn init() {
     tss.interrupt_stack_table[usize::from(DOUBLE_FAULT_IST - 1)] = DOUBLE_FAULT_STACK.top();
     tss.interrupt_stack_table[usize::from(NMI_IST - 1)] = NMI_STACK.top();
     tss.interrupt_stack_table[usize::from(MACHINE_CHECK_IST - 1)] = MACHINE_CHECK_STACK.top();
+    load(GDT.call_once(|| build(&TSS)));
+}
 
-    let gdt = GDT.call_once(|| {
-        let mut gdt = GlobalDescriptorTable::empty();
-        gdt.append(Descriptor::UserSegment(0));
-        let kernel_code = gdt.append(Descriptor::kernel_code_segment());
-        let kernel_data = gdt.append(Descriptor::kernel_data_segment());
-        let user_code32 = gdt.append(Descriptor::UserSegment(DescriptorFlags::USER_CODE32.bits()));
-        let user_data = gdt.append(Descriptor::user_data_segment());
-        let user_code = gdt.append(Descriptor::user_code_segment());
-        // SAFETY: TSS is a static, so the references stay valid for as long as the GDT is
-        // loaded; during this call (init, interrupts off) nothing writes the TSS.
-        let (tss, iomap) = unsafe { (&(*TSS.0.get()).tss, &(*TSS.0.get()).iomap) };
-        let descriptor = Descriptor::tss_segment_with_iomap(tss, iomap).expect("the I/O bitmap follows the TSS");
-        let tss = gdt.append(descriptor);
-        debug_assert_eq!(kernel_code.0, KERNEL_CODE_SELECTOR);
-        debug_assert_eq!(kernel_data.0, KERNEL_DATA_SELECTOR);
-        debug_assert_eq!(user_code32.0, USER_CODE32_SELECTOR);
-        debug_assert_eq!(user_data.0, USER_DATA_SELECTOR);
-        debug_assert_eq!(user_code.0, USER_CODE_SELECTOR);
-        debug_assert_eq!(tss.0, TSS_SELECTOR);
-        gdt
-    });
+/// Builds and loads application processor `ap`'s GDT and TSS (`ap` counts from 0 for the
+/// first application processor), whose IST slots all point at `ist_top`, and reloads every
+/// segment register.
+///
+/// # Safety
+/// Called once, by processor `ap` itself, with interrupts off.
+pub unsafe fn init_ap(ap: usize, ist_top: VirtAddr) {
+    // SAFETY: only processor `ap` touches its TSS, and it has not loaded it yet.
+    let tss = unsafe { &mut (*AP_TSS[ap].0.get()).tss };
+    tss.iomap_base = core::mem::size_of::<TaskStateSegment>() as u16;
+    for slot in [DOUBLE_FAULT_IST, NMI_IST, MACHINE_CHECK_IST] {
+        tss.interrupt_stack_table[usize::from(slot - 1)] = ist_top;
+    }
+    load(AP_GDT[ap].call_once(|| build(&AP_TSS[ap])));
+}
+
+/// The kernel's descriptors in Linux's layout, with `tss` at [`TSS_SELECTOR`].
+#[inline(always)] // `init` runs once; as a call it would cost the boot emulated instructions
+fn build(tss: &'static Tss) -> GlobalDescriptorTable<10> {
+    let mut gdt = GlobalDescriptorTable::empty();
+    gdt.append(Descriptor::UserSegment(0));
+    let kernel_code = gdt.append(Descriptor::kernel_code_segment());
+    let kernel_data = gdt.append(Descriptor::kernel_data_segment());
+    let user_code32 = gdt.append(Descriptor::UserSegment(DescriptorFlags::USER_CODE32.bits()));
+    let user_data = gdt.append(Descriptor::user_data_segment());
+    let user_code = gdt.append(Descriptor::user_code_segment());
+    // SAFETY: `tss` is a static, so the references stay valid for as long as the GDT is
+    // loaded; during this call (interrupts off, before the TSS is loaded) nothing writes it.
+    let (tss, iomap) = unsafe { (&(*tss.0.get()).tss, &(*tss.0.get()).iomap) };
+    let descriptor = Descriptor::tss_segment_with_iomap(tss, iomap).expect("the I/O bitmap follows the TSS");
+    let tss = gdt.append(descriptor);
+    debug_assert_eq!(kernel_code.0, KERNEL_CODE_SELECTOR);
+    debug_assert_eq!(kernel_data.0, KERNEL_DATA_SELECTOR);
+    debug_assert_eq!(user_code32.0, USER_CODE32_SELECTOR);
+    debug_assert_eq!(user_data.0, USER_DATA_SELECTOR);
+    debug_assert_eq!(user_code.0, USER_CODE_SELECTOR);
+    debug_assert_eq!(tss.0, TSS_SELECTOR);
+    gdt
+}
+
+/// Loads `gdt` and its TSS and reloads every segment register.
+#[inline(always)] // see `build`
+fn load(gdt: &'static GlobalDescriptorTable<10>) {
     gdt.load();
-    // SAFETY: the selectors name the descriptors appended above, now loaded.
+    // SAFETY: the selectors name the descriptors `build` appended, now loaded.
     unsafe {
         CS::set_reg(SegmentSelector::new(KERNEL_CODE_SELECTOR >> 3, PrivilegeLevel::Ring0));
         let data = SegmentSelector::new(KERNEL_DATA_SELECTOR >> 3, PrivilegeLevel::Ring0);
@@ -151,6 +193,7 @@ pub fn ist_guards() -> [(&'static str, u64); 3] {
 /// Interrupts must be off, and `top` must be the top of a mapped kernel stack that stays
 /// valid until the next call.
 pub unsafe fn set_kernel_stack(top: VirtAddr) {
-    // SAFETY: one CPU, interrupts off (caller's contract): nothing else accesses the TSS now.
+    // SAFETY: the bootstrap processor's TSS, written only by the bootstrap processor (the only
+    // one that runs processes), interrupts off (caller's contract): nothing else accesses it now.
     unsafe { (*TSS.0.get()).tss.privilege_stack_table[0] = top };
 }

@@ -58,7 +58,8 @@ const USER_VECTORS: [u8; 3] = [3, 4, INT80_VECTOR];
 
 struct Idt(UnsafeCell<[Gate; 256]>);
 
-// SAFETY: written only by `init` on the one CPU with interrupts off; afterwards read by the CPU.
+// SAFETY: written only by `init` on the bootstrap processor with interrupts off, before any other
+// processor runs; afterwards only read by the CPUs.
 unsafe impl Sync for Idt {}
 
 static IDT: Idt = Idt(UnsafeCell::new([Gate::MISSING; 256]));
@@ -94,6 +95,15 @@ pub fn init() {
     let pointer =
         DescriptorTablePointer { limit: (size_of::<[Gate; 256]>() - 1) as u16, base: VirtAddr::from_ptr(IDT.0.get()) };
     // SAFETY: the IDT is a static whose gates are valid entry stubs or all zero (see above).
+    unsafe { lidt(&pointer) };
+}
+
+/// Loads the IDT `init` filled, on an application processor (the processors share it).
+pub fn load() {
+    let pointer =
+        DescriptorTablePointer { limit: (size_of::<[Gate; 256]>() - 1) as u16, base: VirtAddr::from_ptr(IDT.0.get()) };
+    // SAFETY: `init` filled the IDT on the bootstrap processor before it started any other;
+    // nothing writes it afterwards.
     unsafe { lidt(&pointer) };
 }
 

@@ -19,6 +19,7 @@ const REG_SPURIOUS: usize = 0xf0;
 /// The in-service register: 8 registers of 32 vectors each, 16 bytes apart.
 const REG_ISR: usize = 0x100;
 const REG_ICR_LOW: usize = 0x300;
+const REG_ICR_HIGH: usize = 0x310;
 const REG_LVT_TIMER: usize = 0x320;
 const REG_TIMER_INITIAL: usize = 0x380;
 const REG_TIMER_CURRENT: usize = 0x390;
@@ -70,6 +71,11 @@ pub fn init() -> LapicInfo {
     LapicInfo { id: read(REG_ID) >> 24, version: read(REG_VERSION) & 0xff }
 }
 
+/// This processor's LAPIC id.
+pub fn id() -> u32 {
+    read(REG_ID) >> 24
+}
+
 /// Signals the end of the current interrupt.
 pub fn eoi() {
     write(REG_EOI, 0);
@@ -80,6 +86,43 @@ pub fn eoi() {
 pub fn self_interrupt(vector: u8) {
     const SHORTHAND_SELF: u32 = 1 << 18;
     write(REG_ICR_LOW, SHORTHAND_SELF | u32::from(vector));
+}
+
+/// ICR delivery modes and flags (SDM Vol. 3, 11.6.1).
+const ICR_INIT: u32 = 0b101 << 8;
+const ICR_STARTUP: u32 = 0b110 << 8;
+const ICR_DELIVERY_PENDING: u32 = 1 << 12;
+const ICR_ASSERT: u32 = 1 << 14;
+const ICR_LEVEL: u32 = 1 << 15;
+
+/// Sends an inter-processor interrupt to LAPIC id `apic_id`: writes the ICR (high half first:
+/// the write of the low half sends it), then waits, a bounded while, until the LAPIC has
+/// taken it.
+fn send_ipi(apic_id: u8, low: u32) {
+    write(REG_ICR_HIGH, u32::from(apic_id) << 24);
+    write(REG_ICR_LOW, low);
+    for _ in 0..1000 {
+        if read(REG_ICR_LOW) & ICR_DELIVERY_PENDING == 0 {
+            break;
+        }
+        core::hint::spin_loop();
+    }
+}
+
+/// INIT, level-triggered, asserted: resets processor `apic_id` into the wait-for-SIPI state.
+pub fn send_init(apic_id: u8) {
+    send_ipi(apic_id, ICR_INIT | ICR_LEVEL | ICR_ASSERT);
+}
+
+/// The INIT level de-assert that follows [`send_init`] (older processors need it; KVM ignores it).
+pub fn send_init_deassert(apic_id: u8) {
+    send_ipi(apic_id, ICR_INIT | ICR_LEVEL);
+}
+
+/// A startup IPI: processor `apic_id`, waiting after INIT, starts in real mode at
+/// `vector << 12`.
+pub fn send_startup(apic_id: u8, vector: u8) {
+    send_ipi(apic_id, ICR_STARTUP | u32::from(vector));
 }
 
 /// Whether the CPU offers the TSC-deadline timer mode (CPUID.1:ECX[24]).

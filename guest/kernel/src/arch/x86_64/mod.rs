@@ -1,5 +1,6 @@
 //! Everything that touches x86 hardware. The only place in the kernel with `asm`.
 
+pub mod ap_boot;
 pub mod boot;
 pub mod cpu;
 pub mod entry;

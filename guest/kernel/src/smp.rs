@@ -1,0 +1,161 @@
+//! The other processors: with `lde.cpus=N` on the command line the bootstrap processor reads
+//! the MP table and starts each application processor as xv6's `startothers` and Linux's
+//! `wakeup_secondary_cpu_via_init` do (INIT, then two startup IPIs, with the MP
+//! specification's delays, timed with the TSC), then waits for it to check in, a bounded while.
+//! Without `lde.cpus` nothing here runs and no line is printed: a one-processor boot is the same
+//! as before the kernel knew of others.
+//!
+//! An application processor (arch/x86_64/ap_boot.rs brings it to [`ap_main`]) loads a GDT and
+//! TSS of its own and the shared IDT, turns its LAPIC on, checks in and halts for good with
+//! interrupts off: the scheduler still runs on processor 0 only.
+
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+
+use lde_abi::boot::{MemmapEntry, MEMMAP_RAM};
+use lde_kcore::mptable::{self, MpError, Processors, MAX_CPUS, MP_FLOATING_ADDR};
+
+use crate::arch::ap_boot::{self, TRAMPOLINE_ADDR, TRAMPOLINE_VECTOR};
+use crate::arch::cpu::{self, rdtsc};
+use crate::arch::{boot, gdt, idt, lapic};
+use crate::{bootinfo, println, stacks, time};
+
+/// The TSC at which processor `cpu` (0 = the bootstrap processor) checked in (0: not yet).
+static ONLINE_TSC: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// The processor number of each LAPIC id, set before that processor is started (0: none).
+static CPU_OF_APIC: [AtomicU8; 256] = [const { AtomicU8::new(0) }; 256];
+
+/// How long the bootstrap processor waits for a processor to check in, from its INIT (where
+/// every ring-0 instruction is emulated, one checks in ~0.5 ms after its SIPIs; nested hosts
+/// under TCG are slower still).
+const START_TIMEOUT_MS: u64 = 500;
+/// The MP specification's wait after INIT (B.4: 10 ms) and after each startup IPI (200 µs).
+const INIT_DELAY_US: u64 = 10_000;
+const STARTUP_DELAY_US: u64 = 200;
+
+/// The BIOS area where a firmware's MP floating pointer may lie (MP spec 4), searched when the
+/// last KiB of base memory has none (QEMU's SeaBIOS puts it there).
+const BIOS_AREA: (u64, u64) = (0xf_0000, 0x10_0000);
+
+/// Starts the processors of the MP table if the command line says there are several (`cpus`,
+/// the value of `lde.cpus`).
+#[inline(always)] // a step of `kernel_main`: one test where `lde.cpus` is absent
+pub fn start_others(cpus: Option<&str>) {
+    if let Some(cpus) = cpus {
+        start_all(cpus);
+    }
+}
+
+#[inline(never)]
+fn start_all(cpus: &str) {
+    let (bsp_apic_id, memmap) = (lapic::id(), bootinfo::copied().memmap());
+    let Ok(wanted) = cpus.parse::<usize>() else {
+        println!("kernel: ignoring lde.cpus={cpus}: not a number");
+        return;
+    };
+    let processors = match find_processors() {
+        Ok(found) => found,
+        Err(e) => {
+            println!("kernel: no usable MP table ({e:?}): only cpu 0 runs");
+            return;
+        }
+    };
+    let trampoline = (TRAMPOLINE_ADDR, TRAMPOLINE_ADDR + 4096);
+    if !is_ram(memmap, trampoline) || !is_ram(memmap, (stacks::AP_STACKS_ADDR, stacks::AP_STACKS_END)) {
+        println!("kernel: low memory for the trampoline and stacks is not RAM: only cpu 0 runs");
+        return;
+    }
+    if processors.count < wanted {
+        println!("kernel: lde.cpus={wanted} but the MP table names {} processor(s)", processors.count);
+    }
+    // SAFETY: the trampoline's page is RAM (checked above) that nothing else uses (ap_boot.rs),
+    // and no processor runs yet.
+    unsafe { ap_boot::install() };
+    let others = processors.apic_ids[..processors.count].iter().filter(|&&id| u32::from(id) != bsp_apic_id);
+    for (ap, &apic_id) in others.take(wanted.min(MAX_CPUS).saturating_sub(1)).enumerate() {
+        start(ap + 1, apic_id);
+    }
+}
+
+/// Sends processor `cpu` (LAPIC id `apic_id`) INIT, SIPI, SIPI and waits for it to check in.
+fn start(cpu: usize, apic_id: u8) {
+    let ap = cpu - 1;
+    // SAFETY: the stacks' low RAM (stacks.rs) holds nothing; no processor uses it yet.
+    unsafe { boot::unmap_pages(&stacks::ap_guards(ap)) };
+    CPU_OF_APIC[usize::from(apic_id)].store(cpu as u8, Ordering::Relaxed);
+    ap_boot::set_stack(apic_id, stacks::ap_stack_top(ap));
+    let started = rdtsc();
+    lapic::send_init(apic_id);
+    delay_us(INIT_DELAY_US);
+    lapic::send_init_deassert(apic_id);
+    for _ in 0..2 {
+        lapic::send_startup(apic_id, TRAMPOLINE_VECTOR);
+        delay_us(STARTUP_DELAY_US);
+    }
+    let deadline = started + time::ms_to_tsc(START_TIMEOUT_MS);
+    let online = loop {
+        match ONLINE_TSC[cpu].load(Ordering::Acquire) {
+            0 if rdtsc() > deadline => {
+                println!("kernel: cpu {cpu} did not start");
+                return;
+            }
+            0 => core::hint::spin_loop(),
+            tsc => break tsc,
+        }
+    };
+    // KVM keeps the processors' TSCs in step; a processor's TSC behind ours counts as 0.
+    let us = online.saturating_sub(started).saturating_mul(1_000_000) / time::tsc_hz().max(1);
+    println!("kernel: cpu {cpu} online (apic id {apic_id}) after {us} us");
+}
+
+/// Waits `us` microseconds (by the TSC).
+fn delay_us(us: u64) {
+    let end = rdtsc() + us.saturating_mul(time::tsc_hz()) / 1_000_000;
+    while rdtsc() < end {
+        core::hint::spin_loop();
+    }
+}
+
+/// Whether `[start, end)` lies in one RAM range of the memory map.
+fn is_ram(memmap: &[MemmapEntry], (start, end): (u64, u64)) -> bool {
+    memmap.iter().any(|e| e.kind == MEMMAP_RAM && e.addr <= start && end <= e.addr.saturating_add(e.size))
+}
+
+/// The processors of the MP table whose floating pointer lies in the last KiB of base memory
+/// (lde's) or in the BIOS area (a firmware's).
+fn find_processors() -> Result<Processors, MpError> {
+    // SAFETY: both areas are identity-mapped low memory (arch/x86_64/boot.rs), only read.
+    let (base, bios) = unsafe {
+        (
+            core::slice::from_raw_parts(MP_FLOATING_ADDR as *const u8, 1024),
+            core::slice::from_raw_parts(BIOS_AREA.0 as *const u8, (BIOS_AREA.1 - BIOS_AREA.0) as usize),
+        )
+    };
+    let config = u64::from(mptable::find_floating(base).or_else(|_| mptable::find_floating(bios))?);
+    if !(0x1000..BIOS_AREA.1).contains(&config) {
+        return Err(MpError::BadConfigTable);
+    }
+    // SAFETY: [config, 1 MiB) is identity-mapped low memory; `parse_config` reads no further
+    // than the table's own length.
+    let table = unsafe { core::slice::from_raw_parts(config as *const u8, (BIOS_AREA.1 - config) as usize) };
+    mptable::parse_config(table)
+}
+
+/// An application processor's Rust entry, called by `ap_start64` (ap_boot.rs) on its own stack
+/// with interrupts off.
+#[no_mangle]
+extern "C" fn ap_main(apic_id: u32) -> ! {
+    let cpu = usize::from(CPU_OF_APIC[apic_id as usize & 0xff].load(Ordering::Acquire));
+    if cpu == 0 {
+        cpu::halt_forever();
+    }
+    let ap = cpu - 1;
+    // SAFETY: this processor's own, once, interrupts off.
+    unsafe { gdt::init_ap(ap, x86_64::VirtAddr::new(stacks::ap_ist_top(ap))) };
+    idt::load();
+    lapic::init();
+    ONLINE_TSC[cpu].store(rdtsc().max(1), Ordering::Release);
+    cpu::halt_forever()
+}
+
+const _: () = assert!(gdt::MAX_APS == MAX_CPUS - 1);
