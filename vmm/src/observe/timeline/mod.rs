@@ -190,7 +190,7 @@ pub fn render(recorder: &Recorder, title: &str) -> Document {
             doc = doc.add(states::bands(&scale, tsc_hz, *pid, list, y));
         }
         if let Some(waits) = lanes.disk.get(pid) {
-            doc = doc.add(disk_waits(&scale, tsc_hz, *pid, waits, y));
+            doc = doc.add(states::disk_waits(&scale, tsc_hz, *pid, waits, y));
         }
     }
     let y = TOP + lanes.slices.len() as f64 * LANE;
@@ -283,25 +283,6 @@ fn process_lane(
         );
     }
     lane
-}
-
-/// Where process `pid` (its lane at `y`) was blocked on a disk: a band along the lane's foot.
-fn disk_waits(scale: &Scale, tsc_hz: u64, pid: u32, waits: &[Span], y: f64) -> Group {
-    let mut group = Group::new().set("class", "disk-waits").set("data-pid", pid);
-    for s in waits {
-        let (x0, x1) = (scale.x(s.from), scale.x(s.to));
-        group = group.add(
-            Rectangle::new()
-                .set("class", "disk-wait")
-                .set("x", x0)
-                .set("y", y + BAR - 6.0)
-                .set("width", round((x1 - x0).max(0.6)))
-                .set("height", 6)
-                .set("fill", DISK_COLOR)
-                .add(Title::new(format!("pid {pid} blocked on the disk {}", duration(s.cycles(), tsc_hz)))),
-        );
-    }
-    group
 }
 
 /// The kernel's own time: switching and ending, and idle.

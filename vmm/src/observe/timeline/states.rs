@@ -6,7 +6,7 @@
 use svg::node::element::Group;
 use svg::node::element::{Definitions, Line, Path, Pattern, Rectangle, Title};
 
-use super::{duration, round, Scale, BAR};
+use super::{duration, round, Scale, Span, BAR, DISK_COLOR};
 use crate::observe::states::{Interval, State};
 
 /// Ready: a light shade of the running colour.
@@ -72,6 +72,25 @@ pub(super) fn bands(scale: &Scale, tsc_hz: u64, pid: u32, intervals: &[Interval]
                     .add(Title::new(format!("pid {pid} woken: {}", next.cause.name()))),
             );
         }
+    }
+    group
+}
+
+/// Where process `pid` (its lane at `y`) was blocked on a disk: a band along the lane's foot.
+pub(super) fn disk_waits(scale: &Scale, tsc_hz: u64, pid: u32, waits: &[Span], y: f64) -> Group {
+    let mut group = Group::new().set("class", "disk-waits").set("data-pid", pid);
+    for s in waits {
+        let (x0, x1) = (scale.x(s.from), scale.x(s.to));
+        group = group.add(
+            Rectangle::new()
+                .set("class", "disk-wait")
+                .set("x", x0)
+                .set("y", y + BAR - 6.0)
+                .set("width", round((x1 - x0).max(0.6)))
+                .set("height", 6)
+                .set("fill", DISK_COLOR)
+                .add(Title::new(format!("pid {pid} blocked on the disk {}", duration(s.cycles(), tsc_hz)))),
+        );
     }
     group
 }
