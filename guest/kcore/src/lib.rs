@@ -4,6 +4,7 @@
 //! `cargo test`.
 #![no_std]
 
+pub mod acpi;
 pub mod args;
 pub mod children;
 pub mod cmdline;

@@ -12,6 +12,7 @@
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 use lde_abi::boot::{MemmapEntry, MEMMAP_RAM};
+use lde_kcore::acpi;
 use lde_kcore::mptable::{self, MpError, Processors, MAX_CPUS, MP_FLOATING_ADDR};
 
 use crate::arch::ap_boot::{self, TRAMPOLINE_ADDR, TRAMPOLINE_VECTOR};
@@ -36,6 +37,10 @@ const STARTUP_DELAY_US: u64 = 200;
 /// The BIOS area where a firmware's MP floating pointer may lie (MP spec 4), searched when the
 /// last KiB of base memory has none (QEMU's SeaBIOS puts it there).
 const BIOS_AREA: (u64, u64) = (0xf_0000, 0x10_0000);
+/// Where an RSDP may lie (ACPI 5.2.5.1: the BIOS read-only area), which holds the MP area too.
+const ACPI_AREA: (u64, u64) = (0xe_0000, 0x10_0000);
+/// The end of what the boot page tables map as RAM (arch/x86_64/boot.rs).
+const MAPPED_END: u64 = 0xc000_0000;
 
 /// Starts the processors of the MP table if the command line says there are several (`cpus`,
 /// the value of `lde.cpus`).
@@ -53,10 +58,10 @@ fn start_all(cpus: &str) {
         println!("kernel: ignoring lde.cpus={cpus}: not a number");
         return;
     };
-    let processors = match find_processors() {
+    let processors = match find_processors(bsp_apic_id as u8) {
         Ok(found) => found,
         Err(e) => {
-            println!("kernel: no usable MP table ({e:?}): only cpu 0 runs");
+            println!("kernel: no usable MP table or MADT ({e:?}): only cpu 0 runs");
             return;
         }
     };
@@ -66,7 +71,7 @@ fn start_all(cpus: &str) {
         return;
     }
     if processors.count < wanted {
-        println!("kernel: lde.cpus={wanted} but the MP table names {} processor(s)", processors.count);
+        println!("kernel: lde.cpus={wanted} but the firmware's tables name {} processor(s)", processors.count);
     }
     // SAFETY: the trampoline's page is RAM (checked above) that nothing else uses (ap_boot.rs),
     // and no processor runs yet.
@@ -121,17 +126,57 @@ fn is_ram(memmap: &[MemmapEntry], (start, end): (u64, u64)) -> bool {
     memmap.iter().any(|e| e.kind == MEMMAP_RAM && e.addr <= start && end <= e.addr.saturating_add(e.size))
 }
 
-/// The processors of the MP table whose floating pointer lies in the last KiB of base memory
-/// (lde's) or in the BIOS area (a firmware's).
-fn find_processors() -> Result<Processors, MpError> {
+/// The processors: from the MP table in the last KiB of base memory (lde's), else from ACPI's
+/// MADT (a firmware's, found through the RSDP in the BIOS area: QEMU's SeaBIOS lists every
+/// processor there, and only the first in its MP table), else from an MP table in the BIOS area.
+fn find_processors(bsp_apic_id: u8) -> Result<Processors, MpError> {
     // SAFETY: both areas are identity-mapped low memory (arch/x86_64/boot.rs), only read.
     let (base, bios) = unsafe {
         (
             core::slice::from_raw_parts(MP_FLOATING_ADDR as *const u8, 1024),
-            core::slice::from_raw_parts(BIOS_AREA.0 as *const u8, (BIOS_AREA.1 - BIOS_AREA.0) as usize),
+            core::slice::from_raw_parts(ACPI_AREA.0 as *const u8, (ACPI_AREA.1 - ACPI_AREA.0) as usize),
         )
     };
-    let config = u64::from(mptable::find_floating(base).or_else(|_| mptable::find_floating(bios))?);
+    if let Ok(config) = mptable::find_floating(base) {
+        return mp_config(u64::from(config));
+    }
+    if let Ok(found) = madt(bios, bsp_apic_id) {
+        return Ok(found);
+    }
+    let config = u64::from(mptable::find_floating(&bios[(BIOS_AREA.0 - ACPI_AREA.0) as usize..])?);
+    mp_config(config)
+}
+
+/// The MADT's processors, through the RSDP in `area` and the RSDT it names.
+fn madt(area: &[u8], bsp_apic_id: u8) -> Result<Processors, MpError> {
+    let rsdt = acpi::find_rsdt(area)?;
+    let rsdt = table(u64::from(rsdt), b"RSDT").ok_or(MpError::BadConfigTable)?;
+    for entry in acpi::rsdt_entries(rsdt)? {
+        if let Some(madt) = table(u64::from(entry), b"APIC") {
+            return acpi::parse_madt(madt, bsp_apic_id);
+        }
+    }
+    Err(MpError::NoProcessor)
+}
+
+/// The ACPI table of `signature` at `addr`, whole, if it lies in identity-mapped RAM (below
+/// the MMIO hole) and its header says so.
+fn table(addr: u64, signature: &[u8; 4]) -> Option<&'static [u8]> {
+    let header_end = addr.checked_add(acpi::HEADER as u64)?;
+    if addr < 0x1000 || header_end > MAPPED_END {
+        return None;
+    }
+    // SAFETY: [addr, addr + 36) is identity-mapped (checked above), only read.
+    let header = unsafe { core::slice::from_raw_parts(addr as *const u8, acpi::HEADER) };
+    let length = acpi::table_length(header, signature)?;
+    (addr + length as u64 <= MAPPED_END).then(|| {
+        // SAFETY: as above, for the table's whole length (at most acpi::TABLE_MAX).
+        unsafe { core::slice::from_raw_parts(addr as *const u8, length) }
+    })
+}
+
+/// The processors of the MP configuration table at `config`.
+fn mp_config(config: u64) -> Result<Processors, MpError> {
     if !(0x1000..BIOS_AREA.1).contains(&config) {
         return Err(MpError::BadConfigTable);
     }
