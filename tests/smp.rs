@@ -2,7 +2,8 @@
 //! QEMU, ACPI's MADT), starts every
 //! other processor with INIT, SIPI, SIPI and reports each one that checks in; the run is
 //! otherwise the same, and lde finds no vCPU the guest never started. With one processor no new
-//! line appears and the command line has no `lde.cpus`.
+//! line appears and the command line has no `lde.cpus`. With a second processor online, processor
+//! 0 times IPI round trips to it at boot and prints their median.
 
 mod common;
 
@@ -20,6 +21,14 @@ fn online(out: &Output) -> Vec<(u64, u64)> {
             Some((cpu.parse().ok()?, apic.parse().ok()?))
         })
         .collect()
+}
+
+/// The median of the `kernel: ipi round trip to cpu 1: median C cycles, …` line, if there is one.
+fn ipi_median(out: &Output) -> Option<u64> {
+    out.lines().iter().find_map(|line| {
+        let rest = line.strip_prefix("kernel: ipi round trip to cpu 1: median ")?;
+        rest.split_once(" cycles")?.0.parse().ok()
+    })
 }
 
 fn assert_hello(host: Host, out: &Output) {
@@ -46,12 +55,24 @@ fn every_processor_checks_in() {
 }
 
 #[test]
+fn ipi_round_trip_is_measured() {
+    for host in hosts("ipi_round_trip_is_measured") {
+        let out = host.run(&["--cpus", "2", "hello"]);
+        assert_hello(host, &out);
+        let median = ipi_median(&out);
+        assert!(median.is_some_and(|m| m > 0), "{host:?}: no positive ipi median: {out:?}");
+        assert!(!out.stdout.contains("got no answer"), "{host:?}: {out:?}");
+    }
+}
+
+#[test]
 fn one_processor_boots_as_before() {
     for host in hosts("one_processor_boots_as_before") {
         let out = host.run(&["--cpus", "1", "hello"]);
         assert_hello(host, &out);
         assert!(!out.stdout.contains("lde.cpus"), "{host:?}: {out:?}");
         assert!(!out.lines().iter().any(|l| l.starts_with("kernel: cpu ")), "{host:?}: {out:?}");
+        assert_eq!(ipi_median(&out), None, "{host:?}: {out:?}");
         assert!(!out.stderr.contains("never started"), "{host:?}: {out:?}");
     }
 }

@@ -18,6 +18,7 @@ mod fatal;
 mod hooks;
 mod idle;
 mod input;
+mod ipi_roundtrip;
 mod mm;
 mod process;
 mod sched;

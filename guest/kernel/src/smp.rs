@@ -6,8 +6,9 @@
 //! as before the kernel knew of others.
 //!
 //! An application processor (arch/x86_64/ap_boot.rs brings it to [`ap_main`]) loads a GDT and
-//! TSS of its own and the shared IDT, turns its LAPIC on, checks in and halts for good with
-//! interrupts off: the scheduler still runs on processor 0 only.
+//! TSS of its own and the shared IDT, turns its LAPIC on, checks in and halts with interrupts
+//! on, waking only to answer the IPI of the round-trip measurement (`ipi_roundtrip.rs`, which
+//! processor 0 runs once all are up): the scheduler still runs on processor 0 only.
 
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
@@ -18,7 +19,7 @@ use lde_kcore::mptable::{self, MpError, Processors, MAX_CPUS, MP_FLOATING_ADDR};
 use crate::arch::ap_boot::{self, TRAMPOLINE_ADDR, TRAMPOLINE_VECTOR};
 use crate::arch::cpu::{self, rdtsc};
 use crate::arch::{boot, gdt, idt, lapic};
-use crate::{bootinfo, println, stacks, time};
+use crate::{bootinfo, ipi_roundtrip, println, stacks, time};
 
 /// The TSC at which processor `cpu` (0 = the bootstrap processor) checked in (0: not yet).
 static ONLINE_TSC: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
@@ -76,14 +77,23 @@ fn start_all(cpus: &str) {
     // SAFETY: the trampoline's page is RAM (checked above) that nothing else uses (ap_boot.rs),
     // and no processor runs yet.
     unsafe { ap_boot::install() };
+    // SAFETY: the bootstrap processor, no other running yet, interrupts off (boot).
+    unsafe { idt::set_ipi_gate() };
     let others = processors.apic_ids[..processors.count].iter().filter(|&&id| u32::from(id) != bsp_apic_id);
+    let mut first = None;
     for (ap, &apic_id) in others.take(wanted.min(MAX_CPUS).saturating_sub(1)).enumerate() {
-        start(ap + 1, apic_id);
+        if start(ap + 1, apic_id) && ap == 0 {
+            first = Some(apic_id);
+        }
+    }
+    if let Some(apic_id) = first {
+        ipi_roundtrip::measure(apic_id);
     }
 }
 
-/// Sends processor `cpu` (LAPIC id `apic_id`) INIT, SIPI, SIPI and waits for it to check in.
-fn start(cpu: usize, apic_id: u8) {
+/// Sends processor `cpu` (LAPIC id `apic_id`) INIT, SIPI, SIPI and waits for it to check in;
+/// whether it did.
+fn start(cpu: usize, apic_id: u8) -> bool {
     let ap = cpu - 1;
     // SAFETY: the stacks' low RAM (stacks.rs) holds nothing; no processor uses it yet.
     unsafe { boot::unmap_pages(&stacks::ap_guards(ap)) };
@@ -102,7 +112,7 @@ fn start(cpu: usize, apic_id: u8) {
         match ONLINE_TSC[cpu].load(Ordering::Acquire) {
             0 if rdtsc() > deadline => {
                 println!("kernel: cpu {cpu} did not start");
-                return;
+                return false;
             }
             0 => core::hint::spin_loop(),
             tsc => break tsc,
@@ -111,6 +121,7 @@ fn start(cpu: usize, apic_id: u8) {
     // KVM keeps the processors' TSCs in step; a processor's TSC behind ours counts as 0.
     let us = online.saturating_sub(started).saturating_mul(1_000_000) / time::tsc_hz().max(1);
     println!("kernel: cpu {cpu} online (apic id {apic_id}) after {us} us");
+    true
 }
 
 /// Waits `us` microseconds (by the TSC).
@@ -199,8 +210,15 @@ extern "C" fn ap_main(apic_id: u32) -> ! {
     unsafe { gdt::init_ap(ap, x86_64::VirtAddr::new(stacks::ap_ist_top(ap))) };
     idt::load();
     lapic::init();
+    // Its timer stays masked (as after INIT): only the IPI of `ipi_roundtrip.rs` (and the
+    // LAPIC's spurious vector) can reach this processor; the I/O APIC routes every device to
+    // processor 0.
+    lapic::stop();
     ONLINE_TSC[cpu].store(rdtsc().max(1), Ordering::Release);
-    cpu::halt_forever()
+    loop {
+        // `sti; hlt`: woken by the IPI, whose stub returns here.
+        x86_64::instructions::interrupts::enable_and_hlt();
+    }
 }
 
 const _: () = assert!(gdt::MAX_APS == MAX_CPUS - 1);

@@ -15,8 +15,8 @@ use x86_64::instructions::tables::lidt;
 use x86_64::structures::DescriptorTablePointer;
 use x86_64::VirtAddr;
 
-use super::vectors::{DISK_VECTOR_BASE, INT80_VECTOR, SERIAL_VECTOR, SPURIOUS_VECTOR, TIMER_VECTOR};
-use super::{entry, gdt};
+use super::vectors::{DISK_VECTOR_BASE, INT80_VECTOR, IPI_VECTOR, SERIAL_VECTOR, SPURIOUS_VECTOR, TIMER_VECTOR};
+use super::{entry, gdt, ipi};
 
 /// One IDT gate (a 64-bit interrupt gate).
 ///
@@ -58,8 +58,8 @@ const USER_VECTORS: [u8; 3] = [3, 4, INT80_VECTOR];
 
 struct Idt(UnsafeCell<[Gate; 256]>);
 
-// SAFETY: written only by `init` on the bootstrap processor with interrupts off, before any other
-// processor runs; afterwards only read by the CPUs.
+// SAFETY: written only by `init` and `set_ipi_gate` on the bootstrap processor with interrupts
+// off, before any other processor runs; afterwards only read by the CPUs.
 unsafe impl Sync for Idt {}
 
 static IDT: Idt = Idt(UnsafeCell::new([Gate::MISSING; 256]));
@@ -96,6 +96,18 @@ pub fn init() {
         DescriptorTablePointer { limit: (size_of::<[Gate; 256]>() - 1) as u16, base: VirtAddr::from_ptr(IDT.0.get()) };
     // SAFETY: the IDT is a static whose gates are valid entry stubs or all zero (see above).
     unsafe { lidt(&pointer) };
+}
+
+/// Points [`IPI_VECTOR`]'s gate at the IPI answer stub (`ipi.rs`). Only with several
+/// processors (a one-processor boot leaves the gate zero, as before).
+///
+/// # Safety
+/// Only on the bootstrap processor, before it starts any other, interrupts off.
+pub unsafe fn set_ipi_gate() {
+    // SAFETY: no other processor runs yet and interrupts are off (the caller's contract), so
+    // nothing reads the gate while it is written.
+    let gates = unsafe { &mut *IDT.0.get() };
+    gates[usize::from(IPI_VECTOR)] = Gate::interrupt(ipi::pong_address(), 0, 0);
 }
 
 /// Loads the IDT `init` filled, on an application processor (the processors share it).

@@ -109,6 +109,13 @@ fn send_ipi(apic_id: u8, low: u32) {
     }
 }
 
+/// A fixed interrupt on `vector` to LAPIC id `apic_id`, without waiting for the LAPIC to
+/// take it (the round-trip measurement waits for the answer instead).
+pub fn send_fixed(apic_id: u8, vector: u8) {
+    write(REG_ICR_HIGH, u32::from(apic_id) << 24);
+    write(REG_ICR_LOW, u32::from(vector));
+}
+
 /// INIT, level-triggered, asserted: resets processor `apic_id` into the wait-for-SIPI state.
 pub fn send_init(apic_id: u8) {
     send_ipi(apic_id, ICR_INIT | ICR_LEVEL | ICR_ASSERT);

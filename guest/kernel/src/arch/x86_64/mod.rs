@@ -8,6 +8,7 @@ pub mod fpu;
 pub mod gdt;
 pub mod idt;
 pub mod ioapic;
+pub mod ipi;
 pub mod lapic;
 pub mod mem;
 pub mod paging;

@@ -33,3 +33,7 @@ pub const SPURIOUS_VECTOR: u8 = 0xff;
 /// The pseudo-vector in the frame of a system call that came through `syscall` (above every
 /// real vector, so no gate can produce it).
 pub const SYSCALL_VECTOR: u64 = 0x100;
+
+/// The IPI of the round-trip measurement (`ipi_roundtrip.rs`): its gate leads to the stub in
+/// `ipi.rs`, not to the common trap path, and only an application processor takes it.
+pub const IPI_VECTOR: u8 = 0xf0;

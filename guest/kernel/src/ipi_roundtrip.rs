@@ -1,0 +1,52 @@
+//! The IPI round trip, as kvm-unit-tests' `x86/vmexit.c` `ipi` test measures it: processor 0
+//! sends processor 1 a fixed IPI on `IPI_VECTOR` and spins until processor 1's stub
+//! (arch/x86_64/ipi.rs) has counted it, timing each round trip with the TSC. Runs once at boot,
+//! interrupts off, only when `lde.cpus` started processor 1; prints one line that `lde bench`
+//! reads (its `ipi-roundtrip` row).
+
+use crate::arch::cpu::rdtsc;
+use crate::arch::{ipi, lapic};
+use crate::{println, time};
+
+/// Round trips timed, after [`WARMUPS`] untimed ones.
+const SAMPLES: usize = 200;
+const WARMUPS: usize = 10;
+/// How long one answer may take before the measurement gives up: a lost IPI must not hang the
+/// boot (a round trip takes ~0.1 ms where ring 0 is emulated).
+const ANSWER_TIMEOUT_MS: u64 = 50;
+
+/// Measures the round trip to processor 1 (LAPIC id `apic_id`) and prints it.
+#[inline(never)]
+pub fn measure(apic_id: u8) {
+    let timeout = time::ms_to_tsc(ANSWER_TIMEOUT_MS);
+    let mut samples = [0u64; SAMPLES];
+    for i in 0..WARMUPS + SAMPLES {
+        let Some(cycles) = round_trip(apic_id, timeout) else {
+            println!("kernel: ipi to cpu 1 got no answer within {ANSWER_TIMEOUT_MS} ms: no round trip measured");
+            return;
+        };
+        if let Some(slot) = i.checked_sub(WARMUPS) {
+            samples[slot] = cycles;
+        }
+    }
+    samples.sort_unstable();
+    let (min, median, p99) = (samples[0], samples[SAMPLES / 2], samples[SAMPLES * 99 / 100]);
+    println!("kernel: ipi round trip to cpu 1: median {median} cycles, min {min}, p99 {p99}, n {SAMPLES}");
+}
+
+/// One IPI and its answer, in TSC cycles; `None` if no answer came within `timeout` cycles.
+fn round_trip(apic_id: u8, timeout: u64) -> Option<u64> {
+    let before = ipi::pongs();
+    let start = rdtsc();
+    lapic::send_fixed(apic_id, ipi::IPI_VECTOR);
+    loop {
+        let now = rdtsc();
+        if ipi::pongs() != before {
+            return Some(now.saturating_sub(start));
+        }
+        if now.saturating_sub(start) > timeout {
+            return None;
+        }
+        core::hint::spin_loop();
+    }
+}
