@@ -31,7 +31,8 @@ pub fn measure(apic_id: u8) {
     }
     samples.sort_unstable();
     let (min, median, p99) = (samples[0], samples[SAMPLES / 2], samples[SAMPLES * 99 / 100]);
-    println!("kernel: ipi round trip to cpu 1: median {median} cycles, min {min}, p99 {p99}, n {SAMPLES}");
+    let mean = samples.iter().sum::<u64>() / SAMPLES as u64;
+    println!("kernel: ipi round trip to cpu 1: median {median} cycles, min {min}, p99 {p99}, mean {mean}, n {SAMPLES}");
 }
 
 /// One IPI and its answer, in TSC cycles; `None` if no answer came within `timeout` cycles.

@@ -148,6 +148,8 @@ pub(super) struct Boot<'a> {
     pub(super) started: Instant,
     /// Disk images for the guest.
     pub(super) disks: Vec<crate::devices::virtio::DiskSpec>,
+    /// vCPUs (above 1, lde passes `lde.cpus`).
+    pub(super) cpus: u8,
 }
 
 impl Boot<'_> {
@@ -155,7 +157,8 @@ impl Boot<'_> {
     pub(super) fn quiet(programs: Programs, hz: u32) -> Boot<'static> {
         let transcript = SharedBuffer::default();
         let console = Box::new(transcript.clone());
-        Boot { programs, hz, extra: "", console, transcript, hook: None, started: Instant::now(), disks: Vec::new() }
+        let started = Instant::now();
+        Boot { programs, hz, extra: "", console, transcript, hook: None, started, disks: Vec::new(), cpus: 1 }
     }
 
     /// Runs it; the guest must shut down with code 0. Returns the run and its transcript.
@@ -173,6 +176,7 @@ impl Boot<'_> {
         run_config.started = self.started;
         run_config.exit_hook = self.hook;
         run_config.disks = self.disks;
+        run_config.cpus = self.cpus;
         let run = crate::run(run_config)?;
         let transcript = String::from_utf8_lossy(&self.transcript.0.lock().expect("buffer lock poisoned")).into_owned();
         match &run.outcome {

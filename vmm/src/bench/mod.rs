@@ -16,6 +16,7 @@ mod compare;
 mod histogram;
 pub mod insn_baseline;
 mod insns;
+mod ipi;
 mod measure;
 mod output;
 mod percentiles;
@@ -74,6 +75,8 @@ pub enum Error {
     Guest(String),
     #[error("no measurement matches {0:?}; names: {names}", names = all_names().join(", "))]
     NoMatch(Vec<String>),
+    #[error("{} needs two processors: add --cpus 2", ipi::NAME)]
+    NeedsCpus,
     #[error("no instruction count among {rows}; counted: {names}", rows = .0.join(", "), names = insn_names().join(", "))]
     NoInsns(Vec<&'static str>),
 }
@@ -82,7 +85,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Run(e) => e.exit_code(),
-            Error::Programs(_) | Error::NoMatch(_) | Error::NoInsns(_) => lde_abi::exit_code::USAGE,
+            Error::Programs(_) | Error::NoMatch(_) | Error::NoInsns(_) | Error::NeedsCpus => lde_abi::exit_code::USAGE,
             Error::Guest(_) => lde_abi::exit_code::GUEST_CRASHED,
         }
     }
@@ -99,6 +102,8 @@ pub struct BenchConfig {
     pub insns_only: bool,
     /// Boots of each boot row.
     pub boots: u32,
+    /// vCPUs (`--cpus`): 2 or more add the `ipi-roundtrip` row.
+    pub cpus: u8,
 }
 
 fn selected(filters: &[String], name: &str) -> bool {
@@ -119,10 +124,16 @@ fn insn_names() -> Vec<&'static str> {
 /// recovered).
 pub(crate) type Doors = (u64, u64, u64, u64);
 
-/// The rows `filters` select (all without filters), cycle measurements and boot rows, or with
-/// `insns_only` the rows with instruction counts; an error if none.
-pub fn select(filters: &[String], insns_only: bool) -> Result<Vec<&'static str>, Error> {
-    let names: Vec<&str> = all_names().into_iter().filter(|n| selected(filters, n)).collect();
+/// The rows `filters` select (all without filters), cycle measurements and boot rows, with
+/// `cpus` of 2 or more also `ipi-roundtrip`, or with `insns_only` the rows with instruction
+/// counts; an error if none.
+pub fn select(filters: &[String], insns_only: bool, cpus: u8) -> Result<Vec<&'static str>, Error> {
+    let mut names: Vec<&str> = all_names().into_iter().filter(|n| selected(filters, n)).collect();
+    match (selected(filters, ipi::NAME), cpus >= 2) {
+        (true, true) => names.push(ipi::NAME),
+        (true, false) if names.is_empty() => return Err(Error::NeedsCpus),
+        _ => {}
+    }
     if names.is_empty() {
         return Err(Error::NoMatch(filters.to_vec()));
     }
@@ -135,7 +146,7 @@ pub fn select(filters: &[String], insns_only: bool) -> Result<Vec<&'static str>,
 /// Runs the selected measurements: the cycle measurements (unless `insns_only`), the
 /// instruction counts per operation, the boot rows.
 pub fn run(config: BenchConfig) -> Result<BenchReport, Error> {
-    let selection = select(&config.filters, config.insns_only)?;
+    let selection = select(&config.filters, config.insns_only, config.cpus)?;
     let mut report = cycles(&config, &selection)?;
     let counted = insns::counted(config.host.kvm);
     report.insns_counted = counted.is_ok();
@@ -167,16 +178,22 @@ pub fn run(config: BenchConfig) -> Result<BenchReport, Error> {
 
 /// The cycle measurements among `selection` (none with `insns_only`).
 fn cycles(config: &BenchConfig, selection: &[&'static str]) -> Result<BenchReport, Error> {
-    let cycle_rows = MEASUREMENTS.iter().map(|m| m.0).filter(|n| selection.contains(n) && !config.insns_only);
-    let names: Vec<&'static str> = cycle_rows.collect();
+    let cycle_rows = MEASUREMENTS.iter().map(|m| m.0).chain([ipi::NAME]);
+    let names: Vec<&'static str> = cycle_rows.filter(|n| selection.contains(n) && !config.insns_only).collect();
     let done = Arc::new(Mutex::new(0));
-    let runs = guest_runs(config, &names, &done)?;
+    let mut runs = guest_runs(config, &names, &done)?;
+    let mut ipi_row = None;
+    if names.contains(&ipi::NAME) {
+        let (sampled, tsc_khz) = ipi::measure(config, names.len(), &done)?;
+        (ipi_row, runs.tsc_khz) = (Some(sampled), runs.tsc_khz.or(tsc_khz));
+    }
     let tsc_hz = u64::from(runs.tsc_khz.unwrap_or(0)) * 1000;
     let mut results = Vec::new();
     for name in &names {
         let sampled = match *name {
             "host-syscall" => Some(host_syscall(config, names.len(), &done)),
             "kvm-run" => Some(kvm_run(&runs.kvm_run)),
+            ipi::NAME => ipi_row.take(),
             _ => runs.sampled(name),
         };
         let Some(sampled) = sampled else {
@@ -209,7 +226,7 @@ struct GuestRuns {
 /// measured in the guest (with `port-write` for `kvm-run`, whose samples lde takes meanwhile),
 /// once at the tick rate for `timer-tick`.
 fn guest_runs(config: &BenchConfig, names: &[&'static str], done: &Arc<Mutex<usize>>) -> Result<GuestRuns, Error> {
-    let in_guest = |n: &&str| !n.starts_with("host-") && *n != "kvm-run";
+    let in_guest = |n: &&str| !n.starts_with("host-") && *n != "kvm-run" && *n != ipi::NAME;
     let mut first_run: Vec<&str> = names.iter().copied().filter(in_guest).filter(|n| *n != "timer-tick").collect();
     if names.contains(&"kvm-run") && !first_run.contains(&"port-write") {
         first_run.push("port-write");
@@ -295,7 +312,12 @@ fn measurement(name: &str, sampled: Sampled, tsc_hz: u64) -> Measurement {
     };
     Measurement {
         name: name.to_string(),
-        description: MEASUREMENTS.iter().find(|m| m.0 == name).map_or("", |m| m.1).to_string(),
+        description: MEASUREMENTS
+            .iter()
+            .chain(&[(ipi::NAME, ipi::DESCRIPTION)])
+            .find(|m| m.0 == name)
+            .map_or("", |m| m.1)
+            .to_string(),
         path,
         samples,
         per_sample,

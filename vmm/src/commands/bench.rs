@@ -61,7 +61,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode, Error> {
     }
     let baseline = args.baseline.as_deref().map(read_report).transpose()?;
     let insn_baseline = args.insn_baseline.as_deref().map(read_insn_baseline).transpose()?;
-    let names = lde::bench::select(&args.filter, args.insns)?;
+    let names = lde::bench::select(&args.filter, args.insns, args.cpus)?;
     if let (Some(path), Some(baseline)) = (&args.baseline, &baseline) {
         if !baseline.results.iter().any(|b| names.contains(&b.name.as_str())) {
             let why = format!("it has none of the measurements to run ({})", names.join(", "));
@@ -107,6 +107,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode, Error> {
         timeout: Duration::from_secs(300),
         insns_only: args.insns,
         boots: args.boots,
+        cpus: args.cpus,
     };
     let report = lde::bench::run(config)?;
     print!("{}", lde::bench::table(&report));
