@@ -6,9 +6,10 @@
 //! as before the kernel knew of others.
 //!
 //! An application processor (arch/x86_64/ap_boot.rs brings it to [`ap_main`]) loads a GDT and
-//! TSS of its own and the shared IDT, turns its LAPIC on, checks in and halts with interrupts
-//! on, waking only to answer the IPI of the round-trip measurement (`ipi_roundtrip.rs`, which
-//! processor 0 runs once all are up): the scheduler still runs on processor 0 only.
+//! TSS of its own and the application processors' IDT, turns its LAPIC on, checks in and halts
+//! with interrupts on, waking only to answer the IPI of the round-trip measurement
+//! (`ipi_roundtrip.rs`, which processor 0 runs once all are up): the scheduler still runs on
+//! processor 0 only.
 
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
@@ -77,8 +78,8 @@ fn start_all(cpus: &str) {
     // SAFETY: the trampoline's page is RAM (checked above) that nothing else uses (ap_boot.rs),
     // and no processor runs yet.
     unsafe { ap_boot::install() };
-    // SAFETY: the bootstrap processor, no other running yet, interrupts off (boot).
-    unsafe { idt::set_ipi_gate() };
+    // SAFETY: the bootstrap processor, after `idt::init`, no other running yet.
+    unsafe { idt::init_ap() };
     let others = processors.apic_ids[..processors.count].iter().filter(|&&id| u32::from(id) != bsp_apic_id);
     let mut first = None;
     for (ap, &apic_id) in others.take(wanted.min(MAX_CPUS).saturating_sub(1)).enumerate() {
@@ -208,11 +209,11 @@ extern "C" fn ap_main(apic_id: u32) -> ! {
     let ap = cpu - 1;
     // SAFETY: this processor's own, once, interrupts off.
     unsafe { gdt::init_ap(ap, x86_64::VirtAddr::new(stacks::ap_ist_top(ap))) };
-    idt::load();
+    idt::load_ap();
     lapic::init();
-    // Its timer stays masked (as after INIT): only the IPI of `ipi_roundtrip.rs` (and the
-    // LAPIC's spurious vector) can reach this processor; the I/O APIC routes every device to
-    // processor 0.
+    // Its timer stays masked (as after INIT) and the I/O APIC routes every device to processor
+    // 0: only the IPI of `ipi_roundtrip.rs` and the LAPIC's spurious vector reach this processor,
+    // and its IDT (`idt::init_ap`) sends both to stubs of their own, never to `trap_dispatch`.
     lapic::stop();
     ONLINE_TSC[cpu].store(rdtsc().max(1), Ordering::Release);
     loop {

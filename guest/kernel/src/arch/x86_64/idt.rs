@@ -58,8 +58,8 @@ const USER_VECTORS: [u8; 3] = [3, 4, INT80_VECTOR];
 
 struct Idt(UnsafeCell<[Gate; 256]>);
 
-// SAFETY: written only by `init` and `set_ipi_gate` on the bootstrap processor with interrupts
-// off, before any other processor runs; afterwards only read by the CPUs.
+// SAFETY: written only by `init` and `init_ap` on the bootstrap processor with interrupts off,
+// before any other processor runs; afterwards only read by the CPUs.
 unsafe impl Sync for Idt {}
 
 static IDT: Idt = Idt(UnsafeCell::new([Gate::MISSING; 256]));
@@ -98,23 +98,33 @@ pub fn init() {
     unsafe { lidt(&pointer) };
 }
 
-/// Points [`IPI_VECTOR`]'s gate at the IPI answer stub (`ipi.rs`). Only with several
-/// processors (a one-processor boot leaves the gate zero, as before).
+/// The application processors' IDT: the exception gates of [`IDT`] (a fault there is a kernel
+/// bug, reported as on processor 0), [`IPI_VECTOR`] to the IPI answer stub and the spurious
+/// vector to a bare `iretq` (`ipi.rs`); every other gate zero. No interrupt an application
+/// processor takes reaches the common trap path, and processor 0's IDT stays as a
+/// one-processor boot has it.
+static AP_IDT: Idt = Idt(UnsafeCell::new([Gate::MISSING; 256]));
+
+/// Fills [`AP_IDT`] from the IDT `init` filled.
 ///
 /// # Safety
-/// Only on the bootstrap processor, before it starts any other, interrupts off.
-pub unsafe fn set_ipi_gate() {
-    // SAFETY: no other processor runs yet and interrupts are off (the caller's contract), so
-    // nothing reads the gate while it is written.
-    let gates = unsafe { &mut *IDT.0.get() };
-    gates[usize::from(IPI_VECTOR)] = Gate::interrupt(ipi::pong_address(), 0, 0);
+/// Only on the bootstrap processor, after `init`, before it starts any other processor.
+pub unsafe fn init_ap() {
+    // SAFETY: `init` is done and no other processor runs yet (the caller's contract): nothing
+    // writes `IDT` or reads `AP_IDT` meanwhile.
+    let (bsp, ap) = unsafe { (&*IDT.0.get(), &mut *AP_IDT.0.get()) };
+    ap[..32].copy_from_slice(&bsp[..32]);
+    ap[usize::from(IPI_VECTOR)] = Gate::interrupt(ipi::pong_address(), 0, 0);
+    ap[usize::from(SPURIOUS_VECTOR)] = Gate::interrupt(ipi::spurious_address(), 0, 0);
 }
 
-/// Loads the IDT `init` filled, on an application processor (the processors share it).
-pub fn load() {
-    let pointer =
-        DescriptorTablePointer { limit: (size_of::<[Gate; 256]>() - 1) as u16, base: VirtAddr::from_ptr(IDT.0.get()) };
-    // SAFETY: `init` filled the IDT on the bootstrap processor before it started any other;
+/// Loads the application processors' IDT (`init_ap` filled it; the processors share it).
+pub fn load_ap() {
+    let pointer = DescriptorTablePointer {
+        limit: (size_of::<[Gate; 256]>() - 1) as u16,
+        base: VirtAddr::from_ptr(AP_IDT.0.get()),
+    };
+    // SAFETY: `init_ap` filled it on the bootstrap processor before it started any other;
     // nothing writes it afterwards.
     unsafe { lidt(&pointer) };
 }
