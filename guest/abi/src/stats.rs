@@ -68,14 +68,23 @@ pub const EV_TICK: u16 = 3;
 pub const EV_SYSCALL: u16 = 4;
 /// `arg`: the vector (the process was killed).
 pub const EV_FAULT: u16 = 5;
-/// `arg`: 0 = sleep, 1 = read, 2 = wait, 3 = disk.
+/// `arg`: what the process waits for ([`ON_SLEEP`], …).
 pub const EV_BLOCK: u16 = 6;
+/// `arg`: what it waited for, now come ([`ON_SLEEP`]: the time; [`ON_INPUT`]: input, by the
+/// serial interrupt; [`ON_CHILD`]: a child ended; [`ON_DISK`]: a disk request ended, or the
+/// disk came free).
 pub const EV_WAKE: u16 = 7;
 pub const EV_IDLE: u16 = 8;
 /// `arg`: the exit status.
 pub const EV_EXIT: u16 = 9;
 /// `arg`: the new process's pid is `pid`; `arg` is the parent's pid (0 = the kernel).
 pub const EV_SPAWN: u16 = 10;
+
+/// What a process blocks on, in [`EV_BLOCK`] and [`EV_WAKE`]'s `arg`.
+pub const ON_SLEEP: u32 = 0;
+pub const ON_INPUT: u32 = 1;
+pub const ON_CHILD: u32 = 2;
+pub const ON_DISK: u32 = 3;
 
 /// [`EV_SWITCH_OUT`] reasons.
 pub const OUT_YIELD: u32 = 0;

@@ -139,7 +139,7 @@ pub fn wake_due_sleepers(k: &mut Kernel, now: u64) {
         });
         counters::update(|page| {
             for &pid in &woken[..n] {
-                counters::event(page, now, ev::EV_WAKE, pid, 0);
+                counters::event(page, now, ev::EV_WAKE, pid, ev::ON_SLEEP);
             }
         });
     }
@@ -149,14 +149,18 @@ pub fn wake_due_sleepers(k: &mut Kernel, now: u64) {
 pub fn wake_readers(k: &mut Kernel) {
     let now = rdtsc();
     let pids: [u32; MAX_PROCS] = core::array::from_fn(|s| k.procs.get(s).pid);
-    k.procs.wake_readers(|slot| counters::update(|page| counters::event(page, now, ev::EV_WAKE, pids[slot], 1)));
+    k.procs.wake_readers(|slot| {
+        counters::update(|page| counters::event(page, now, ev::EV_WAKE, pids[slot], ev::ON_INPUT))
+    });
 }
 
 /// Makes every process blocked on a disk ready: a request ended, or a disk came free.
 pub fn wake_disk_waiters(k: &mut Kernel) {
     let now = rdtsc();
     let pids: [u32; MAX_PROCS] = core::array::from_fn(|s| k.procs.get(s).pid);
-    k.procs.wake_disk_waiters(|slot| counters::update(|page| counters::event(page, now, ev::EV_WAKE, pids[slot], 3)));
+    k.procs.wake_disk_waiters(|slot| {
+        counters::update(|page| counters::event(page, now, ev::EV_WAKE, pids[slot], ev::ON_DISK))
+    });
 }
 
 /// Switches from the running process in `slot` (whose state the caller has already changed)
@@ -213,10 +217,10 @@ pub unsafe fn block_current(state: State) {
         }
         k.procs.block_current(state);
         let what = match state {
-            State::Reading => 1,
-            State::Waiting => 2,
-            State::Disk => 3,
-            _ => 0,
+            State::Reading => ev::ON_INPUT,
+            State::Waiting => ev::ON_CHILD,
+            State::Disk => ev::ON_DISK,
+            _ => ev::ON_SLEEP,
         };
         counters::update(|page| counters::event(page, rdtsc(), ev::EV_BLOCK, pid, what));
         slot
@@ -241,7 +245,7 @@ pub unsafe fn end_current(end: End) -> ! {
         counters::update(|page| {
             counters::record_end(page, slot, p);
             if let Some(pid) = parent_pid {
-                counters::event(page, now, ev::EV_WAKE, pid, 2);
+                counters::event(page, now, ev::EV_WAKE, pid, ev::ON_CHILD);
             }
         });
         // The fixed-form line starts on a line of its own, whatever the process left unfinished.

@@ -5,18 +5,15 @@
 //! with what ran on it, its timer ticks and the interrupts that woke a process; metadata events naming every track. Timestamps are
 //! µs of guest time (TSC) since the kernel started.
 
-use lde_abi::stats::{Event, EV_FAULT, EV_IDLE, EV_SWITCH_IN, EV_SYSCALL, EV_TICK, EV_WAKE};
+use lde_abi::stats::{Event, EV_FAULT, EV_IDLE, EV_SWITCH_IN, EV_SYSCALL, EV_TICK, EV_WAKE, ON_DISK, ON_INPUT};
 use lde_abi::syscall::NAMES;
 use serde_json::{json, Value};
 
 use super::recorder::Recorder;
-use super::states::{intervals, transitions, Interval, State};
+use super::states::{intervals, transitions, Interval};
 
 /// The trace's process id for the CPU's track (guest pids start at 1).
 const CPU_PID: u32 = 0;
-/// [`EV_WAKE`]'s `arg` for a wake by the serial line's and by a disk's interrupt.
-const WAKE_INPUT: u32 = 1;
-const WAKE_DISK: u32 = 3;
 
 /// The trace of the run the recorder followed.
 pub fn build(recorder: &Recorder) -> Value {
@@ -55,10 +52,7 @@ fn meta(pid: u32, name: &str, value: &str) -> Value {
 }
 
 fn slice(pid: u32, i: &Interval, us: &dyn Fn(u64) -> f64) -> Value {
-    let name = match i.state {
-        State::Blocked(why) => format!("blocked ({})", why.name()),
-        state => state.name().to_string(),
-    };
+    let name = i.state.label();
     let from = us(i.from);
     json!({
         "ph": "X", "pid": pid, "tid": pid, "name": name, "cat": "state",
@@ -108,8 +102,8 @@ fn cpu_track(
             }
             EV_TICK => out.push(json!({"ph": "i", "s": "t", "pid": CPU_PID, "tid": 0, "name": "timer tick", "cat": "irq", "ts": us(e.tsc)})),
             // A wake-up by an interrupt: the serial line's (input) or a disk's.
-            EV_WAKE if e.arg == WAKE_INPUT || e.arg == WAKE_DISK => {
-                let name = if e.arg == WAKE_INPUT { "input interrupt" } else { "disk interrupt" };
+            EV_WAKE if e.arg == ON_INPUT || e.arg == ON_DISK => {
+                let name = if e.arg == ON_INPUT { "input interrupt" } else { "disk interrupt" };
                 out.push(json!({"ph": "i", "s": "t", "pid": CPU_PID, "tid": 0, "name": name, "cat": "irq", "ts": us(e.tsc), "args": {"woke": e.pid}}));
             }
             _ => {}
