@@ -233,11 +233,7 @@ fn print_states(report: &RunReport) {
         let ms = t.tsc.saturating_sub(boot) as f64 * 1e3 / hz as f64;
         let name = names.get(&t.pid).map_or("?", String::as_str);
         let from = t.from.map_or("new", |s| s.name());
-        let to = match t.to {
-            states::State::Blocked(why) => format!("blocked ({})", why.name()),
-            other => other.name().to_string(),
-        };
-        eprintln!("lde: {ms:.3} ms  pid {} {name}  {from} -> {to}  ({})", t.pid, t.cause.name());
+        eprintln!("lde: {ms:.3} ms  pid {} {name}  {from} -> {}  ({})", t.pid, t.to.label(), t.cause.name());
     }
     if recorder.events_lost > 0 {
         eprintln!(

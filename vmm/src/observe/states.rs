@@ -10,8 +10,8 @@
 use std::collections::BTreeMap;
 
 use lde_abi::stats::{
-    Event, EV_BLOCK, EV_EXIT, EV_FAULT, EV_SPAWN, EV_SWITCH_IN, EV_SWITCH_OUT, EV_WAKE, OUT_BLOCK, OUT_END,
-    OUT_PREEMPT, OUT_YIELD,
+    Event, EV_BLOCK, EV_EXIT, EV_FAULT, EV_SPAWN, EV_SWITCH_IN, EV_SWITCH_OUT, EV_WAKE, ON_CHILD, ON_DISK, ON_INPUT,
+    ON_SLEEP, OUT_BLOCK, OUT_END, OUT_PREEMPT, OUT_YIELD,
 };
 
 /// What a process is doing.
@@ -48,6 +48,14 @@ impl Blocked {
 }
 
 impl State {
+    /// The state as a line or a slice names it: `blocked (disk)` with its reason.
+    pub fn label(self) -> String {
+        match self {
+            State::Blocked(why) => format!("blocked ({})", why.name()),
+            state => state.name().to_string(),
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             State::Ready => "ready",
@@ -130,15 +138,15 @@ fn meaning(e: &Event) -> Option<(State, Cause)> {
         (EV_SWITCH_OUT, OUT_YIELD) => (State::Ready, Cause::Yield),
         // The block or the end was logged just before, with its reason.
         (EV_SWITCH_OUT, OUT_BLOCK | OUT_END) => return None,
-        (EV_BLOCK, 0) => (State::Blocked(Blocked::Sleep), Cause::Sleep),
-        (EV_BLOCK, 1) => (State::Blocked(Blocked::Input), Cause::ReadInput),
-        (EV_BLOCK, 2) => (State::Blocked(Blocked::Child), Cause::Wait),
-        (EV_BLOCK, 3) => (State::Blocked(Blocked::Disk), Cause::Disk),
+        (EV_BLOCK, ON_SLEEP) => (State::Blocked(Blocked::Sleep), Cause::Sleep),
+        (EV_BLOCK, ON_INPUT) => (State::Blocked(Blocked::Input), Cause::ReadInput),
+        (EV_BLOCK, ON_CHILD) => (State::Blocked(Blocked::Child), Cause::Wait),
+        (EV_BLOCK, ON_DISK) => (State::Blocked(Blocked::Disk), Cause::Disk),
         (EV_BLOCK, _) => (State::Blocked(Blocked::Unknown), Cause::Unknown),
-        (EV_WAKE, 0) => (State::Ready, Cause::SleepDone),
-        (EV_WAKE, 1) => (State::Ready, Cause::IrqInput),
-        (EV_WAKE, 2) => (State::Ready, Cause::ChildEnded),
-        (EV_WAKE, 3) => (State::Ready, Cause::IrqDisk),
+        (EV_WAKE, ON_SLEEP) => (State::Ready, Cause::SleepDone),
+        (EV_WAKE, ON_INPUT) => (State::Ready, Cause::IrqInput),
+        (EV_WAKE, ON_CHILD) => (State::Ready, Cause::ChildEnded),
+        (EV_WAKE, ON_DISK) => (State::Ready, Cause::IrqDisk),
         (EV_WAKE, _) => (State::Ready, Cause::Unknown),
         (EV_EXIT, _) => (State::Ended, Cause::Exit),
         (EV_FAULT, _) => (State::Ended, Cause::Killed),
@@ -168,18 +176,21 @@ pub fn transitions(events: &[Event]) -> Vec<Transition> {
 /// runs to `end`.
 pub fn intervals(transitions: &[Transition], end: u64) -> BTreeMap<u32, Vec<Interval>> {
     let mut by_pid: BTreeMap<u32, Vec<Interval>> = BTreeMap::new();
+    let mut ended = std::collections::BTreeSet::new();
     for t in transitions {
         let list = by_pid.entry(t.pid).or_default();
         if let Some(last) = list.last_mut() {
             last.to = t.tsc.max(last.from);
         }
-        list.push(Interval { state: t.to, from: t.tsc, to: t.tsc, cause: t.cause });
+        match t.to {
+            State::Ended => _ = ended.insert(t.pid),
+            state => list.push(Interval { state, from: t.tsc, to: t.tsc, cause: t.cause }),
+        }
     }
-    for list in by_pid.values_mut() {
-        if let Some(last) = list.last_mut().filter(|l| l.state != State::Ended) {
+    for (pid, list) in &mut by_pid {
+        if let Some(last) = list.last_mut().filter(|_| !ended.contains(pid)) {
             last.to = end.max(last.from);
         }
-        list.retain(|i| i.state != State::Ended);
     }
     by_pid
 }

@@ -7,9 +7,7 @@ mod states;
 use crate::observe::states::{intervals, transitions};
 use std::collections::BTreeMap;
 
-use lde_abi::stats::{
-    Event, EV_BLOCK, EV_EXIT, EV_FAULT, EV_IDLE, EV_SWITCH_IN, EV_SWITCH_OUT, EV_SYSCALL, EV_TICK, EV_WAKE,
-};
+use lde_abi::stats::{Event, EV_EXIT, EV_FAULT, EV_IDLE, EV_SWITCH_IN, EV_SWITCH_OUT, EV_SYSCALL, EV_TICK};
 use lde_abi::syscall::NAMES;
 use svg::node::element::{Group, Line, Rectangle, Text, Title};
 use svg::Document;
@@ -71,29 +69,18 @@ impl Scale {
     }
 }
 
-/// [`EV_BLOCK`] and [`EV_WAKE`]'s `arg` for a disk.
-const ON_DISK: u32 = 3;
-
-/// Running slices per pid, kernel time (from a switch out to the next switch in), idle time,
-/// and the spans each pid was blocked on a disk (from blocking to the wake-up its request's
-/// interrupt, or the disk coming free, gave it).
+/// Running slices per pid, kernel time (from a switch out to the next switch in), idle time.
 struct Lanes {
     slices: BTreeMap<u32, Vec<Span>>,
-    disk: BTreeMap<u32, Vec<Span>>,
     kernel: Vec<Span>,
     idle: Vec<Span>,
 }
 
 impl Lanes {
     fn new(events: &[Event], pids: impl Iterator<Item = u32>, end: u64) -> Lanes {
-        let mut lanes = Lanes {
-            slices: pids.map(|pid| (pid, Vec::new())).collect(),
-            disk: BTreeMap::new(),
-            kernel: Vec::new(),
-            idle: Vec::new(),
-        };
+        let mut lanes =
+            Lanes { slices: pids.map(|pid| (pid, Vec::new())).collect(), kernel: Vec::new(), idle: Vec::new() };
         let mut running: Option<(u32, u64)> = None;
-        let mut on_disk: BTreeMap<u32, u64> = BTreeMap::new();
         let mut out_at: Option<u64> = None;
         let mut idle_at: Option<u64> = None;
         for e in events {
@@ -118,14 +105,6 @@ impl Lanes {
                     }
                     out_at.get_or_insert(e.tsc);
                 }
-                EV_BLOCK if e.arg == ON_DISK => {
-                    on_disk.insert(pid, e.tsc);
-                }
-                EV_WAKE if e.arg == ON_DISK => {
-                    if let Some(from) = on_disk.remove(&pid) {
-                        lanes.disk.entry(pid).or_default().push(Span { from, to: e.tsc });
-                    }
-                }
                 EV_IDLE => {
                     if let Some(from) = out_at.take() {
                         lanes.kernel.push(Span { from, to: e.tsc });
@@ -137,9 +116,6 @@ impl Lanes {
         }
         if let Some((p, from)) = running {
             lanes.slices.entry(p).or_default().push(Span { from, to: end });
-        }
-        for (pid, from) in on_disk {
-            lanes.disk.entry(pid).or_default().push(Span { from, to: end });
         }
         lanes
     }
@@ -188,9 +164,7 @@ pub fn render(recorder: &Recorder, title: &str) -> Document {
         doc = doc.add(process_lane(events, &scale, tsc_hz, (*pid, name, spans), y, every));
         if let Some(list) = state_intervals.get(pid) {
             doc = doc.add(states::bands(&scale, tsc_hz, *pid, list, y));
-        }
-        if let Some(waits) = lanes.disk.get(pid) {
-            doc = doc.add(states::disk_waits(&scale, tsc_hz, *pid, waits, y));
+            doc = doc.add(states::disk_waits(&scale, tsc_hz, *pid, list, y));
         }
     }
     let y = TOP + lanes.slices.len() as f64 * LANE;

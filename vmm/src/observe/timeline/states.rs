@@ -6,8 +6,8 @@
 use svg::node::element::Group;
 use svg::node::element::{Definitions, Line, Path, Pattern, Rectangle, Title};
 
-use super::{duration, round, Scale, Span, BAR, DISK_COLOR};
-use crate::observe::states::{Interval, State};
+use super::{duration, round, Scale, BAR, DISK_COLOR};
+use crate::observe::states::{Blocked, Interval, State};
 
 /// Ready: a light shade of the running colour.
 pub(super) const READY_COLOR: &str = "#c6dcf2";
@@ -46,7 +46,7 @@ pub(super) fn bands(scale: &Scale, tsc_hz: u64, pid: u32, intervals: &[Interval]
         let span = duration(i.to.saturating_sub(i.from), tsc_hz);
         let (class, fill, title) = match i.state {
             State::Ready => ("ready", READY_COLOR, format!("pid {pid} ready {span} ({})", i.cause.name())),
-            State::Blocked(why) => ("blocked", BLOCKED_FILL, format!("pid {pid} blocked ({}) {span}", why.name())),
+            State::Blocked(_) => ("blocked", BLOCKED_FILL, format!("pid {pid} {} {span}", i.state.label())),
             State::Running | State::Ended => continue,
         };
         group = group.add(
@@ -76,10 +76,11 @@ pub(super) fn bands(scale: &Scale, tsc_hz: u64, pid: u32, intervals: &[Interval]
     group
 }
 
-/// Where process `pid` (its lane at `y`) was blocked on a disk: a band along the lane's foot.
-pub(super) fn disk_waits(scale: &Scale, tsc_hz: u64, pid: u32, waits: &[Span], y: f64) -> Group {
+/// Where process `pid` (its lane at `y`) was blocked on a disk, from its `intervals`: a band
+/// along the lane's foot.
+pub(super) fn disk_waits(scale: &Scale, tsc_hz: u64, pid: u32, intervals: &[Interval], y: f64) -> Group {
     let mut group = Group::new().set("class", "disk-waits").set("data-pid", pid);
-    for s in waits {
+    for s in intervals.iter().filter(|i| i.state == State::Blocked(Blocked::Disk)) {
         let (x0, x1) = (scale.x(s.from), scale.x(s.to));
         group = group.add(
             Rectangle::new()
@@ -89,7 +90,10 @@ pub(super) fn disk_waits(scale: &Scale, tsc_hz: u64, pid: u32, waits: &[Span], y
                 .set("width", round((x1 - x0).max(0.6)))
                 .set("height", 6)
                 .set("fill", DISK_COLOR)
-                .add(Title::new(format!("pid {pid} blocked on the disk {}", duration(s.cycles(), tsc_hz)))),
+                .add(Title::new(format!(
+                    "pid {pid} blocked on the disk {}",
+                    duration(s.to.saturating_sub(s.from), tsc_hz)
+                ))),
         );
     }
     group
