@@ -39,6 +39,7 @@ pub mod mptable;
 pub mod observe;
 pub mod output;
 pub mod probe;
+pub mod probe_vm;
 pub mod seccomp;
 pub mod smp_probe;
 pub mod stdio;

@@ -36,9 +36,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kvm_bindings::{kvm_segment, kvm_userspace_memory_region};
+use kvm_bindings::kvm_segment;
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 const MEM_SIZE: usize = 0x1_0000;
@@ -131,22 +131,11 @@ extern "C" fn kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void
 
 /// Runs the probe; gives up on the AP after `patience`.
 pub fn measure(kvm: &Kvm, patience: Duration) -> Result<Findings, kvm_ioctls::Error> {
-    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)])
-        .map_err(|_| kvm_ioctls::Error::new(libc::ENOMEM))?;
-    let vm = kvm.create_vm()?;
-    let host_addr = mem.get_host_address(GuestAddress(0)).expect("address 0 is in the probe's memory");
-    let region = kvm_userspace_memory_region {
-        slot: 0,
-        guest_phys_addr: 0,
-        memory_size: MEM_SIZE as u64,
-        userspace_addr: host_addr as u64,
-        flags: 0,
-    };
-    // SAFETY: the mapping belongs to `mem`, which outlives `vm` (dropped at the end of this
-    // function, after the vCPU threads have been joined and the vCPUs closed).
-    unsafe { vm.set_user_memory_region(region) }?;
+    // Dropped at the end of this function, after the vCPU threads have been joined.
+    let probe = crate::probe_vm::create(kvm, MEM_SIZE)?;
+    let (vm, mem) = (&probe.vm, &probe.mem);
     vm.create_irq_chip()?;
-    load(&mem);
+    load(mem);
     let cpuid = kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)?;
     let bsp = vm.create_vcpu(0)?;
     let ap = vm.create_vcpu(1)?;
@@ -182,7 +171,7 @@ pub fn measure(kvm: &Kvm, patience: Duration) -> Result<Findings, kvm_ioctls::Er
     if !troubles.is_empty() {
         findings.trouble = Some(troubles.join("; "));
     }
-    drop(vm);
+    drop(probe);
     Ok(findings)
 }
 

@@ -11,11 +11,10 @@
 //! INTn intercept rather than the #BP one, so the `int3` reaches the guest's own handler.
 
 use kvm_bindings::{
-    kvm_guest_debug, kvm_guest_debug_arch, kvm_userspace_memory_region, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_USE_HW_BP,
-    KVM_GUESTDBG_USE_SW_BP,
+    kvm_guest_debug, kvm_guest_debug_arch, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_USE_HW_BP, KVM_GUESTDBG_USE_SW_BP,
 };
 use kvm_ioctls::{Kvm, VcpuExit, VmFd};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 /// The probe's memory: real mode, the IVT at 0.
 const PROBE_MEM_SIZE: usize = 0x1_0000;
@@ -121,27 +120,15 @@ enum Ending {
 
 /// Runs the three probes on a VM of its own.
 pub fn measure() -> Result<Measured, kvm_ioctls::Error> {
-    let kvm = Kvm::new()?;
-    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), PROBE_MEM_SIZE)])
-        .map_err(|_| kvm_ioctls::Error::new(libc::ENOMEM))?;
-    let vm = kvm.create_vm()?;
-    let host_addr = mem.get_host_address(GuestAddress(0)).expect("address 0 is in the probe's memory");
-    let region = kvm_userspace_memory_region {
-        slot: 0,
-        guest_phys_addr: 0,
-        memory_size: PROBE_MEM_SIZE as u64,
-        userspace_addr: host_addr as u64,
-        flags: 0,
-    };
-    // SAFETY: the mapping belongs to `mem`, declared before `vm` and so dropped after it.
-    unsafe { vm.set_user_memory_region(region) }?;
+    let probe_vm = crate::probe_vm::create(&Kvm::new()?, PROBE_MEM_SIZE)?;
+    let (vm, mem) = (&probe_vm.vm, &probe_vm.mem);
     let hw = debug(KVM_GUESTDBG_USE_HW_BP, BREAK_ADDR, DR7_G0_GE);
     let watch = debug(KVM_GUESTDBG_USE_HW_BP, WATCH_ADDR, DR7_G0_GE | DR7_RW0_WRITE);
     let sw = debug(KVM_GUESTDBG_USE_SW_BP, 0, 0);
     Ok(Measured {
-        hw_breakpoint: probe(&vm, &mem, 0, &hw, false)? == Ending::Stopped,
-        watchpoint: probe(&vm, &mem, 1, &watch, false)? == Ending::Stopped,
-        int3_exits: probe(&vm, &mem, 2, &sw, true)? == Ending::Stopped,
+        hw_breakpoint: probe(vm, mem, 0, &hw, false)? == Ending::Stopped,
+        watchpoint: probe(vm, mem, 1, &watch, false)? == Ending::Stopped,
+        int3_exits: probe(vm, mem, 2, &sw, true)? == Ending::Stopped,
     })
 }
 
