@@ -34,7 +34,6 @@ pub struct Table<M> {
     head: usize,
     queued: usize,
     next_pid: u32,
-    current: Option<usize>,
 }
 
 impl<M: MachineState> Default for Table<M> {
@@ -45,14 +44,7 @@ impl<M: MachineState> Default for Table<M> {
 
 impl<M: MachineState> Table<M> {
     pub const fn new() -> Self {
-        Table {
-            procs: [const { Proc::FREE }; MAX_PROCS],
-            queue: [0; MAX_PROCS],
-            head: 0,
-            queued: 0,
-            next_pid: 1,
-            current: None,
-        }
+        Table { procs: [const { Proc::FREE }; MAX_PROCS], queue: [0; MAX_PROCS], head: 0, queued: 0, next_pid: 1 }
     }
 }
 
@@ -63,11 +55,6 @@ impl<M> Table<M> {
 
     pub fn get_mut(&mut self, slot: usize) -> &mut Proc<M> {
         &mut self.procs[slot]
-    }
-
-    /// The running process's slot.
-    pub fn current(&self) -> Option<usize> {
-        self.current
     }
 
     /// Takes a free slot for a new process spawned by `parent` (a pid; 0 = the kernel), not yet
@@ -87,7 +74,8 @@ impl<M> Table<M> {
         self.queued += 1;
     }
 
-    /// Takes the process at the head of the run queue and makes it the running one.
+    /// Takes the process at the head of the run queue and makes it running. Which processor
+    /// runs it is the kernel's to remember (its per-CPU data): the table keeps no "current".
     pub fn pick_next(&mut self) -> Option<usize> {
         if self.queued == 0 {
             return None;
@@ -98,7 +86,6 @@ impl<M> Table<M> {
         let p = &mut self.procs[slot];
         p.state = State::Running;
         p.acct.scheduled += 1;
-        self.current = Some(slot);
         Some(slot)
     }
 
@@ -107,40 +94,38 @@ impl<M> Table<M> {
         self.queued
     }
 
-    /// The running process gives up the CPU but stays runnable (`voluntary`: it asked).
-    pub fn preempt_current(&mut self, voluntary: bool) {
-        if let Some(slot) = self.current.take() {
-            let acct = &mut self.procs[slot].acct;
-            if voluntary {
-                acct.voluntary += 1;
-            } else {
-                acct.involuntary += 1;
-            }
-            self.make_ready(slot);
+    /// The running process in `slot` gives up the CPU but stays runnable (`voluntary`: it
+    /// asked).
+    pub fn preempt(&mut self, slot: usize, voluntary: bool) {
+        debug_assert_eq!(self.procs[slot].state, State::Running);
+        let acct = &mut self.procs[slot].acct;
+        if voluntary {
+            acct.voluntary += 1;
+        } else {
+            acct.involuntary += 1;
         }
+        self.make_ready(slot);
     }
 
-    /// The running process blocks (sleeping, reading or waiting).
-    pub fn block_current(&mut self, state: State) {
+    /// The running process in `slot` blocks (sleeping, reading, waiting or on a disk).
+    pub fn block(&mut self, slot: usize, state: State) {
         debug_assert!(matches!(state, State::Sleeping { .. } | State::Reading | State::Waiting | State::Disk));
-        if let Some(slot) = self.current.take() {
-            self.procs[slot].state = state;
-            self.procs[slot].acct.voluntary += 1;
-        }
+        debug_assert_eq!(self.procs[slot].state, State::Running);
+        self.procs[slot].state = state;
+        self.procs[slot].acct.voluntary += 1;
     }
 
-    /// The running process ends. Its parent, if still alive, gets its pid for `wait` (and is
+    /// The running process in `slot` ends. Its parent, if still alive, gets its pid for `wait` (and is
     /// made ready, with `woken` called with its slot, if it was waiting). Its own children
     /// need nothing: their parent pid is now nobody's. A process the kernel started costs no
     /// search.
-    pub fn end_current(&mut self, end: End, mut woken: impl FnMut(usize)) -> Option<usize> {
-        let slot = self.current.take()?;
+    pub fn end(&mut self, slot: usize, end: End, mut woken: impl FnMut(usize)) {
         let p = &mut self.procs[slot];
         p.state = State::Zombie;
         p.end = Some(end);
         let (pid, parent) = (p.pid, p.parent);
         if parent == 0 {
-            return Some(slot);
+            return;
         }
         if let Some(s) = self.procs.iter().position(|q| q.pid == parent && q.is_live()) {
             self.procs[s].ended.push(pid);
@@ -149,13 +134,11 @@ impl<M> Table<M> {
                 woken(s);
             }
         }
-        Some(slot)
     }
 
-    /// `wait` for the running process: the first of its children that ended and has not been
+    /// `wait` for the process in `slot`: the first of its children that ended and has not been
     /// reported, or whether it has children left to block for.
-    pub fn wait_current(&mut self) -> Wait {
-        let Some(slot) = self.current else { return Wait::NoChild };
+    pub fn wait_for(&mut self, slot: usize) -> Wait {
         if let Some(pid) = self.procs[slot].ended.pop() {
             return Wait::Ended(pid);
         }

@@ -182,7 +182,7 @@ pub fn transfer(disk: u64, lba: u64, buf: u64, sectors: u64, write: bool) -> i64
     if let Err(e) = crate::usermem::user_pages_ok(buf, bytes, !write) {
         return e;
     }
-    let slot = KERNEL.with(|k| k.current());
+    let slot = crate::process::current();
     let mut done = 0;
     while done < bytes {
         let len = (bytes - done).min(MAX_REQUEST_BYTES);

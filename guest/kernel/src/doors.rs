@@ -17,8 +17,9 @@ use lde_abi::stats::{DOOR_ARCHITECTURAL, DOOR_OTHER, DOOR_RECOVERED};
 use lde_abi::user::{USER_BASE, USER_END};
 
 use crate::arch::entry::{syscall_entry_address, TrapFrame};
-use crate::arch::gdt::{self, USER_CODE_SELECTOR, USER_DATA_SELECTOR};
+use crate::arch::gdt::{USER_CODE_SELECTOR, USER_DATA_SELECTOR};
 use crate::arch::paging;
+use crate::arch::percpu;
 use crate::arch::switch::{new_process_stack, switch};
 use crate::arch::vectors::{INT80_VECTOR, PF_VECTOR, SYSCALL_VECTOR, UD_VECTOR};
 use crate::arch::{cpu, entry};
@@ -83,8 +84,7 @@ pub fn self_test() -> bool {
     space.activate();
     let top = kstack_top(0);
     // SAFETY: no process exists, so slot 0's stack is unused; interrupts are off.
-    unsafe { gdt::set_kernel_stack(x86_64::VirtAddr::new(top)) };
-    entry::set_syscall_stack(top);
+    unsafe { percpu::this().set_kernel_stack(top) };
     let frame_addr = top - core::mem::size_of::<TrapFrame>() as u64;
     let frame = TrapFrame {
         rip: SYSCALL_AT,
@@ -171,7 +171,7 @@ pub fn int80_at(rip: u64) -> bool {
 /// Whether the two bytes at user address `addr` of the running process are `bytes`.
 fn user_bytes_at(addr: u64, bytes: [u8; 2]) -> bool {
     KERNEL.with(|k| {
-        let Some(space) = k.procs.current().and_then(|slot| k.procs.get(slot).machine.space.as_ref()) else {
+        let Some(space) = percpu::this().current().and_then(|slot| k.procs.get(slot).machine.space.as_ref()) else {
             return false;
         };
         let byte = |addr: u64| {

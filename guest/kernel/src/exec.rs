@@ -15,9 +15,9 @@ use crate::arch::cpu::{rdtsc, SegmentBases};
 use crate::arch::entry::TrapFrame;
 use crate::arch::fpu::FxArea;
 use crate::arch::gdt::{USER_CODE_SELECTOR, USER_DATA_SELECTOR};
-use crate::arch::mem;
 use crate::arch::paging::{AddressSpace, OutOfMemory, PageFlags};
 use crate::arch::switch::new_process_stack;
+use crate::arch::{mem, percpu};
 use crate::counters::{self, publish};
 use crate::mm::Frames;
 use crate::process::{DemandZero, Kernel, DEMAND_ZERO_REGIONS};
@@ -104,6 +104,7 @@ pub fn spawn(k: &mut Kernel, spec: &Spec, parent: u32) -> Result<u32, SpawnError
             p.machine.demand_zero = demand_zero;
             p.slice_left = time::slice();
             k.procs.make_ready(slot);
+            crate::smp::kick_idle();
             let pid = k.procs.get(slot).pid;
             let in_use = k.frames.in_use();
             counters::update(|page| {
@@ -225,7 +226,7 @@ pub fn code_page(k: &mut Kernel, code: &[u8]) -> Result<AddressSpace, OutOfMemor
 /// present"). False if it does not, or if no frame is left (the process is then killed with
 /// its #PF).
 pub fn demand_zero(k: &mut Kernel, addr: u64) -> bool {
-    let Some(slot) = k.procs.current() else { return false };
+    let Some(slot) = percpu::this().current() else { return false };
     let machine = &mut k.procs.get_mut(slot).machine;
     let Some(region) = machine.demand_zero.iter().flatten().find(|r| (r.start..r.end).contains(&addr)) else {
         return false;

@@ -3,10 +3,11 @@
 use lde_abi::stats::EV_IDLE;
 
 use crate::arch::cpu::{self, rdtsc};
-use crate::counters;
 use crate::time::{self, TimerMode};
+use crate::{counters, kernel_lock, smp};
 
-/// Halts until an interrupt (timer tick, sleeper's deadline, serial input) has been handled.
+/// Halts until an interrupt (timer tick, sleeper's deadline, serial input, a reschedule IPI) has
+/// been handled.
 /// `next_wake` is the earliest sleeper's deadline, which needs its own interrupt when no
 /// periodic tick runs.
 pub fn wait_for_work(next_wake: Option<u64>) {
@@ -17,7 +18,11 @@ pub fn wait_for_work(next_wake: Option<u64>) {
     }
     let start = rdtsc();
     counters::update(|page| counters::event(page, start, EV_IDLE, 0, 0));
-    cpu::wait_for_interrupt();
+    if kernel_lock::active() {
+        smp::idle_wait();
+    } else {
+        cpu::wait_for_interrupt();
+    }
     let end = rdtsc();
     counters::update(|page| page.idle_cycles += end - start);
 }

@@ -19,6 +19,7 @@ mod hooks;
 mod idle;
 mod input;
 mod ipi_roundtrip;
+mod kernel_lock;
 mod mm;
 mod process;
 mod sched;

@@ -1,7 +1,8 @@
 //! The kernel's state, one global, [`KERNEL`]: the process table (`lde_kcore::proc`'s, whose
 //! every slot holds one process whole: the host-tested bookkeeping and this file's
 //! [`Machine`] state), the page frames, and what the scheduler and accounting keep between
-//! processes. The processes' kernel stacks are `stacks.rs`.
+//! processes. The processes' kernel stacks are `stacks.rs`; what each processor keeps for
+//! itself (the process it runs, its scheduler's stack) is `arch::percpu`.
 //!
 //! Loading a program is `exec.rs`; giving up and taking the CPU is `sched.rs`.
 
@@ -11,6 +12,7 @@ use lde_kcore::proc::{MachineState, Table};
 use crate::arch::cpu::SegmentBases;
 use crate::arch::fpu::FxArea;
 use crate::arch::paging::{AddressSpace, PageFlags};
+use crate::arch::percpu;
 use crate::mm::Frames;
 use crate::sync::Global;
 
@@ -60,10 +62,8 @@ pub struct Kernel {
     pub programs: Programs,
     /// What failed, for the exit code.
     pub failures: Failures,
-    /// The TSC readings that user time and switches are measured from.
-    pub tsc: TscStamps,
-    /// What the CPU holds between processes.
-    pub cpu: CpuState,
+    /// Whether a processor has entered a process yet (for the first-user milestone).
+    pub entered_user: bool,
     /// The earliest deadline of a sleeping process.
     pub next_wake: Option<u64>,
 }
@@ -92,35 +92,20 @@ impl Failures {
     }
 }
 
-/// The TSC readings that user time and switches are measured from.
-pub struct TscStamps {
-    /// When the kernel last returned to ring 3 (user time is charged from there).
-    pub user_entry: u64,
-    /// When the last process gave up the CPU (a switch is timed from there; 0 once the
-    /// scheduler idled since).
-    pub switch_out: u64,
-}
-
-/// What the CPU holds between processes.
-pub struct CpuState {
-    /// The FS and GS bases it holds (the last process's), so that switching in writes only what
-    /// differs.
-    pub bases: SegmentBases,
-    /// Whether it has entered a process yet (for the first-user milestone).
-    pub entered_user: bool,
-}
-
 impl Kernel {
-    /// The running process's slot; system calls and traps from ring 3 always have one.
-    pub fn current(&self) -> usize {
-        self.procs.current().expect("a process is running")
-    }
-
-    /// Charges the TSC cycles from the last entry to ring 3 to `now` to the process in `slot`.
+    /// Charges the TSC cycles from this processor's last entry to ring 3 to `now` to the
+    /// process in `slot`.
     pub fn charge_user_time(&mut self, slot: usize, now: u64) {
         let acct = &mut self.procs.get_mut(slot).acct;
-        acct.user_cycles += now.saturating_sub(self.tsc.user_entry);
+        acct.user_cycles += now.saturating_sub(percpu::this().user_entry());
     }
+}
+
+/// The slot of the process this processor runs; system calls and traps from ring 3 always have
+/// one.
+#[inline(always)]
+pub fn current() -> usize {
+    percpu::this().current().expect("a process is running")
 }
 
 /// The kernel's state (see [`Global::with`]).
@@ -129,7 +114,6 @@ pub static KERNEL: Global<Kernel> = Global::new(Kernel {
     frames: Frames::empty(),
     programs: Programs { initrd: &[], runs: "" },
     failures: Failures { spawns: 0, processes: 0 },
-    tsc: TscStamps { user_entry: 0, switch_out: 0 },
-    cpu: CpuState { bases: SegmentBases { fs: 0, gs: 0 }, entered_user: false },
+    entered_user: false,
     next_wake: None,
 });

@@ -6,6 +6,12 @@
 //! gives up the CPU; the scheduler switches back to whichever process is next (xv6's design).
 //! No [`KERNEL`] borrow is held across a switch: each side computes what it needs inside one
 //! `with` and switches after it.
+//!
+//! With several processors (`lde.cpus`) each runs this scheduler on a stack of its own (its
+//! `PerCpu` keeps the scheduler's RSP and the process it runs), and all share one run queue, the
+//! process table's, under the big kernel lock (kernel_lock.rs). A processor that makes a process
+//! ready while another halts idle wakes that one with a reschedule IPI (`smp::kick_idle`), so no
+//! ready process waits while a processor idles.
 
 use core::sync::atomic::Ordering;
 
@@ -15,13 +21,13 @@ use lde_kcore::trap::mnemonic;
 
 use crate::arch::cpu::{rdtsc, SegmentBases};
 use crate::arch::switch::switch;
-use crate::arch::{entry, gdt, paging};
+use crate::arch::{paging, percpu};
 use crate::console::Line;
 use crate::counters::{self, print_acct, publish};
 use crate::exec::spawn_pending;
-use crate::process::{Kernel, KERNEL};
-use crate::stacks::{kstack_top, saved_rsp, KSTACK_SIZE, SCHED_RSP};
-use crate::{idle, time};
+use crate::process::{current, Kernel, KERNEL};
+use crate::stacks::{kstack_top, saved_rsp, KSTACK_SIZE};
+use crate::{idle, smp, time};
 
 /// What the scheduler does next.
 enum Next {
@@ -46,9 +52,10 @@ pub fn run_scheduler() -> bool {
         };
         // SAFETY: `rsp` is the slot's saved RSP (`pick` read it): saved by `switch` when the
         // process last gave up the CPU, or built on its kernel stack by `exec::spawn`, and a
-        // ready process's stack is live. Interrupts are off in the scheduler outside
+        // ready process's stack is live (and no other processor runs it: it was in the run
+        // queue, which only the lock's holder uses). Interrupts are off in the scheduler outside
         // `idle::wait_for_work`, and `pick`'s `with` has returned.
-        unsafe { switch(SCHED_RSP.as_ptr(), rsp) };
+        unsafe { switch(percpu::this().sched_rsp().as_ptr(), rsp) };
         KERNEL.with(|k| switched_back(k, slot));
     }
 }
@@ -56,28 +63,28 @@ pub fn run_scheduler() -> bool {
 /// Chooses the next process and makes the CPU ready to run it.
 fn pick(k: &mut Kernel) -> Next {
     wake_due_sleepers(k, rdtsc());
+    let cpu = percpu::this();
     let Some(slot) = k.procs.pick_next() else {
         if k.procs.live_count() == 0 {
             return Next::Done(k.failures.any());
         }
-        k.tsc.switch_out = 0;
+        cpu.take_switch_out();
         return Next::Idle(k.next_wake);
     };
-    let top = kstack_top(slot);
+    cpu.set_current(Some(slot));
     // SAFETY: the TSS and syscall stack now name the stack of the process about to run, with
     // interrupts off.
-    unsafe { gdt::set_kernel_stack(x86_64::VirtAddr::new(top)) };
-    entry::set_syscall_stack(top);
+    unsafe { cpu.set_kernel_stack(kstack_top(slot)) };
     let machine = &k.procs.get(slot).machine;
     machine.space.as_ref().expect("a ready process has an address space").activate();
     machine.fx.restore();
-    machine.bases.load(k.cpu.bases);
-    k.cpu.bases = machine.bases;
+    machine.bases.load(cpu.bases());
+    cpu.set_bases(machine.bases);
     let rsp = saved_rsp(slot).load(Ordering::Relaxed);
     let pid = k.procs.get(slot).pid;
     let now = rdtsc();
-    k.tsc.user_entry = now;
-    let out = core::mem::take(&mut k.tsc.switch_out);
+    cpu.set_user_entry(now);
+    let out = cpu.take_switch_out();
     counters::update(|page| {
         if out != 0 {
             page.switch_cycles += now - out;
@@ -91,8 +98,8 @@ fn pick(k: &mut Kernel) -> Next {
         page.procs[slot].scheduled = k.procs.get(slot).acct.scheduled;
         counters::event(page, now, ev::EV_SWITCH_IN, pid, 0);
     });
-    if !k.cpu.entered_user {
-        k.cpu.entered_user = true;
+    if !k.entered_user {
+        k.entered_user = true;
         crate::arch::cpu::milestone(lde_abi::ports::MILESTONE_FIRST_USER);
     }
     Next::Run { slot, rsp }
@@ -101,10 +108,13 @@ fn pick(k: &mut Kernel) -> Next {
 /// Back on the scheduler stack after `slot` gave up the CPU: save its FPU state and segment
 /// bases, and if it ended, free it and start the programs waiting for a free slot.
 fn switched_back(k: &mut Kernel, slot: usize) {
+    let cpu = percpu::this();
+    cpu.set_current(None);
     let p = k.procs.get_mut(slot);
     p.machine.fx.save();
-    k.cpu.bases = SegmentBases::read();
-    p.machine.bases = k.cpu.bases;
+    let bases = SegmentBases::read();
+    cpu.set_bases(bases);
+    p.machine.bases = bases;
     if p.state == State::Zombie {
         paging::activate_kernel();
         if let Some(space) = p.machine.space.take() {
@@ -142,6 +152,7 @@ pub fn wake_due_sleepers(k: &mut Kernel, now: u64) {
                 counters::event(page, now, ev::EV_WAKE, pid, ev::ON_SLEEP);
             }
         });
+        smp::kick_idle();
     }
 }
 
@@ -152,6 +163,7 @@ pub fn wake_readers(k: &mut Kernel) {
     k.procs.wake_readers(|slot| {
         counters::update(|page| counters::event(page, now, ev::EV_WAKE, pids[slot], ev::ON_INPUT))
     });
+    smp::kick_idle();
 }
 
 /// Makes every process blocked on a disk ready: a request ended, or a disk came free.
@@ -161,6 +173,7 @@ pub fn wake_disk_waiters(k: &mut Kernel) {
     k.procs.wake_disk_waiters(|slot| {
         counters::update(|page| counters::event(page, now, ev::EV_WAKE, pids[slot], ev::ON_DISK))
     });
+    smp::kick_idle();
 }
 
 /// Switches from the running process in `slot` (whose state the caller has already changed)
@@ -177,16 +190,18 @@ unsafe fn switch_to_scheduler(slot: usize, why: u32) {
         (kstack_top(slot) - KSTACK_SIZE as u64..kstack_top(slot)).contains(&(core::ptr::addr_of!(why) as u64)),
         "switch off the process's own kernel stack"
     );
+    let cpu = percpu::this();
     KERNEL.with(|k| {
         let pid = k.procs.get(slot).pid;
         let now = rdtsc();
         // An ending process's switch includes freeing its memory: not a plain switch.
-        k.tsc.switch_out = if why == OUT_END { 0 } else { now };
+        cpu.set_switch_out(if why == OUT_END { 0 } else { now });
         counters::update(|page| counters::event(page, now, ev::EV_SWITCH_OUT, pid, why));
     });
-    // SAFETY: SCHED_RSP was saved by the scheduler's switch into this process, on the boot
-    // stack, which stays live; interrupts are off (the caller's contract).
-    unsafe { switch(saved_rsp(slot).as_ptr(), SCHED_RSP.load(Ordering::Relaxed)) };
+    // SAFETY: the processor's scheduler RSP was saved by its switch into this process, on its
+    // scheduler's stack (the boot stack, or an application processor's), which stays live;
+    // interrupts are off (the caller's contract).
+    unsafe { switch(saved_rsp(slot).as_ptr(), cpu.sched_rsp().load(Ordering::Relaxed)) };
 }
 
 /// The running process gives up the rest of its slice (`voluntary`) or is preempted.
@@ -195,9 +210,10 @@ unsafe fn switch_to_scheduler(slot: usize, why: u32) {
 /// As for [`switch_to_scheduler`].
 pub unsafe fn yield_current(voluntary: bool) {
     let slot = KERNEL.with(|k| {
-        let slot = k.current();
-        k.procs.preempt_current(voluntary);
+        let slot = current();
+        k.procs.preempt(slot, voluntary);
         k.procs.get_mut(slot).slice_left = time::slice();
+        smp::kick_idle();
         slot
     });
     // SAFETY: the caller's contract.
@@ -210,12 +226,12 @@ pub unsafe fn yield_current(voluntary: bool) {
 /// As for [`switch_to_scheduler`].
 pub unsafe fn block_current(state: State) {
     let slot = KERNEL.with(|k| {
-        let slot = k.current();
+        let slot = current();
         let pid = k.procs.get(slot).pid;
         if let State::Sleeping { until } = state {
             k.next_wake = Some(k.next_wake.map_or(until, |t| t.min(until)));
         }
-        k.procs.block_current(state);
+        k.procs.block(slot, state);
         let what = match state {
             State::Reading => ev::ON_INPUT,
             State::Waiting => ev::ON_CHILD,
@@ -237,7 +253,11 @@ pub unsafe fn block_current(state: State) {
 pub unsafe fn end_current(end: End) -> ! {
     let slot = KERNEL.with(|k| {
         let mut parent = None;
-        let slot = k.procs.end_current(end, |s| parent = Some(s)).expect("a process is running");
+        let slot = current();
+        k.procs.end(slot, end, |s| parent = Some(s));
+        if parent.is_some() {
+            smp::kick_idle();
+        }
         k.failures.processes += u32::from(end.failed());
         let parent_pid = parent.map(|s| k.procs.get(s).pid);
         let p = k.procs.get(slot);

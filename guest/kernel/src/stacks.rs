@@ -15,8 +15,9 @@ use crate::arch::{boot, gdt};
 /// hands out RAM above the kernel image). Per processor: a guard page, its stack, a guard page,
 /// its IST stack (NMI, #DF and #MC share it).
 pub const AP_STACKS_ADDR: u64 = 0x2_1000;
-/// Size of an application processor's stack.
-pub const AP_STACK_SIZE: u64 = 8 * 1024;
+/// Size of an application processor's stack: its scheduler runs there, and may start programs
+/// (`exec::spawn_pending`) as processor 0's does on the boot stack.
+pub const AP_STACK_SIZE: u64 = 32 * 1024;
 /// Size of an application processor's IST stack.
 pub const AP_IST_SIZE: u64 = 4 * 1024;
 const AP_STRIDE: u64 = GUARD_SIZE as u64 + AP_STACK_SIZE + GUARD_SIZE as u64 + AP_IST_SIZE;
@@ -48,9 +49,6 @@ pub const KSTACK_SIZE: usize = 16 * 1024;
 /// new one). Not in `process::KERNEL`: `switch` writes it through a raw pointer, which a
 /// `Global` does not hand out.
 static SAVED_RSP: [AtomicU64; MAX_PROCS] = [const { AtomicU64::new(0) }; MAX_PROCS];
-
-/// The scheduler's RSP while a process runs (saved by `switch` into the process).
-pub static SCHED_RSP: AtomicU64 = AtomicU64::new(0);
 
 /// Slot `slot`'s saved RSP.
 pub fn saved_rsp(slot: usize) -> &'static AtomicU64 {

@@ -36,7 +36,7 @@ pub fn dispatch(frame: &mut TrapFrame, arrival: Arrival, vector: u64, now: u64) 
     let number = frame.rax;
     let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9];
     let pid = KERNEL.with(|k| {
-        let slot = k.current();
+        let slot = crate::process::current();
         k.charge_user_time(slot, now);
         let p = k.procs.get_mut(slot);
         p.ticks_at_call = p.acct.ticks;
@@ -144,7 +144,7 @@ fn sleep_ms(ms: u64) -> i64 {
 /// `wait()`: blocks until a child ends; returns its pid, or `-ECHILD` if none is left to report.
 fn wait() -> i64 {
     loop {
-        match KERNEL.with(|k| k.procs.wait_current()) {
+        match KERNEL.with(|k| k.procs.wait_for(crate::process::current())) {
             Wait::Ended(pid) => return i64::from(pid),
             Wait::NoChild => return -ECHILD,
             // SAFETY: a system call (see `dispatch`); the `with` above has returned.
@@ -187,7 +187,7 @@ fn fixup(fault_rip: u64, resume_rip: u64) -> i64 {
         _ => return -EFAULT,
     };
     KERNEL.with(|k| {
-        let Some(slot) = k.procs.current() else { return -EFAULT };
+        let Some(slot) = crate::arch::percpu::this().current() else { return -EFAULT };
         let p = k.procs.get_mut(slot);
         p.fixup = armed;
         p.acct.fixups as i64

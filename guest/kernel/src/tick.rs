@@ -8,10 +8,10 @@ use lde_kcore::proc::End;
 
 use crate::arch::cpu::rdtsc;
 use crate::arch::entry::TrapFrame;
-use crate::arch::lapic;
 use crate::arch::vectors::TIMER_VECTOR;
+use crate::arch::{lapic, percpu};
 use crate::counters;
-use crate::process::KERNEL;
+use crate::process::{Kernel, KERNEL};
 use crate::sched::{self, end_current, yield_current};
 use crate::time::{self, TimerMode};
 
@@ -24,9 +24,10 @@ enum Tick {
     Runaway,
 }
 
-/// A timer interrupt: a tick (charged to the running process, which is preempted when its
-/// slice is used up and another is ready, or killed by the runaway watchdog), or in cooperative
-/// mode a sleeper's wake-up.
+/// A timer interrupt on processor 0: a tick (charged to the running process, which is
+/// preempted when its slice is used up and another is ready, or killed by the runaway
+/// watchdog), or in cooperative mode a sleeper's wake-up. Processor 0's ticks are the clock's:
+/// the stats page's `ticks` and the tick costs count them.
 pub fn timer(frame: &TrapFrame, now: u64) {
     time::on_tick(now);
     lapic::eoi();
@@ -36,33 +37,14 @@ pub fn timer(frame: &TrapFrame, now: u64) {
         if time::mode() == TimerMode::None {
             return None;
         }
-        let current = k.procs.current();
+        let current = percpu::this().current();
         let pid = current.map_or(0, |s| k.procs.get(s).pid);
         counters::update(|page| {
             page.ticks += 1;
             page.now_tsc = now;
             counters::event(page, now, EV_TICK, pid, 0);
         });
-        Some(match current {
-            Some(slot) if frame.came_from_user() => {
-                let p = k.procs.get_mut(slot);
-                // The watchdog's test counts this tick but runs before it is added: a tick
-                // without the watchdog (the common one) then adds it in memory instead of keeping
-                // the count in a register for the test, an emulated instruction fewer.
-                let ran_away = runaway != 0 && p.acct.ticks + 1 - p.ticks_at_call >= runaway;
-                p.acct.ticks += 1;
-                p.slice_left = p.slice_left.saturating_sub(1);
-                let left = p.slice_left;
-                if ran_away {
-                    Tick::Runaway
-                } else if left == 0 && k.procs.ready_count() > 0 {
-                    Tick::Preempt
-                } else {
-                    Tick::Continue
-                }
-            }
-            _ => Tick::Continue,
-        })
+        Some(decide(k, current, frame, runaway))
     });
     let Some(tick) = tick else { return };
     let end = rdtsc();
@@ -78,6 +60,52 @@ pub fn timer(frame: &TrapFrame, now: u64) {
         // `with` above has returned. `sched::switch_to_scheduler` asserts all three.
         Tick::Preempt => unsafe { yield_current(false) },
         // SAFETY: as for `Preempt`.
+        Tick::Runaway => unsafe { end_current(End::Killed { vector: TIMER_VECTOR, rip: frame.rip }) },
+    }
+}
+
+/// What the tick does to the process in `current`, charged with it.
+#[inline(always)] // the tick's hot path
+fn decide(k: &mut Kernel, current: Option<usize>, frame: &TrapFrame, runaway: u64) -> Tick {
+    match current {
+        Some(slot) if frame.came_from_user() => {
+            let p = k.procs.get_mut(slot);
+            // The watchdog's test counts this tick but runs before it is added: a tick
+            // without the watchdog (the common one) then adds it in memory instead of keeping
+            // the count in a register for the test, an emulated instruction fewer.
+            let ran_away = runaway != 0 && p.acct.ticks + 1 - p.ticks_at_call >= runaway;
+            p.acct.ticks += 1;
+            p.slice_left = p.slice_left.saturating_sub(1);
+            let left = p.slice_left;
+            if ran_away {
+                Tick::Runaway
+            } else if left == 0 && k.procs.ready_count() > 0 {
+                Tick::Preempt
+            } else {
+                Tick::Continue
+            }
+        }
+        _ => Tick::Continue,
+    }
+}
+
+/// A timer interrupt on another processor (`AP_TIMER_VECTOR`, periodic): the running process's
+/// tick, as on processor 0, but not the clock's (its rate and punctuality are processor 0's).
+pub fn ap_timer(frame: &TrapFrame, now: u64) {
+    lapic::eoi();
+    let runaway = time::runaway_ticks();
+    let tick = KERNEL.with(|k| {
+        sched::wake_due_sleepers(k, now);
+        let current = percpu::this().current();
+        let pid = current.map_or(0, |s| k.procs.get(s).pid);
+        counters::update(|page| counters::event(page, now, EV_TICK, pid, 0));
+        decide(k, current, frame, runaway)
+    });
+    match tick {
+        Tick::Continue => {}
+        // SAFETY: as in `timer`.
+        Tick::Preempt => unsafe { yield_current(false) },
+        // SAFETY: as in `timer`.
         Tick::Runaway => unsafe { end_current(End::Killed { vector: TIMER_VECTOR, rip: frame.rip }) },
     }
 }

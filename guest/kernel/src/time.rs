@@ -317,6 +317,17 @@ pub fn start() {
     });
 }
 
+/// Starts another processor's ticks: periodic at processor 0's rate on `AP_TIMER_VECTOR`
+/// (processor 0's TSC-deadline mode re-arms one clock; the others' ticks only drive preemption).
+/// Nothing in cooperative mode.
+pub fn start_ap() {
+    CLOCK.with(|c| {
+        if c.mode != TimerMode::None {
+            lapic::start_periodic_on(crate::arch::vectors::AP_TIMER_VECTOR, tsc_to_lapic(c, c.tick_tsc));
+        }
+    });
+}
+
 /// Called on every timer interrupt: notes when it came, whether it came a period after the one
 /// before, and re-arms a deadline timer.
 pub fn on_tick(now: u64) {

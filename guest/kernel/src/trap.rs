@@ -12,15 +12,15 @@ use lde_kcore::proc::End;
 
 use crate::arch::cpu::{self, rdtsc};
 use crate::arch::entry::{self, TrapFrame};
-use crate::arch::lapic;
 use crate::arch::vectors::{
-    DISK_VECTOR_BASE, GP_VECTOR, INT80_VECTOR, MC_VECTOR, NMI_VECTOR, NP_VECTOR, PF_VECTOR, SERIAL_VECTOR,
-    SPURIOUS_VECTOR, SYSCALL_VECTOR, TIMER_VECTOR, UD_VECTOR,
+    AP_TIMER_VECTOR, DISK_VECTOR_BASE, GP_VECTOR, INT80_VECTOR, MC_VECTOR, NMI_VECTOR, NP_VECTOR, PF_VECTOR,
+    RESCHED_VECTOR, SERIAL_VECTOR, SPURIOUS_VECTOR, SYSCALL_VECTOR, TIMER_VECTOR, UD_VECTOR,
 };
+use crate::arch::{lapic, percpu};
 use crate::counters::{self, Arrival};
 use crate::process::KERNEL;
 use crate::sched::end_current;
-use crate::{disk, doors, exec, fatal, input, println, syscall, tick};
+use crate::{disk, doors, exec, fatal, input, println, smp, syscall, tick};
 
 /// Error-code bit of a fault in delivering through an IDT gate (the vector is in bits 3-10).
 const ERROR_IDT: u64 = 0b10;
@@ -29,7 +29,7 @@ const PF_PRESENT: u64 = 1;
 
 /// Called by `trap_common` for every trap with the interrupted context's saved registers.
 #[no_mangle]
-extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
+pub extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     debug_assert_eq!(x86_64::registers::rflags::read_raw(), entry::KERNEL_RFLAGS, "the entry contract");
     let vector = frame.vector;
     if vector == NMI_VECTOR {
@@ -95,7 +95,7 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         v if v < 32 && from_user && fixed_up(frame) => {}
         v if v < 32 && from_user => kill(frame),
         v if v < 32 => fatal::fatal(frame),
-        v => device_interrupt(v, frame.rip),
+        _ => device_interrupt(frame, now),
     }
     return_to(frame);
 }
@@ -103,7 +103,7 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
 /// Charges the TSC cycles since the running process last entered ring 3 to it.
 fn charge_user_time(now: u64) {
     KERNEL.with(|k| {
-        if let Some(slot) = k.procs.current() {
+        if let Some(slot) = percpu::this().current() {
             k.charge_user_time(slot, now);
         }
     });
@@ -121,8 +121,7 @@ fn return_to(frame: &mut TrapFrame) {
         frame.vector = u64::from(INT80_VECTOR);
     }
     if frame.came_from_user() {
-        let now = rdtsc();
-        KERNEL.with(|k| k.tsc.user_entry = now);
+        percpu::this().set_user_entry(rdtsc());
     }
 }
 
@@ -142,14 +141,18 @@ fn stray_interrupt(error: u64) -> Option<u64> {
     [error >> 3, error >> 4].into_iter().find(|v| (32..256).contains(v) && lapic::in_service(*v as u8))
 }
 
-/// An interrupt of a disk, or of a vector nothing was set up for. Out of line: the match in
-/// `trap_dispatch` stays as small as the hot paths (system calls, ticks) need it (an arm of its
-/// own there cost every system call ~10 emulated instructions, `lde bench --insns`).
+/// An interrupt of a disk, of another processor's timer, a reschedule IPI, or of a vector
+/// nothing was set up for. Out of line: the match in `trap_dispatch` stays as small as the hot
+/// paths (system calls, ticks) need it (an arm of its own there cost every system call ~10
+/// emulated instructions, `lde bench --insns`).
 #[inline(never)]
-fn device_interrupt(vector: u64, rip: u64) {
+fn device_interrupt(frame: &TrapFrame, now: u64) {
+    let vector = frame.vector;
     match vector.checked_sub(u64::from(DISK_VECTOR_BASE)) {
         Some(disk) if disk < MAX_DISKS as u64 => disk::interrupt(disk as usize),
-        _ => unexpected_interrupt(vector, rip),
+        _ if vector == u64::from(AP_TIMER_VECTOR) => tick::ap_timer(frame, now),
+        _ if vector == u64::from(RESCHED_VECTOR) => smp::rescheduled(),
+        _ => unexpected_interrupt(vector, frame.rip),
     }
 }
 
@@ -168,7 +171,7 @@ fn unexpected_interrupt(vector: u64, rip: u64) {
 /// Resumes the process at its fixup address if it armed one for this RIP.
 fn fixed_up(frame: &mut TrapFrame) -> bool {
     KERNEL.with(|k| {
-        let Some(slot) = k.procs.current() else { return false };
+        let Some(slot) = percpu::this().current() else { return false };
         let p = k.procs.get_mut(slot);
         match p.fixup {
             Some((fault, resume)) if fault == frame.rip => {
@@ -185,7 +188,7 @@ fn fixed_up(frame: &mut TrapFrame) -> bool {
 fn kill(frame: &TrapFrame) -> ! {
     debug_assert!(frame.came_from_user(), "only a trap from ring 3 is a process's fault");
     KERNEL.with(|k| {
-        if let Some(slot) = k.procs.current() {
+        if let Some(slot) = percpu::this().current() {
             k.procs.get_mut(slot).acct.faults += 1;
         }
     });

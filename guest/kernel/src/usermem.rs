@@ -4,6 +4,7 @@
 use lde_abi::syscall::EFAULT;
 use lde_kcore::usercopy::user_range;
 
+use crate::arch::percpu;
 use crate::exec;
 use crate::process::KERNEL;
 
@@ -12,7 +13,7 @@ use crate::process::KERNEL;
 pub fn user_pages_ok(ptr: u64, len: u64, write: bool) -> Result<(), i64> {
     let (first, end) = user_range(ptr, len)?;
     KERNEL.with(|k| {
-        let slot = k.procs.current().ok_or(-EFAULT)?;
+        let slot = percpu::this().current().ok_or(-EFAULT)?;
         let mut page = first;
         while page < end {
             let space = k.procs.get(slot).machine.space.as_ref().ok_or(-EFAULT)?;

@@ -115,11 +115,14 @@ pub fn hypervisor_signature() -> Option<[u8; 12]> {
 }
 
 const FS_BASE_MSR: u32 = 0xc000_0100;
-const GS_BASE_MSR: u32 = 0xc000_0101;
+/// While the kernel runs, a process's GS base waits here (percpu.rs: GS base is the kernel's).
+const KERNEL_GS_BASE_MSR: u32 = 0xc000_0102;
 
 /// The FS and GS segment bases. A process can change them where the CPU lets ring 3 run
 /// `wrfsbase`/`wrgsbase` (PVM hosts do, whatever CR4.FSGSBASE says), so the scheduler saves
-/// and restores them with the process. The kernel itself uses neither.
+/// and restores them with the process. The kernel uses GS for its per-CPU data (percpu.rs): a
+/// process's GS base is kept in IA32_KERNEL_GS_BASE while the kernel runs, and `swapgs` on the
+/// way back to ring 3 puts it in place.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SegmentBases {
     pub fs: u64,
@@ -130,20 +133,21 @@ impl SegmentBases {
     /// The bases the CPU holds now.
     pub fn read() -> SegmentBases {
         // SAFETY: the FS/GS base MSRs exist on every x86-64 CPU; reading has no side effects.
-        unsafe { SegmentBases { fs: Msr::new(FS_BASE_MSR).read(), gs: Msr::new(GS_BASE_MSR).read() } }
+        unsafe { SegmentBases { fs: Msr::new(FS_BASE_MSR).read(), gs: Msr::new(KERNEL_GS_BASE_MSR).read() } }
     }
 
     /// Loads these bases, writing only the MSRs whose value differs from `current`'s (a
     /// `wrmsr` costs ~13,000 cycles where ring 0 is emulated).
     pub fn load(&self, current: SegmentBases) {
         // SAFETY: the values were read from these MSRs (or are 0), so they are canonical; the
-        // kernel does not use FS or GS, so changing them affects only ring 3.
+        // kernel does not use FS, and the GS base written is the one ring 3 gets at `swapgs`
+        // (the kernel's own stays in GS base), so changing them affects only ring 3.
         unsafe {
             if self.fs != current.fs {
                 Msr::new(FS_BASE_MSR).write(self.fs);
             }
             if self.gs != current.gs {
-                Msr::new(GS_BASE_MSR).write(self.gs);
+                Msr::new(KERNEL_GS_BASE_MSR).write(self.gs);
             }
         }
     }

@@ -9,8 +9,11 @@
 //!   only IF, TF and NT and `syscall` only what SFMASK names, so a process's DF and AC would
 //!   otherwise reach the kernel (`tests/attack.rs` sets each flag before every kind of entry);
 //! - RSP is a kernel stack: TSS.RSP0 of the running process (traps from ring 3), an IST stack
-//!   (NMI, #DF, #MC), the interrupted kernel stack (traps in ring 0), or `SYSCALL_KERNEL_RSP`
-//!   (`syscall`);
+//!   (NMI, #DF, #MC), the interrupted kernel stack (traps in ring 0), or the processor's
+//!   syscall stack (`syscall`: percpu.rs, the same top as TSS.RSP0);
+//! - GS base is the kernel's (the processor's `PerCpu`), swapped in by `swapgs` when the trap
+//!   came from ring 3 (except on the NMI path, which uses none: an NMI can arrive between a
+//!   `swapgs` and the instruction that leaves);
 //! - the full [`TrapFrame`] of the interrupted context lies at RSP, 16-byte aligned;
 //! - interrupts are off (interrupt gates and SFMASK clear IF).
 //!
@@ -21,11 +24,11 @@
 
 use core::arch::global_asm;
 use core::mem::{offset_of, size_of};
-use core::sync::atomic::{AtomicU64, Ordering};
 
 use x86_64::registers::model_specific::{Efer, EferFlags, Msr};
 
 use super::gdt::{KERNEL_CODE_SELECTOR, USER_CODE32_SELECTOR, USER_CODE_SELECTOR, USER_DATA_SELECTOR};
+use super::percpu::{SYSCALL_RSP_OFFSET, USER_RSP_OFFSET};
 use super::vectors::SYSCALL_VECTOR;
 
 /// The registers of an interrupted context, as the entry path leaves them on the stack.
@@ -90,8 +93,9 @@ pub const TRAP_STUB_SIZE: u64 = 16;
 
 // Stub contract: entered by the CPU with the hardware frame (and for vectors 8, 10-14, 17, 21,
 // 29 and 30 an error code) on the stack. Each stub makes the frame uniform (a dummy error code
-// where the CPU pushes none), pushes its vector and jumps to `trap_common`. The `.org` makes
-// the assembler fail if a stub outgrows its 16 bytes.
+// where the CPU pushes none), pushes its vector and jumps to the common path `TRAP_ENTRY` names
+// (`trap_common`, or `trap_common_smp` once other processors run). The `.org` makes the
+// assembler fail if a stub outgrows its 16 bytes.
 global_asm!(
     r#"
     .text
@@ -107,48 +111,70 @@ trap_stubs:
     pushq $0
     pushq $vec
     .endif
-    jmp trap_common
+    jmp *TRAP_ENTRY(%rip)
     .set vec, vec + 1
     .endr
+
+    .data
+    .p2align 3
+    .global TRAP_ENTRY
+TRAP_ENTRY:
+    .quad trap_common
+    .global TRAP_SAVED
+TRAP_SAVED:
+    .quad trap_saved
     "#,
     stub_size = const TRAP_STUB_SIZE,
     options(att_syntax)
 );
 
 // `syscall_entry` contract (AMD64 `syscall`): CPL0, RIP = LSTAR, RCX = user RIP, R11 = user
-// RFLAGS, RFLAGS masked by SFMASK (IF=0), RSP still the user's. Switches to
-// SYSCALL_KERNEL_RSP, builds the interrupt-style part of the frame (ss, rsp, rflags, cs, rip,
-// error 0, vector SYSCALL_VECTOR) and joins trap_common.
+// RFLAGS, RFLAGS masked by SFMASK (IF=0), RSP still the user's, GS base the user's. Swaps in
+// the kernel's GS base (percpu.rs), switches to this processor's syscall stack (`%gs:` its
+// `syscall_rsp`), builds the interrupt-style part of the frame (ss, rsp, rflags, cs, rip, error
+// 0, vector SYSCALL_VECTOR) and joins the common path after its `swapgs` (`TRAP_SAVED`:
+// `trap_saved`, or `trap_saved_smp` once other processors run).
 //
-// `trap_common` contract: entered from a stub or `syscall_entry` with vector and error code
-// above the CPU frame. Pushes the 15 general registers so that RSP points at a complete
-// TrapFrame (16-byte aligned: the CPU aligned its frame and 22 qwords are an even count), sets
-// RFLAGS to KERNEL_RFLAGS (the entry contract: DF, AC, TF, NT clear) and calls
-// `trap_dispatch(&mut TrapFrame)` with the System V ABI.
+// `trap_common` contract: entered from a stub with vector and error code above the CPU frame.
+// If the frame came from ring 3 (CPL 3 in CS, or RFLAGS.VM: `TrapFrame::came_from_user`),
+// `swapgs` puts the kernel's GS base in place. Pushes the 15 general registers so that RSP
+// points at a complete TrapFrame (16-byte aligned: the CPU aligned its frame and 22 qwords are
+// an even count), sets RFLAGS to KERNEL_RFLAGS (the entry contract: DF, AC, TF, NT clear) and
+// calls `trap_dispatch(&mut TrapFrame)` with the System V ABI. `trap_common_smp` calls
+// `trap_dispatch_smp` instead (kernel_lock.rs: the big kernel lock around `trap_dispatch`).
 //
 // `trap_return` contract: RSP points at a complete TrapFrame (after trap_dispatch, or on a new
-// process's kernel stack). Restores the 15 registers (one sequence for both exits; `lea` keeps
-// the flags of the vector comparison), drops vector and error code, and leaves with `sysretq`
-// for SYSCALL_VECTOR frames (RCX, R11, RSP from the frame's rip, rflags, rsp) or `iretq`.
+// process's kernel stack), the kernel's GS base in place. Restores the 15 registers (one
+// sequence for both exits; `lea` keeps the flags of the vector comparison), drops vector and
+// error code, and leaves with `swapgs; sysretq` for SYSCALL_VECTOR frames (RCX, R11, RSP from
+// the frame's rip, rflags, rsp) or with `iretq`, after `swapgs` if the frame returns to ring 3.
+// (An NMI or #MC between the `swapgs` and the exit runs on its IST stack with the user's GS
+// base, and the NMI path touches no per-CPU data.)
 global_asm!(
     r#"
-    .text
-    .p2align 4
-    .global syscall_entry
-syscall_entry:
-    movq %rsp, SYSCALL_USER_RSP(%rip)
-    movq SYSCALL_KERNEL_RSP(%rip), %rsp
+    .macro SWAPGS_IF_USER cs, rflags
+    testb $3, \cs(%rsp)
+    jnz 1f
+    testl ${rflags_vm}, \rflags(%rsp)
+    jz 2f
+1:  swapgs
+2:
+    .endm
+
+    .macro SYSCALL_FRAME
+    swapgs
+    movq %rsp, %gs:{user_rsp}
+    movq %gs:{syscall_rsp}, %rsp
     pushq ${user_ds}
-    pushq SYSCALL_USER_RSP(%rip)
+    pushq %gs:{user_rsp}
     pushq %r11
     pushq ${user_cs}
     pushq %rcx
     pushq $0
     pushq ${syscall_vector}
-    jmp trap_common
+    .endm
 
-    .global trap_common
-trap_common:
+    .macro PUSH_REGISTERS
     pushq %rax
     pushq %rbx
     pushq %rcx
@@ -167,6 +193,21 @@ trap_common:
     pushq ${kernel_rflags}
     popfq
     movq %rsp, %rdi
+    .endm
+
+    .text
+    .p2align 4
+    .global syscall_entry
+syscall_entry:
+    SYSCALL_FRAME
+    jmp *TRAP_SAVED(%rip)
+
+    .global trap_common
+trap_common:
+    SWAPGS_IF_USER {cs_at_entry}, {rflags_at_entry}
+    .global trap_saved
+trap_saved:
+    PUSH_REGISTERS
     call trap_dispatch
 
     .global trap_return
@@ -188,18 +229,42 @@ trap_return:
     popq %rbx
     popq %rax
     leaq 16(%rsp), %rsp  /* vector and error code */
-    jne 1f
+    jne 3f
     movq 0(%rsp), %rcx   /* rip */
     movq 16(%rsp), %r11  /* rflags */
     movq 24(%rsp), %rsp  /* rsp */
+    swapgs
     sysretq
-1:  iretq
+3:  SWAPGS_IF_USER 8, 16
+    iretq
+
+    .p2align 4
+    .global trap_common_smp
+trap_common_smp:
+    SWAPGS_IF_USER {cs_at_entry}, {rflags_at_entry}
+    .global trap_saved_smp
+trap_saved_smp:
+    PUSH_REGISTERS
+    call trap_dispatch_smp
+    jmp trap_return
+
+    /* Where a new process's first switch lands once other processors run: the big kernel
+       lock is released (kernel_lock.rs), as `trap_dispatch_smp` would on the way out. */
+    .global new_process_smp
+new_process_smp:
+    call kernel_lock_leave
+    jmp trap_return
     "#,
     user_ds = const USER_DATA_SELECTOR,
     user_cs = const USER_CODE_SELECTOR,
     syscall_vector = const SYSCALL_VECTOR,
     kernel_rflags = const KERNEL_RFLAGS,
     vector_offset = const offset_of!(TrapFrame, vector),
+    cs_at_entry = const offset_of!(TrapFrame, cs) - offset_of!(TrapFrame, vector),
+    rflags_at_entry = const offset_of!(TrapFrame, rflags) - offset_of!(TrapFrame, vector),
+    rflags_vm = const RFLAGS_VM,
+    user_rsp = const USER_RSP_OFFSET,
+    syscall_rsp = const SYSCALL_RSP_OFFSET,
     options(att_syntax)
 );
 
@@ -207,8 +272,41 @@ extern "C" {
     /// The first of 256 entry stubs, `TRAP_STUB_SIZE` bytes apart.
     static trap_stubs: [u8; 0];
     fn syscall_entry();
-    /// Where a new process's first switch lands (see `switch::new_process_stack`).
-    pub fn trap_return();
+    /// The one exit path (see its contract).
+    fn trap_return();
+    fn trap_common_smp();
+    fn trap_saved_smp();
+    fn new_process_smp();
+    /// Where the stubs and `syscall_entry` go on (see their contracts).
+    static mut TRAP_ENTRY: u64;
+    static mut TRAP_SAVED: u64;
+}
+
+/// Where a new process's first switch lands (`switch::new_process_stack`): `trap_return`, or
+/// once other processors run, `new_process_smp`, which releases the big kernel lock first.
+pub fn new_process_return() -> u64 {
+    // SAFETY: a plain read of a pointer only `use_smp_entry` writes, before other processors run.
+    let smp = unsafe { core::ptr::addr_of!(TRAP_ENTRY).read_volatile() } == trap_common_smp as *const () as u64;
+    if smp {
+        new_process_smp as *const () as u64
+    } else {
+        trap_return as *const () as u64
+    }
+}
+
+/// From now on every trap takes the big kernel lock (`trap_common_smp`): called once, by the
+/// bootstrap processor, before it starts another.
+///
+/// # Safety
+/// No other processor runs, interrupts are off, and the caller holds the big kernel lock
+/// (kernel_lock.rs) from here on whenever it runs the kernel.
+pub unsafe fn use_smp_entry() {
+    // SAFETY: the caller's contract: nothing else reads or writes the two pointers now; both
+    // name entry code of this file (no trap can arrive between the two writes: interrupts off).
+    unsafe {
+        core::ptr::addr_of_mut!(TRAP_ENTRY).write_volatile(trap_common_smp as *const () as u64);
+        core::ptr::addr_of_mut!(TRAP_SAVED).write_volatile(trap_saved_smp as *const () as u64);
+    }
 }
 
 /// The address of vector `vector`'s entry stub.
@@ -223,13 +321,6 @@ const LSTAR_MSR: u32 = 0xc000_0082;
 const SFMASK_MSR: u32 = 0xc000_0084;
 /// RFLAGS bits cleared on `syscall`: TF, IF, DF, IOPL, NT, AC (as Linux).
 pub const SYSCALL_RFLAGS_MASK: u64 = 0x4_7700;
-
-/// The kernel stack top `syscall_entry` switches to: the running process's (= TSS.RSP0).
-#[no_mangle]
-static SYSCALL_KERNEL_RSP: AtomicU64 = AtomicU64::new(0);
-/// Where `syscall_entry` parks the user RSP while it switches stacks (one CPU, IF=0).
-#[no_mangle]
-static SYSCALL_USER_RSP: AtomicU64 = AtomicU64::new(0);
 
 /// The address `syscall` jumps to (LSTAR).
 pub fn syscall_entry_address() -> u64 {
@@ -251,9 +342,4 @@ pub fn init_syscall() {
         Msr::new(SFMASK_MSR).write(SYSCALL_RFLAGS_MASK);
         Efer::update(|f| f.insert(EferFlags::SYSTEM_CALL_EXTENSIONS));
     }
-}
-
-/// Sets the kernel stack for the next `syscall` (the running process's).
-pub fn set_syscall_stack(top: u64) {
-    SYSCALL_KERNEL_RSP.store(top, Ordering::Relaxed);
 }

@@ -90,15 +90,21 @@ const fn iomap() -> [u8; IOMAP_PORTS / 8 + 1] {
 /// kernel writes RSP0 when it switches processes.
 struct Tss(UnsafeCell<TssWithIoMap>);
 
-// SAFETY: each TSS belongs to one processor: the bootstrap processor's is written only by
-// `init` (interrupts off) and `set_kernel_stack` (called with interrupts off), an application
-// processor's only by its own `init_ap` (interrupts off) before it loads it; otherwise only
-// the CPU that loaded it reads it.
+// SAFETY: each TSS belongs to one processor, which alone writes it: in `init` or `init_ap`
+// (interrupts off, before it loads it) and through `percpu::PerCpu::set_kernel_stack`
+// (interrupts off); otherwise only the CPU that loaded it reads it.
 unsafe impl Sync for Tss {}
 
 impl Tss {
     const fn new() -> Self {
         Tss(UnsafeCell::new(TssWithIoMap { tss: TaskStateSegment::new(), iomap: iomap() }))
+    }
+
+    /// The address of its RSP0 (the stack of a trap from ring 3), which the processor that
+    /// loaded it writes through its per-CPU data when it switches processes.
+    fn rsp0_address(&self) -> u64 {
+        // SAFETY: only the field's address is taken (the TSS is packed: no reference is made).
+        unsafe { core::ptr::addr_of!((*self.0.get()).tss.privilege_stack_table[0]) as u64 }
     }
 }
 
@@ -121,6 +127,8 @@ pub fn init() {
     tss.interrupt_stack_table[usize::from(NMI_IST - 1)] = NMI_STACK.top();
     tss.interrupt_stack_table[usize::from(MACHINE_CHECK_IST - 1)] = MACHINE_CHECK_STACK.top();
     load(GDT.call_once(|| build(&TSS)));
+    // SAFETY: the bootstrap processor, once, interrupts off, before any per-CPU data is used.
+    unsafe { super::percpu::init(0, TSS.rsp0_address()) };
 }
 
 /// Builds and loads application processor `ap`'s GDT and TSS (`ap` counts from 0 for the
@@ -137,6 +145,8 @@ pub unsafe fn init_ap(ap: usize, ist_top: VirtAddr) {
         tss.interrupt_stack_table[usize::from(slot - 1)] = ist_top;
     }
     load(AP_GDT[ap].call_once(|| build(&AP_TSS[ap])));
+    // SAFETY: processor `ap + 1` itself, once, interrupts off (the caller's contract).
+    unsafe { super::percpu::init(ap + 1, AP_TSS[ap].rsp0_address()) };
 }
 
 /// The kernel's descriptors in Linux's layout, with `tss` at [`TSS_SELECTOR`].
@@ -185,15 +195,4 @@ pub fn ist_guards() -> [(&'static str, u64); 3] {
         ("NMI stack", NMI_STACK.guard()),
         ("machine-check stack", MACHINE_CHECK_STACK.guard()),
     ]
-}
-
-/// Sets the stack the CPU switches to on a trap from ring 3 (TSS.RSP0).
-///
-/// # Safety
-/// Interrupts must be off, and `top` must be the top of a mapped kernel stack that stays
-/// valid until the next call.
-pub unsafe fn set_kernel_stack(top: VirtAddr) {
-    // SAFETY: the bootstrap processor's TSS, written only by the bootstrap processor (the only
-    // one that runs processes), interrupts off (caller's contract): nothing else accesses it now.
-    unsafe { (*TSS.0.get()).tss.privilege_stack_table[0] = top };
 }

@@ -15,7 +15,10 @@ use x86_64::instructions::tables::lidt;
 use x86_64::structures::DescriptorTablePointer;
 use x86_64::VirtAddr;
 
-use super::vectors::{DISK_VECTOR_BASE, INT80_VECTOR, IPI_VECTOR, SERIAL_VECTOR, SPURIOUS_VECTOR, TIMER_VECTOR};
+use super::vectors::{
+    AP_TIMER_VECTOR, DISK_VECTOR_BASE, INT80_VECTOR, IPI_VECTOR, RESCHED_VECTOR, SERIAL_VECTOR, SPURIOUS_VECTOR,
+    TIMER_VECTOR,
+};
 use super::{entry, gdt, ipi};
 
 /// One IDT gate (a 64-bit interrupt gate).
@@ -98,22 +101,25 @@ pub fn init() {
     unsafe { lidt(&pointer) };
 }
 
-/// The application processors' IDT: the exception gates of [`IDT`] (a fault there is a kernel
-/// bug, reported as on processor 0), [`IPI_VECTOR`] to the IPI answer stub and the spurious
-/// vector to a bare `iretq` (`ipi.rs`); every other gate zero. No interrupt an application
-/// processor takes reaches the common trap path, and processor 0's IDT stays as a
-/// one-processor boot has it.
+/// The application processors' IDT: every gate of [`IDT`], their timer's
+/// ([`AP_TIMER_VECTOR`]), the reschedule IPI's, [`IPI_VECTOR`] to the IPI answer stub and the
+/// spurious vector to a bare `iretq` (`ipi.rs`). Processor 0's IDT gets the reschedule IPI's
+/// gate too; it stays otherwise as a one-processor boot has it.
 static AP_IDT: Idt = Idt(UnsafeCell::new([Gate::MISSING; 256]));
 
-/// Fills [`AP_IDT`] from the IDT `init` filled.
+/// Fills [`AP_IDT`] from the IDT `init` filled, and adds the reschedule IPI's gate to that one.
 ///
 /// # Safety
-/// Only on the bootstrap processor, after `init`, before it starts any other processor.
+/// Only on the bootstrap processor, after `init`, before it starts any other processor, with
+/// interrupts off.
 pub unsafe fn init_ap() {
     // SAFETY: `init` is done and no other processor runs yet (the caller's contract): nothing
-    // writes `IDT` or reads `AP_IDT` meanwhile.
-    let (bsp, ap) = unsafe { (&*IDT.0.get(), &mut *AP_IDT.0.get()) };
-    ap[..32].copy_from_slice(&bsp[..32]);
+    // else writes `IDT` or reads `AP_IDT` meanwhile, and this processor takes no interrupt
+    // while its gate changes.
+    let (bsp, ap) = unsafe { (&mut *IDT.0.get(), &mut *AP_IDT.0.get()) };
+    bsp[usize::from(RESCHED_VECTOR)] = Gate::interrupt(entry::stub_address(usize::from(RESCHED_VECTOR)), 0, 0);
+    ap.copy_from_slice(bsp);
+    ap[usize::from(AP_TIMER_VECTOR)] = Gate::interrupt(entry::stub_address(usize::from(AP_TIMER_VECTOR)), 0, 0);
     ap[usize::from(IPI_VECTOR)] = Gate::interrupt(ipi::pong_address(), 0, 0);
     ap[usize::from(SPURIOUS_VECTOR)] = Gate::interrupt(ipi::spurious_address(), 0, 0);
 }

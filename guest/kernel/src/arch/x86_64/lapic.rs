@@ -157,8 +157,13 @@ pub fn stop() {
 
 /// Interrupts every `count` timer ticks (divide by 1).
 pub fn start_periodic(count: u32) {
+    start_periodic_on(TIMER_VECTOR, count);
+}
+
+/// Interrupts on `vector` every `count` timer ticks (divide by 1).
+pub fn start_periodic_on(vector: u8, count: u32) {
     write(REG_TIMER_DIVIDE, DIVIDE_BY_1);
-    write(REG_LVT_TIMER, LVT_PERIODIC | u32::from(TIMER_VECTOR));
+    write(REG_LVT_TIMER, LVT_PERIODIC | u32::from(vector));
     write(REG_TIMER_INITIAL, count.max(1));
 }
 

@@ -12,6 +12,7 @@ pub mod ipi;
 pub mod lapic;
 pub mod mem;
 pub mod paging;
+pub mod percpu;
 pub mod pic;
 pub mod serial;
 pub mod switch;

@@ -6,7 +6,7 @@ use core::arch::global_asm;
 // Saves the callee-saved registers (rbp, rbx, r12–r15) on the current stack, stores RSP,
 // switches to the other stack, restores its callee-saved registers and returns to whatever
 // return address is there: the caller of that context's last switch_context, or, for a new
-// process, `trap_return` (see `new_process_stack`).
+// process, `entry::new_process_return()` (see `new_process_stack`).
 global_asm!(
     r#"
     .text
@@ -58,7 +58,7 @@ pub unsafe fn new_process_stack(frame_addr: u64) -> u64 {
     let ret = frame_addr - 8;
     // SAFETY: inside the process's kernel stack (caller's contract).
     unsafe {
-        (ret as *mut u64).write(super::entry::trap_return as *const () as u64);
+        (ret as *mut u64).write(super::entry::new_process_return());
         for i in 1..=SAVED_REGS as u64 {
             ((ret - 8 * i) as *mut u64).write(0);
         }

@@ -16,8 +16,10 @@ pub const PF_VECTOR: u64 = 14;
 /// Machine check (#MC).
 pub const MC_VECTOR: u64 = 18;
 
-/// The LAPIC timer.
+/// The LAPIC timer (processor 0's).
 pub const TIMER_VECTOR: u8 = 0x20;
+/// The LAPIC timer of every other processor (`tick::ap_timer`).
+pub const AP_TIMER_VECTOR: u8 = 0x21;
 /// The serial port's IRQ 4, as the I/O APIC delivers it.
 pub const SERIAL_VECTOR: u8 = 0x24;
 /// The first disk's interrupt, as the I/O APIC delivers it; disk `i` has `DISK_VECTOR_BASE + i`
@@ -37,3 +39,6 @@ pub const SYSCALL_VECTOR: u64 = 0x100;
 /// The IPI of the round-trip measurement (`ipi_roundtrip.rs`): its gate leads to the stub in
 /// `ipi.rs`, not to the common trap path, and only an application processor takes it.
 pub const IPI_VECTOR: u8 = 0xf0;
+/// The reschedule IPI: a processor that made a process ready wakes an idle one with it
+/// (`smp::kick_idle`); its handler only acknowledges it, and the woken idle loop picks.
+pub const RESCHED_VECTOR: u8 = 0xf1;

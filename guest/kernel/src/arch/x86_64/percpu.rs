@@ -1,0 +1,179 @@
+//! Per-CPU data, reached through GS as Linux reaches its own: while a processor runs the
+//! kernel its GS base holds the address of its [`PerCpu`], whose first field is that address
+//! again (`mov %gs:0, reg` gives a pointer Rust can use). While it runs a process, GS base holds
+//! the process's (ring 3 may change it with `wrgsbase` where the host lets it, as PVM does), and
+//! the kernel's waits in IA32_KERNEL_GS_BASE: every way into the kernel from ring 3 swaps the
+//! two with `swapgs`, and every way back swaps them again (entry.rs). The scheduler saves and
+//! restores a process's GS base from IA32_KERNEL_GS_BASE accordingly (`cpu::SegmentBases`).
+//!
+//! A processor touches only its own `PerCpu` (interrupts off in the kernel), except for the
+//! atomics other processors may read.
+
+use core::cell::Cell;
+use core::mem::offset_of;
+use core::sync::atomic::AtomicU64;
+
+use lde_kcore::mptable::MAX_CPUS;
+use x86_64::registers::model_specific::Msr;
+
+use super::cpu::SegmentBases;
+
+const GS_BASE_MSR: u32 = 0xc000_0101;
+const KERNEL_GS_BASE_MSR: u32 = 0xc000_0102;
+
+/// What one processor keeps for itself.
+#[repr(C, align(64))]
+pub struct PerCpu {
+    /// Its own address (`%gs:0`).
+    this: Cell<u64>,
+    /// The kernel stack `syscall_entry` switches to: the running process's (= TSS.RSP0).
+    syscall_rsp: Cell<u64>,
+    /// Where `syscall_entry` parks the process's RSP while it switches stacks.
+    user_rsp: Cell<u64>,
+    /// Its number: 0 for the bootstrap processor, then in the order they were started.
+    index: Cell<usize>,
+    /// The address of RSP0 in its TSS (the TSS is packed: RSP0 is not 8-byte aligned).
+    tss_rsp0: Cell<u64>,
+    /// Its scheduler's RSP while a process runs on it (written by `switch`).
+    sched_rsp: AtomicU64,
+    /// The slot of the process it runs, if any.
+    current: Cell<Option<usize>>,
+    /// When it last returned to ring 3 (user time is charged from there).
+    user_entry: Cell<u64>,
+    /// When its last process gave up the CPU (a switch is timed from there; 0 once its
+    /// scheduler idled since).
+    switch_out: Cell<u64>,
+    /// The FS and GS bases it holds for ring 3 (the last process's), so that switching in
+    /// writes only what differs.
+    bases: Cell<SegmentBases>,
+}
+
+/// Offsets the entry code (entry.rs) uses with `%gs:`.
+pub const SYSCALL_RSP_OFFSET: usize = offset_of!(PerCpu, syscall_rsp);
+pub const USER_RSP_OFFSET: usize = offset_of!(PerCpu, user_rsp);
+
+// SAFETY: a processor reaches only its own `PerCpu` through `this` (its GS base), with
+// interrupts off in the kernel, so its `Cell`s are never touched by two contexts at once;
+// `sched_rsp` is atomic. The array is only ever shared, never moved.
+unsafe impl Sync for PerCpu {}
+
+impl PerCpu {
+    const fn new() -> Self {
+        PerCpu {
+            this: Cell::new(0),
+            syscall_rsp: Cell::new(0),
+            user_rsp: Cell::new(0),
+            index: Cell::new(0),
+            tss_rsp0: Cell::new(0),
+            sched_rsp: AtomicU64::new(0),
+            current: Cell::new(None),
+            user_entry: Cell::new(0),
+            switch_out: Cell::new(0),
+            bases: Cell::new(SegmentBases { fs: 0, gs: 0 }),
+        }
+    }
+
+    /// Its number (0 = the bootstrap processor).
+    #[inline(always)]
+    pub fn index(&self) -> usize {
+        self.index.get()
+    }
+
+    /// The slot of the process it runs.
+    #[inline(always)]
+    pub fn current(&self) -> Option<usize> {
+        self.current.get()
+    }
+
+    #[inline(always)]
+    pub fn set_current(&self, slot: Option<usize>) {
+        self.current.set(slot);
+    }
+
+    /// Where `switch` saves (and resumes) its scheduler's RSP.
+    #[inline(always)]
+    pub fn sched_rsp(&self) -> &AtomicU64 {
+        &self.sched_rsp
+    }
+
+    #[inline(always)]
+    pub fn user_entry(&self) -> u64 {
+        self.user_entry.get()
+    }
+
+    #[inline(always)]
+    pub fn set_user_entry(&self, tsc: u64) {
+        self.user_entry.set(tsc);
+    }
+
+    /// When its last process gave up the CPU, cleared.
+    #[inline(always)]
+    pub fn take_switch_out(&self) -> u64 {
+        self.switch_out.replace(0)
+    }
+
+    #[inline(always)]
+    pub fn set_switch_out(&self, tsc: u64) {
+        self.switch_out.set(tsc);
+    }
+
+    #[inline(always)]
+    pub fn bases(&self) -> SegmentBases {
+        self.bases.get()
+    }
+
+    #[inline(always)]
+    pub fn set_bases(&self, bases: SegmentBases) {
+        self.bases.set(bases);
+    }
+
+    /// Sets the stack a trap from ring 3 (TSS.RSP0) and `syscall` switch to.
+    ///
+    /// # Safety
+    /// Interrupts off; `top` is the top of a mapped kernel stack that stays valid until the next
+    /// call.
+    #[inline(always)]
+    pub unsafe fn set_kernel_stack(&self, top: u64) {
+        // SAFETY: `tss_rsp0` points into this processor's own TSS (set by `init`), which only it
+        // writes, with interrupts off (the caller's contract); the CPU reads it only on a trap.
+        unsafe { (self.tss_rsp0.get() as *mut u64).write_unaligned(top) };
+        self.syscall_rsp.set(top);
+    }
+}
+
+static CPUS: [PerCpu; MAX_CPUS] = [const { PerCpu::new() }; MAX_CPUS];
+
+/// The running processor's `PerCpu`.
+///
+/// Not `pure`: the compiler must read GS each time, because the code that calls this may have
+/// been moved to another processor since it last did (a process gives up the CPU in the kernel
+/// and resumes wherever it is picked next).
+#[inline(always)]
+pub fn this() -> &'static PerCpu {
+    let p: *const PerCpu;
+    // SAFETY: GS base holds this processor's `PerCpu` whenever the kernel runs (`init`, and
+    // the entry code's `swapgs`), and its first field is its address.
+    unsafe {
+        core::arch::asm!("mov {}, gs:[0]", out(reg) p, options(nostack, preserves_flags, readonly));
+        &*p
+    }
+}
+
+/// Makes `CPUS[index]` this processor's: its GS base, with the processes' GS base (0 until one
+/// changes it) in IA32_KERNEL_GS_BASE. `tss_rsp0` is the address of RSP0 in its TSS.
+///
+/// # Safety
+/// Once per processor, by that processor, interrupts off, before anything calls [`this`].
+pub unsafe fn init(index: usize, tss_rsp0: u64) {
+    let cpu = &CPUS[index];
+    let address = cpu as *const PerCpu as u64;
+    cpu.this.set(address);
+    cpu.index.set(index);
+    cpu.tss_rsp0.set(tss_rsp0);
+    // SAFETY: the address is this processor's `PerCpu`, a static that lives for ever; the
+    // kernel GS base MSR only matters to `swapgs`.
+    unsafe {
+        Msr::new(GS_BASE_MSR).write(address);
+        Msr::new(KERNEL_GS_BASE_MSR).write(0);
+    }
+}
