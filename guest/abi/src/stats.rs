@@ -13,7 +13,7 @@ pub const STATS_SYMBOL: &str = "LDE_STATS";
 /// [`StatsPage::magic`]: "LDESTATS".
 pub const STATS_MAGIC: u64 = u64::from_le_bytes(*b"LDESTATS");
 /// [`StatsPage::version`]; bumped on any change of layout or meaning.
-pub const STATS_VERSION: u32 = 3;
+pub const STATS_VERSION: u32 = 4;
 /// Process slots in the page.
 pub const MAX_PROCS: usize = 16;
 /// Longest process name kept.
@@ -24,6 +24,8 @@ pub const CALLS_MAX: usize = 16;
 pub const EVENTS: usize = 16384;
 /// Entries in the ring of ended processes (a power of two).
 pub const ENDED: usize = 64;
+/// Processors with figures of their own ([`StatsPage::cpus`]).
+pub const MAX_CPUS: usize = 8;
 
 /// Timer modes in [`StatsPage::timer_mode`].
 pub const TIMER_NONE: u32 = 0;
@@ -60,25 +62,25 @@ pub const DOOR_RECOVERED: u32 = 2;
 pub const DOOR_OTHER: u32 = 3;
 
 /// Event kinds in [`Event::kind`].
-pub const EV_SWITCH_IN: u16 = 1;
+pub const EV_SWITCH_IN: u8 = 1;
 /// `arg`: why ([`OUT_YIELD`], …).
-pub const EV_SWITCH_OUT: u16 = 2;
-pub const EV_TICK: u16 = 3;
+pub const EV_SWITCH_OUT: u8 = 2;
+pub const EV_TICK: u8 = 3;
 /// `arg`: the system-call number.
-pub const EV_SYSCALL: u16 = 4;
+pub const EV_SYSCALL: u8 = 4;
 /// `arg`: the vector (the process was killed).
-pub const EV_FAULT: u16 = 5;
+pub const EV_FAULT: u8 = 5;
 /// `arg`: what the process waits for ([`ON_SLEEP`], …).
-pub const EV_BLOCK: u16 = 6;
+pub const EV_BLOCK: u8 = 6;
 /// `arg`: what it waited for, now come ([`ON_SLEEP`]: the time; [`ON_INPUT`]: input, by the
 /// serial interrupt; [`ON_CHILD`]: a child ended; [`ON_DISK`]: a disk request ended, or the
 /// disk came free).
-pub const EV_WAKE: u16 = 7;
-pub const EV_IDLE: u16 = 8;
+pub const EV_WAKE: u8 = 7;
+pub const EV_IDLE: u8 = 8;
 /// `arg`: the exit status.
-pub const EV_EXIT: u16 = 9;
+pub const EV_EXIT: u8 = 9;
 /// `arg`: the new process's pid is `pid`; `arg` is the parent's pid (0 = the kernel).
-pub const EV_SPAWN: u16 = 10;
+pub const EV_SPAWN: u8 = 10;
 
 /// What a process blocks on, in [`EV_BLOCK`] and [`EV_WAKE`]'s `arg`.
 pub const ON_SLEEP: u32 = 0;
@@ -99,9 +101,46 @@ pub struct Event {
     /// 1 + the index of this event since boot (0 = never written).
     pub seq: u64,
     pub tsc: u64,
-    pub kind: u16,
+    pub kind: u8,
+    /// The processor it happened on (0 = the bootstrap processor).
+    pub cpu: u8,
     pub pid: u16,
     pub arg: u32,
+}
+
+/// One processor's figures.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuStats {
+    /// 1 once it runs processes (processor 0 from boot).
+    pub online: u32,
+    /// pid of the process it runs, 0 when none.
+    pub current_pid: u32,
+    /// Its timer interrupts.
+    pub ticks: u64,
+    /// Processes it switched to.
+    pub switches: u64,
+    /// TSC cycles its processes ran in ring 3 (added when each switches out).
+    pub user_cycles: u64,
+    /// TSC cycles it halted in the idle loop.
+    pub idle_cycles: u64,
+    /// Inter-processor interrupts it sent and took (reschedule IPIs, and the boot's round-trip
+    /// measurement).
+    pub ipis_sent: u64,
+    pub ipis_received: u64,
+}
+
+impl CpuStats {
+    pub const EMPTY: CpuStats = CpuStats {
+        online: 0,
+        current_pid: 0,
+        ticks: 0,
+        switches: 0,
+        user_cycles: 0,
+        idle_cycles: 0,
+        ipis_sent: 0,
+        ipis_received: 0,
+    };
 }
 
 /// One process slot.
@@ -198,7 +237,8 @@ pub struct StatsPage {
     pub timer_mode: u32,
     /// Ticks per time slice.
     pub slice_ticks: u32,
-    /// pid of the running process, 0 when none (the kernel or idle).
+    /// pid of the process processor 0 runs, 0 when none (the kernel or idle; every
+    /// processor's is in [`StatsPage::cpus`]).
     pub current_pid: u32,
     /// Timer interrupts taken.
     pub ticks: u64,
@@ -244,6 +284,15 @@ pub struct StatsPage {
     pub disk_write_bytes: u64,
     /// Disk interrupts taken.
     pub disk_interrupts: u64,
+    /// Processors running processes (1 without `lde.cpus`).
+    pub cpus_online: u32,
+    pub reserved: u32,
+    /// The big kernel lock (used with several processors): acquisitions, acquisitions that
+    /// found it held, and the spins those waited.
+    pub lock_acquisitions: u64,
+    pub lock_contended: u64,
+    pub lock_spins: u64,
+    pub cpus: [CpuStats; MAX_CPUS],
     pub procs: [ProcStats; MAX_PROCS],
     /// Processes ended since boot; the newest is at `(ended_written - 1) % ENDED`.
     pub ended_written: u64,
@@ -294,11 +343,17 @@ impl StatsPage {
             disk_read_bytes: 0,
             disk_write_bytes: 0,
             disk_interrupts: 0,
+            cpus_online: 0,
+            reserved: 0,
+            lock_acquisitions: 0,
+            lock_contended: 0,
+            lock_spins: 0,
+            cpus: [CpuStats::EMPTY; MAX_CPUS],
             procs: [ProcStats::EMPTY; MAX_PROCS],
             ended_written: 0,
             ended: [Ended { seq: 0, proc: ProcStats::EMPTY }; ENDED],
             events_written: 0,
-            events: [Event { seq: 0, tsc: 0, kind: 0, pid: 0, arg: 0 }; EVENTS],
+            events: [Event { seq: 0, tsc: 0, kind: 0, cpu: 0, pid: 0, arg: 0 }; EVENTS],
         }
     }
 }

@@ -13,6 +13,7 @@ use lde_kcore::trap::mnemonic;
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
+use crate::arch::percpu;
 use crate::sync::Global;
 use crate::{print, println};
 
@@ -39,9 +40,9 @@ pub fn update<R>(f: impl FnOnce(&mut StatsPage) -> R) -> R {
     LDE_STATS.with(|page| page.update(f))
 }
 
-/// Appends an event to the log (the event's own `seq` is written last).
-pub fn event(page: &mut StatsPage, tsc: u64, kind: u16, pid: u32, arg: u32) {
-    page.push_event(tsc, kind, pid as u16, arg);
+/// Appends an event of this processor to the log (the event's own `seq` is written last).
+pub fn event(page: &mut StatsPage, tsc: u64, kind: u8, pid: u32, arg: u32) {
+    page.push_event(tsc, kind, percpu::index() as u8, pid as u16, arg);
 }
 
 /// Counts a trap by its vector (the `syscall` pseudo-vector 0x100 has no counter).

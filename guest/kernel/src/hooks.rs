@@ -99,7 +99,8 @@ fn hostile_stats() {
     (proc.ticks, proc.scheduled, proc.voluntary, proc.involuntary, proc.faults, proc.user_cycles) =
         (MAX, MAX, MAX, MAX, MAX, MAX);
     proc.syscalls = [MAX; lde_abi::stats::CALLS_MAX];
-    let event = |n: u64, tsc: u64, kind: u16| Event { seq: n.wrapping_add(1), tsc, kind, pid: 1, arg: u32::MAX };
+    let event =
+        |n: u64, tsc: u64, kind: u8| Event { seq: n.wrapping_add(1), tsc, kind, cpu: u8::MAX, pid: 1, arg: u32::MAX };
     counters::update(|page| {
         (page.tsc_hz, page.boot_tsc, page.now_tsc, page.ticks) = (1, 0, MAX, MAX);
         (page.syscall_arch, page.syscall_recovered, page.int80_arch, page.int80_recovered) = (MAX, MAX, MAX, MAX);
@@ -108,6 +109,17 @@ fn hostile_stats() {
         page.traps = [MAX; 256];
         page.calls = [MAX; lde_abi::stats::CALLS_MAX];
         page.current_pid = 1;
+        (page.cpus_online, page.lock_acquisitions, page.lock_contended, page.lock_spins) = (u32::MAX, MAX, MAX, MAX);
+        page.cpus = [lde_abi::stats::CpuStats {
+            online: u32::MAX,
+            current_pid: u32::MAX,
+            ticks: MAX,
+            switches: MAX,
+            user_cycles: MAX,
+            idle_cycles: MAX,
+            ipis_sent: MAX,
+            ipis_received: MAX,
+        }; lde_abi::stats::MAX_CPUS];
         page.procs[0] = proc;
         // The newest entry of each ring is index u64::MAX - 1 (seq u64::MAX).
         let mut ended = proc;

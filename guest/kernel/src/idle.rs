@@ -3,6 +3,7 @@
 use lde_abi::stats::EV_IDLE;
 
 use crate::arch::cpu::{self, rdtsc};
+use crate::arch::percpu;
 use crate::time::{self, TimerMode};
 use crate::{counters, kernel_lock, smp};
 
@@ -24,5 +25,9 @@ pub fn wait_for_work(next_wake: Option<u64>) {
         cpu::wait_for_interrupt();
     }
     let end = rdtsc();
-    counters::update(|page| page.idle_cycles += end - start);
+    let index = percpu::index();
+    counters::update(|page| {
+        page.idle_cycles += end - start;
+        page.cpus[index].idle_cycles += end - start;
+    });
 }

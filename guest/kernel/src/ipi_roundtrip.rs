@@ -15,15 +15,16 @@ const WARMUPS: usize = 10;
 /// boot (a round trip takes ~0.1 ms where ring 0 is emulated).
 const ANSWER_TIMEOUT_MS: u64 = 50;
 
-/// Measures the round trip to processor 1 (LAPIC id `apic_id`) and prints it.
+/// Measures the round trip to processor 1 (LAPIC id `apic_id`) and prints it; returns the IPIs
+/// it sent.
 #[inline(never)]
-pub fn measure(apic_id: u8) {
+pub fn measure(apic_id: u8) -> u64 {
     let timeout = time::ms_to_tsc(ANSWER_TIMEOUT_MS);
     let mut samples = [0u64; SAMPLES];
     for i in 0..WARMUPS + SAMPLES {
         let Some(cycles) = round_trip(apic_id, timeout) else {
             println!("kernel: ipi to cpu 1 got no answer within {ANSWER_TIMEOUT_MS} ms: no round trip measured");
-            return;
+            return i as u64 + 1;
         };
         if let Some(slot) = i.checked_sub(WARMUPS) {
             samples[slot] = cycles;
@@ -33,6 +34,7 @@ pub fn measure(apic_id: u8) {
     let (min, median, p99) = (samples[0], samples[SAMPLES / 2], samples[SAMPLES * 99 / 100]);
     let mean = samples.iter().sum::<u64>() / SAMPLES as u64;
     println!("kernel: ipi round trip to cpu 1: median {median} cycles, min {min}, p99 {p99}, mean {mean}, n {SAMPLES}");
+    (WARMUPS + SAMPLES) as u64
 }
 
 /// One IPI and its answer, in TSC cycles; `None` if no answer came within `timeout` cycles.

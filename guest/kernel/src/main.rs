@@ -172,6 +172,8 @@ fn open_doors() {
     counters::update(|page| {
         page.protection = protection.bits();
         page.doors = doors::encoded();
+        page.cpus_online = 1;
+        page.cpus[0].online = 1;
     });
 }
 
@@ -191,6 +193,9 @@ fn start_programs(config: &Config) {
 #[inline(always)] // a step of `kernel_main`
 fn shut_down(test: Option<&str>, failed: bool) -> ! {
     time::stop();
+    if kernel_lock::active() {
+        smp::publish_lock();
+    }
     hooks::before_shutdown(test);
     let code = if failed { exit::PROCESS_FAILED } else { exit::SUCCESS };
     let now = cpu::rdtsc();

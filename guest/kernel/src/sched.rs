@@ -85,13 +85,20 @@ fn pick(k: &mut Kernel) -> Next {
     let now = rdtsc();
     cpu.set_user_entry(now);
     let out = cpu.take_switch_out();
+    let index = cpu.index();
+    cpu.set_user_at_switch_in(k.procs.get(slot).acct.user_cycles);
     counters::update(|page| {
         if out != 0 {
             page.switch_cycles += now - out;
             page.switch_count += 1;
         }
         page.switches += 1;
-        page.current_pid = pid;
+        let mine = &mut page.cpus[index];
+        mine.switches += 1;
+        mine.current_pid = pid;
+        if index == 0 {
+            page.current_pid = pid;
+        }
         page.now_tsc = now;
         // Only what switching in changed; the rest is published when it switches out.
         page.procs[slot].state = ev::STATE_RUNNING;
@@ -110,11 +117,22 @@ fn pick(k: &mut Kernel) -> Next {
 fn switched_back(k: &mut Kernel, slot: usize) {
     let cpu = percpu::this();
     cpu.set_current(None);
+    let index = cpu.index();
     let p = k.procs.get_mut(slot);
     p.machine.fx.save();
     let bases = SegmentBases::read();
     cpu.set_bases(bases);
     p.machine.bases = bases;
+    let ran_here = p.acct.user_cycles - cpu.user_at_switch_in();
+    // What this processor did, published with the process's figures in one update.
+    let switched_out = |page: &mut lde_abi::stats::StatsPage| {
+        let mine = &mut page.cpus[index];
+        mine.user_cycles += ran_here;
+        mine.current_pid = 0;
+        if index == 0 {
+            page.current_pid = 0;
+        }
+    };
     if p.state == State::Zombie {
         paging::activate_kernel();
         if let Some(space) = p.machine.space.take() {
@@ -122,7 +140,7 @@ fn switched_back(k: &mut Kernel, slot: usize) {
         }
         let in_use = k.frames.in_use();
         counters::update(|page| {
-            page.current_pid = 0;
+            switched_out(page);
             page.frames_in_use = in_use;
             publish(page, slot, k.procs.get(slot));
         });
@@ -130,7 +148,7 @@ fn switched_back(k: &mut Kernel, slot: usize) {
         spawn_pending(k);
     } else {
         counters::update(|page| {
-            page.current_pid = 0;
+            switched_out(page);
             counters::publish_counters(page, slot, k.procs.get(slot));
         });
     }

@@ -30,9 +30,9 @@ use lde_kcore::mptable::{self, MpError, Processors, MAX_CPUS, MP_FLOATING_ADDR};
 use crate::arch::ap_boot::{self, TRAMPOLINE_ADDR, TRAMPOLINE_VECTOR};
 use crate::arch::cpu::{self, rdtsc};
 use crate::arch::vectors::RESCHED_VECTOR;
-use crate::arch::{boot, entry, gdt, idt, lapic, paging, percpu};
+use crate::arch::{boot, entry, gdt, idt, ipi, lapic, paging, percpu};
 use crate::kernel_lock::{self, KERNEL_LOCK};
-use crate::{bootinfo, ipi_roundtrip, println, sched, stacks, time};
+use crate::{bootinfo, counters, ipi_roundtrip, println, sched, stacks, time};
 
 /// The TSC at which processor `cpu` (0 = the bootstrap processor) checked in (0: not yet).
 static ONLINE_TSC: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
@@ -47,9 +47,6 @@ static GO: AtomicBool = AtomicBool::new(false);
 /// The processors halted in the idle loop, one bit each (set and cleared by each under the
 /// lock; a kick clears the bit of the one it wakes, so two kicks wake two).
 static IDLE: AtomicU32 = AtomicU32::new(0);
-/// Reschedule IPIs sent and answered.
-static KICKS_SENT: AtomicU64 = AtomicU64::new(0);
-static KICKS_TAKEN: AtomicU64 = AtomicU64::new(0);
 
 /// How long the bootstrap processor waits for a processor to check in, from its INIT (where
 /// every ring-0 instruction is emulated, one checks in ~0.5 ms after its SIPIs; nested hosts
@@ -114,7 +111,13 @@ fn start_all(cpus: &str) {
         }
     }
     if started & 0b10 != 0 {
-        ipi_roundtrip::measure(APIC_OF_CPU[1].load(Ordering::Relaxed));
+        let before = ipi::pongs();
+        let sent = ipi_roundtrip::measure(APIC_OF_CPU[1].load(Ordering::Relaxed));
+        let answered = ipi::pongs() - before;
+        counters::update(|page| {
+            page.cpus[0].ipis_sent += sent;
+            page.cpus[1].ipis_received += answered;
+        });
     }
     // Let them schedule: each takes the lock once this processor first lets go of it (its
     // first process's return to ring 3, or its idle loop).
@@ -256,6 +259,10 @@ extern "C" fn ap_main(apic_id: u32) -> ! {
     }
     time::start_ap();
     KERNEL_LOCK.enter();
+    counters::update(|page| {
+        page.cpus[cpu].online = 1;
+        page.cpus_online += 1;
+    });
     sched::run_scheduler();
     // No process is left: processor 0 shuts down once it sees so.
     kick_all();
@@ -295,13 +302,27 @@ fn kick_all() {
 
 fn send_kick(cpu: usize) {
     lapic::send_fixed(APIC_OF_CPU[cpu].load(Ordering::Relaxed), RESCHED_VECTOR);
-    KICKS_SENT.fetch_add(1, Ordering::Relaxed);
+    let index = percpu::index();
+    counters::update(|page| page.cpus[index].ipis_sent += 1);
 }
 
 /// A reschedule IPI arrived: acknowledge it; the idle loop it woke goes back to the scheduler.
 pub fn rescheduled() {
     lapic::eoi();
-    KICKS_TAKEN.fetch_add(1, Ordering::Relaxed);
+    let index = percpu::index();
+    counters::update(|page| page.cpus[index].ipis_received += 1);
+    publish_lock();
+}
+
+/// Copies the big kernel lock's counters into the stats page (on the paths only several
+/// processors take: reschedule IPIs, other processors' ticks, the idle loop, the end).
+pub fn publish_lock() {
+    let counts = KERNEL_LOCK.counts();
+    counters::update(|page| {
+        page.lock_acquisitions = counts.acquisitions;
+        page.lock_contended = counts.contended;
+        page.lock_spins = counts.spins;
+    });
 }
 
 /// The idle loop's halt with several processors: loads the kernel's page tables, marks this
@@ -314,6 +335,7 @@ pub fn idle_wait() {
     cpu::wait_for_interrupt();
     KERNEL_LOCK.enter();
     IDLE.fetch_and(!bit, Ordering::Relaxed);
+    publish_lock();
 }
 
 const _: () = assert!(gdt::MAX_APS == MAX_CPUS - 1);

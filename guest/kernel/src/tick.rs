@@ -41,6 +41,7 @@ pub fn timer(frame: &TrapFrame, now: u64) {
         let pid = current.map_or(0, |s| k.procs.get(s).pid);
         counters::update(|page| {
             page.ticks += 1;
+            page.cpus[0].ticks += 1;
             page.now_tsc = now;
             counters::event(page, now, EV_TICK, pid, 0);
         });
@@ -98,9 +99,14 @@ pub fn ap_timer(frame: &TrapFrame, now: u64) {
         sched::wake_due_sleepers(k, now);
         let current = percpu::this().current();
         let pid = current.map_or(0, |s| k.procs.get(s).pid);
-        counters::update(|page| counters::event(page, now, EV_TICK, pid, 0));
+        let index = percpu::index();
+        counters::update(|page| {
+            page.cpus[index].ticks += 1;
+            counters::event(page, now, EV_TICK, pid, 0);
+        });
         decide(k, current, frame, runaway)
     });
+    crate::smp::publish_lock();
     match tick {
         Tick::Continue => {}
         // SAFETY: as in `timer`.

@@ -83,6 +83,10 @@ pub struct Guest {
     /// System calls by name.
     pub syscalls: BTreeMap<&'static str, u64>,
     pub scheduler: Scheduler,
+    /// Every processor that ran processes (one without `--cpus`), by number.
+    pub cpus: Vec<Cpu>,
+    /// The big kernel lock, taken by every trap with several processors (`null` with one).
+    pub kernel_lock: Option<KernelLock>,
     pub processes: Vec<Process>,
     pub disk: GuestDisk,
     pub events: EventCounts,
@@ -125,6 +129,27 @@ pub struct Scheduler {
     pub tick_cycles_mean: Option<u64>,
     /// Mean TSC cycles of the scheduler's part of a context switch.
     pub switch_cycles_mean: Option<u64>,
+}
+
+#[derive(Serialize)]
+pub struct Cpu {
+    /// Its number (0 = the bootstrap processor).
+    pub id: u32,
+    pub ticks: u64,
+    pub switches: u64,
+    /// Time its processes ran in ring 3, and it halted idle (ns of guest TSC time).
+    pub user_ns: u64,
+    pub idle_ns: u64,
+    pub ipis_sent: u64,
+    pub ipis_received: u64,
+}
+
+#[derive(Serialize)]
+pub struct KernelLock {
+    pub acquisitions: u64,
+    /// Acquisitions that found it held by another processor, and the spins they waited.
+    pub contended: u64,
+    pub spins: u64,
 }
 
 #[derive(Serialize)]
@@ -234,6 +259,25 @@ fn mean(total: u64, count: u64) -> Option<u64> {
     (count > 0).then(|| total / count)
 }
 
+/// The processors that ran processes, with their figures.
+fn cpus(page: &StatsPage) -> Vec<Cpu> {
+    let ns = |cycles: u64| (cycles as f64 * 1e9 / page.tsc_hz.max(1) as f64) as u64;
+    page.cpus
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.online != 0)
+        .map(|(id, c)| Cpu {
+            id: id as u32,
+            ticks: c.ticks,
+            switches: c.switches,
+            user_ns: ns(c.user_cycles),
+            idle_ns: ns(c.idle_cycles),
+            ipis_sent: c.ipis_sent,
+            ipis_received: c.ipis_received,
+        })
+        .collect()
+}
+
 /// The guest part of the report, from the recorder's latest page.
 pub fn guest(recorder: &Recorder) -> Option<Guest> {
     let page: &StatsPage = recorder.last.as_deref()?;
@@ -273,6 +317,12 @@ pub fn guest(recorder: &Recorder) -> Option<Guest> {
             tick_cycles_mean: mean(page.tick_cycles, page.tick_count),
             switch_cycles_mean: mean(page.switch_cycles, page.switch_count),
         },
+        cpus: cpus(page),
+        kernel_lock: (page.cpus_online > 1).then_some(KernelLock {
+            acquisitions: page.lock_acquisitions,
+            contended: page.lock_contended,
+            spins: page.lock_spins,
+        }),
         processes: {
             let end = recorder.events.iter().map(|e| e.tsc).max().unwrap_or(page.now_tsc);
             let states = intervals(&transitions(&recorder.events), end);

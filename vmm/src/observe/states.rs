@@ -214,8 +214,8 @@ pub fn time_in_states(intervals: &[Interval]) -> (u64, u64, u64) {
 mod tests {
     use super::*;
 
-    fn ev(tsc: u64, kind: u16, pid: u16, arg: u32) -> Event {
-        Event { seq: 0, tsc, kind, pid, arg }
+    fn ev(tsc: u64, kind: u8, pid: u16, arg: u32) -> Event {
+        Event { seq: 0, tsc, kind, cpu: 0, pid, arg }
     }
 
     #[test]

@@ -233,7 +233,7 @@ mod tests {
         let events_at = addr + std::mem::offset_of!(StatsPage, events) as u64;
         let written_at = addr + std::mem::offset_of!(StatsPage, events_written) as u64;
         let write_event = |i: u64, seq: u64| {
-            let e = Event { seq, tsc: 100 + i, kind: 3, pid: 1, arg: 0 };
+            let e = Event { seq, tsc: 100 + i, kind: 3, cpu: 0, pid: 1, arg: 0 };
             let at = events_at + (i % EVENTS as u64) * 24;
             mem.write_obj(e.seq, GuestAddress(at)).unwrap();
             mem.write_obj(e.tsc, GuestAddress(at + 8)).unwrap();

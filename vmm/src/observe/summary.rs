@@ -137,7 +137,9 @@ pub fn lines(page: &StatsPage, processes: &[ProcStats], kvm: KvmKind, ran: Optio
         }
     }
     let uptime = page.now_tsc.saturating_sub(page.boot_tsc);
-    let idle = if uptime > 0 { page.idle_cycles as f64 * 100.0 / uptime as f64 } else { 0.0 };
+    // Idle time is summed over the processors: a share of all of them.
+    let online = page.cpus.iter().filter(|c| c.online != 0).count().max(1);
+    let idle = if uptime > 0 { page.idle_cycles as f64 * 100.0 / (uptime as f64 * online as f64) } else { 0.0 };
     let timer = match page.timer_hz {
         0 => "no timer (cooperative)".to_string(),
         hz => format!("{} at {hz} Hz", count(page.ticks, "tick", "ticks")),
@@ -153,8 +155,9 @@ pub fn lines(page: &StatsPage, processes: &[ProcStats], kvm: KvmKind, ran: Optio
         processes_line(page, processes),
         format!("traps: {}", if traps.is_empty() { "none".to_string() } else { traps.join(", ") }),
         format!(
-            "scheduler: {timer}, {}, idle {idle:.1}% of {seconds:.3} s guest time{stale}",
+            "scheduler: {timer}, {}, idle {idle:.1}% of {seconds:.3} s guest time{}{stale}",
             count(page.switches, "context switch", "context switches"),
+            if online > 1 { format!(" on {online} processors") } else { String::new() },
         ),
         format!(
             "costs on this host ({}): timer tick {} in the kernel; context switch {} in the scheduler",
@@ -164,6 +167,33 @@ pub fn lines(page: &StatsPage, processes: &[ProcStats], kvm: KvmKind, ran: Optio
         ),
     ];
     lines.extend(disk_line(page, processes));
+    if online > 1 {
+        lines.extend(cpu_lines(page));
+    }
+    lines
+}
+
+/// One line per processor that ran processes, and the big kernel lock's.
+fn cpu_lines(page: &StatsPage) -> Vec<String> {
+    let ms = |cycles: u64| cycles as f64 * 1000.0 / page.tsc_hz.max(1) as f64;
+    let mut lines: Vec<String> = (page.cpus.iter().enumerate())
+        .filter(|(_, c)| c.online != 0)
+        .map(|(id, c)| {
+            format!(
+                "cpu {id}: {}, {}, user {:.1} ms, idle {:.1} ms, IPIs {} sent, {} received",
+                count(c.ticks, "tick", "ticks"),
+                count(c.switches, "switch", "switches"),
+                ms(c.user_cycles),
+                ms(c.idle_cycles),
+                c.ipis_sent,
+                c.ipis_received
+            )
+        })
+        .collect();
+    lines.push(format!(
+        "big kernel lock: {} acquisitions, {} contended ({} spins waiting)",
+        page.lock_acquisitions, page.lock_contended, page.lock_spins
+    ));
     lines
 }
 

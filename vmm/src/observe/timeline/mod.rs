@@ -378,8 +378,8 @@ fn format_seconds(t: f64, step: f64) -> String {
 mod tests {
     use super::*;
 
-    fn event(tsc: u64, kind: u16, pid: u16) -> Event {
-        Event { seq: 0, tsc, kind, pid, arg: u32::MAX }
+    fn event(tsc: u64, kind: u8, pid: u16) -> Event {
+        Event { seq: 0, tsc, kind, cpu: 0, pid, arg: u32::MAX }
     }
 
     #[test]

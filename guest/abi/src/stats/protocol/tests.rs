@@ -66,7 +66,7 @@ fn write_update(page: &mut StatsPage, k: u64) {
         p.procs[15].user_cycles = k;
     });
     let n = page.events_written;
-    page.push_event(n, n as u16, n as u16, n as u32);
+    page.push_event(n, n as u8, (n % 8) as u8, n as u16, n as u32);
     // Fewer ends than events, or the reader could never catch the small ring unlapped.
     if k & 1023 == 0 {
         let n = page.ended_written;
@@ -125,7 +125,11 @@ fn a_reader_racing_a_writer_never_accepts_a_torn_copy() {
             }
             let read = events_since(&shared, events_from, |e| {
                 let n = e.seq - 1;
-                assert_eq!((e.tsc, e.kind, e.pid, e.arg), (n, n as u16, n as u16, n as u32), "torn event");
+                assert_eq!(
+                    (e.tsc, e.kind, e.cpu, e.pid, e.arg),
+                    (n, n as u8, (n % 8) as u8, n as u16, n as u32),
+                    "torn event"
+                );
                 events += 1;
             })
             .unwrap();

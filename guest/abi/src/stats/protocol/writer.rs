@@ -19,7 +19,7 @@ impl StatsPage {
     }
 
     /// Appends an event to the event ring (its own `seq` is written 0 first and `n + 1` last).
-    pub fn push_event(&mut self, tsc: u64, kind: u16, pid: u16, arg: u32) {
+    pub fn push_event(&mut self, tsc: u64, kind: u8, cpu: u8, pid: u16, arg: u32) {
         let n = self.events_written;
         let slot = &mut self.events[(n as usize) & (EVENTS - 1)];
         // SAFETY: a plain u64 field of this page; seq 0 marks the entry as being rewritten.
@@ -27,6 +27,7 @@ impl StatsPage {
         compiler_fence(Ordering::SeqCst);
         slot.tsc = tsc;
         slot.kind = kind;
+        slot.cpu = cpu;
         slot.pid = pid;
         slot.arg = arg;
         compiler_fence(Ordering::SeqCst);

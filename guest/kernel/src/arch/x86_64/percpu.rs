@@ -46,6 +46,9 @@ pub struct PerCpu {
     /// The FS and GS bases it holds for ring 3 (the last process's), so that switching in
     /// writes only what differs.
     bases: Cell<SegmentBases>,
+    /// The user time its process had when it was switched in (what it ran here is the
+    /// difference when it switches out).
+    user_at_switch_in: Cell<u64>,
 }
 
 /// Offsets the entry code (entry.rs) uses with `%gs:`.
@@ -70,6 +73,7 @@ impl PerCpu {
             user_entry: Cell::new(0),
             switch_out: Cell::new(0),
             bases: Cell::new(SegmentBases { fs: 0, gs: 0 }),
+            user_at_switch_in: Cell::new(0),
         }
     }
 
@@ -118,6 +122,16 @@ impl PerCpu {
     }
 
     #[inline(always)]
+    pub fn user_at_switch_in(&self) -> u64 {
+        self.user_at_switch_in.get()
+    }
+
+    #[inline(always)]
+    pub fn set_user_at_switch_in(&self, cycles: u64) {
+        self.user_at_switch_in.set(cycles);
+    }
+
+    #[inline(always)]
     pub fn bases(&self) -> SegmentBases {
         self.bases.get()
     }
@@ -158,6 +172,24 @@ pub fn this() -> &'static PerCpu {
         &*p
     }
 }
+
+/// The running processor's number, in one instruction (`mov %gs:`).
+#[inline(always)]
+pub fn index() -> usize {
+    let index: usize;
+    // SAFETY: as in `this`; the field is a `usize` at `INDEX_OFFSET`.
+    unsafe {
+        core::arch::asm!(
+            "mov {}, gs:[{offset}]",
+            out(reg) index,
+            offset = const INDEX_OFFSET,
+            options(nostack, preserves_flags, readonly)
+        );
+    }
+    index
+}
+
+const INDEX_OFFSET: usize = offset_of!(PerCpu, index);
 
 /// Makes `CPUS[index]` this processor's: its GS base, with the processes' GS base (0 until one
 /// changes it) in IA32_KERNEL_GS_BASE. `tss_rsp0` is the address of RSP0 in its TSS.
