@@ -10,13 +10,16 @@ set pagination off
 set language c
 
 # TrapFrame (guest/kernel/src/arch/x86_64/entry.rs): 22 qwords, r15 first; a trap from ring 3
-# leaves it at the top of the process's kernel stack, which SYSCALL_KERNEL_RSP holds.
+# leaves it at the top of the process's kernel stack, which processor 0's per-CPU data holds
+# (LDE_PER_CPU[0].syscall_rsp, at this offset; GDB debugs one processor).
 set $lde_trapframe_size = 176
-# StatsPage.current_pid (guest/abi/src/stats.rs), a u32 at this offset from LDE_STATS.
-set $lde_current_pid_offset = 60
+set $lde_syscall_rsp_offset = 8
+# StatsPage.cpus[0].current_pid (guest/abi/src/stats.rs): processor 0's, a u32 at this offset
+# from LDE_STATS.
+set $lde_current_pid_offset = 2452
 
 define lde-trapframe
-  set $lde_tf = (unsigned long *)(*(unsigned long *)&SYSCALL_KERNEL_RSP - $lde_trapframe_size)
+  set $lde_tf = (unsigned long *)(*(unsigned long *)((char *)&LDE_PER_CPU + $lde_syscall_rsp_offset) - $lde_trapframe_size)
   printf "TrapFrame at %#lx (the running process's, top of its kernel stack)\n", $lde_tf
   printf "  rax %#018lx rbx %#018lx rcx %#018lx rdx %#018lx\n", $lde_tf[14], $lde_tf[13], $lde_tf[12], $lde_tf[11]
   printf "  rsi %#018lx rdi %#018lx rbp %#018lx r8  %#018lx\n", $lde_tf[10], $lde_tf[9], $lde_tf[8], $lde_tf[7]

@@ -389,6 +389,9 @@ fn export_writes_debug_files_whose_code_is_what_boots() {
     assert!(has_section(&std::fs::read(path("programs/hello.debug")).unwrap(), ".debug_info"));
     // The offsets scripts/lde.gdb reads at are the kernel's.
     let script = std::fs::read_to_string(repo_root().join("scripts/lde.gdb")).unwrap();
-    assert!(script.contains(&format!("$lde_current_pid_offset = {}", offset_of!(StatsPage, current_pid))));
+    let current_pid = offset_of!(StatsPage, cpus) + offset_of!(lde_abi::stats::CpuStats, current_pid);
+    assert!(script.contains(&format!("$lde_current_pid_offset = {current_pid}")));
     assert!(script.contains("$lde_trapframe_size = 176"));
+    // The kernel asserts the same offset (arch/x86_64/percpu.rs).
+    assert!(script.contains("$lde_syscall_rsp_offset = 8"));
 }

@@ -76,3 +76,69 @@ fn one_processor_boots_as_before() {
         assert!(!out.stderr.contains("never started"), "{host:?}: {out:?}");
     }
 }
+
+/// `(start, end, cpu)` of the running slices of trace process `pid`.
+fn running_slices(trace: &serde_json::Value, pid: u64) -> Vec<(f64, f64, u64)> {
+    (trace["traceEvents"].as_array().unwrap().iter())
+        .filter(|e| e["ph"] == "X" && e["pid"].as_u64() == Some(pid) && e["name"] == "running")
+        .map(|e| {
+            let ts = e["ts"].as_f64().unwrap();
+            (ts, ts + e["dur"].as_f64().unwrap(), e["args"]["cpu"].as_u64().expect("a running slice names its cpu"))
+        })
+        .collect()
+}
+
+/// Whether two spans overlap by more than rounding (µs as f64).
+fn overlap(a: (f64, f64), b: (f64, f64)) -> bool {
+    a.0 < b.1 - 0.01 && b.0 < a.1 - 0.01
+}
+
+/// The test: two counters on two processors run at once. Both reach their exit lines;
+/// the kernel's lines show both processors ran processes in ring 3; where lde runs (KVM, the
+/// nested host), the report gives both ring-3 time and the trace shows the two counters running
+/// at the same instant, never two on one processor.
+#[test]
+fn two_processes_run_at_once_on_two_processors() {
+    for host in hosts("two_processes_run_at_once_on_two_processors") {
+        let (report, trace) = (common::temp("smp-report.json"), common::temp("smp-trace.json"));
+        let mut args = vec!["--cpus", "2", "counter 600", "counter 600"];
+        if host != Host::Qemu {
+            args.splice(0..0, ["--report", report.to_str().unwrap(), "--trace", trace.to_str().unwrap()]);
+        }
+        let out = host.run(&args);
+        assert_eq!(out.status, Some(0), "{host:?}: {out:?}");
+        for pid in [1, 2] {
+            assert!(
+                out.lines().contains(&format!("exit pid={pid} name=counter status=0").as_str()),
+                "{host:?}: {out:?}"
+            );
+        }
+        for cpu in ["cpu0", "cpu1"] {
+            let stats = common::stats(&out, cpu);
+            assert!(stats["switches"] >= 1 && stats["user_ms"] > 0, "{host:?}: {cpu} ran no process: {out:?}");
+        }
+        assert!(common::stats(&out, "lock")["acquisitions"] > 0, "{host:?}: {out:?}");
+        if host == Host::Qemu {
+            continue;
+        }
+        let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+        common::validate_report(&report);
+        let cpus = report["guest"]["cpus"].as_array().unwrap();
+        assert_eq!(cpus.len(), 2, "{host:?}: {cpus:?}");
+        assert!(cpus.iter().all(|c| c["user_ns"].as_u64().unwrap() > 0), "{host:?}: {cpus:?}");
+        assert!(report["guest"]["kernel_lock"]["acquisitions"].as_u64().unwrap() > 0, "{host:?}");
+        let trace: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
+        let (one, two) = (running_slices(&trace, 1), running_slices(&trace, 2));
+        assert!(
+            one.iter().any(|a| two.iter().any(|b| overlap((a.0, a.1), (b.0, b.1)) && a.2 != b.2)),
+            "{host:?}: the counters never ran at the same time: {one:?} {two:?}"
+        );
+        let mut by_cpu: Vec<(f64, f64, u64)> = one.iter().chain(&two).copied().collect();
+        by_cpu.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for (i, a) in by_cpu.iter().enumerate() {
+            for b in &by_cpu[i + 1..] {
+                assert!(!(a.2 == b.2 && overlap((a.0, a.1), (b.0, b.1))), "{host:?}: two ran at once on cpu {}", a.2);
+            }
+        }
+    }
+}

@@ -237,9 +237,7 @@ pub struct StatsPage {
     pub timer_mode: u32,
     /// Ticks per time slice.
     pub slice_ticks: u32,
-    /// pid of the process processor 0 runs, 0 when none (the kernel or idle; every
-    /// processor's is in [`StatsPage::cpus`]).
-    pub current_pid: u32,
+    pub reserved_header: u32,
     /// Timer interrupts taken.
     pub ticks: u64,
     /// TSC when the timer was started and when it was stopped (0 while it runs): the span
@@ -316,7 +314,7 @@ impl StatsPage {
             timer_hz: 0,
             timer_mode: TIMER_NONE,
             slice_ticks: 0,
-            current_pid: 0,
+            reserved_header: 0,
             ticks: 0,
             timer_started_tsc: 0,
             timer_stopped_tsc: 0,

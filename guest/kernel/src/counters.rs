@@ -257,4 +257,27 @@ fn print_page(page: &StatsPage, missed: u64, punctual: u64) {
             page.disk_requests, page.disk_read_bytes, page.disk_write_bytes, page.disk_interrupts
         );
     }
+    if page.cpus_online > 1 {
+        print_cpus(page);
+    }
+}
+
+/// With several processors: a `stats: cpuN` line for each that ran processes, and the big
+/// kernel lock's line.
+fn print_cpus(page: &StatsPage) {
+    for (i, c) in page.cpus.iter().enumerate().filter(|(_, c)| c.online != 0) {
+        println!(
+            "stats: cpu{i} ticks={} switches={} user_ms={} idle_ms={} ipis_sent={} ipis_received={}",
+            c.ticks,
+            c.switches,
+            c.user_cycles * 1000 / page.tsc_hz.max(1),
+            c.idle_cycles * 1000 / page.tsc_hz.max(1),
+            c.ipis_sent,
+            c.ipis_received
+        );
+    }
+    println!(
+        "stats: lock acquisitions={} contended={} spins={}",
+        page.lock_acquisitions, page.lock_contended, page.lock_spins
+    );
 }

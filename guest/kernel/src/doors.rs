@@ -171,7 +171,7 @@ pub fn int80_at(rip: u64) -> bool {
 /// Whether the two bytes at user address `addr` of the running process are `bytes`.
 fn user_bytes_at(addr: u64, bytes: [u8; 2]) -> bool {
     KERNEL.with(|k| {
-        let Some(space) = percpu::this().current().and_then(|slot| k.procs.get(slot).machine.space.as_ref()) else {
+        let Some(space) = percpu::current().and_then(|slot| k.procs.get(slot).machine.space.as_ref()) else {
             return false;
         };
         let byte = |addr: u64| {

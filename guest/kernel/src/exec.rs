@@ -104,7 +104,7 @@ pub fn spawn(k: &mut Kernel, spec: &Spec, parent: u32) -> Result<u32, SpawnError
             p.machine.demand_zero = demand_zero;
             p.slice_left = time::slice();
             k.procs.make_ready(slot);
-            crate::smp::kick_idle();
+            crate::resched::kick_idle();
             let pid = k.procs.get(slot).pid;
             let in_use = k.frames.in_use();
             counters::update(|page| {
@@ -226,7 +226,7 @@ pub fn code_page(k: &mut Kernel, code: &[u8]) -> Result<AddressSpace, OutOfMemor
 /// present"). False if it does not, or if no frame is left (the process is then killed with
 /// its #PF).
 pub fn demand_zero(k: &mut Kernel, addr: u64) -> bool {
-    let Some(slot) = percpu::this().current() else { return false };
+    let Some(slot) = percpu::current() else { return false };
     let machine = &mut k.procs.get_mut(slot).machine;
     let Some(region) = machine.demand_zero.iter().flatten().find(|r| (r.start..r.end).contains(&addr)) else {
         return false;

@@ -108,7 +108,6 @@ fn hostile_stats() {
         (page.tick_cycles, page.tick_count, page.switch_cycles, page.switch_count) = (MAX, MAX, MAX, MAX);
         page.traps = [MAX; 256];
         page.calls = [MAX; lde_abi::stats::CALLS_MAX];
-        page.current_pid = 1;
         (page.cpus_online, page.lock_acquisitions, page.lock_contended, page.lock_spins) = (u32::MAX, MAX, MAX, MAX);
         page.cpus = [lde_abi::stats::CpuStats {
             online: u32::MAX,

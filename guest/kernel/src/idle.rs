@@ -5,7 +5,7 @@ use lde_abi::stats::EV_IDLE;
 use crate::arch::cpu::{self, rdtsc};
 use crate::arch::percpu;
 use crate::time::{self, TimerMode};
-use crate::{counters, kernel_lock, smp};
+use crate::{counters, kernel_lock, resched};
 
 /// Halts until an interrupt (timer tick, sleeper's deadline, serial input, a reschedule IPI) has
 /// been handled.
@@ -20,7 +20,7 @@ pub fn wait_for_work(next_wake: Option<u64>) {
     let start = rdtsc();
     counters::update(|page| counters::event(page, start, EV_IDLE, 0, 0));
     if kernel_lock::active() {
-        smp::idle_wait();
+        resched::idle_wait();
     } else {
         cpu::wait_for_interrupt();
     }

@@ -4,7 +4,8 @@
 //! CPU. Linux had one until 2.6.39; xv6 holds its process-table lock across a switch the same
 //! way this one is held.
 //!
-//! - Every trap takes it (`trap_dispatch_smp`, which `entry.rs`'s `trap_common_smp` calls) and
+//! - Every trap takes it (trap.rs's `trap_dispatch_smp`, which `entry.rs`'s `trap_common_smp`
+//!   calls) and
 //!   releases it on the way out, except an NMI, which touches nothing of the kernel's.
 //! - It belongs to the processor, not to the process: a process that gives up the CPU in the
 //!   kernel does so with the lock held, and the processor's scheduler goes on with it; when the
@@ -22,10 +23,7 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
-use crate::arch::entry::TrapFrame;
 use crate::arch::percpu;
-use crate::arch::vectors::NMI_VECTOR;
-use crate::trap::{self, NMIS};
 
 /// The lock and its counters.
 pub struct KernelLock {
@@ -120,24 +118,6 @@ pub unsafe fn activate() {
     KERNEL_LOCK.enter();
     // SAFETY: the caller's contract; this processor holds the lock from here on.
     unsafe { crate::arch::entry::use_smp_entry() };
-}
-
-/// `trap_common_smp`'s dispatch: `trap::trap_dispatch` inside the lock.
-#[no_mangle]
-extern "C" fn trap_dispatch_smp(frame: &mut TrapFrame) {
-    if frame.vector == NMI_VECTOR {
-        // As in `trap_dispatch`: an NMI may arrive while this processor holds the lock, or with
-        // the process's GS base in place: it touches nothing but its counter.
-        NMIS.fetch_add(1, Ordering::Relaxed);
-        return;
-    }
-    let taken = KERNEL_LOCK.enter();
-    trap::trap_dispatch(frame);
-    // The processor that returns here holds the lock whichever one took it (see the module's
-    // text): the trap may have switched away and been resumed elsewhere.
-    if taken {
-        KERNEL_LOCK.leave();
-    }
 }
 
 /// Releases the lock on a new process's first way out (`entry.rs`'s `new_process_smp`).

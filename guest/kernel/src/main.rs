@@ -22,6 +22,7 @@ mod ipi_roundtrip;
 mod kernel_lock;
 mod mm;
 mod process;
+mod resched;
 mod sched;
 mod smp;
 mod stacks;
@@ -194,7 +195,7 @@ fn start_programs(config: &Config) {
 fn shut_down(test: Option<&str>, failed: bool) -> ! {
     time::stop();
     if kernel_lock::active() {
-        smp::publish_lock();
+        resched::publish_lock();
     }
     hooks::before_shutdown(test);
     let code = if failed { exit::PROCESS_FAILED } else { exit::SUCCESS };

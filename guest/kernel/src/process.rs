@@ -97,7 +97,7 @@ impl Kernel {
     /// process in `slot`.
     pub fn charge_user_time(&mut self, slot: usize, now: u64) {
         let acct = &mut self.procs.get_mut(slot).acct;
-        acct.user_cycles += now.saturating_sub(percpu::this().user_entry());
+        acct.user_cycles += now.saturating_sub(percpu::user_entry());
     }
 }
 
@@ -105,7 +105,7 @@ impl Kernel {
 /// one.
 #[inline(always)]
 pub fn current() -> usize {
-    percpu::this().current().expect("a process is running")
+    percpu::current().expect("a process is running")
 }
 
 /// The kernel's state (see [`Global::with`]).

@@ -10,7 +10,7 @@
 //! With several processors (`lde.cpus`) each runs this scheduler on a stack of its own (its
 //! `PerCpu` keeps the scheduler's RSP and the process it runs), and all share one run queue, the
 //! process table's, under the big kernel lock (kernel_lock.rs). A processor that makes a process
-//! ready while another halts idle wakes that one with a reschedule IPI (`smp::kick_idle`), so no
+//! ready while another halts idle wakes that one with a reschedule IPI (`resched::kick_idle`), so no
 //! ready process waits while a processor idles.
 
 use core::sync::atomic::Ordering;
@@ -27,7 +27,7 @@ use crate::counters::{self, print_acct, publish};
 use crate::exec::spawn_pending;
 use crate::process::{current, Kernel, KERNEL};
 use crate::stacks::{kstack_top, saved_rsp, KSTACK_SIZE};
-use crate::{idle, smp, time};
+use crate::{idle, resched, time};
 
 /// What the scheduler does next.
 enum Next {
@@ -83,7 +83,7 @@ fn pick(k: &mut Kernel) -> Next {
     let rsp = saved_rsp(slot).load(Ordering::Relaxed);
     let pid = k.procs.get(slot).pid;
     let now = rdtsc();
-    cpu.set_user_entry(now);
+    percpu::set_user_entry(now);
     let out = cpu.take_switch_out();
     let index = cpu.index();
     cpu.set_user_at_switch_in(k.procs.get(slot).acct.user_cycles);
@@ -93,12 +93,9 @@ fn pick(k: &mut Kernel) -> Next {
             page.switch_count += 1;
         }
         page.switches += 1;
-        let mine = &mut page.cpus[index];
+        let mine = &mut page.cpus[index % lde_abi::stats::MAX_CPUS];
         mine.switches += 1;
         mine.current_pid = pid;
-        if index == 0 {
-            page.current_pid = pid;
-        }
         page.now_tsc = now;
         // Only what switching in changed; the rest is published when it switches out.
         page.procs[slot].state = ev::STATE_RUNNING;
@@ -126,12 +123,9 @@ fn switched_back(k: &mut Kernel, slot: usize) {
     let ran_here = p.acct.user_cycles - cpu.user_at_switch_in();
     // What this processor did, published with the process's figures in one update.
     let switched_out = |page: &mut lde_abi::stats::StatsPage| {
-        let mine = &mut page.cpus[index];
+        let mine = &mut page.cpus[index % lde_abi::stats::MAX_CPUS];
         mine.user_cycles += ran_here;
         mine.current_pid = 0;
-        if index == 0 {
-            page.current_pid = 0;
-        }
     };
     if p.state == State::Zombie {
         paging::activate_kernel();
@@ -170,7 +164,7 @@ pub fn wake_due_sleepers(k: &mut Kernel, now: u64) {
                 counters::event(page, now, ev::EV_WAKE, pid, ev::ON_SLEEP);
             }
         });
-        smp::kick_idle();
+        resched::kick_idle();
     }
 }
 
@@ -181,7 +175,7 @@ pub fn wake_readers(k: &mut Kernel) {
     k.procs.wake_readers(|slot| {
         counters::update(|page| counters::event(page, now, ev::EV_WAKE, pids[slot], ev::ON_INPUT))
     });
-    smp::kick_idle();
+    resched::kick_idle();
 }
 
 /// Makes every process blocked on a disk ready: a request ended, or a disk came free.
@@ -191,7 +185,7 @@ pub fn wake_disk_waiters(k: &mut Kernel) {
     k.procs.wake_disk_waiters(|slot| {
         counters::update(|page| counters::event(page, now, ev::EV_WAKE, pids[slot], ev::ON_DISK))
     });
-    smp::kick_idle();
+    resched::kick_idle();
 }
 
 /// Switches from the running process in `slot` (whose state the caller has already changed)
@@ -231,7 +225,8 @@ pub unsafe fn yield_current(voluntary: bool) {
         let slot = current();
         k.procs.preempt(slot, voluntary);
         k.procs.get_mut(slot).slice_left = time::slice();
-        smp::kick_idle();
+        // No reschedule IPI: a processor idles only with the run queue empty, and this one
+        // goes on to pick from it at once.
         slot
     });
     // SAFETY: the caller's contract.
@@ -274,7 +269,7 @@ pub unsafe fn end_current(end: End) -> ! {
         let slot = current();
         k.procs.end(slot, end, |s| parent = Some(s));
         if parent.is_some() {
-            smp::kick_idle();
+            resched::kick_idle();
         }
         k.failures.processes += u32::from(end.failed());
         let parent_pid = parent.map(|s| k.procs.get(s).pid);

@@ -15,13 +15,9 @@
 //! lock and runs the scheduler: every processor runs processes from the one run queue. When no
 //! process is left it wakes the others (processor 0 shuts the machine down) and halts.
 //!
-//! Idle processors are woken by a reschedule IPI when a process becomes ready ([`kick_idle`]).
-//! An idle processor first loads the kernel's page tables: it never keeps a process's address
-//! space (and so its TLB entries) while that process may run, end or be freed elsewhere. lde's
-//! processes are single-threaded and lde does not use PCIDs, so loading CR3 on the processor
-//! that picks a process is the only TLB flush a switch needs.
+//! Idle processors are woken by a reschedule IPI when a process becomes ready (resched.rs).
 
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 use lde_abi::boot::{MemmapEntry, MEMMAP_RAM};
 use lde_kcore::acpi;
@@ -30,23 +26,18 @@ use lde_kcore::mptable::{self, MpError, Processors, MAX_CPUS, MP_FLOATING_ADDR};
 use crate::arch::ap_boot::{self, TRAMPOLINE_ADDR, TRAMPOLINE_VECTOR};
 use crate::arch::cpu::{self, rdtsc};
 use crate::arch::vectors::RESCHED_VECTOR;
-use crate::arch::{boot, entry, gdt, idt, ipi, lapic, paging, percpu};
+use crate::arch::{boot, entry, gdt, idt, ipi, lapic};
 use crate::kernel_lock::{self, KERNEL_LOCK};
-use crate::{bootinfo, counters, ipi_roundtrip, println, sched, stacks, time};
+use crate::{bootinfo, counters, ipi_roundtrip, println, resched, sched, stacks, time};
 
 /// The TSC at which processor `cpu` (0 = the bootstrap processor) checked in (0: not yet).
 static ONLINE_TSC: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
 /// The processor number of each LAPIC id, set before that processor is started (0: none).
 static CPU_OF_APIC: [AtomicU8; 256] = [const { AtomicU8::new(0) }; 256];
-/// The LAPIC id of each processor.
-static APIC_OF_CPU: [AtomicU8; MAX_CPUS] = [const { AtomicU8::new(0) }; MAX_CPUS];
 
 /// Set once processor 0 lets the others run processes.
 static GO: AtomicBool = AtomicBool::new(false);
-/// The processors halted in the idle loop, one bit each (set and cleared by each under the
-/// lock; a kick clears the bit of the one it wakes, so two kicks wake two).
-static IDLE: AtomicU32 = AtomicU32::new(0);
 
 /// How long the bootstrap processor waits for a processor to check in, from its INIT (where
 /// every ring-0 instruction is emulated, one checks in ~0.5 ms after its SIPIs; nested hosts
@@ -100,7 +91,7 @@ fn start_all(cpus: &str) {
     unsafe { ap_boot::install() };
     // SAFETY: the bootstrap processor, after `idt::init`, no other running yet.
     unsafe { idt::init_ap() };
-    APIC_OF_CPU[0].store(bsp_apic_id as u8, Ordering::Relaxed);
+    resched::set_apic_id(0, bsp_apic_id as u8);
     // SAFETY: once, on the bootstrap processor, interrupts off, no other processor running.
     unsafe { kernel_lock::activate() };
     let others = processors.apic_ids[..processors.count].iter().filter(|&&id| u32::from(id) != bsp_apic_id);
@@ -112,7 +103,7 @@ fn start_all(cpus: &str) {
     }
     if started & 0b10 != 0 {
         let before = ipi::pongs();
-        let sent = ipi_roundtrip::measure(APIC_OF_CPU[1].load(Ordering::Relaxed));
+        let sent = ipi_roundtrip::measure(resched::apic_id(1));
         let answered = ipi::pongs() - before;
         counters::update(|page| {
             page.cpus[0].ipis_sent += sent;
@@ -123,7 +114,7 @@ fn start_all(cpus: &str) {
     // first process's return to ring 3, or its idle loop).
     GO.store(true, Ordering::Release);
     for cpu in (1..MAX_CPUS).filter(|c| started & (1 << c) != 0) {
-        lapic::send_fixed(APIC_OF_CPU[cpu].load(Ordering::Relaxed), RESCHED_VECTOR);
+        lapic::send_fixed(resched::apic_id(cpu), RESCHED_VECTOR);
     }
 }
 
@@ -134,7 +125,7 @@ fn start(cpu: usize, apic_id: u8) -> bool {
     // SAFETY: the stacks' low RAM (stacks.rs) holds nothing; no processor uses it yet.
     unsafe { boot::unmap_pages(&stacks::ap_guards(ap)) };
     CPU_OF_APIC[usize::from(apic_id)].store(cpu as u8, Ordering::Relaxed);
-    APIC_OF_CPU[cpu].store(apic_id, Ordering::Relaxed);
+    resched::set_apic_id(cpu, apic_id);
     ap_boot::set_stack(apic_id, stacks::ap_stack_top(ap));
     let started = rdtsc();
     lapic::send_init(apic_id);
@@ -265,77 +256,9 @@ extern "C" fn ap_main(apic_id: u32) -> ! {
     });
     sched::run_scheduler();
     // No process is left: processor 0 shuts down once it sees so.
-    kick_all();
+    resched::kick_all();
     KERNEL_LOCK.leave();
     cpu::halt_forever()
-}
-
-/// Wakes an idle processor other than this one, if there is one, for a process just made
-/// ready. Called with the lock held. One test where no processor idles (always, with one
-/// processor).
-#[inline(always)]
-pub fn kick_idle() {
-    let idle = IDLE.load(Ordering::Relaxed);
-    if idle != 0 {
-        kick_one(idle);
-    }
-}
-
-#[inline(never)]
-fn kick_one(idle: u32) {
-    let others = idle & !(1 << percpu::this().index());
-    if others == 0 {
-        return;
-    }
-    let cpu = others.trailing_zeros() as usize;
-    IDLE.fetch_and(!(1 << cpu), Ordering::Relaxed);
-    send_kick(cpu);
-}
-
-/// Wakes every idle processor (no process is left, or work for all).
-fn kick_all() {
-    let others = IDLE.swap(0, Ordering::Relaxed) & !(1 << percpu::this().index());
-    for cpu in (0..MAX_CPUS).filter(|c| others & (1 << c) != 0) {
-        send_kick(cpu);
-    }
-}
-
-fn send_kick(cpu: usize) {
-    lapic::send_fixed(APIC_OF_CPU[cpu].load(Ordering::Relaxed), RESCHED_VECTOR);
-    let index = percpu::index();
-    counters::update(|page| page.cpus[index].ipis_sent += 1);
-}
-
-/// A reschedule IPI arrived: acknowledge it; the idle loop it woke goes back to the scheduler.
-pub fn rescheduled() {
-    lapic::eoi();
-    let index = percpu::index();
-    counters::update(|page| page.cpus[index].ipis_received += 1);
-    publish_lock();
-}
-
-/// Copies the big kernel lock's counters into the stats page (on the paths only several
-/// processors take: reschedule IPIs, other processors' ticks, the idle loop, the end).
-pub fn publish_lock() {
-    let counts = KERNEL_LOCK.counts();
-    counters::update(|page| {
-        page.lock_acquisitions = counts.acquisitions;
-        page.lock_contended = counts.contended;
-        page.lock_spins = counts.spins;
-    });
-}
-
-/// The idle loop's halt with several processors: loads the kernel's page tables, marks this
-/// processor idle and lets go of the lock, halts until an interrupt, then takes the lock back.
-pub fn idle_wait() {
-    let bit = 1 << percpu::this().index();
-    paging::activate_kernel();
-    IDLE.fetch_or(bit, Ordering::Relaxed);
-    KERNEL_LOCK.leave();
-    cpu::wait_for_interrupt();
-    KERNEL_LOCK.enter();
-    IDLE.fetch_and(!bit, Ordering::Relaxed);
-    publish_lock();
 }
 
 const _: () = assert!(gdt::MAX_APS == MAX_CPUS - 1);

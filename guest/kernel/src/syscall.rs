@@ -187,7 +187,7 @@ fn fixup(fault_rip: u64, resume_rip: u64) -> i64 {
         _ => return -EFAULT,
     };
     KERNEL.with(|k| {
-        let Some(slot) = crate::arch::percpu::this().current() else { return -EFAULT };
+        let Some(slot) = crate::arch::percpu::current() else { return -EFAULT };
         let p = k.procs.get_mut(slot);
         p.fixup = armed;
         p.acct.fixups as i64

@@ -13,7 +13,7 @@ use crate::arch::{lapic, percpu};
 use crate::counters;
 use crate::process::{Kernel, KERNEL};
 use crate::sched::{self, end_current, yield_current};
-use crate::time::{self, TimerMode};
+use crate::time;
 
 /// What a tick does to the running process.
 enum Tick {
@@ -29,15 +29,15 @@ enum Tick {
 /// watchdog), or in cooperative mode a sleeper's wake-up. Processor 0's ticks are the clock's:
 /// the stats page's `ticks` and the tick costs count them.
 pub fn timer(frame: &TrapFrame, now: u64) {
-    time::on_tick(now);
+    let clock = time::on_tick(now);
     lapic::eoi();
-    let runaway = time::runaway_ticks();
+    let runaway = clock.runaway_ticks;
     let tick = KERNEL.with(|k| {
         sched::wake_due_sleepers(k, now);
-        if time::mode() == TimerMode::None {
+        if clock.cooperative {
             return None;
         }
-        let current = percpu::this().current();
+        let current = percpu::current();
         let pid = current.map_or(0, |s| k.procs.get(s).pid);
         counters::update(|page| {
             page.ticks += 1;
@@ -97,7 +97,7 @@ pub fn ap_timer(frame: &TrapFrame, now: u64) {
     let runaway = time::runaway_ticks();
     let tick = KERNEL.with(|k| {
         sched::wake_due_sleepers(k, now);
-        let current = percpu::this().current();
+        let current = percpu::current();
         let pid = current.map_or(0, |s| k.procs.get(s).pid);
         let index = percpu::index();
         counters::update(|page| {
@@ -106,7 +106,7 @@ pub fn ap_timer(frame: &TrapFrame, now: u64) {
         });
         decide(k, current, frame, runaway)
     });
-    crate::smp::publish_lock();
+    crate::resched::publish_lock();
     match tick {
         Tick::Continue => {}
         // SAFETY: as in `timer`.

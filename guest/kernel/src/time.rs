@@ -328,9 +328,16 @@ pub fn start_ap() {
     });
 }
 
-/// Called on every timer interrupt: notes when it came, whether it came a period after the one
-/// before, and re-arms a deadline timer.
-pub fn on_tick(now: u64) {
+/// What a tick needs of the clock: whether ticks drive preemption, and the runaway watchdog's
+/// limit (read with the tick's one borrow of the clock).
+pub struct TickClock {
+    pub cooperative: bool,
+    pub runaway_ticks: u64,
+}
+
+/// Called on every timer interrupt of processor 0: notes when it came, whether it came a period
+/// after the one before, and re-arms a deadline timer.
+pub fn on_tick(now: u64) -> TickClock {
     CLOCK.with(|c| {
         if now.wrapping_sub(c.last_tick) < c.one_period_tsc {
             c.punctual += 1;
@@ -344,7 +351,8 @@ pub fn on_tick(now: u64) {
             }
             lapic::set_deadline(c.next_deadline);
         }
-    });
+        TickClock { cooperative: c.mode == TimerMode::None, runaway_ticks: c.runaway_ticks }
+    })
 }
 
 /// Timer periods that passed without a tick of their own up to the last tick, given the

@@ -18,9 +18,10 @@ use crate::arch::vectors::{
 };
 use crate::arch::{lapic, percpu};
 use crate::counters::{self, Arrival};
+use crate::kernel_lock::KERNEL_LOCK;
 use crate::process::KERNEL;
 use crate::sched::end_current;
-use crate::{disk, doors, exec, fatal, input, println, smp, syscall, tick};
+use crate::{disk, doors, exec, fatal, input, println, resched, syscall, tick};
 
 /// Error-code bit of a fault in delivering through an IDT gate (the vector is in bits 3-10).
 const ERROR_IDT: u64 = 0b10;
@@ -29,7 +30,7 @@ const PF_PRESENT: u64 = 1;
 
 /// Called by `trap_common` for every trap with the interrupted context's saved registers.
 #[no_mangle]
-pub extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
+extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     debug_assert_eq!(x86_64::registers::rflags::read_raw(), entry::KERNEL_RFLAGS, "the entry contract");
     let vector = frame.vector;
     if vector == NMI_VECTOR {
@@ -100,10 +101,28 @@ pub extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     return_to(frame);
 }
 
+/// `trap_common_smp`'s dispatch: `trap::trap_dispatch` inside the lock.
+#[no_mangle]
+extern "C" fn trap_dispatch_smp(frame: &mut TrapFrame) {
+    if frame.vector == NMI_VECTOR {
+        // As in `trap_dispatch`: an NMI may arrive while this processor holds the lock, or with
+        // the process's GS base in place: it touches nothing but its counter.
+        NMIS.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let taken = KERNEL_LOCK.enter();
+    trap_dispatch(frame);
+    // The processor that returns here holds the lock whichever one took it (see the module's
+    // text): the trap may have switched away and been resumed elsewhere.
+    if taken {
+        KERNEL_LOCK.leave();
+    }
+}
+
 /// Charges the TSC cycles since the running process last entered ring 3 to it.
 fn charge_user_time(now: u64) {
     KERNEL.with(|k| {
-        if let Some(slot) = percpu::this().current() {
+        if let Some(slot) = percpu::current() {
             k.charge_user_time(slot, now);
         }
     });
@@ -121,7 +140,7 @@ fn return_to(frame: &mut TrapFrame) {
         frame.vector = u64::from(INT80_VECTOR);
     }
     if frame.came_from_user() {
-        percpu::this().set_user_entry(rdtsc());
+        percpu::set_user_entry(rdtsc());
     }
 }
 
@@ -151,7 +170,7 @@ fn device_interrupt(frame: &TrapFrame, now: u64) {
     match vector.checked_sub(u64::from(DISK_VECTOR_BASE)) {
         Some(disk) if disk < MAX_DISKS as u64 => disk::interrupt(disk as usize),
         _ if vector == u64::from(AP_TIMER_VECTOR) => tick::ap_timer(frame, now),
-        _ if vector == u64::from(RESCHED_VECTOR) => smp::rescheduled(),
+        _ if vector == u64::from(RESCHED_VECTOR) => resched::rescheduled(),
         _ => unexpected_interrupt(vector, frame.rip),
     }
 }
@@ -171,7 +190,7 @@ fn unexpected_interrupt(vector: u64, rip: u64) {
 /// Resumes the process at its fixup address if it armed one for this RIP.
 fn fixed_up(frame: &mut TrapFrame) -> bool {
     KERNEL.with(|k| {
-        let Some(slot) = percpu::this().current() else { return false };
+        let Some(slot) = percpu::current() else { return false };
         let p = k.procs.get_mut(slot);
         match p.fixup {
             Some((fault, resume)) if fault == frame.rip => {
@@ -188,7 +207,7 @@ fn fixed_up(frame: &mut TrapFrame) -> bool {
 fn kill(frame: &TrapFrame) -> ! {
     debug_assert!(frame.came_from_user(), "only a trap from ring 3 is a process's fault");
     KERNEL.with(|k| {
-        if let Some(slot) = percpu::this().current() {
+        if let Some(slot) = percpu::current() {
             k.procs.get_mut(slot).acct.faults += 1;
         }
     });

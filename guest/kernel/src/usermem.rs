@@ -13,7 +13,7 @@ use crate::process::KERNEL;
 pub fn user_pages_ok(ptr: u64, len: u64, write: bool) -> Result<(), i64> {
     let (first, end) = user_range(ptr, len)?;
     KERNEL.with(|k| {
-        let slot = percpu::this().current().ok_or(-EFAULT)?;
+        let slot = percpu::current().ok_or(-EFAULT)?;
         let mut page = first;
         while page < end {
             let space = k.procs.get(slot).machine.space.as_ref().ok_or(-EFAULT)?;

@@ -115,6 +115,8 @@ impl Cause {
 pub struct Transition {
     pub tsc: u64,
     pub pid: u32,
+    /// The processor whose event it was (for a switch in: the one it runs on).
+    pub cpu: u8,
     pub from: Option<State>,
     pub to: State,
     pub cause: Cause,
@@ -124,6 +126,8 @@ pub struct Transition {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Interval {
     pub state: State,
+    /// The processor of the transition that began it (for `Running`: the one it ran on).
+    pub cpu: u8,
     pub from: u64,
     pub to: u64,
     pub cause: Cause,
@@ -167,7 +171,7 @@ pub fn transitions(events: &[Event]) -> Vec<Transition> {
             continue;
         }
         now.insert(pid, to);
-        out.push(Transition { tsc: e.tsc, pid, from, to, cause });
+        out.push(Transition { tsc: e.tsc, pid, cpu: e.cpu, from, to, cause });
     }
     out
 }
@@ -184,7 +188,7 @@ pub fn intervals(transitions: &[Transition], end: u64) -> BTreeMap<u32, Vec<Inte
         }
         match t.to {
             State::Ended => _ = ended.insert(t.pid),
-            state => list.push(Interval { state, from: t.tsc, to: t.tsc, cause: t.cause }),
+            state => list.push(Interval { state, cpu: t.cpu, from: t.tsc, to: t.tsc, cause: t.cause }),
         }
     }
     for (pid, list) in &mut by_pid {

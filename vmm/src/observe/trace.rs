@@ -1,18 +1,20 @@
 //! `lde run --trace FILE.json`: the run as Chrome trace-event JSON (`{"traceEvents": [...]}`),
 //! which Perfetto (ui.perfetto.dev) and chrome://tracing open. One track per guest process with
 //! a complete event (`"ph":"X"`) for each state interval, named after the state, its cause in
-//! `args`; instant events (`"ph":"i"`) for its system calls and its end; a track for the CPU
-//! with what ran on it, its timer ticks and the interrupts that woke a process; metadata events naming every track. Timestamps are
-//! µs of guest time (TSC) since the kernel started.
+//! `args` (and for running, the processor); instant events (`"ph":"i"`) for its system calls and
+//! its end; under "processors", a track per processor with what ran on it, its timer ticks and
+//! the interrupts that woke a process; metadata events naming every track. Timestamps are µs of
+//! guest time (TSC) since the kernel started.
 
 use lde_abi::stats::{Event, EV_FAULT, EV_IDLE, EV_SWITCH_IN, EV_SYSCALL, EV_TICK, EV_WAKE, ON_DISK, ON_INPUT};
 use lde_abi::syscall::NAMES;
 use serde_json::{json, Value};
 
 use super::recorder::Recorder;
-use super::states::{intervals, transitions, Interval};
+use super::states::{intervals, transitions, Interval, State};
 
-/// The trace's process id for the CPU's track (guest pids start at 1).
+/// The trace's process id for the processors' tracks, one thread per processor (guest pids start
+/// at 1).
 const CPU_PID: u32 = 0;
 
 /// The trace of the run the recorder followed.
@@ -24,7 +26,11 @@ pub fn build(recorder: &Recorder) -> Value {
     let us = |tsc: u64| tsc.saturating_sub(boot) as f64 * 1e6 / tsc_hz as f64;
     let names: std::collections::BTreeMap<u32, String> =
         recorder.processes().iter().map(|p| (p.pid, p.name().to_string())).collect();
-    let mut events = vec![meta(CPU_PID, "process_name", "cpu 0"), meta(CPU_PID, "process_sort_index", "0")];
+    let mut events = vec![meta(CPU_PID, "process_name", "processors"), meta(CPU_PID, "process_sort_index", "0")];
+    let cpus: std::collections::BTreeSet<u8> = recorder.events.iter().map(|e| e.cpu).chain([0]).collect();
+    events.extend(cpus.iter().map(|cpu| {
+        json!({"ph": "M", "pid": CPU_PID, "tid": cpu, "name": "thread_name", "args": {"name": format!("cpu {cpu}")}})
+    }));
     for (pid, name) in &names {
         events.push(meta(*pid, "process_name", &format!("pid {pid} {name}")));
     }
@@ -54,10 +60,14 @@ fn meta(pid: u32, name: &str, value: &str) -> Value {
 fn slice(pid: u32, i: &Interval, us: &dyn Fn(u64) -> f64) -> Value {
     let name = i.state.label();
     let from = us(i.from);
+    let args = match i.state {
+        State::Running => json!({"cause": i.cause.name(), "cpu": i.cpu}),
+        _ => json!({"cause": i.cause.name()}),
+    };
     json!({
         "ph": "X", "pid": pid, "tid": pid, "name": name, "cat": "state",
         "ts": from, "dur": (us(i.to) - from).max(0.0),
-        "args": {"cause": i.cause.name()},
+        "args": args,
     })
 }
 
@@ -72,8 +82,8 @@ fn instant(e: &Event, us: &dyn Fn(u64) -> f64) -> Option<Value> {
     Some(json!({"ph": "i", "s": "t", "pid": pid, "tid": pid, "name": name, "cat": "trap", "ts": us(e.tsc)}))
 }
 
-/// The CPU's track: which process ran (from each switch in to the next switch in or idle),
-/// the idle loop, and the timer ticks.
+/// Each processor's track: which process ran (from each switch in to the next switch in or idle
+/// on that processor), its idle loop, and its timer ticks.
 fn cpu_track(
     events: &[Event],
     names: &std::collections::BTreeMap<u32, String>,
@@ -81,34 +91,41 @@ fn cpu_track(
     us: &dyn Fn(u64) -> f64,
 ) -> Vec<Value> {
     let mut out = Vec::new();
-    let mut current: Option<(String, u64)> = None;
-    let close = |current: &mut Option<(String, u64)>, at: u64, out: &mut Vec<Value>| {
-        if let Some((name, from)) = current.take() {
+    let mut current: std::collections::BTreeMap<u8, (String, u64)> = std::collections::BTreeMap::new();
+    let close = |current: &mut std::collections::BTreeMap<u8, (String, u64)>,
+                 cpu: u8,
+                 at: u64,
+                 out: &mut Vec<Value>| {
+        if let Some((name, from)) = current.remove(&cpu) {
             let ts = us(from);
-            out.push(json!({"ph": "X", "pid": CPU_PID, "tid": 0, "name": name, "cat": "cpu", "ts": ts, "dur": (us(at.max(from)) - ts).max(0.0)}));
+            out.push(json!({"ph": "X", "pid": CPU_PID, "tid": cpu, "name": name, "cat": "cpu", "ts": ts, "dur": (us(at.max(from)) - ts).max(0.0)}));
         }
     };
     for e in events {
+        let cpu = e.cpu;
         match e.kind {
             EV_SWITCH_IN => {
-                close(&mut current, e.tsc, &mut out);
+                close(&mut current, cpu, e.tsc, &mut out);
                 let pid = u32::from(e.pid);
                 let name = names.get(&pid).map_or_else(|| format!("pid {pid}"), |n| format!("pid {pid} {n}"));
-                current = Some((name, e.tsc));
+                current.insert(cpu, (name, e.tsc));
             }
             EV_IDLE => {
-                close(&mut current, e.tsc, &mut out);
-                current = Some(("idle".to_string(), e.tsc));
+                close(&mut current, cpu, e.tsc, &mut out);
+                current.insert(cpu, ("idle".to_string(), e.tsc));
             }
-            EV_TICK => out.push(json!({"ph": "i", "s": "t", "pid": CPU_PID, "tid": 0, "name": "timer tick", "cat": "irq", "ts": us(e.tsc)})),
+            EV_TICK => out.push(json!({"ph": "i", "s": "t", "pid": CPU_PID, "tid": cpu, "name": "timer tick", "cat": "irq", "ts": us(e.tsc)})),
             // A wake-up by an interrupt: the serial line's (input) or a disk's.
             EV_WAKE if e.arg == ON_INPUT || e.arg == ON_DISK => {
                 let name = if e.arg == ON_INPUT { "input interrupt" } else { "disk interrupt" };
-                out.push(json!({"ph": "i", "s": "t", "pid": CPU_PID, "tid": 0, "name": name, "cat": "irq", "ts": us(e.tsc), "args": {"woke": e.pid}}));
+                out.push(json!({"ph": "i", "s": "t", "pid": CPU_PID, "tid": cpu, "name": name, "cat": "irq", "ts": us(e.tsc), "args": {"woke": e.pid}}));
             }
             _ => {}
         }
     }
-    close(&mut current, end, &mut out);
+    let open: Vec<u8> = current.keys().copied().collect();
+    for cpu in open {
+        close(&mut current, cpu, end, &mut out);
+    }
     out
 }

@@ -112,7 +112,9 @@ pub(super) fn who_held_the_cpu(vcpu: &kvm_ioctls::VcpuFd, stats: Option<&StatsPa
     let Some(page) = stats else {
         return format!("the vCPU was {place} (the kernel's counters are unavailable)");
     };
-    let holder = match page.procs.iter().find(|p| page.current_pid != 0 && p.pid == page.current_pid) {
+    // The vCPU that did not come back is processor 0's (the one lde watches).
+    let pid = page.cpus[0].current_pid;
+    let holder = match page.procs.iter().find(|p| pid != 0 && p.pid == pid) {
         Some(p) => format!("pid {} ({})", p.pid, p.name()),
         None => "the kernel (no process was running)".to_string(),
     };

@@ -36,8 +36,8 @@ pub struct PerCpu {
     tss_rsp0: Cell<u64>,
     /// Its scheduler's RSP while a process runs on it (written by `switch`).
     sched_rsp: AtomicU64,
-    /// The slot of the process it runs, if any.
-    current: Cell<Option<usize>>,
+    /// The slot of the process it runs, [`NO_PROCESS`] if none.
+    current: Cell<usize>,
     /// When it last returned to ring 3 (user time is charged from there).
     user_entry: Cell<u64>,
     /// When its last process gave up the CPU (a switch is timed from there; 0 once its
@@ -54,6 +54,8 @@ pub struct PerCpu {
 /// Offsets the entry code (entry.rs) uses with `%gs:`.
 pub const SYSCALL_RSP_OFFSET: usize = offset_of!(PerCpu, syscall_rsp);
 pub const USER_RSP_OFFSET: usize = offset_of!(PerCpu, user_rsp);
+// scripts/lde.gdb's `$lde_syscall_rsp_offset`.
+const _: () = assert!(SYSCALL_RSP_OFFSET == 8);
 
 // SAFETY: a processor reaches only its own `PerCpu` through `this` (its GS base), with
 // interrupts off in the kernel, so its `Cell`s are never touched by two contexts at once;
@@ -69,7 +71,7 @@ impl PerCpu {
             index: Cell::new(0),
             tss_rsp0: Cell::new(0),
             sched_rsp: AtomicU64::new(0),
-            current: Cell::new(None),
+            current: Cell::new(NO_PROCESS),
             user_entry: Cell::new(0),
             switch_out: Cell::new(0),
             bases: Cell::new(SegmentBases { fs: 0, gs: 0 }),
@@ -83,31 +85,15 @@ impl PerCpu {
         self.index.get()
     }
 
-    /// The slot of the process it runs.
-    #[inline(always)]
-    pub fn current(&self) -> Option<usize> {
-        self.current.get()
-    }
-
     #[inline(always)]
     pub fn set_current(&self, slot: Option<usize>) {
-        self.current.set(slot);
+        self.current.set(slot.unwrap_or(NO_PROCESS));
     }
 
     /// Where `switch` saves (and resumes) its scheduler's RSP.
     #[inline(always)]
     pub fn sched_rsp(&self) -> &AtomicU64 {
         &self.sched_rsp
-    }
-
-    #[inline(always)]
-    pub fn user_entry(&self) -> u64 {
-        self.user_entry.get()
-    }
-
-    #[inline(always)]
-    pub fn set_user_entry(&self, tsc: u64) {
-        self.user_entry.set(tsc);
     }
 
     /// When its last process gave up the CPU, cleared.
@@ -155,7 +141,10 @@ impl PerCpu {
     }
 }
 
-static CPUS: [PerCpu; MAX_CPUS] = [const { PerCpu::new() }; MAX_CPUS];
+/// Every processor's `PerCpu`, exported by name for scripts/lde.gdb (which reads processor 0's
+/// `syscall_rsp` at [`SYSCALL_RSP_OFFSET`]).
+#[no_mangle]
+static LDE_PER_CPU: [PerCpu; MAX_CPUS] = [const { PerCpu::new() }; MAX_CPUS];
 
 /// The running processor's `PerCpu`.
 ///
@@ -173,31 +162,68 @@ pub fn this() -> &'static PerCpu {
     }
 }
 
-/// The running processor's number, in one instruction (`mov %gs:`).
-#[inline(always)]
-pub fn index() -> usize {
-    let index: usize;
-    // SAFETY: as in `this`; the field is a `usize` at `INDEX_OFFSET`.
-    unsafe {
-        core::arch::asm!(
-            "mov {}, gs:[{offset}]",
-            out(reg) index,
-            offset = const INDEX_OFFSET,
-            options(nostack, preserves_flags, readonly)
-        );
-    }
-    index
+/// `current` when the processor runs no process.
+const NO_PROCESS: usize = usize::MAX;
+
+/// Reads the 8-byte field at `offset` of the running processor's `PerCpu` in one instruction
+/// (`mov %gs:offset`), for the hottest paths (a read through [`this`] takes two).
+macro_rules! read_field {
+    ($offset:expr) => {{
+        let value: u64;
+        // SAFETY: GS base holds this processor's `PerCpu` whenever the kernel runs (see `this`);
+        // `$offset` is that of one of its 8-byte `Cell` fields, which only this processor uses.
+        unsafe {
+            core::arch::asm!(
+                "mov {}, gs:[{offset}]",
+                out(reg) value,
+                offset = const $offset,
+                options(nostack, preserves_flags, readonly)
+            );
+        }
+        value
+    }};
 }
 
-const INDEX_OFFSET: usize = offset_of!(PerCpu, index);
+/// The running processor's number.
+#[inline(always)]
+pub fn index() -> usize {
+    read_field!(offset_of!(PerCpu, index)) as usize
+}
 
-/// Makes `CPUS[index]` this processor's: its GS base, with the processes' GS base (0 until one
+/// The slot of the process the running processor runs, if any.
+#[inline(always)]
+pub fn current() -> Option<usize> {
+    let slot = read_field!(offset_of!(PerCpu, current)) as usize;
+    (slot != NO_PROCESS).then_some(slot)
+}
+
+/// When the running processor last returned to ring 3 (user time is charged from there).
+#[inline(always)]
+pub fn user_entry() -> u64 {
+    read_field!(offset_of!(PerCpu, user_entry))
+}
+
+/// Notes that the running processor returns to ring 3 at TSC `tsc`.
+#[inline(always)]
+pub fn set_user_entry(tsc: u64) {
+    // SAFETY: as in `read_field!`; the field is the `Cell<u64>` `user_entry`.
+    unsafe {
+        core::arch::asm!(
+            "mov gs:[{offset}], {}",
+            in(reg) tsc,
+            offset = const offset_of!(PerCpu, user_entry),
+            options(nostack, preserves_flags)
+        );
+    }
+}
+
+/// Makes `LDE_PER_CPU[index]` this processor's: its GS base, with the processes' GS base (0 until one
 /// changes it) in IA32_KERNEL_GS_BASE. `tss_rsp0` is the address of RSP0 in its TSS.
 ///
 /// # Safety
 /// Once per processor, by that processor, interrupts off, before anything calls [`this`].
 pub unsafe fn init(index: usize, tss_rsp0: u64) {
-    let cpu = &CPUS[index];
+    let cpu = &LDE_PER_CPU[index];
     let address = cpu as *const PerCpu as u64;
     cpu.this.set(address);
     cpu.index.set(index);
@@ -209,3 +235,7 @@ pub unsafe fn init(index: usize, tss_rsp0: u64) {
         Msr::new(KERNEL_GS_BASE_MSR).write(0);
     }
 }
+
+// Every processor's `PerCpu` has its figures in the stats page (`StatsPage::cpus`), indexed by
+// its number modulo this count, which is then the number itself.
+const _: () = assert!(MAX_CPUS == lde_abi::stats::MAX_CPUS);
