@@ -16,7 +16,7 @@ set $lde_trapframe_size = 176
 set $lde_syscall_rsp_offset = 8
 # StatsPage.cpus[0].current_pid (guest/abi/src/stats.rs): processor 0's, a u32 at this offset
 # from LDE_STATS.
-set $lde_current_pid_offset = 2452
+set $lde_current_pid_offset = 2460
 
 define lde-trapframe
   set $lde_tf = (unsigned long *)(*(unsigned long *)((char *)&LDE_PER_CPU + $lde_syscall_rsp_offset) - $lde_trapframe_size)

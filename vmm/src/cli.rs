@@ -126,8 +126,9 @@ pub struct BenchArgs {
     /// where KVM does not count the kernel's instructions); on an idle machine.
     #[arg(long, value_name = "FILE.json")]
     pub write_insn_baseline: Option<PathBuf>,
-    /// vCPUs, 1 to 8: with 2 or more the `ipi-roundtrip` row is added (the kernel, booted on two
-    /// vCPUs, times IPIs from its first processor to its second and back).
+    /// vCPUs, 1 to 8: with 2 or more the `ipi-roundtrip` and `tlb-shootdown` rows are added (the
+    /// kernel, booted on two vCPUs, times IPIs and one-page TLB shootdowns from its first
+    /// processor to its second).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=8))]
     pub cpus: u8,
     /// The KVM device to open.

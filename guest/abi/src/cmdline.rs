@@ -51,6 +51,9 @@ pub const HOSTILE_STATS_HOLD_TSC: u64 = 1 << 31;
 /// then one, two, ... until it starts, and reports how often `spawn` ran out of memory and how
 /// often it kept a frame it had taken (`kernel: test hook: spawn ran out of memory …`).
 pub const TEST_SPAWN_OOM: &str = "spawn-oom";
+/// Test hook: with several processors, the kernel frees address spaces without a TLB shootdown,
+/// the bug `tlbstale` exists to catch (`kernel: test hook: no TLB shootdowns`).
+pub const TEST_NO_SHOOTDOWN: &str = "no-shootdown";
 /// Test hook: lde (not QEMU) fills the guest's RAM with [`DIRTY_RAM_BYTE`] before it loads the
 /// kernel and does not promise zeroed RAM (no [`ZEROED_RAM_KEY`]`=1`), so that the kernel must
 /// zero every frame before use, as on a loader that leaves RAM dirty.

@@ -124,8 +124,8 @@ pub struct CpuStats {
     pub user_cycles: u64,
     /// TSC cycles it halted in the idle loop.
     pub idle_cycles: u64,
-    /// Inter-processor interrupts it sent and took (reschedule IPIs, and the boot's round-trip
-    /// measurement).
+    /// Inter-processor interrupts it sent and took (reschedule IPIs, TLB shootdowns, and the
+    /// boot's round-trip measurements).
     pub ipis_sent: u64,
     pub ipis_received: u64,
 }
@@ -290,6 +290,8 @@ pub struct StatsPage {
     pub lock_acquisitions: u64,
     pub lock_contended: u64,
     pub lock_spins: u64,
+    /// TLB shootdown requests sent (one per processor asked; the boot's timed ones included).
+    pub tlb_shootdowns: u64,
     pub cpus: [CpuStats; MAX_CPUS],
     pub procs: [ProcStats; MAX_PROCS],
     /// Processes ended since boot; the newest is at `(ended_written - 1) % ENDED`.
@@ -346,6 +348,7 @@ impl StatsPage {
             lock_acquisitions: 0,
             lock_contended: 0,
             lock_spins: 0,
+            tlb_shootdowns: 0,
             cpus: [CpuStats::EMPTY; MAX_CPUS],
             procs: [ProcStats::EMPTY; MAX_PROCS],
             ended_written: 0,

@@ -280,4 +280,5 @@ fn print_cpus(page: &StatsPage) {
         "stats: lock acquisitions={} contended={} spins={}",
         page.lock_acquisitions, page.lock_contended, page.lock_spins
     );
+    println!("stats: tlb shootdowns={}", page.tlb_shootdowns);
 }

@@ -76,6 +76,10 @@ pub fn run(hook: Option<&str>) {
             println!("kernel: test hook: starting hello with 0, 1, 2, ... free frames");
             spawn_out_of_memory();
         }
+        Some(keys::TEST_NO_SHOOTDOWN) => {
+            println!("kernel: test hook: no TLB shootdowns");
+            crate::shootdown::disable();
+        }
         Some(other) => println!("kernel: unknown test hook {}={other}, ignored", keys::TEST_KEY),
     }
 }
@@ -109,6 +113,7 @@ fn hostile_stats() {
         page.traps = [MAX; 256];
         page.calls = [MAX; lde_abi::stats::CALLS_MAX];
         (page.cpus_online, page.lock_acquisitions, page.lock_contended, page.lock_spins) = (u32::MAX, MAX, MAX, MAX);
+        page.tlb_shootdowns = MAX;
         page.cpus = [lde_abi::stats::CpuStats {
             online: u32::MAX,
             current_pid: u32::MAX,

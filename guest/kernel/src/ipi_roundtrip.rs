@@ -1,12 +1,13 @@
 //! The IPI round trip, as kvm-unit-tests' `x86/vmexit.c` `ipi` test measures it: processor 0
 //! sends processor 1 a fixed IPI on `IPI_VECTOR` and spins until processor 1's stub
-//! (arch/x86_64/ipi.rs) has counted it, timing each round trip with the TSC. Runs once at boot,
-//! interrupts off, only when `lde.cpus` started processor 1; prints one line that `lde bench`
-//! reads (its `ipi-roundtrip` row).
+//! (arch/x86_64/ipi.rs) has counted it, timing each round trip with the TSC; then a one-page TLB
+//! shootdown the same way (shootdown.rs: an IPI, `invlpg` on processor 1, its answer). Runs once
+//! at boot, interrupts off, only when `lde.cpus` started processor 1; prints one line each that
+//! `lde bench` reads (its `ipi-roundtrip` and `tlb-shootdown` rows).
 
 use crate::arch::cpu::rdtsc;
 use crate::arch::{ipi, lapic};
-use crate::{println, time};
+use crate::{println, shootdown, time};
 
 /// Round trips timed, after [`WARMUPS`] untimed ones.
 const SAMPLES: usize = 200;
@@ -20,10 +21,22 @@ const ANSWER_TIMEOUT_MS: u64 = 50;
 #[inline(never)]
 pub fn measure(apic_id: u8) -> u64 {
     let timeout = time::ms_to_tsc(ANSWER_TIMEOUT_MS);
+    let sent = timed("ipi round trip to cpu 1", "ipi to cpu 1", || round_trip(apic_id, timeout));
+    // The page a shootdown asks processor 1 to invalidate: any mapped page does.
+    static PAGE: u8 = 0;
+    timed("tlb shootdown to cpu 1 (one page)", "tlb shootdown to cpu 1", || {
+        shootdown::one_page(1, core::ptr::addr_of!(PAGE) as u64)
+    });
+    sent
+}
+
+/// Times `once` after [`WARMUPS`] untimed rounds and prints `kernel: WHAT: median C cycles, min M,
+/// p99 P, mean A, n N`, or that `who` got no answer; returns the rounds it ran.
+fn timed(what: &str, who: &str, mut once: impl FnMut() -> Option<u64>) -> u64 {
     let mut samples = [0u64; SAMPLES];
     for i in 0..WARMUPS + SAMPLES {
-        let Some(cycles) = round_trip(apic_id, timeout) else {
-            println!("kernel: ipi to cpu 1 got no answer within {ANSWER_TIMEOUT_MS} ms: no round trip measured");
+        let Some(cycles) = once() else {
+            println!("kernel: {who} got no answer in time: nothing measured");
             return i as u64 + 1;
         };
         if let Some(slot) = i.checked_sub(WARMUPS) {
@@ -33,7 +46,7 @@ pub fn measure(apic_id: u8) -> u64 {
     samples.sort_unstable();
     let (min, median, p99) = (samples[0], samples[SAMPLES / 2], samples[SAMPLES * 99 / 100]);
     let mean = samples.iter().sum::<u64>() / SAMPLES as u64;
-    println!("kernel: ipi round trip to cpu 1: median {median} cycles, min {min}, p99 {p99}, mean {mean}, n {SAMPLES}");
+    println!("kernel: {what}: median {median} cycles, min {min}, p99 {p99}, mean {mean}, n {SAMPLES}");
     (WARMUPS + SAMPLES) as u64
 }
 

@@ -75,6 +75,9 @@ impl KernelLock {
         let mut spins = 0u64;
         loop {
             while self.owner.load(Ordering::Relaxed) != 0 {
+                // The holder may be waiting for this processor to answer a TLB shootdown, whose
+                // IPI cannot arrive here (interrupts are off).
+                crate::shootdown::answer();
                 core::hint::spin_loop();
                 spins += 1;
             }

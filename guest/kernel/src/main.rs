@@ -24,6 +24,7 @@ mod mm;
 mod process;
 mod resched;
 mod sched;
+mod shootdown;
 mod smp;
 mod stacks;
 mod sync;
@@ -195,7 +196,7 @@ fn start_programs(config: &Config) {
 fn shut_down(test: Option<&str>, failed: bool) -> ! {
     time::stop();
     if kernel_lock::active() {
-        resched::publish_lock();
+        resched::publish();
     }
     hooks::before_shutdown(test);
     let code = if failed { exit::PROCESS_FAILED } else { exit::SUCCESS };

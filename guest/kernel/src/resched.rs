@@ -3,35 +3,29 @@
 //! no ready process waits while a processor idles ([`kick_idle`], called wherever a process
 //! becomes ready: spawn, wake-ups, preemption, a child's end).
 //!
-//! An idle processor first loads the kernel's page tables ([`idle_wait`]): it never keeps a
-//! process's address space (and with it TLB entries) while that process may run, end or be
-//! freed elsewhere. lde's processes are single-threaded and lde does not use PCIDs, so loading
-//! CR3 on the processor that picks a process is the only TLB flush a switch needs.
+//! An idle processor keeps the page tables of the last process it ran (as Linux's lazy TLB mode
+//! does): the next pick is often that process again, and a CR3 write costs an exit where ring 0 is
+//! emulated. So freeing an address space takes a TLB shootdown first (shootdown.rs).
 
-use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use lde_kcore::mptable::MAX_CPUS;
 
 use crate::arch::vectors::RESCHED_VECTOR;
-use crate::arch::{cpu, lapic, paging, percpu};
-use crate::counters;
+use crate::arch::{cpu, lapic, percpu};
 use crate::kernel_lock::KERNEL_LOCK;
-
-/// The LAPIC id of each processor.
-static APIC_OF_CPU: [AtomicU8; MAX_CPUS] = [const { AtomicU8::new(0) }; MAX_CPUS];
+use crate::{counters, shootdown};
 
 /// The processors halted in the idle loop, one bit each (set and cleared by each under the
 /// lock; a kick clears the bit of the one it wakes, so two kicks wake two).
 static IDLE: AtomicU32 = AtomicU32::new(0);
+/// IPIs each processor took on the common path (reschedule IPIs, and the round trip's answers
+/// added at boot), published with the shootdowns it answered as its `ipis_received`.
+static RECEIVED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
-/// Notes processor `cpu`'s LAPIC id (before it is started).
-pub fn set_apic_id(cpu: usize, apic_id: u8) {
-    APIC_OF_CPU[cpu].store(apic_id, Ordering::Relaxed);
-}
-
-/// Processor `cpu`'s LAPIC id.
-pub fn apic_id(cpu: usize) -> u8 {
-    APIC_OF_CPU[cpu].load(Ordering::Relaxed)
+/// Counts `n` IPIs processor `cpu` took outside the common path (the round trip's stub).
+pub fn count_received(cpu: usize, n: u64) {
+    RECEIVED[cpu].fetch_add(n, Ordering::Relaxed);
 }
 
 /// Wakes an idle processor other than this one, if there is one, for a process just made
@@ -65,7 +59,7 @@ pub fn kick_all() {
 }
 
 fn send_kick(cpu: usize) {
-    lapic::send_fixed(APIC_OF_CPU[cpu].load(Ordering::Relaxed), RESCHED_VECTOR);
+    lapic::send_fixed(lapic::id_of(cpu), RESCHED_VECTOR);
     let index = percpu::index();
     counters::update(|page| page.cpus[index].ipis_sent += 1);
 }
@@ -73,31 +67,35 @@ fn send_kick(cpu: usize) {
 /// A reschedule IPI arrived: acknowledge it; the idle loop it woke goes back to the scheduler.
 pub fn rescheduled() {
     lapic::eoi();
-    let index = percpu::index();
-    counters::update(|page| page.cpus[index].ipis_received += 1);
-    publish_lock();
+    RECEIVED[percpu::index()].fetch_add(1, Ordering::Relaxed);
+    publish();
 }
 
-/// Copies the big kernel lock's counters into the stats page (on the paths only several
-/// processors take: reschedule IPIs, other processors' ticks, the idle loop, the end).
-pub fn publish_lock() {
+/// Copies the big kernel lock's counters, the TLB shootdowns and the IPIs each processor took
+/// into the stats page (on the paths only several processors take: reschedule IPIs, other
+/// processors' ticks, the idle loop, shootdowns, the end). Called with the lock held.
+pub fn publish() {
     let counts = KERNEL_LOCK.counts();
     counters::update(|page| {
         page.lock_acquisitions = counts.acquisitions;
         page.lock_contended = counts.contended;
         page.lock_spins = counts.spins;
+        page.tlb_shootdowns = shootdown::sent();
+        for (cpu, figures) in page.cpus.iter_mut().enumerate() {
+            figures.ipis_received = RECEIVED[cpu].load(Ordering::Relaxed) + shootdown::answered(cpu);
+        }
     });
 }
 
-/// The idle loop's halt with several processors: loads the kernel's page tables, marks this
-/// processor idle and lets go of the lock, halts until an interrupt, then takes the lock back.
+/// The idle loop's halt with several processors: marks this processor idle and lets go of the
+/// lock, halts until an interrupt, then takes the lock back. It keeps the last process's page
+/// tables (see the module's text).
 pub fn idle_wait() {
     let bit = 1 << percpu::this().index();
-    paging::activate_kernel();
     IDLE.fetch_or(bit, Ordering::Relaxed);
     KERNEL_LOCK.leave();
     cpu::wait_for_interrupt();
     KERNEL_LOCK.enter();
     IDLE.fetch_and(!bit, Ordering::Relaxed);
-    publish_lock();
+    publish();
 }

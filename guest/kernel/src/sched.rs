@@ -27,7 +27,7 @@ use crate::counters::{self, print_acct, publish};
 use crate::exec::spawn_pending;
 use crate::process::{current, Kernel, KERNEL};
 use crate::stacks::{kstack_top, saved_rsp, KSTACK_SIZE};
-use crate::{idle, resched, time};
+use crate::{idle, kernel_lock, resched, shootdown, time};
 
 /// What the scheduler does next.
 enum Next {
@@ -130,6 +130,11 @@ fn switched_back(k: &mut Kernel, slot: usize) {
     if p.state == State::Zombie {
         paging::activate_kernel();
         if let Some(space) = p.machine.space.take() {
+            if kernel_lock::active() {
+                // Idle processors may still hold it (resched.rs): none may once it is freed.
+                shootdown::release(space.root());
+                resched::publish();
+            }
             space.destroy(&mut k.frames);
         }
         let in_use = k.frames.in_use();

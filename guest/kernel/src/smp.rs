@@ -26,7 +26,7 @@ use lde_kcore::mptable::{self, MpError, Processors, MAX_CPUS, MP_FLOATING_ADDR};
 use crate::arch::ap_boot::{self, TRAMPOLINE_ADDR, TRAMPOLINE_VECTOR};
 use crate::arch::cpu::{self, rdtsc};
 use crate::arch::vectors::RESCHED_VECTOR;
-use crate::arch::{boot, entry, gdt, idt, ipi, lapic};
+use crate::arch::{boot, entry, gdt, idt, ipi, lapic, paging};
 use crate::kernel_lock::{self, KERNEL_LOCK};
 use crate::{bootinfo, counters, ipi_roundtrip, println, resched, sched, stacks, time};
 
@@ -91,7 +91,7 @@ fn start_all(cpus: &str) {
     unsafe { ap_boot::install() };
     // SAFETY: the bootstrap processor, after `idt::init`, no other running yet.
     unsafe { idt::init_ap() };
-    resched::set_apic_id(0, bsp_apic_id as u8);
+    lapic::set_id_of(0, bsp_apic_id as u8);
     // SAFETY: once, on the bootstrap processor, interrupts off, no other processor running.
     unsafe { kernel_lock::activate() };
     let others = processors.apic_ids[..processors.count].iter().filter(|&&id| u32::from(id) != bsp_apic_id);
@@ -103,18 +103,15 @@ fn start_all(cpus: &str) {
     }
     if started & 0b10 != 0 {
         let before = ipi::pongs();
-        let sent = ipi_roundtrip::measure(resched::apic_id(1));
-        let answered = ipi::pongs() - before;
-        counters::update(|page| {
-            page.cpus[0].ipis_sent += sent;
-            page.cpus[1].ipis_received += answered;
-        });
+        let sent = ipi_roundtrip::measure(lapic::id_of(1));
+        resched::count_received(1, ipi::pongs() - before);
+        counters::update(|page| page.cpus[0].ipis_sent += sent);
     }
     // Let them schedule: each takes the lock once this processor first lets go of it (its
     // first process's return to ring 3, or its idle loop).
     GO.store(true, Ordering::Release);
     for cpu in (1..MAX_CPUS).filter(|c| started & (1 << c) != 0) {
-        lapic::send_fixed(resched::apic_id(cpu), RESCHED_VECTOR);
+        lapic::send_fixed(lapic::id_of(cpu), RESCHED_VECTOR);
     }
 }
 
@@ -125,7 +122,7 @@ fn start(cpu: usize, apic_id: u8) -> bool {
     // SAFETY: the stacks' low RAM (stacks.rs) holds nothing; no processor uses it yet.
     unsafe { boot::unmap_pages(&stacks::ap_guards(ap)) };
     CPU_OF_APIC[usize::from(apic_id)].store(cpu as u8, Ordering::Relaxed);
-    resched::set_apic_id(cpu, apic_id);
+    lapic::set_id_of(cpu, apic_id);
     ap_boot::set_stack(apic_id, stacks::ap_stack_top(ap));
     let started = rdtsc();
     lapic::send_init(apic_id);
@@ -255,7 +252,9 @@ extern "C" fn ap_main(apic_id: u32) -> ! {
         page.cpus_online += 1;
     });
     sched::run_scheduler();
-    // No process is left: processor 0 shuts down once it sees so.
+    // No process is left: processor 0 shuts down once it sees so. This one keeps no process's
+    // page tables while it halts for good (a shootdown could not reach it).
+    paging::activate_kernel();
     resched::kick_all();
     KERNEL_LOCK.leave();
     cpu::halt_forever()

@@ -106,7 +106,7 @@ pub fn ap_timer(frame: &TrapFrame, now: u64) {
         });
         decide(k, current, frame, runaway)
     });
-    crate::resched::publish_lock();
+    crate::resched::publish();
     match tick {
         Tick::Continue => {}
         // SAFETY: as in `timer`.

@@ -14,14 +14,14 @@ use crate::arch::cpu::{self, rdtsc};
 use crate::arch::entry::{self, TrapFrame};
 use crate::arch::vectors::{
     AP_TIMER_VECTOR, DISK_VECTOR_BASE, GP_VECTOR, INT80_VECTOR, MC_VECTOR, NMI_VECTOR, NP_VECTOR, PF_VECTOR,
-    RESCHED_VECTOR, SERIAL_VECTOR, SPURIOUS_VECTOR, SYSCALL_VECTOR, TIMER_VECTOR, UD_VECTOR,
+    RESCHED_VECTOR, SERIAL_VECTOR, SHOOTDOWN_VECTOR, SPURIOUS_VECTOR, SYSCALL_VECTOR, TIMER_VECTOR, UD_VECTOR,
 };
 use crate::arch::{lapic, percpu};
 use crate::counters::{self, Arrival};
 use crate::kernel_lock::KERNEL_LOCK;
 use crate::process::KERNEL;
 use crate::sched::end_current;
-use crate::{disk, doors, exec, fatal, input, println, resched, syscall, tick};
+use crate::{disk, doors, exec, fatal, input, println, resched, shootdown, syscall, tick};
 
 /// Error-code bit of a fault in delivering through an IDT gate (the vector is in bits 3-10).
 const ERROR_IDT: u64 = 0b10;
@@ -108,6 +108,11 @@ extern "C" fn trap_dispatch_smp(frame: &mut TrapFrame) {
         // As in `trap_dispatch`: an NMI may arrive while this processor holds the lock, or with
         // the process's GS base in place: it touches nothing but its counter.
         NMIS.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    if frame.vector == u64::from(SHOOTDOWN_VECTOR) {
+        // Answered without the lock: the processor that asked holds it and waits.
+        shootdown::interrupt();
         return;
     }
     let taken = KERNEL_LOCK.enter();

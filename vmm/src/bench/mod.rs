@@ -75,7 +75,7 @@ pub enum Error {
     Guest(String),
     #[error("no measurement matches {0:?}; names: {names}", names = all_names().join(", "))]
     NoMatch(Vec<String>),
-    #[error("{} needs two processors: add --cpus 2", ipi::NAME)]
+    #[error("{} need two processors: add --cpus 2", ipi::names().join(" and "))]
     NeedsCpus,
     #[error("no instruction count among {rows}; counted: {names}", rows = .0.join(", "), names = insn_names().join(", "))]
     NoInsns(Vec<&'static str>),
@@ -102,7 +102,7 @@ pub struct BenchConfig {
     pub insns_only: bool,
     /// Boots of each boot row.
     pub boots: u32,
-    /// vCPUs (`--cpus`): 2 or more add the `ipi-roundtrip` row.
+    /// vCPUs (`--cpus`): 2 or more add the `ipi-roundtrip` and `tlb-shootdown` rows.
     pub cpus: u8,
 }
 
@@ -129,9 +129,10 @@ pub(crate) type Doors = (u64, u64, u64, u64);
 /// counts; an error if none.
 pub fn select(filters: &[String], insns_only: bool, cpus: u8) -> Result<Vec<&'static str>, Error> {
     let mut names: Vec<&str> = all_names().into_iter().filter(|n| selected(filters, n)).collect();
-    match (selected(filters, ipi::NAME), cpus >= 2) {
-        (true, true) => names.push(ipi::NAME),
-        (true, false) if names.is_empty() => return Err(Error::NeedsCpus),
+    let two_cpu_rows: Vec<&str> = ipi::names().into_iter().filter(|n| selected(filters, n)).collect();
+    match (two_cpu_rows.is_empty(), cpus >= 2) {
+        (false, true) => names.extend(two_cpu_rows),
+        (false, false) if names.is_empty() => return Err(Error::NeedsCpus),
         _ => {}
     }
     if names.is_empty() {
@@ -178,14 +179,15 @@ pub fn run(config: BenchConfig) -> Result<BenchReport, Error> {
 
 /// The cycle measurements among `selection` (none with `insns_only`).
 fn cycles(config: &BenchConfig, selection: &[&'static str]) -> Result<BenchReport, Error> {
-    let cycle_rows = MEASUREMENTS.iter().map(|m| m.0).chain([ipi::NAME]);
+    let cycle_rows = MEASUREMENTS.iter().map(|m| m.0).chain(ipi::names());
     let names: Vec<&'static str> = cycle_rows.filter(|n| selection.contains(n) && !config.insns_only).collect();
     let done = Arc::new(Mutex::new(0));
     let mut runs = guest_runs(config, &names, &done)?;
-    let mut ipi_row = None;
-    if names.contains(&ipi::NAME) {
+    let mut two_cpu_rows = [None, None];
+    if names.iter().any(|n| ipi::names().contains(n)) {
         let (sampled, tsc_khz) = ipi::measure(config, names.len(), &done)?;
-        (ipi_row, runs.tsc_khz) = (Some(sampled), runs.tsc_khz.or(tsc_khz));
+        two_cpu_rows = sampled.map(Some);
+        runs.tsc_khz = runs.tsc_khz.or(tsc_khz);
     }
     let tsc_hz = u64::from(runs.tsc_khz.unwrap_or(0)) * 1000;
     let mut results = Vec::new();
@@ -193,7 +195,9 @@ fn cycles(config: &BenchConfig, selection: &[&'static str]) -> Result<BenchRepor
         let sampled = match *name {
             "host-syscall" => Some(host_syscall(config, names.len(), &done)),
             "kvm-run" => Some(kvm_run(&runs.kvm_run)),
-            ipi::NAME => ipi_row.take(),
+            n if ipi::names().contains(&n) => {
+                two_cpu_rows[ipi::names().iter().position(|x| *x == n).unwrap_or(0)].take()
+            }
             _ => runs.sampled(name),
         };
         let Some(sampled) = sampled else {
@@ -226,7 +230,7 @@ struct GuestRuns {
 /// measured in the guest (with `port-write` for `kvm-run`, whose samples lde takes meanwhile),
 /// once at the tick rate for `timer-tick`.
 fn guest_runs(config: &BenchConfig, names: &[&'static str], done: &Arc<Mutex<usize>>) -> Result<GuestRuns, Error> {
-    let in_guest = |n: &&str| !n.starts_with("host-") && *n != "kvm-run" && *n != ipi::NAME;
+    let in_guest = |n: &&str| !n.starts_with("host-") && *n != "kvm-run" && !ipi::names().contains(n);
     let mut first_run: Vec<&str> = names.iter().copied().filter(in_guest).filter(|n| *n != "timer-tick").collect();
     if names.contains(&"kvm-run") && !first_run.contains(&"port-write") {
         first_run.push("port-write");
@@ -314,7 +318,8 @@ fn measurement(name: &str, sampled: Sampled, tsc_hz: u64) -> Measurement {
         name: name.to_string(),
         description: MEASUREMENTS
             .iter()
-            .chain(&[(ipi::NAME, ipi::DESCRIPTION)])
+            .copied()
+            .chain(ipi::ROWS.iter().map(|r| (r.0, r.1)))
             .find(|m| m.0 == name)
             .map_or("", |m| m.1)
             .to_string(),

@@ -150,6 +150,9 @@ pub struct KernelLock {
     /// Acquisitions that found it held by another processor, and the spins they waited.
     pub contended: u64,
     pub spins: u64,
+    /// TLB shootdown requests sent (address spaces freed while another processor held them, and
+    /// the boot's timed one-page shootdowns).
+    pub tlb_shootdowns: u64,
 }
 
 #[derive(Serialize)]
@@ -322,6 +325,7 @@ pub fn guest(recorder: &Recorder) -> Option<Guest> {
             acquisitions: page.lock_acquisitions,
             contended: page.lock_contended,
             spins: page.lock_spins,
+            tlb_shootdowns: page.tlb_shootdowns,
         }),
         processes: {
             let end = recorder.events.iter().map(|e| e.tsc).max().unwrap_or(page.now_tsc);

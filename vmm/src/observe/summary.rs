@@ -191,8 +191,8 @@ fn cpu_lines(page: &StatsPage) -> Vec<String> {
         })
         .collect();
     lines.push(format!(
-        "big kernel lock: {} acquisitions, {} contended ({} spins waiting)",
-        page.lock_acquisitions, page.lock_contended, page.lock_spins
+        "big kernel lock: {} acquisitions, {} contended ({} spins waiting); TLB shootdowns: {}",
+        page.lock_acquisitions, page.lock_contended, page.lock_spins, page.tlb_shootdowns
     ));
     lines
 }

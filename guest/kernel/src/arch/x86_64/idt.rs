@@ -16,8 +16,8 @@ use x86_64::structures::DescriptorTablePointer;
 use x86_64::VirtAddr;
 
 use super::vectors::{
-    AP_TIMER_VECTOR, DISK_VECTOR_BASE, INT80_VECTOR, IPI_VECTOR, RESCHED_VECTOR, SERIAL_VECTOR, SPURIOUS_VECTOR,
-    TIMER_VECTOR,
+    AP_TIMER_VECTOR, DISK_VECTOR_BASE, INT80_VECTOR, IPI_VECTOR, RESCHED_VECTOR, SERIAL_VECTOR, SHOOTDOWN_VECTOR,
+    SPURIOUS_VECTOR, TIMER_VECTOR,
 };
 use super::{entry, gdt, ipi};
 
@@ -103,8 +103,8 @@ pub fn init() {
 
 /// The application processors' IDT: every gate of [`IDT`], their timer's
 /// ([`AP_TIMER_VECTOR`]), the reschedule IPI's, [`IPI_VECTOR`] to the IPI answer stub and the
-/// spurious vector to a bare `iretq` (`ipi.rs`). Processor 0's IDT gets the reschedule IPI's
-/// gate too; it stays otherwise as a one-processor boot has it.
+/// spurious vector to a bare `iretq` (`ipi.rs`). Processor 0's IDT gets the reschedule and TLB
+/// shootdown IPIs' gates too; it stays otherwise as a one-processor boot has it.
 static AP_IDT: Idt = Idt(UnsafeCell::new([Gate::MISSING; 256]));
 
 /// Fills [`AP_IDT`] from the IDT `init` filled, and adds the reschedule IPI's gate to that one.
@@ -117,7 +117,9 @@ pub unsafe fn init_ap() {
     // else writes `IDT` or reads `AP_IDT` meanwhile, and this processor takes no interrupt
     // while its gate changes.
     let (bsp, ap) = unsafe { (&mut *IDT.0.get(), &mut *AP_IDT.0.get()) };
-    bsp[usize::from(RESCHED_VECTOR)] = Gate::interrupt(entry::stub_address(usize::from(RESCHED_VECTOR)), 0, 0);
+    for vector in [RESCHED_VECTOR, SHOOTDOWN_VECTOR] {
+        bsp[usize::from(vector)] = Gate::interrupt(entry::stub_address(usize::from(vector)), 0, 0);
+    }
     ap.copy_from_slice(bsp);
     ap[usize::from(AP_TIMER_VECTOR)] = Gate::interrupt(entry::stub_address(usize::from(AP_TIMER_VECTOR)), 0, 0);
     ap[usize::from(IPI_VECTOR)] = Gate::interrupt(ipi::pong_address(), 0, 0);

@@ -6,6 +6,21 @@ use x86_64::registers::model_specific::Msr;
 
 use super::vectors::{SPURIOUS_VECTOR, TIMER_VECTOR};
 
+/// The LAPIC id of each processor (by number, 0 = the bootstrap processor), noted before each
+/// is started.
+static APIC_OF_CPU: [core::sync::atomic::AtomicU8; lde_kcore::mptable::MAX_CPUS] =
+    [const { core::sync::atomic::AtomicU8::new(0) }; lde_kcore::mptable::MAX_CPUS];
+
+/// Notes processor `cpu`'s LAPIC id.
+pub fn set_id_of(cpu: usize, apic_id: u8) {
+    APIC_OF_CPU[cpu].store(apic_id, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// Processor `cpu`'s LAPIC id.
+pub fn id_of(cpu: usize) -> u8 {
+    APIC_OF_CPU[cpu].load(core::sync::atomic::Ordering::Relaxed)
+}
+
 /// Physical (and virtual) base of the xAPIC registers.
 pub const LAPIC_ADDR: u64 = 0xfee0_0000;
 

@@ -62,11 +62,14 @@ pub fn activate_kernel() {
     load_cr3(kernel_pml4());
 }
 
-/// Loads CR3 unless it already holds `pml4` (a write would flush the TLB for nothing).
+/// Loads CR3 unless it already holds `pml4` (a write would flush the TLB for nothing), noting it
+/// in the processor's per-CPU data, where TLB shootdowns look (`percpu::cr3`, which mirrors CR3
+/// from the first load on; a value of 0 there only costs one write).
 fn load_cr3(pml4: u64) {
-    if Cr3::read().0.start_address().as_u64() == pml4 {
+    if super::percpu::cr3() == pml4 {
         return;
     }
+    super::percpu::set_cr3(pml4);
     let frame = PhysFrame::from_start_address(PhysAddr::new(pml4)).expect("page tables are page-aligned");
     // SAFETY: every PML4 lde loads maps the kernel identically in slot 0, so the code and data
     // in use stay mapped across the switch.
@@ -107,6 +110,11 @@ impl AddressSpace {
             run_count: 0,
             untracked: false,
         })
+    }
+
+    /// Its PML4's address (what CR3 holds while it is active).
+    pub fn root(&self) -> u64 {
+        self.pml4
     }
 
     /// Makes this the current address space.

@@ -11,7 +11,7 @@
 
 use core::cell::Cell;
 use core::mem::offset_of;
-use core::sync::atomic::AtomicU64;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use lde_kcore::mptable::MAX_CPUS;
 use x86_64::registers::model_specific::Msr;
@@ -49,6 +49,9 @@ pub struct PerCpu {
     /// The user time its process had when it was switched in (what it ran here is the
     /// difference when it switches out).
     user_at_switch_in: Cell<u64>,
+    /// The page tables it has loaded (CR3), which other processors read to know whom a TLB
+    /// shootdown concerns (0 until it loads any through `paging`).
+    cr3: AtomicU64,
 }
 
 /// Offsets the entry code (entry.rs) uses with `%gs:`.
@@ -76,6 +79,7 @@ impl PerCpu {
             switch_out: Cell::new(0),
             bases: Cell::new(SegmentBases { fs: 0, gs: 0 }),
             user_at_switch_in: Cell::new(0),
+            cr3: AtomicU64::new(0),
         }
     }
 
@@ -203,6 +207,24 @@ pub fn user_entry() -> u64 {
     read_field!(offset_of!(PerCpu, user_entry))
 }
 
+/// The page tables the running processor has loaded, as `paging` last noted them.
+#[inline(always)]
+pub fn cr3() -> u64 {
+    read_field!(offset_of!(PerCpu, cr3))
+}
+
+/// Notes the page tables the running processor loads (before it loads them: a shootdown that
+/// reads the old value finds this processor still holding them, and waits for its answer).
+#[inline(always)]
+pub fn set_cr3(root: u64) {
+    this().cr3.store(root, Ordering::Release);
+}
+
+/// The page tables processor `index` has loaded (for a TLB shootdown).
+pub fn cr3_of(index: usize) -> u64 {
+    LDE_PER_CPU[index].cr3.load(Ordering::Acquire)
+}
+
 /// Notes that the running processor returns to ring 3 at TSC `tsc`.
 #[inline(always)]
 pub fn set_user_entry(tsc: u64) {
@@ -228,6 +250,7 @@ pub unsafe fn init(index: usize, tss_rsp0: u64) {
     cpu.this.set(address);
     cpu.index.set(index);
     cpu.tss_rsp0.set(tss_rsp0);
+    cpu.cr3.store(x86_64::registers::control::Cr3::read_raw().0.start_address().as_u64(), Ordering::Release);
     // SAFETY: the address is this processor's `PerCpu`, a static that lives for ever; the
     // kernel GS base MSR only matters to `swapgs`.
     unsafe {

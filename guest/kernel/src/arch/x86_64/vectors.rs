@@ -42,3 +42,6 @@ pub const IPI_VECTOR: u8 = 0xf0;
 /// The reschedule IPI: a processor that made a process ready wakes an idle one with it
 /// (`smp::kick_idle`); its handler only acknowledges it, and the woken idle loop picks.
 pub const RESCHED_VECTOR: u8 = 0xf1;
+/// The TLB shootdown IPI (shootdown.rs): answered without the big kernel lock, whose holder
+/// waits for the answer.
+pub const SHOOTDOWN_VECTOR: u8 = 0xf2;
