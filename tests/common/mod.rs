@@ -222,19 +222,21 @@ pub fn inside_nested() -> bool {
 
 impl Host {
     /// Runs `args` with the kernel's `acct` and `stats:` lines on (`--kernel-stats`), which the
-    /// tests read.
+    /// tests read; on `LDE_TEST_CPUS` processors where that is set (scripts/ci.sh runs the attack
+    /// and isolation suites again with `LDE_TEST_CPUS=2`) and `args` names none.
     pub fn run(self, args: &[&str]) -> Output {
+        let cpus = std::env::var("LDE_TEST_CPUS").ok().filter(|_| !args.contains(&"--cpus"));
+        let mut all: Vec<&str> = match self {
+            Host::Kvm | Host::Nested => vec!["run", "-q", "--kernel-stats"],
+            Host::Qemu => vec!["-q", "--kernel-stats"],
+        };
+        if let Some(cpus) = cpus.as_deref() {
+            all.extend(["--cpus", cpus]);
+        }
+        all.extend_from_slice(args);
         match self {
-            Host::Kvm | Host::Nested => {
-                let mut all = vec!["run", "-q", "--kernel-stats"];
-                all.extend_from_slice(args);
-                lde(&all)
-            }
-            Host::Qemu => {
-                let mut all = vec!["-q", "--kernel-stats"];
-                all.extend_from_slice(args);
-                qemu(&all)
-            }
+            Host::Kvm | Host::Nested => lde(&all),
+            Host::Qemu => qemu(&all),
         }
     }
 

@@ -245,8 +245,10 @@ extern "C" fn ap_main(apic_id: u32) -> ! {
     while !GO.load(Ordering::Acquire) {
         cpu::wait_for_interrupt();
     }
-    time::start_ap();
+    // Everything from here on uses the kernel's state (the clock for the timer's rate first):
+    // under the lock.
     KERNEL_LOCK.enter();
+    time::start_ap();
     counters::update(|page| {
         page.cpus[cpu].online = 1;
         page.cpus_online += 1;
