@@ -2,7 +2,8 @@
 # usage: scripts/ci.sh
 # Installs what the tests need (the x86_64-unknown-none Rust target, QEMU, binutils, GDB), checks
 # formatting and lints of the host and guest crates, and runs every test. Set LDE_REQUIRE_KVM=1
-# and LDE_REQUIRE_QEMU=1 to make tests fail, not skip, when KVM or QEMU is missing. Then runs the
+# and LDE_REQUIRE_QEMU=1 to make tests fail, not skip, when KVM or QEMU is missing; the attack,
+# isolation and process tests run twice, the second time on two processors. Then runs the
 # tests of tests/nested.txt on architectural KVM inside the nested host (scripts/nested.sh);
 # LDE_REQUIRE_NESTED=1 makes a nested host that cannot be had a failure instead of a skip.
 set -euo pipefail
@@ -44,6 +45,13 @@ cargo clippy --locked --all-targets -- -D warnings
 
 echo "ci.sh: tests"
 cargo test --locked
+
+# The suites that attack the kernel, once more with every run on two processors (tests'
+# Host::run adds --cpus 2): the big kernel lock, per-CPU data and shootdowns under fire. (The
+# one-processor suites, timesharing's and the exact trap lists of protection's, assert what only
+# one processor does.)
+echo "ci.sh: the attack, isolation and process tests on two processors"
+LDE_TEST_CPUS=2 cargo test --locked --test attack --test isolation --test processes
 
 echo "ci.sh: tests on the nested host (architectural KVM: nested SVM under QEMU TCG)"
 status=0

@@ -1,6 +1,7 @@
 //! Names of the x86 exception vectors, as the kernel prints them (`trap=#GP`), and of the
-//! vectors lde's kernel uses for interrupts (timer 0x20, serial 0x24, the masked PICs at 0x30,
-//! `int 0x80`, spurious 0xff).
+//! vectors lde's kernel uses for interrupts (timer 0x20, the other processors' timers 0x21,
+//! serial 0x24, disks 0x28–0x2b, the masked PICs at 0x30, `int 0x80`, the IPIs 0xf0–0xf2,
+//! spurious 0xff).
 
 /// The mnemonic of an exception vector (`#GP`), or the name of an interrupt vector.
 pub fn mnemonic(vector: u64) -> &'static str {
@@ -31,9 +32,14 @@ pub fn mnemonic(vector: u64) -> &'static str {
         30 => "#SX",
         15 | 22..=27 | 31 => "#RESERVED",
         0x20 => "TIMER",
+        0x21 => "AP-TIMER",
         0x24 => "SERIAL",
+        0x28..=0x2b => "DISK",
         0x30..=0x3f => "PIC",
         0x80 => "INT80",
+        0xf0 => "IPI",
+        0xf1 => "RESCHED",
+        0xf2 => "SHOOTDOWN",
         0xff => "SPURIOUS",
         _ => "IRQ",
     }
@@ -50,7 +56,9 @@ mod tests {
         assert_eq!(mnemonic(14), "#PF");
         assert_eq!(mnemonic(15), "#RESERVED");
         assert_eq!(mnemonic(0x20), "TIMER");
-        assert_eq!(mnemonic(0x21), "IRQ");
+        assert_eq!(mnemonic(0x21), "AP-TIMER");
+        assert_eq!(mnemonic(0x22), "IRQ");
+        assert_eq!(mnemonic(0xf1), "RESCHED");
         assert_eq!(mnemonic(0x80), "INT80");
     }
 }

@@ -17,6 +17,10 @@ use crate::arch::percpu;
 use crate::sync::Global;
 use crate::{print, println};
 
+/// NMIs taken (folded into the stats page's trap counts at the end of the run): an atomic, as an
+/// NMI arrives even while the page is lent.
+pub static NMIS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
 /// The stats page, exported by name for the host (`lde_abi::stats::STATS_SYMBOL`).
 #[no_mangle]
 #[used]

@@ -16,12 +16,12 @@ use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use lde_abi::stats::{DOOR_ARCHITECTURAL, DOOR_OTHER, DOOR_RECOVERED};
 use lde_abi::user::{USER_BASE, USER_END};
 
-use crate::arch::entry::{syscall_entry_address, TrapFrame};
+use crate::arch::entry::{syscall_entry_address, CommonPath, TrapFrame};
 use crate::arch::gdt::{USER_CODE_SELECTOR, USER_DATA_SELECTOR};
 use crate::arch::paging;
 use crate::arch::percpu;
 use crate::arch::switch::{new_process_stack, switch};
-use crate::arch::vectors::{INT80_VECTOR, PF_VECTOR, SYSCALL_VECTOR, UD_VECTOR};
+use crate::arch::vectors::{INT80_VECTOR, NMI_VECTOR, PF_VECTOR, SYSCALL_VECTOR, UD_VECTOR};
 use crate::arch::{cpu, entry};
 use crate::exec;
 use crate::process::KERNEL;
@@ -69,11 +69,6 @@ pub fn int80_recovered() -> bool {
     (encoded() >> 8) & 0xff == DOOR_RECOVERED
 }
 
-/// Whether the self-test is running (its traps are not a process's).
-pub fn testing() -> bool {
-    STEP.load(Ordering::Relaxed) != 0
-}
-
 /// Runs the self-test. Call once at boot, after `entry::init_syscall`, before any process
 /// exists, with interrupts off. Returns false if memory for the test page ran out (nothing is
 /// then tested and both doors are served architecturally only).
@@ -94,22 +89,36 @@ pub fn self_test() -> bool {
         ..TrapFrame::default()
     };
     STEP.store(1, Ordering::Relaxed);
-    // SAFETY: the frame lies at the top of slot 0's unused kernel stack; `arrived` switches
-    // back to BOOT_RSP after the second trap. No KERNEL borrow is alive.
+    // SAFETY: interrupts are off, no other processor runs, and only the test's own traps can
+    // arrive while its page runs: every one goes to `doors_arrived`. The frame lies at the top
+    // of slot 0's unused kernel stack; `doors_arrived` switches back to BOOT_RSP after the second
+    // trap. No KERNEL borrow is alive.
     unsafe {
+        entry::use_common_path(CommonPath::Doors);
         (frame_addr as *mut TrapFrame).write(frame);
         let rsp = new_process_stack(frame_addr);
         switch(BOOT_RSP.as_ptr(), rsp);
+        entry::use_common_path(CommonPath::Single);
     }
     paging::activate_kernel();
     KERNEL.with(|k| space.destroy(&mut k.frames));
     true
 }
 
-/// Called by `trap_dispatch` for a trap from ring 3 while the self-test runs: records how the
-/// door arrived, then goes on to the next door or back to the boot code.
-pub fn arrived(frame: &mut TrapFrame) {
+/// Every trap while the self-test runs comes here instead of `trap_dispatch` (entry.rs's
+/// `trap_common_doors`, so that a process's trap pays no test for the self-test): records how
+/// the door arrived, then goes on to the next door or back to the boot code.
+#[no_mangle]
+extern "C" fn doors_arrived(frame: &mut TrapFrame, from_user: bool) {
     let v = frame.vector;
+    if v == NMI_VECTOR {
+        // An NMI is no door (it may strike while the test page runs): counted, as anywhere.
+        crate::counters::NMIS.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    if !from_user {
+        crate::fatal::fatal(frame);
+    }
     let lstar = syscall_entry_address();
     if STEP.load(Ordering::Relaxed) == 1 {
         let code = match v {

@@ -13,7 +13,7 @@ use crate::arch::{boot, cpu, idt, lapic};
 use crate::exec::SpawnError;
 use crate::mm::Frames;
 use crate::process::KERNEL;
-use crate::{counters, exec, println, trap};
+use crate::{counters, exec, println};
 
 /// Runs the hook the command line names, if any. Called at boot, before any program starts,
 /// with the kernel's protections in place.
@@ -154,7 +154,7 @@ fn hostile_stats() {
 pub fn before_shutdown(hook: Option<&str>) {
     if hook == Some(keys::TEST_HOST_NMI) {
         // An NMI wakes the halt; the count is the NMI handler's, which lde cannot fake.
-        while trap::NMIS.load(Ordering::Relaxed) < keys::HOST_NMI_COUNT {
+        while counters::NMIS.load(Ordering::Relaxed) < keys::HOST_NMI_COUNT {
             cpu::wait_for_interrupt();
         }
         println!("kernel: test hook: at least {} NMIs counted", keys::HOST_NMI_COUNT);

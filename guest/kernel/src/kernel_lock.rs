@@ -112,7 +112,7 @@ pub fn active() -> bool {
 }
 
 /// Puts the lock in use and takes it for the bootstrap processor: from here on every trap takes
-/// it (`entry::use_smp_entry`).
+/// it (`entry::use_common_path`).
 ///
 /// # Safety
 /// Once, on the bootstrap processor, interrupts off, before it starts another processor.
@@ -120,7 +120,7 @@ pub unsafe fn activate() {
     ACTIVE.store(true, Ordering::Relaxed);
     KERNEL_LOCK.enter();
     // SAFETY: the caller's contract; this processor holds the lock from here on.
-    unsafe { crate::arch::entry::use_smp_entry() };
+    unsafe { crate::arch::entry::use_common_path(crate::arch::entry::CommonPath::Smp) };
 }
 
 /// Releases the lock on a new process's first way out (`entry.rs`'s `new_process_smp`).

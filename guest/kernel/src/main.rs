@@ -207,7 +207,7 @@ fn shut_down(test: Option<&str>, failed: bool) -> ! {
         page.frames_in_use = in_use;
         page.finished = 1;
         page.exit_code = code;
-        page.traps[arch::vectors::NMI_VECTOR as usize] += trap::NMIS.load(Ordering::Relaxed);
+        page.traps[arch::vectors::NMI_VECTOR as usize] += counters::NMIS.load(Ordering::Relaxed);
     });
     console::start_line();
     if counters::verbose() {

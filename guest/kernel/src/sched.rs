@@ -86,7 +86,6 @@ fn pick(k: &mut Kernel) -> Next {
     percpu::set_user_entry(now);
     let out = cpu.take_switch_out();
     let index = cpu.index();
-    cpu.set_user_at_switch_in(k.procs.get(slot).acct.user_cycles);
     counters::update(|page| {
         if out != 0 {
             page.switch_cycles += now - out;
@@ -120,9 +119,12 @@ fn switched_back(k: &mut Kernel, slot: usize) {
     let bases = SegmentBases::read();
     cpu.set_bases(bases);
     p.machine.bases = bases;
-    let ran_here = p.acct.user_cycles - cpu.user_at_switch_in();
-    // What this processor did, published with the process's figures in one update.
+    let user_cycles = p.acct.user_cycles;
+    // What this processor did, published with the process's figures in one update: its ring-3
+    // time here is what the process gained since its slot of the page was last published (at
+    // its last switch out, or its spawn), as it ran nowhere else meanwhile.
     let switched_out = |page: &mut lde_abi::stats::StatsPage| {
+        let ran_here = user_cycles.saturating_sub(page.procs[slot].user_cycles);
         let mine = &mut page.cpus[index % lde_abi::stats::MAX_CPUS];
         mine.user_cycles += ran_here;
         mine.current_pid = 0;

@@ -28,7 +28,7 @@ enum Tick {
 /// preempted when its slice is used up and another is ready, or killed by the runaway
 /// watchdog), or in cooperative mode a sleeper's wake-up. Processor 0's ticks are the clock's:
 /// the stats page's `ticks` and the tick costs count them.
-pub fn timer(frame: &TrapFrame, now: u64) {
+pub fn timer(frame: &TrapFrame, from_user: bool, now: u64) {
     let clock = time::on_tick(now);
     lapic::eoi();
     let runaway = clock.runaway_ticks;
@@ -45,7 +45,7 @@ pub fn timer(frame: &TrapFrame, now: u64) {
             page.now_tsc = now;
             counters::event(page, now, EV_TICK, pid, 0);
         });
-        Some(decide(k, current, frame, runaway))
+        Some(decide(k, current, from_user, runaway))
     });
     let Some(tick) = tick else { return };
     let end = rdtsc();
@@ -56,7 +56,7 @@ pub fn timer(frame: &TrapFrame, now: u64) {
     match tick {
         Tick::Continue => {}
         // SAFETY: `Preempt` and `Runaway` are decided only for a tick that interrupted ring 3
-        // (`came_from_user` above), so this runs on the interrupted process's own kernel stack
+        // (`from_user` above), so this runs on the interrupted process's own kernel stack
         // (TSS.RSP0, set for it by `sched::pick`), with IF clear (an interrupt gate), and the
         // `with` above has returned. `sched::switch_to_scheduler` asserts all three.
         Tick::Preempt => unsafe { yield_current(false) },
@@ -67,9 +67,9 @@ pub fn timer(frame: &TrapFrame, now: u64) {
 
 /// What the tick does to the process in `current`, charged with it.
 #[inline(always)] // the tick's hot path
-fn decide(k: &mut Kernel, current: Option<usize>, frame: &TrapFrame, runaway: u64) -> Tick {
+fn decide(k: &mut Kernel, current: Option<usize>, from_user: bool, runaway: u64) -> Tick {
     match current {
-        Some(slot) if frame.came_from_user() => {
+        Some(slot) if from_user => {
             let p = k.procs.get_mut(slot);
             // The watchdog's test counts this tick but runs before it is added: a tick
             // without the watchdog (the common one) then adds it in memory instead of keeping
@@ -92,7 +92,7 @@ fn decide(k: &mut Kernel, current: Option<usize>, frame: &TrapFrame, runaway: u6
 
 /// A timer interrupt on another processor (`AP_TIMER_VECTOR`, periodic): the running process's
 /// tick, as on processor 0, but not the clock's (its rate and punctuality are processor 0's).
-pub fn ap_timer(frame: &TrapFrame, now: u64) {
+pub fn ap_timer(frame: &TrapFrame, from_user: bool, now: u64) {
     lapic::eoi();
     let runaway = time::runaway_ticks();
     let tick = KERNEL.with(|k| {
@@ -104,7 +104,7 @@ pub fn ap_timer(frame: &TrapFrame, now: u64) {
             page.cpus[index].ticks += 1;
             counters::event(page, now, EV_TICK, pid, 0);
         });
-        decide(k, current, frame, runaway)
+        decide(k, current, from_user, runaway)
     });
     crate::resched::publish();
     match tick {

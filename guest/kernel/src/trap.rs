@@ -4,7 +4,7 @@
 //! of a demand-zero page, a fault a process armed a fixup for, a fault that kills the process,
 //! or a fault in the kernel itself (`fatal.rs`).
 
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use lde_abi::user::USER_END;
 use lde_abi::virtio::MAX_DISKS;
@@ -29,21 +29,19 @@ const ERROR_IDT: u64 = 0b10;
 const PF_PRESENT: u64 = 1;
 
 /// Called by `trap_common` for every trap with the interrupted context's saved registers.
+/// `from_user`: the trap came from ring 3 (`TrapFrame::came_from_user`, as the entry path
+/// found it when it decided on `swapgs`).
 #[no_mangle]
-extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
+extern "C" fn trap_dispatch(frame: &mut TrapFrame, from_user: bool) {
     debug_assert_eq!(x86_64::registers::rflags::read_raw(), entry::KERNEL_RFLAGS, "the entry contract");
     let vector = frame.vector;
     if vector == NMI_VECTOR {
         // An NMI can arrive anywhere, even while the kernel's state is lent out (IF does not
         // mask it): it touches nothing but its own counter, and it is never a process's fault.
-        NMIS.fetch_add(1, Ordering::Relaxed);
+        counters::NMIS.fetch_add(1, Ordering::Relaxed);
         return;
     }
-    let from_user = frame.came_from_user();
-    if from_user && doors::testing() {
-        doors::arrived(frame);
-        return;
-    }
+    debug_assert_eq!(from_user, frame.came_from_user());
     let now = rdtsc();
     // A system call, through whichever door: its accounting is done in one go by `syscall`.
     let arrival = match vector {
@@ -69,7 +67,7 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     };
     if let Some(arrival) = arrival {
         syscall::dispatch(frame, arrival, vector, now);
-        return_to(frame);
+        return_to(frame, from_user);
         return;
     }
     if from_user {
@@ -87,7 +85,7 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         // A first touch of a BSS page (not present): map a zeroed frame and retry.
         PF_VECTOR
             if from_user && frame.error & PF_PRESENT == 0 && KERNEL.with(|k| exec::demand_zero(k, cpu::cr2())) => {}
-        v if v == u64::from(TIMER_VECTOR) => tick::timer(frame, now),
+        v if v == u64::from(TIMER_VECTOR) => tick::timer(frame, from_user, now),
         v if v == u64::from(SERIAL_VECTOR) => input::serial_interrupt(),
         v if v == u64::from(SPURIOUS_VECTOR) => {}
         // A machine check is the hardware's failure, never the process's: the machine is not
@@ -96,18 +94,18 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         v if v < 32 && from_user && fixed_up(frame) => {}
         v if v < 32 && from_user => kill(frame),
         v if v < 32 => fatal::fatal(frame),
-        _ => device_interrupt(frame, now),
+        _ => device_interrupt(frame, from_user, now),
     }
-    return_to(frame);
+    return_to(frame, from_user);
 }
 
 /// `trap_common_smp`'s dispatch: `trap::trap_dispatch` inside the lock.
 #[no_mangle]
-extern "C" fn trap_dispatch_smp(frame: &mut TrapFrame) {
+extern "C" fn trap_dispatch_smp(frame: &mut TrapFrame, from_user: bool) {
     if frame.vector == NMI_VECTOR {
         // As in `trap_dispatch`: an NMI may arrive while this processor holds the lock, or with
         // the process's GS base in place: it touches nothing but its counter.
-        NMIS.fetch_add(1, Ordering::Relaxed);
+        counters::NMIS.fetch_add(1, Ordering::Relaxed);
         return;
     }
     if frame.vector == u64::from(SHOOTDOWN_VECTOR) {
@@ -116,7 +114,7 @@ extern "C" fn trap_dispatch_smp(frame: &mut TrapFrame) {
         return;
     }
     let taken = KERNEL_LOCK.enter();
-    trap_dispatch(frame);
+    trap_dispatch(frame, from_user);
     // The processor that returns here holds the lock whichever one took it (see the module's
     // text): the trap may have switched away and been resumed elsewhere.
     if taken {
@@ -139,18 +137,15 @@ fn count_trap(vector: u64) {
 }
 
 /// Prepares the way back: the exit instruction, and the time ring 3 is entered.
-fn return_to(frame: &mut TrapFrame) {
+fn return_to(frame: &mut TrapFrame, from_user: bool) {
     if frame.vector == SYSCALL_VECTOR && frame.rip >= USER_END {
         // sysretq to a non-user RIP would fault in ring 0; return with iretq instead.
         frame.vector = u64::from(INT80_VECTOR);
     }
-    if frame.came_from_user() {
+    if from_user {
         percpu::set_user_entry(rdtsc());
     }
 }
-
-/// NMIs taken (folded into the stats page's trap counts at the end of the run).
-pub static NMIS: AtomicU64 = AtomicU64::new(0);
 
 /// The vector of an external interrupt on a vector without a gate (idt.rs), if that is what a
 /// #GP or #NP with this error code is. Not told by the error code's EXT bit, which neither PVM
@@ -170,11 +165,11 @@ fn stray_interrupt(error: u64) -> Option<u64> {
 /// paths (system calls, ticks) need it (an arm of its own there cost every system call ~10
 /// emulated instructions, `lde bench --insns`).
 #[inline(never)]
-fn device_interrupt(frame: &TrapFrame, now: u64) {
+fn device_interrupt(frame: &TrapFrame, from_user: bool, now: u64) {
     let vector = frame.vector;
     match vector.checked_sub(u64::from(DISK_VECTOR_BASE)) {
         Some(disk) if disk < MAX_DISKS as u64 => disk::interrupt(disk as usize),
-        _ if vector == u64::from(AP_TIMER_VECTOR) => tick::ap_timer(frame, now),
+        _ if vector == u64::from(AP_TIMER_VECTOR) => tick::ap_timer(frame, from_user, now),
         _ if vector == u64::from(RESCHED_VECTOR) => resched::rescheduled(),
         _ => unexpected_interrupt(vector, frame.rip),
     }

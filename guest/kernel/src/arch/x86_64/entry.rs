@@ -132,18 +132,22 @@ TRAP_SAVED:
 // RFLAGS, RFLAGS masked by SFMASK (IF=0), RSP still the user's, GS base the user's. Swaps in
 // the kernel's GS base (percpu.rs), switches to this processor's syscall stack (`%gs:` its
 // `syscall_rsp`), builds the interrupt-style part of the frame (ss, rsp, rflags, cs, rip, error
-// 0, vector SYSCALL_VECTOR) and joins the common path after its `swapgs` (`TRAP_SAVED`:
-// `trap_saved`, or `trap_saved_smp` once other processors run).
+// 0, vector SYSCALL_VECTOR) and joins the common path where `TRAP_SAVED` says.
+//
+// The common paths come in three pairs, one per dispatcher: `trap_common`/`trap_saved` call
+// `trap_dispatch` (one processor), `trap_common_smp`/`trap_saved_smp` call `trap_dispatch_smp`
+// (several: kernel_lock.rs), `trap_common_doors`/`trap_saved_doors` call `doors_arrived` (the
+// boot's self-test of the doors, doors.rs). `TRAP_ENTRY` and `TRAP_SAVED` name the pair in use.
 //
 // `trap_common` contract: entered from a stub with vector and error code above the CPU frame.
-// If the frame came from ring 3 (CPL 3 in CS, or RFLAGS.VM: `TrapFrame::came_from_user`),
-// `swapgs` puts the kernel's GS base in place. Pushes the 15 general registers so that RSP
-// points at a complete TrapFrame (16-byte aligned: the CPU aligned its frame and 22 qwords are
-// an even count), sets RFLAGS to KERNEL_RFLAGS (the entry contract: DF, AC, TF, NT clear) and
-// calls `trap_dispatch(&mut TrapFrame)` with the System V ABI. `trap_common_smp` calls
-// `trap_dispatch_smp` instead (kernel_lock.rs: the big kernel lock around `trap_dispatch`).
+// Pushes the 15 general registers so that RSP points at a complete TrapFrame (16-byte aligned:
+// the CPU aligned its frame and 22 qwords are an even count) and sets RFLAGS to KERNEL_RFLAGS
+// (the entry contract: DF, AC, TF, NT clear). If the frame came from ring 3 (CPL 3 in CS, or
+// RFLAGS.VM: `TrapFrame::came_from_user`), `swapgs` puts the kernel's GS base in place. Calls
+// the dispatcher with the System V ABI: `(&mut TrapFrame, from_user: bool)`. `trap_saved` is the
+// same after `syscall_entry`, which swapped already: from ring 3.
 //
-// `trap_return` contract: RSP points at a complete TrapFrame (after trap_dispatch, or on a new
+// `trap_return` contract: RSP points at a complete TrapFrame (after the dispatcher, or on a new
 // process's kernel stack), the kernel's GS base in place. Restores the 15 registers (one
 // sequence for both exits; `lea` keeps the flags of the vector comparison), drops vector and
 // error code, and leaves with `swapgs; sysretq` for SYSCALL_VECTOR frames (RCX, R11, RSP from
@@ -159,19 +163,6 @@ global_asm!(
     jz 2f
 1:  swapgs
 2:
-    .endm
-
-    .macro SYSCALL_FRAME
-    swapgs
-    movq %rsp, %gs:{user_rsp}
-    movq %gs:{syscall_rsp}, %rsp
-    pushq ${user_ds}
-    pushq %gs:{user_rsp}
-    pushq %r11
-    pushq ${user_cs}
-    pushq %rcx
-    pushq $0
-    pushq ${syscall_vector}
     .endm
 
     .macro PUSH_REGISTERS
@@ -195,20 +186,51 @@ global_asm!(
     movq %rsp, %rdi
     .endm
 
+    /* A trap from a stub: the registers, then `swapgs` and from_user = 1 for a frame from
+       ring 3 (from_user = 0 otherwise), then the dispatcher. */
+    .macro FROM_STUB dispatch
+    PUSH_REGISTERS
+    xorl %esi, %esi
+    testb $3, {cs_in_frame}(%rsp)
+    jnz 1f
+    testl ${rflags_vm}, {rflags_in_frame}(%rsp)
+    jz 2f
+1:  swapgs
+    movl $1, %esi
+2:  call \dispatch
+    .endm
+
+    /* After `syscall_entry` (already swapped): from ring 3. */
+    .macro FROM_SYSCALL dispatch
+    PUSH_REGISTERS
+    movl $1, %esi
+    call \dispatch
+    jmp trap_return
+    .endm
+
     .text
     .p2align 4
     .global syscall_entry
 syscall_entry:
-    SYSCALL_FRAME
+    swapgs
+    movq %rsp, %gs:{user_rsp}
+    movq %gs:{syscall_rsp}, %rsp
+    pushq ${user_ds}
+    pushq %gs:{user_rsp}
+    pushq %r11
+    pushq ${user_cs}
+    pushq %rcx
+    pushq $0
+    pushq ${syscall_vector}
     jmp *TRAP_SAVED(%rip)
+
+    .global trap_saved
+trap_saved:
+    FROM_SYSCALL trap_dispatch
 
     .global trap_common
 trap_common:
-    SWAPGS_IF_USER {cs_at_entry}, {rflags_at_entry}
-    .global trap_saved
-trap_saved:
-    PUSH_REGISTERS
-    call trap_dispatch
+    FROM_STUB trap_dispatch
 
     .global trap_return
 trap_return:
@@ -241,12 +263,19 @@ trap_return:
     .p2align 4
     .global trap_common_smp
 trap_common_smp:
-    SWAPGS_IF_USER {cs_at_entry}, {rflags_at_entry}
+    FROM_STUB trap_dispatch_smp
+    jmp trap_return
     .global trap_saved_smp
 trap_saved_smp:
-    PUSH_REGISTERS
-    call trap_dispatch_smp
+    FROM_SYSCALL trap_dispatch_smp
+
+    .global trap_common_doors
+trap_common_doors:
+    FROM_STUB doors_arrived
     jmp trap_return
+    .global trap_saved_doors
+trap_saved_doors:
+    FROM_SYSCALL doors_arrived
 
     /* Where a new process's first switch lands once other processors run: the big kernel
        lock is released (kernel_lock.rs), as `trap_dispatch_smp` would on the way out. */
@@ -260,8 +289,8 @@ new_process_smp:
     syscall_vector = const SYSCALL_VECTOR,
     kernel_rflags = const KERNEL_RFLAGS,
     vector_offset = const offset_of!(TrapFrame, vector),
-    cs_at_entry = const offset_of!(TrapFrame, cs) - offset_of!(TrapFrame, vector),
-    rflags_at_entry = const offset_of!(TrapFrame, rflags) - offset_of!(TrapFrame, vector),
+    cs_in_frame = const offset_of!(TrapFrame, cs),
+    rflags_in_frame = const offset_of!(TrapFrame, rflags),
     rflags_vm = const RFLAGS_VM,
     user_rsp = const USER_RSP_OFFSET,
     syscall_rsp = const SYSCALL_RSP_OFFSET,
@@ -274,8 +303,12 @@ extern "C" {
     fn syscall_entry();
     /// The one exit path (see its contract).
     fn trap_return();
+    fn trap_common();
+    fn trap_saved();
     fn trap_common_smp();
     fn trap_saved_smp();
+    fn trap_common_doors();
+    fn trap_saved_doors();
     fn new_process_smp();
     /// Where the stubs and `syscall_entry` go on (see their contracts).
     static mut TRAP_ENTRY: u64;
@@ -285,7 +318,8 @@ extern "C" {
 /// Where a new process's first switch lands (`switch::new_process_stack`): `trap_return`, or
 /// once other processors run, `new_process_smp`, which releases the big kernel lock first.
 pub fn new_process_return() -> u64 {
-    // SAFETY: a plain read of a pointer only `use_smp_entry` writes, before other processors run.
+    // SAFETY: a plain read of a pointer only `use_common_path` writes, before other processors
+    // run.
     let smp = unsafe { core::ptr::addr_of!(TRAP_ENTRY).read_volatile() } == trap_common_smp as *const () as u64;
     if smp {
         new_process_smp as *const () as u64
@@ -294,18 +328,34 @@ pub fn new_process_return() -> u64 {
     }
 }
 
-/// From now on every trap takes the big kernel lock (`trap_common_smp`): called once, by the
-/// bootstrap processor, before it starts another.
+/// The common paths a trap may take (see their contracts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommonPath {
+    /// One processor: `trap_dispatch`.
+    Single,
+    /// Several processors: `trap_dispatch_smp`, inside the big kernel lock.
+    Smp,
+    /// The boot's self-test of the doors: `doors_arrived`.
+    Doors,
+}
+
+/// Sends every trap from now on down `path`.
 ///
 /// # Safety
-/// No other processor runs, interrupts are off, and the caller holds the big kernel lock
-/// (kernel_lock.rs) from here on whenever it runs the kernel.
-pub unsafe fn use_smp_entry() {
+/// Interrupts are off and no other processor runs; for [`CommonPath::Smp`], the caller holds the
+/// big kernel lock (kernel_lock.rs) from here on whenever it runs the kernel; for
+/// [`CommonPath::Doors`], only the self-test's traps can arrive until it is set back.
+pub unsafe fn use_common_path(path: CommonPath) {
+    let (entry, saved): (unsafe extern "C" fn(), unsafe extern "C" fn()) = match path {
+        CommonPath::Single => (trap_common, trap_saved),
+        CommonPath::Smp => (trap_common_smp, trap_saved_smp),
+        CommonPath::Doors => (trap_common_doors, trap_saved_doors),
+    };
     // SAFETY: the caller's contract: nothing else reads or writes the two pointers now; both
     // name entry code of this file (no trap can arrive between the two writes: interrupts off).
     unsafe {
-        core::ptr::addr_of_mut!(TRAP_ENTRY).write_volatile(trap_common_smp as *const () as u64);
-        core::ptr::addr_of_mut!(TRAP_SAVED).write_volatile(trap_saved_smp as *const () as u64);
+        core::ptr::addr_of_mut!(TRAP_ENTRY).write_volatile(entry as *const () as u64);
+        core::ptr::addr_of_mut!(TRAP_SAVED).write_volatile(saved as *const () as u64);
     }
 }
 

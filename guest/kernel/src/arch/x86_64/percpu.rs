@@ -46,9 +46,6 @@ pub struct PerCpu {
     /// The FS and GS bases it holds for ring 3 (the last process's), so that switching in
     /// writes only what differs.
     bases: Cell<SegmentBases>,
-    /// The user time its process had when it was switched in (what it ran here is the
-    /// difference when it switches out).
-    user_at_switch_in: Cell<u64>,
     /// The page tables it has loaded (CR3), which other processors read to know whom a TLB
     /// shootdown concerns (0 until it loads any through `paging`).
     cr3: AtomicU64,
@@ -78,7 +75,6 @@ impl PerCpu {
             user_entry: Cell::new(0),
             switch_out: Cell::new(0),
             bases: Cell::new(SegmentBases { fs: 0, gs: 0 }),
-            user_at_switch_in: Cell::new(0),
             cr3: AtomicU64::new(0),
         }
     }
@@ -109,16 +105,6 @@ impl PerCpu {
     #[inline(always)]
     pub fn set_switch_out(&self, tsc: u64) {
         self.switch_out.set(tsc);
-    }
-
-    #[inline(always)]
-    pub fn user_at_switch_in(&self) -> u64 {
-        self.user_at_switch_in.get()
-    }
-
-    #[inline(always)]
-    pub fn set_user_at_switch_in(&self, cycles: u64) {
-        self.user_at_switch_in.set(cycles);
     }
 
     #[inline(always)]
