@@ -101,9 +101,11 @@ fn overlap(a: (f64, f64), b: (f64, f64)) -> bool {
 fn two_processes_run_at_once_on_two_processors() {
     for host in hosts("two_processes_run_at_once_on_two_processors") {
         let (report, trace) = (common::temp("smp-report.json"), common::temp("smp-trace.json"));
+        let timeline = common::temp("smp-timeline.svg");
         let mut args = vec!["--cpus", "2", "counter 600", "counter 600"];
         if host != Host::Qemu {
-            args.splice(0..0, ["--report", report.to_str().unwrap(), "--trace", trace.to_str().unwrap()]);
+            let files = [report.to_str().unwrap(), trace.to_str().unwrap(), timeline.to_str().unwrap()];
+            args.splice(0..0, ["--report", files[0], "--trace", files[1], "--timeline", files[2]]);
         }
         let out = host.run(&args);
         assert_eq!(out.status, Some(0), "{host:?}: {out:?}");
@@ -133,6 +135,14 @@ fn two_processes_run_at_once_on_two_processors() {
             one.iter().any(|a| two.iter().any(|b| overlap((a.0, a.1), (b.0, b.1)) && a.2 != b.2)),
             "{host:?}: the counters never ran at the same time: {one:?} {two:?}"
         );
+        // The timeline has a lane per processor, and each shows a counter running on it.
+        let svg = std::fs::read_to_string(&timeline).unwrap();
+        for cpu in 0..2 {
+            let start =
+                svg.find(&format!("data-cpu=\"{cpu}\"")).unwrap_or_else(|| panic!("{host:?}: no cpu {cpu} lane"));
+            let lane = &svg[start..svg[start..].find("</g>").map_or(svg.len(), |end| start + end)];
+            assert!(lane.contains("cpu ") && lane.contains(" counter "), "{host:?}: cpu {cpu}'s lane: {lane}");
+        }
         let mut by_cpu: Vec<(f64, f64, u64)> = one.iter().chain(&two).copied().collect();
         by_cpu.sort_by(|a, b| a.0.total_cmp(&b.0));
         for (i, a) in by_cpu.iter().enumerate() {

@@ -57,6 +57,28 @@ pub fn table(live: &Live, kvm: &str) -> String {
         live.recorder.events_written(),
         live.recorder.events_lost
     );
+    let several = page.cpus.iter().filter(|c| c.online != 0).count() > 1;
+    for (i, c) in page.cpus.iter().enumerate().filter(|(_, c)| several && c.online != 0) {
+        let ms = |cycles: u64| cycles as f64 * 1000.0 / page.tsc_hz.max(1) as f64;
+        let running = if c.current_pid == 0 { "idle or kernel".to_string() } else { format!("pid {}", c.current_pid) };
+        let _ = writeln!(
+            out,
+            "cpu {i}   {running}, {} ticks, {} switches, user {:.1} ms, idle {:.1} ms, IPIs {} sent / {} received",
+            c.ticks,
+            c.switches,
+            ms(c.user_cycles),
+            ms(c.idle_cycles),
+            c.ipis_sent,
+            c.ipis_received
+        );
+    }
+    if several {
+        let _ = writeln!(
+            out,
+            "lock    {} acquisitions, {} contended ({} spins), {} TLB shootdowns",
+            page.lock_acquisitions, page.lock_contended, page.lock_spins, page.tlb_shootdowns
+        );
+    }
     let e = live.exits;
     let _ = writeln!(
         out,
@@ -119,7 +141,9 @@ pub fn screen(table: &str, output: &str, width: usize, height: usize) -> Vec<Str
             .collect()
     };
     let table: Vec<&str> = table.lines().collect();
-    let (head, procs) = table.split_at(HEAD_LINES.min(table.len()));
+    // The head ends with the processes' header (its length grows with the processors).
+    let head_lines = table.iter().position(|l| l.trim_start().starts_with("PID ")).map_or(HEAD_LINES, |i| i + 1);
+    let (head, procs) = table.split_at(head_lines.min(table.len()));
     let mut lines: Vec<String> = head.iter().take(height).map(|l| fit(l)).collect();
     let output: Vec<&str> = output.lines().collect();
     let room = height.saturating_sub(lines.len());

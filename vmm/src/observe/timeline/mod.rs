@@ -2,17 +2,19 @@
 //! with the slices when it ran, timer ticks along the top, system calls and faults marked in
 //! the lanes, and the kernel's own time (scheduling, idle) in a lane apart.
 
+mod lanes;
 mod states;
 
 use crate::observe::states::{intervals, transitions};
 use std::collections::BTreeMap;
 
-use lde_abi::stats::{Event, EV_EXIT, EV_FAULT, EV_IDLE, EV_SWITCH_IN, EV_SWITCH_OUT, EV_SYSCALL, EV_TICK};
+use lde_abi::stats::{Event, EV_EXIT, EV_FAULT, EV_SYSCALL, EV_TICK};
 use lde_abi::syscall::NAMES;
 use svg::node::element::{Group, Line, Rectangle, Text, Title};
 use svg::Document;
 
 use crate::observe::recorder::Recorder;
+use lanes::{CpuLane, Lanes};
 
 // Sized to be read at the width of a README (about 800 pixels): 1200 units wide, 16-unit text.
 /// Blocked on a disk.
@@ -26,10 +28,13 @@ const BAR: f64 = 24.0;
 const FONT: f64 = 16.0;
 /// Idle time: darker than the lanes' background, so that a halted CPU is not mistaken for none.
 const IDLE_COLOR: &str = "#90a4ae";
+/// A process running in ring 3.
+const RUNNING_COLOR: &str = "#4a90d9";
 /// Most system-call marks drawn (evenly sampled beyond that, and said so).
 const MAX_SYSCALL_MARKS: usize = 20_000;
 
 /// A lane's span of time, in TSC cycles.
+#[derive(Clone, Copy)]
 struct Span {
     from: u64,
     to: u64,
@@ -69,58 +74,6 @@ impl Scale {
     }
 }
 
-/// Running slices per pid, kernel time (from a switch out to the next switch in), idle time.
-struct Lanes {
-    slices: BTreeMap<u32, Vec<Span>>,
-    kernel: Vec<Span>,
-    idle: Vec<Span>,
-}
-
-impl Lanes {
-    fn new(events: &[Event], pids: impl Iterator<Item = u32>, end: u64) -> Lanes {
-        let mut lanes =
-            Lanes { slices: pids.map(|pid| (pid, Vec::new())).collect(), kernel: Vec::new(), idle: Vec::new() };
-        let mut running: Option<(u32, u64)> = None;
-        let mut out_at: Option<u64> = None;
-        let mut idle_at: Option<u64> = None;
-        for e in events {
-            let pid = u32::from(e.pid);
-            match e.kind {
-                EV_SWITCH_IN => {
-                    if let Some(from) = idle_at.take() {
-                        lanes.idle.push(Span { from, to: e.tsc });
-                    } else if let Some(from) = out_at.take() {
-                        lanes.kernel.push(Span { from, to: e.tsc });
-                    }
-                    if let Some((p, from)) = running.take() {
-                        lanes.slices.entry(p).or_default().push(Span { from, to: e.tsc });
-                    }
-                    running = Some((pid, e.tsc));
-                }
-                // A process stops running where it exits or is killed; what follows until the
-                // switch (its last lines, freeing its memory) is the kernel's.
-                EV_SWITCH_OUT | EV_EXIT | EV_FAULT => {
-                    if let Some((p, from)) = running.take_if(|(p, _)| *p == pid) {
-                        lanes.slices.entry(p).or_default().push(Span { from, to: e.tsc });
-                    }
-                    out_at.get_or_insert(e.tsc);
-                }
-                EV_IDLE => {
-                    if let Some(from) = out_at.take() {
-                        lanes.kernel.push(Span { from, to: e.tsc });
-                    }
-                    idle_at.get_or_insert(e.tsc);
-                }
-                _ => {}
-            }
-        }
-        if let Some((p, from)) = running {
-            lanes.slices.entry(p).or_default().push(Span { from, to: end });
-        }
-        lanes
-    }
-}
-
 /// Builds the SVG document.
 pub fn render(recorder: &Recorder, title: &str) -> Document {
     let events = &recorder.events;
@@ -130,7 +83,7 @@ pub fn render(recorder: &Recorder, title: &str) -> Document {
     let lanes = Lanes::new(events, names.keys().copied(), scale.end);
     let state_intervals = intervals(&transitions(events), scale.end);
 
-    let rows = lanes.slices.len() + 1;
+    let rows = lanes.slices.len() + lanes.cpus.len();
     let height = TOP + rows as f64 * LANE + 180.0;
     let mut doc = Document::new()
         .set("width", WIDTH)
@@ -167,8 +120,12 @@ pub fn render(recorder: &Recorder, title: &str) -> Document {
             doc = doc.add(states::disk_waits(&scale, tsc_hz, *pid, list, y));
         }
     }
-    let y = TOP + lanes.slices.len() as f64 * LANE;
-    doc = doc.add(kernel_lane(&lanes, &scale, tsc_hz, y));
+    // One lane per processor; with one, only the kernel's time (a process's lane says when it ran).
+    let several = lanes.cpus.len() > 1;
+    for (i, (cpu, lane)) in lanes.cpus.iter().enumerate() {
+        let y = TOP + (lanes.slices.len() + i) as f64 * LANE;
+        doc = doc.add(cpu_lane(*cpu, lane, several.then_some(&names), &scale, tsc_hz, y));
+    }
     doc.add(legend(recorder, axis_y + 72.0, every))
 }
 
@@ -217,7 +174,7 @@ fn process_lane(
                 .set("y", y)
                 .set("width", round((x1 - x0).max(0.6)))
                 .set("height", BAR)
-                .set("fill", "#4a90d9")
+                .set("fill", RUNNING_COLOR)
                 .add(Title::new(format!("pid {pid} ran {}", duration(s.cycles(), tsc_hz)))),
         );
     }
@@ -259,28 +216,50 @@ fn process_lane(
     lane
 }
 
-/// The kernel's own time: switching and ending, and idle.
-fn kernel_lane(lanes: &Lanes, scale: &Scale, tsc_hz: u64, y: f64) -> Group {
-    let mut lane = Group::new().set("class", "kernel");
-    lane = lane.add(Text::new("kernel / idle").set("x", 10).set("y", y + BAR * 0.72));
-    lane = lane.add(
+/// One processor's lane: the kernel's own time (switching and ending) and its idle time, and
+/// with several processors (`names` given) what ran on it.
+fn cpu_lane(
+    cpu: u8,
+    lane: &CpuLane,
+    names: Option<&BTreeMap<u32, String>>,
+    scale: &Scale,
+    tsc_hz: u64,
+    y: f64,
+) -> Group {
+    let label = if names.is_some() { format!("cpu {cpu}") } else { "kernel / idle".to_string() };
+    let mut group = Group::new().set("class", "kernel").set("data-cpu", cpu);
+    group = group.add(Text::new(label).set("x", 10).set("y", y + BAR * 0.72));
+    group = group.add(
         Rectangle::new().set("x", LEFT).set("y", y).set("width", scale.plot).set("height", BAR).set("fill", "#f4f6f8"),
     );
-    for (spans, color, what) in [(&lanes.kernel, "#8e44ad", "kernel"), (&lanes.idle, IDLE_COLOR, "idle")] {
-        for s in spans {
-            let (x0, x1) = (scale.x(s.from), scale.x(s.to));
-            lane = lane.add(
-                Rectangle::new()
-                    .set("x", x0)
-                    .set("y", y)
-                    .set("width", round((x1 - x0).max(0.6)))
-                    .set("height", BAR)
-                    .set("fill", color)
-                    .add(Title::new(format!("{what} {}", duration(s.cycles(), tsc_hz)))),
-            );
-        }
+    let ran: Vec<(Span, String)> = match names {
+        Some(names) => lane
+            .ran
+            .iter()
+            .map(|(pid, s)| (*s, format!("pid {pid} {}", names.get(pid).map_or("?", String::as_str))))
+            .collect(),
+        None => Vec::new(),
+    };
+    let kernel = lane.kernel.iter().map(|s| (*s, "kernel".to_string()));
+    let idle = lane.idle.iter().map(|s| (*s, "idle".to_string()));
+    let colored = ran
+        .into_iter()
+        .map(|r| (r, RUNNING_COLOR))
+        .chain(kernel.map(|k| (k, "#8e44ad")))
+        .chain(idle.map(|i| (i, IDLE_COLOR)));
+    for ((s, what), color) in colored {
+        let (x0, x1) = (scale.x(s.from), scale.x(s.to));
+        group = group.add(
+            Rectangle::new()
+                .set("x", x0)
+                .set("y", y)
+                .set("width", round((x1 - x0).max(0.6)))
+                .set("height", BAR)
+                .set("fill", color)
+                .add(Title::new(format!("{what} {}", duration(s.cycles(), tsc_hz)))),
+        );
     }
-    lane
+    group
 }
 
 /// The colour key and a note on what was drawn, from `legend_y` down.
@@ -288,7 +267,7 @@ fn legend(recorder: &Recorder, mut legend_y: f64, every: usize) -> Group {
     let mut legend = Group::new().set("class", "legend");
     let mut lx = 10.0;
     for (color, label) in [
-        ("#4a90d9", "running in ring 3 (and its traps)"),
+        (RUNNING_COLOR, "running in ring 3 (and its traps)"),
         ("#8e44ad", "kernel: switching, ending"),
         (IDLE_COLOR, "kernel: idle (hlt)"),
         (states::READY_COLOR, "ready (waiting for the CPU)"),
@@ -377,6 +356,7 @@ fn format_seconds(t: f64, step: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lde_abi::stats::{EV_IDLE, EV_SWITCH_IN, EV_SWITCH_OUT};
 
     fn event(tsc: u64, kind: u8, pid: u16) -> Event {
         Event { seq: 0, tsc, kind, cpu: 0, pid, arg: u32::MAX }
