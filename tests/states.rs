@@ -113,3 +113,50 @@ fn the_trace_shows_every_state_and_its_cause() {
     let sleeper = report["guest"]["processes"].as_array().unwrap().iter().find(|p| p["name"] == "sleeper").unwrap();
     assert!(sleeper["time_in_states"]["blocked_ms"].as_f64().unwrap() > 0.0, "{sleeper}");
 }
+
+/// The trace's running time agrees with the kernel's own accounting. A counter's time running is
+/// its ring-3 time (`user_cycles`, charged at every entry to the kernel) plus what its timer ticks
+/// took in the kernel (its `ticks` at the run's mean tick cost): the two sides agree within 1 %
+/// of its running time. For every process, ring-3 time never exceeds time running, on one
+/// processor or two.
+#[test]
+fn running_time_in_the_trace_matches_the_accounting() {
+    if !kvm_available("running_time_in_the_trace_matches_the_accounting") {
+        return;
+    }
+    for cpus in ["1", "2"] {
+        let (trace, report) = (temp(&format!("acct-{cpus}.json")), temp(&format!("acct-report-{cpus}.json")));
+        let out = common::lde(&[
+            "run",
+            "-q",
+            "--cpus",
+            cpus,
+            "--trace",
+            trace.to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+            "counter 1000",
+            "sleeper",
+        ]);
+        assert_eq!(out.status, Some(0), "{out:?}");
+        let trace: Value = serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
+        let report: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+        let guest = &report["guest"];
+        let us_per_cycle = 1e6 / guest["tsc_hz"].as_f64().unwrap();
+        let tick_us = guest["scheduler"]["tick_cycles_mean"].as_f64().unwrap() * us_per_cycle;
+        for p in guest["processes"].as_array().unwrap() {
+            let pid = p["pid"].as_u64().unwrap();
+            let running: f64 = slices(&trace, pid).iter().filter(|s| s.2 == "running").map(|s| s.1 - s.0).sum();
+            let user = p["user_cycles"].as_f64().unwrap() * us_per_cycle;
+            assert!(user <= running + 1.0, "--cpus {cpus} pid {pid}: {user} us in ring 3, {running} us running");
+            if p["name"] == "counter" && cpus == "1" {
+                let kernel = p["ticks"].as_f64().unwrap() * tick_us;
+                let gap = (running - user - kernel).abs();
+                assert!(
+                    gap <= running / 100.0,
+                    "counter: {running} us running, {user} us in ring 3 + {kernel} us of ticks: off by {gap} us"
+                );
+            }
+        }
+    }
+}
