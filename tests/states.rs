@@ -160,3 +160,56 @@ fn running_time_in_the_trace_matches_the_accounting() {
         }
     }
 }
+
+/// The invariants on two processors: three counters and a sleeper on `--cpus 2`. Each process's
+/// slices tile its lifetime, every change has a known cause, no processor runs two processes at
+/// once, a processor's running slices name it, and the counters are preempted (three for two
+/// processors) while the sleeper blocks in `sleep`.
+#[test]
+fn the_state_invariants_hold_on_two_processors() {
+    if !kvm_available("the_state_invariants_hold_on_two_processors") {
+        return;
+    }
+    let trace = temp("t2.json");
+    let out = common::lde(&[
+        "run",
+        "-q",
+        "--cpus",
+        "2",
+        "--trace",
+        trace.to_str().unwrap(),
+        "counter 300",
+        "counter 300",
+        "counter 300",
+        "sleeper",
+    ]);
+    assert_eq!(out.status, Some(0), "{out:?}");
+    let trace: Value = serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
+    let mut running: Vec<(f64, f64, u64)> = Vec::new();
+    for pid in 1..=4 {
+        let list = slices(&trace, pid);
+        assert!(!list.is_empty(), "pid {pid} has state slices");
+        let spans: Vec<(f64, f64)> = list.iter().map(|s| (s.0, s.1)).collect();
+        assert_eq!(overlapping(&spans), None, "pid {pid}'s slices overlap: {list:?}");
+        assert!(spans.windows(2).all(|w| (w[1].0 - w[0].1).abs() < 0.01), "pid {pid} has gaps: {list:?}");
+        assert!(list.iter().all(|s| !s.3.is_empty() && s.3 != "unknown"), "pid {pid}: {list:?}");
+        let events = trace["traceEvents"].as_array().unwrap();
+        running.extend(
+            events.iter().filter(|e| e["ph"] == "X" && e["pid"].as_u64() == Some(pid) && e["name"] == "running").map(
+                |e| {
+                    let ts = e["ts"].as_f64().unwrap();
+                    (ts, ts + e["dur"].as_f64().unwrap(), e["args"]["cpu"].as_u64().expect("running names its cpu"))
+                },
+            ),
+        );
+    }
+    for cpu in 0..2 {
+        let mut on_cpu: Vec<(f64, f64)> = running.iter().filter(|r| r.2 == cpu).map(|r| (r.0, r.1)).collect();
+        assert!(!on_cpu.is_empty(), "nothing ran on cpu {cpu}");
+        on_cpu.sort_by(|a, b| a.0.total_cmp(&b.0));
+        assert_eq!(overlapping(&on_cpu), None, "two processes ran at once on cpu {cpu}");
+    }
+    let caused = |pid: u64, cause: &str| slices(&trace, pid).iter().any(|s| s.3 == cause);
+    assert!((1..=3).any(|pid| caused(pid, "timer-preempt")), "no counter was preempted");
+    assert!(caused(4, "sleep") && caused(4, "sleep-done"), "the sleeper blocked and woke");
+}
