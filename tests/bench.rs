@@ -295,4 +295,14 @@ fn the_two_processor_rows_need_and_use_two_processors() {
         let name = r["name"].as_str().unwrap();
         assert!(out.stdout.lines().any(|l| l.starts_with(name)), "{}", out.stdout);
     }
+    // Where KVM counts the kernel's instructions (PVM), each row has processor 1's count per
+    // sample: the same on every run (its answer and its idle loop's wake).
+    if report["insns_counted"] == true {
+        let insns = report["insns_per_op"].as_array().unwrap();
+        for name in ["ipi-roundtrip", "tlb-shootdown"] {
+            let row = insns.iter().find(|r| r["name"] == name).unwrap_or_else(|| panic!("no {name} count: {report}"));
+            let per_op = row["insns_per_op"].as_f64().unwrap_or_else(|| panic!("{row}"));
+            assert!(per_op > 0.0 && per_op.fract() == 0.0, "{row}");
+        }
+    }
 }

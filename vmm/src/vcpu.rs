@@ -98,6 +98,10 @@ pub trait VmExitHook: Send {
     /// Called once before the vCPU first runs, where KVM offers the vCPU's statistics: a hook
     /// may read them at an exit, while the vCPU is stopped.
     fn attach_kvm_stats(&mut self, _stats: std::sync::Arc<crate::observe::kvm_stats::KvmStats>) {}
+
+    /// Called once before the vCPUs first run with the other vCPUs' statistics, in order (those
+    /// KVM offers), which a hook may read at an exit of the first vCPU's.
+    fn attach_other_kvm_stats(&mut self, _stats: Vec<std::sync::Arc<crate::observe::kvm_stats::KvmStats>>) {}
 }
 
 /// Runs the vCPU until the guest exits, crashes, or `stop` is set.

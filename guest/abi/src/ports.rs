@@ -39,6 +39,11 @@ pub const MILESTONE_PORT: u16 = 0xfa;
 pub const MILESTONE_BANNER: u8 = 1;
 /// Milestone: the scheduler is about to enter ring 3 for the first time.
 pub const MILESTONE_FIRST_USER: u8 = 2;
+/// Written (with `lde.milestones=1`) just before and just after the timed samples of each
+/// two-processor measurement at boot (the IPI round trips, then the one-page TLB shootdowns), so
+/// that the host can read each vCPU's emulated instructions over exactly those samples.
+pub const MILESTONE_TIMED_START: u8 = 3;
+pub const MILESTONE_TIMED_END: u8 = 4;
 
 /// The console port (lde only): the kernel's output path that costs one VM exit a line (or a
 /// `write`) instead of one a byte through the UART.

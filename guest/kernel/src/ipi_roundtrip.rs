@@ -5,7 +5,7 @@
 //! at boot, interrupts off, only when `lde.cpus` started processor 1; prints one line each that
 //! `lde bench` reads (its `ipi-roundtrip` and `tlb-shootdown` rows).
 
-use crate::arch::cpu::rdtsc;
+use crate::arch::cpu::{self, rdtsc};
 use crate::arch::{ipi, lapic};
 use crate::{println, shootdown, time};
 
@@ -35,6 +35,9 @@ pub fn measure(apic_id: u8) -> u64 {
 fn timed(what: &str, who: &str, mut once: impl FnMut() -> Option<u64>) -> u64 {
     let mut samples = [0u64; SAMPLES];
     for i in 0..WARMUPS + SAMPLES {
+        if i == WARMUPS {
+            cpu::milestone(lde_abi::ports::MILESTONE_TIMED_START);
+        }
         let Some(cycles) = once() else {
             println!("kernel: {who} got no answer in time: nothing measured");
             return i as u64 + 1;
@@ -43,6 +46,7 @@ fn timed(what: &str, who: &str, mut once: impl FnMut() -> Option<u64>) -> u64 {
             samples[slot] = cycles;
         }
     }
+    cpu::milestone(lde_abi::ports::MILESTONE_TIMED_END);
     samples.sort_unstable();
     let (min, median, p99) = (samples[0], samples[SAMPLES / 2], samples[SAMPLES * 99 / 100]);
     let mean = samples.iter().sum::<u64>() / SAMPLES as u64;

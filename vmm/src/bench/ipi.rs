@@ -3,11 +3,25 @@
 //! IPIs to processor 1 and their answers (`ipi-roundtrip`), then one-page TLB shootdowns to it
 //! (`tlb-shootdown`: the IPI, `invlpg` there, the answer; guest/kernel/src/ipi_roundtrip.rs) and
 //! prints one line for each, which this file reads.
+//!
+//! Where KVM counts the kernel's emulated instructions (PVM), the boot runs with the kernel's
+//! milestones on: it marks the start and the end of each row's timed samples, and a VM-exit hook
+//! reads both vCPUs' `insn_emulation` there. Processor 1's count over the samples, divided by
+//! them, is exact (its answer and the wake of its idle loop); processor 0's includes its spin
+//! loop, whose rounds vary, and is given for what it is.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use kvm_ioctls::VcpuExit;
+use lde_abi::cmdline::MILESTONES_KEY;
+use lde_abi::ports::{MILESTONE_PORT, MILESTONE_TIMED_END, MILESTONE_TIMED_START};
 
 use super::measure::Boot;
+use super::output::PerOpInsns;
 use super::{BenchConfig, Error, Sampled, QUIET_TIMER_HZ};
+use crate::observe::kvm_stats::KvmStats;
+use crate::observe::milestones::INSN_EMULATION;
+use crate::vcpu::VmExitHook;
 
 /// The rows: name, description, the kernel line's subject, how the path is described.
 pub const ROWS: [(&str, &str, &str, &str); 2] = [
@@ -81,13 +95,21 @@ fn sampled(transcript: &str, row: usize) -> Sampled {
     }
 }
 
+/// What both rows' boot gave: the rows, their emulated instructions where counted, the TSC rate.
+pub(super) struct TwoCpuRows {
+    pub sampled: [Sampled; 2],
+    pub insns: Option<[PerOpInsns; 2]>,
+    pub tsc_khz: Option<u32>,
+}
+
 /// Boots `hello` on two vCPUs and reads both rows, with its progress line (row `done` of
-/// `rows`); also the TSC rate of that run.
+/// `rows`); `count_insns`: this host counts the kernel's emulated instructions.
 pub(super) fn measure(
     config: &BenchConfig,
     rows: usize,
     done: &Mutex<usize>,
-) -> Result<([Sampled; 2], Option<u32>), Error> {
+    count_insns: bool,
+) -> Result<TwoCpuRows, Error> {
     {
         let mut done = done.lock().expect("progress lock poisoned");
         *done += 1;
@@ -96,9 +118,85 @@ pub(super) fn measure(
         }
     }
     let programs = crate::initrd::prepare(&["hello".to_string()], Vec::new())?;
-    let boot = Boot { cpus: CPUS, ..Boot::quiet(programs, QUIET_TIMER_HZ) };
+    let blocks = TimedBlocks::default();
+    let milestones = format!("{MILESTONES_KEY}=1");
+    let mut boot = Boot { cpus: CPUS, ..Boot::quiet(programs, QUIET_TIMER_HZ) };
+    if count_insns {
+        boot.extra = &milestones;
+        boot.hook = Some(Box::new(blocks.clone()));
+    }
     let (run, transcript) = boot.run(config)?;
-    Ok(([sampled(&transcript, 0), sampled(&transcript, 1)], run.tsc_khz))
+    let sampled = [sampled(&transcript, 0), sampled(&transcript, 1)];
+    let insns = count_insns.then(|| blocks.rows(&sampled));
+    Ok(TwoCpuRows { sampled, insns, tsc_khz: run.tsc_khz })
+}
+
+/// Both vCPUs' emulated instructions at each start and end of a timed block: (vCPU 0, vCPU 1).
+#[derive(Clone, Default)]
+struct TimedBlocks(Arc<Mutex<Blocks>>);
+
+#[derive(Default)]
+struct Blocks {
+    stats: Vec<Arc<KvmStats>>,
+    /// (start or end, vCPU 0's count, vCPU 1's count), in order.
+    marks: Vec<(u8, u64, u64)>,
+}
+
+impl VmExitHook for TimedBlocks {
+    fn after_exit(&mut self, exit: &VcpuExit<'_>, _cycles: u64) {
+        let VcpuExit::IoOut(MILESTONE_PORT, [mark @ (MILESTONE_TIMED_START | MILESTONE_TIMED_END)]) = exit else {
+            return;
+        };
+        let mut blocks = self.0.lock().expect("timed blocks lock poisoned");
+        let counts: Vec<u64> = blocks.stats.iter().filter_map(|s| s.value(INSN_EMULATION)).collect();
+        if let [first, second, ..] = counts[..] {
+            blocks.marks.push((*mark, first, second));
+        }
+    }
+
+    fn attach_kvm_stats(&mut self, stats: Arc<KvmStats>) {
+        self.0.lock().expect("timed blocks lock poisoned").stats.insert(0, stats);
+    }
+
+    fn attach_other_kvm_stats(&mut self, stats: Vec<Arc<KvmStats>>) {
+        self.0.lock().expect("timed blocks lock poisoned").stats.extend(stats.into_iter().take(1));
+    }
+}
+
+impl TimedBlocks {
+    /// The rows' emulated instructions per sample, block `i` for row `i`.
+    fn rows(&self, sampled: &[Sampled; 2]) -> [PerOpInsns; 2] {
+        let marks = self.0.lock().expect("timed blocks lock poisoned").marks.clone();
+        std::array::from_fn(|row| per_sample(row, &marks, sampled[row].samples))
+    }
+}
+
+/// Row `row`'s count from the marks: its block is the `row`-th start with the end after it.
+fn per_sample(row: usize, marks: &[(u8, u64, u64)], samples: u64) -> PerOpInsns {
+    let name = ROWS[row].0.to_string();
+    let start = marks.iter().filter(|m| m.0 == MILESTONE_TIMED_START).nth(row);
+    let end = marks.iter().filter(|m| m.0 == MILESTONE_TIMED_END).nth(row);
+    match (start, end) {
+        (Some(s), Some(e)) if samples > 0 && e.2 >= s.2 && e.1 >= s.1 => {
+            let n = samples as f64;
+            PerOpInsns {
+                name,
+                insns_per_op: Some((e.2 - s.2) as f64 / n),
+                ops: samples,
+                method: format!(
+                    "CPU 1's emulated instructions over the kernel's {samples} timed samples / {samples} (its answer \
+                     and its idle loop's wake); CPU 0's, spin loop included, {:.1} per sample",
+                    (e.1 - s.1) as f64 / n
+                ),
+            }
+        }
+        _ => PerOpInsns {
+            name,
+            insns_per_op: None,
+            ops: 0,
+            method: "the kernel marked no timed samples, or KVM gave no counts for both vCPUs".to_string(),
+        },
+    }
 }
 
 #[cfg(test)]

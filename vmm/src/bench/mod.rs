@@ -184,10 +184,13 @@ fn cycles(config: &BenchConfig, selection: &[&'static str]) -> Result<BenchRepor
     let done = Arc::new(Mutex::new(0));
     let mut runs = guest_runs(config, &names, &done)?;
     let mut two_cpu_rows = [None, None];
+    let mut two_cpu_insns = None;
     if names.iter().any(|n| ipi::names().contains(n)) {
-        let (sampled, tsc_khz) = ipi::measure(config, names.len(), &done)?;
-        two_cpu_rows = sampled.map(Some);
-        runs.tsc_khz = runs.tsc_khz.or(tsc_khz);
+        let count_insns = insns::counted(config.host.kvm).is_ok();
+        let measured = ipi::measure(config, names.len(), &done, count_insns)?;
+        two_cpu_rows = measured.sampled.map(Some);
+        two_cpu_insns = measured.insns;
+        runs.tsc_khz = runs.tsc_khz.or(measured.tsc_khz);
     }
     let tsc_hz = u64::from(runs.tsc_khz.unwrap_or(0)) * 1000;
     let mut results = Vec::new();
@@ -212,7 +215,11 @@ fn cycles(config: &BenchConfig, selection: &[&'static str]) -> Result<BenchRepor
         cpu_model: host.cpu_model,
         tsc_khz: runs.tsc_khz,
     };
-    Ok(BenchReport::new(host, tsc_hz, results))
+    let mut report = BenchReport::new(host, tsc_hz, results);
+    // The two-processor rows' counts, for the rows selected (their boot measured both).
+    let selected_insns = two_cpu_insns.into_iter().flatten().filter(|r| names.contains(&r.name.as_str()));
+    report.insns_per_op.extend(selected_insns);
+    Ok(report)
 }
 
 /// What the bench guest's runs left: each result with the timer rate it ran at, how the

@@ -105,6 +105,8 @@ impl Vm {
         };
         if let (Some(hook), Some(stats)) = (exit_hook.as_deref_mut(), &kvm_stats) {
             hook.attach_kvm_stats(stats.clone());
+            let others = aps.iter().filter_map(|ap| crate::observe::kvm_stats::KvmStats::open(ap).map(Arc::new));
+            hook.attach_other_kvm_stats(others.collect());
         }
         let input_status = InputStatus::default();
         let stop = Arc::new(AtomicBool::new(false));
