@@ -52,7 +52,7 @@ fn a_signal_stops_every_busy_vcpu() {
         return;
     }
     let sock = common::temp("cpus-signal.sock");
-    let mut child = std::process::Command::new(common::lde_bin())
+    let child = std::process::Command::new(common::lde_bin())
         .args(["run", "-q", "--cpus", "2", "--timeout", "120", "--api-sock", sock.to_str().unwrap()])
         .args(["spin 0", "spin 0"])
         .stdout(std::process::Stdio::piped())
