@@ -3,7 +3,9 @@
 # the same image (`lde export`: the kernel lde embeds, the same initrd and command line), in
 # pairs, the order alternating from round to round; then the same for a boot-only run (the
 # kernel panics right after its banner: `lde.test=panic`, nothing to run). Prints the medians,
-# the ratio lde/QEMU and the peak RSS of each.
+# the ratio lde/QEMU and the peak RSS of each; then `lde run -q --none` and `lde run -q PROGRAM`
+# against the floor (`lde bench --floor-once`: a process that builds a bare VM of lde's size and
+# irqchip on the same crates, runs 3 instructions to the shutdown port and exits), as ratios.
 usage="usage: scripts/bench-boot.sh [--rounds N] [PROGRAM]    (default: 21 rounds of hello)
 (the lde binary: \$LDE, else target/release/lde, built if missing)"
 set -euo pipefail
@@ -83,11 +85,15 @@ for round in $(seq 1 "$rounds"); do
         timed qemu-run 1 "$qemu" "${run_q[@]}"
         timed lde-panic 3 "$lde" run -q --none --cmdline lde.test=panic
         timed qemu-panic 7 "$qemu" "${panic_q[@]}"
+        timed floor 0 "$lde" bench --floor-once
+        timed lde-none 0 "$lde" run -q --none
     else
         timed qemu-run 1 "$qemu" "${run_q[@]}"
         timed lde-run 0 "$lde" run -q "$program"
         timed qemu-panic 7 "$qemu" "${panic_q[@]}"
         timed lde-panic 3 "$lde" run -q --none --cmdline lde.test=panic
+        timed lde-none 0 "$lde" run -q --none
+        timed floor 0 "$lde" bench --floor-once
     fi
 done
 
@@ -102,3 +108,13 @@ for pair in run panic; do
         'BEGIN { printf "%-26s %12.1f %12.1f %12.3f %12.1f MiB %12.1f MiB\n", l, a / 1000, b / 1000, a / b, ra / 1024, rb / 1024 }'
 done
 echo "(medians of $rounds runs each: wall time of the whole process, peak RSS as /usr/bin/time reports it)"
+
+floor_us=$(median "$work/floor.us")
+printf '\n%-26s %12s %12s\n' "against the floor" "ms" "x floor"
+awk -v f="$floor_us" 'BEGIN { printf "%-26s %12.1f %12.2f\n", "floor (bare VM, 3 insns)", f / 1000, 1 }'
+for pair in none run; do
+    label="lde run -q --none"
+    [ "$pair" = run ] && label="lde run -q $program"
+    awk -v l="$label" -v a="$(median "$work/lde-$pair.us")" -v f="$floor_us" \
+        'BEGIN { printf "%-26s %12.1f %12.2f\n", l, a / 1000, a / f }'
+done

@@ -134,12 +134,23 @@ fn check_insns(report: &Value, out: &common::Output, pvm: bool) {
         assert!(out.stdout.lines().any(na), "{}", out.stdout);
     }
     assert!(out.stderr.contains("lde: bench insns [4/4] switch-cr3\n") || !pvm, "{}", out.stderr);
-    let boot = report["boot"].as_array().unwrap();
-    assert_eq!(boot.len(), 2, "{boot:?}");
+    let all = report["boot"].as_array().unwrap();
+    assert_eq!(all.len(), 3, "{all:?}");
+    // The floor first: a bare VM's three instructions to the shutdown port, one exit, and
+    // faster than any boot of lde's kernel.
+    let floor = &all[0];
+    assert_eq!(floor["name"], "boot-floor", "{floor}");
+    let floor_ms = &floor["milestones"].as_array().unwrap()[..];
+    assert_eq!(floor_ms.len(), 1, "{floor}");
+    assert_eq!((floor_ms[0]["name"].as_str(), floor_ms[0]["exits"].as_u64()), (Some("shutdown"), Some(1)));
+    if pvm {
+        assert!(floor_ms[0]["insns"].as_u64().unwrap() <= 3, "{floor}");
+    }
+    let boot = &all[1..];
     let boots = boot[0]["boots"].as_u64().unwrap();
     assert!(out.stderr.contains(&format!(
         "lde: bench boot [{0}/{0}] boot-hello (boot {1} of {1})\n",
-        2 * boots,
+        3 * boots,
         boots
     )));
     let milestones = |row: usize| -> Vec<&str> {
@@ -148,6 +159,15 @@ fn check_insns(report: &Value, out: &common::Output, pvm: bool) {
     assert_eq!((boot[0]["name"].as_str(), boot[0]["run"].as_str()), (Some("boot-empty"), Some("--none")));
     assert_eq!(milestones(0), ["banner", "shutdown"], "nothing to run: never in ring 3");
     assert_eq!(milestones(1), ["banner", "first-user", "shutdown"]);
+    for row in boot {
+        let lde_first = row["milestones"][0]["wall_ms"].as_f64().unwrap();
+        assert!(floor_ms[0]["wall_ms_min"].as_f64().unwrap() < lde_first, "the floor is below {row}");
+    }
+    // Each milestone's ratio to the floor is printed beside it.
+    let ratio = |l: &&str| {
+        l.starts_with("boot-empty  shutdown ") && l.split_whitespace().last().unwrap().parse::<f64>().is_ok()
+    };
+    assert!(out.stdout.lines().any(|l| ratio(&l)), "{}", out.stdout);
     for row in boot {
         let ms = row["milestones"].as_array().unwrap();
         for pair in ms.windows(2) {
@@ -246,7 +266,11 @@ fn bad_bench_input_is_one_line() {
     assert_eq!(out.status, Some(2), "{out:?}");
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
     assert!(out.stderr.starts_with("lde: error: no measurement matches"), "{}", out.stderr);
-    assert!(out.stderr.contains("kvm-run, boot-empty, boot-hello"), "the boot rows are named: {}", out.stderr);
+    assert!(
+        out.stderr.contains("kvm-run, boot-floor, boot-empty, boot-hello"),
+        "the boot rows are named: {}",
+        out.stderr
+    );
     let out = lde(&["bench", "--insns", "--filter", "cpuid"]);
     assert_eq!(out.status, Some(2), "{out:?}");
     assert!(
@@ -296,13 +320,14 @@ fn the_two_processor_rows_need_and_use_two_processors() {
         assert!(out.stdout.lines().any(|l| l.starts_with(name)), "{}", out.stdout);
     }
     // Where KVM counts the kernel's instructions (PVM), each row has processor 1's count per
-    // sample: the same on every run (its answer and its idle loop's wake).
+    // sample (its answer and its idle loop's wake; where the IPI finds it moves the wake by a
+    // few instructions now and then).
     if report["insns_counted"] == true {
         let insns = report["insns_per_op"].as_array().unwrap();
         for name in ["ipi-roundtrip", "tlb-shootdown"] {
             let row = insns.iter().find(|r| r["name"] == name).unwrap_or_else(|| panic!("no {name} count: {report}"));
             let per_op = row["insns_per_op"].as_f64().unwrap_or_else(|| panic!("{row}"));
-            assert!(per_op > 0.0 && per_op.fract() == 0.0, "{row}");
+            assert!(per_op > 0.0, "{row}");
         }
     }
 }

@@ -145,6 +145,10 @@ pub struct BenchArgs {
     /// With --compare: also draw the comparison as SVG.
     #[arg(long, value_name = "FILE.svg", requires = "compare")]
     pub compare_svg: Option<PathBuf>,
+    /// Boot the `boot-floor` row's bare VM once and exit: scripts/bench-boot.sh times the whole
+    /// process beside `lde run`'s.
+    #[arg(long, hide = true, conflicts_with_all = ["json", "histogram", "baseline", "filter", "insns", "compare"])]
+    pub floor_once: bool,
 }
 
 #[derive(Args)]

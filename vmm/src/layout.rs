@@ -33,6 +33,8 @@ pub const LOW_RAM_END: GuestAddress = GuestAddress(0x9_fc00);
 pub const HIGH_RAM_START: GuestAddress = GuestAddress(0x10_0000);
 /// Start of the 32-bit MMIO hole; RAM must end at or below it.
 pub const MMIO_HOLE_START: GuestAddress = GuestAddress(0xc000_0000);
+/// Address KVM needs for its three-page TSS on Intel hosts (unused by the guest).
+pub const KVM_TSS_ADDR: u64 = 0xfffb_d000;
 /// The LAPIC's MMIO page (emulated by KVM's in-kernel irqchip).
 pub const LAPIC_ADDR: GuestAddress = GuestAddress(0xfee0_0000);
 /// Page size used for alignment.

@@ -36,7 +36,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kvm_bindings::kvm_segment;
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
@@ -141,7 +140,7 @@ pub fn measure(kvm: &Kvm, patience: Duration) -> Result<Findings, kvm_ioctls::Er
     let ap = vm.create_vcpu(1)?;
     bsp.set_cpuid2(&cpuid)?;
     ap.set_cpuid2(&cpuid)?;
-    protected_mode(&bsp)?;
+    crate::probe_vm::protected_mode(&bsp, BSP_ADDR, 0xa000)?;
     register_signal_handler(SIGRTMIN(), kick).map_err(|e| kvm_ioctls::Error::new(e.errno()))?;
     let reports: Arc<Mutex<Vec<Report>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
@@ -192,28 +191,6 @@ fn load(mem: &GuestMemoryMmap) {
     write(IDT_ADDR + 8 * IPI_VECTOR, &gate.to_le_bytes());
     write(IDT_POINTER_ADDR, &((8 * IPI_VECTOR + 7) as u16).to_le_bytes());
     write(IDT_POINTER_ADDR + 2, &(IDT_ADDR as u32).to_le_bytes());
-}
-
-/// Flat 32-bit protected mode at [`BSP_ADDR`], as a loader leaves a bootstrap processor.
-fn protected_mode(vcpu: &VcpuFd) -> Result<(), kvm_ioctls::Error> {
-    let mut sregs = vcpu.get_sregs()?;
-    let code = kvm_segment {
-        base: 0,
-        limit: 0xffff_ffff,
-        selector: 0x08,
-        type_: 0xb,
-        present: 1,
-        db: 1,
-        s: 1,
-        g: 1,
-        ..Default::default()
-    };
-    let data = kvm_segment { selector: 0x10, type_: 0x3, ..code };
-    (sregs.cs, sregs.ds, sregs.es, sregs.ss) = (code, data, data, data);
-    sregs.cr0 |= 1;
-    vcpu.set_sregs(&sregs)?;
-    let regs = kvm_bindings::kvm_regs { rip: BSP_ADDR, rsp: 0xa000, rflags: 0x2, ..Default::default() };
-    vcpu.set_regs(&regs)
 }
 
 /// One vCPU's thread: runs it, noting its port writes, until the probe ends or the vCPU stops.

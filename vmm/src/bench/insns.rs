@@ -77,7 +77,12 @@ pub const PER_OP: [PerOpMethod; 4] = [
 ];
 
 /// The boot rows: name, what they run (`None`: nothing, as `lde run --none`), description.
-pub const BOOT_ROWS: [(&str, Option<&str>, &str); 2] = [
+pub const BOOT_ROWS: [(&str, Option<&str>, &str); 3] = [
+    (
+        super::floor::NAME,
+        None,
+        "the floor, no lde: the same crates' VM of lde's memory size and irqchip, 3 instructions to the shutdown port",
+    ),
     ("boot-empty", None, "the kernel with nothing to run (lde run --none): boot to shutdown"),
     ("boot-hello", Some("hello"), "the hello program: boot, first entry to ring 3, whole run"),
 ];
@@ -164,6 +169,10 @@ pub fn boot_rows(
     for round in 0..boots {
         for (i, (name, program, _)) in selected.iter().enumerate() {
             progress(name, round);
+            if *name == super::floor::NAME {
+                marks[i].push(vec![super::floor::boot(&config.kvm_device)?]);
+                continue;
+            }
             let programs = match program {
                 None => Programs::none(),
                 Some(spec) => crate::initrd::prepare(&[spec.to_string()], Vec::new())?,
@@ -177,7 +186,11 @@ pub fn boot_rows(
         .zip(marks)
         .map(|((name, program, _), runs)| BootRow {
             name: name.to_string(),
-            run: program.map_or("--none".to_string(), |p| p.to_string()),
+            run: match program {
+                _ if *name == super::floor::NAME => "3 instructions in a bare VM, no lde kernel".to_string(),
+                None => "--none".to_string(),
+                Some(p) => p.to_string(),
+            },
             boots,
             timer_hz: 0,
             milestones: Milestone::ALL.iter().filter_map(|&m| summarize(m, &runs, counted)).collect(),

@@ -7,7 +7,8 @@
 //! Where KVM counts the kernel's emulated instructions (PVM), the boot runs with the kernel's
 //! milestones on: it marks the start and the end of each row's timed samples, and a VM-exit hook
 //! reads both vCPUs' `insn_emulation` there. Processor 1's count over the samples, divided by
-//! them, is exact (its answer and the wake of its idle loop); processor 0's includes its spin
+//! them, is its answer and the wake of its idle loop (nearly the same every run: where an IPI
+//! finds it moves the wake by a few instructions now and then); processor 0's includes its spin
 //! loop, whose rounds vary, and is given for what it is.
 
 use std::sync::{Arc, Mutex};

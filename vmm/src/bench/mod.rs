@@ -13,6 +13,7 @@
 //! counts in a file and checks a run against it.
 
 mod compare;
+mod floor;
 mod histogram;
 pub mod insn_baseline;
 mod insns;
@@ -142,6 +143,11 @@ pub fn select(filters: &[String], insns_only: bool, cpus: u8) -> Result<Vec<&'st
         return Err(Error::NoInsns(names));
     }
     Ok(names)
+}
+
+/// Boots the `boot-floor` row's bare VM once (for a whole-process timing).
+pub fn floor_once(kvm_device: &std::path::Path) -> Result<(), Error> {
+    floor::boot(kvm_device).map(|_| ())
 }
 
 /// Runs the selected measurements: the cycle measurements (unless `insns_only`), the

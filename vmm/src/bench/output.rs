@@ -183,9 +183,17 @@ fn boot_table(report: &BenchReport) -> String {
         "\nboot (timer off, lde.milestones=1; {boots} boot(s) of each, in turn; wall time from the start of the run, building the VM included)\n"
     );
     out.push_str(&format!(
-        "{:<11} {:<11} {:>9} {:>19} {:>6} {:>9} {:>17}\n",
-        "row", "milestone", "insns", "insns min-max", "exits", "wall ms", "wall ms min-max"
+        "{:<11} {:<11} {:>9} {:>19} {:>6} {:>9} {:>17} {:>8}\n",
+        "row", "milestone", "insns", "insns min-max", "exits", "wall ms", "wall ms min-max", "x floor"
     ));
+    // The floor's time to its port write (`boot-floor`), which every milestone is a multiple of.
+    let floor = report
+        .boot
+        .iter()
+        .find(|r| r.name == super::floor::NAME)
+        .and_then(|r| r.milestones.iter().find(|m| m.name == "shutdown"))
+        .map(|m| m.wall_ms)
+        .filter(|ms| *ms > 0.0);
     let mut notes = Vec::new();
     for row in &report.boot {
         for m in &row.milestones {
@@ -194,8 +202,9 @@ fn boot_table(report: &BenchReport) -> String {
                 (Some(lo), Some(hi)) => format!("{lo}-{hi}"),
                 _ => "n/a".to_string(),
             };
+            let ratio = floor.map_or("n/a".to_string(), |f| format!("{:.2}", m.wall_ms / f));
             out.push_str(&format!(
-                "{:<11} {:<11} {insns:>9} {spread:>19} {:>6} {:>9.2} {:>17}\n",
+                "{:<11} {:<11} {insns:>9} {spread:>19} {:>6} {:>9.2} {:>17} {ratio:>8}\n",
                 row.name,
                 m.name,
                 m.exits,

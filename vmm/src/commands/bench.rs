@@ -59,6 +59,10 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode, Error> {
     if !args.compare.is_empty() {
         return compare(&args.compare, args.compare_svg.as_deref());
     }
+    if args.floor_once {
+        lde::bench::floor_once(&args.kvm_device)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let baseline = args.baseline.as_deref().map(read_report).transpose()?;
     let insn_baseline = args.insn_baseline.as_deref().map(read_insn_baseline).transpose()?;
     let names = lde::bench::select(&args.filter, args.insns, args.cpus)?;

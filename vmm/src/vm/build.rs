@@ -33,8 +33,7 @@ use crate::seccomp::{self, Thread};
 use crate::vcpu::{self, VmExitHook};
 use crate::vmexit::VmExitCounts;
 
-/// Address KVM needs for its three-page TSS on Intel hosts (unused by the guest).
-const KVM_TSS_ADDR: u64 = 0xfffb_d000;
+use crate::layout::KVM_TSS_ADDR;
 
 /// Fills every byte of guest RAM with [`DIRTY_RAM_BYTE`] (the dirty-ram test hook).
 fn dirty_ram(mem: &GuestMemoryMmap) -> Result<(), Error> {
