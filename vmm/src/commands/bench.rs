@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use lde::bench::insn_baseline::{self, InsnBaseline};
 use lde::bench::{BenchConfig, BenchReport};
-use lde::host;
+use lde::host::{self, HostInfo};
 use lde::output::OutputFile;
 
 use super::Error;
@@ -50,6 +50,33 @@ fn compare(files: &[PathBuf], svg_path: Option<&Path>) -> Result<ExitCode, Error
     Ok(ExitCode::SUCCESS)
 }
 
+/// Refuses, before measuring, baselines of another kind of host (cycles of another host or CPU
+/// say nothing about this one: `--compare` puts hosts side by side instead) and an instruction
+/// baseline to write where this host counts no instructions.
+fn refuse_other_hosts(
+    args: &BenchArgs,
+    baseline: Option<&BenchReport>,
+    insn_baseline: Option<&InsnBaseline>,
+    host: &HostInfo,
+) -> Result<(), Error> {
+    if let (Some(path), Some(baseline)) = (&args.insn_baseline, insn_baseline) {
+        if baseline.host_kind != host.kvm.slug() {
+            let why = format!("it holds for {}, this host is {}", baseline.host_kind, host.kvm.slug());
+            return Err(Error::Incomparable(path.clone(), why));
+        }
+    }
+    if let (Some(path), Err(why)) = (&args.write_insn_baseline, lde::bench::insns_counted(host.kvm)) {
+        return Err(Error::Incomparable(path.clone(), format!("no instruction counts to keep: {why}")));
+    }
+    if let (Some(path), Some(baseline)) = (&args.baseline, baseline) {
+        if let Some(why) = lde::bench::host_mismatch(baseline, host.kvm.slug(), &host.cpu_model) {
+            let why = format!("{why} (lde bench --compare shows hosts side by side)");
+            return Err(Error::Incomparable(path.clone(), why));
+        }
+    }
+    Ok(())
+}
+
 pub fn bench(args: BenchArgs) -> Result<ExitCode, Error> {
     if let (Some(json), Some(svg)) = (&args.json, &args.histogram) {
         if lde::files::same_file(json, svg) {
@@ -81,25 +108,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode, Error> {
     let (json_file, histogram_file) = (json_file?, histogram_file?);
     let insn_baseline_file = create(&args.write_insn_baseline)?;
     let host = host::detect();
-    if let (Some(path), Some(baseline)) = (&args.insn_baseline, &insn_baseline) {
-        if baseline.host_kind != host.kvm.slug() {
-            let why = format!("it holds for {}, this host is {}", baseline.host_kind, host.kvm.slug());
-            return Err(Error::Incomparable(path.clone(), why));
-        }
-    }
-    if let (Some(path), Err(why)) = (&args.write_insn_baseline, lde::bench::insns_counted(host.kvm)) {
-        return Err(Error::Incomparable(path.clone(), format!("no instruction counts to keep: {why}")));
-    }
-    // Cycles of another kind of host or another CPU say nothing about this one: refused before
-    // measuring (`--compare` puts hosts side by side instead).
-    if let (Some(path), Some(baseline)) = (&args.baseline, &baseline) {
-        if let Some(why) = lde::bench::host_mismatch(baseline, host.kvm.slug(), &host.cpu_model) {
-            return Err(Error::Incomparable(
-                path.clone(),
-                format!("{why} (lde bench --compare shows hosts side by side)"),
-            ));
-        }
-    }
+    refuse_other_hosts(&args, baseline.as_ref(), insn_baseline.as_ref(), &host)?;
     if !args.quiet {
         eprintln!("lde: host: {} on {}", host.kvm, host.cpu_model);
     }
