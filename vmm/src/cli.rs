@@ -104,8 +104,7 @@ pub struct BenchArgs {
     /// With --baseline: the largest slowdown of a median, in percent, that still passes.
     #[arg(long, value_name = "PCT", default_value_t = 10.0, requires = "baseline")]
     pub max_regression: f64,
-    /// Run only the measurements whose name contains NAME (repeatable); the boot rows are
-    /// boot-empty and boot-hello.
+    /// Run only the measurements whose name contains NAME (repeatable); boot rows: boot-floor, -empty, -hello.
     #[arg(long, value_name = "NAME")]
     pub filter: Vec<String>,
     /// Only the instruction counts (per operation and the boot rows), no cycle measurement: a
@@ -145,8 +144,7 @@ pub struct BenchArgs {
     /// With --compare: also draw the comparison as SVG.
     #[arg(long, value_name = "FILE.svg", requires = "compare")]
     pub compare_svg: Option<PathBuf>,
-    /// Boot the `boot-floor` row's bare VM once and exit: scripts/bench-boot.sh times the whole
-    /// process beside `lde run`'s.
+    /// Boot the `boot-floor` row's bare VM once and exit (scripts/bench-boot.sh times the process).
     #[arg(long, hide = true, conflicts_with_all = ["json", "histogram", "baseline", "filter", "insns", "compare"])]
     pub floor_once: bool,
 }

@@ -3,7 +3,9 @@
 //! Every later question ("which timer rate?", "which test hook?") is answered from the table,
 //! not by scanning the line again: on hosts where every kernel instruction is emulated a scan
 //! costs ~10 instructions a byte. The `lde.run` words are not copied: [`Config::runs`] is the
-//! rest of the line from the first of them, and the kernel walks it once, program by program.
+//! part of the line from the first of them to the end of the last, and the kernel walks it once,
+//! program by program (the words after the last program are never scanned again: looking for a
+//! next program there cost every start and every end of a process ~1,600 emulated instructions).
 
 use lde_abi::cmdline as keys;
 use lde_abi::virtio::MAX_DISKS;
@@ -28,7 +30,7 @@ pub struct Config {
     pub verbose: bool,
     /// Number of `lde.run` words.
     pub programs: usize,
-    /// The line from the first `lde.run` word on (empty if there is none).
+    /// The line from the first `lde.run` word to the end of the last (empty if there is none).
     pub runs: &'static str,
     /// The values of the `virtio_mmio.device` words (the disks), in order.
     pub disks: [&'static str; MAX_DISKS],
@@ -45,13 +47,17 @@ impl Config {
 /// Reads `line` once.
 pub fn parse(line: &'static str) -> Config {
     let mut c = Config::default();
+    // Offsets in `line` of the first `lde.run` word and of the end of the last.
+    let (mut first, mut last_end) = (0, 0);
+    let offset = |s: &str| s.as_ptr() as usize - line.as_ptr() as usize;
     for (key, value) in cmdline::words(line) {
         match key {
             RUN_KEY => {
                 if c.programs == 0 {
-                    // `key` is a slice of `line`, at a character boundary.
-                    c.runs = &line[key.as_ptr() as usize - line.as_ptr() as usize..];
+                    first = offset(key);
                 }
+                // A bare `lde.run` has no `=`: its value is no slice of `line`.
+                last_end = if value.is_empty() { offset(key) + key.len() } else { offset(value) + value.len() };
                 c.programs += 1;
             }
             keys::TEST_KEY => c.test = Some(value),
@@ -73,6 +79,8 @@ pub fn parse(line: &'static str) -> Config {
             _ => {}
         }
     }
+    // Both offsets are ends or starts of words of `line`, at character boundaries.
+    c.runs = &line[first..last_end];
     c
 }
 
