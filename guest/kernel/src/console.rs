@@ -24,8 +24,9 @@ struct Page {
 
 struct Buffer(UnsafeCell<Page>);
 
-// SAFETY: one CPU; the page is touched only by whoever set BUSY (see `write`), with interrupts
-// off in the kernel.
+// SAFETY: the page is touched only by whoever set BUSY (an atomic swap, see `with_page`), with
+// interrupts off in the kernel; with several processors only the big kernel lock's holder
+// prints, and a print that finds BUSY set goes to the UART instead.
 unsafe impl Sync for Buffer {}
 
 static BUFFER: Buffer = Buffer(UnsafeCell::new(Page { bytes: [0; CONSOLE_CHUNK], len: 0 }));

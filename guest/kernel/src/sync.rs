@@ -1,4 +1,4 @@
-//! Global kernel state on one CPU, reached only through closures.
+//! Global kernel state, reached only through closures, by one processor at a time.
 //!
 //! [`Global::with`] lends `&mut T` to a closure and marks the global busy while it runs; a
 //! nested `with` of the same global (a trap handler reached while the state was lent, or a
@@ -20,8 +20,10 @@ pub struct Global<T> {
     busy: Cell<bool>,
 }
 
-// SAFETY: every access to the value goes through `with` (the type has no other accessor). lde
-// runs one CPU, so `with` is never entered from two CPUs at once; within the CPU, the busy flag
+// SAFETY: every access to the value goes through `with` (the type has no other accessor). Only
+// one processor at a time runs kernel code (with several, only the holder of the big kernel
+// lock: kernel_lock.rs, whose Acquire and Release order the value's accesses between them), so
+// `with` is never entered from two processors at once; within the processor, the busy flag
 // turns every overlapping access (an interrupt or trap handler entered while a closure runs,
 // or a nested call) into a panic before a second reference exists. `T: Send`: whatever context
 // runs the closure (boot code, a trap handler, another process's kernel stack) gets the value,

@@ -1,4 +1,5 @@
-//! The stats-page protocol: how the kernel (the writer, on the guest's one CPU) publishes
+//! The stats-page protocol: how the kernel (the writer: one guest processor at a time, the
+//! holder of its big kernel lock where there are several) publishes
 //! [`StatsPage`] and how the host (the reader, on another CPU, without a VM exit) copies it
 //! without ever seeing a half-written value. The two halves sit side by side under this file:
 //! `protocol/writer.rs` (the kernel's) and `protocol/reader.rs` (the host's); their unit tests,

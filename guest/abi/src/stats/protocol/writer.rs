@@ -1,5 +1,6 @@
-//! The writer half of the stats-page protocol (see [`super`]): the kernel, on the guest's one
-//! CPU, publishes with volatile writes kept in order by compiler fences.
+//! The writer half of the stats-page protocol (see [`super`]): the kernel, one guest processor
+//! at a time (the big kernel lock orders them), publishes with volatile writes kept in order by
+//! compiler fences (x86 keeps stores in order: the host sees them as written).
 
 use core::sync::atomic::{compiler_fence, Ordering};
 
