@@ -16,23 +16,21 @@ const WARMUPS: usize = 10;
 /// boot (a round trip takes ~0.1 ms where ring 0 is emulated).
 const ANSWER_TIMEOUT_MS: u64 = 50;
 
-/// Measures the round trip to processor 1 (LAPIC id `apic_id`) and prints it; returns the IPIs
-/// it sent.
+/// Measures the round trip to processor 1, then the one-page shootdown, and prints both.
 #[inline(never)]
-pub fn measure(apic_id: u8) -> u64 {
+pub fn measure() {
     let timeout = time::ms_to_tsc(ANSWER_TIMEOUT_MS);
-    let sent = timed("ipi round trip to cpu 1", "ipi to cpu 1", || round_trip(apic_id, timeout));
+    timed("ipi round trip to cpu 1", "ipi to cpu 1", || round_trip(timeout));
     // The page a shootdown asks processor 1 to invalidate: any mapped page does.
     static PAGE: u8 = 0;
     timed("tlb shootdown to cpu 1 (one page)", "tlb shootdown to cpu 1", || {
         shootdown::one_page(1, core::ptr::addr_of!(PAGE) as u64)
     });
-    sent
 }
 
 /// Times `once` after [`WARMUPS`] untimed rounds and prints `kernel: WHAT: median C cycles, min M,
-/// p99 P, mean A, n N`, or that `who` got no answer; returns the rounds it ran.
-fn timed(what: &str, who: &str, mut once: impl FnMut() -> Option<u64>) -> u64 {
+/// p99 P, mean A, n N`, or that `who` got no answer.
+fn timed(what: &str, who: &str, mut once: impl FnMut() -> Option<u64>) {
     let mut samples = [0u64; SAMPLES];
     for i in 0..WARMUPS + SAMPLES {
         if i == WARMUPS {
@@ -40,7 +38,7 @@ fn timed(what: &str, who: &str, mut once: impl FnMut() -> Option<u64>) -> u64 {
         }
         let Some(cycles) = once() else {
             println!("kernel: {who} got no answer in time: nothing measured");
-            return i as u64 + 1;
+            return;
         };
         if let Some(slot) = i.checked_sub(WARMUPS) {
             samples[slot] = cycles;
@@ -51,14 +49,13 @@ fn timed(what: &str, who: &str, mut once: impl FnMut() -> Option<u64>) -> u64 {
     let (min, median, p99) = (samples[0], samples[SAMPLES / 2], samples[SAMPLES * 99 / 100]);
     let mean = samples.iter().sum::<u64>() / SAMPLES as u64;
     println!("kernel: {what}: median {median} cycles, min {min}, p99 {p99}, mean {mean}, n {SAMPLES}");
-    (WARMUPS + SAMPLES) as u64
 }
 
 /// One IPI and its answer, in TSC cycles; `None` if no answer came within `timeout` cycles.
-fn round_trip(apic_id: u8, timeout: u64) -> Option<u64> {
+fn round_trip(timeout: u64) -> Option<u64> {
     let before = ipi::pongs();
     let start = rdtsc();
-    lapic::send_fixed(apic_id, ipi::IPI_VECTOR);
+    lapic::send_to(1, ipi::IPI_VECTOR);
     loop {
         let now = rdtsc();
         if ipi::pongs() != before {

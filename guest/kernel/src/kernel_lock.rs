@@ -57,7 +57,7 @@ pub struct LockCounts {
 impl KernelLock {
     /// Takes the lock for this processor; false (and nothing done) if it holds it already.
     pub fn enter(&self) -> bool {
-        let me = percpu::this().index() as u32 + 1;
+        let me = percpu::index() as u32 + 1;
         match self.owner.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed) {
             Ok(_) => {}
             Err(owner) if owner == me => return false,
@@ -92,7 +92,7 @@ impl KernelLock {
 
     /// Releases the lock (this processor holds it).
     pub fn leave(&self) {
-        debug_assert_eq!(self.owner.load(Ordering::Relaxed), percpu::this().index() as u32 + 1);
+        debug_assert_eq!(self.owner.load(Ordering::Relaxed), percpu::index() as u32 + 1);
         self.owner.store(0, Ordering::Release);
     }
 

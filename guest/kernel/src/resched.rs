@@ -41,7 +41,7 @@ pub fn kick_idle() {
 
 #[inline(never)]
 fn kick_one(idle: u32) {
-    let others = idle & !(1 << percpu::this().index());
+    let others = idle & !(1 << percpu::index());
     if others == 0 {
         return;
     }
@@ -52,16 +52,14 @@ fn kick_one(idle: u32) {
 
 /// Wakes every idle processor (no process is left, or work for all).
 pub fn kick_all() {
-    let others = IDLE.swap(0, Ordering::Relaxed) & !(1 << percpu::this().index());
+    let others = IDLE.swap(0, Ordering::Relaxed) & !(1 << percpu::index());
     for cpu in (0..MAX_CPUS).filter(|c| others & (1 << c) != 0) {
         send_kick(cpu);
     }
 }
 
 fn send_kick(cpu: usize) {
-    lapic::send_fixed(lapic::id_of(cpu), RESCHED_VECTOR);
-    let index = percpu::index();
-    counters::update(|page| page.cpus[index].ipis_sent += 1);
+    lapic::send_to(cpu, RESCHED_VECTOR);
 }
 
 /// A reschedule IPI arrived: acknowledge it; the idle loop it woke goes back to the scheduler.
@@ -71,8 +69,8 @@ pub fn rescheduled() {
     publish();
 }
 
-/// Copies the big kernel lock's counters, the TLB shootdowns and the IPIs each processor took
-/// into the stats page (on the paths only several processors take: reschedule IPIs, other
+/// Copies the big kernel lock's counters, the TLB shootdowns and the IPIs each processor sent
+/// and took into the stats page (on the paths only several processors take: reschedule IPIs, other
 /// processors' ticks, the idle loop, shootdowns, the end). Called with the lock held.
 pub fn publish() {
     let counts = KERNEL_LOCK.counts();
@@ -82,6 +80,7 @@ pub fn publish() {
         page.lock_spins = counts.spins;
         page.tlb_shootdowns = shootdown::sent();
         for (cpu, figures) in page.cpus.iter_mut().enumerate() {
+            figures.ipis_sent = lapic::ipis_sent(cpu);
             figures.ipis_received = RECEIVED[cpu].load(Ordering::Relaxed) + shootdown::answered(cpu);
         }
     });
@@ -91,7 +90,7 @@ pub fn publish() {
 /// lock, halts until an interrupt, then takes the lock back. It keeps the last process's page
 /// tables (see the module's text).
 pub fn idle_wait() {
-    let bit = 1 << percpu::this().index();
+    let bit = 1 << percpu::index();
     IDLE.fetch_or(bit, Ordering::Relaxed);
     KERNEL_LOCK.leave();
     cpu::wait_for_interrupt();

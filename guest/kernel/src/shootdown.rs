@@ -80,9 +80,7 @@ pub fn one_page(cpu: usize, page: u64) -> Option<u64> {
 fn ask(cpu: usize, request: u64) {
     REQUEST[cpu].store(request, Ordering::Release);
     SENT.fetch_add(1, Ordering::Relaxed);
-    lapic::send_fixed(lapic::id_of(cpu), SHOOTDOWN_VECTOR);
-    let me = percpu::index();
-    crate::counters::update(|page| page.cpus[me].ipis_sent += 1);
+    lapic::send_to(cpu, SHOOTDOWN_VECTOR);
 }
 
 /// Waits for processor `cpu` to answer its request; whether it did in time.

@@ -103,15 +103,14 @@ fn start_all(cpus: &str) {
     }
     if started & 0b10 != 0 {
         let before = ipi::pongs();
-        let sent = ipi_roundtrip::measure(lapic::id_of(1));
+        ipi_roundtrip::measure();
         resched::count_received(1, ipi::pongs() - before);
-        counters::update(|page| page.cpus[0].ipis_sent += sent);
     }
     // Let them schedule: each takes the lock once this processor first lets go of it (its
     // first process's return to ring 3, or its idle loop).
     GO.store(true, Ordering::Release);
     for cpu in (1..MAX_CPUS).filter(|c| started & (1 << c) != 0) {
-        lapic::send_fixed(lapic::id_of(cpu), RESCHED_VECTOR);
+        lapic::send_to(cpu, RESCHED_VECTOR);
     }
 }
 

@@ -53,15 +53,25 @@ pub fn timer(frame: &TrapFrame, from_user: bool, now: u64) {
         page.tick_cycles += end - now;
         page.tick_count += 1;
     });
+    // SAFETY: the `with` that decided has returned (see `carry_out`).
+    unsafe { carry_out(tick, frame.rip) };
+}
+
+/// Does what a tick decided for the process it interrupted at `rip`.
+///
+/// # Safety
+/// `Preempt` and `Runaway` are decided only for a tick that interrupted ring 3 (`decide`'s
+/// `from_user`), so this runs on the interrupted process's own kernel stack (TSS.RSP0, set for
+/// it by `sched::pick`), with IF clear (an interrupt gate); the caller holds no `KERNEL` borrow.
+/// `sched::switch_to_scheduler` asserts all three.
+#[inline(always)] // the tick's hot path
+unsafe fn carry_out(tick: Tick, rip: u64) {
     match tick {
         Tick::Continue => {}
-        // SAFETY: `Preempt` and `Runaway` are decided only for a tick that interrupted ring 3
-        // (`from_user` above), so this runs on the interrupted process's own kernel stack
-        // (TSS.RSP0, set for it by `sched::pick`), with IF clear (an interrupt gate), and the
-        // `with` above has returned. `sched::switch_to_scheduler` asserts all three.
+        // SAFETY: the function's contract.
         Tick::Preempt => unsafe { yield_current(false) },
-        // SAFETY: as for `Preempt`.
-        Tick::Runaway => unsafe { end_current(End::Killed { vector: TIMER_VECTOR, rip: frame.rip }) },
+        // SAFETY: the function's contract.
+        Tick::Runaway => unsafe { end_current(End::Killed { vector: TIMER_VECTOR, rip }) },
     }
 }
 
@@ -107,11 +117,6 @@ pub fn ap_timer(frame: &TrapFrame, from_user: bool, now: u64) {
         decide(k, current, from_user, runaway)
     });
     crate::resched::publish();
-    match tick {
-        Tick::Continue => {}
-        // SAFETY: as in `timer`.
-        Tick::Preempt => unsafe { yield_current(false) },
-        // SAFETY: as in `timer`.
-        Tick::Runaway => unsafe { end_current(End::Killed { vector: TIMER_VECTOR, rip: frame.rip }) },
-    }
+    // SAFETY: the `with` that decided has returned (see `carry_out`).
+    unsafe { carry_out(tick, frame.rip) };
 }

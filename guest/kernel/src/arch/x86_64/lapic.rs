@@ -131,6 +131,22 @@ pub fn send_fixed(apic_id: u8, vector: u8) {
     write(REG_ICR_LOW, u32::from(vector));
 }
 
+/// IPIs each processor sent through [`send_to`].
+static IPIS_SENT: [core::sync::atomic::AtomicU64; lde_kcore::mptable::MAX_CPUS] =
+    [const { core::sync::atomic::AtomicU64::new(0) }; lde_kcore::mptable::MAX_CPUS];
+
+/// The kernel's one way to send processor `cpu` an IPI on `vector` ([`send_fixed`] to its LAPIC
+/// id), counted for the sender.
+pub fn send_to(cpu: usize, vector: u8) {
+    send_fixed(id_of(cpu), vector);
+    IPIS_SENT[super::percpu::index()].fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// IPIs processor `cpu` sent.
+pub fn ipis_sent(cpu: usize) -> u64 {
+    IPIS_SENT[cpu].load(core::sync::atomic::Ordering::Relaxed)
+}
+
 /// INIT, level-triggered, asserted: resets processor `apic_id` into the wait-for-SIPI state.
 pub fn send_init(apic_id: u8) {
     send_ipi(apic_id, ICR_INIT | ICR_LEVEL | ICR_ASSERT);
