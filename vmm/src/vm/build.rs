@@ -217,8 +217,9 @@ fn read_kernel(path: Option<&Path>) -> Result<(String, Vec<u8>), Error> {
     })
 }
 
-/// Creates the VM, its memory, its in-kernel irqchip and its vCPU, in the order KVM needs.
-fn create_vm(kvm: &Kvm, mem_size: u64) -> Result<(VmFd, GuestMemoryMmap, VcpuFd), Error> {
+/// Creates the VM, its memory, its in-kernel irqchip and its vCPU, in the order KVM needs (also
+/// the bench's floor, `bench/floor.rs`). Drop the vCPU and the VM before the memory.
+pub(crate) fn create_vm(kvm: &Kvm, mem_size: u64) -> Result<(VmFd, GuestMemoryMmap, VcpuFd), Error> {
     let vm = kvm.create_vm().map_err(|e| Error::Setup("create the VM", e))?;
     vm.set_tss_address(KVM_TSS_ADDR as usize).map_err(|e| Error::Setup("TSS address", e))?;
     // Memory before the irqchip: the other way round, KVM_SET_USER_MEMORY_REGION waits 4-9 ms

@@ -19,6 +19,7 @@ mod outcome;
 mod run;
 mod signals;
 
+pub(crate) use build::create_vm;
 pub use build::{open_kvm, prepare, Vm};
 pub use config::RunConfig;
 pub use error::Error;
