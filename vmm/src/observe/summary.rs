@@ -175,26 +175,35 @@ pub fn lines(page: &StatsPage, processes: &[ProcStats], kvm: KvmKind, ran: Optio
 
 /// One line per processor that ran processes, and the big kernel lock's.
 fn cpu_lines(page: &StatsPage) -> Vec<String> {
-    let ms = |cycles: u64| cycles as f64 * 1000.0 / page.tsc_hz.max(1) as f64;
     let mut lines: Vec<String> = (page.cpus.iter().enumerate())
         .filter(|(_, c)| c.online != 0)
-        .map(|(id, c)| {
-            format!(
-                "cpu {id}: {}, {}, user {:.1} ms, idle {:.1} ms, IPIs {} sent, {} received",
-                count(c.ticks, "tick", "ticks"),
-                count(c.switches, "switch", "switches"),
-                ms(c.user_cycles),
-                ms(c.idle_cycles),
-                c.ipis_sent,
-                c.ipis_received
-            )
-        })
+        .map(|(id, c)| format!("cpu {id}: {}", cpu_figures(c, page.tsc_hz)))
         .collect();
-    lines.push(format!(
-        "big kernel lock: {} acquisitions, {} contended ({} spins waiting); TLB shootdowns: {}",
-        page.lock_acquisitions, page.lock_contended, page.lock_spins, page.tlb_shootdowns
-    ));
+    lines.push(format!("big kernel lock: {}", lock_figures(page)));
     lines
+}
+
+/// One processor's figures as the summary and `--watch` give them: ticks, switches, ring-3 and
+/// idle time, IPIs.
+pub fn cpu_figures(c: &lde_abi::stats::CpuStats, tsc_hz: u64) -> String {
+    let ms = |cycles: u64| cycles as f64 * 1000.0 / tsc_hz.max(1) as f64;
+    format!(
+        "{}, {}, user {:.1} ms, idle {:.1} ms, IPIs {} sent, {} received",
+        count(c.ticks, "tick", "ticks"),
+        count(c.switches, "switch", "switches"),
+        ms(c.user_cycles),
+        ms(c.idle_cycles),
+        c.ipis_sent,
+        c.ipis_received
+    )
+}
+
+/// The big kernel lock's figures and the TLB shootdowns, as the summary and `--watch` give them.
+pub fn lock_figures(page: &StatsPage) -> String {
+    format!(
+        "{} acquisitions, {} contended ({} spins waiting); TLB shootdowns: {}",
+        page.lock_acquisitions, page.lock_contended, page.lock_spins, page.tlb_shootdowns
+    )
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use crossterm::{execute, queue};
 
 use crate::devices::serial::SharedBuffer;
 use crate::observe::monitor::{Live, Observer};
+use crate::observe::summary;
 
 /// Most lines of guest output shown under the table.
 const TAIL_LINES: usize = 10;
@@ -59,25 +60,11 @@ pub fn table(live: &Live, kvm: &str) -> String {
     );
     let several = page.cpus.iter().filter(|c| c.online != 0).count() > 1;
     for (i, c) in page.cpus.iter().enumerate().filter(|(_, c)| several && c.online != 0) {
-        let ms = |cycles: u64| cycles as f64 * 1000.0 / page.tsc_hz.max(1) as f64;
         let running = if c.current_pid == 0 { "idle or kernel".to_string() } else { format!("pid {}", c.current_pid) };
-        let _ = writeln!(
-            out,
-            "cpu {i}   {running}, {} ticks, {} switches, user {:.1} ms, idle {:.1} ms, IPIs {} sent / {} received",
-            c.ticks,
-            c.switches,
-            ms(c.user_cycles),
-            ms(c.idle_cycles),
-            c.ipis_sent,
-            c.ipis_received
-        );
+        let _ = writeln!(out, "cpu {i}   {running}, {}", summary::cpu_figures(c, page.tsc_hz));
     }
     if several {
-        let _ = writeln!(
-            out,
-            "lock    {} acquisitions, {} contended ({} spins), {} TLB shootdowns",
-            page.lock_acquisitions, page.lock_contended, page.lock_spins, page.tlb_shootdowns
-        );
+        let _ = writeln!(out, "lock    {}", summary::lock_figures(page));
     }
     let e = live.exits;
     let _ = writeln!(
