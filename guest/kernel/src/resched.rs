@@ -29,7 +29,8 @@ pub fn count_received(cpu: usize, n: u64) {
 }
 
 /// Wakes an idle processor other than this one, if there is one, for a process just made
-/// ready. Called with the lock held. One test where no processor idles (always, with one
+/// ready: called once per process made ready, so that several ready at once wake as many idle
+/// processors. Called with the lock held. One test where no processor idles (always, with one
 /// processor).
 #[inline(always)]
 pub fn kick_idle() {

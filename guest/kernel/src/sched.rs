@@ -171,7 +171,10 @@ pub fn wake_due_sleepers(k: &mut Kernel, now: u64) {
                 counters::event(page, now, ev::EV_WAKE, pid, ev::ON_SLEEP);
             }
         });
-        resched::kick_idle();
+        // An idle processor for each (as many as idle): none of them waits while one idles.
+        for _ in 0..n {
+            resched::kick_idle();
+        }
     }
 }
 
@@ -180,9 +183,9 @@ pub fn wake_readers(k: &mut Kernel) {
     let now = rdtsc();
     let pids: [u32; MAX_PROCS] = core::array::from_fn(|s| k.procs.get(s).pid);
     k.procs.wake_readers(|slot| {
-        counters::update(|page| counters::event(page, now, ev::EV_WAKE, pids[slot], ev::ON_INPUT))
+        counters::update(|page| counters::event(page, now, ev::EV_WAKE, pids[slot], ev::ON_INPUT));
+        resched::kick_idle();
     });
-    resched::kick_idle();
 }
 
 /// Makes every process blocked on a disk ready: a request ended, or a disk came free.
@@ -190,9 +193,9 @@ pub fn wake_disk_waiters(k: &mut Kernel) {
     let now = rdtsc();
     let pids: [u32; MAX_PROCS] = core::array::from_fn(|s| k.procs.get(s).pid);
     k.procs.wake_disk_waiters(|slot| {
-        counters::update(|page| counters::event(page, now, ev::EV_WAKE, pids[slot], ev::ON_DISK))
+        counters::update(|page| counters::event(page, now, ev::EV_WAKE, pids[slot], ev::ON_DISK));
+        resched::kick_idle();
     });
-    resched::kick_idle();
 }
 
 /// Switches from the running process in `slot` (whose state the caller has already changed)
