@@ -85,7 +85,7 @@ fn pick(k: &mut Kernel) -> Next {
     let now = rdtsc();
     percpu::set_user_entry(now);
     let out = cpu.take_switch_out();
-    let index = cpu.index();
+    let index = percpu::index();
     counters::update(|page| {
         if out != 0 {
             page.switch_cycles += now - out;
@@ -113,7 +113,7 @@ fn pick(k: &mut Kernel) -> Next {
 fn switched_back(k: &mut Kernel, slot: usize) {
     let cpu = percpu::this();
     cpu.set_current(None);
-    let index = cpu.index();
+    let index = percpu::index();
     let p = k.procs.get_mut(slot);
     p.machine.fx.save();
     let bases = SegmentBases::read();

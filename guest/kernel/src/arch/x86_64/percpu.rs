@@ -79,12 +79,6 @@ impl PerCpu {
         }
     }
 
-    /// Its number (0 = the bootstrap processor).
-    #[inline(always)]
-    pub fn index(&self) -> usize {
-        self.index.get()
-    }
-
     #[inline(always)]
     pub fn set_current(&self, slot: Option<usize>) {
         self.current.set(slot.unwrap_or(NO_PROCESS));
