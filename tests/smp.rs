@@ -77,17 +77,6 @@ fn one_processor_boots_as_before() {
     }
 }
 
-/// `(start, end, cpu)` of the running slices of trace process `pid`.
-fn running_slices(trace: &serde_json::Value, pid: u64) -> Vec<(f64, f64, u64)> {
-    (trace["traceEvents"].as_array().unwrap().iter())
-        .filter(|e| e["ph"] == "X" && e["pid"].as_u64() == Some(pid) && e["name"] == "running")
-        .map(|e| {
-            let ts = e["ts"].as_f64().unwrap();
-            (ts, ts + e["dur"].as_f64().unwrap(), e["args"]["cpu"].as_u64().expect("a running slice names its cpu"))
-        })
-        .collect()
-}
-
 /// Whether two spans overlap by more than rounding (µs as f64).
 fn overlap(a: (f64, f64), b: (f64, f64)) -> bool {
     a.0 < b.1 - 0.01 && b.0 < a.1 - 0.01
@@ -130,7 +119,7 @@ fn two_processes_run_at_once_on_two_processors() {
         assert!(cpus.iter().all(|c| c["user_ns"].as_u64().unwrap() > 0), "{host:?}: {cpus:?}");
         assert!(report["guest"]["kernel_lock"]["acquisitions"].as_u64().unwrap() > 0, "{host:?}");
         let trace: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
-        let (one, two) = (running_slices(&trace, 1), running_slices(&trace, 2));
+        let (one, two) = (common::running_slices(&trace, 1), common::running_slices(&trace, 2));
         assert!(
             one.iter().any(|a| two.iter().any(|b| overlap((a.0, a.1), (b.0, b.1)) && a.2 != b.2)),
             "{host:?}: the counters never ran at the same time: {one:?} {two:?}"

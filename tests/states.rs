@@ -193,15 +193,7 @@ fn the_state_invariants_hold_on_two_processors() {
         assert_eq!(overlapping(&spans), None, "pid {pid}'s slices overlap: {list:?}");
         assert!(spans.windows(2).all(|w| (w[1].0 - w[0].1).abs() < 0.01), "pid {pid} has gaps: {list:?}");
         assert!(list.iter().all(|s| !s.3.is_empty() && s.3 != "unknown"), "pid {pid}: {list:?}");
-        let events = trace["traceEvents"].as_array().unwrap();
-        running.extend(
-            events.iter().filter(|e| e["ph"] == "X" && e["pid"].as_u64() == Some(pid) && e["name"] == "running").map(
-                |e| {
-                    let ts = e["ts"].as_f64().unwrap();
-                    (ts, ts + e["dur"].as_f64().unwrap(), e["args"]["cpu"].as_u64().expect("running names its cpu"))
-                },
-            ),
-        );
+        running.extend(common::running_slices(&trace, pid));
     }
     for cpu in 0..2 {
         let mut on_cpu: Vec<(f64, f64)> = running.iter().filter(|r| r.2 == cpu).map(|r| (r.0, r.1)).collect();

@@ -347,3 +347,15 @@ pub fn validate_report(report: &serde_json::Value) {
     let errors: Vec<String> = validator.iter_errors(report).map(|e| format!("{e} at {}", e.instance_path())).collect();
     assert!(errors.is_empty(), "the report does not match docs/report.schema.json:\n{}", errors.join("\n"));
 }
+
+/// `(start, end, cpu)` of the `running` slices of process `pid` in a `--trace` file (each names
+/// the processor it ran on).
+pub fn running_slices(trace: &serde_json::Value, pid: u64) -> Vec<(f64, f64, u64)> {
+    (trace["traceEvents"].as_array().unwrap().iter())
+        .filter(|e| e["ph"] == "X" && e["pid"].as_u64() == Some(pid) && e["name"] == "running")
+        .map(|e| {
+            let ts = e["ts"].as_f64().unwrap();
+            (ts, ts + e["dur"].as_f64().unwrap(), e["args"]["cpu"].as_u64().expect("a running slice names its cpu"))
+        })
+        .collect()
+}
