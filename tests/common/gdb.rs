@@ -47,10 +47,15 @@ pub fn kernel_returns(kernel: &Path) -> (u64, u64) {
 
 /// Starts the stub (lde, or QEMU through scripts/qemu.sh) with `programs`; its port once it waits.
 pub fn start_stub(host: Host, programs: &[&str]) -> (Child, u16, mpsc::Receiver<String>) {
+    start_stub_with(host, programs, &[])
+}
+
+/// [`start_stub`] with more of lde's options (`--cpus 2`).
+pub fn start_stub_with(host: Host, programs: &[&str], options: &[&str]) -> (Child, u16, mpsc::Receiver<String>) {
     let mut cmd = match host {
         Host::Kvm | Host::Nested => {
             let mut cmd = Command::new(lde_bin());
-            cmd.args(["run", "--timeout", "240", "--gdb=127.0.0.1:0"]);
+            cmd.args(["run", "--timeout", "240", "--gdb=127.0.0.1:0"]).args(options);
             cmd
         }
         Host::Qemu => {

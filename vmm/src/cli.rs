@@ -305,13 +305,13 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_seccomp: bool,
     /// Wait for GDB on ADDR (IP:PORT, default 127.0.0.1:1234, port 0 = any free port; or a Unix
-    /// socket path, with a '/') before the kernel's first instruction, and serve it: registers,
-    /// memory through the guest's page tables, continue, step, Ctrl-C, breakpoints and
-    /// watchpoints (at most four together: all live in DR0-DR3). `detach` lets the guest run
-    /// on; GDB's `kill` stops it (exit 137). Time stopped in GDB is hidden from the guest where
-    /// KVM can move the vCPU's TSC offset (lde says which when GDB attaches), but counts
-    /// towards --timeout. The vCPU thread's seccomp filter then also allows the GDB socket and
-    /// the KVM debugging requests. Give ADDR as --gdb=ADDR when a PROGRAM follows.
+    /// socket path, with a '/') before the kernel's first instruction, and serve it: one thread
+    /// per vCPU (all stop together), registers, memory through the guest's page tables, continue,
+    /// step, Ctrl-C, breakpoints and watchpoints (at most four: all live in DR0-DR3). `detach`
+    /// lets the guest run on; GDB's `kill` stops it (exit 137). Time stopped in GDB is hidden
+    /// from the guest where KVM can move the vCPUs' TSC offsets (lde says which when GDB
+    /// attaches), but counts towards --timeout. The vCPU threads' seccomp filter then also allows
+    /// the GDB socket and the KVM debugging requests. Give ADDR as --gdb=ADDR before a PROGRAM.
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = lde::gdb::DEFAULT_ADDR)]
     pub gdb: Option<lde::gdb::Addr>,
     /// Test hook: the named thread attempts a system call its filter forbids.

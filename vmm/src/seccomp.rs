@@ -13,7 +13,8 @@
 //! Under `lde run --gdb` the vCPU thread serves GDB too and gets [`Thread::GdbVcpu`]'s list:
 //! the vCPU's, plus the socket reads and writes of the GDB connection and the KVM requests of
 //! guest debugging (set registers, FPU, debug control, the TSC offset). It accepts GDB's
-//! connection before the filter is installed.
+//! connection before the filter is installed. The other vCPUs' threads (`--cpus`) get the same
+//! list under GDB: they and the stub kick each other out of `KVM_RUN` to stop the machine.
 
 use std::collections::BTreeMap;
 
@@ -65,6 +66,8 @@ mod request {
     /// KVM_SET_DEVICE_ATTR, KVM_GET_DEVICE_ATTR: the vCPU's TSC offset (time stopped in GDB).
     pub const KVM_SET_DEVICE_ATTR: u64 = iow(0xe1, size_of::<kvm_device_attr>());
     pub const KVM_GET_DEVICE_ATTR: u64 = iow(0xe2, size_of::<kvm_device_attr>());
+    /// KVM_GET_MP_STATE: what a vCPU is doing, for GDB's `info threads`.
+    pub const KVM_GET_MP_STATE: u64 = ior(0x98, size_of::<kvm_bindings::kvm_mp_state>());
     /// KVM_RUN: `_IO(KVMIO, 0x80)`.
     pub const KVM_RUN: u64 = 0xae80;
     /// KVM_GET_REGS: `_IOR(KVMIO, 0x81, struct kvm_regs)` (144 bytes): the crash dump.
@@ -110,8 +113,17 @@ fn specific(thread: Thread) -> (&'static [libc::c_long], &'static [u64]) {
             &[request::KVM_RUN, request::KVM_GET_REGS, request::KVM_GET_SREGS, request::TCSETS, request::TCGETS],
         ),
         Thread::GdbVcpu => (
-            // The vCPU's, the GDB connection (recvfrom, sendto) and the kick timer's end.
-            &[libc::SYS_rt_sigreturn, libc::SYS_recvfrom, libc::SYS_sendto, libc::SYS_timer_delete],
+            // The vCPU's, the GDB connection (recvfrom, sendto), the kick timer's end, and the
+            // kicks between the vCPU threads that stop the machine as a whole (pthread_kill:
+            // getpid, tgkill).
+            &[
+                libc::SYS_rt_sigreturn,
+                libc::SYS_recvfrom,
+                libc::SYS_sendto,
+                libc::SYS_timer_delete,
+                libc::SYS_getpid,
+                libc::SYS_tgkill,
+            ],
             &[
                 request::KVM_RUN,
                 request::KVM_GET_REGS,
@@ -127,6 +139,7 @@ fn specific(thread: Thread) -> (&'static [libc::c_long], &'static [u64]) {
                 request::KVM_SET_VCPU_EVENTS,
                 request::KVM_SET_DEVICE_ATTR,
                 request::KVM_GET_DEVICE_ATTR,
+                request::KVM_GET_MP_STATE,
             ],
         ),
         Thread::EventLoop => (

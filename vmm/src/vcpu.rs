@@ -127,19 +127,27 @@ pub fn run(
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
             Err(e) => return VcpuEnd::Error(e),
         };
-        match action {
-            Action::Continue => {}
-            Action::Shutdown(code) => return VcpuEnd::Shutdown(code),
-            Action::Crash(crash) => {
-                let mut dump = dump_registers(vcpu);
-                if crash == Crash::InternalError {
-                    dump.insert_str(0, &internal_error_detail(vcpu));
-                }
-                if crash == Crash::TripleFault && vcpu.get_sregs().is_ok_and(|s| is_reset_state(&s)) {
-                    dump.insert_str(0, RESET_AFTER_SHUTDOWN);
-                }
-                return VcpuEnd::Crash(crash, dump);
+        if let Some(end) = end_of(vcpu, action) {
+            return end;
+        }
+    }
+}
+
+/// How the run ends after an exit handled as `action`, if it does: a crash with its register
+/// dump, read from `vcpu` while it is stopped.
+pub fn end_of(vcpu: &mut VcpuFd, action: Action) -> Option<VcpuEnd> {
+    match action {
+        Action::Continue => None,
+        Action::Shutdown(code) => Some(VcpuEnd::Shutdown(code)),
+        Action::Crash(crash) => {
+            let mut dump = dump_registers(vcpu);
+            if crash == Crash::InternalError {
+                dump.insert_str(0, &internal_error_detail(vcpu));
             }
+            if crash == Crash::TripleFault && vcpu.get_sregs().is_ok_and(|s| is_reset_state(&s)) {
+                dump.insert_str(0, RESET_AFTER_SHUTDOWN);
+            }
+            Some(VcpuEnd::Crash(crash, dump))
         }
     }
 }

@@ -51,8 +51,6 @@ pub enum Error {
     Limit(lde::boot::Error),
     #[error(transparent)]
     Gdb(lde::gdb::ListenError),
-    #[error("{0}")]
-    Usage(&'static str),
 }
 
 impl Error {
@@ -64,12 +62,9 @@ impl Error {
             Error::Programs(_) => code::USAGE,
             Error::Bench(e) => e.exit_code(),
             Error::Transcript(..) => code::BAD_IMAGE,
-            Error::Baseline(..)
-            | Error::Incomparable(..)
-            | Error::SamePath(..)
-            | Error::Limit(_)
-            | Error::Gdb(_)
-            | Error::Usage(_) => code::USAGE,
+            Error::Baseline(..) | Error::Incomparable(..) | Error::SamePath(..) | Error::Limit(_) | Error::Gdb(_) => {
+                code::USAGE
+            }
             Error::CreateDir(..)
             | Error::Write(..)
             | Error::WriteOutput(..)

@@ -31,9 +31,6 @@ pub fn run(args: RunArgs, started: Instant) -> Result<ExitCode, Error> {
         timeline: create(&args.timeline, "timeline")?,
         trace: create(&args.trace, "trace")?,
     };
-    if args.cpus > 1 && args.gdb.is_some() {
-        return Err(Error::Usage("--gdb serves one vCPU: give --cpus 1 (the default) with it"));
-    }
     // Bound before the VM is built, so that a port in use is said at once.
     let gdb = match &args.gdb {
         Some(addr) => Some(lde::gdb::Listener::bind(addr).map_err(Error::Gdb)?),

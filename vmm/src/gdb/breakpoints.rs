@@ -52,7 +52,7 @@ impl SwBreakpoint for VcpuTarget<'_> {
     fn add_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
         match self.measured.software_breaks(self.ring3_blind) {
             SoftwareBreaks::Int3 => {
-                let paging = self.paging().map_err(|_| TargetError::NonFatal)?;
+                let paging = self.paging(0).map_err(|_| TargetError::NonFatal)?;
                 let Ok((phys, _)) = paging.translate(&self.mem, addr) else {
                     return Err(TargetError::Errno(libc::EFAULT as u8));
                 };

@@ -1,7 +1,7 @@
-//! Keeping GDB's pauses out of the guest's time: while GDB holds the vCPU the TSC goes on
+//! Keeping GDB's pauses out of the guest's time: while GDB holds the machine the TSC goes on
 //! counting, and the kernel charges processes by TSC differences (`user_cycles`, the runaway
-//! watchdog, `uptime_ms`). On each resume lde moves the vCPU's TSC offset back by the cycles
-//! it was stopped (`KVM_SET_DEVICE_ATTR`, group `KVM_VCPU_TSC_CTRL`, `KVM_VCPU_TSC_OFFSET`), so
+//! watchdog, `uptime_ms`). On each resume lde moves every vCPU's TSC offset back by the
+//! cycles it was stopped (`KVM_SET_DEVICE_ATTR`, group `KVM_VCPU_TSC_CTRL`, `KVM_VCPU_TSC_OFFSET`), so
 //! the guest's TSC reads as if no time had passed while it was stopped.
 //!
 //! Where the host does not offer that attribute the pauses stay in the guest's time, and lde
@@ -51,6 +51,14 @@ fn attr(offset: &mut u64) -> kvm_device_attr {
     }
 }
 
+/// Moves `vcpu`'s TSC offset back by `cycles`.
+fn shift(vcpu: &VcpuFd, cycles: u64) -> std::io::Result<()> {
+    let mut offset = 0u64;
+    device_attr(vcpu, KVM_GET_DEVICE_ATTR(), &mut offset)?;
+    let mut moved = offset.wrapping_sub(cycles);
+    device_attr(vcpu, KVM_SET_DEVICE_ATTR(), &mut moved)
+}
+
 fn rdtsc() -> u64 {
     // SAFETY: rdtsc has no side effects.
     unsafe { core::arch::x86_64::_rdtsc() }
@@ -69,31 +77,29 @@ impl StopClock {
         self.offset_attr && self.failed.is_none()
     }
 
-    /// The vCPU stopped for GDB (idempotent).
-    pub fn stop(&mut self, _vcpu: &VcpuFd) {
+    /// The machine stopped for GDB (idempotent).
+    pub fn stop(&mut self) {
         self.stopped_at.get_or_insert_with(rdtsc);
     }
 
-    /// The vCPU is about to run again: hide the time it was stopped.
-    pub fn resume(&mut self, vcpu: &VcpuFd) {
+    /// The machine is about to run again: hide the time it was stopped from every vCPU, each
+    /// moved back by the same cycles so that their TSCs stay in step.
+    pub fn resume(&mut self, vcpus: &[&VcpuFd]) {
         let Some(at) = self.stopped_at.take() else { return };
         if !self.hides_stops() {
             return;
         }
         let stopped = rdtsc().saturating_sub(at);
-        if let Err(e) = self.shift(vcpu, stopped) {
-            log::warn!("gdb: cannot move the guest's TSC offset ({e}); time stopped in GDB now counts as guest time");
-            self.failed = Some(e.to_string());
+        for vcpu in vcpus {
+            if let Err(e) = shift(vcpu, stopped) {
+                log::warn!(
+                    "gdb: cannot move the guest's TSC offset ({e}); time stopped in GDB now counts as guest time"
+                );
+                self.failed = Some(e.to_string());
+                return;
+            }
         }
-    }
-
-    fn shift(&mut self, vcpu: &VcpuFd, cycles: u64) -> std::io::Result<()> {
-        let mut offset = 0u64;
-        device_attr(vcpu, KVM_GET_DEVICE_ATTR(), &mut offset)?;
-        let mut moved = offset.wrapping_sub(cycles);
-        device_attr(vcpu, KVM_SET_DEVICE_ATTR(), &mut moved)?;
-        self.hidden += cycles;
-        Ok(())
+        self.hidden += stopped;
     }
 
     /// One line for `monitor clock` and the attach message.

@@ -1,13 +1,12 @@
-//! gdbstub's blocking event loop over the vCPU: run the guest, and look at the connection
-//! between returns from `KVM_RUN`.
+//! gdbstub's blocking event loop over the machine: run the guest, and look at the connection
+//! between returns from vCPU 0's `KVM_RUN` (or waits for the other vCPUs).
 
 use gdbstub::common::Signal;
 use gdbstub::conn::ConnectionExt;
 use gdbstub::stub::run_blocking::{BlockingEventLoop, Event, WaitForStopReasonError};
-use gdbstub::stub::SingleThreadStopReason;
 
 use super::conn::Conn;
-use super::target::{TargetFault, VcpuTarget};
+use super::target::{tid, StopReason as Reason, TargetFault, VcpuTarget};
 
 /// gdbstub's blocking event loop over [`VcpuTarget`].
 pub enum EventLoop<'a> {
@@ -18,7 +17,7 @@ pub enum EventLoop<'a> {
 impl<'a> BlockingEventLoop for EventLoop<'a> {
     type Target = VcpuTarget<'a>;
     type Connection = Conn;
-    type StopReason = SingleThreadStopReason<u64>;
+    type StopReason = Reason;
 
     /// Runs the guest, looking at the connection after every return from `KVM_RUN` (the vCPU
     /// thread is kicked out of it 20 times a second while GDB is attached, so that Ctrl-C in
@@ -30,7 +29,6 @@ impl<'a> BlockingEventLoop for EventLoop<'a> {
         loop {
             if conn.peek().map_err(WaitForStopReasonError::Connection)?.is_some() {
                 let byte = conn.read().map_err(WaitForStopReasonError::Connection)?;
-                target.clock.stop(target.vcpu);
                 return Ok(Event::IncomingData(byte));
             }
             if let Some(reason) = target.run_once().map_err(WaitForStopReasonError::Target)? {
@@ -40,7 +38,7 @@ impl<'a> BlockingEventLoop for EventLoop<'a> {
     }
 
     fn on_interrupt(target: &mut VcpuTarget<'a>) -> Result<Option<Self::StopReason>, TargetFault> {
-        target.clock.stop(target.vcpu);
-        Ok(Some(SingleThreadStopReason::Signal(Signal::SIGINT)))
+        target.pause();
+        Ok(Some(Reason::SignalWithThread { tid: tid(0), signal: Signal::SIGINT }))
     }
 }

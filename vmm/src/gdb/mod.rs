@@ -1,10 +1,16 @@
 //! `lde run --gdb`: a GDB remote stub on KVM guest debugging (`KVM_SET_GUEST_DEBUG`), built on
 //! the `gdbstub` crate with `gdbstub_arch`'s x86-64 registers, as uhyve and Cloud Hypervisor do.
 //!
-//! The vCPU thread serves GDB itself: it waits for GDB before the guest's first instruction,
+//! vCPU 0's thread serves GDB itself: it waits for GDB before the guest's first instruction,
 //! then runs gdbstub's blocking event loop, in which the guest runs between GDB's commands
-//! (`run_once` in `target.rs`). While GDB is attached a per-thread timer kicks the thread out of
-//! `KVM_RUN` 20 times a second so that it sees GDB's Ctrl-C even when the guest makes no exit.
+//! (`resume.rs`). While GDB is attached a per-thread timer kicks the thread out of `KVM_RUN`
+//! 20 times a second so that it sees GDB's Ctrl-C even when the guest makes no exit.
+//!
+//! With several vCPUs (`--cpus N`) GDB sees one thread per vCPU (thread N+1 is vCPU N, `info
+//! threads` says what each is doing) and the machine stops as a whole: when one vCPU stops for
+//! GDB, or GDB interrupts, every vCPU is out of `KVM_RUN` before GDB hears of it (`aps.rs`).
+//! A resume runs the vCPUs GDB's actions name; a vCPU GDB does not name continues, unless GDB
+//! locks the scheduler (`set scheduler-locking on`), and then it stays stopped.
 //!
 //! Before GDB attaches lde measures what this KVM's guest debugging delivers (`measure.rs`: a
 //! probe VM with a DR0 breakpoint, a DR0 watchpoint and an `int3`), and serves GDB's kinds with
@@ -21,6 +27,7 @@
 //! `detach` and a lost connection let the guest run on without the debugger (a lost connection
 //! with a warning line); GDB's `kill` stops the guest (exit status [`code::GDB_KILLED`]).
 
+mod aps;
 mod breakpoints;
 mod clock;
 mod conn;
@@ -31,6 +38,7 @@ mod measure;
 mod monitor;
 mod paging;
 mod registers;
+mod resume;
 mod target;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,6 +49,7 @@ use kvm_ioctls::VcpuFd;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::signal::SIGRTMIN;
 
+pub use aps::Aps;
 pub use conn::{Addr, ListenError, Listener, DEFAULT_ADDR};
 #[allow(unused_imports)] // named in the docs above
 use lde_abi::exit_code as code;
@@ -56,6 +65,8 @@ use target::{DebugHost, TargetFault, VcpuTarget};
 pub struct Session<'a> {
     pub listener: &'a Listener,
     pub vcpu: &'a mut VcpuFd,
+    /// The other vCPUs (`--cpus`), whose threads run them only while GDB lets them.
+    pub aps: Aps,
     pub mem: GuestMemoryMmap,
     pub devices: &'a mut Devices,
     pub counts: &'a VmExitCounts,
@@ -71,7 +82,7 @@ pub struct Session<'a> {
 /// Waits for GDB, confines the thread with `confine` once it is connected (accepting happens
 /// before the filter), and runs the guest under GDB to its end.
 pub fn serve(session: Session<'_>, confine: impl FnOnce() -> Result<(), crate::seccomp::Error>) -> VcpuEnd {
-    let Session { listener, vcpu, mem, devices, counts, stop, block_irq, ring3_blind, measured } = session;
+    let Session { listener, vcpu, aps, mem, devices, counts, stop, block_irq, ring3_blind, measured } = session;
     let conn = match listener.accept(&stop) {
         Ok(Some(conn)) => conn,
         Ok(None) => return VcpuEnd::Stopped,
@@ -83,7 +94,8 @@ pub fn serve(session: Session<'_>, confine: impl FnOnce() -> Result<(), crate::s
     };
     // Probes the TSC-offset attribute (KVM_HAS_DEVICE_ATTR) before the filter forbids it.
     let host = DebugHost { block_irq, ring3_blind, measured };
-    let mut target = VcpuTarget::new(vcpu, mem, devices, counts, stop.clone(), host);
+    aps.register_thread(0);
+    let mut target = VcpuTarget::new(vcpu, aps, mem, devices, counts, stop.clone(), host);
     if let Err(e) = confine() {
         return VcpuEnd::Confined(e);
     }

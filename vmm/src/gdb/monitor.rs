@@ -11,8 +11,14 @@ impl MonitorCmd for VcpuTarget<'_> {
     fn handle_monitor_cmd(&mut self, cmd: &[u8], mut out: ConsoleOutput<'_>) -> Result<(), Self::Error> {
         match cmd.trim_ascii() {
             b"regs" => {
-                for line in vcpu::dump_registers(self.vcpu).lines() {
-                    outputln!(out, "{}", line.trim_start());
+                let cpus = self.cpus.len();
+                for cpu in 0..cpus {
+                    if cpus > 1 {
+                        outputln!(out, "vCPU {cpu} (thread {}):", cpu + 1);
+                    }
+                    for line in vcpu::dump_registers(&self.fd(cpu)).lines() {
+                        outputln!(out, "{}", line.trim_start());
+                    }
                 }
             }
             b"slots" => {
@@ -31,7 +37,7 @@ impl MonitorCmd for VcpuTarget<'_> {
                 outputln!(out, "lde monitor commands:");
                 outputln!(
                     out,
-                    "  monitor regs   general, control (cr0 cr2 cr3 cr4 efer) and segment registers, gdt, idt"
+                    "  monitor regs   each vCPU's general, control (cr0 cr2 cr3 cr4 efer) and segment registers, gdt, idt"
                 );
                 outputln!(
                     out,

@@ -125,12 +125,10 @@ impl Vm {
                 disks: disks.iter().map(Disk::port).collect::<Result<_, _>>()?,
             })
         };
-        let ap_filter = vcpu_filter.clone();
-        let ap_confine = move || -> aps::Confine {
-            let filter = ap_filter.clone();
-            Box::new(move || confine(filter.as_ref(), false))
-        };
-        let ap_threads = aps::spawn_all(aps, &devices, (&exits, &stop, &vcpu_done), ap_confine)?;
+        let ap_fds: Vec<aps::ApFd> = aps.into_iter().map(|fd| Arc::new(Mutex::new(fd))).collect();
+        let gdb_aps = gdb.is_some().then(|| crate::gdb::Aps::new(ap_fds.clone()));
+        let threads = (&exits, &stop, &vcpu_done);
+        let ap_threads = aps::spawn_all(&ap_fds, &devices, threads, ap_confine(&vcpu_filter), gdb_aps.as_ref())?;
         let vcpu = VcpuThread {
             vcpu_fd,
             devices: devices()?,
@@ -140,7 +138,7 @@ impl Vm {
             exit_hook,
             filter: vcpu_filter,
             check: seccomp_check == Some(Thread::Vcpu),
-            gdb: gdb.map(|gdb| GdbSession::new(gdb, &_mem, &_vm, &host)),
+            gdb: gdb.zip(gdb_aps).map(|(gdb, aps)| GdbSession::new(gdb, aps, &_mem, &_vm, &host)),
         }
         .spawn()?;
         let nmis = match send_nmis {
@@ -158,7 +156,7 @@ impl Vm {
         let check_events = seccomp_check == Some(Thread::EventLoop);
         let events = event_loop::spawn(control, subscribers, move || confine(events_filter.as_ref(), check_events))?;
         let held = Held { _vm, _mem, serial, shared, kvm_stats, exits, tsc_khz, started, host, disks };
-        Ok((Running { vcpu, aps: ap_threads, events, nmis, stop, api }, held))
+        Ok((Running { vcpu, aps: ap_threads, ap_fds, events, nmis, stop, api }, held))
     }
 }
 
@@ -181,6 +179,8 @@ struct VcpuThread {
 /// What the vCPU thread needs to serve GDB (`lde run --gdb`).
 struct GdbSession {
     listener: crate::gdb::Listener,
+    /// The other vCPUs, which run only while GDB lets them.
+    aps: crate::gdb::Aps,
     measured: crate::gdb::Measured,
     memory: GuestMemoryMmap,
     block_irq: bool,
@@ -190,6 +190,7 @@ struct GdbSession {
 impl GdbSession {
     fn new(
         gdb: (crate::gdb::Listener, crate::gdb::Measured),
+        aps: crate::gdb::Aps,
         mem: &GuestMemoryMmap,
         vm: &VmFd,
         host: &HostInfo,
@@ -197,6 +198,7 @@ impl GdbSession {
         let (listener, measured) = gdb;
         GdbSession {
             listener,
+            aps,
             measured,
             memory: mem.clone(),
             block_irq: block_irq_in_steps(vm),
@@ -218,11 +220,12 @@ impl VcpuThread {
     /// event loop.
     fn run(self) -> (VcpuEnd, VcpuFd) {
         let VcpuThread { mut vcpu_fd, mut devices, counts, stop, done, mut exit_hook, filter, check, gdb } = self;
-        let end = match &gdb {
+        let end = match gdb {
             Some(gdb) => {
                 let session = crate::gdb::Session {
                     listener: &gdb.listener,
                     vcpu: &mut vcpu_fd,
+                    aps: gdb.aps.clone(),
                     mem: gdb.memory.clone(),
                     devices: &mut devices,
                     counts: &counts,
@@ -249,8 +252,9 @@ impl VcpuThread {
 /// The run's threads while it goes on.
 struct Running {
     vcpu: JoinHandle<(VcpuEnd, VcpuFd)>,
-    /// The application processors' threads (`--cpus`).
-    aps: Vec<JoinHandle<(VcpuEnd, VcpuFd)>>,
+    /// The application processors' threads (`--cpus`), and their fds.
+    aps: Vec<JoinHandle<VcpuEnd>>,
+    ap_fds: Vec<aps::ApFd>,
     events: JoinHandle<Result<StopReason, Error>>,
     /// The sender of the `lde.test=host-nmi` hook.
     nmis: Option<NmiSender>,
@@ -275,17 +279,11 @@ impl Running {
     /// Waits for the event loop to stop the run, then stops and joins the vCPU thread and the
     /// NMI sender, and removes the API socket.
     fn join(self, started: Instant) -> Result<Ended, Error> {
-        let Running { vcpu, aps, events, nmis, stop, api } = self;
+        let Running { vcpu, aps, ap_fds, events, nmis, stop, api } = self;
         let host_stop = events.join().unwrap_or(Err(Error::Host("event-loop thread", io::Error::other("it panicked"))));
         stop.store(true, Ordering::Release);
-        for thread in std::iter::once(&vcpu).chain(&aps) {
-            while !thread.is_finished() {
-                // A signal may land just before KVM_RUN starts; kicking again until the thread
-                // ends closes that window.
-                let _ = thread.kill(SIGRTMIN());
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
+        kick_until_ended(&vcpu);
+        aps.iter().for_each(kick_until_ended);
         // A vCPU thread that panicked (its message is already on stderr) is this run's error,
         // reported once; the NMI sender is stopped and the API socket removed all the same.
         let joined = vcpu.join();
@@ -293,10 +291,11 @@ impl Running {
         let ended_after = started.elapsed();
         drop(api);
         let first = joined.map_err(|_| Error::Host("vCPU thread", io::Error::other("it panicked")))?;
-        let aps = aps
+        let ap_ends = aps
             .into_iter()
             .map(|t| t.join().map_err(|_| Error::Host("vCPU thread", io::Error::other("it panicked"))))
             .collect::<Result<Vec<_>, _>>()?;
+        let aps = ap_ends.into_iter().zip(aps::take_back(ap_fds)?).collect();
         let ((vcpu_end, vcpu_fd), never_started) = aps::deciding_end(first, aps);
         if let Some(sent) = sent_nmis {
             let sent = sent.map_err(|e| Error::Host("KVM_SIGNAL_MSI (NMI)", e))?;
@@ -388,6 +387,15 @@ fn block_irq_in_steps(vm: &kvm_ioctls::VmFd) -> bool {
     flags > 0 && flags as u32 & kvm_bindings::KVM_GUESTDBG_BLOCKIRQ != 0
 }
 
+/// How each application processor's thread confines itself: with the first vCPU's filter.
+fn ap_confine(filter: &Option<Filter>) -> impl Fn() -> aps::Confine {
+    let filter = filter.clone();
+    move || -> aps::Confine {
+        let filter = filter.clone();
+        Box::new(move || confine(filter.as_ref(), false))
+    }
+}
+
 /// Installs a thread's seccomp filter, if any, and runs the `--seccomp-check` test hook.
 fn confine(filter: Option<&Filter>, check: bool) -> Result<(), crate::seccomp::Error> {
     if let Some(filter) = filter {
@@ -397,6 +405,16 @@ fn confine(filter: Option<&Filter>, check: bool) -> Result<(), crate::seccomp::E
         log::warn!("seccomp check: a forbidden system call went through (no filter in this thread)");
     }
     Ok(())
+}
+
+/// Kicks a vCPU thread out of `KVM_RUN` until it has ended (it has seen the stop flag).
+fn kick_until_ended<T>(thread: &JoinHandle<T>) {
+    while !thread.is_finished() {
+        // A signal may land just before KVM_RUN starts; kicking again until the thread ends
+        // closes that window.
+        let _ = thread.kill(SIGRTMIN());
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
