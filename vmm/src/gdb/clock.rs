@@ -106,7 +106,7 @@ impl StopClock {
     pub fn describe(&self) -> String {
         match (&self.failed, self.offset_attr) {
             (None, true) => format!(
-                "time stopped in GDB is hidden from the guest: lde moves the vCPU's TSC offset back on each resume ({} cycles so far)",
+                "time stopped in GDB is hidden from the guest: lde moves the vCPUs' TSC offsets back on each resume ({} cycles so far)",
                 self.hidden
             ),
             (Some(e), _) => format!("time stopped in GDB counts as guest time: moving the TSC offset failed ({e})"),
