@@ -194,9 +194,16 @@ impl<M> Table<M> {
         }
     }
 
-    /// Processes not yet ended (ready, running or blocked).
-    pub fn live_count(&self) -> usize {
-        self.procs.iter().filter(|p| p.is_live()).count()
+    /// Whether any process has not yet ended (ready, running or blocked). Stops at the first:
+    /// asked at every process's end.
+    pub fn any_live(&self) -> bool {
+        self.procs.iter().any(Proc::is_live)
+    }
+
+    /// Whether every slot holds a process not yet ended (no room to start another). Stops at
+    /// the first that does not: asked before every start.
+    pub fn all_live(&self) -> bool {
+        self.procs.iter().all(Proc::is_live)
     }
 
     /// Whether any live process is blocked reading input.

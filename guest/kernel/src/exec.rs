@@ -9,7 +9,6 @@ use lde_abi::user::{AT_LDE_TSC_HZ, USER_BASE, USER_STACK_SIZE, USER_STACK_TOP};
 use lde_kcore::args::{build_start_frame, Spec, FRAME_PAGE_SIZE};
 use lde_kcore::cpio;
 use lde_kcore::elf::{self, ElfError, MAX_SEGMENTS};
-use lde_kcore::proc::MAX_PROCS;
 
 use crate::arch::cpu::{rdtsc, SegmentBases};
 use crate::arch::entry::TrapFrame;
@@ -58,7 +57,7 @@ impl From<OutOfMemory> for SpawnError {
 /// Starts the next programs of the command line while the process table has room. A program
 /// that cannot start gets one line, `failed name=… reason=…`, and counts as failed.
 pub fn spawn_pending(k: &mut Kernel) {
-    while k.procs.live_count() < MAX_PROCS {
+    while !k.procs.all_live() {
         let Some(value) = crate::config::next_run(&mut k.programs.runs) else { return };
         match Spec::decode(value) {
             Ok(spec) => {

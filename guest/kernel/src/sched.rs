@@ -65,7 +65,7 @@ fn pick(k: &mut Kernel) -> Next {
     wake_due_sleepers(k, rdtsc());
     let cpu = percpu::this();
     let Some(slot) = k.procs.pick_next() else {
-        if k.procs.live_count() == 0 {
+        if !k.procs.any_live() {
             return Next::Done(k.failures.any());
         }
         cpu.take_switch_out();
