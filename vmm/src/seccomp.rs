@@ -66,6 +66,8 @@ mod request {
     /// KVM_SET_DEVICE_ATTR, KVM_GET_DEVICE_ATTR: the vCPU's TSC offset (time stopped in GDB).
     pub const KVM_SET_DEVICE_ATTR: u64 = iow(0xe1, size_of::<kvm_device_attr>());
     pub const KVM_GET_DEVICE_ATTR: u64 = iow(0xe2, size_of::<kvm_device_attr>());
+    /// KVM_GET_MSRS: STAR, for a `sysretq` to ring 3 that lde carries out (PVM).
+    pub const KVM_GET_MSRS: u64 = (3 << 30) | ((size_of::<kvm_bindings::kvm_msrs>() as u64) << 16) | (0xae << 8) | 0x88;
     /// KVM_GET_MP_STATE: what a vCPU is doing, for GDB's `info threads`.
     pub const KVM_GET_MP_STATE: u64 = ior(0x98, size_of::<kvm_bindings::kvm_mp_state>());
     /// KVM_RUN: `_IO(KVMIO, 0x80)`.
@@ -140,6 +142,7 @@ fn specific(thread: Thread) -> (&'static [libc::c_long], &'static [u64]) {
                 request::KVM_SET_DEVICE_ATTR,
                 request::KVM_GET_DEVICE_ATTR,
                 request::KVM_GET_MP_STATE,
+                request::KVM_GET_MSRS,
             ],
         ),
         Thread::EventLoop => (

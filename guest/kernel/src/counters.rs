@@ -14,6 +14,7 @@ use lde_kcore::trap::mnemonic;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::arch::percpu;
+use crate::arch::vectors::{INT80_VECTOR, PF_VECTOR, UD_VECTOR};
 use crate::sync::Global;
 use crate::{print, println};
 
@@ -56,13 +57,24 @@ pub fn count_trap(page: &mut StatsPage, vector: u64) {
     }
 }
 
-/// Counts a system call by its door.
+/// Counts a system call by its door, and as the trap the CPU delivered: none for `syscall`
+/// (no vector), #PF and #UD for the recovered doors (also where the entry path turned them into
+/// the architectural doors' frames), vector 0x80 for `int 0x80`.
 pub fn count_arrival(page: &mut StatsPage, arrival: Arrival) {
     match arrival {
         Arrival::SyscallArchitectural => page.syscall_arch += 1,
-        Arrival::SyscallRecovered => page.syscall_recovered += 1,
-        Arrival::Int80Architectural => page.int80_arch += 1,
-        Arrival::Int80Recovered => page.int80_recovered += 1,
+        Arrival::SyscallRecovered => {
+            page.syscall_recovered += 1;
+            page.traps[PF_VECTOR as usize] += 1;
+        }
+        Arrival::Int80Architectural => {
+            page.int80_arch += 1;
+            page.traps[usize::from(INT80_VECTOR)] += 1;
+        }
+        Arrival::Int80Recovered => {
+            page.int80_recovered += 1;
+            page.traps[UD_VECTOR as usize] += 1;
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use lde_abi::user::{USER_BASE, USER_END};
 use crate::arch::entry::{syscall_entry_address, CommonPath, TrapFrame};
 use crate::arch::gdt::{USER_CODE_SELECTOR, USER_DATA_SELECTOR};
 use crate::arch::paging;
-use crate::arch::percpu;
+use crate::arch::{idt, percpu};
 use crate::arch::switch::{new_process_stack, switch};
 use crate::arch::vectors::{INT80_VECTOR, NMI_VECTOR, PF_VECTOR, SYSCALL_VECTOR, UD_VECTOR};
 use crate::arch::{cpu, entry};
@@ -102,6 +102,8 @@ pub fn self_test() -> bool {
     }
     paging::activate_kernel();
     KERNEL.with(|k| space.destroy(&mut k.frames));
+    // SAFETY: interrupts are off and no other processor runs yet.
+    unsafe { idt::use_recovered_doors(syscall_recovered(), int80_recovered()) };
     true
 }
 

@@ -22,7 +22,7 @@ use crate::usermem::user_pages_ok;
 use crate::{console, disk};
 
 /// Performs the call described by `frame` (number in rax, arguments in rdi, rsi, rdx, r10, r8,
-/// r9) and puts the result in rax. `vector` is the trap it came through, `now` the TSC at entry:
+/// r9) and puts the result in rax. `arrival` is the door it came through, `now` the TSC at entry:
 /// the time since the process entered ring 3 is charged to it, and the trap, the door and the
 /// call are counted, all in one pass over the kernel's state and one stats-page update.
 ///
@@ -32,20 +32,19 @@ use crate::{console, disk};
 /// by `sched::pick`), with IF clear (interrupt gates clear it, SFMASK clears it for `syscall`),
 /// and outside every `with` (each handler's borrows end before it switches).
 /// `sched::switch_to_scheduler` asserts the three in debug builds.
-pub fn dispatch(frame: &mut TrapFrame, arrival: Arrival, vector: u64, now: u64) {
+pub fn dispatch(frame: &mut TrapFrame, arrival: Arrival, now: u64) {
     let number = frame.rax;
     let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9];
     let pid = KERNEL.with(|k| {
         let slot = crate::process::current();
         k.charge_user_time(slot, now);
         let p = k.procs.get_mut(slot);
-        p.ticks_at_call = p.acct.ticks;
+        p.watched_ticks = 0;
         if number < nr::COUNT {
             p.acct.syscalls[number as usize] += 1;
         }
         let pid = p.pid;
         counters::update(|page| {
-            counters::count_trap(page, vector);
             counters::count_arrival(page, arrival);
             if number < nr::COUNT {
                 page.calls[number as usize] += 1;

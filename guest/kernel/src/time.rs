@@ -55,11 +55,12 @@ struct Clock {
     pub tick_tsc: u64,
     /// The next TSC deadline (deadline mode).
     pub next_deadline: u64,
-    /// Ticks taken in ring 3 without a system call after which a process is killed (0 = never).
-    /// Counted in ticks, not TSC time: a host that deschedules the vCPU for a while lets one
-    /// tick through for the whole pause (KVM coalesces a periodic LAPIC timer's missed
-    /// periods), so a process is never blamed for time it did not run.
-    pub runaway_ticks: u64,
+    /// The runaway watchdog: ticks taken in ring 3 without a system call after which a process
+    /// is killed (0 = never). Counted in ticks, not TSC time: a host that deschedules the vCPU
+    /// for a while lets one tick through for the whole pause (KVM coalesces a periodic LAPIC
+    /// timer's missed periods), and a tick counts only after half a period in ring 3
+    /// (`tick::decide`), so a process is never blamed for time it did not run.
+    pub runaway: Watchdog,
     /// When the timer started.
     pub started: u64,
     /// When the last tick arrived.
@@ -79,7 +80,7 @@ static CLOCK: Global<Clock> = Global::new(Clock {
     slice: 1,
     tick_tsc: 0,
     next_deadline: 0,
-    runaway_ticks: 0,
+    runaway: Watchdog { ticks: 0, min_run_tsc: 0 },
     started: 0,
     last_tick: 0,
     one_period_tsc: 0,
@@ -169,7 +170,7 @@ fn init_clock(c: &mut Clock, config: &Config) {
         c.tick_tsc = c.tsc_hz / u64::from(c.hz);
         c.one_period_tsc = c.tick_tsc + c.tick_tsc / 2;
     }
-    c.runaway_ticks = watchdog_ticks(config, c.mode, c.hz);
+    c.runaway = Watchdog { ticks: watchdog_ticks(config, c.mode, c.hz), min_run_tsc: c.tick_tsc / 2 };
     print_timer(c, tsc_from_vmm);
     publish(c);
 }
@@ -328,11 +329,20 @@ pub fn start_ap() {
     });
 }
 
-/// What a tick needs of the clock: whether ticks drive preemption, and the runaway watchdog's
-/// limit (read with the tick's one borrow of the clock).
+/// What a tick needs of the clock: whether ticks drive preemption, and the runaway watchdog
+/// (read with the tick's one borrow of the clock).
 pub struct TickClock {
     pub cooperative: bool,
-    pub runaway_ticks: u64,
+    pub runaway: Watchdog,
+}
+
+/// The runaway watchdog's settings.
+#[derive(Clone, Copy)]
+pub struct Watchdog {
+    /// Ticks in ring 3 without a system call after which a process is killed (0 = never).
+    pub ticks: u64,
+    /// TSC cycles a process must have run in ring 3 for a tick to count.
+    pub min_run_tsc: u64,
 }
 
 /// Called on every timer interrupt of processor 0: notes when it came, whether it came a period
@@ -351,7 +361,7 @@ pub fn on_tick(now: u64) -> TickClock {
             }
             lapic::set_deadline(c.next_deadline);
         }
-        TickClock { cooperative: c.mode == TimerMode::None, runaway_ticks: c.runaway_ticks }
+        TickClock { cooperative: c.mode == TimerMode::None, runaway: c.runaway }
     })
 }
 
@@ -383,9 +393,9 @@ pub fn mode() -> TimerMode {
     CLOCK.with(|c| c.mode)
 }
 
-/// Ticks in ring 3 without a system call after which a process is killed (0 = never).
-pub fn runaway_ticks() -> u64 {
-    CLOCK.with(|c| c.runaway_ticks)
+/// The runaway watchdog's settings.
+pub fn runaway() -> Watchdog {
+    CLOCK.with(|c| c.runaway)
 }
 
 /// Ticks per time slice.

@@ -44,9 +44,13 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame, from_user: bool) {
     debug_assert_eq!(from_user, frame.came_from_user());
     let now = rdtsc();
     // A system call, through whichever door: its accounting is done in one go by `syscall`.
+    // A frame of either door with error code 1 came by the host's deviation, recognised on
+    // the way in (entry.rs's `pf_syscall_entry`, `ud_int80_entry`); the CPU's own doors push 0.
     let arrival = match vector {
-        SYSCALL_VECTOR => Some(Arrival::SyscallArchitectural),
-        v if v == u64::from(INT80_VECTOR) && from_user => Some(Arrival::Int80Architectural),
+        SYSCALL_VECTOR if frame.error == 0 => Some(Arrival::SyscallArchitectural),
+        SYSCALL_VECTOR => Some(Arrival::SyscallRecovered),
+        v if v == u64::from(INT80_VECTOR) && from_user && frame.error == 0 => Some(Arrival::Int80Architectural),
+        v if v == u64::from(INT80_VECTOR) && from_user => Some(Arrival::Int80Recovered),
         UD_VECTOR if from_user && doors::int80_recovered() && doors::int80_at(frame.rip) => {
             // PVM (found by the doors self-test): `int 0x80` from ring 3 arrives as #UD at the
             // instruction. Complete it.
@@ -66,7 +70,7 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame, from_user: bool) {
         _ => None,
     };
     if let Some(arrival) = arrival {
-        syscall::dispatch(frame, arrival, vector, now);
+        syscall::dispatch(frame, arrival, now);
         return_to(frame, from_user);
         return;
     }

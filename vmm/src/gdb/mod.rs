@@ -39,6 +39,7 @@ mod monitor;
 mod paging;
 mod registers;
 mod resume;
+mod ring3;
 mod target;
 
 use std::sync::atomic::{AtomicBool, Ordering};

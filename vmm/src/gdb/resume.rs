@@ -34,7 +34,7 @@ impl VcpuTarget<'_> {
         for cpu in 0..self.cpus.len() {
             if self.cpus[cpu].mode == Some(Mode::Step)
                 && self.ring3_blind
-                && self.step_iretq_to_user(cpu).map_err(TargetFault::Kvm)?
+                && self.step_return_to_user(cpu).map_err(TargetFault::Kvm)?
             {
                 self.pending = Some(StopReason::SignalWithThread { tid: tid(cpu), signal: Signal::SIGTRAP });
                 return Ok(());
@@ -228,54 +228,5 @@ impl VcpuTarget<'_> {
             // A step done, or a #DB the slots do not explain: a SIGTRAP in the thread.
             None => Some(StopReason::SignalWithThread { tid, signal: Signal::SIGTRAP }),
         }
-    }
-
-    /// On a host blind to ring 3 (PVM runs ring 3 natively and reports neither a single step
-    /// nor a breakpoint there), a single step of an `iretq` from ring 0 to ring 3 would run
-    /// the process on to its next kernel entry. lde carries that one instruction out itself, as
-    /// the SDM describes it for a return to a 64-bit ring-3 context: RIP, CS, RFLAGS, RSP and
-    /// SS from the frame at RSP, the segments loaded as flat ring-3 code and data (what KVM
-    /// reports when the guest is stopped in ring 3 there). Returns whether it did.
-    fn step_iretq_to_user(&mut self, cpu: usize) -> Result<bool, kvm_ioctls::Error> {
-        const IRETQ: [u8; 2] = [0x48, 0xcf];
-        let mut regs = self.fd(cpu).get_regs()?;
-        let mut sregs = self.fd(cpu).get_sregs()?;
-        let mut code = [0u8; 2];
-        let mut frame = [0u8; 40];
-        if sregs.cs.dpl != 0
-            || self.read_as(cpu, regs.rip, &mut code).ok() != Some(2)
-            || code != IRETQ
-            || self.read_as(cpu, regs.rsp, &mut frame).ok() != Some(40)
-        {
-            return Ok(false);
-        }
-        let word = |i: usize| u64::from_le_bytes(frame[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
-        let (rip, cs, rflags, rsp, ss) = (word(0), word(1), word(2), word(3), word(4));
-        if cs & 3 != 3 || ss & 3 != 3 {
-            return Ok(false);
-        }
-        /// RFLAGS bits iretq never sets from the frame here: RF, VM; bit 1 always reads one.
-        const RFLAGS_CLEAR: u64 = (1 << 16) | (1 << 17);
-        regs.rip = rip;
-        regs.rsp = rsp;
-        regs.rflags = (rflags & !RFLAGS_CLEAR) | 0x2;
-        let flat = kvm_bindings::kvm_segment {
-            base: 0,
-            limit: 0xffff_ffff,
-            present: 1,
-            dpl: 3,
-            s: 1,
-            g: 1,
-            ..Default::default()
-        };
-        sregs.cs = kvm_bindings::kvm_segment { selector: cs as u16, type_: 0xb, l: 1, db: 0, ..flat };
-        sregs.ss = kvm_bindings::kvm_segment { selector: ss as u16, type_: 0x3, l: 0, db: 1, ..flat };
-        let fd = self.fd(cpu);
-        fd.set_sregs(&sregs)?;
-        fd.set_regs(&regs)?;
-        log::debug!(
-            "gdb: carried out the iretq to ring 3 at {rip:#x} on vCPU {cpu} (this host reports no step in ring 3)"
-        );
-        Ok(true)
     }
 }

@@ -92,7 +92,7 @@ pub struct VcpuTarget<'a> {
     /// KVM can hold off interrupts during a single step (KVM_GUESTDBG_BLOCKIRQ).
     pub block_irq: bool,
     /// The host reports no single step and no breakpoint in ring 3 (PVM): lde carries out a
-    /// stepped `iretq` to ring 3 itself (see `resume.rs`).
+    /// stepped `iretq` or `sysretq` to ring 3 itself (see `ring3.rs`).
     pub ring3_blind: bool,
     /// What this KVM's guest debugging delivered when lde probed it (`measure.rs`).
     pub(super) measured: Measured,
@@ -103,7 +103,7 @@ pub struct VcpuTarget<'a> {
     pub(super) cpus: Vec<CpuDebug>,
     /// GDB's scheduler locking: vCPUs GDB did not name in its resume stay stopped.
     pub(super) locked: bool,
-    /// A stop found while resuming (a stepped `iretq` lde carried out), told at the next look.
+    /// A stop found while resuming (a stepped return to ring 3 lde carried out), told at the next look.
     pub(super) pending: Option<StopReason>,
 }
 

@@ -96,8 +96,9 @@ pub struct Proc<M> {
     pub(super) ended: Ended,
     /// Ticks left in its current time slice.
     pub slice_left: u32,
-    /// Its `acct.ticks` at its last system call (for the runaway watchdog).
-    pub ticks_at_call: u64,
+    /// Ticks that found it running in ring 3 (for a good part of a period) since its last system
+    /// call: the runaway watchdog's count.
+    pub watched_ticks: u64,
     /// An exception at `.0` resumes at `.1` (the `fixup` system call).
     pub fixup: Option<(u64, u64)>,
     /// The kernel's machine state for it: set by the kernel when it starts the process, and left
@@ -116,7 +117,7 @@ impl<M: MachineState> Proc<M> {
         parent: 0,
         ended: Ended::EMPTY,
         slice_left: 0,
-        ticks_at_call: 0,
+        watched_ticks: 0,
         fixup: None,
         machine: M::FREE,
     };
@@ -138,7 +139,7 @@ impl<M> Proc<M> {
             parent: parent_of,
             ended,
             slice_left,
-            ticks_at_call,
+            watched_ticks,
             fixup,
             machine: _,
         } = self;
@@ -154,7 +155,7 @@ impl<M> Proc<M> {
         *acct = ZERO_ACCT;
         *ended = Ended::EMPTY;
         *slice_left = 0;
-        *ticks_at_call = 0;
+        *watched_ticks = 0;
         *fixup = None;
     }
 

@@ -1,4 +1,5 @@
-//! Every way into ring 0 and back: the 256 IDT entry stubs, `syscall_entry` (LSTAR), the
+//! Every way into ring 0 and back: the 256 IDT entry stubs, `syscall_entry` (LSTAR), the entries
+//! of the two doors a PVM host delivers as faults (`pf_syscall_entry`, `ud_int80_entry`), the
 //! common path `trap_common` that saves a [`TrapFrame`] and calls `trap_dispatch`, and the one
 //! exit path `trap_return` (`iretq`, or `sysretq` for a frame that came through `syscall`).
 //!
@@ -23,67 +24,18 @@
 //! every other with `iretq`.
 
 use core::arch::global_asm;
-use core::mem::{offset_of, size_of};
+use core::mem::offset_of;
 
 use x86_64::registers::model_specific::{Efer, EferFlags, Msr};
 
+pub use super::frame::TrapFrame;
+use super::frame::RFLAGS_VM;
 use super::gdt::{KERNEL_CODE_SELECTOR, USER_CODE32_SELECTOR, USER_CODE_SELECTOR, USER_DATA_SELECTOR};
 use super::percpu::{SYSCALL_RSP_OFFSET, USER_RSP_OFFSET};
-use super::vectors::SYSCALL_VECTOR;
+use super::vectors::{INT80_VECTOR, PF_VECTOR, SYSCALL_VECTOR, UD_VECTOR};
 
-/// The registers of an interrupted context, as the entry path leaves them on the stack.
-///
-/// Field order is memory order, lowest address first: the general registers in the reverse of
-/// the order `trap_common` pushes them, then what each stub pushes (vector, then a dummy or the
-/// CPU's error code), then what the CPU pushes (rip, cs, rflags, rsp, ss).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct TrapFrame {
-    pub r15: u64, // pushed last by trap_common
-    pub r14: u64,
-    pub r13: u64,
-    pub r12: u64,
-    pub r11: u64,
-    pub r10: u64,
-    pub r9: u64,
-    pub r8: u64,
-    pub rbp: u64,
-    pub rdi: u64,
-    pub rsi: u64,
-    pub rdx: u64,
-    pub rcx: u64,
-    pub rbx: u64,
-    pub rax: u64,    // pushed first by trap_common
-    pub vector: u64, // pushed by the stub
-    pub error: u64,  // pushed by the CPU, or a dummy 0 by the stub
-    pub rip: u64,    // pushed by the CPU
-    pub cs: u64,
-    pub rflags: u64,
-    pub rsp: u64,
-    pub ss: u64,
-}
-
-const _: () = assert!(size_of::<TrapFrame>() == 22 * 8);
-const _: () = assert!(size_of::<TrapFrame>().is_multiple_of(16));
-// The offsets the asm below relies on: registers first, then vector, error, and the CPU frame.
-const _: () = assert!(offset_of!(TrapFrame, r15) == 0);
-const _: () = assert!(offset_of!(TrapFrame, rax) == 14 * 8);
-const _: () = assert!(offset_of!(TrapFrame, vector) == 15 * 8);
-const _: () = assert!(offset_of!(TrapFrame, error) == 16 * 8);
-const _: () = assert!(offset_of!(TrapFrame, rip) == 17 * 8);
-const _: () = assert!(offset_of!(TrapFrame, ss) == 21 * 8);
-
-impl TrapFrame {
-    /// Whether the trap came from ring 3: CPL 3 in CS, or virtual-8086 mode (RFLAGS.VM, whose
-    /// CS is a real-mode segment; lde never enters it, but a 32-bit `iret` from ring 3 under
-    /// some emulators can, and a fault there is the process's, never the kernel's).
-    pub fn came_from_user(&self) -> bool {
-        self.cs & 3 == 3 || self.rflags & RFLAGS_VM != 0
-    }
-}
-
-/// RFLAGS.VM: virtual-8086 mode.
-const RFLAGS_VM: u64 = 1 << 17;
+/// RFLAGS.IF: interrupts enabled.
+const RFLAGS_IF: u64 = 1 << 9;
 
 /// RFLAGS while the kernel runs: only the always-one bit 1.
 pub const KERNEL_RFLAGS: u64 = 0x2;
@@ -224,6 +176,59 @@ syscall_entry:
     pushq ${syscall_vector}
     jmp *TRAP_SAVED(%rip)
 
+    /* #PF on a host whose `syscall` stays in ring 3 (doors.rs; the self-test points gate 14
+       here only there). Such a `syscall` faults fetching LSTAR with IF clear, which nothing
+       else in ring 3 can do (IOPL 0: ring 3 always runs with IF set): that #PF becomes the frame
+       `syscall_entry` builds (rip = RCX, rflags = R11, error 1: this door) on the same stack
+       (TSS.RSP0 is the syscall stack's top) and joins it. Anything else (and a `syscall` from
+       32-bit code) is an ordinary #PF. */
+    .p2align 4
+    .global pf_syscall_entry
+pf_syscall_entry:
+    cmpq $syscall_entry, 8(%rsp)
+    jne 1f
+    testl ${rflags_if}, 24(%rsp)
+    jnz 1f
+    cmpq ${user_cs}, 16(%rsp)
+    jne 1f
+    swapgs
+    movq %rcx, 8(%rsp)
+    movq %r11, 24(%rsp)
+    movq $1, (%rsp)
+    pushq ${syscall_vector}
+    jmp *TRAP_SAVED(%rip)
+1:  pushq ${pf_vector}
+    jmp *TRAP_ENTRY(%rip)
+
+    /* #UD on a host whose `int 0x80` from ring 3 raises #UD at the instruction (doors.rs; gate
+       6 points here only there): a #UD from 64-bit ring 3 at `CD 80` becomes the frame of vector
+       0x80 (error 1: this door) after the instruction. The CPU fetched the byte at RIP, and for
+       `CD` the byte after it too, so both reads are safe (SMAP is off). An `int 0x80` at a page's
+       last byte, and anything else, takes the ordinary #UD path (trap.rs completes that one). */
+    .p2align 4
+    .global ud_int80_entry
+ud_int80_entry:
+    cmpq ${user_cs}, 8(%rsp)
+    jne 1f
+    pushq %rax
+    movq 8(%rsp), %rax
+    cmpb $0xcd, (%rax)
+    jne 2f
+    cmpb $0x80, 1(%rax)
+    jne 2f
+    notl %eax
+    testl $0xfff, %eax
+    jz 2f
+    popq %rax
+    addq $2, (%rsp)
+    pushq $1
+    pushq ${int80_vector}
+    jmp *TRAP_ENTRY(%rip)
+2:  popq %rax
+1:  pushq $0
+    pushq ${ud_vector}
+    jmp *TRAP_ENTRY(%rip)
+
     .global trap_saved
 trap_saved:
     FROM_SYSCALL trap_dispatch
@@ -287,6 +292,10 @@ new_process_smp:
     user_ds = const USER_DATA_SELECTOR,
     user_cs = const USER_CODE_SELECTOR,
     syscall_vector = const SYSCALL_VECTOR,
+    pf_vector = const PF_VECTOR,
+    ud_vector = const UD_VECTOR,
+    int80_vector = const INT80_VECTOR,
+    rflags_if = const RFLAGS_IF,
     kernel_rflags = const KERNEL_RFLAGS,
     vector_offset = const offset_of!(TrapFrame, vector),
     cs_in_frame = const offset_of!(TrapFrame, cs),
@@ -310,6 +319,8 @@ extern "C" {
     fn trap_common_doors();
     fn trap_saved_doors();
     fn new_process_smp();
+    fn pf_syscall_entry();
+    fn ud_int80_entry();
     /// Where the stubs and `syscall_entry` go on (see their contracts).
     static mut TRAP_ENTRY: u64;
     static mut TRAP_SAVED: u64;
@@ -357,6 +368,14 @@ pub unsafe fn use_common_path(path: CommonPath) {
         core::ptr::addr_of_mut!(TRAP_ENTRY).write_volatile(entry as *const () as u64);
         core::ptr::addr_of_mut!(TRAP_SAVED).write_volatile(saved as *const () as u64);
     }
+}
+
+/// Where gates 14 (#PF) and 6 (#UD) lead on a host whose `syscall` and `int 0x80` from ring 3
+/// arrive as those faults (doors.rs): entries that recognise the two doors in a few
+/// instructions and join the architectural doors' paths, everything else going on as from the
+/// stubs.
+pub fn recovered_door_entries() -> (u64, u64) {
+    (pf_syscall_entry as *const () as u64, ud_int80_entry as *const () as u64)
 }
 
 /// The address of vector `vector`'s entry stub.

@@ -16,8 +16,8 @@ use x86_64::structures::DescriptorTablePointer;
 use x86_64::VirtAddr;
 
 use super::vectors::{
-    AP_TIMER_VECTOR, DISK_VECTOR_BASE, INT80_VECTOR, IPI_VECTOR, RESCHED_VECTOR, SERIAL_VECTOR, SHOOTDOWN_VECTOR,
-    SPURIOUS_VECTOR, TIMER_VECTOR,
+    AP_TIMER_VECTOR, DISK_VECTOR_BASE, INT80_VECTOR, IPI_VECTOR, PF_VECTOR, RESCHED_VECTOR, SERIAL_VECTOR, SHOOTDOWN_VECTOR,
+    SPURIOUS_VECTOR, TIMER_VECTOR, UD_VECTOR,
 };
 use super::{entry, gdt, ipi};
 
@@ -80,6 +80,25 @@ const INTERRUPT_VECTORS: [u8; 8] = [
     SPURIOUS_VECTOR,
 ];
 const _: () = assert!(lde_abi::virtio::MAX_DISKS == 4);
+
+/// Points the #PF and #UD gates at entries that recognise a `syscall` and an `int 0x80` that
+/// arrived as those faults (`entry::recovered_door_entries`), where the doors' self-test found
+/// that they do.
+///
+/// # Safety
+/// Interrupts are off and no other processor runs (they copy this IDT when they start).
+pub unsafe fn use_recovered_doors(syscall: bool, int80: bool) {
+    let (pf, ud) = entry::recovered_door_entries();
+    // SAFETY: the caller's contract: nothing else touches the IDT now; each gate changes in
+    // one go while no interrupt can be taken, to an entry of entry.rs.
+    let gates = unsafe { &mut *IDT.0.get() };
+    if syscall {
+        gates[PF_VECTOR as usize] = Gate::interrupt(pf, 0, 0);
+    }
+    if int80 {
+        gates[UD_VECTOR as usize] = Gate::interrupt(ud, 0, 0);
+    }
+}
 
 /// Fills the gates of the exceptions and of [`INTERRUPT_VECTORS`] and loads the IDT.
 pub fn init() {
