@@ -116,7 +116,7 @@ detach
     assert!(text.contains("src/syscall.rs"), "a Rust source line: {context}");
     let bt: Vec<&str> = text.lines().filter(|l| l.starts_with('#')).collect();
     assert!(bt.first().is_some_and(|l| l.contains("lde_kernel::syscall::dispatch")), "{context}");
-    assert!(bt.iter().any(|l| l.contains("lde_kernel::trap::trap_dispatch")), "{context}");
+    assert!(bt.iter().any(|l| l.contains("lde_kernel::trap::syscall_arrived")), "{context}");
     // hello's first call is getpid (for its greeting): RAX in the trap frame holds its number,
     // and the frame came from ring 3.
     assert_eq!(hex_after(&text, "  rax "), nr::GETPID, "{context}");
@@ -263,7 +263,7 @@ fn kvm_gdb_break_and_hbreak_each_served_as_this_kvm_allows() {
     let expect = serves(host);
     if expect.brk == Break::Refused {
         // Each refusal ends GDB's batch session: one session per kind.
-        let (text, stub) = kvm_script("hbreak lde_kernel::trap::trap_dispatch\ncontinue\n");
+        let (text, stub) = kvm_script("hbreak *syscall_arrived\ncontinue\n");
         let context = format!("GDB:\n{text}\nstub: {stub:?}");
         assert!(text.contains("Cannot insert hardware breakpoint 1"), "{context}");
         assert!(stub.stderr.contains(HBREAK_REFUSED), "{context}");
@@ -281,7 +281,7 @@ fn kvm_gdb_break_and_hbreak_each_served_as_this_kvm_allows() {
     let (text, stub) = kvm_script(
         "set breakpoint always-inserted on
 break lde_kernel::syscall::dispatch
-hbreak lde_kernel::trap::trap_dispatch
+hbreak *syscall_arrived
 monitor slots
 info breakpoints 1
 x/1xb $_
@@ -296,22 +296,22 @@ detach
     );
     let context = format!("GDB:\n{text}\nstub: {stub:?}");
     let dispatch = hex_after(&text, "Breakpoint 1 at ");
-    let trap_dispatch = hex_after(&text, "Hardware assisted breakpoint 2 at ");
-    // Every way into the kernel reaches trap_dispatch (hbreak) first; the first system call
-    // then reaches the dispatcher (break).
-    assert!(text.contains("Breakpoint 2, lde_kernel::trap::trap_dispatch"), "{context}");
+    let arrived = hex_after(&text, "Hardware assisted breakpoint 2 at ");
+    // hello's first system call reaches syscall_arrived (hbreak) first, then the dispatcher
+    // (break).
+    assert!(text.lines().any(|l| l.starts_with("Breakpoint 2, ") && l.contains("syscall_arrived")), "{context}");
     assert!(
         text.lines().any(|l| l.starts_with("Breakpoint 1, ") && l.contains("lde_kernel::syscall::dispatch")),
         "{context}"
     );
     let stop =
         |key: &str| hex_after(text.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("{context}")), "pc=");
-    assert_eq!(stop("STOP1"), trap_dispatch, "{context}");
+    assert_eq!(stop("STOP1"), arrived, "{context}");
     assert_eq!(stop("STOP2"), dispatch, "{context}");
     // Where each one lives: the hbreak in a debug register; the break in guest memory or in one.
     assert!(
-        text.contains(&format!("dr0 {trap_dispatch:#x} Execute {{ software: false }}"))
-            || text.contains(&format!("dr1 {trap_dispatch:#x} Execute {{ software: false }}")),
+        text.contains(&format!("dr0 {arrived:#x} Execute {{ software: false }}"))
+            || text.contains(&format!("dr1 {arrived:#x} Execute {{ software: false }}")),
         "{context}"
     );
     match expect.brk {

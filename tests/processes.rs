@@ -21,6 +21,20 @@ fn hello_writes_through_both_doors() {
     }
 }
 
+/// Every register a system call promises to keep comes back unchanged through both doors,
+/// across calls that switch away and back (`yield` beside a ready process, `sleep_ms`) and one
+/// that does not (`getpid`): the kernel restores some from the trap frame and leaves the
+/// callee-saved ones as its code gave them back (entry.rs's `syscall_return`).
+#[test]
+fn system_calls_keep_every_register_they_promise_to() {
+    for host in hosts("system_calls_keep_every_register_they_promise_to") {
+        let out = host.run(&["regs 20", "counter 30"]);
+        assert_eq!(out.status, Some(0), "{host:?}: {out:?}");
+        assert!(out.lines().contains(&"regs: 20 rounds, every register kept"), "{host:?}: {out:?}");
+        assert_no_leak(&out);
+    }
+}
+
 #[test]
 fn each_door_is_counted_by_how_it_arrived() {
     const N: u64 = 500;

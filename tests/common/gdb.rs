@@ -33,11 +33,12 @@ pub fn export(programs: &[&str]) -> tempfile::TempDir {
     dir
 }
 
-/// The addresses of `sysretq` and `iretq` in the kernel's `trap_return`.
+/// The addresses of `sysretq` and `iretq` in the kernel's `syscall_return`, where system calls
+/// leave.
 pub fn kernel_returns(kernel: &Path) -> (u64, u64) {
     let out = Command::new("objdump").args(["-d", "--no-show-raw-insn"]).arg(kernel).output().expect("objdump runs");
     let text = String::from_utf8_lossy(&out.stdout);
-    let body = text.split("<trap_return>:").nth(1).expect("trap_return in the kernel");
+    let body = text.split("<syscall_return>:").nth(1).expect("syscall_return in the kernel");
     let find = |mnemonic: &str| {
         let line = body.lines().find(|l| l.split_whitespace().nth(1) == Some(mnemonic)).expect(mnemonic);
         u64::from_str_radix(line.trim().split(':').next().unwrap(), 16).unwrap()

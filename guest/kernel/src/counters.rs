@@ -13,8 +13,8 @@ use lde_kcore::trap::mnemonic;
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use crate::arch::percpu;
 use crate::arch::vectors::{INT80_VECTOR, PF_VECTOR, UD_VECTOR};
+use crate::arch::{percpu, syscall_entry};
 use crate::sync::Global;
 use crate::{print, println};
 
@@ -27,17 +27,31 @@ pub static NMIS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::
 #[used]
 pub static LDE_STATS: Global<StatsPage> = Global::new(StatsPage::new());
 
-/// How a system call reached the kernel.
+/// How a system call reached the kernel; on the entry path's frames the door's code in the
+/// error-code slot (`syscall_entry::DOOR_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Arrival {
     /// `syscall` → CPL0 at LSTAR (hardware KVM, QEMU).
-    SyscallArchitectural,
+    SyscallArchitectural = syscall_entry::DOOR_SYSCALL as u8,
     /// `syscall` → #PF at LSTAR in ring 3, completed by the kernel (PVM).
-    SyscallRecovered,
+    SyscallRecovered = syscall_entry::DOOR_SYSCALL_PVM as u8,
     /// `int 0x80` → vector 0x80 (hardware KVM, QEMU).
-    Int80Architectural,
+    Int80Architectural = syscall_entry::DOOR_INT80 as u8,
     /// `int 0x80` → #UD at the instruction, completed by the kernel (PVM).
-    Int80Recovered,
+    Int80Recovered = syscall_entry::DOOR_INT80_PVM as u8,
+}
+
+impl Arrival {
+    /// The door a system call's frame names in its error-code slot (`syscall_arrived`'s frames).
+    pub fn of_frame(error: u64) -> Arrival {
+        match error & 3 {
+            syscall_entry::DOOR_SYSCALL => Arrival::SyscallArchitectural,
+            syscall_entry::DOOR_SYSCALL_PVM => Arrival::SyscallRecovered,
+            syscall_entry::DOOR_INT80 => Arrival::Int80Architectural,
+            _ => Arrival::Int80Recovered,
+        }
+    }
 }
 
 /// Updates the counters inside one seqlock write section.

@@ -16,13 +16,14 @@ use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use lde_abi::stats::{DOOR_ARCHITECTURAL, DOOR_OTHER, DOOR_RECOVERED};
 use lde_abi::user::{USER_BASE, USER_END};
 
-use crate::arch::entry::{syscall_entry_address, CommonPath, TrapFrame};
+use crate::arch::entry::{CommonPath, TrapFrame};
 use crate::arch::gdt::{USER_CODE_SELECTOR, USER_DATA_SELECTOR};
 use crate::arch::paging;
-use crate::arch::{idt, percpu};
 use crate::arch::switch::{new_process_stack, switch};
+use crate::arch::syscall_entry::syscall_entry_address;
 use crate::arch::vectors::{INT80_VECTOR, NMI_VECTOR, PF_VECTOR, SYSCALL_VECTOR, UD_VECTOR};
-use crate::arch::{cpu, entry};
+use crate::arch::{cpu, entry, syscall_entry};
+use crate::arch::{idt, percpu};
 use crate::exec;
 use crate::process::KERNEL;
 use crate::stacks::kstack_top;
@@ -69,7 +70,7 @@ pub fn int80_recovered() -> bool {
     (encoded() >> 8) & 0xff == DOOR_RECOVERED
 }
 
-/// Runs the self-test. Call once at boot, after `entry::init_syscall`, before any process
+/// Runs the self-test. Call once at boot, after `syscall_entry::init_syscall`, before any process
 /// exists, with interrupts off. Returns false if memory for the test page ran out (nothing is
 /// then tested and both doors are served architecturally only).
 pub fn self_test() -> bool {
@@ -206,7 +207,7 @@ pub fn is_syscall_at_lstar(frame: &TrapFrame) -> bool {
     frame.rip == lstar
         && cpu::cr2() == lstar
         && frame.rflags & RFLAGS_IF == 0
-        && frame.rflags & !RFLAGS_RF == frame.r11 & !entry::SYSCALL_RFLAGS_MASK
+        && frame.rflags & !RFLAGS_RF == frame.r11 & !syscall_entry::SYSCALL_RFLAGS_MASK
 }
 
 /// Completes a `syscall` that [`is_syscall_at_lstar`] recognised as the CPU would have: RCX

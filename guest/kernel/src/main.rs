@@ -41,7 +41,7 @@ use lde_abi::exit_code as exit;
 use lde_kcore::memmap;
 
 use arch::lapic::LapicInfo;
-use arch::{cpu, entry, gdt, idt, lapic, pic, serial};
+use arch::{cpu, gdt, idt, lapic, pic, serial, syscall_entry};
 use bootinfo::BootInfo;
 use config::Config;
 use console::Line;
@@ -168,7 +168,7 @@ fn init_frames_and_programs(boot: &BootInfo, config: &Config) {
 /// doors' self-test, and what the last two found, in the stats page.
 #[inline(always)] // a step of `kernel_main`
 fn open_doors() {
-    entry::init_syscall();
+    syscall_entry::init_syscall();
     let protection = cpu::enable_protection();
     doors::self_test();
     counters::update(|page| {

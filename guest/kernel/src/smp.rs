@@ -26,7 +26,7 @@ use lde_kcore::mptable::{self, MpError, Processors, MAX_CPUS, MP_FLOATING_ADDR};
 use crate::arch::ap_boot::{self, TRAMPOLINE_ADDR, TRAMPOLINE_VECTOR};
 use crate::arch::cpu::{self, rdtsc};
 use crate::arch::vectors::RESCHED_VECTOR;
-use crate::arch::{boot, entry, gdt, idt, ipi, lapic, paging};
+use crate::arch::{boot, gdt, idt, ipi, lapic, paging, syscall_entry};
 use crate::kernel_lock::{self, KERNEL_LOCK};
 use crate::{bootinfo, counters, ipi_roundtrip, println, resched, sched, stacks, time};
 
@@ -237,7 +237,7 @@ extern "C" fn ap_main(apic_id: u32) -> ! {
     // Its timer stays masked (as after INIT) until it may run processes; the I/O APIC routes
     // every device to processor 0.
     lapic::stop();
-    entry::init_syscall();
+    syscall_entry::init_syscall();
     ONLINE_TSC[cpu].store(rdtsc().max(1), Ordering::Release);
     // Halted with interrupts on: the round trip's IPIs are answered by their own stub, and
     // processor 0's reschedule IPI after `GO` wakes it.

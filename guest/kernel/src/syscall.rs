@@ -34,7 +34,6 @@ use crate::{console, disk};
 /// `sched::switch_to_scheduler` asserts the three in debug builds.
 pub fn dispatch(frame: &mut TrapFrame, arrival: Arrival, now: u64) {
     let number = frame.rax;
-    let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9];
     let pid = KERNEL.with(|k| {
         let slot = crate::process::current();
         k.charge_user_time(slot, now);
@@ -56,13 +55,13 @@ pub fn dispatch(frame: &mut TrapFrame, arrival: Arrival, now: u64) {
     });
     let result: i64 = match number {
         nr::NULL => 0,
-        nr::WRITE => write(args[0], args[1], args[2]),
+        nr::WRITE => write(frame.rdi, frame.rsi, frame.rdx),
         nr::EXIT => {
-            if args[0] > 255 {
+            if frame.rdi > 255 {
                 -EINVAL
             } else {
                 // SAFETY: a system call (see above); the `with` that counted it has returned.
-                unsafe { end_current(End::Exited(args[0] as u8)) }
+                unsafe { end_current(End::Exited(frame.rdi as u8)) }
             }
         }
         nr::GETPID => i64::from(pid),
@@ -71,15 +70,15 @@ pub fn dispatch(frame: &mut TrapFrame, arrival: Arrival, now: u64) {
             unsafe { yield_current(true) };
             0
         }
-        nr::SLEEP_MS => sleep_ms(args[0]),
-        nr::READ => read(args[0], args[1], args[2]),
+        nr::SLEEP_MS => sleep_ms(frame.rdi),
+        nr::READ => read(frame.rdi, frame.rsi, frame.rdx),
         nr::UPTIME_MS => time::uptime_ms() as i64,
-        nr::SPAWN => spawn(args[0], args[1], pid),
-        nr::FIXUP => fixup(args[0], args[1]),
+        nr::SPAWN => spawn(frame.rdi, frame.rsi, pid),
+        nr::FIXUP => fixup(frame.rdi, frame.rsi),
         nr::WAIT => wait(),
-        nr::DISK_INFO => disk::info(args[0]),
-        nr::DISK_READ => disk::transfer(args[0], args[1], args[2], args[3], false),
-        nr::DISK_WRITE => disk::transfer(args[0], args[1], args[2], args[3], true),
+        nr::DISK_INFO => disk::info(frame.rdi),
+        nr::DISK_READ => disk::transfer(frame.rdi, frame.rsi, frame.rdx, frame.r10, false),
+        nr::DISK_WRITE => disk::transfer(frame.rdi, frame.rsi, frame.rdx, frame.r10, true),
         _ => -ENOSYS,
     };
     frame.rax = result as u64;

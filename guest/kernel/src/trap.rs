@@ -43,14 +43,9 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame, from_user: bool) {
     }
     debug_assert_eq!(from_user, frame.came_from_user());
     let now = rdtsc();
-    // A system call, through whichever door: its accounting is done in one go by `syscall`.
-    // A frame of either door with error code 1 came by the host's deviation, recognised on
-    // the way in (entry.rs's `pf_syscall_entry`, `ud_int80_entry`); the CPU's own doors push 0.
+    // One of the host's deviations the entry path left to this code (system calls come
+    // through `syscall_arrived`): a system call all the same, accounted in one go by `syscall`.
     let arrival = match vector {
-        SYSCALL_VECTOR if frame.error == 0 => Some(Arrival::SyscallArchitectural),
-        SYSCALL_VECTOR => Some(Arrival::SyscallRecovered),
-        v if v == u64::from(INT80_VECTOR) && from_user && frame.error == 0 => Some(Arrival::Int80Architectural),
-        v if v == u64::from(INT80_VECTOR) && from_user => Some(Arrival::Int80Recovered),
         UD_VECTOR if from_user && doors::int80_recovered() && doors::int80_at(frame.rip) => {
             // PVM (found by the doors self-test): `int 0x80` from ring 3 arrives as #UD at the
             // instruction. Complete it.
@@ -101,6 +96,33 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame, from_user: bool) {
         _ => device_interrupt(frame, from_user, now),
     }
     return_to(frame, from_user);
+}
+
+/// Called by `trap_saved` for every system call from ring 3 through either door: `syscall`
+/// (vector 0x100) and `int 0x80` (vector 0x80), each the architectural one or PVM's, whose #PF
+/// or #UD the entry path turned into the same frame (`pf_syscall_entry`, `ud_int80_entry`); the
+/// error-code slot says which (`syscall_entry::DOOR_*`). Not through `trap_dispatch`: the door is known, the
+/// process is in ring 3, and the vector tests cost every call ~10 emulated instructions (`lde
+/// bench --insns`).
+#[no_mangle]
+extern "C" fn syscall_arrived(frame: &mut TrapFrame) {
+    let now = rdtsc();
+    syscall::dispatch(frame, Arrival::of_frame(frame.error), now);
+    if frame.rip >= USER_END {
+        // sysretq to a non-user RIP would fault in ring 0; return with iretq instead.
+        frame.vector = u64::from(INT80_VECTOR);
+    }
+    percpu::set_user_entry(rdtsc());
+}
+
+/// `trap_saved_smp`'s dispatch: `syscall_arrived` inside the lock (see `trap_dispatch_smp`).
+#[no_mangle]
+extern "C" fn syscall_arrived_smp(frame: &mut TrapFrame) {
+    let taken = KERNEL_LOCK.enter();
+    syscall_arrived(frame);
+    if taken {
+        KERNEL_LOCK.leave();
+    }
 }
 
 /// `trap_common_smp`'s dispatch: `trap::trap_dispatch` inside the lock.

@@ -1,7 +1,8 @@
-//! Every way into ring 0 and back: the 256 IDT entry stubs, `syscall_entry` (LSTAR), the entries
-//! of the two doors a PVM host delivers as faults (`pf_syscall_entry`, `ud_int80_entry`), the
-//! common path `trap_common` that saves a [`TrapFrame`] and calls `trap_dispatch`, and the one
-//! exit path `trap_return` (`iretq`, or `sysretq` for a frame that came through `syscall`).
+//! Every way into ring 0 and back: the 256 IDT entry stubs, the common path `trap_common` that
+//! saves a [`TrapFrame`] and calls `trap_dispatch`, its twin `trap_saved` for system calls, and
+//! the exit path `trap_return` (`iretq`, or `sysretq` for a frame that came through
+//! `syscall`). The system-call doors' own entries and their lean way back are in
+//! `syscall_entry.rs`.
 //!
 //! # Entry contract
 //! On the way in, before any Rust code runs (Linux's `entry_64.S` makes the same promises):
@@ -26,16 +27,9 @@
 use core::arch::global_asm;
 use core::mem::offset_of;
 
-use x86_64::registers::model_specific::{Efer, EferFlags, Msr};
-
 pub use super::frame::TrapFrame;
 use super::frame::RFLAGS_VM;
-use super::gdt::{KERNEL_CODE_SELECTOR, USER_CODE32_SELECTOR, USER_CODE_SELECTOR, USER_DATA_SELECTOR};
-use super::percpu::{SYSCALL_RSP_OFFSET, USER_RSP_OFFSET};
-use super::vectors::{INT80_VECTOR, PF_VECTOR, SYSCALL_VECTOR, UD_VECTOR};
-
-/// RFLAGS.IF: interrupts enabled.
-const RFLAGS_IF: u64 = 1 << 9;
+use super::vectors::SYSCALL_VECTOR;
 
 /// RFLAGS while the kernel runs: only the always-one bit 1.
 pub const KERNEL_RFLAGS: u64 = 0x2;
@@ -80,16 +74,11 @@ TRAP_SAVED:
     options(att_syntax)
 );
 
-// `syscall_entry` contract (AMD64 `syscall`): CPL0, RIP = LSTAR, RCX = user RIP, R11 = user
-// RFLAGS, RFLAGS masked by SFMASK (IF=0), RSP still the user's, GS base the user's. Swaps in
-// the kernel's GS base (percpu.rs), switches to this processor's syscall stack (`%gs:` its
-// `syscall_rsp`), builds the interrupt-style part of the frame (ss, rsp, rflags, cs, rip, error
-// 0, vector SYSCALL_VECTOR) and joins the common path where `TRAP_SAVED` says.
-//
 // The common paths come in three pairs, one per dispatcher: `trap_common`/`trap_saved` call
-// `trap_dispatch` (one processor), `trap_common_smp`/`trap_saved_smp` call `trap_dispatch_smp`
-// (several: kernel_lock.rs), `trap_common_doors`/`trap_saved_doors` call `doors_arrived` (the
-// boot's self-test of the doors, doors.rs). `TRAP_ENTRY` and `TRAP_SAVED` name the pair in use.
+// `trap_dispatch`/`syscall_arrived` (one processor), `trap_common_smp`/`trap_saved_smp` call
+// `trap_dispatch_smp`/`syscall_arrived_smp` (several: kernel_lock.rs),
+// `trap_common_doors`/`trap_saved_doors` call `doors_arrived` (the boot's self-test of the
+// doors, doors.rs). `TRAP_ENTRY` and `TRAP_SAVED` name the pair in use.
 //
 // `trap_common` contract: entered from a stub with vector and error code above the CPU frame.
 // Pushes the 15 general registers so that RSP points at a complete TrapFrame (16-byte aligned:
@@ -97,7 +86,8 @@ TRAP_SAVED:
 // (the entry contract: DF, AC, TF, NT clear). If the frame came from ring 3 (CPL 3 in CS, or
 // RFLAGS.VM: `TrapFrame::came_from_user`), `swapgs` puts the kernel's GS base in place. Calls
 // the dispatcher with the System V ABI: `(&mut TrapFrame, from_user: bool)`. `trap_saved` is the
-// same after `syscall_entry`, which swapped already: from ring 3.
+// same after `syscall_entry`, which swapped already, for a system call from ring 3: its
+// dispatcher takes `(&mut TrapFrame)` (`trap_saved_doors` passes from_user = 1 too).
 //
 // `trap_return` contract: RSP points at a complete TrapFrame (after the dispatcher, or on a new
 // process's kernel stack), the kernel's GS base in place. Restores the 15 registers (one
@@ -152,86 +142,17 @@ global_asm!(
 2:  call \dispatch
     .endm
 
-    /* After `syscall_entry` (already swapped): from ring 3. */
+    /* After `syscall_entry` (already swapped): a system call from ring 3, dispatched as one. */
     .macro FROM_SYSCALL dispatch
     PUSH_REGISTERS
-    movl $1, %esi
     call \dispatch
-    jmp trap_return
+    jmp syscall_return
     .endm
 
     .text
-    .p2align 4
-    .global syscall_entry
-syscall_entry:
-    swapgs
-    movq %rsp, %gs:{user_rsp}
-    movq %gs:{syscall_rsp}, %rsp
-    pushq ${user_ds}
-    pushq %gs:{user_rsp}
-    pushq %r11
-    pushq ${user_cs}
-    pushq %rcx
-    pushq $0
-    pushq ${syscall_vector}
-    jmp *TRAP_SAVED(%rip)
-
-    /* #PF on a host whose `syscall` stays in ring 3 (doors.rs; the self-test points gate 14
-       here only there). Such a `syscall` faults fetching LSTAR with IF clear, which nothing
-       else in ring 3 can do (IOPL 0: ring 3 always runs with IF set): that #PF becomes the frame
-       `syscall_entry` builds (rip = RCX, rflags = R11, error 1: this door) on the same stack
-       (TSS.RSP0 is the syscall stack's top) and joins it. Anything else (and a `syscall` from
-       32-bit code) is an ordinary #PF. */
-    .p2align 4
-    .global pf_syscall_entry
-pf_syscall_entry:
-    cmpq $syscall_entry, 8(%rsp)
-    jne 1f
-    testl ${rflags_if}, 24(%rsp)
-    jnz 1f
-    cmpq ${user_cs}, 16(%rsp)
-    jne 1f
-    swapgs
-    movq %rcx, 8(%rsp)
-    movq %r11, 24(%rsp)
-    movq $1, (%rsp)
-    pushq ${syscall_vector}
-    jmp *TRAP_SAVED(%rip)
-1:  pushq ${pf_vector}
-    jmp *TRAP_ENTRY(%rip)
-
-    /* #UD on a host whose `int 0x80` from ring 3 raises #UD at the instruction (doors.rs; gate
-       6 points here only there): a #UD from 64-bit ring 3 at `CD 80` becomes the frame of vector
-       0x80 (error 1: this door) after the instruction. The CPU fetched the byte at RIP, and for
-       `CD` the byte after it too, so both reads are safe (SMAP is off). An `int 0x80` at a page's
-       last byte, and anything else, takes the ordinary #UD path (trap.rs completes that one). */
-    .p2align 4
-    .global ud_int80_entry
-ud_int80_entry:
-    cmpq ${user_cs}, 8(%rsp)
-    jne 1f
-    pushq %rax
-    movq 8(%rsp), %rax
-    cmpb $0xcd, (%rax)
-    jne 2f
-    cmpb $0x80, 1(%rax)
-    jne 2f
-    notl %eax
-    testl $0xfff, %eax
-    jz 2f
-    popq %rax
-    addq $2, (%rsp)
-    pushq $1
-    pushq ${int80_vector}
-    jmp *TRAP_ENTRY(%rip)
-2:  popq %rax
-1:  pushq $0
-    pushq ${ud_vector}
-    jmp *TRAP_ENTRY(%rip)
-
     .global trap_saved
 trap_saved:
-    FROM_SYSCALL trap_dispatch
+    FROM_SYSCALL syscall_arrived
 
     .global trap_common
 trap_common:
@@ -265,23 +186,6 @@ trap_return:
 3:  SWAPGS_IF_USER 8, 16
     iretq
 
-    .p2align 4
-    .global trap_common_smp
-trap_common_smp:
-    FROM_STUB trap_dispatch_smp
-    jmp trap_return
-    .global trap_saved_smp
-trap_saved_smp:
-    FROM_SYSCALL trap_dispatch_smp
-
-    .global trap_common_doors
-trap_common_doors:
-    FROM_STUB doors_arrived
-    jmp trap_return
-    .global trap_saved_doors
-trap_saved_doors:
-    FROM_SYSCALL doors_arrived
-
     /* Where a new process's first switch lands once other processors run: the big kernel
        lock is released (kernel_lock.rs), as `trap_dispatch_smp` would on the way out. */
     .global new_process_smp
@@ -289,27 +193,18 @@ new_process_smp:
     call kernel_lock_leave
     jmp trap_return
     "#,
-    user_ds = const USER_DATA_SELECTOR,
-    user_cs = const USER_CODE_SELECTOR,
     syscall_vector = const SYSCALL_VECTOR,
-    pf_vector = const PF_VECTOR,
-    ud_vector = const UD_VECTOR,
-    int80_vector = const INT80_VECTOR,
-    rflags_if = const RFLAGS_IF,
     kernel_rflags = const KERNEL_RFLAGS,
     vector_offset = const offset_of!(TrapFrame, vector),
     cs_in_frame = const offset_of!(TrapFrame, cs),
     rflags_in_frame = const offset_of!(TrapFrame, rflags),
     rflags_vm = const RFLAGS_VM,
-    user_rsp = const USER_RSP_OFFSET,
-    syscall_rsp = const SYSCALL_RSP_OFFSET,
     options(att_syntax)
 );
 
 extern "C" {
     /// The first of 256 entry stubs, `TRAP_STUB_SIZE` bytes apart.
     static trap_stubs: [u8; 0];
-    fn syscall_entry();
     /// The one exit path (see its contract).
     fn trap_return();
     fn trap_common();
@@ -319,8 +214,6 @@ extern "C" {
     fn trap_common_doors();
     fn trap_saved_doors();
     fn new_process_smp();
-    fn pf_syscall_entry();
-    fn ud_int80_entry();
     /// Where the stubs and `syscall_entry` go on (see their contracts).
     static mut TRAP_ENTRY: u64;
     static mut TRAP_SAVED: u64;
@@ -370,45 +263,9 @@ pub unsafe fn use_common_path(path: CommonPath) {
     }
 }
 
-/// Where gates 14 (#PF) and 6 (#UD) lead on a host whose `syscall` and `int 0x80` from ring 3
-/// arrive as those faults (doors.rs): entries that recognise the two doors in a few
-/// instructions and join the architectural doors' paths, everything else going on as from the
-/// stubs.
-pub fn recovered_door_entries() -> (u64, u64) {
-    (pf_syscall_entry as *const () as u64, ud_int80_entry as *const () as u64)
-}
-
 /// The address of vector `vector`'s entry stub.
 pub fn stub_address(vector: usize) -> u64 {
     // SAFETY: only the address of the asm symbol is taken.
     let base = unsafe { trap_stubs.as_ptr() } as u64;
     base + vector as u64 * TRAP_STUB_SIZE
-}
-
-const STAR_MSR: u32 = 0xc000_0081;
-const LSTAR_MSR: u32 = 0xc000_0082;
-const SFMASK_MSR: u32 = 0xc000_0084;
-/// RFLAGS bits cleared on `syscall`: TF, IF, DF, IOPL, NT, AC (as Linux).
-pub const SYSCALL_RFLAGS_MASK: u64 = 0x4_7700;
-
-/// The address `syscall` jumps to (LSTAR).
-pub fn syscall_entry_address() -> u64 {
-    syscall_entry as *const () as u64
-}
-
-/// Enables `syscall`/`sysret`: EFER.SCE, STAR selectors, LSTAR, SFMASK.
-///
-/// On PVM hosts `syscall` does not reach ring 0 (see the README's "Host kinds"): the CPU stays
-/// in ring 3 at LSTAR and faults fetching the supervisor page there; `trap.rs` recognises that
-/// #PF and completes the call (the "recovered" path).
-pub fn init_syscall() {
-    let star = (u64::from(USER_CODE32_SELECTOR) << 48) | (u64::from(KERNEL_CODE_SELECTOR) << 32);
-    // SAFETY: these MSRs only configure the syscall instruction; the selectors match the GDT
-    // (sysret: CS = 0x23 + 16 = 0x33, SS = 0x23 + 8 = 0x2b; syscall: CS 0x10, SS 0x18).
-    unsafe {
-        Msr::new(STAR_MSR).write(star);
-        Msr::new(LSTAR_MSR).write(syscall_entry_address());
-        Msr::new(SFMASK_MSR).write(SYSCALL_RFLAGS_MASK);
-        Efer::update(|f| f.insert(EferFlags::SYSTEM_CALL_EXTENSIONS));
-    }
 }

@@ -16,10 +16,10 @@ use x86_64::structures::DescriptorTablePointer;
 use x86_64::VirtAddr;
 
 use super::vectors::{
-    AP_TIMER_VECTOR, DISK_VECTOR_BASE, INT80_VECTOR, IPI_VECTOR, PF_VECTOR, RESCHED_VECTOR, SERIAL_VECTOR, SHOOTDOWN_VECTOR,
-    SPURIOUS_VECTOR, TIMER_VECTOR, UD_VECTOR,
+    AP_TIMER_VECTOR, DISK_VECTOR_BASE, INT80_VECTOR, IPI_VECTOR, PF_VECTOR, RESCHED_VECTOR, SERIAL_VECTOR,
+    SHOOTDOWN_VECTOR, SPURIOUS_VECTOR, TIMER_VECTOR, UD_VECTOR,
 };
-use super::{entry, gdt, ipi};
+use super::{entry, gdt, ipi, syscall_entry};
 
 /// One IDT gate (a 64-bit interrupt gate).
 ///
@@ -82,13 +82,13 @@ const INTERRUPT_VECTORS: [u8; 8] = [
 const _: () = assert!(lde_abi::virtio::MAX_DISKS == 4);
 
 /// Points the #PF and #UD gates at entries that recognise a `syscall` and an `int 0x80` that
-/// arrived as those faults (`entry::recovered_door_entries`), where the doors' self-test found
+/// arrived as those faults (`syscall_entry::recovered_door_entries`), where the doors' self-test found
 /// that they do.
 ///
 /// # Safety
 /// Interrupts are off and no other processor runs (they copy this IDT when they start).
 pub unsafe fn use_recovered_doors(syscall: bool, int80: bool) {
-    let (pf, ud) = entry::recovered_door_entries();
+    let (pf, ud) = syscall_entry::recovered_door_entries();
     // SAFETY: the caller's contract: nothing else touches the IDT now; each gate changes in
     // one go while no interrupt can be taken, to an entry of entry.rs.
     let gates = unsafe { &mut *IDT.0.get() };
@@ -107,7 +107,10 @@ pub fn init() {
     for vector in (0..32).chain(INTERRUPT_VECTORS) {
         gates[usize::from(vector)] = Gate::interrupt(entry::stub_address(usize::from(vector)), 0, 0);
     }
-    // The exceptions to the rule above, patched rather than tested for in the loop.
+    // The exceptions to the rule above, patched rather than tested for in the loop: the
+    // `int 0x80` door has an entry of its own (a system call's path), and ring 3 may use it,
+    // `int3` and `into`.
+    gates[usize::from(INT80_VECTOR)] = Gate::interrupt(syscall_entry::int80_entry_address(), 0, 0);
     for vector in USER_VECTORS {
         gates[usize::from(vector)].options |= 3 << 13;
     }

@@ -17,4 +17,5 @@ pub mod percpu;
 pub mod pic;
 pub mod serial;
 pub mod switch;
+pub mod syscall_entry;
 pub mod vectors;
