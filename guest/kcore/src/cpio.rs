@@ -37,10 +37,9 @@ pub struct Entries<'a> {
     offset: usize,
 }
 
-impl<'a> Iterator for Entries<'a> {
-    type Item = Entry<'a>;
-
-    fn next(&mut self) -> Option<Entry<'a>> {
+impl<'a> Entries<'a> {
+    /// The next entry, its name as the archive holds it (NUL dropped, not checked for UTF-8).
+    fn next_raw(&mut self) -> Option<(&'a [u8], &'a [u8])> {
         let header = self.archive.get(self.offset..self.offset.checked_add(HEADER_SIZE)?)?;
         if &header[..6] != MAGIC {
             return None;
@@ -54,21 +53,39 @@ impl<'a> Iterator for Entries<'a> {
         let (&0, name) = name_bytes.split_last()? else {
             return None;
         };
-        let name = core::str::from_utf8(name).ok()?;
         let data_start = align4(name_end)?;
         let data_end = data_start.checked_add(file_size)?;
         let data = self.archive.get(data_start..data_end)?;
-        if name == TRAILER {
+        if name == TRAILER.as_bytes() {
             return None;
         }
         self.offset = align4(data_end)?;
-        Some(Entry { name, data })
+        Some((name, data))
     }
 }
 
-/// The file called `name`.
+impl<'a> Iterator for Entries<'a> {
+    type Item = Entry<'a>;
+
+    /// The next entry; the archive ends at its trailer, or at an entry that is malformed or
+    /// whose name is not UTF-8.
+    fn next(&mut self) -> Option<Entry<'a>> {
+        let (name, data) = self.next_raw()?;
+        Some(Entry { name: core::str::from_utf8(name).ok()?, data })
+    }
+}
+
+/// The file called `name`: names are compared as bytes, so an entry whose name is not UTF-8
+/// (which lde never writes) is passed over rather than ending the search (checking each name
+/// cost every process start ~6 emulated instructions a byte).
 pub fn find<'a>(archive: &'a [u8], name: &str) -> Option<&'a [u8]> {
-    entries(archive).find(|e| e.name == name).map(|e| e.data)
+    let mut entries = entries(archive);
+    while let Some((n, data)) = entries.next_raw() {
+        if n == name.as_bytes() {
+            return Some(data);
+        }
+    }
+    None
 }
 
 #[cfg(test)]

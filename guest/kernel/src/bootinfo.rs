@@ -118,6 +118,19 @@ pub unsafe fn read(paddr: u64) -> Result<&'static BootInfo, BootInfoError> {
         let room = (BOOT_DATA_END - info.cmdline_paddr).min(CMDLINE_MAX as u64) as usize;
         let src = info.cmdline_paddr as *const u8;
         let mut len = 0;
+        // Eight bytes at a time while a whole word fits and holds no NUL (a zero byte shows as
+        // a borrow into its top bit: `(w - 0x01..01) & !w & 0x80..80`), then byte by byte up to
+        // the NUL: a byte at a time cost ~5 emulated instructions a byte.
+        while len + 8 <= room {
+            // SAFETY: cmdline_paddr + len + 8 is at most BOOT_DATA_END, in identity-mapped RAM;
+            // unaligned reads are allowed.
+            let word = unsafe { (src.add(len) as *const u64).read_unaligned() };
+            if word.wrapping_sub(0x0101_0101_0101_0101) & !word & 0x8080_8080_8080_8080 != 0 {
+                break;
+            }
+            store.cmdline[len..len + 8].copy_from_slice(&word.to_le_bytes());
+            len += 8;
+        }
         while len < room {
             // SAFETY: cmdline_paddr + len is below BOOT_DATA_END, in identity-mapped RAM.
             let b = unsafe { src.add(len).read() };

@@ -110,8 +110,8 @@ fn state_code(state: State) -> u32 {
 /// A process's bookkeeping in the page's form.
 fn proc_stats<M>(p: &Proc<M>) -> ProcStats {
     let mut name = [0u8; NAME_MAX];
-    let n = p.name().len().min(NAME_MAX);
-    name[..n].copy_from_slice(&p.name().as_bytes()[..n]);
+    let n = p.name_bytes().len().min(NAME_MAX);
+    name[..n].copy_from_slice(&p.name_bytes()[..n]);
     let (end, end_value, end_rip) = match p.end {
         None => (END_NONE, 0, 0),
         Some(End::Exited(status)) => (END_EXITED, u32::from(status), 0),

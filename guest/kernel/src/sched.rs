@@ -309,7 +309,7 @@ pub unsafe fn end_current(end: End) -> ! {
                     .str("exit pid=")
                     .dec(u64::from(p.pid))
                     .str(" name=")
-                    .str(p.name())
+                    .bytes(p.name_bytes())
                     .str(" status=")
                     .dec(u64::from(status))
                     .end();
@@ -320,7 +320,7 @@ pub unsafe fn end_current(end: End) -> ! {
                     .str("killed pid=")
                     .dec(u64::from(p.pid))
                     .str(" name=")
-                    .str(p.name())
+                    .bytes(p.name_bytes())
                     .str(" trap=")
                     .str(mnemonic(u64::from(vector)))
                     .str(" rip=")

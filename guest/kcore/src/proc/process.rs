@@ -163,6 +163,13 @@ impl<M> Proc<M> {
         core::str::from_utf8(&self.name[..self.name_len]).unwrap_or("?")
     }
 
+    /// The name's bytes (UTF-8: `start` cuts it at a character boundary), for copies and
+    /// console lines that need no `str` (checking it again costs ~6 emulated instructions a
+    /// byte where ring 0 is emulated).
+    pub fn name_bytes(&self) -> &[u8] {
+        &self.name[..self.name_len]
+    }
+
     /// Whether it is ready, running or blocked (not free, not ended).
     pub(super) fn is_live(&self) -> bool {
         !matches!(self.state, State::Free | State::Zombie)
