@@ -69,6 +69,12 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame, from_user: bool) {
         return_to(frame, from_user);
         return;
     }
+    if vector == u64::from(TIMER_VECTOR) {
+        // Every tick's path does its own bookkeeping in one pass (tick.rs).
+        tick::timer(frame, from_user, now);
+        return_to(frame, from_user);
+        return;
+    }
     if from_user {
         charge_user_time(now);
     }
@@ -84,7 +90,6 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame, from_user: bool) {
         // A first touch of a BSS page (not present): map a zeroed frame and retry.
         PF_VECTOR
             if from_user && frame.error & PF_PRESENT == 0 && KERNEL.with(|k| exec::demand_zero(k, cpu::cr2())) => {}
-        v if v == u64::from(TIMER_VECTOR) => tick::timer(frame, from_user, now),
         v if v == u64::from(SERIAL_VECTOR) => input::serial_interrupt(),
         v if v == u64::from(SPURIOUS_VECTOR) => {}
         // A machine check is the hardware's failure, never the process's: the machine is not
