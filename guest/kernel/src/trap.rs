@@ -33,16 +33,25 @@ const PF_PRESENT: u64 = 1;
 /// found it when it decided on `swapgs`).
 #[no_mangle]
 extern "C" fn trap_dispatch(frame: &mut TrapFrame, from_user: bool) {
-    debug_assert_eq!(x86_64::registers::rflags::read_raw(), entry::KERNEL_RFLAGS, "the entry contract");
-    let vector = frame.vector;
-    if vector == NMI_VECTOR {
+    if frame.vector == NMI_VECTOR {
         // An NMI can arrive anywhere, even while the kernel's state is lent out (IF does not
         // mask it): it touches nothing but its own counter, and it is never a process's fault.
         counters::NMIS.fetch_add(1, Ordering::Relaxed);
         return;
     }
+    trap_arrived(frame, from_user, rdtsc());
+}
+
+/// A trap other than an NMI that arrived at TSC `now`: taken before the big kernel lock on
+/// several processors, so that a wait for the lock is the kernel's time, not the interrupted
+/// process's ring-3 time (nor the runaway watchdog's: `tick::decide`). A wait of a loaded host's
+/// two processors had made a process that calls the kernel every few microseconds look as if it
+/// ran 20 ms in ring 3 (tests/attack.rs's chaos parent, killed by the watchdog).
+#[inline(never)] // one body, tail-called by both dispatchers (inlined into both, the tick lost ~12 instructions)
+fn trap_arrived(frame: &mut TrapFrame, from_user: bool, now: u64) {
+    debug_assert_eq!(x86_64::registers::rflags::read_raw(), entry::KERNEL_RFLAGS, "the entry contract");
+    let vector = frame.vector;
     debug_assert_eq!(from_user, frame.came_from_user());
-    let now = rdtsc();
     // One of the host's deviations the entry path left to this code (system calls come
     // through `syscall_arrived`): a system call all the same, accounted in one go by `syscall`.
     let arrival = match vector {
@@ -111,7 +120,12 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame, from_user: bool) {
 /// bench --insns`).
 #[no_mangle]
 extern "C" fn syscall_arrived(frame: &mut TrapFrame) {
-    let now = rdtsc();
+    syscall_arrived_at(frame, rdtsc());
+}
+
+/// A system call that arrived at TSC `now` (before the big kernel lock: see `trap_arrived`).
+#[inline(always)] // the body of both dispatchers
+fn syscall_arrived_at(frame: &mut TrapFrame, now: u64) {
     syscall::dispatch(frame, Arrival::of_frame(frame.error), now);
     if frame.rip >= USER_END {
         // sysretq to a non-user RIP would fault in ring 0; return with iretq instead.
@@ -123,8 +137,9 @@ extern "C" fn syscall_arrived(frame: &mut TrapFrame) {
 /// `trap_saved_smp`'s dispatch: `syscall_arrived` inside the lock (see `trap_dispatch_smp`).
 #[no_mangle]
 extern "C" fn syscall_arrived_smp(frame: &mut TrapFrame) {
+    let now = rdtsc();
     let taken = KERNEL_LOCK.enter();
-    syscall_arrived(frame);
+    syscall_arrived_at(frame, now);
     if taken {
         KERNEL_LOCK.leave();
     }
@@ -144,8 +159,9 @@ extern "C" fn trap_dispatch_smp(frame: &mut TrapFrame, from_user: bool) {
         shootdown::interrupt();
         return;
     }
+    let now = rdtsc();
     let taken = KERNEL_LOCK.enter();
-    trap_dispatch(frame, from_user);
+    trap_arrived(frame, from_user, now);
     // The processor that returns here holds the lock whichever one took it (see the module's
     // text): the trap may have switched away and been resumed elsewhere.
     if taken {
