@@ -283,7 +283,7 @@ pub struct RunArgs {
     pub kernel: Option<PathBuf>,
     /// vCPUs, 1 to 8: the first boots the kernel; the others wait, as processors do, until the
     /// kernel starts them with INIT and SIPI (lde's kernel does when N > 1: lde passes lde.cpus=N;
-    /// then all run processes, one run queue; a run says which were never started). Not with --gdb.
+    /// then all run processes, one run queue; a run says which were never started); under --gdb each is a GDB thread.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=8))]
     pub cpus: u8,
     /// A raw disk image (whole 512-byte sectors) as a virtio-blk device: read and written in
