@@ -5,7 +5,8 @@
 //! have.
 //!
 //! Where this KVM stops at no breakpoint (the nested host under QEMU 7.2 TCG) the session checks
-//! the threads and the end only.
+//! the threads and the end only. GDB's Ctrl-C, which its batch mode cannot send, is sent by a
+//! small client of the remote protocol: every vCPU stops, on every host.
 
 mod common;
 
@@ -115,9 +116,15 @@ fn threads_and_end_only() {
 }
 
 fn ends_normally(stub: &common::Output, context: &str) {
+    ends_normally_with(stub, context, 2);
+}
+
+/// The run ended with exit 0, `counters` counters each at its exit line, vCPU 1 having run.
+fn ends_normally_with(stub: &common::Output, context: &str, counters: u32) {
     assert_eq!(stub.status, Some(0), "{context}");
-    assert!(stub.stdout.contains("exit pid=1 name=counter status=0"), "{context}");
-    assert!(stub.stdout.contains("exit pid=2 name=counter status=0"), "{context}");
+    for pid in 1..=counters {
+        assert!(stub.stdout.contains(&format!("exit pid={pid} name=counter status=0")), "{context}");
+    }
     assert!(stub.stderr.contains("lde: cpu 1:"), "vCPU 1 ran: {context}");
 }
 
@@ -130,4 +137,104 @@ fn kvm_gdb_cpus_waiting_for_gdb_end_at_the_timeout() {
     let out = common::lde(&["run", "-q", "--cpus", "2", "--gdb=127.0.0.1:0", "--timeout", "1", "hello"]);
     assert_eq!(out.status, Some(124), "{out:?}");
     assert!(out.stderr.contains("lde: timeout: "), "{out:?}");
+}
+
+/// GDB's remote protocol spoken directly (what GDB sends for Ctrl-C cannot be scripted in its
+/// batch mode): a packet out, its reply back, in no-ack mode after the first exchange.
+struct Rsp(std::net::TcpStream);
+
+impl Rsp {
+    fn connect(port: u16) -> Rsp {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the stub accepts");
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(120))).unwrap();
+        let mut rsp = Rsp(stream);
+        assert_eq!(rsp.ask("QStartNoAckMode"), "OK");
+        rsp
+    }
+
+    fn send(&mut self, data: &str) {
+        let sum = data.bytes().fold(0u8, u8::wrapping_add);
+        std::io::Write::write_all(&mut self.0, format!("${data}#{sum:02x}").as_bytes()).unwrap();
+    }
+
+    /// The next packet's data (acks skipped).
+    fn reply(&mut self) -> String {
+        let mut data = Vec::new();
+        let mut byte = [0u8; 1];
+        let mut inside = false;
+        loop {
+            std::io::Read::read_exact(&mut self.0, &mut byte).expect("a reply before the deadline");
+            match byte[0] {
+                b'$' if !inside => inside = true,
+                b'#' if inside => break,
+                b if inside => data.push(b),
+                _ => {}
+            }
+        }
+        let mut sum = [0u8; 2];
+        std::io::Read::read_exact(&mut self.0, &mut sum).unwrap();
+        String::from_utf8(data).unwrap()
+    }
+
+    fn ask(&mut self, data: &str) -> String {
+        self.send(data);
+        let reply = self.reply();
+        if data == "QStartNoAckMode" {
+            std::io::Write::write_all(&mut self.0, b"+").unwrap();
+        }
+        reply
+    }
+
+    /// Interrupts the running machine (GDB's Ctrl-C): the stop reply.
+    fn interrupt(&mut self) -> String {
+        std::io::Write::write_all(&mut self.0, &[3]).unwrap();
+        self.reply()
+    }
+}
+
+/// What `info threads` would say of vCPU 1 (`qThreadExtraInfo`, hex-encoded text).
+fn extra_info(rsp: &mut Rsp) -> String {
+    let hex = rsp.ask("qThreadExtraInfo,p1.2");
+    let bytes: Vec<u8> = (0..hex.len() / 2).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()).collect();
+    String::from_utf8(bytes).unwrap()
+}
+
+/// GDB's Ctrl-C while both vCPUs run stops the whole machine: the stop names a thread, and vCPU
+/// 1's registers can be read at once (its thread parked; a vCPU still inside `KVM_RUN` would hold
+/// them), as often as it is tried; detached, the run ends as it would have.
+#[test]
+fn kvm_gdb_interrupt_stops_every_vcpu() {
+    let test = "kvm_gdb_interrupt_stops_every_vcpu";
+    if !common::kvm_available(test) {
+        return;
+    }
+    let programs = ["counter 2000", "counter 2000"];
+    let (child, port, rx) = start_stub_with(kvm_host(), &programs, &["--cpus", "2"]);
+    let mut rsp = Rsp::connect(port);
+    let mut interrupts = 0;
+    // Until vCPU 1 has been started by the kernel (an event: its state, asked at each stop; the
+    // pause between resume and interrupt only paces the loop, nothing depends on its length).
+    loop {
+        rsp.send("vCont;c");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        let stop = rsp.interrupt();
+        interrupts += 1;
+        assert!(stop.starts_with("T02"), "a SIGINT stop naming its thread: {stop}");
+        assert!(stop.contains("thread:"), "{stop}");
+        assert!(rsp.ask("Hgp1.2") == "OK", "vCPU 1 is a thread");
+        let registers = rsp.ask("g");
+        // Hex, run-length encoded (`*`); an error would be `Exx`.
+        assert!(!registers.is_empty() && !registers.starts_with('E'), "vCPU 1's registers: {registers}");
+        let state = extra_info(&mut rsp);
+        assert!(state.starts_with("vCPU 1, "), "{state}");
+        let started = !state.contains("not started") && !state.contains("INIT") && !state.contains("SIPI");
+        if started || interrupts == 2000 {
+            break;
+        }
+    }
+    assert!(interrupts < 2000, "vCPU 1 never started");
+    assert_eq!(rsp.ask("D"), "OK");
+    let stub = finish(child, rx);
+    let context = format!("{interrupts} interrupts; stub: {stub:?}");
+    ends_normally_with(&stub, &context, 2);
 }
