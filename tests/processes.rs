@@ -24,7 +24,7 @@ fn hello_writes_through_both_doors() {
 /// Every register a system call promises to keep comes back unchanged through both doors,
 /// across calls that switch away and back (`yield` beside a ready process, `sleep_ms`) and one
 /// that does not (`getpid`): the kernel restores some from the trap frame and leaves the
-/// callee-saved ones as its code gave them back (entry.rs's `syscall_return`).
+/// callee-saved ones as its code gave them back (syscall_entry.rs's `syscall_return`).
 #[test]
 fn system_calls_keep_every_register_they_promise_to() {
     for host in hosts("system_calls_keep_every_register_they_promise_to") {

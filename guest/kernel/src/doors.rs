@@ -136,7 +136,7 @@ extern "C" fn doors_arrived(frame: &mut TrapFrame, from_user: bool) {
             cs: u64::from(USER_CODE_SELECTOR),
             rflags: entry::KERNEL_RFLAGS,
             ss: u64::from(USER_DATA_SELECTOR),
-            vector: u64::from(INT80_VECTOR), // leave with iretq
+            vector: u64::from(INT80_VECTOR), // the `int 0x80` door's frame
             ..TrapFrame::default()
         };
         return;

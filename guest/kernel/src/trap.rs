@@ -14,7 +14,7 @@ use crate::arch::cpu::{self, rdtsc};
 use crate::arch::entry::{self, TrapFrame};
 use crate::arch::vectors::{
     AP_TIMER_VECTOR, DISK_VECTOR_BASE, GP_VECTOR, INT80_VECTOR, MC_VECTOR, NMI_VECTOR, NP_VECTOR, PF_VECTOR,
-    RESCHED_VECTOR, SERIAL_VECTOR, SHOOTDOWN_VECTOR, SPURIOUS_VECTOR, SYSCALL_VECTOR, TIMER_VECTOR, UD_VECTOR,
+    RESCHED_VECTOR, SERIAL_VECTOR, SHOOTDOWN_VECTOR, SPURIOUS_VECTOR, TIMER_VECTOR, UD_VECTOR,
 };
 use crate::arch::{lapic, percpu};
 use crate::counters::{self, Arrival};
@@ -75,13 +75,13 @@ fn trap_arrived(frame: &mut TrapFrame, from_user: bool, now: u64) {
     };
     if let Some(arrival) = arrival {
         syscall::dispatch(frame, arrival, now);
-        return_to(frame, from_user);
+        return_to(from_user);
         return;
     }
     if vector == u64::from(TIMER_VECTOR) {
         // Every tick's path does its own bookkeeping in one pass (tick.rs).
         tick::timer(frame, from_user, now);
-        return_to(frame, from_user);
+        return_to(from_user);
         return;
     }
     if from_user {
@@ -109,7 +109,7 @@ fn trap_arrived(frame: &mut TrapFrame, from_user: bool, now: u64) {
         v if v < 32 => fatal::fatal(frame),
         _ => device_interrupt(frame, from_user, now),
     }
-    return_to(frame, from_user);
+    return_to(from_user);
 }
 
 /// Called by `trap_saved` for every system call from ring 3 through either door: `syscall`
@@ -183,12 +183,8 @@ fn count_trap(vector: u64) {
     counters::update(|page| counters::count_trap(page, vector));
 }
 
-/// Prepares the way back: the exit instruction, and the time ring 3 is entered.
-fn return_to(frame: &mut TrapFrame, from_user: bool) {
-    if frame.vector == SYSCALL_VECTOR && frame.rip >= USER_END {
-        // sysretq to a non-user RIP would fault in ring 0; return with iretq instead.
-        frame.vector = u64::from(INT80_VECTOR);
-    }
+/// Notes the time ring 3 is entered again, for a trap that came from there.
+fn return_to(from_user: bool) {
     if from_user {
         percpu::set_user_entry(rdtsc());
     }

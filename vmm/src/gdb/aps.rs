@@ -14,6 +14,7 @@
 //! Parking is "kick until parked": a kick that lands just before a thread enters `KVM_RUN` is
 //! lost, so the stub kicks again every millisecond until the thread says it is parked.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -62,7 +63,7 @@ struct State {
     /// first.
     threads: Vec<Option<libc::pthread_t>>,
     /// What the vCPUs reported since the stub last looked, in order (vCPU number, what).
-    stops: Vec<(usize, ApStop)>,
+    stops: VecDeque<(usize, ApStop)>,
     /// GDB is gone: the vCPUs run on without it.
     released: bool,
 }
@@ -87,7 +88,7 @@ impl Aps {
             // A thread that has not parked yet has not run either: it runs only from `park`.
             parked: vec![true; n],
             threads: vec![None; n + 1],
-            stops: Vec::new(),
+            stops: VecDeque::new(),
             released: false,
         };
         Aps(Arc::new(Shared { vcpus, state: Mutex::new(state), changed: Condvar::new() }))
@@ -132,8 +133,7 @@ impl Aps {
 
     /// The oldest stop reported and not yet taken.
     pub fn take_stop(&self) -> Option<(usize, ApStop)> {
-        let mut state = locked(&self.0.state);
-        (!state.stops.is_empty()).then(|| state.stops.remove(0))
+        locked(&self.0.state).stops.pop_front()
     }
 
     /// Waits up to `timeout` for a vCPU to report a stop (vCPU 0 does not run).
@@ -142,7 +142,7 @@ impl Aps {
         if state.stops.is_empty() {
             state = self.0.changed.wait_timeout(state, timeout).unwrap_or_else(PoisonError::into_inner).0;
         }
-        (!state.stops.is_empty()).then(|| state.stops.remove(0))
+        state.stops.pop_front()
     }
 
     /// GDB is gone: every vCPU runs on without it.
@@ -154,7 +154,7 @@ impl Aps {
     /// Reports `stop` for vCPU `cpu`, which parks, and kicks vCPU 0's thread to the stub.
     fn report(&self, cpu: usize, stop: ApStop) {
         let mut state = locked(&self.0.state);
-        state.stops.push((cpu, stop));
+        state.stops.push_back((cpu, stop));
         state.run[cpu - 1] = false;
         if let Some(stub) = state.threads[0] {
             kick(stub);

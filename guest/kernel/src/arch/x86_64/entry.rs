@@ -1,8 +1,7 @@
 //! Every way into ring 0 and back: the 256 IDT entry stubs, the common path `trap_common` that
 //! saves a [`TrapFrame`] and calls `trap_dispatch`, its twin `trap_saved` for system calls, and
-//! the exit path `trap_return` (`iretq`, or `sysretq` for a frame that came through
-//! `syscall`). The system-call doors' own entries and their lean way back are in
-//! `syscall_entry.rs`.
+//! the exit path `trap_return` (`iretq`). The system-call doors' own entries and their way back
+//! (`syscall_return`, with `sysretq` for a `syscall`) are in `syscall_entry.rs`.
 //!
 //! # Entry contract
 //! On the way in, before any Rust code runs (Linux's `entry_64.S` makes the same promises):
@@ -20,16 +19,14 @@
 //! - interrupts are off (interrupt gates and SFMASK clear IF).
 //!
 //! On the way out, every register the frame holds is restored from the (possibly changed)
-//! frame; a frame whose `vector` is [`SYSCALL_VECTOR`] returns with `sysretq` (RCX = rip,
-//! R11 = rflags, RSP = rsp; the dispatcher re-labels it when rip is not a user address),
-//! every other with `iretq`.
+//! frame and `iretq` leaves; a system call's frame leaves through `syscall_return`
+//! (syscall_entry.rs), which restores only what the kernel's code does not give back itself.
 
 use core::arch::global_asm;
 use core::mem::offset_of;
 
 pub use super::frame::TrapFrame;
 use super::frame::RFLAGS_VM;
-use super::vectors::SYSCALL_VECTOR;
 
 /// RFLAGS while the kernel runs: only the always-one bit 1.
 pub const KERNEL_RFLAGS: u64 = 0x2;
@@ -90,10 +87,10 @@ TRAP_SAVED:
 // dispatcher takes `(&mut TrapFrame)` (`trap_saved_doors` passes from_user = 1 too).
 //
 // `trap_return` contract: RSP points at a complete TrapFrame (after the dispatcher, or on a new
-// process's kernel stack), the kernel's GS base in place. Restores the 15 registers (one
-// sequence for both exits; `lea` keeps the flags of the vector comparison), drops vector and
-// error code, and leaves with `swapgs; sysretq` for SYSCALL_VECTOR frames (RCX, R11, RSP from
-// the frame's rip, rflags, rsp) or with `iretq`, after `swapgs` if the frame returns to ring 3.
+// process's kernel stack), the kernel's GS base in place. Restores the 15 registers, drops
+// vector and error code, and leaves with `iretq`, after `swapgs` if the frame returns to ring
+// 3. No `syscall` frame comes here (they leave through `syscall_return`; the doors' self-test
+// turns its one into an `int 0x80` frame).
 // (An NMI or #MC between the `swapgs` and the exit runs on its IST stack with the user's GS
 // base, and the NMI path touches no per-CPU data.)
 global_asm!(
@@ -160,7 +157,6 @@ trap_common:
 
     .global trap_return
 trap_return:
-    cmpq ${syscall_vector}, {vector_offset}(%rsp)
     popq %r15
     popq %r14
     popq %r13
@@ -176,14 +172,8 @@ trap_return:
     popq %rcx
     popq %rbx
     popq %rax
-    leaq 16(%rsp), %rsp  /* vector and error code */
-    jne 3f
-    movq 0(%rsp), %rcx   /* rip */
-    movq 16(%rsp), %r11  /* rflags */
-    movq 24(%rsp), %rsp  /* rsp */
-    swapgs
-    sysretq
-3:  SWAPGS_IF_USER 8, 16
+    addq $16, %rsp       /* vector and error code */
+    SWAPGS_IF_USER 8, 16
     iretq
 
     /* Where a new process's first switch lands once other processors run: the big kernel
@@ -193,9 +183,7 @@ new_process_smp:
     call kernel_lock_leave
     jmp trap_return
     "#,
-    syscall_vector = const SYSCALL_VECTOR,
     kernel_rflags = const KERNEL_RFLAGS,
-    vector_offset = const offset_of!(TrapFrame, vector),
     cs_in_frame = const offset_of!(TrapFrame, cs),
     rflags_in_frame = const offset_of!(TrapFrame, rflags),
     rflags_vm = const RFLAGS_VM,
