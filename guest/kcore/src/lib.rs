@@ -9,6 +9,7 @@ pub mod args;
 pub mod children;
 pub mod cmdline;
 pub mod cpio;
+pub mod decimal;
 pub mod elf;
 pub mod memmap;
 pub mod mptable;

@@ -8,12 +8,15 @@
 
 use core::cell::UnsafeCell;
 use core::fmt::{self, Write};
+use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use lde_abi::ports::{console_doorbell, CONSOLE_CHUNK, CONSOLE_MAGIC, CONSOLE_PORT};
 use x86_64::instructions::port::Port;
 
-use crate::arch::serial;
+use lde_kcore::decimal;
+
+use crate::arch::{mem, serial};
 
 /// The page of output waiting for the next doorbell.
 #[repr(C, align(4096))]
@@ -104,28 +107,47 @@ pub fn start_line() {
 
 /// A line assembled on the stack and handed to the console whole: the kernel's fixed lines use
 /// it rather than `core::fmt`, whose machinery costs a few hundred emulated instructions a line
-/// more, and a piece costs a store or one `memcpy`, not a trip through [`write`].
+/// more. Where ring 0 is emulated every instruction here is counted at every boot, so a piece
+/// is one `rep movs` copy (`mem::copy`: one emulated instruction however long), the buffer is
+/// not zeroed, and numbers are written in place (`lde_kcore::decimal`).
 pub struct Line {
-    buf: [u8; 256],
+    buf: [MaybeUninit<u8>; LINE_MAX],
+    /// `buf[..len]` is written.
     len: usize,
 }
 
+const LINE_MAX: usize = 256;
+
 impl Line {
     pub fn new() -> Line {
-        Line { buf: [0; 256], len: 0 }
+        Line { buf: [const { MaybeUninit::uninit() }; LINE_MAX], len: 0 }
+    }
+
+    /// The bytes written so far.
+    fn written(&self) -> &[u8] {
+        // SAFETY: `buf[..len]` is initialized (every writer writes before it moves `len`).
+        unsafe { core::slice::from_raw_parts(self.buf.as_ptr().cast(), self.len) }
+    }
+
+    /// Room for `n` more bytes: sends what the line holds if they would not fit, and returns
+    /// whether they fit now.
+    fn room(&mut self, n: usize) -> bool {
+        if self.len + n > LINE_MAX {
+            write(self.written());
+            self.len = 0;
+        }
+        n <= LINE_MAX
     }
 
     /// Appends bytes (a line longer than the buffer goes out in pieces).
     pub fn bytes(&mut self, bytes: &[u8]) -> &mut Line {
-        if self.len + bytes.len() > self.buf.len() {
-            write(&self.buf[..self.len]);
-            self.len = 0;
-            if bytes.len() > self.buf.len() {
-                write(bytes);
-                return self;
-            }
+        if !self.room(bytes.len()) {
+            write(bytes);
+            return self;
         }
-        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        // SAFETY: `room` made `len + bytes.len() <= LINE_MAX`; the buffer is this line's own
+        // and `bytes` is borrowed elsewhere, so the ranges do not overlap.
+        unsafe { mem::copy(self.buf.as_mut_ptr().add(self.len).cast(), bytes.as_ptr(), bytes.len()) };
         self.len += bytes.len();
         self
     }
@@ -134,33 +156,23 @@ impl Line {
         self.bytes(s.as_bytes())
     }
 
+    /// Appends `n` in decimal, at least `width` digits (zeros in front).
+    fn digits(&mut self, n: u64, width: usize) -> &mut Line {
+        let count = decimal::len(n, width).min(LINE_MAX);
+        self.room(count);
+        decimal::write(n, &mut self.buf[self.len..self.len + count]);
+        self.len += count;
+        self
+    }
+
     /// Appends `n` in decimal.
     pub fn dec(&mut self, n: u64) -> &mut Line {
-        let mut digits = [0u8; 20];
-        let mut i = digits.len();
-        let mut n = n;
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        self.bytes(&digits[i..])
+        self.digits(n, 1)
     }
 
     /// Appends `n` thousandths as a decimal number with three places (`2596122` as `2596.122`).
     pub fn thousandths(&mut self, n: u64) -> &mut Line {
-        let frac = n % 1000;
-        self.dec(n / 1000).str(if frac < 10 {
-            ".00"
-        } else if frac < 100 {
-            ".0"
-        } else {
-            "."
-        });
-        self.dec(frac)
+        self.digits(n / 1000, 1).str(".").digits(n % 1000, 3)
     }
 
     /// Appends `n` in hexadecimal with a `0x` prefix, as `{:#x}` does.
@@ -198,7 +210,7 @@ impl Line {
     /// Ends the line and sends it.
     pub fn end(&mut self) {
         self.bytes(b"\n");
-        write(&self.buf[..self.len]);
+        write(self.written());
         flush();
         self.len = 0;
     }
