@@ -86,12 +86,10 @@ pub fn parse(line: &'static str) -> Config {
 
 /// The next `lde.run` value in `*runs`, which moves past it.
 pub fn next_run(runs: &mut &'static str) -> Option<&'static str> {
-    let rest = *runs;
-    for word in rest.split_ascii_whitespace() {
-        let (key, value) = word.split_once('=').unwrap_or((word, ""));
+    let mut words = cmdline::words(runs);
+    while let Some((key, value)) = words.next() {
         if key == RUN_KEY {
-            // `word` is a slice of `rest`, ending at a character boundary.
-            *runs = &rest[word.as_ptr() as usize - rest.as_ptr() as usize + word.len()..];
+            *runs = words.rest();
             return Some(value);
         }
     }

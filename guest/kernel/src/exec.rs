@@ -79,9 +79,10 @@ pub fn spawn_pending(k: &mut Kernel) {
 /// Starts the program `spec` names; `parent` is the spawning pid (0 = the kernel). Returns the
 /// new process's pid.
 pub fn spawn(k: &mut Kernel, spec: &Spec, parent: u32) -> Result<u32, SpawnError> {
-    let file = cpio::find(k.programs.initrd, spec.name()).ok_or(SpawnError::NotFound)?;
+    let name = spec.name();
+    let file = cpio::find(k.programs.initrd, name).ok_or(SpawnError::NotFound)?;
     let image = elf::parse(file).map_err(SpawnError::Elf)?;
-    let slot = k.procs.alloc(spec.name(), parent).ok_or(SpawnError::TooManyProcesses)?;
+    let slot = k.procs.alloc(name, parent).ok_or(SpawnError::TooManyProcesses)?;
     let mut space = match AddressSpace::new(&mut k.frames) {
         Ok(space) => space,
         Err(e) => {
