@@ -117,8 +117,6 @@ fn proc_stats<M>(p: &Proc<M>) -> ProcStats {
         Some(End::Exited(status)) => (END_EXITED, u32::from(status), 0),
         Some(End::Killed { vector, rip }) => (END_KILLED, u32::from(vector), rip),
     };
-    let mut syscalls = [0; lde_abi::stats::CALLS_MAX];
-    syscalls[..p.acct.syscalls.len()].copy_from_slice(&p.acct.syscalls);
     ProcStats {
         pid: p.pid,
         state: state_code(p.state),
@@ -129,7 +127,8 @@ fn proc_stats<M>(p: &Proc<M>) -> ProcStats {
         involuntary: p.acct.involuntary,
         faults: p.acct.faults,
         user_cycles: p.acct.user_cycles,
-        syscalls,
+        // Kept in the page alone, like the disk's: a new process starts with none.
+        syscalls: [0; lde_abi::stats::CALLS_MAX],
         end,
         end_value,
         end_rip,
@@ -162,11 +161,24 @@ pub fn publish_counters<M>(page: &mut StatsPage, slot: usize, p: &Proc<M>) {
 /// Appends an ended process's final accounting (the process in `slot`) to the ring of ended
 /// processes.
 pub fn record_end<M>(page: &mut StatsPage, slot: usize, p: &Proc<M>) {
-    let mut last = proc_stats(p);
-    let disk = &page.procs[slot];
-    (last.disk_requests, last.disk_bytes, last.disk_wait_cycles) =
-        (disk.disk_requests, disk.disk_bytes, disk.disk_wait_cycles);
+    let last = ended_stats(page, slot, p);
     page.push_ended(last);
+}
+
+/// Publishes the final figures of the ended process in `slot` into its slot of the page (which
+/// shows it until the slot is reused).
+pub fn publish_end<M>(page: &mut StatsPage, slot: usize, p: &Proc<M>) {
+    page.procs[slot] = ended_stats(page, slot, p);
+}
+
+/// An ended process's figures: the process table's, with the counters only the page keeps (its
+/// system calls by number, its disk's).
+fn ended_stats<M>(page: &StatsPage, slot: usize, p: &Proc<M>) -> ProcStats {
+    let mut last = proc_stats(p);
+    let kept = &page.procs[slot];
+    (last.disk_requests, last.disk_bytes, last.disk_wait_cycles, last.syscalls) =
+        (kept.disk_requests, kept.disk_bytes, kept.disk_wait_cycles, kept.syscalls);
+    last
 }
 
 /// Counts a finished disk request of `len` bytes for the process in `slot`, which waited
@@ -211,17 +223,17 @@ pub fn print_acct<M>(slot: usize, p: &Proc<M>) {
         a.faults,
         a.user_cycles
     );
+    let (calls, disk) = LDE_STATS.with(|page| {
+        let s = &page.procs[slot];
+        (s.syscalls, (s.disk_requests, s.disk_bytes, s.disk_wait_cycles))
+    });
     let mut first = true;
-    for (name, &n) in NAMES.iter().zip(a.syscalls.iter()) {
+    for (name, &n) in NAMES.iter().zip(calls.iter()) {
         if n != 0 {
             print!("{}{name}:{n}", if first { "" } else { "," });
             first = false;
         }
     }
-    let disk = LDE_STATS.with(|page| {
-        let s = &page.procs[slot];
-        (s.disk_requests, s.disk_bytes, s.disk_wait_cycles)
-    });
     if disk.0 != 0 {
         print!(" disk_requests={} disk_bytes={} disk_wait_cycles={}", disk.0, disk.1, disk.2);
     }

@@ -23,7 +23,7 @@ use crate::arch::cpu::{rdtsc, SegmentBases};
 use crate::arch::switch::switch;
 use crate::arch::{paging, percpu};
 use crate::console::Line;
-use crate::counters::{self, print_acct, publish};
+use crate::counters::{self, print_acct};
 use crate::exec::spawn_pending;
 use crate::process::{current, Kernel, KERNEL};
 use crate::stacks::{kstack_top, saved_rsp, KSTACK_SIZE};
@@ -143,7 +143,7 @@ fn switched_back(k: &mut Kernel, slot: usize) {
         counters::update(|page| {
             switched_out(page);
             page.frames_in_use = in_use;
-            publish(page, slot, k.procs.get(slot));
+            counters::publish_end(page, slot, k.procs.get(slot));
         });
         k.procs.reap(slot);
         spawn_pending(k);
@@ -208,32 +208,35 @@ pub fn wake_disk_waiters(k: &mut Kernel) {
     });
 }
 
-/// Switches from the running process in `slot` (whose state the caller has already changed)
-/// to the scheduler, logging why; returns when the scheduler runs the process again.
+/// Notes that the running process in `slot` (whose state the caller has changed) is about to
+/// switch to the scheduler, and why: inside the caller's borrow (a borrow of its own cost each
+/// switch ~8 emulated instructions more).
+fn note_switch_out(k: &Kernel, slot: usize, why: u32) {
+    let pid = k.procs.get(slot).pid;
+    let now = rdtsc();
+    // An ending process's switch includes freeing its memory: not a plain switch.
+    percpu::this().set_switch_out(if why == OUT_END { 0 } else { now });
+    counters::update(|page| counters::event(page, now, ev::EV_SWITCH_OUT, pid, why));
+}
+
+/// Switches from the running process in `slot` to the scheduler ([`note_switch_out`] done);
+/// returns when the scheduler runs the process again.
 ///
 /// # Safety
 /// Must run on that process's kernel stack with interrupts off, with no `KERNEL` borrow alive:
 /// the scheduler resumes on its own stack and borrows `KERNEL`, and the process's RSP is saved
 /// for its slot. The three are asserted in debug builds.
-unsafe fn switch_to_scheduler(slot: usize, why: u32) {
+unsafe fn switch_to_scheduler(slot: usize) {
     debug_assert!(!x86_64::instructions::interrupts::are_enabled(), "switch with interrupts on");
     debug_assert!(!KERNEL.is_lent(), "switch with the kernel's state lent out");
     debug_assert!(
-        (kstack_top(slot) - KSTACK_SIZE as u64..kstack_top(slot)).contains(&(core::ptr::addr_of!(why) as u64)),
+        (kstack_top(slot) - KSTACK_SIZE as u64..kstack_top(slot)).contains(&(core::ptr::addr_of!(slot) as u64)),
         "switch off the process's own kernel stack"
     );
-    let cpu = percpu::this();
-    KERNEL.with(|k| {
-        let pid = k.procs.get(slot).pid;
-        let now = rdtsc();
-        // An ending process's switch includes freeing its memory: not a plain switch.
-        cpu.set_switch_out(if why == OUT_END { 0 } else { now });
-        counters::update(|page| counters::event(page, now, ev::EV_SWITCH_OUT, pid, why));
-    });
     // SAFETY: the processor's scheduler RSP was saved by its switch into this process, on its
     // scheduler's stack (the boot stack, or an application processor's), which stays live;
     // interrupts are off (the caller's contract).
-    unsafe { switch(saved_rsp(slot).as_ptr(), cpu.sched_rsp().load(Ordering::Relaxed)) };
+    unsafe { switch(saved_rsp(slot).as_ptr(), percpu::this().sched_rsp().load(Ordering::Relaxed)) };
 }
 
 /// The running process gives up the rest of its slice (`voluntary`) or is preempted.
@@ -247,10 +250,11 @@ pub unsafe fn yield_current(voluntary: bool) {
         k.procs.get_mut(slot).slice_left = time::slice();
         // No reschedule IPI: a processor idles only with the run queue empty, and this one
         // goes on to pick from it at once.
+        note_switch_out(k, slot, if voluntary { OUT_YIELD } else { OUT_PREEMPT });
         slot
     });
     // SAFETY: the caller's contract.
-    unsafe { switch_to_scheduler(slot, if voluntary { OUT_YIELD } else { OUT_PREEMPT }) };
+    unsafe { switch_to_scheduler(slot) };
 }
 
 /// The running process blocks in `state` (sleeping, reading or waiting) until woken.
@@ -272,10 +276,11 @@ pub unsafe fn block_current(state: State) {
             _ => ev::ON_SLEEP,
         };
         counters::update(|page| counters::event(page, rdtsc(), ev::EV_BLOCK, pid, what));
+        note_switch_out(k, slot, OUT_BLOCK);
         slot
     });
     // SAFETY: the caller's contract.
-    unsafe { switch_to_scheduler(slot, OUT_BLOCK) };
+    unsafe { switch_to_scheduler(slot) };
 }
 
 /// Ends the running process with `end`, printing its line and its accounting, wakes its parent
@@ -333,9 +338,10 @@ pub unsafe fn end_current(end: End) -> ! {
             }
         }
         print_acct(slot, p);
+        note_switch_out(k, slot, OUT_END);
         slot
     });
     // SAFETY: caller's contract; a zombie is never scheduled again.
-    unsafe { switch_to_scheduler(slot, OUT_END) };
+    unsafe { switch_to_scheduler(slot) };
     unreachable!("a zombie was resumed");
 }

@@ -39,9 +39,6 @@ pub fn dispatch(frame: &mut TrapFrame, arrival: Arrival, now: u64) {
         k.charge_user_time(slot, now);
         let p = k.procs.get_mut(slot);
         p.watched_ticks = 0;
-        if number < nr::COUNT {
-            p.acct.syscalls[number as usize] += 1;
-        }
         let pid = p.pid;
         counters::update(|page| {
             counters::count_arrival(page, arrival);

@@ -2,8 +2,6 @@
 //! not yet waited for, and the machine state the kernel keeps for it ([`MachineState`]). The
 //! table that holds them is [`super::Table`].
 
-use lde_abi::syscall::COUNT as SYSCALL_COUNT;
-
 use super::NAME_MAX;
 use crate::children::Ended;
 
@@ -54,17 +52,16 @@ pub struct Accounting {
     pub voluntary: u64,
     /// Switches away because its time slice ran out.
     pub involuntary: u64,
-    /// System calls by number.
-    pub syscalls: [u64; SYSCALL_COUNT as usize],
     /// Exceptions it raised (recovered system-call doors excluded).
     pub faults: u64,
     /// TSC cycles spent in ring 3 (between returns to and traps from user mode).
     pub user_cycles: u64,
     /// Exceptions fixed up (see the `fixup` system call) instead of killing the process.
     pub fixups: u64,
-    // Its disk counters are not here: they live in its slot of the kernel's stats page only
-    // (written by the kernel's disk.rs). Here they made the process table's entries bigger and
-    // every context switch ~10 emulated instructions longer (`lde bench --insns`).
+    // Its disk counters and its system calls by number are not here: they live in its slot of
+    // the kernel's stats page only (written by the kernel's disk.rs and syscall.rs). Here the
+    // disk counters made every context switch ~10 emulated instructions longer, and a second
+    // count of each call cost every system call 3 (`lde bench --insns`).
 }
 
 /// What the kernel keeps for a process that only the hardware gives meaning to (its address
@@ -176,13 +173,5 @@ impl<M> Proc<M> {
     }
 }
 
-const ZERO_ACCT: Accounting = Accounting {
-    ticks: 0,
-    scheduled: 0,
-    voluntary: 0,
-    involuntary: 0,
-    syscalls: [0; SYSCALL_COUNT as usize],
-    faults: 0,
-    user_cycles: 0,
-    fixups: 0,
-};
+const ZERO_ACCT: Accounting =
+    Accounting { ticks: 0, scheduled: 0, voluntary: 0, involuntary: 0, faults: 0, user_cycles: 0, fixups: 0 };

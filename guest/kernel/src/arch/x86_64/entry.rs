@@ -139,9 +139,29 @@ global_asm!(
 2:  call \dispatch
     .endm
 
-    /* After `syscall_entry` (already swapped): a system call from ring 3, dispatched as one. */
+    /* After `syscall_entry` (already swapped): a system call from ring 3, dispatched as one.
+       Its frame holds what `syscall_return` restores (RAX, RCX, RDX, RSI, RDI, R8-R11: the
+       registers the kernel's code may change); the slots of RBX, RBP and R12-R15 are skipped,
+       as the kernel's code gives those registers back as it found them (the System V ABI, see
+       `syscall_return`) and no reader of a system call's frame looks at them (a kill or a
+       fatal fault shows a frame `trap_common` saved whole): three emulated instructions
+       fewer per call. */
     .macro FROM_SYSCALL dispatch
-    PUSH_REGISTERS
+    pushq %rax
+    subq $8, %rsp           /* rbx */
+    pushq %rcx
+    pushq %rdx
+    pushq %rsi
+    pushq %rdi
+    subq $8, %rsp           /* rbp */
+    pushq %r8
+    pushq %r9
+    pushq %r10
+    pushq %r11
+    subq $32, %rsp          /* r12, r13, r14, r15 */
+    pushq ${kernel_rflags}
+    popfq
+    movq %rsp, %rdi
     call \dispatch
     jmp syscall_return
     .endm

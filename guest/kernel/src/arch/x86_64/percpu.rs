@@ -177,8 +177,14 @@ pub fn index() -> usize {
 /// The slot of the process the running processor runs, if any.
 #[inline(always)]
 pub fn current() -> Option<usize> {
-    let slot = read_field!(offset_of!(PerCpu, current)) as usize;
+    let slot = current_slot();
     (slot != NO_PROCESS).then_some(slot)
+}
+
+/// [`current`] as it is kept: a slot, or `NO_PROCESS`.
+#[inline(always)]
+pub fn current_slot() -> usize {
+    read_field!(offset_of!(PerCpu, current)) as usize
 }
 
 /// When the running processor last returned to ring 3 (user time is charged from there).
