@@ -121,6 +121,9 @@ detach
     // and the frame came from ring 3.
     assert_eq!(hex_after(&text, "  rax "), nr::GETPID, "{context}");
     assert_eq!(hex_after(&text, " cs ") & 3, 3, "{context}");
+    // A system call's frame leaves the callee-saved registers out, and says so.
+    assert!(text.contains("rbx rbp r12 r13 r14 r15: not saved by a system call's entry"), "{context}");
+    assert!(!text.contains(" rbx 0x") && !text.contains(" rbx 000"), "no stale rbx shown: {context}");
     assert!(text.contains("pid 1"), "{context}");
 
     // The hardware watchpoint on the kernel's write counter fires as the call is counted.

@@ -209,11 +209,10 @@ pub fn wake_disk_waiters(k: &mut Kernel) {
 }
 
 /// Notes that the running process in `slot` (whose state the caller has changed) is about to
-/// switch to the scheduler, and why: inside the caller's borrow (a borrow of its own cost each
+/// switch to the scheduler at TSC `now`, and why: inside the caller's borrow (a borrow of its own cost each
 /// switch ~8 emulated instructions more).
-fn note_switch_out(k: &Kernel, slot: usize, why: u32) {
+fn note_switch_out(k: &Kernel, slot: usize, why: u32, now: u64) {
     let pid = k.procs.get(slot).pid;
-    let now = rdtsc();
     // An ending process's switch includes freeing its memory: not a plain switch.
     percpu::this().set_switch_out(if why == OUT_END { 0 } else { now });
     counters::update(|page| counters::event(page, now, ev::EV_SWITCH_OUT, pid, why));
@@ -239,18 +238,20 @@ unsafe fn switch_to_scheduler(slot: usize) {
     unsafe { switch(saved_rsp(slot).as_ptr(), percpu::this().sched_rsp().load(Ordering::Relaxed)) };
 }
 
-/// The running process gives up the rest of its slice (`voluntary`) or is preempted.
+/// The running process gives up the rest of its slice (`voluntary`) or is preempted, at TSC
+/// `now` (a preempting tick's: the one that ended its cost). When it runs again its ring-3 time
+/// starts where `sched::pick` switched it in.
 ///
 /// # Safety
 /// As for [`switch_to_scheduler`].
-pub unsafe fn yield_current(voluntary: bool) {
+pub unsafe fn yield_current(voluntary: bool, now: u64) {
     let slot = KERNEL.with(|k| {
         let slot = current();
         k.procs.preempt(slot, voluntary);
         k.procs.get_mut(slot).slice_left = time::slice();
         // No reschedule IPI: a processor idles only with the run queue empty, and this one
         // goes on to pick from it at once.
-        note_switch_out(k, slot, if voluntary { OUT_YIELD } else { OUT_PREEMPT });
+        note_switch_out(k, slot, if voluntary { OUT_YIELD } else { OUT_PREEMPT }, now);
         slot
     });
     // SAFETY: the caller's contract.
@@ -276,7 +277,7 @@ pub unsafe fn block_current(state: State) {
             _ => ev::ON_SLEEP,
         };
         counters::update(|page| counters::event(page, rdtsc(), ev::EV_BLOCK, pid, what));
-        note_switch_out(k, slot, OUT_BLOCK);
+        note_switch_out(k, slot, OUT_BLOCK, rdtsc());
         slot
     });
     // SAFETY: the caller's contract.
@@ -338,7 +339,7 @@ pub unsafe fn end_current(end: End) -> ! {
             }
         }
         print_acct(slot, p);
-        note_switch_out(k, slot, OUT_END);
+        note_switch_out(k, slot, OUT_END, now);
         slot
     });
     // SAFETY: caller's contract; a zombie is never scheduled again.

@@ -64,7 +64,7 @@ pub fn dispatch(frame: &mut TrapFrame, arrival: Arrival, now: u64) {
         nr::GETPID => i64::from(pid),
         nr::YIELD => {
             // SAFETY: a system call (see above); the `with` that counted it has returned.
-            unsafe { yield_current(true) };
+            unsafe { yield_current(true, rdtsc()) };
             0
         }
         nr::SLEEP_MS => sleep_ms(frame.rdi),

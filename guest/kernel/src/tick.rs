@@ -32,7 +32,11 @@ enum Tick {
 /// The hot path of every tick, so it does all of a trap's bookkeeping itself in one borrow of
 /// the kernel's state and one update of the page (`trap_dispatch` leaves the ring-3 time and the
 /// trap's count to it): each further borrow or update cost every tick ~10 emulated
-/// instructions. Its cost (`tick_cycles`) runs from the trap's entry to its decision.
+/// instructions. Its cost (`tick_cycles`) runs from the trap's entry to its decision, and the
+/// TSC that ends it also starts what follows: the process's next ring-3 time, or its switch
+/// out. No moment between the two is left out of both (a host that stopped the vCPU there
+/// made a process's time running exceed its ring-3 time and its ticks' by milliseconds:
+/// tests/states.rs), and a tick reads the TSC twice, not three times.
 pub fn timer(frame: &TrapFrame, from_user: bool, now: u64) {
     let clock = time::on_tick(now);
     lapic::eoi();
@@ -59,9 +63,14 @@ pub fn timer(frame: &TrapFrame, from_user: bool, now: u64) {
             page.tick_count += 1;
         }
     });
-    let Some(tick) = tick else { return };
-    // SAFETY: the `with` that decided has returned (see `carry_out`).
-    unsafe { carry_out(tick, frame.rip) };
+    match tick {
+        // SAFETY: the `with` that decided has returned (see `carry_out`).
+        Some(Tick::Preempt) => unsafe { yield_current(false, end) },
+        // SAFETY: as above.
+        Some(Tick::Runaway) => unsafe { end_current(End::Killed { vector: TIMER_VECTOR, rip: frame.rip }) },
+        Some(Tick::Continue) | None if from_user => percpu::set_user_entry(end),
+        Some(Tick::Continue) | None => {}
+    }
 }
 
 /// Does what a tick decided for the process it interrupted at `rip`.
@@ -76,7 +85,7 @@ unsafe fn carry_out(tick: Tick, rip: u64) {
     match tick {
         Tick::Continue => {}
         // SAFETY: the function's contract.
-        Tick::Preempt => unsafe { yield_current(false) },
+        Tick::Preempt => unsafe { yield_current(false, rdtsc()) },
         // SAFETY: the function's contract.
         Tick::Runaway => unsafe { end_current(End::Killed { vector: TIMER_VECTOR, rip }) },
     }

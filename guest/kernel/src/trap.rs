@@ -79,9 +79,9 @@ fn trap_arrived(frame: &mut TrapFrame, from_user: bool, now: u64) {
         return;
     }
     if vector == u64::from(TIMER_VECTOR) {
-        // Every tick's path does its own bookkeeping in one pass (tick.rs).
+        // Every tick's path does its own bookkeeping in one pass (tick.rs), the TSC of its
+        // return to ring 3 included.
         tick::timer(frame, from_user, now);
-        return_to(from_user);
         return;
     }
     if from_user {
