@@ -15,17 +15,13 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::arch::vectors::{INT80_VECTOR, PF_VECTOR, UD_VECTOR};
 use crate::arch::{percpu, syscall_entry};
-use crate::sync::Global;
+use crate::process::KERNEL;
+use crate::stats::Stats;
 use crate::{print, println};
 
 /// NMIs taken (folded into the stats page's trap counts at the end of the run): an atomic, as an
 /// NMI arrives even while the page is lent.
 pub static NMIS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
-
-/// The stats page, exported by name for the host (`lde_abi::stats::STATS_SYMBOL`).
-#[no_mangle]
-#[used]
-pub static LDE_STATS: Global<StatsPage> = Global::new(StatsPage::new());
 
 /// How a system call reached the kernel; on the entry path's frames the door's code in the
 /// error-code slot (`syscall_entry::DOOR_*`).
@@ -54,9 +50,10 @@ impl Arrival {
     }
 }
 
-/// Updates the counters inside one seqlock write section.
+/// Updates the counters inside one seqlock write section, where the caller holds no borrow of
+/// the kernel's state (inside one, `k.stats.update`).
 pub fn update<R>(f: impl FnOnce(&mut StatsPage) -> R) -> R {
-    LDE_STATS.with(|page| page.update(f))
+    KERNEL.with(|k| k.stats.update(f))
 }
 
 /// Appends an event of this processor to the log (the event's own `seq` is written last).
@@ -207,7 +204,7 @@ pub fn verbose() -> bool {
 }
 
 /// Prints the `acct` line of the process in `slot` where [`verbose`] asks for it.
-pub fn print_acct<M>(slot: usize, p: &Proc<M>) {
+pub fn print_acct<M>(stats: &Stats, slot: usize, p: &Proc<M>) {
     if !verbose() {
         return;
     }
@@ -223,7 +220,7 @@ pub fn print_acct<M>(slot: usize, p: &Proc<M>) {
         a.faults,
         a.user_cycles
     );
-    let (calls, disk) = LDE_STATS.with(|page| {
+    let (calls, disk) = stats.read(|page| {
         let s = &page.procs[slot];
         (s.syscalls, (s.disk_requests, s.disk_bytes, s.disk_wait_cycles))
     });
@@ -245,7 +242,7 @@ pub fn print_acct<M>(slot: usize, p: &Proc<M>) {
 /// `punctual` the ticks that came on time (both the clock's, passed in so that this module
 /// needs none of `time`'s).
 pub fn print(missed_ticks: impl Fn(u64) -> u64, punctual: u64) {
-    LDE_STATS.with(|page| print_page(page, missed_ticks(page.ticks), punctual));
+    KERNEL.with(|k| k.stats.read(|page| print_page(page, missed_ticks(page.ticks), punctual)));
 }
 
 fn print_page(page: &StatsPage, missed: u64, punctual: u64) {

@@ -107,7 +107,7 @@ pub fn spawn(k: &mut Kernel, spec: &Spec, parent: u32) -> Result<u32, SpawnError
             crate::resched::kick_idle();
             let pid = k.procs.get(slot).pid;
             let in_use = k.frames.in_use();
-            counters::update(|page| {
+            k.stats.update(|page| {
                 page.spawned += 1;
                 page.frames_in_use = in_use;
                 publish(page, slot, k.procs.get(slot));

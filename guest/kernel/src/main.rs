@@ -27,6 +27,7 @@ mod sched;
 mod shootdown;
 mod smp;
 mod stacks;
+mod stats;
 mod sync;
 mod syscall;
 mod tick;
@@ -196,7 +197,7 @@ fn start_programs(config: &Config) {
 fn shut_down(test: Option<&str>, failed: bool) -> ! {
     time::stop();
     if kernel_lock::active() {
-        resched::publish();
+        KERNEL.with(|k| resched::publish(&mut k.stats));
     }
     hooks::before_shutdown(test);
     let code = if failed { exit::PROCESS_FAILED } else { exit::SUCCESS };

@@ -14,6 +14,7 @@ use crate::arch::fpu::FxArea;
 use crate::arch::paging::{AddressSpace, PageFlags};
 use crate::arch::percpu;
 use crate::mm::Frames;
+use crate::stats::Stats;
 use crate::sync::Global;
 
 /// What the hardware holds for a process while it runs, kept in its slot of the process table
@@ -66,6 +67,8 @@ pub struct Kernel {
     pub entered_user: bool,
     /// The earliest deadline of a sleeping process.
     pub next_wake: Option<u64>,
+    /// The stats page (the only way to it: `counters::Stats`).
+    pub stats: Stats,
 }
 
 /// Where programs come from.
@@ -120,4 +123,6 @@ pub static KERNEL: Global<Kernel> = Global::new(Kernel {
     failures: Failures { spawns: 0, processes: 0 },
     entered_user: false,
     next_wake: None,
+    // SAFETY: the one `Stats`, in the one `Kernel`.
+    stats: unsafe { Stats::new() },
 });

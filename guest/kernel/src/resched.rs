@@ -14,7 +14,9 @@ use lde_kcore::mptable::MAX_CPUS;
 use crate::arch::vectors::RESCHED_VECTOR;
 use crate::arch::{cpu, lapic, percpu};
 use crate::kernel_lock::KERNEL_LOCK;
-use crate::{counters, shootdown};
+use crate::process::KERNEL;
+use crate::shootdown;
+use crate::stats::Stats;
 
 /// The processors halted in the idle loop, one bit each (set and cleared by each under the
 /// lock; a kick clears the bit of the one it wakes, so two kicks wake two).
@@ -67,15 +69,15 @@ fn send_kick(cpu: usize) {
 pub fn rescheduled() {
     lapic::eoi();
     RECEIVED[percpu::index()].fetch_add(1, Ordering::Relaxed);
-    publish();
+    KERNEL.with(|k| publish(&mut k.stats));
 }
 
 /// Copies the big kernel lock's counters, the TLB shootdowns and the IPIs each processor sent
 /// and took into the stats page (on the paths only several processors take: reschedule IPIs, other
 /// processors' ticks, the idle loop, shootdowns, the end). Called with the lock held.
-pub fn publish() {
+pub fn publish(stats: &mut Stats) {
     let counts = KERNEL_LOCK.counts();
-    counters::update(|page| {
+    stats.update(|page| {
         page.lock_acquisitions = counts.acquisitions;
         page.lock_contended = counts.contended;
         page.lock_spins = counts.spins;
@@ -97,5 +99,5 @@ pub fn idle_wait() {
     cpu::wait_for_interrupt();
     KERNEL_LOCK.enter();
     IDLE.fetch_and(!bit, Ordering::Relaxed);
-    publish();
+    KERNEL.with(|k| publish(&mut k.stats));
 }

@@ -86,7 +86,7 @@ fn pick(k: &mut Kernel) -> Next {
     percpu::set_user_entry(now);
     let out = cpu.take_switch_out();
     let index = percpu::index();
-    counters::update(|page| {
+    k.stats.update(|page| {
         if out != 0 {
             page.switch_cycles += now - out;
             page.switch_count += 1;
@@ -135,12 +135,12 @@ fn switched_back(k: &mut Kernel, slot: usize) {
             if kernel_lock::active() {
                 // Idle processors may still hold it (resched.rs): none may once it is freed.
                 shootdown::release(space.root());
-                resched::publish();
+                resched::publish(&mut k.stats);
             }
             space.destroy(&mut k.frames);
         }
         let in_use = k.frames.in_use();
-        counters::update(|page| {
+        k.stats.update(|page| {
             switched_out(page);
             page.frames_in_use = in_use;
             counters::publish_end(page, slot, k.procs.get(slot));
@@ -148,7 +148,7 @@ fn switched_back(k: &mut Kernel, slot: usize) {
         k.procs.reap(slot);
         spawn_pending(k);
     } else {
-        counters::update(|page| {
+        k.stats.update(|page| {
             switched_out(page);
             counters::publish_counters(page, slot, k.procs.get(slot));
         });
@@ -175,7 +175,7 @@ fn wake_sleepers(k: &mut Kernel, now: u64) {
         woken[n] = pids[slot];
         n += 1;
     });
-    counters::update(|page| {
+    k.stats.update(|page| {
         for &pid in &woken[..n] {
             counters::event(page, now, ev::EV_WAKE, pid, ev::ON_SLEEP);
         }
@@ -193,7 +193,7 @@ pub fn wake_readers(k: &mut Kernel) {
     let now = rdtsc();
     let pids: [u32; MAX_PROCS] = core::array::from_fn(|s| k.procs.get(s).pid);
     k.procs.wake_readers(|slot| {
-        counters::update(|page| counters::event(page, now, ev::EV_WAKE, pids[slot], ev::ON_INPUT));
+        k.stats.update(|page| counters::event(page, now, ev::EV_WAKE, pids[slot], ev::ON_INPUT));
         resched::kick_idle();
     });
 }
@@ -203,7 +203,7 @@ pub fn wake_disk_waiters(k: &mut Kernel) {
     let now = rdtsc();
     let pids: [u32; MAX_PROCS] = core::array::from_fn(|s| k.procs.get(s).pid);
     k.procs.wake_disk_waiters(|slot| {
-        counters::update(|page| counters::event(page, now, ev::EV_WAKE, pids[slot], ev::ON_DISK));
+        k.stats.update(|page| counters::event(page, now, ev::EV_WAKE, pids[slot], ev::ON_DISK));
         resched::kick_idle();
     });
 }
@@ -211,11 +211,11 @@ pub fn wake_disk_waiters(k: &mut Kernel) {
 /// Notes that the running process in `slot` (whose state the caller has changed) is about to
 /// switch to the scheduler at TSC `now`, and why: inside the caller's borrow (a borrow of its own cost each
 /// switch ~8 emulated instructions more).
-fn note_switch_out(k: &Kernel, slot: usize, why: u32, now: u64) {
+fn note_switch_out(k: &mut Kernel, slot: usize, why: u32, now: u64) {
     let pid = k.procs.get(slot).pid;
     // An ending process's switch includes freeing its memory: not a plain switch.
     percpu::this().set_switch_out(if why == OUT_END { 0 } else { now });
-    counters::update(|page| counters::event(page, now, ev::EV_SWITCH_OUT, pid, why));
+    k.stats.update(|page| counters::event(page, now, ev::EV_SWITCH_OUT, pid, why));
 }
 
 /// Switches from the running process in `slot` to the scheduler ([`note_switch_out`] done);
@@ -276,7 +276,7 @@ pub unsafe fn block_current(state: State) {
             State::Disk => ev::ON_DISK,
             _ => ev::ON_SLEEP,
         };
-        counters::update(|page| counters::event(page, rdtsc(), ev::EV_BLOCK, pid, what));
+        k.stats.update(|page| counters::event(page, rdtsc(), ev::EV_BLOCK, pid, what));
         note_switch_out(k, slot, OUT_BLOCK, rdtsc());
         slot
     });
@@ -301,7 +301,7 @@ pub unsafe fn end_current(end: End) -> ! {
         let parent_pid = parent.map(|s| k.procs.get(s).pid);
         let p = k.procs.get(slot);
         let now = rdtsc();
-        counters::update(|page| {
+        k.stats.update(|page| {
             counters::record_end(page, slot, p);
             if let Some(pid) = parent_pid {
                 counters::event(page, now, ev::EV_WAKE, pid, ev::ON_CHILD);
@@ -319,7 +319,7 @@ pub unsafe fn end_current(end: End) -> ! {
                     .str(" status=")
                     .dec(u64::from(status))
                     .end();
-                counters::update(|page| counters::event(page, now, ev::EV_EXIT, p.pid, u32::from(status)));
+                k.stats.update(|page| counters::event(page, now, ev::EV_EXIT, p.pid, u32::from(status)));
             }
             End::Killed { vector, rip } => {
                 Line::new()
@@ -332,13 +332,13 @@ pub unsafe fn end_current(end: End) -> ! {
                     .str(" rip=")
                     .hex(rip)
                     .end();
-                counters::update(|page| {
+                k.stats.update(|page| {
                     page.kills += 1;
                     counters::event(page, now, ev::EV_FAULT, p.pid, u32::from(vector));
                 });
             }
         }
-        print_acct(slot, p);
+        print_acct(&k.stats, slot, p);
         note_switch_out(k, slot, OUT_END, now);
         slot
     });

@@ -24,7 +24,7 @@ use crate::{console, disk};
 /// Performs the call described by `frame` (number in rax, arguments in rdi, rsi, rdx, r10, r8,
 /// r9) and puts the result in rax. `arrival` is the door it came through, `now` the TSC at entry:
 /// the time since the process entered ring 3 is charged to it, and the trap, the door and the
-/// call are counted, all in one pass over the kernel's state and one stats-page update.
+/// call are counted, all in one pass over the kernel's state and its stats page.
 ///
 /// Handlers that give up the CPU (`exit`, `yield`, a blocking `read`, `sleep_ms`, `wait`) may switch
 /// because of where `dispatch` runs: `trap_dispatch` calls it only for a system call from ring
@@ -40,7 +40,7 @@ pub fn dispatch(frame: &mut TrapFrame, arrival: Arrival, now: u64) {
         let p = k.procs.get_mut(slot);
         p.watched_ticks = 0;
         let pid = p.pid;
-        counters::update(|page| {
+        k.stats.update(|page| {
             counters::count_arrival(page, arrival);
             if number < nr::COUNT {
                 page.calls[number as usize] += 1;

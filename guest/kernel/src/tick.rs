@@ -30,8 +30,8 @@ enum Tick {
 /// the stats page's `ticks` and the tick costs count them.
 ///
 /// The hot path of every tick, so it does all of a trap's bookkeeping itself in one borrow of
-/// the kernel's state and one update of the page (`trap_dispatch` leaves the ring-3 time and the
-/// trap's count to it): each further borrow or update cost every tick ~10 emulated
+/// the kernel's state, the page's update inside it (`trap_dispatch` leaves the ring-3 time and
+/// the trap's count to it): each further borrow or update cost every tick ~10 emulated
 /// instructions. Its cost (`tick_cycles`) runs from the trap's entry to its decision, and the
 /// TSC that ends it also starts what follows: the process's next ring-3 time, or its switch
 /// out. No moment between the two is left out of both (a host that stopped the vCPU there
@@ -41,7 +41,7 @@ pub fn timer(frame: &TrapFrame, from_user: bool, now: u64) {
     let clock = time::on_tick(now);
     lapic::eoi();
     let runaway = clock.runaway;
-    let (tick, pid) = KERNEL.with(|k| {
+    let (tick, end) = KERNEL.with(|k| {
         let current = percpu::current();
         if let (true, Some(slot)) = (from_user, current) {
             k.charge_user_time(slot, now);
@@ -49,19 +49,19 @@ pub fn timer(frame: &TrapFrame, from_user: bool, now: u64) {
         sched::wake_due_sleepers(k, now);
         let pid = current.map_or(0, |s| k.procs.get(s).pid);
         let tick = (!clock.cooperative).then(|| decide(k, current, from_user, runaway, now));
-        (tick, pid)
-    });
-    let end = rdtsc();
-    counters::update(|page| {
-        page.traps[usize::from(TIMER_VECTOR)] += 1;
-        if tick.is_some() {
-            page.ticks += 1;
-            page.cpus[0].ticks += 1;
-            page.now_tsc = now;
-            counters::event(page, now, EV_TICK, pid, 0);
-            page.tick_cycles += end - now;
-            page.tick_count += 1;
-        }
+        let end = rdtsc();
+        k.stats.update(|page| {
+            page.traps[usize::from(TIMER_VECTOR)] += 1;
+            if tick.is_some() {
+                page.ticks += 1;
+                page.cpus[0].ticks += 1;
+                page.now_tsc = now;
+                counters::event(page, now, EV_TICK, pid, 0);
+                page.tick_cycles += end - now;
+                page.tick_count += 1;
+            }
+        });
+        (tick, end)
     });
     match tick {
         // SAFETY: the `with` that decided has returned (see `carry_out`).
@@ -136,13 +136,13 @@ pub fn ap_timer(frame: &TrapFrame, from_user: bool, now: u64) {
         let current = percpu::current();
         let pid = current.map_or(0, |s| k.procs.get(s).pid);
         let index = percpu::index();
-        counters::update(|page| {
+        k.stats.update(|page| {
             page.cpus[index].ticks += 1;
             counters::event(page, now, EV_TICK, pid, 0);
         });
         decide(k, current, from_user, runaway, now)
     });
-    crate::resched::publish();
+    KERNEL.with(|k| crate::resched::publish(&mut k.stats));
     // SAFETY: the `with` that decided has returned (see `carry_out`).
     unsafe { carry_out(tick, frame.rip) };
 }
