@@ -12,8 +12,9 @@ use core::cell::{Cell, UnsafeCell};
 
 /// A global the kernel reaches only through [`Global::with`].
 ///
-/// `repr(C)` with the value first: an exported global (the stats page) starts at its symbol's
-/// address with exactly the layout of its value; the busy flag follows it.
+/// `repr(C)` with the value first: a global exported by name would start at its symbol's
+/// address with exactly the layout of its value, the busy flag after it. (None is exported now:
+/// the stats page, which the host reads by name, is `stats.rs`'s, reached through `KERNEL`.)
 #[repr(C)]
 pub struct Global<T> {
     value: UnsafeCell<T>,
