@@ -67,7 +67,7 @@ pub struct Kernel {
     pub entered_user: bool,
     /// The earliest deadline of a sleeping process.
     pub next_wake: Option<u64>,
-    /// The stats page (the only way to it: `counters::Stats`).
+    /// The stats page (the only way to it: `stats::Stats`).
     pub stats: Stats,
 }
 

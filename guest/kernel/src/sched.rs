@@ -209,8 +209,8 @@ pub fn wake_disk_waiters(k: &mut Kernel) {
 }
 
 /// Notes that the running process in `slot` (whose state the caller has changed) is about to
-/// switch to the scheduler at TSC `now`, and why: inside the caller's borrow (a borrow of its own cost each
-/// switch ~8 emulated instructions more).
+/// switch to the scheduler at TSC `now`, and why: inside the caller's borrow (a borrow of its
+/// own cost each switch ~8 emulated instructions more).
 fn note_switch_out(k: &mut Kernel, slot: usize, why: u32, now: u64) {
     let pid = k.procs.get(slot).pid;
     // An ending process's switch includes freeing its memory: not a plain switch.
@@ -276,8 +276,9 @@ pub unsafe fn block_current(state: State) {
             State::Disk => ev::ON_DISK,
             _ => ev::ON_SLEEP,
         };
-        k.stats.update(|page| counters::event(page, rdtsc(), ev::EV_BLOCK, pid, what));
-        note_switch_out(k, slot, OUT_BLOCK, rdtsc());
+        let now = rdtsc();
+        k.stats.update(|page| counters::event(page, now, ev::EV_BLOCK, pid, what));
+        note_switch_out(k, slot, OUT_BLOCK, now);
         slot
     });
     // SAFETY: the caller's contract.

@@ -64,16 +64,15 @@ pub fn timer(frame: &TrapFrame, from_user: bool, now: u64) {
         (tick, end)
     });
     match tick {
-        // SAFETY: the `with` that decided has returned (see `carry_out`).
-        Some(Tick::Preempt) => unsafe { yield_current(false, end) },
-        // SAFETY: as above.
-        Some(Tick::Runaway) => unsafe { end_current(End::Killed { vector: TIMER_VECTOR, rip: frame.rip }) },
         Some(Tick::Continue) | None if from_user => percpu::set_user_entry(end),
         Some(Tick::Continue) | None => {}
+        // SAFETY: the `with` that decided has returned (see `carry_out`).
+        Some(tick) => unsafe { carry_out(tick, frame.rip, end) },
     }
 }
 
-/// Does what a tick decided for the process it interrupted at `rip`.
+/// Does what a tick decided for the process it interrupted at `rip`; `now` is when a preempted
+/// process switches out.
 ///
 /// # Safety
 /// `Preempt` and `Runaway` are decided only for a tick that interrupted ring 3 (`decide`'s
@@ -81,11 +80,11 @@ pub fn timer(frame: &TrapFrame, from_user: bool, now: u64) {
 /// it by `sched::pick`), with IF clear (an interrupt gate); the caller holds no `KERNEL` borrow.
 /// `sched::switch_to_scheduler` asserts all three.
 #[inline(always)] // the tick's hot path
-unsafe fn carry_out(tick: Tick, rip: u64) {
+unsafe fn carry_out(tick: Tick, rip: u64, now: u64) {
     match tick {
         Tick::Continue => {}
         // SAFETY: the function's contract.
-        Tick::Preempt => unsafe { yield_current(false, rdtsc()) },
+        Tick::Preempt => unsafe { yield_current(false, now) },
         // SAFETY: the function's contract.
         Tick::Runaway => unsafe { end_current(End::Killed { vector: TIMER_VECTOR, rip }) },
     }
@@ -140,9 +139,12 @@ pub fn ap_timer(frame: &TrapFrame, from_user: bool, now: u64) {
             page.cpus[index].ticks += 1;
             counters::event(page, now, EV_TICK, pid, 0);
         });
-        decide(k, current, from_user, runaway, now)
+        let tick = decide(k, current, from_user, runaway, now);
+        crate::resched::publish(&mut k.stats);
+        tick
     });
-    KERNEL.with(|k| crate::resched::publish(&mut k.stats));
-    // SAFETY: the `with` that decided has returned (see `carry_out`).
-    unsafe { carry_out(tick, frame.rip) };
+    if !matches!(tick, Tick::Continue) {
+        // SAFETY: the `with` that decided has returned (see `carry_out`).
+        unsafe { carry_out(tick, frame.rip, rdtsc()) };
+    }
 }
