@@ -27,6 +27,18 @@ fn slices(trace: &Value, pid: u64) -> Vec<(f64, f64, String, String)> {
     list
 }
 
+/// The time of trace process `pid`'s first system call (an `i` event named `syscall …`).
+fn first_syscall(trace: &Value, pid: u64) -> Option<f64> {
+    trace["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["ph"] == "i" && e["pid"].as_u64() == Some(pid))
+        .filter(|e| e["name"].as_str().is_some_and(|n| n.starts_with("syscall ")))
+        .filter_map(|e| e["ts"].as_f64())
+        .min_by(f64::total_cmp)
+}
+
 /// Whether the spans overlap by more than rounding (timestamps are µs as f64).
 fn overlapping(spans: &[(f64, f64)]) -> Option<((f64, f64), (f64, f64))> {
     spans.windows(2).find(|w| w[0].1 > w[1].0 + 0.01).map(|w| (w[0], w[1]))
@@ -114,11 +126,15 @@ fn the_trace_shows_every_state_and_its_cause() {
     assert!(sleeper["time_in_states"]["blocked_ms"].as_f64().unwrap() > 0.0, "{sleeper}");
 }
 
-/// The trace's running time agrees with the kernel's own accounting. A counter's time running is
-/// its ring-3 time (`user_cycles`, charged at every entry to the kernel) plus what its timer ticks
-/// took in the kernel (its `ticks` at the run's mean tick cost): the two sides agree within 1 %
-/// of its running time. For every process, ring-3 time never exceeds time running, on one
-/// processor or two.
+/// The trace's running time agrees with the kernel's own accounting. A counter's time running,
+/// up to its first system call, is its ring-3 time (`user_cycles`, charged at every entry to
+/// the kernel) plus what its timer ticks took in the kernel (its `ticks` at the run's mean tick
+/// cost): the two sides agree within 1 % of its running time. (The counter calls the kernel only
+/// at its end, to print and exit; a system call's time in the kernel is on neither side, and
+/// its `write` is a console exit to lde, where a stalled host below shows most: one nested-host
+/// run left 19 ms of the whole running time unaccounted. The ring-3 time after that first call,
+/// formatting the line, is a few hundred µs there.)
+/// For every process, ring-3 time never exceeds time running, on one processor or two.
 #[test]
 fn running_time_in_the_trace_matches_the_accounting() {
     if !kvm_available("running_time_in_the_trace_matches_the_accounting") {
@@ -150,11 +166,18 @@ fn running_time_in_the_trace_matches_the_accounting() {
             let user = p["user_cycles"].as_f64().unwrap() * us_per_cycle;
             assert!(user <= running + 1.0, "--cpus {cpus} pid {pid}: {user} us in ring 3, {running} us running");
             if p["name"] == "counter" && cpus == "1" {
+                let first_call = first_syscall(&trace, pid).expect("the counter prints and exits");
+                let running: f64 = slices(&trace, pid)
+                    .iter()
+                    .filter(|s| s.2 == "running")
+                    .map(|s| s.1.min(first_call) - s.0.min(first_call))
+                    .sum();
                 let kernel = p["ticks"].as_f64().unwrap() * tick_us;
                 let gap = (running - user - kernel).abs();
                 assert!(
                     gap <= running / 100.0,
-                    "counter: {running} us running, {user} us in ring 3 + {kernel} us of ticks: off by {gap} us"
+                    "counter: {running} us running before its first system call, {user} us in ring 3 + \
+                     {kernel} us of ticks: off by {gap} us"
                 );
             }
         }
